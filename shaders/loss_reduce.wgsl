@@ -1,0 +1,42 @@
+// Deterministic sum of the per-element losses into the history buffer, and the epoch counter.
+//
+// One workgroup of 256 invocations: each sums the elements i ≡ lid (mod 256) in increasing order,
+// then a halving tree adds the 256 partial sums. No atomics, so the same inputs always give the
+// same bits (the CPU path's `loss_reduce` follows the same order).
+//
+// state[0] is the epoch index within the current chunk, kept on the GPU: the loss of this epoch
+// goes to history[state[0]], then the index moves on.
+
+struct Params {
+    len: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> values: array<f32>;
+@group(0) @binding(2) var<storage, read_write> history: array<f32>;
+@group(0) @binding(3) var<storage, read_write> state: array<u32>;
+
+const WIDTH: u32 = 256u;
+
+var<workgroup> partial: array<f32, 256>;
+
+@compute @workgroup_size(256)
+fn loss_reduce(@builtin(local_invocation_index) lid: u32) {
+    var s = 0.0;
+    for (var i = lid; i < params.len; i += WIDTH) {
+        s += values[i];
+    }
+    partial[lid] = s;
+    workgroupBarrier();
+    for (var stride = WIDTH / 2u; stride > 0u; stride /= 2u) {
+        if (lid < stride) {
+            partial[lid] += partial[lid + stride];
+        }
+        workgroupBarrier();
+    }
+    if (lid == 0u) {
+        let epoch = state[0];
+        history[epoch] = partial[0];
+        state[0] = epoch + 1u;
+    }
+}

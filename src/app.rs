@@ -1,0 +1,225 @@
+//! The commands: resolve the command line into a job and its initial state, pick the device, train,
+//! print, write files.
+
+use crate::backend::Backend;
+use crate::cli::{Cli, Command, TrainArgs};
+use crate::cpu::CpuBackend;
+use crate::error::{Error, Result};
+use crate::gpu::{context, DeviceChoice, GpuBackend, GpuContext};
+use crate::init::HostState;
+use crate::io::{npy, summary};
+use crate::job::{self, Job};
+use crate::train::{self, Report};
+use std::time::Instant;
+
+/// Run what the command line asks for.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Some(Command::Devices) => {
+            println!("{}", context::adapters_report(&context::list_adapters()));
+            Ok(())
+        }
+        None => train_command(&cli.train),
+    }
+}
+
+/// The job and its initial state from the flags: seeded, or loaded from `--init` (whose shapes
+/// fill in `--layers`/`--batch` where those are not given, and must match them where they are).
+pub fn resolve(args: &TrainArgs) -> Result<(Job, HostState)> {
+    let mut job = Job {
+        seed: args.seed,
+        log_every: job::parse_count("--log-every", &args.log_every)?,
+        ..Job::default()
+    };
+    if let Some(e) = &args.epochs {
+        job.epochs = job::parse_count("--epochs", e)?;
+    }
+    if let Some(lr) = &args.lr {
+        job.lr = job::parse_lr(lr)?;
+    }
+    let layers = args.layers.as_deref().map(job::parse_layers).transpose()?;
+    let batch = args
+        .batch
+        .as_deref()
+        .map(|b| job::parse_count("--batch", b))
+        .transpose()?;
+    if let Some(l) = &layers {
+        job.layers = l.clone();
+    }
+    if let Some(b) = batch {
+        job.batch = b;
+    }
+
+    let Some(dir) = &args.init else {
+        job.validate()?;
+        let state = HostState::seeded(&job);
+        return Ok((job, state));
+    };
+    // Validate what the flags say before reading files, so a bad flag is reported as such.
+    job.validate()?;
+    let state = npy::load_state(dir)?;
+    let (file_layers, file_batch) = state.dims();
+    if layers.is_some() || batch.is_some() {
+        check_init_matches(dir, &job, &state)?;
+    }
+    job.layers = file_layers;
+    job.batch = file_batch;
+    job.validate()?;
+    Ok((job, state))
+}
+
+/// With explicit `--layers`/`--batch`, every --init file must have the shape they imply.
+fn check_init_matches(dir: &std::path::Path, job: &Job, state: &HostState) -> Result<()> {
+    let hint = || " (from --layers/--batch)".to_string();
+    let mismatch = |name: String, expected: [usize; 2], found: [usize; 2]| -> Result<()> {
+        if expected == found {
+            return Ok(());
+        }
+        Err(Error::Shape {
+            path: dir.join(name),
+            expected: expected.to_vec(),
+            found: found.to_vec(),
+            hint: hint(),
+        })
+    };
+    mismatch("x.npy".into(), job.x_shape(), state.x.shape())?;
+    let n_files = state.weights.len();
+    if n_files < job.depth() {
+        return Err(Error::BadFile {
+            path: dir.join(npy::weight_file(n_files)),
+            msg: format!("missing: --layers asks for {} weights", job.depth()),
+        });
+    }
+    if n_files > job.depth() {
+        return Err(Error::BadFile {
+            path: dir.join(npy::weight_file(job.depth())),
+            msg: format!(
+                "present, but --layers asks for only {} weights (remove the file or fix --layers)",
+                job.depth()
+            ),
+        });
+    }
+    for (l, w) in state.weights.iter().enumerate() {
+        mismatch(npy::weight_file(l), job.weight_shape(l), w.shape())?;
+    }
+    mismatch("y.npy".into(), job.y_shape(), state.y.shape())
+}
+
+/// Build the backend `--device` asks for. `auto` falls back to the CPU with a notice.
+pub fn open_backend(device: &str, job: &Job, state: &HostState) -> Result<Box<dyn Backend>> {
+    let choice = DeviceChoice::parse(device)?;
+    if choice == DeviceChoice::Cpu {
+        return Ok(Box::new(CpuBackend::new(job, state)));
+    }
+    match context::choose(&choice, context::list_adapters())? {
+        Some(entry) => {
+            let ctx = GpuContext::new(&entry.adapter)?;
+            Ok(Box::new(GpuBackend::new(ctx, job, state)?))
+        }
+        None => {
+            eprintln!(
+                "notice: no GPU adapter found, training on the CPU (on Linux, `apt-get install \
+                 mesa-vulkan-drivers` gives the software adapter lavapipe)"
+            );
+            Ok(Box::new(CpuBackend::new(job, state)))
+        }
+    }
+}
+
+fn describe_net(job: &Job) -> String {
+    let widths: Vec<String> = job.layers.iter().map(|d| d.to_string()).collect();
+    format!(
+        "batch {} x [{}], ReLU, sum of squared errors, SGD lr {:e}, {} epochs",
+        job.batch,
+        widths.join(" -> "),
+        job.lr,
+        job.epochs
+    )
+}
+
+fn train_command(args: &TrainArgs) -> Result<()> {
+    let (job, state) = resolve(args)?;
+    if let Some(dir) = &args.save_init {
+        npy::save_state(dir, &state)?;
+    }
+    let setup = Instant::now();
+    let mut backend = open_backend(&args.device, &job, &state)?;
+    let setup_s = setup.elapsed().as_secs_f64();
+    let device = backend.describe();
+    if !args.quiet {
+        println!(
+            "{} on {} ({}, {})",
+            describe_net(&job),
+            device.name,
+            device.device_type,
+            device.backend
+        );
+    }
+    let quiet = args.quiet;
+    let report = train::train(&job, backend.as_mut(), |epoch, loss| {
+        if !quiet {
+            println!("epoch {epoch:>6}  loss {loss:.6e}");
+        }
+    })?;
+
+    let epochs_run = report.losses.len();
+    let eps = epochs_run as f64 / report.train_s.max(1e-12);
+    let s = summary::Summary {
+        tool: "gpu-train",
+        version: env!("CARGO_PKG_VERSION"),
+        device,
+        config: job.clone(),
+        epochs_run,
+        final_loss: report.final_loss(),
+        losses: report.losses.clone(),
+        timings: summary::Timings {
+            setup_s,
+            train_s: report.train_s,
+            epochs_per_s: eps,
+            gflops: job.flops_per_epoch() * eps / 1e9,
+        },
+        dispatches_per_epoch: backend.dispatches_per_epoch(),
+        submits: backend.submits(),
+        diverged_at: report.diverged.map(|(e, _)| e),
+    };
+    println!("{}", summary_line(&s));
+    write_outputs(args, &s, &report)?;
+    match report.diverged {
+        Some((epoch, loss)) => Err(Error::Diverged {
+            epoch,
+            loss,
+            lr: job.lr,
+            suggest: job.lr / 10.0,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The one line every run ends with.
+pub fn summary_line(s: &summary::Summary) -> String {
+    let loss = s
+        .final_loss
+        .map_or_else(|| "-".to_string(), |l| format!("{l:.6e}"));
+    format!(
+        "device {} | epochs {} | final loss {} | train {:.3} s | {:.1} epochs/s | {:.2} GFLOP/s",
+        s.device.name,
+        s.epochs_run,
+        loss,
+        s.timings.train_s,
+        s.timings.epochs_per_s,
+        s.timings.gflops
+    )
+}
+
+fn write_outputs(args: &TrainArgs, s: &summary::Summary, report: &Report) -> Result<()> {
+    if let Some(p) = &args.history {
+        summary::write_history(p, &report.losses)?;
+    }
+    if let Some(p) = &args.summary_json {
+        summary::write_summary(p, s)?;
+    }
+    if let Some(dir) = &args.save_final {
+        npy::save_weights(dir, &report.params)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,88 @@
+//! Command-line definitions (clap). Values are parsed raw here and validated into a [`Job`] in
+//! `job.rs`, so that every error names the flag at fault.
+//!
+//! [`Job`]: crate::job::Job
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Train small fully connected networks on any GPU through WebGPU compute shaders, with a CPU
+/// reference path that the GPU results are checked against.
+///
+/// With no arguments, trains the classic two-layer ReLU net (batch 64, 1000 -> 100 -> 10, sum of
+/// squared errors, SGD lr 1e-6, 500 epochs) on the best device, printing the loss every 50 epochs.
+#[derive(Debug, Parser)]
+#[command(name = "gpu-train", version, about, long_about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub train: TrainArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List every GPU adapter (index, name, vendor, type, backend, driver) and the one `--device
+    /// auto` would choose.
+    Devices,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct TrainArgs {
+    /// Where to train: `auto` (best GPU adapter, else the CPU), `cpu`, `gpu` (any adapter, error if
+    /// none), an adapter index or a case-insensitive substring of its name (see `gpu-train devices`).
+    #[arg(long, default_value = "auto", value_name = "DEVICE")]
+    pub device: String,
+
+    /// Seed of the generator that draws x, y and the initial weights (identical on every device).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+
+    /// Number of epochs (full passes over the batch), each one SGD step.
+    #[arg(long, value_name = "N")]
+    pub epochs: Option<String>,
+
+    /// Rows of x and y: the batch size [default: 64, or the row count of the --init files].
+    #[arg(long, value_name = "N")]
+    pub batch: Option<String>,
+
+    /// Layer widths from input to output, comma-separated; ReLU between layers, none after the
+    /// last [default: 1000,100,10, or the shapes of the --init files].
+    #[arg(long, value_name = "D0,D1,...")]
+    pub layers: Option<String>,
+
+    /// Learning rate of plain SGD (finite, > 0) [default: 1e-6].
+    #[arg(long, value_name = "LR")]
+    pub lr: Option<String>,
+
+    /// Print the loss every N epochs (0: only the summary). Also how often the GPU path reads back.
+    #[arg(long, default_value = "50", value_name = "N")]
+    pub log_every: String,
+
+    /// Write the initial x, y and weights as x.npy, y.npy, w1.npy, w2.npy, ... into DIR (created if
+    /// missing), in numpy's layout: x is [batch, d0], w1 is [d0, d1].
+    #[arg(long, value_name = "DIR")]
+    pub save_init: Option<PathBuf>,
+
+    /// Start from x.npy, y.npy, w1.npy, ... in DIR (f32 or f64, C order) instead of the seed.
+    #[arg(long, value_name = "DIR")]
+    pub init: Option<PathBuf>,
+
+    /// Write the trained weights as w1.npy, w2.npy, ... into DIR (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub save_final: Option<PathBuf>,
+
+    /// Write `epoch,loss` for every epoch to FILE (CSV).
+    #[arg(long, value_name = "FILE")]
+    pub history: Option<PathBuf>,
+
+    /// Write the device, the configuration, every epoch's loss and the timings to FILE as one JSON
+    /// object.
+    #[arg(long, value_name = "FILE")]
+    pub summary_json: Option<PathBuf>,
+
+    /// Print only the summary line.
+    #[arg(long, short)]
+    pub quiet: bool,
+}

@@ -1,0 +1,342 @@
+//! The CPU backend: the reference every GPU kernel is checked against, and the fallback on machines
+//! without an adapter. Each op has the same name as its WGSL kernel and runs in the same order of
+//! operations as the GPU path, so that parity tolerances stay tight. The products go through the
+//! `gemm` crate, with strides standing in for transposes (no copies).
+
+use crate::backend::Backend;
+use crate::error::Result;
+use crate::init::{HostState, Matrix};
+use crate::io::summary::DeviceSummary;
+use crate::job::Job;
+
+/// Number of partial sums in the deterministic reduction; the GPU's `loss_reduce` kernel runs one
+/// workgroup of this many invocations.
+pub const REDUCE_WIDTH: usize = 256;
+
+/// What the product's result is used for: the CPU twin of the matmul kernel's epilogue.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Epilogue {
+    /// `c = a·b`
+    Store,
+    /// `c = c - lr·(a·b)`: the SGD step fused into the weight gradient.
+    Sgd(f32),
+}
+
+/// `c[m,n] = op(a)[m,k] · op(b)[k,n]` (or the SGD update of `c`, see [`Epilogue`]).
+/// `a` is stored `[m,k]`, or `[k,m]` when `trans_a`; `b` is `[k,n]`, or `[n,k]` when `trans_b`.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul(
+    c: &mut [f32],
+    a: &[f32],
+    b: &[f32],
+    m: usize,
+    n: usize,
+    k: usize,
+    trans_a: bool,
+    trans_b: bool,
+    epilogue: Epilogue,
+) {
+    assert!(c.len() >= m * n && a.len() >= m * k && b.len() >= k * n);
+    let (a_rs, a_cs) = if trans_a { (1, m) } else { (k, 1) };
+    let (b_rs, b_cs) = if trans_b { (1, k) } else { (n, 1) };
+    let (read_dst, alpha, beta) = match epilogue {
+        Epilogue::Store => (false, 0.0, 1.0),
+        Epilogue::Sgd(lr) => (true, 1.0, -lr),
+    };
+    // SAFETY: the lengths were checked above against the strides used: every index
+    // row*rs + col*cs stays below m*k, k*n and m*n respectively.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            n as isize,
+            read_dst,
+            a.as_ptr(),
+            a_cs as isize,
+            a_rs as isize,
+            b.as_ptr(),
+            b_cs as isize,
+            b_rs as isize,
+            alpha,
+            beta,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+/// `a = max(a, 0)` in place.
+pub fn relu_forward(a: &mut [f32]) {
+    for v in a {
+        *v = v.max(0.0);
+    }
+}
+
+/// `g = 0` where the layer's ReLU output `a` is not positive (its input was <= 0).
+pub fn relu_backward(g: &mut [f32], a: &[f32]) {
+    for (g, &a) in g.iter_mut().zip(a) {
+        if a <= 0.0 {
+            *g = 0.0;
+        }
+    }
+}
+
+/// Sum of squared errors: writes `g = 2(p - y)` and the per-element squares `sq`, returns the sum.
+pub fn loss_sse(g: &mut [f32], sq: &mut [f32], p: &[f32], y: &[f32]) -> f32 {
+    for i in 0..p.len() {
+        let d = p[i] - y[i];
+        g[i] = 2.0 * d;
+        sq[i] = d * d;
+    }
+    loss_reduce(sq)
+}
+
+/// Deterministic sum in the GPU kernel's order: `REDUCE_WIDTH` strided partial sums, then a
+/// halving tree.
+pub fn loss_reduce(v: &[f32]) -> f32 {
+    let mut partial = [0.0f32; REDUCE_WIDTH];
+    for (t, p) in partial.iter_mut().enumerate() {
+        let mut s = 0.0f32;
+        let mut i = t;
+        while i < v.len() {
+            s += v[i];
+            i += REDUCE_WIDTH;
+        }
+        *p = s;
+    }
+    let mut stride = REDUCE_WIDTH / 2;
+    while stride > 0 {
+        for t in 0..stride {
+            partial[t] += partial[t + stride];
+        }
+        stride /= 2;
+    }
+    partial[0]
+}
+
+/// The CPU backend: the whole state in host memory.
+pub struct CpuBackend {
+    layers: Vec<usize>,
+    batch: usize,
+    lr: f32,
+    x: Vec<f32>,
+    y: Vec<f32>,
+    /// `weights[l]`: `[d_l, d_{l+1}]`
+    weights: Vec<Vec<f32>>,
+    /// `acts[l]`: ReLU output of layer l, `[batch, d_{l+1}]`, for every layer but the last
+    acts: Vec<Vec<f32>>,
+    /// Network output `[batch, dL]`
+    pred: Vec<f32>,
+    /// `grads[l]`: gradient of the loss w.r.t. layer l's output, `[batch, d_{l+1}]`
+    grads: Vec<Vec<f32>>,
+    /// Per-element squared errors `[batch, dL]`
+    sq: Vec<f32>,
+}
+
+impl CpuBackend {
+    pub fn new(job: &Job, state: &HostState) -> Self {
+        let b = job.batch;
+        let depth = job.depth();
+        let out = |l: usize| vec![0.0f32; b * job.layers[l + 1]];
+        CpuBackend {
+            layers: job.layers.clone(),
+            batch: b,
+            lr: job.lr,
+            x: state.x.data.clone(),
+            y: state.y.data.clone(),
+            weights: state.weights.iter().map(|w| w.data.clone()).collect(),
+            acts: (0..depth - 1).map(out).collect(),
+            pred: out(depth - 1),
+            grads: (0..depth).map(out).collect(),
+            sq: out(depth - 1),
+        }
+    }
+
+    /// Forward pass and loss; leaves the output gradient in `grads[last]`.
+    fn forward(&mut self) -> f32 {
+        let depth = self.weights.len();
+        let b = self.batch;
+        for l in 0..depth {
+            let (k, n) = (self.layers[l], self.layers[l + 1]);
+            let (done, rest) = self.acts.split_at_mut(l.min(depth - 1));
+            let input: &[f32] = if l == 0 { &self.x } else { &done[l - 1] };
+            let out: &mut [f32] = if l + 1 == depth {
+                &mut self.pred
+            } else {
+                &mut rest[0]
+            };
+            matmul(
+                out,
+                input,
+                &self.weights[l],
+                b,
+                n,
+                k,
+                false,
+                false,
+                Epilogue::Store,
+            );
+            if l + 1 < depth {
+                relu_forward(out);
+            }
+        }
+        let g = &mut self.grads[depth - 1];
+        loss_sse(g, &mut self.sq, &self.pred, &self.y)
+    }
+
+    /// Backward pass. With `update`, each weight gets its SGD step fused into its gradient product
+    /// (after the layer below's input gradient has used the old weight); without, the weight
+    /// gradients are returned and the weights left alone.
+    fn backward(&mut self, update: bool) -> Vec<Matrix> {
+        let depth = self.weights.len();
+        let b = self.batch;
+        let mut dws = Vec::new();
+        for l in (0..depth).rev() {
+            let (k, n) = (self.layers[l], self.layers[l + 1]);
+            let (below, this) = self.grads.split_at_mut(l);
+            let g = &this[0];
+            if l > 0 {
+                // dL/d(a_{l-1}) = g · w_lᵀ, masked by the ReLU of layer l-1
+                matmul(
+                    &mut below[l - 1],
+                    g,
+                    &self.weights[l],
+                    b,
+                    k,
+                    n,
+                    false,
+                    true,
+                    Epilogue::Store,
+                );
+                relu_backward(&mut below[l - 1], &self.acts[l - 1]);
+            }
+            let input: &[f32] = if l == 0 { &self.x } else { &self.acts[l - 1] };
+            if update {
+                matmul(
+                    &mut self.weights[l],
+                    input,
+                    g,
+                    k,
+                    n,
+                    b,
+                    true,
+                    false,
+                    Epilogue::Sgd(self.lr),
+                );
+            } else {
+                let mut dw = Matrix::zeros(k, n);
+                matmul(
+                    &mut dw.data,
+                    input,
+                    g,
+                    k,
+                    n,
+                    b,
+                    true,
+                    false,
+                    Epilogue::Store,
+                );
+                dws.push(dw);
+            }
+        }
+        dws.reverse();
+        dws
+    }
+
+    /// One epoch: forward, loss, backward with the fused SGD update. Returns the loss.
+    pub fn epoch(&mut self) -> f32 {
+        let loss = self.forward();
+        self.backward(true);
+        loss
+    }
+
+    /// The loss and the weight gradients at the current weights, without updating them.
+    pub fn gradients(&mut self) -> (f32, Vec<Matrix>) {
+        let loss = self.forward();
+        (loss, self.backward(false))
+    }
+
+    fn weights(&self) -> Vec<Matrix> {
+        self.weights
+            .iter()
+            .enumerate()
+            .map(|(l, w)| Matrix::from_vec(self.layers[l], self.layers[l + 1], w.clone()))
+            .collect()
+    }
+}
+
+impl Backend for CpuBackend {
+    fn describe(&self) -> DeviceSummary {
+        DeviceSummary {
+            kind: "cpu".into(),
+            name: "cpu".into(),
+            device_type: "Cpu".into(),
+            backend: "gemm".into(),
+            driver: format!(
+                "gemm crate, {} threads available",
+                std::thread::available_parallelism().map_or(1, |n| n.get())
+            ),
+        }
+    }
+
+    fn run(&mut self, epochs: usize) -> Result<Vec<f32>> {
+        Ok((0..epochs).map(|_| self.epoch()).collect())
+    }
+
+    fn read_params(&mut self) -> Result<Vec<Matrix>> {
+        Ok(self.weights())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(a: &[f32], b: &[f32], m: usize, n: usize, k: usize, ta: bool, tb: bool) -> Vec<f32> {
+        let mut c = vec![0.0f32; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                let mut s = 0.0f64;
+                for p in 0..k {
+                    let av = if ta { a[p * m + i] } else { a[i * k + p] };
+                    let bv = if tb { b[j * k + p] } else { b[p * n + j] };
+                    s += av as f64 * bv as f64;
+                }
+                c[i * n + j] = s as f32;
+            }
+        }
+        c
+    }
+
+    #[test]
+    fn matmul_strides_match_naive_for_every_transpose() {
+        let (m, n, k) = (7, 5, 3);
+        let a: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| (i as f32 * 0.11).cos()).collect();
+        for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+            let mut c = vec![f32::NAN; m * n];
+            matmul(&mut c, &a, &b, m, n, k, ta, tb, Epilogue::Store);
+            let want = naive(&a, &b, m, n, k, ta, tb);
+            for (g, w) in c.iter().zip(&want) {
+                assert!((g - w).abs() < 1e-5, "ta={ta} tb={tb}: {g} vs {w}");
+            }
+            let mut c2 = vec![1.0f32; m * n];
+            matmul(&mut c2, &a, &b, m, n, k, ta, tb, Epilogue::Sgd(0.5));
+            for (g, w) in c2.iter().zip(&want) {
+                assert!((g - (1.0 - 0.5 * w)).abs() < 1e-5);
+            }
+        }
+    }
+
+    #[test]
+    fn loss_reduce_is_the_plain_sum() {
+        let v: Vec<f32> = (0..1000).map(|i| i as f32).collect();
+        assert_eq!(loss_reduce(&v), 499_500.0);
+        assert_eq!(loss_reduce(&[2.5]), 2.5);
+    }
+}

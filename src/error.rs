@@ -1,0 +1,91 @@
+//! The library's typed errors, each carrying what a user needs to fix the problem, and the exit
+//! code the binary maps it to (2 bad input, 3 divergence, 1 anything else).
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in a run.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A flag's value is malformed or out of range.
+    #[error("invalid value for {flag}: {msg}")]
+    InvalidArg { flag: &'static str, msg: String },
+
+    /// `--device` named something that does not exist.
+    #[error("{0}")]
+    Device(String),
+
+    /// A job that does not fit the adapter's limits.
+    #[error("job too large for this adapter: {buffer} needs {needed}, but the adapter's {limit} is {allowed}")]
+    TooLarge {
+        buffer: String,
+        needed: String,
+        limit: &'static str,
+        allowed: String,
+    },
+
+    /// An input file that cannot be used.
+    #[error("{path}: {msg}")]
+    BadFile { path: PathBuf, msg: String },
+
+    /// An input array whose shape does not match the job.
+    #[error("{path}: expected shape {expected:?}, found {found:?}{hint}")]
+    Shape {
+        path: PathBuf,
+        expected: Vec<usize>,
+        found: Vec<usize>,
+        hint: String,
+    },
+
+    /// Reading or writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The loss became NaN or infinite.
+    #[error("the loss became {loss} at epoch {epoch}: the learning rate {lr:e} is probably too high (try --lr {suggest:e})")]
+    Diverged {
+        epoch: usize,
+        loss: f32,
+        lr: f32,
+        suggest: f32,
+    },
+
+    /// The GPU failed at run time (device lost, out of memory, validation).
+    #[error("GPU error: {0}")]
+    Gpu(String),
+}
+
+impl Error {
+    /// The process exit code for this error: 2 for anything the user can fix in the command line
+    /// or input files, 3 for a diverged run, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::InvalidArg { .. }
+            | Error::Device(_)
+            | Error::TooLarge { .. }
+            | Error::BadFile { .. }
+            | Error::Shape { .. } => 2,
+            Error::Diverged { .. } => 3,
+            Error::Io { .. } | Error::Gpu(_) => 1,
+        }
+    }
+
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn arg(flag: &'static str, msg: impl Into<String>) -> Self {
+        Error::InvalidArg {
+            flag,
+            msg: msg.into(),
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,299 @@
+//! Adapters: listing them, choosing one (`--device`), and opening a device with its limits. Kept
+//! apart from the work so tests and benches can open one context and share it.
+
+use super::kernels::Kernels;
+use crate::error::{Error, Result};
+use std::sync::{Arc, Mutex};
+
+/// One adapter as `gpu-train devices` shows it.
+pub struct AdapterEntry {
+    /// Position in the enumeration; what `--device <index>` refers to.
+    pub index: usize,
+    pub adapter: wgpu::Adapter,
+    pub info: wgpu::AdapterInfo,
+    /// Whether the adapter can run compute shaders at all (some GL adapters cannot).
+    pub compute: bool,
+}
+
+impl AdapterEntry {
+    /// One line: index, name, vendor, type, backend, driver.
+    pub fn describe(&self) -> String {
+        let i = &self.info;
+        format!(
+            "[{}] {} (vendor 0x{:04x}, {:?}, {}, driver {} {}){}",
+            self.index,
+            i.name,
+            i.vendor,
+            i.device_type,
+            i.backend,
+            i.driver,
+            i.driver_info,
+            if self.compute {
+                ""
+            } else {
+                " [no compute shaders]"
+            }
+        )
+    }
+
+    /// Lower is better: discrete > integrated > virtual/other > software; the native APIs before
+    /// GL at equal type.
+    fn rank(&self) -> (u8, u8) {
+        let ty = match self.info.device_type {
+            wgpu::DeviceType::DiscreteGpu => 0,
+            wgpu::DeviceType::IntegratedGpu => 1,
+            wgpu::DeviceType::VirtualGpu => 2,
+            wgpu::DeviceType::Other => 3,
+            wgpu::DeviceType::Cpu => 4,
+        };
+        let backend = match self.info.backend {
+            wgpu::Backend::Vulkan | wgpu::Backend::Metal | wgpu::Backend::Dx12 => 0,
+            wgpu::Backend::Gl => 1,
+            _ => 2,
+        };
+        (ty, backend)
+    }
+}
+
+fn instance() -> wgpu::Instance {
+    // WGPU_BACKEND and friends can narrow the backends, as in every wgpu program.
+    wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env())
+}
+
+/// Every adapter wgpu offers, in enumeration order.
+pub fn list_adapters() -> Vec<AdapterEntry> {
+    let instance = instance();
+    let adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
+    adapters
+        .into_iter()
+        .enumerate()
+        .map(|(index, adapter)| {
+            let info = adapter.get_info();
+            let compute = adapter
+                .get_downlevel_capabilities()
+                .flags
+                .contains(wgpu::DownlevelFlags::COMPUTE_SHADERS);
+            AdapterEntry {
+                index,
+                adapter,
+                info,
+                compute,
+            }
+        })
+        .collect()
+}
+
+/// The adapter `--device auto` picks: the best-ranked one that can run compute shaders.
+pub fn best_adapter(list: &[AdapterEntry]) -> Option<&AdapterEntry> {
+    list.iter()
+        .filter(|a| a.compute)
+        .min_by_key(|a| (a.rank(), a.index))
+}
+
+/// What `--device` asked for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeviceChoice {
+    Auto,
+    Cpu,
+    Gpu,
+    Index(usize),
+    Name(String),
+}
+
+impl DeviceChoice {
+    pub fn parse(s: &str) -> Result<Self> {
+        let t = s.trim();
+        Ok(match t.to_ascii_lowercase().as_str() {
+            "" => {
+                return Err(Error::arg(
+                    "--device",
+                    "is empty; use auto, cpu, gpu, an index or a name",
+                ))
+            }
+            "auto" => DeviceChoice::Auto,
+            "cpu" => DeviceChoice::Cpu,
+            "gpu" => DeviceChoice::Gpu,
+            _ => match t.parse::<usize>() {
+                Ok(i) => DeviceChoice::Index(i),
+                Err(_) => DeviceChoice::Name(t.to_string()),
+            },
+        })
+    }
+}
+
+/// The text listing the adapters, for `gpu-train devices` and for error messages.
+pub fn adapters_report(list: &[AdapterEntry]) -> String {
+    if list.is_empty() {
+        return "no GPU adapters found (on Linux without a GPU, `apt-get install mesa-vulkan-drivers` \
+                gives the software adapter lavapipe)"
+            .into();
+    }
+    let mut s = String::new();
+    for a in list {
+        s.push_str(&a.describe());
+        s.push('\n');
+    }
+    match best_adapter(list) {
+        Some(b) => s.push_str(&format!("auto would choose [{}] {}", b.index, b.info.name)),
+        None => s.push_str("auto would choose the CPU: no adapter can run compute shaders"),
+    }
+    s
+}
+
+/// Resolve a GPU choice to one adapter. `Auto` and `Cpu` are handled by the caller; this returns
+/// `Ok(None)` for `Auto` when there is no usable adapter.
+pub fn choose(choice: &DeviceChoice, list: Vec<AdapterEntry>) -> Result<Option<AdapterEntry>> {
+    let report = adapters_report(&list);
+    let pick = match choice {
+        DeviceChoice::Cpu => return Ok(None),
+        DeviceChoice::Auto => best_adapter(&list).map(|a| a.index),
+        DeviceChoice::Gpu => match best_adapter(&list) {
+            Some(a) => Some(a.index),
+            None => {
+                return Err(Error::Device(format!(
+                    "--device gpu: no usable GPU adapter.\n{report}"
+                )))
+            }
+        },
+        DeviceChoice::Index(i) => match list.iter().find(|a| a.index == *i) {
+            Some(a) => Some(a.index),
+            None => {
+                return Err(Error::Device(format!(
+                    "--device {i}: there is no adapter with that index.\n{report}"
+                )))
+            }
+        },
+        DeviceChoice::Name(n) => {
+            let lower = n.to_lowercase();
+            let hits: Vec<usize> = list
+                .iter()
+                .filter(|a| a.info.name.to_lowercase().contains(&lower))
+                .map(|a| a.index)
+                .collect();
+            match hits.as_slice() {
+                [] => {
+                    return Err(Error::Device(format!(
+                        "--device {n}: not auto, cpu, gpu, an index or the name of an adapter.\n{report}"
+                    )))
+                }
+                // Several adapters share a name (one per backend): take the best of them.
+                _ => list
+                    .iter()
+                    .filter(|a| hits.contains(&a.index))
+                    .min_by_key(|a| (a.rank(), a.index))
+                    .map(|a| a.index),
+            }
+        }
+    };
+    let Some(index) = pick else { return Ok(None) };
+    let entry = list.into_iter().find(|a| a.index == index);
+    match entry {
+        Some(e) if !e.compute => Err(Error::Device(format!(
+            "adapter [{}] {} cannot run compute shaders.\n{report}",
+            e.index, e.info.name
+        ))),
+        other => Ok(other),
+    }
+}
+
+/// An open device with everything built once: queue, limits, kernels.
+pub struct GpuContext {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub limits: wgpu::Limits,
+    pub kernels: Kernels,
+    /// The first error the device reported outside an error scope, if any.
+    errors: Arc<Mutex<Option<String>>>,
+}
+
+impl GpuContext {
+    /// Open a device on `adapter` with the adapter's own limits (not the conservative defaults), so
+    /// that large jobs fit wherever the hardware allows.
+    pub fn new(adapter: &wgpu::Adapter) -> Result<Arc<Self>> {
+        let info = adapter.get_info();
+        let limits = adapter.limits();
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("gpu-train"),
+            required_features: wgpu::Features::empty(),
+            required_limits: limits.clone(),
+            ..Default::default()
+        }))
+        .map_err(|e| Error::Gpu(format!("cannot open {}: {e}", info.name)))?;
+        let errors: Arc<Mutex<Option<String>>> = Arc::default();
+        let sink = errors.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            log::error!("wgpu: {e}");
+            if let Ok(mut slot) = sink.lock() {
+                slot.get_or_insert_with(|| e.to_string());
+            }
+        }));
+        let kernels = Kernels::new(&device);
+        Ok(Arc::new(GpuContext {
+            device,
+            queue,
+            info,
+            limits,
+            kernels,
+            errors,
+        }))
+    }
+
+    /// Open the adapter `--device auto` would pick, if any.
+    pub fn auto() -> Result<Option<Arc<Self>>> {
+        match choose(&DeviceChoice::Auto, list_adapters())? {
+            Some(a) => Self::new(&a.adapter).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Fail with the first error the device reported since it was opened.
+    pub fn check(&self) -> Result<()> {
+        match self.errors.lock().ok().and_then(|s| s.clone()) {
+            Some(e) => Err(Error::Gpu(e)),
+            None => Ok(()),
+        }
+    }
+
+    /// Wait until the queue is idle.
+    pub fn wait(&self) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
+        self.check()
+    }
+
+    /// Copy `bytes` bytes of `src` (from offset 0) back to the host as f32.
+    pub fn read_f32(&self, src: &wgpu::Buffer, bytes: u64) -> Result<Vec<f32>> {
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size: bytes,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc = self.device.create_command_encoder(&Default::default());
+        enc.copy_buffer_to_buffer(src, 0, &staging, 0, bytes);
+        self.queue.submit([enc.finish()]);
+        self.map_f32(&staging, bytes)
+    }
+
+    /// Map a MAP_READ buffer (after the copies into it were submitted) and return its contents.
+    pub fn map_f32(&self, staging: &wgpu::Buffer, bytes: u64) -> Result<Vec<f32>> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.map_async(wgpu::MapMode::Read, 0..bytes, move |r| {
+            let _ = tx.send(r);
+        });
+        self.wait()?;
+        rx.recv()
+            .map_err(|_| Error::Gpu("readback callback never ran".into()))?
+            .map_err(|e| Error::Gpu(format!("mapping the readback buffer: {e}")))?;
+        let out = {
+            let view = staging
+                .get_mapped_range(0..bytes)
+                .map_err(|e| Error::Gpu(format!("reading the readback buffer: {e}")))?;
+            bytemuck::pod_collect_to_vec::<u8, f32>(&view)
+        };
+        staging.unmap();
+        Ok(out)
+    }
+}

@@ -1,0 +1,167 @@
+//! The one place that loads every shader (embedded at compile time) and builds its pipelines.
+//! Pipelines are cached by (kernel, override constants) and built on first use.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+pub const MATMUL_WGSL: &str = include_str!("../../shaders/matmul.wgsl");
+pub const LOSS_REDUCE_WGSL: &str = include_str!("../../shaders/loss_reduce.wgsl");
+
+/// Tile of C computed by one matmul workgroup (see `shaders/matmul.wgsl`).
+pub const MATMUL_TILE: u32 = 64;
+
+/// The matmul kernel's epilogue, the `MODE` override of `shaders/matmul.wgsl`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Mode {
+    /// `C = v`
+    Store = 0,
+    /// `C = max(v, 0)`
+    Relu = 1,
+    /// `C = v where AUX > 0, else 0`
+    Mask = 2,
+    /// `C = C - lr·v`
+    Sgd = 3,
+    /// `d = v - AUX; C = 2d; AUX_OUT = d²`
+    Sse = 4,
+}
+
+/// One compiled variant of the matmul kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MatmulKey {
+    pub trans_a: bool,
+    pub trans_b: bool,
+    pub mode: Mode,
+}
+
+/// Shader modules, layouts and the pipeline cache of one device.
+pub struct Kernels {
+    matmul_module: wgpu::ShaderModule,
+    pub matmul_layout: wgpu::BindGroupLayout,
+    matmul_pipeline_layout: wgpu::PipelineLayout,
+    matmul_cache: Mutex<HashMap<MatmulKey, wgpu::ComputePipeline>>,
+    pub loss_reduce_layout: wgpu::BindGroupLayout,
+    pub loss_reduce: wgpu::ComputePipeline,
+    /// Bound where a kernel variant does not use its `aux` (read) or `aux_out` (write) binding.
+    pub dummy_read: wgpu::Buffer,
+    pub dummy_rw: wgpu::Buffer,
+}
+
+fn entry(binding: u32, ty: wgpu::BufferBindingType) -> wgpu::BindGroupLayoutEntry {
+    wgpu::BindGroupLayoutEntry {
+        binding,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty: wgpu::BindingType::Buffer {
+            ty,
+            has_dynamic_offset: false,
+            min_binding_size: None,
+        },
+        count: None,
+    }
+}
+
+const UNIFORM: wgpu::BufferBindingType = wgpu::BufferBindingType::Uniform;
+const READ: wgpu::BufferBindingType = wgpu::BufferBindingType::Storage { read_only: true };
+const RW: wgpu::BufferBindingType = wgpu::BufferBindingType::Storage { read_only: false };
+
+impl Kernels {
+    pub fn new(device: &wgpu::Device) -> Self {
+        let matmul_module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some("matmul"),
+            source: wgpu::ShaderSource::Wgsl(MATMUL_WGSL.into()),
+        });
+        let matmul_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("matmul"),
+            entries: &[
+                entry(0, UNIFORM),
+                entry(1, READ),
+                entry(2, READ),
+                entry(3, RW),
+                entry(4, READ),
+                entry(5, RW),
+            ],
+        });
+        let matmul_pipeline_layout =
+            device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some("matmul"),
+                bind_group_layouts: &[Some(&matmul_layout)],
+                immediate_size: 0,
+            });
+
+        let reduce_module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some("loss_reduce"),
+            source: wgpu::ShaderSource::Wgsl(LOSS_REDUCE_WGSL.into()),
+        });
+        let loss_reduce_layout =
+            device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some("loss_reduce"),
+                entries: &[
+                    entry(0, UNIFORM),
+                    entry(1, READ),
+                    entry(2, RW),
+                    entry(3, RW),
+                ],
+            });
+        let reduce_pipeline_layout =
+            device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some("loss_reduce"),
+                bind_group_layouts: &[Some(&loss_reduce_layout)],
+                immediate_size: 0,
+            });
+        let loss_reduce = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some("loss_reduce"),
+            layout: Some(&reduce_pipeline_layout),
+            module: &reduce_module,
+            entry_point: Some("loss_reduce"),
+            compilation_options: Default::default(),
+            cache: None,
+        });
+
+        let dummy = |label| {
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: 16,
+                usage: wgpu::BufferUsages::STORAGE,
+                mapped_at_creation: false,
+            })
+        };
+        Kernels {
+            dummy_read: dummy("unused aux"),
+            dummy_rw: dummy("unused aux_out"),
+            matmul_module,
+            matmul_layout,
+            matmul_pipeline_layout,
+            matmul_cache: Mutex::default(),
+            loss_reduce_layout,
+            loss_reduce,
+        }
+    }
+
+    /// The matmul pipeline for `key`, compiled on first use.
+    pub fn matmul(&self, device: &wgpu::Device, key: MatmulKey) -> wgpu::ComputePipeline {
+        let mut cache = self
+            .matmul_cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        cache
+            .entry(key)
+            .or_insert_with(|| {
+                let constants = [
+                    ("TRANS_A", key.trans_a as u8 as f64),
+                    ("TRANS_B", key.trans_b as u8 as f64),
+                    ("MODE", key.mode as u32 as f64),
+                ];
+                device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some("matmul"),
+                    layout: Some(&self.matmul_pipeline_layout),
+                    module: &self.matmul_module,
+                    entry_point: Some("matmul"),
+                    compilation_options: wgpu::PipelineCompilationOptions {
+                        constants: &constants,
+                        zero_initialize_workgroup_memory: false,
+                    },
+                    cache: None,
+                })
+            })
+            .clone()
+    }
+}

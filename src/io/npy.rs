@@ -1,0 +1,148 @@
+//! .npy arrays in numpy's own layout (2-D, C order): saving the state of a run and loading one.
+
+use crate::error::{Error, Result};
+use crate::init::{HostState, Matrix};
+use npyz::{DType, TypeChar, WriterBuilder};
+use std::path::{Path, PathBuf};
+
+/// Write a matrix as a 2-D little-endian f32 .npy file, atomically.
+pub fn write_matrix(path: &Path, m: &Matrix) -> Result<()> {
+    super::atomic_write(path, |w| {
+        let mut npy = npyz::WriteOptions::<f32>::new()
+            .default_dtype()
+            .shape(&[m.rows as u64, m.cols as u64])
+            .writer(w)
+            .begin_nd()?;
+        npy.extend(m.data.iter().copied())?;
+        npy.finish()
+    })
+}
+
+/// Read a 2-D f32 or f64 C-order .npy file as an f32 matrix.
+pub fn read_matrix(path: &Path) -> Result<Matrix> {
+    let bad = |msg: String| Error::BadFile {
+        path: path.to_path_buf(),
+        msg,
+    };
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let npy =
+        npyz::NpyFile::new(&bytes[..]).map_err(|e| bad(format!("not a valid .npy file ({e})")))?;
+    let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
+    if shape.len() != 2 {
+        return Err(bad(format!(
+            "expected a 2-D array, found {} dimension(s) with shape {shape:?}",
+            shape.len()
+        )));
+    }
+    if npy.order() != npyz::Order::C {
+        return Err(bad(
+            "array is in Fortran order; save it with np.ascontiguousarray(a) first".into(),
+        ));
+    }
+    let dtype = npy.dtype();
+    let (kind, size) = match &dtype {
+        DType::Plain(ts) => (ts.type_char(), ts.size_field()),
+        _ => return Err(bad(format!("dtype {} is not f32 or f64", dtype.descr()))),
+    };
+    let data: Vec<f32> = match (kind, size) {
+        (TypeChar::Float, 4) => npy.into_vec::<f32>(),
+        (TypeChar::Float, 8) => npy
+            .into_vec::<f64>()
+            .map(|v| v.into_iter().map(|x| x as f32).collect()),
+        _ => return Err(bad(format!("dtype {} is not f32 or f64", dtype.descr()))),
+    }
+    .map_err(|e| bad(format!("truncated or unreadable data ({e})")))?;
+    if data.len() != shape[0] * shape[1] {
+        return Err(bad(format!(
+            "holds {} values, but its shape {shape:?} needs {}",
+            data.len(),
+            shape[0] * shape[1]
+        )));
+    }
+    Ok(Matrix::from_vec(shape[0], shape[1], data))
+}
+
+/// File name of weight `l` (0-based): `w1.npy`, `w2.npy`, ...
+pub fn weight_file(l: usize) -> String {
+    format!("w{}.npy", l + 1)
+}
+
+/// Write x.npy, y.npy and w1.npy, ... into `dir` (created if missing).
+pub fn save_state(dir: &Path, state: &HostState) -> Result<()> {
+    super::ensure_dir(dir)?;
+    write_matrix(&dir.join("x.npy"), &state.x)?;
+    write_matrix(&dir.join("y.npy"), &state.y)?;
+    save_weights(dir, &state.weights)
+}
+
+/// Write w1.npy, w2.npy, ... into `dir` (created if missing).
+pub fn save_weights(dir: &Path, weights: &[Matrix]) -> Result<()> {
+    super::ensure_dir(dir)?;
+    for (l, w) in weights.iter().enumerate() {
+        write_matrix(&dir.join(weight_file(l)), w)?;
+    }
+    Ok(())
+}
+
+/// Read x.npy, y.npy, w1.npy, w2.npy, ... (as many consecutive weights as exist) from `dir` and
+/// check that they chain: x is [batch, d0], w1 is [d0, d1], ..., y is [batch, dL].
+pub fn load_state(dir: &Path) -> Result<HostState> {
+    if !dir.is_dir() {
+        return Err(Error::BadFile {
+            path: dir.to_path_buf(),
+            msg: "--init expects a directory holding x.npy, y.npy, w1.npy, w2.npy, ...".into(),
+        });
+    }
+    let need = |name: &str| -> Result<PathBuf> {
+        let p = dir.join(name);
+        if p.exists() {
+            Ok(p)
+        } else {
+            Err(Error::BadFile {
+                path: p,
+                msg: "missing (--init needs x.npy, y.npy, w1.npy, ...)".into(),
+            })
+        }
+    };
+    let x = read_matrix(&need("x.npy")?)?;
+    let y = read_matrix(&need("y.npy")?)?;
+    let mut weights = Vec::new();
+    let mut l = 0;
+    loop {
+        let p = dir.join(weight_file(l));
+        if !p.exists() {
+            break;
+        }
+        weights.push(read_matrix(&p)?);
+        l += 1;
+    }
+    if weights.is_empty() {
+        need(&weight_file(0))?;
+    }
+    // Chain the shapes, naming the first file that breaks the chain.
+    let mut prev = x.cols;
+    for (l, w) in weights.iter().enumerate() {
+        if w.rows != prev {
+            return Err(Error::Shape {
+                path: dir.join(weight_file(l)),
+                expected: vec![prev, w.cols],
+                found: w.shape().to_vec(),
+                hint: if l == 0 {
+                    " (rows must equal x's columns)".into()
+                } else {
+                    format!(" (rows must equal the columns of w{l})")
+                },
+            });
+        }
+        prev = w.cols;
+    }
+    if y.shape() != [x.rows, prev] {
+        return Err(Error::Shape {
+            path: dir.join("y.npy"),
+            expected: vec![x.rows, prev],
+            found: y.shape().to_vec(),
+            hint: " (rows of x by columns of the last weight)".into(),
+        });
+    }
+    Ok(HostState { x, y, weights })
+}

@@ -1,0 +1,69 @@
+//! The loss history (CSV) and the run summary (one JSON object that scripts and benchmarks read).
+
+use crate::error::{Error, Result};
+use crate::job::Job;
+use serde::Serialize;
+use std::path::Path;
+
+/// Where a run ran.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeviceSummary {
+    /// `cpu` or `gpu`.
+    pub kind: String,
+    pub name: String,
+    pub device_type: String,
+    pub backend: String,
+    pub driver: String,
+}
+
+/// Timings of a run, in seconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Timings {
+    /// Device set-up, pipeline creation and upload.
+    pub setup_s: f64,
+    /// Training, from the first epoch to the last loss read back.
+    pub train_s: f64,
+    pub epochs_per_s: f64,
+    /// Achieved throughput of the products, from the job's FLOP count.
+    pub gflops: f64,
+}
+
+/// Everything a script needs about one run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub tool: &'static str,
+    pub version: &'static str,
+    pub device: DeviceSummary,
+    pub config: Job,
+    /// Epochs actually run (fewer than `config.epochs` if the run diverged).
+    pub epochs_run: usize,
+    pub final_loss: Option<f32>,
+    /// The loss of every epoch, computed before that epoch's update.
+    pub losses: Vec<f32>,
+    pub timings: Timings,
+    /// Compute dispatches recorded per epoch (GPU), 0 on the CPU.
+    pub dispatches_per_epoch: usize,
+    /// Queue submissions over the whole training (GPU), 0 on the CPU.
+    pub submits: usize,
+    /// `Some(epoch)` if the loss became NaN or infinite there.
+    pub diverged_at: Option<usize>,
+}
+
+pub fn write_history(path: &Path, losses: &[f32]) -> Result<()> {
+    super::atomic_write(path, |w| {
+        writeln!(w, "epoch,loss")?;
+        for (e, l) in losses.iter().enumerate() {
+            writeln!(w, "{e},{l:?}")?;
+        }
+        Ok(())
+    })
+}
+
+pub fn write_summary(path: &Path, summary: &Summary) -> Result<()> {
+    let json = serde_json::to_vec_pretty(summary)
+        .map_err(|e| Error::io(path, std::io::Error::other(e)))?;
+    super::atomic_write(path, |w| {
+        w.write_all(&json)?;
+        w.write_all(b"\n")
+    })
+}
