@@ -1,14 +1,18 @@
 // Deterministic sum of the per-element losses into the history buffer, and the epoch counter.
 //
-// One workgroup of 256 invocations: each sums the elements i ≡ lid (mod 256) in increasing order,
-// then a halving tree adds the 256 partial sums. No atomics, so the same inputs always give the
-// same bits (the CPU path's `loss_reduce` follows the same order).
+// `values` is a [rows, cols] matrix stored with its columns padded to `cols_padded` (see
+// matmul.wgsl); element i of the unpadded row-major order is summed by invocation i mod 256, in
+// increasing i, then a halving tree adds the 256 partial sums. No atomics, so the same inputs
+// always give the same bits, and the CPU path's `loss_reduce` follows the same order.
 //
 // state[0] is the epoch index within the current chunk, kept on the GPU: the loss of this epoch
 // goes to history[state[0]], then the index moves on.
 
 struct Params {
-    len: u32,
+    len: u32,          // rows * cols
+    cols: u32,
+    cols_padded: u32,
+    _pad: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -24,7 +28,7 @@ var<workgroup> partial: array<f32, 256>;
 fn loss_reduce(@builtin(local_invocation_index) lid: u32) {
     var s = 0.0;
     for (var i = lid; i < params.len; i += WIDTH) {
-        s += values[i];
+        s += values[(i / params.cols) * params.cols_padded + i % params.cols];
     }
     partial[lid] = s;
     workgroupBarrier();

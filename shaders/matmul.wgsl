@@ -1,14 +1,20 @@
-// Tiled matrix product with a fused epilogue: the one kernel behind every product of training.
+// Matrix product with a fused epilogue: the one kernel behind every product of training.
 //
 //   C[M,N] = op(A)[M,K] · op(B)[K,N]
 //
 // A is stored [M,K] row-major, or [K,M] when TRANS_A (so xᵀ·g reads x as it is);
 // B is stored [K,N], or [N,K] when TRANS_B (so g·wᵀ reads w as it is). No transposed copies.
 //
-// A workgroup of 16x16 invocations computes a 64x64 tile of C; each invocation a 4x4 block of it,
-// kept in four vec4 accumulators. The K dimension is walked in steps of TK, with the A and B tiles
-// staged in workgroup memory as vec4s. Loads outside the matrices read 0 and stores outside them
-// are skipped, so any shape works, not only multiples of the tile.
+// Layout: on the GPU every matrix is stored with both dimensions padded to a multiple of 4 and the
+// padding filled with zeros, so M, N and K here are multiples of 4 and every row starts on a
+// vec4. Zero padding keeps the products exact, and every epilogue below maps a zero result to zero,
+// so the padding of each output stays zero for the next kernel to read.
+//
+// Work split: each invocation computes an 8x8 block of C as four 4x4 blocks (mat4x4), walking K
+// four at a time: per step it loads a 8x4 block of A and a 4x8 block of B as 16 vec4 loads and
+// does 256 multiply-adds. Few, wide loads per multiply-add is what matters on every device, most
+// of all on CPU implementations such as lavapipe, where each load instruction costs a loop over
+// the SIMD lanes. A workgroup of 8x8 invocations covers a 64x64 tile of C.
 //
 // MODE picks the epilogue (what happens to each result v at C[row,col]):
 //   0 store   C = v                                  (plain product, tests and gradients)
@@ -22,55 +28,71 @@ override TRANS_B: bool = false;
 override MODE: u32 = 0u;
 
 struct Params {
-    m: u32,
+    m: u32,  // padded: multiples of 4
     n: u32,
     k: u32,
     lr: f32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> b: array<f32>;
-@group(0) @binding(3) var<storage, read_write> c: array<f32>;
-@group(0) @binding(4) var<storage, read> aux: array<f32>;
-@group(0) @binding(5) var<storage, read_write> aux_out: array<f32>;
+@group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> c: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read> aux: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read_write> aux_out: array<vec4<f32>>;
 
-const TM: u32 = 64u;  // tile rows
-const TN: u32 = 64u;  // tile columns
-const TK: u32 = 16u;  // depth of one staged step
-
-// as_tile[kk * 16 + i] holds A rows 4i..4i+3 at depth kk; bs_tile[kk * 16 + j] B columns 4j..4j+3.
-var<workgroup> as_tile: array<vec4<f32>, 256>;
-var<workgroup> bs_tile: array<vec4<f32>, 256>;
-
-fn load_a(row: u32, kk: u32) -> f32 {
-    if (row >= params.m || kk >= params.k) {
-        return 0.0;
-    }
+// The 4x4 block of op(A) at rows r..r+3, depth k..k+3, as a matrix whose column kk is
+// A[r..r+3, k+kk]. A block past the last row is read from the last one and never stored.
+fn load_a(r: u32, k: u32) -> mat4x4<f32> {
+    let rr = min(r, params.m - 4u);
     if (TRANS_A) {
-        return a[kk * params.m + row];
+        // stored [K, M]: row k+kk of memory is column k+kk of op(A)
+        let m4 = params.m / 4u;
+        let q = rr / 4u;
+        return mat4x4<f32>(a[k * m4 + q], a[(k + 1u) * m4 + q], a[(k + 2u) * m4 + q], a[(k + 3u) * m4 + q]);
     }
-    return a[row * params.k + kk];
+    // stored [M, K]: row r+i of memory holds A[r+i, k..k+3], a row of the block
+    let k4 = params.k / 4u;
+    let q = k / 4u;
+    return transpose(mat4x4<f32>(a[rr * k4 + q], a[(rr + 1u) * k4 + q], a[(rr + 2u) * k4 + q], a[(rr + 3u) * k4 + q]));
 }
 
-fn load_b(kk: u32, col: u32) -> f32 {
-    if (kk >= params.k || col >= params.n) {
-        return 0.0;
-    }
+// The 4x4 block of op(B) at depth k..k+3, columns c0..c0+3, as a matrix whose column j is
+// B[k..k+3, c0+j]. A block past the last column is read from the last one and never stored.
+fn load_b(k: u32, c0: u32) -> mat4x4<f32> {
+    let cc = min(c0, params.n - 4u);
     if (TRANS_B) {
-        return b[col * params.k + kk];
+        // stored [N, K]: row c0+j of memory holds B[k..k+3, c0+j], a column of the block
+        let k4 = params.k / 4u;
+        let q = k / 4u;
+        return mat4x4<f32>(b[cc * k4 + q], b[(cc + 1u) * k4 + q], b[(cc + 2u) * k4 + q], b[(cc + 3u) * k4 + q]);
     }
-    return b[kk * params.n + col];
+    // stored [K, N]: row k+kk of memory holds B[k+kk, c0..c0+3], a row of the block
+    let n4 = params.n / 4u;
+    let q = cc / 4u;
+    return transpose(mat4x4<f32>(b[k * n4 + q], b[(k + 1u) * n4 + q], b[(k + 2u) * n4 + q], b[(k + 3u) * n4 + q]));
 }
 
-fn epilogue(row: u32, col: u32, v: f32) {
-    if (row >= params.m || col >= params.n) {
+// acc + x·y for 4x4 blocks, as explicit fused multiply-adds in k order.
+fn mac(acc: mat4x4<f32>, x: mat4x4<f32>, y: mat4x4<f32>) -> mat4x4<f32> {
+    return mat4x4<f32>(
+        fma(x[3], vec4<f32>(y[0][3]), fma(x[2], vec4<f32>(y[0][2]), fma(x[1], vec4<f32>(y[0][1]), fma(x[0], vec4<f32>(y[0][0]), acc[0])))),
+        fma(x[3], vec4<f32>(y[1][3]), fma(x[2], vec4<f32>(y[1][2]), fma(x[1], vec4<f32>(y[1][1]), fma(x[0], vec4<f32>(y[1][0]), acc[1])))),
+        fma(x[3], vec4<f32>(y[2][3]), fma(x[2], vec4<f32>(y[2][2]), fma(x[1], vec4<f32>(y[2][1]), fma(x[0], vec4<f32>(y[2][0]), acc[2])))),
+        fma(x[3], vec4<f32>(y[3][3]), fma(x[2], vec4<f32>(y[3][2]), fma(x[1], vec4<f32>(y[3][1]), fma(x[0], vec4<f32>(y[3][0]), acc[3])))),
+    );
+}
+
+// Apply the epilogue to C[row, 4*c4 .. 4*c4+3].
+fn epilogue(row: u32, c4: u32, v: vec4<f32>) {
+    let n4 = params.n / 4u;
+    if (row >= params.m || c4 >= n4) {
         return;
     }
-    let i = row * params.n + col;
+    let i = row * n4 + c4;
     switch MODE {
-        case 1u: { c[i] = max(v, 0.0); }
-        case 2u: { c[i] = select(0.0, v, aux[i] > 0.0); }
+        case 1u: { c[i] = max(v, vec4<f32>(0.0)); }
+        case 2u: { c[i] = select(vec4<f32>(0.0), v, aux[i] > vec4<f32>(0.0)); }
         case 3u: { c[i] = c[i] - params.lr * v; }
         case 4u: {
             let d = v - aux[i];
@@ -81,57 +103,332 @@ fn epilogue(row: u32, col: u32, v: f32) {
     }
 }
 
-fn store_row(row: u32, col0: u32, v: vec4<f32>) {
-    epilogue(row, col0, v.x);
-    epilogue(row, col0 + 1u, v.y);
-    epilogue(row, col0 + 2u, v.z);
-    epilogue(row, col0 + 3u, v.w);
+// Store a 4x4 block (column j = C[r..r+3, c0+j]) row by row.
+fn store(r: u32, c0: u32, acc: mat4x4<f32>) {
+    let t = transpose(acc);
+    let c4 = c0 / 4u;
+    epilogue(r, c4, t[0]);
+    epilogue(r + 1u, c4, t[1]);
+    epilogue(r + 2u, c4, t[2]);
+    epilogue(r + 3u, c4, t[3]);
 }
 
-@compute @workgroup_size(16, 16)
-fn matmul(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-    let row0 = wid.y * TM;
-    let col0 = wid.x * TN;
-    let t = lid.y * 16u + lid.x;
-    // Which vec4 of each tile this invocation stages: depth t/16, rows (or columns) 4*(t%16)...
-    let ld_k = t / 16u;
-    let ld_i = (t % 16u) * 4u;
-
-    var acc0 = vec4<f32>(0.0);
-    var acc1 = vec4<f32>(0.0);
-    var acc2 = vec4<f32>(0.0);
-    var acc3 = vec4<f32>(0.0);
-
-    for (var k0 = 0u; k0 < params.k; k0 += TK) {
-        let ka = k0 + ld_k;
-        as_tile[t] = vec4<f32>(
-            load_a(row0 + ld_i, ka),
-            load_a(row0 + ld_i + 1u, ka),
-            load_a(row0 + ld_i + 2u, ka),
-            load_a(row0 + ld_i + 3u, ka),
-        );
-        bs_tile[t] = vec4<f32>(
-            load_b(ka, col0 + ld_i),
-            load_b(ka, col0 + ld_i + 1u),
-            load_b(ka, col0 + ld_i + 2u),
-            load_b(ka, col0 + ld_i + 3u),
-        );
-        workgroupBarrier();
-        for (var kk = 0u; kk < TK; kk++) {
-            let av = as_tile[kk * 16u + lid.y];
-            let bv = bs_tile[kk * 16u + lid.x];
-            acc0 = fma(vec4<f32>(av.x), bv, acc0);
-            acc1 = fma(vec4<f32>(av.y), bv, acc1);
-            acc2 = fma(vec4<f32>(av.z), bv, acc2);
-            acc3 = fma(vec4<f32>(av.w), bv, acc3);
-        }
-        workgroupBarrier();
+@compute @workgroup_size(8, 8)
+fn matmul_8x8(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let r = gid.y * 8u;
+    let c0 = gid.x * 8u;
+    if (r >= params.m || c0 >= params.n) {
+        return;
     }
+    var c00 = mat4x4<f32>();
+    var c01 = mat4x4<f32>();
+    var c10 = mat4x4<f32>();
+    var c11 = mat4x4<f32>();
+    for (var k = 0u; k < params.k; k += 4u) {
+        let a0 = load_a(r, k);
+        let a1 = load_a(r + 4u, k);
+        let b0 = load_b(k, c0);
+        let b1 = load_b(k, c0 + 4u);
+        c00 = mac(c00, a0, b0);
+        c01 = mac(c01, a0, b1);
+        c10 = mac(c10, a1, b0);
+        c11 = mac(c11, a1, b1);
+    }
+    store(r, c0, c00);
+    store(r, c0 + 4u, c01);
+    store(r + 4u, c0, c10);
+    store(r + 4u, c0 + 4u, c11);
+}
 
-    let r = row0 + lid.y * 4u;
-    let cc = col0 + lid.x * 4u;
-    store_row(r, cc, acc0);
-    store_row(r + 1u, cc, acc1);
-    store_row(r + 2u, cc, acc2);
-    store_row(r + 3u, cc, acc3);
+// The same product with a 16x16 block per invocation (sixteen 4x4 blocks: 32 vec4 loads per 1024
+// multiply-adds, half the loads per multiply-add of `matmul_8x8`) and 4x4 invocations per
+// workgroup, so the workgroup still covers a 64x64 tile. Meant for CPU implementations (lavapipe),
+// where a load costs far more than keeping many accumulators; GPUs would run out of registers.
+// (Generated pattern: the same lines as `matmul_8x8`, written out for each block.)
+@compute @workgroup_size(4, 4)
+fn matmul_16x16(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let r = gid.y * 16u;
+    let c0 = gid.x * 16u;
+    if (r >= params.m || c0 >= params.n) {
+        return;
+    }
+    var c0_0 = mat4x4<f32>();
+    var c0_1 = mat4x4<f32>();
+    var c0_2 = mat4x4<f32>();
+    var c0_3 = mat4x4<f32>();
+    var c1_0 = mat4x4<f32>();
+    var c1_1 = mat4x4<f32>();
+    var c1_2 = mat4x4<f32>();
+    var c1_3 = mat4x4<f32>();
+    var c2_0 = mat4x4<f32>();
+    var c2_1 = mat4x4<f32>();
+    var c2_2 = mat4x4<f32>();
+    var c2_3 = mat4x4<f32>();
+    var c3_0 = mat4x4<f32>();
+    var c3_1 = mat4x4<f32>();
+    var c3_2 = mat4x4<f32>();
+    var c3_3 = mat4x4<f32>();
+    for (var k = 0u; k < params.k; k += 4u) {
+        let a0 = load_a(r + 0u, k);
+        let a1 = load_a(r + 4u, k);
+        let a2 = load_a(r + 8u, k);
+        let a3 = load_a(r + 12u, k);
+        let b0 = load_b(k, c0 + 0u);
+        let b1 = load_b(k, c0 + 4u);
+        let b2 = load_b(k, c0 + 8u);
+        let b3 = load_b(k, c0 + 12u);
+        c0_0 = mac(c0_0, a0, b0);
+        c0_1 = mac(c0_1, a0, b1);
+        c0_2 = mac(c0_2, a0, b2);
+        c0_3 = mac(c0_3, a0, b3);
+        c1_0 = mac(c1_0, a1, b0);
+        c1_1 = mac(c1_1, a1, b1);
+        c1_2 = mac(c1_2, a1, b2);
+        c1_3 = mac(c1_3, a1, b3);
+        c2_0 = mac(c2_0, a2, b0);
+        c2_1 = mac(c2_1, a2, b1);
+        c2_2 = mac(c2_2, a2, b2);
+        c2_3 = mac(c2_3, a2, b3);
+        c3_0 = mac(c3_0, a3, b0);
+        c3_1 = mac(c3_1, a3, b1);
+        c3_2 = mac(c3_2, a3, b2);
+        c3_3 = mac(c3_3, a3, b3);
+    }
+    store(r + 0u, c0 + 0u, c0_0);
+    store(r + 0u, c0 + 4u, c0_1);
+    store(r + 0u, c0 + 8u, c0_2);
+    store(r + 0u, c0 + 12u, c0_3);
+    store(r + 4u, c0 + 0u, c1_0);
+    store(r + 4u, c0 + 4u, c1_1);
+    store(r + 4u, c0 + 8u, c1_2);
+    store(r + 4u, c0 + 12u, c1_3);
+    store(r + 8u, c0 + 0u, c2_0);
+    store(r + 8u, c0 + 4u, c2_1);
+    store(r + 8u, c0 + 8u, c2_2);
+    store(r + 8u, c0 + 12u, c2_3);
+    store(r + 12u, c0 + 0u, c3_0);
+    store(r + 12u, c0 + 4u, c3_1);
+    store(r + 12u, c0 + 8u, c3_2);
+    store(r + 12u, c0 + 12u, c3_3);
+}
+
+// A 32x32 block per invocation (64 vec4 loads per 4096 multiply-adds) and 2x2 invocations per
+// workgroup (a 64x64 tile again): for CPU implementations on large products.
+@compute @workgroup_size(2, 2)
+fn matmul_32x32(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let r = gid.y * 32u;
+    let c0 = gid.x * 32u;
+    if (r >= params.m || c0 >= params.n) {
+        return;
+    }
+    var c0_0 = mat4x4<f32>();
+    var c0_1 = mat4x4<f32>();
+    var c0_2 = mat4x4<f32>();
+    var c0_3 = mat4x4<f32>();
+    var c0_4 = mat4x4<f32>();
+    var c0_5 = mat4x4<f32>();
+    var c0_6 = mat4x4<f32>();
+    var c0_7 = mat4x4<f32>();
+    var c1_0 = mat4x4<f32>();
+    var c1_1 = mat4x4<f32>();
+    var c1_2 = mat4x4<f32>();
+    var c1_3 = mat4x4<f32>();
+    var c1_4 = mat4x4<f32>();
+    var c1_5 = mat4x4<f32>();
+    var c1_6 = mat4x4<f32>();
+    var c1_7 = mat4x4<f32>();
+    var c2_0 = mat4x4<f32>();
+    var c2_1 = mat4x4<f32>();
+    var c2_2 = mat4x4<f32>();
+    var c2_3 = mat4x4<f32>();
+    var c2_4 = mat4x4<f32>();
+    var c2_5 = mat4x4<f32>();
+    var c2_6 = mat4x4<f32>();
+    var c2_7 = mat4x4<f32>();
+    var c3_0 = mat4x4<f32>();
+    var c3_1 = mat4x4<f32>();
+    var c3_2 = mat4x4<f32>();
+    var c3_3 = mat4x4<f32>();
+    var c3_4 = mat4x4<f32>();
+    var c3_5 = mat4x4<f32>();
+    var c3_6 = mat4x4<f32>();
+    var c3_7 = mat4x4<f32>();
+    var c4_0 = mat4x4<f32>();
+    var c4_1 = mat4x4<f32>();
+    var c4_2 = mat4x4<f32>();
+    var c4_3 = mat4x4<f32>();
+    var c4_4 = mat4x4<f32>();
+    var c4_5 = mat4x4<f32>();
+    var c4_6 = mat4x4<f32>();
+    var c4_7 = mat4x4<f32>();
+    var c5_0 = mat4x4<f32>();
+    var c5_1 = mat4x4<f32>();
+    var c5_2 = mat4x4<f32>();
+    var c5_3 = mat4x4<f32>();
+    var c5_4 = mat4x4<f32>();
+    var c5_5 = mat4x4<f32>();
+    var c5_6 = mat4x4<f32>();
+    var c5_7 = mat4x4<f32>();
+    var c6_0 = mat4x4<f32>();
+    var c6_1 = mat4x4<f32>();
+    var c6_2 = mat4x4<f32>();
+    var c6_3 = mat4x4<f32>();
+    var c6_4 = mat4x4<f32>();
+    var c6_5 = mat4x4<f32>();
+    var c6_6 = mat4x4<f32>();
+    var c6_7 = mat4x4<f32>();
+    var c7_0 = mat4x4<f32>();
+    var c7_1 = mat4x4<f32>();
+    var c7_2 = mat4x4<f32>();
+    var c7_3 = mat4x4<f32>();
+    var c7_4 = mat4x4<f32>();
+    var c7_5 = mat4x4<f32>();
+    var c7_6 = mat4x4<f32>();
+    var c7_7 = mat4x4<f32>();
+    for (var k = 0u; k < params.k; k += 4u) {
+        let a0 = load_a(r + 0u, k);
+        let a1 = load_a(r + 4u, k);
+        let a2 = load_a(r + 8u, k);
+        let a3 = load_a(r + 12u, k);
+        let a4 = load_a(r + 16u, k);
+        let a5 = load_a(r + 20u, k);
+        let a6 = load_a(r + 24u, k);
+        let a7 = load_a(r + 28u, k);
+        let b0 = load_b(k, c0 + 0u);
+        let b1 = load_b(k, c0 + 4u);
+        let b2 = load_b(k, c0 + 8u);
+        let b3 = load_b(k, c0 + 12u);
+        let b4 = load_b(k, c0 + 16u);
+        let b5 = load_b(k, c0 + 20u);
+        let b6 = load_b(k, c0 + 24u);
+        let b7 = load_b(k, c0 + 28u);
+        c0_0 = mac(c0_0, a0, b0);
+        c0_1 = mac(c0_1, a0, b1);
+        c0_2 = mac(c0_2, a0, b2);
+        c0_3 = mac(c0_3, a0, b3);
+        c0_4 = mac(c0_4, a0, b4);
+        c0_5 = mac(c0_5, a0, b5);
+        c0_6 = mac(c0_6, a0, b6);
+        c0_7 = mac(c0_7, a0, b7);
+        c1_0 = mac(c1_0, a1, b0);
+        c1_1 = mac(c1_1, a1, b1);
+        c1_2 = mac(c1_2, a1, b2);
+        c1_3 = mac(c1_3, a1, b3);
+        c1_4 = mac(c1_4, a1, b4);
+        c1_5 = mac(c1_5, a1, b5);
+        c1_6 = mac(c1_6, a1, b6);
+        c1_7 = mac(c1_7, a1, b7);
+        c2_0 = mac(c2_0, a2, b0);
+        c2_1 = mac(c2_1, a2, b1);
+        c2_2 = mac(c2_2, a2, b2);
+        c2_3 = mac(c2_3, a2, b3);
+        c2_4 = mac(c2_4, a2, b4);
+        c2_5 = mac(c2_5, a2, b5);
+        c2_6 = mac(c2_6, a2, b6);
+        c2_7 = mac(c2_7, a2, b7);
+        c3_0 = mac(c3_0, a3, b0);
+        c3_1 = mac(c3_1, a3, b1);
+        c3_2 = mac(c3_2, a3, b2);
+        c3_3 = mac(c3_3, a3, b3);
+        c3_4 = mac(c3_4, a3, b4);
+        c3_5 = mac(c3_5, a3, b5);
+        c3_6 = mac(c3_6, a3, b6);
+        c3_7 = mac(c3_7, a3, b7);
+        c4_0 = mac(c4_0, a4, b0);
+        c4_1 = mac(c4_1, a4, b1);
+        c4_2 = mac(c4_2, a4, b2);
+        c4_3 = mac(c4_3, a4, b3);
+        c4_4 = mac(c4_4, a4, b4);
+        c4_5 = mac(c4_5, a4, b5);
+        c4_6 = mac(c4_6, a4, b6);
+        c4_7 = mac(c4_7, a4, b7);
+        c5_0 = mac(c5_0, a5, b0);
+        c5_1 = mac(c5_1, a5, b1);
+        c5_2 = mac(c5_2, a5, b2);
+        c5_3 = mac(c5_3, a5, b3);
+        c5_4 = mac(c5_4, a5, b4);
+        c5_5 = mac(c5_5, a5, b5);
+        c5_6 = mac(c5_6, a5, b6);
+        c5_7 = mac(c5_7, a5, b7);
+        c6_0 = mac(c6_0, a6, b0);
+        c6_1 = mac(c6_1, a6, b1);
+        c6_2 = mac(c6_2, a6, b2);
+        c6_3 = mac(c6_3, a6, b3);
+        c6_4 = mac(c6_4, a6, b4);
+        c6_5 = mac(c6_5, a6, b5);
+        c6_6 = mac(c6_6, a6, b6);
+        c6_7 = mac(c6_7, a6, b7);
+        c7_0 = mac(c7_0, a7, b0);
+        c7_1 = mac(c7_1, a7, b1);
+        c7_2 = mac(c7_2, a7, b2);
+        c7_3 = mac(c7_3, a7, b3);
+        c7_4 = mac(c7_4, a7, b4);
+        c7_5 = mac(c7_5, a7, b5);
+        c7_6 = mac(c7_6, a7, b6);
+        c7_7 = mac(c7_7, a7, b7);
+    }
+    store(r + 0u, c0 + 0u, c0_0);
+    store(r + 0u, c0 + 4u, c0_1);
+    store(r + 0u, c0 + 8u, c0_2);
+    store(r + 0u, c0 + 12u, c0_3);
+    store(r + 0u, c0 + 16u, c0_4);
+    store(r + 0u, c0 + 20u, c0_5);
+    store(r + 0u, c0 + 24u, c0_6);
+    store(r + 0u, c0 + 28u, c0_7);
+    store(r + 4u, c0 + 0u, c1_0);
+    store(r + 4u, c0 + 4u, c1_1);
+    store(r + 4u, c0 + 8u, c1_2);
+    store(r + 4u, c0 + 12u, c1_3);
+    store(r + 4u, c0 + 16u, c1_4);
+    store(r + 4u, c0 + 20u, c1_5);
+    store(r + 4u, c0 + 24u, c1_6);
+    store(r + 4u, c0 + 28u, c1_7);
+    store(r + 8u, c0 + 0u, c2_0);
+    store(r + 8u, c0 + 4u, c2_1);
+    store(r + 8u, c0 + 8u, c2_2);
+    store(r + 8u, c0 + 12u, c2_3);
+    store(r + 8u, c0 + 16u, c2_4);
+    store(r + 8u, c0 + 20u, c2_5);
+    store(r + 8u, c0 + 24u, c2_6);
+    store(r + 8u, c0 + 28u, c2_7);
+    store(r + 12u, c0 + 0u, c3_0);
+    store(r + 12u, c0 + 4u, c3_1);
+    store(r + 12u, c0 + 8u, c3_2);
+    store(r + 12u, c0 + 12u, c3_3);
+    store(r + 12u, c0 + 16u, c3_4);
+    store(r + 12u, c0 + 20u, c3_5);
+    store(r + 12u, c0 + 24u, c3_6);
+    store(r + 12u, c0 + 28u, c3_7);
+    store(r + 16u, c0 + 0u, c4_0);
+    store(r + 16u, c0 + 4u, c4_1);
+    store(r + 16u, c0 + 8u, c4_2);
+    store(r + 16u, c0 + 12u, c4_3);
+    store(r + 16u, c0 + 16u, c4_4);
+    store(r + 16u, c0 + 20u, c4_5);
+    store(r + 16u, c0 + 24u, c4_6);
+    store(r + 16u, c0 + 28u, c4_7);
+    store(r + 20u, c0 + 0u, c5_0);
+    store(r + 20u, c0 + 4u, c5_1);
+    store(r + 20u, c0 + 8u, c5_2);
+    store(r + 20u, c0 + 12u, c5_3);
+    store(r + 20u, c0 + 16u, c5_4);
+    store(r + 20u, c0 + 20u, c5_5);
+    store(r + 20u, c0 + 24u, c5_6);
+    store(r + 20u, c0 + 28u, c5_7);
+    store(r + 24u, c0 + 0u, c6_0);
+    store(r + 24u, c0 + 4u, c6_1);
+    store(r + 24u, c0 + 8u, c6_2);
+    store(r + 24u, c0 + 12u, c6_3);
+    store(r + 24u, c0 + 16u, c6_4);
+    store(r + 24u, c0 + 20u, c6_5);
+    store(r + 24u, c0 + 24u, c6_6);
+    store(r + 24u, c0 + 28u, c6_7);
+    store(r + 28u, c0 + 0u, c7_0);
+    store(r + 28u, c0 + 4u, c7_1);
+    store(r + 28u, c0 + 8u, c7_2);
+    store(r + 28u, c0 + 12u, c7_3);
+    store(r + 28u, c0 + 16u, c7_4);
+    store(r + 28u, c0 + 20u, c7_5);
+    store(r + 28u, c0 + 24u, c7_6);
+    store(r + 28u, c0 + 28u, c7_7);
 }

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 pub const MATMUL_WGSL: &str = include_str!("../../shaders/matmul.wgsl");
 pub const LOSS_REDUCE_WGSL: &str = include_str!("../../shaders/loss_reduce.wgsl");
 
-/// Tile of C computed by one matmul workgroup (see `shaders/matmul.wgsl`).
+/// Rows and columns of C computed by one matmul workgroup (see `shaders/matmul.wgsl`).
 pub const MATMUL_TILE: u32 = 64;
 
 /// The matmul kernel's epilogue, the `MODE` override of `shaders/matmul.wgsl`.
@@ -25,12 +25,53 @@ pub enum Mode {
     Sse = 4,
 }
 
+/// Results per invocation of the matmul kernel: the entry point of `shaders/matmul.wgsl`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Block {
+    /// `matmul_8x8`: 8x8 results per invocation, 8x8 invocations per workgroup (GPUs).
+    B8x8,
+    /// `matmul_16x16`: 16x16 results per invocation, 4x4 invocations per workgroup (CPU
+    /// implementations such as lavapipe, where loads cost far more than registers).
+    B16x16,
+    /// `matmul_32x32`: 32x32 results per invocation, 2x2 invocations per workgroup.
+    B32x32,
+}
+
+impl Block {
+    pub const ALL: [Block; 3] = [Block::B8x8, Block::B16x16, Block::B32x32];
+
+    pub fn entry_point(self) -> &'static str {
+        match self {
+            Block::B8x8 => "matmul_8x8",
+            Block::B16x16 => "matmul_16x16",
+            Block::B32x32 => "matmul_32x32",
+        }
+    }
+
+    /// The variant for a product of `[m, k]·[k, n]` on an adapter. On CPU implementations a
+    /// storage-buffer load costs a loop over the SIMD lanes, so big blocks win once the k loop
+    /// dominates (32x32 for long k, 16x16 otherwise); small products and GPUs get 8x8. Measured on
+    /// lavapipe: benches/README.md.
+    pub fn for_shape(device_type: wgpu::DeviceType, (m, n, k): (usize, usize, usize)) -> Self {
+        if device_type != wgpu::DeviceType::Cpu {
+            Block::B8x8
+        } else if m >= 64 && n >= 64 && k >= 256 {
+            Block::B32x32
+        } else if m >= 32 && n >= 32 && k >= 64 {
+            Block::B16x16
+        } else {
+            Block::B8x8
+        }
+    }
+}
+
 /// One compiled variant of the matmul kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct MatmulKey {
     pub trans_a: bool,
     pub trans_b: bool,
     pub mode: Mode,
+    pub block: Block,
 }
 
 /// Shader modules, layouts and the pipeline cache of one device.
@@ -65,10 +106,20 @@ const RW: wgpu::BufferBindingType = wgpu::BufferBindingType::Storage { read_only
 
 impl Kernels {
     pub fn new(device: &wgpu::Device) -> Self {
-        let matmul_module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some("matmul"),
-            source: wgpu::ShaderSource::Wgsl(MATMUL_WGSL.into()),
-        });
+        // SAFETY: every index the matmul kernel forms is in range by construction: rows and
+        // columns are clamped to the last 4-block (`min(r, m - 4)`), K is walked in steps of 4 up to
+        // its padded size, and stores are guarded by `row < m && c4 < n / 4`; the host sizes every
+        // buffer as the padded shapes in the params (see `matmul_dispatch`). Injected bounds checks
+        // and loop counters would cost a branch per load in the innermost loop.
+        let matmul_module = unsafe {
+            device.create_shader_module_trusted(
+                wgpu::ShaderModuleDescriptor {
+                    label: Some("matmul"),
+                    source: wgpu::ShaderSource::Wgsl(MATMUL_WGSL.into()),
+                },
+                wgpu::ShaderRuntimeChecks::unchecked(),
+            )
+        };
         let matmul_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
             label: Some("matmul"),
             entries: &[
@@ -151,10 +202,10 @@ impl Kernels {
                     ("MODE", key.mode as u32 as f64),
                 ];
                 device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                    label: Some("matmul"),
+                    label: Some(key.block.entry_point()),
                     layout: Some(&self.matmul_pipeline_layout),
                     module: &self.matmul_module,
-                    entry_point: Some("matmul"),
+                    entry_point: Some(key.block.entry_point()),
                     compilation_options: wgpu::PipelineCompilationOptions {
                         constants: &constants,
                         zero_initialize_workgroup_memory: false,

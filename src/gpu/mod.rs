@@ -2,6 +2,9 @@
 //! compute pass of one command encoder, the loss of each epoch written to a history buffer on the
 //! GPU (the epoch index kept there too), and one readback per chunk.
 //!
+//! Every matrix lives on the GPU with both dimensions padded to a multiple of 4 and the padding
+//! zero (see `shaders/matmul.wgsl`); uploads pad and readbacks strip it.
+//!
 //! One epoch of an L-layer net is 2L+1 dispatches (L-1 + 1 + 1 + (L-1) + L):
 //! - forward: `matmul[relu]` for each hidden layer, `matmul[sse]` for the output layer (fused with
 //!   the loss and its gradient), `loss_reduce` (deterministic sum into the history);
@@ -13,7 +16,7 @@ pub mod context;
 pub mod kernels;
 
 pub use context::{list_adapters, AdapterEntry, DeviceChoice, GpuContext};
-pub use kernels::{MatmulKey, Mode};
+pub use kernels::{Block, MatmulKey, Mode};
 
 use crate::backend::Backend;
 use crate::error::{Error, Result};
@@ -34,12 +37,38 @@ struct MatmulParams {
     lr: f32,
 }
 
-/// Uniform block of `shaders/loss_reduce.wgsl` (padded to 16 bytes).
+/// Uniform block of `shaders/loss_reduce.wgsl`.
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct ReduceParams {
     len: u32,
-    _pad: [u32; 3],
+    cols: u32,
+    cols_padded: u32,
+    _pad: u32,
+}
+
+/// `n` rounded up to a multiple of 4: the padded size of every matrix dimension on the GPU.
+pub fn pad4(n: usize) -> usize {
+    n.div_ceil(4) * 4
+}
+
+/// A row-major `[rows, cols]` matrix in the GPU layout `[pad4(rows), pad4(cols)]`, the new
+/// elements set to `fill` (zero for real data; tests poison with NaN).
+pub fn to_padded(rows: usize, cols: usize, data: &[f32], fill: f32) -> Vec<f32> {
+    let (pr, pc) = (pad4(rows), pad4(cols));
+    let mut out = vec![fill; pr * pc];
+    for r in 0..rows {
+        out[r * pc..r * pc + cols].copy_from_slice(&data[r * cols..(r + 1) * cols]);
+    }
+    out
+}
+
+/// The `[rows, cols]` matrix inside a padded GPU-layout one.
+pub fn from_padded(rows: usize, cols: usize, padded: &[f32]) -> Vec<f32> {
+    let pc = pad4(cols);
+    (0..rows)
+        .flat_map(|r| padded[r * pc..r * pc + cols].iter().copied())
+        .collect()
 }
 
 /// One recorded dispatch: built once, replayed every epoch.
@@ -73,6 +102,22 @@ fn too_large(ctx: &GpuContext, label: &str, bytes: u64) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// A `[rows, cols]` matrix in the padded GPU layout, zero-filled, or holding `data` (row-major,
+/// unpadded) if given.
+fn matrix(
+    ctx: &GpuContext,
+    label: &str,
+    rows: usize,
+    cols: usize,
+    data: Option<&[f32]>,
+) -> Result<wgpu::Buffer> {
+    let len = pad4(rows) * pad4(cols);
+    match data {
+        Some(d) => storage(ctx, label, len, Some(&to_padded(rows, cols, d, 0.0))),
+        None => storage(ctx, label, len, None),
+    }
 }
 
 /// A storage buffer of `len` f32, filled with `data` if given; checked against the limits first.
@@ -126,6 +171,7 @@ fn matmul_dispatch(
     lr: f32,
     bind: MatmulBind<'_>,
 ) -> Result<Dispatch> {
+    let (m, n, k) = (pad4(m), pad4(n), pad4(k));
     let groups = [
         n.div_ceil(MATMUL_TILE as usize),
         m.div_ceil(MATMUL_TILE as usize),
@@ -180,7 +226,7 @@ fn matmul_dispatch(
 
 fn loss_reduce_dispatch(
     ctx: &GpuContext,
-    len: usize,
+    (rows, cols): (usize, usize),
     values: &wgpu::Buffer,
     history: &wgpu::Buffer,
     state: &wgpu::Buffer,
@@ -189,8 +235,10 @@ fn loss_reduce_dispatch(
         ctx,
         "loss_reduce params",
         &ReduceParams {
-            len: len as u32,
-            _pad: [0; 3],
+            len: (rows * cols) as u32,
+            cols: cols as u32,
+            cols_padded: pad4(cols) as u32,
+            _pad: 0,
         },
     );
     let kn = &ctx.kernels;
@@ -283,16 +331,18 @@ impl GpuBackend {
         let b = job.batch;
         let depth = job.depth();
         let d = &job.layers;
-        let x = storage(
+        let x = matrix(
             &ctx,
             &format!("x ({b}x{} f32)", d[0]),
-            host.x.data.len(),
+            b,
+            d[0],
             Some(&host.x.data),
         )?;
-        let y = storage(
+        let y = matrix(
             &ctx,
             &format!("y ({b}x{} f32)", d[depth]),
-            host.y.data.len(),
+            b,
+            d[depth],
             Some(&host.y.data),
         )?;
         let weights = host
@@ -300,10 +350,11 @@ impl GpuBackend {
             .iter()
             .enumerate()
             .map(|(l, w)| {
-                storage(
+                matrix(
                     &ctx,
                     &format!("w{} ({}x{} f32)", l + 1, w.rows, w.cols),
-                    w.data.len(),
+                    w.rows,
+                    w.cols,
                     Some(&w.data),
                 )
             })
@@ -313,10 +364,11 @@ impl GpuBackend {
             .iter()
             .enumerate()
             .map(|(l, w)| {
-                storage(
+                matrix(
                     &ctx,
                     &format!("dw{} ({}x{} f32)", l + 1, w.rows, w.cols),
-                    w.data.len(),
+                    w.rows,
+                    w.cols,
                     None,
                 )
             })
@@ -324,25 +376,27 @@ impl GpuBackend {
         // acts[l]: ReLU output of hidden layer l; grads[l]: gradient w.r.t. layer l's output.
         let acts = (0..depth - 1)
             .map(|l| {
-                storage(
+                matrix(
                     &ctx,
                     &format!("a{} ({b}x{} f32)", l + 1, d[l + 1]),
-                    b * d[l + 1],
+                    b,
+                    d[l + 1],
                     None,
                 )
             })
             .collect::<Result<Vec<_>>>()?;
         let grads = (0..depth)
             .map(|l| {
-                storage(
+                matrix(
                     &ctx,
                     &format!("g{} ({b}x{} f32)", l + 1, d[l + 1]),
-                    b * d[l + 1],
+                    b,
+                    d[l + 1],
                     None,
                 )
             })
             .collect::<Result<Vec<_>>>()?;
-        let sq = storage(&ctx, "squared errors", b * d[depth], None)?;
+        let sq = matrix(&ctx, "squared errors", b, d[depth], None)?;
 
         let flops = job.flops_per_epoch().max(1.0);
         // Bound one submission's work (about 20 GFLOP) so no driver watchdog fires on big jobs.
@@ -356,49 +410,50 @@ impl GpuBackend {
             mapped_at_creation: false,
         });
 
+        // One matmul dispatch of `op(a)[m,k]·op(b)[k,n]`, its block size chosen for the shape.
+        let mm = |(trans_a, trans_b, mode): (bool, bool, Mode), dims, lr, bind| {
+            let block = Block::for_shape(ctx.info.device_type, dims);
+            let key = MatmulKey {
+                trans_a,
+                trans_b,
+                mode,
+                block,
+            };
+            matmul_dispatch(&ctx, key, dims, lr, bind)
+        };
+        let bind = |a, b, c, aux, aux_out| MatmulBind {
+            a,
+            b,
+            c,
+            aux,
+            aux_out,
+        };
         let plan = |update: bool| -> Result<Vec<Dispatch>> {
             let mut plan = Vec::new();
             for l in 0..depth {
                 let input = if l == 0 { &x } else { &acts[l - 1] };
                 let dims = (b, d[l + 1], d[l]);
-                let key = |mode| MatmulKey {
-                    trans_a: false,
-                    trans_b: false,
-                    mode,
-                };
                 plan.push(if l + 1 < depth {
-                    matmul_dispatch(
-                        &ctx,
-                        key(Mode::Relu),
+                    // a_l = relu(a_{l-1} · w_l)
+                    mm(
+                        (false, false, Mode::Relu),
                         dims,
                         0.0,
-                        MatmulBind {
-                            a: input,
-                            b: &weights[l],
-                            c: &acts[l],
-                            aux: None,
-                            aux_out: None,
-                        },
+                        bind(input, &weights[l], &acts[l], None, None),
                     )?
                 } else {
-                    matmul_dispatch(
-                        &ctx,
-                        key(Mode::Sse),
+                    // g_L = 2(a_{L-1} · w_L - y), squared errors into sq
+                    mm(
+                        (false, false, Mode::Sse),
                         dims,
                         0.0,
-                        MatmulBind {
-                            a: input,
-                            b: &weights[l],
-                            c: &grads[l],
-                            aux: Some(&y),
-                            aux_out: Some(&sq),
-                        },
+                        bind(input, &weights[l], &grads[l], Some(&y), Some(&sq)),
                     )?
                 });
             }
             plan.push(loss_reduce_dispatch(
                 &ctx,
-                b * d[depth],
+                (b, d[depth]),
                 &sq,
                 &history,
                 &state,
@@ -406,64 +461,32 @@ impl GpuBackend {
             for l in (0..depth).rev() {
                 if l > 0 {
                     // g_{l-1} = (g_l · w_lᵀ) ⊙ [a_{l-1} > 0], before w_l is updated
-                    let key = MatmulKey {
-                        trans_a: false,
-                        trans_b: true,
-                        mode: Mode::Mask,
-                    };
-                    plan.push(matmul_dispatch(
-                        &ctx,
-                        key,
-                        (b, d[l], d[l + 1]),
-                        0.0,
-                        MatmulBind {
-                            a: &grads[l],
-                            b: &weights[l],
-                            c: &grads[l - 1],
-                            aux: Some(&acts[l - 1]),
-                            aux_out: None,
-                        },
-                    )?);
+                    let dims = (b, d[l], d[l + 1]);
+                    let bd = bind(
+                        &grads[l],
+                        &weights[l],
+                        &grads[l - 1],
+                        Some(&acts[l - 1]),
+                        None,
+                    );
+                    plan.push(mm((false, true, Mode::Mask), dims, 0.0, bd)?);
                 }
+                // w_l -= lr · a_{l-1}ᵀ · g_l (or dw_l = a_{l-1}ᵀ · g_l)
                 let input = if l == 0 { &x } else { &acts[l - 1] };
                 let dims = (d[l], d[l + 1], b);
                 plan.push(if update {
-                    let key = MatmulKey {
-                        trans_a: true,
-                        trans_b: false,
-                        mode: Mode::Sgd,
-                    };
-                    matmul_dispatch(
-                        &ctx,
-                        key,
+                    mm(
+                        (true, false, Mode::Sgd),
                         dims,
                         job.lr,
-                        MatmulBind {
-                            a: input,
-                            b: &grads[l],
-                            c: &weights[l],
-                            aux: None,
-                            aux_out: None,
-                        },
+                        bind(input, &grads[l], &weights[l], None, None),
                     )?
                 } else {
-                    let key = MatmulKey {
-                        trans_a: true,
-                        trans_b: false,
-                        mode: Mode::Store,
-                    };
-                    matmul_dispatch(
-                        &ctx,
-                        key,
+                    mm(
+                        (true, false, Mode::Store),
                         dims,
                         0.0,
-                        MatmulBind {
-                            a: input,
-                            b: &grads[l],
-                            c: &dws[l],
-                            aux: None,
-                            aux_out: None,
-                        },
+                        bind(input, &grads[l], &dws[l], None, None),
                     )?
                 });
             }
@@ -517,8 +540,7 @@ impl GpuBackend {
         let grads = (0..self.dws.len())
             .map(|l| {
                 let (r, c) = (self.layers[l], self.layers[l + 1]);
-                let data = self.ctx.read_f32(&self.dws[l], (r * c * 4) as u64)?;
-                Ok(Matrix::from_vec(r, c, data))
+                read_matrix(&self.ctx, &self.dws[l], r, c)
             })
             .collect::<Result<Vec<_>>>()?;
         Ok((loss, grads))
@@ -556,8 +578,7 @@ impl Backend for GpuBackend {
         (0..self.weights.len())
             .map(|l| {
                 let (r, c) = (self.layers[l], self.layers[l + 1]);
-                let data = self.ctx.read_f32(&self.weights[l], (r * c * 4) as u64)?;
-                Ok(Matrix::from_vec(r, c, data))
+                read_matrix(&self.ctx, &self.weights[l], r, c)
             })
             .collect()
     }
@@ -575,9 +596,30 @@ impl Backend for GpuBackend {
     }
 }
 
-/// Run one matmul variant on its own, for kernel tests and benches: `c_init` is C's content before
-/// the kernel (poison it to catch unwritten elements), `aux` the AUX input where the mode needs it.
-/// Returns C and, for `Mode::Sse`, AUX_OUT (initialised to NaN).
+/// Read a `[rows, cols]` matrix back from its padded GPU layout.
+fn read_matrix(ctx: &GpuContext, buf: &wgpu::Buffer, rows: usize, cols: usize) -> Result<Matrix> {
+    let padded = ctx.read_f32(buf, (pad4(rows) * pad4(cols) * 4) as u64)?;
+    Ok(Matrix::from_vec(
+        rows,
+        cols,
+        from_padded(rows, cols, &padded),
+    ))
+}
+
+/// What [`run_matmul`] produced.
+pub struct MatmulOutput {
+    /// C, `[m, n]` row-major.
+    pub c: Vec<f32>,
+    /// AUX_OUT for `Mode::Sse` (`[m, n]`, NaN where unwritten), empty otherwise.
+    pub aux_out: Vec<f32>,
+    /// Whether the padding of C (and of AUX_OUT) holds exact zeros afterwards, as the next kernel
+    /// relies on. It was poisoned with NaN before (zero for `Mode::Sgd`, whose C is an input).
+    pub padding_zero: bool,
+}
+
+/// Run one matmul variant on its own, for kernel tests: `a`, `b` row-major as stored (see the
+/// shader), `c_init` C's content before the kernel (poison it to catch unwritten elements), `aux`
+/// the AUX input where the mode needs it.
 #[allow(clippy::too_many_arguments)]
 pub fn run_matmul(
     ctx: &GpuContext,
@@ -588,16 +630,22 @@ pub fn run_matmul(
     lr: f32,
     c_init: &[f32],
     aux: Option<&[f32]>,
-) -> Result<(Vec<f32>, Vec<f32>)> {
+) -> Result<MatmulOutput> {
+    let (a_rows, a_cols) = if key.trans_a { (k, m) } else { (m, k) };
+    let (b_rows, b_cols) = if key.trans_b { (n, k) } else { (k, n) };
+    let pad_fill = if key.mode == Mode::Sgd { 0.0 } else { f32::NAN };
     scoped(ctx, "running matmul", || {
-        let ab = storage(ctx, "a", a.len(), Some(a))?;
-        let bb = storage(ctx, "b", b.len(), Some(b))?;
-        let cb = storage(ctx, "c", c_init.len(), Some(c_init))?;
-        let auxb = aux
-            .map(|v| storage(ctx, "aux", v.len(), Some(v)))
-            .transpose()?;
-        let out_init = vec![f32::NAN; m * n];
-        let outb = storage(ctx, "aux_out", m * n, Some(&out_init))?;
+        let ab = matrix(ctx, "a", a_rows, a_cols, Some(a))?;
+        let bb = matrix(ctx, "b", b_rows, b_cols, Some(b))?;
+        let cb = storage(
+            ctx,
+            "c",
+            pad4(m) * pad4(n),
+            Some(&to_padded(m, n, c_init, pad_fill)),
+        )?;
+        let auxb = aux.map(|v| matrix(ctx, "aux", m, n, Some(v))).transpose()?;
+        let nan = vec![f32::NAN; pad4(m) * pad4(n)];
+        let outb = storage(ctx, "aux_out", nan.len(), Some(&nan))?;
         let d = matmul_dispatch(
             ctx,
             key,
@@ -614,17 +662,46 @@ pub fn run_matmul(
         let mut enc = ctx.device.create_command_encoder(&Default::default());
         record(&mut enc, &[d], 1);
         ctx.queue.submit([enc.finish()]);
-        let c = ctx.read_f32(&cb, (m * n * 4) as u64)?;
-        let o = ctx.read_f32(&outb, (m * n * 4) as u64)?;
-        Ok((c, o))
+        let bytes = (nan.len() * 4) as u64;
+        let c = ctx.read_f32(&cb, bytes)?;
+        let mut padding_zero = padding_is_zero(m, n, &c);
+        let aux_out = if key.mode == Mode::Sse {
+            let o = ctx.read_f32(&outb, bytes)?;
+            padding_zero &= padding_is_zero(m, n, &o);
+            from_padded(m, n, &o)
+        } else {
+            Vec::new()
+        };
+        Ok(MatmulOutput {
+            c: from_padded(m, n, &c),
+            aux_out,
+            padding_zero,
+        })
     })
 }
 
-/// Run `loss_reduce` once on `values`; returns what it wrote to the history and the epoch index
-/// it left behind.
-pub fn run_loss_reduce(ctx: &GpuContext, values: &[f32]) -> Result<(f32, u32)> {
+fn padding_is_zero(rows: usize, cols: usize, padded: &[f32]) -> bool {
+    let pc = pad4(cols);
+    padded
+        .iter()
+        .enumerate()
+        .all(|(i, &v)| (i / pc < rows && i % pc < cols) || v == 0.0)
+}
+
+/// Run `loss_reduce` once on a `[rows, cols]` matrix (row-major, unpadded; it is padded with NaN,
+/// which the kernel must skip). Returns what it wrote to the history and the epoch index it left.
+pub fn run_loss_reduce(
+    ctx: &GpuContext,
+    values: &[f32],
+    (rows, cols): (usize, usize),
+) -> Result<(f32, u32)> {
     scoped(ctx, "running loss_reduce", || {
-        let vb = storage(ctx, "values", values.len(), Some(values))?;
+        let vb = storage(
+            ctx,
+            "values",
+            pad4(rows) * pad4(cols),
+            Some(&to_padded(rows, cols, values, f32::NAN)),
+        )?;
         let hb = storage(ctx, "history", 4, Some(&[f32::NAN; 4]))?;
         let sb = ctx
             .device
@@ -633,12 +710,56 @@ pub fn run_loss_reduce(ctx: &GpuContext, values: &[f32]) -> Result<(f32, u32)> {
                 contents: bytemuck::cast_slice(&[2u32, 0, 0, 0]),
                 usage: STORAGE,
             });
-        let d = loss_reduce_dispatch(ctx, values.len(), &vb, &hb, &sb);
+        let d = loss_reduce_dispatch(ctx, (rows, cols), &vb, &hb, &sb);
         let mut enc = ctx.device.create_command_encoder(&Default::default());
         record(&mut enc, &[d], 1);
         ctx.queue.submit([enc.finish()]);
         let h = ctx.read_f32(&hb, 16)?;
         let s = ctx.read_f32(&sb, 4)?;
         Ok((h[2], s[0].to_bits()))
+    })
+}
+
+/// Time `reps` back-to-back dispatches of one matmul variant on resident buffers (zeros: the
+/// kernel's speed does not depend on the values). Returns seconds per dispatch, from submit to
+/// completion of all `reps`, after one warm-up dispatch.
+pub fn time_matmul(
+    ctx: &GpuContext,
+    key: MatmulKey,
+    (m, n, k): (usize, usize, usize),
+    reps: usize,
+) -> Result<f64> {
+    scoped(ctx, "timing matmul", || {
+        let (a_rows, a_cols) = if key.trans_a { (k, m) } else { (m, k) };
+        let (b_rows, b_cols) = if key.trans_b { (n, k) } else { (k, n) };
+        let ab = matrix(ctx, "a", a_rows, a_cols, None)?;
+        let bb = matrix(ctx, "b", b_rows, b_cols, None)?;
+        let cb = matrix(ctx, "c", m, n, None)?;
+        let auxb = matrix(ctx, "aux", m, n, None)?;
+        let outb = matrix(ctx, "aux_out", m, n, None)?;
+        let d = matmul_dispatch(
+            ctx,
+            key,
+            (m, n, k),
+            0.0,
+            MatmulBind {
+                a: &ab,
+                b: &bb,
+                c: &cb,
+                aux: matches!(key.mode, Mode::Mask | Mode::Sse).then_some(&auxb),
+                aux_out: (key.mode == Mode::Sse).then_some(&outb),
+            },
+        )?;
+        let plan = [d];
+        let mut enc = ctx.device.create_command_encoder(&Default::default());
+        record(&mut enc, &plan, 1);
+        ctx.queue.submit([enc.finish()]);
+        ctx.wait()?;
+        let start = std::time::Instant::now();
+        let mut enc = ctx.device.create_command_encoder(&Default::default());
+        record(&mut enc, &plan, reps.max(1));
+        ctx.queue.submit([enc.finish()]);
+        ctx.wait()?;
+        Ok(start.elapsed().as_secs_f64() / reps.max(1) as f64)
     })
 }
