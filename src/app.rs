@@ -139,6 +139,10 @@ fn describe_net(job: &Job) -> String {
 
 fn train_command(args: &TrainArgs) -> Result<()> {
     let (job, state) = resolve(args)?;
+    // Fail on an unwritable output before training, not after.
+    for p in [&args.history, &args.summary_json].into_iter().flatten() {
+        crate::io::check_writable(p)?;
+    }
     if let Some(dir) = &args.save_init {
         npy::save_state(dir, &state)?;
     }

@@ -39,12 +39,12 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
 
-    /// Number of epochs (full passes over the batch), each one SGD step.
-    #[arg(long, value_name = "N")]
+    /// Number of epochs (full passes over the batch), each one SGD step [default: 500].
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
     pub epochs: Option<String>,
 
     /// Rows of x and y: the batch size [default: 64, or the row count of the --init files].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
     pub batch: Option<String>,
 
     /// Layer widths from input to output, comma-separated; ReLU between layers, none after the
@@ -53,7 +53,7 @@ pub struct TrainArgs {
     pub layers: Option<String>,
 
     /// Learning rate of plain SGD (finite, > 0) [default: 1e-6].
-    #[arg(long, value_name = "LR")]
+    #[arg(long, value_name = "LR", allow_hyphen_values = true)]
     pub lr: Option<String>,
 
     /// Print the loss every N epochs (0: only the summary). Also how often the GPU path reads back.

@@ -177,11 +177,15 @@ mod tests {
 
     #[test]
     fn bad_values_name_their_flag() {
-        let mut j = Job::default();
-        j.layers = vec![1000, 0, 10];
+        let j = Job {
+            layers: vec![1000, 0, 10],
+            ..Job::default()
+        };
         assert!(j.validate().unwrap_err().to_string().contains("--layers"));
-        let mut j = Job::default();
-        j.lr = f32::NAN;
+        let j = Job {
+            lr: f32::NAN,
+            ..Job::default()
+        };
         assert!(j.validate().unwrap_err().to_string().contains("--lr"));
         assert!(parse_layers("10,,3").is_err());
         assert!(parse_layers("10,x").is_err());

@@ -43,6 +43,28 @@ pub fn atomic_write(
     Ok(())
 }
 
+/// Check, before any work is done, that `path` can be written: its directory exists. Returns the
+/// directory.
+pub fn check_writable(path: &Path) -> Result<&Path> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(Error::BadFile {
+            path: path.to_path_buf(),
+            msg: format!("cannot write here: directory {} does not exist", dir.display()),
+        });
+    }
+    if path.is_dir() {
+        return Err(Error::BadFile {
+            path: path.to_path_buf(),
+            msg: "is a directory; expected a file name".into(),
+        });
+    }
+    Ok(dir)
+}
+
 /// Create `dir` (and its parents) for a directory-valued output flag.
 pub fn ensure_dir(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))
