@@ -59,11 +59,10 @@ pub fn resolve(args: &TrainArgs) -> Result<(Job, HostState)> {
     job.validate()?;
     let state = npy::load_state(dir)?;
     let (file_layers, file_batch) = state.dims();
-    if layers.is_some() || batch.is_some() {
-        check_init_matches(dir, &job, &state)?;
-    }
-    job.layers = file_layers;
-    job.batch = file_batch;
+    // A flag that is given must match the files; one that is not comes from them.
+    job.layers = layers.unwrap_or(file_layers);
+    job.batch = batch.unwrap_or(file_batch);
+    check_init_matches(dir, &job, &state)?;
     job.validate()?;
     Ok((job, state))
 }
@@ -142,6 +141,9 @@ fn train_command(args: &TrainArgs) -> Result<()> {
     // Fail on an unwritable output before training, not after.
     for p in [&args.history, &args.summary_json].into_iter().flatten() {
         crate::io::check_writable(p)?;
+    }
+    for dir in [&args.save_init, &args.save_final].into_iter().flatten() {
+        crate::io::ensure_dir(dir)?;
     }
     if let Some(dir) = &args.save_init {
         npy::save_state(dir, &state)?;

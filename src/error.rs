@@ -45,7 +45,7 @@ pub enum Error {
     },
 
     /// The loss became NaN or infinite.
-    #[error("the loss became {loss} at epoch {epoch}: the learning rate {lr:e} is probably too high (try --lr {suggest:e})")]
+    #[error("the loss became {loss} at epoch {epoch}: the learning rate {lr:e} is probably too high (try --lr {suggest:e} or smaller)")]
     Diverged {
         epoch: usize,
         loss: f32,

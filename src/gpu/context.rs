@@ -125,7 +125,7 @@ impl DeviceChoice {
 pub fn adapters_report(list: &[AdapterEntry]) -> String {
     if list.is_empty() {
         return "no GPU adapters found (on Linux without a GPU, `apt-get install mesa-vulkan-drivers` \
-                gives the software adapter lavapipe)"
+                gives the software adapter lavapipe)\nauto would choose the CPU"
             .into();
     }
     let mut s = String::new();

@@ -33,31 +33,23 @@ pub enum Block {
     /// `matmul_16x16`: 16x16 results per invocation, 4x4 invocations per workgroup (CPU
     /// implementations such as lavapipe, where loads cost far more than registers).
     B16x16,
-    /// `matmul_32x32`: 32x32 results per invocation, 2x2 invocations per workgroup.
-    B32x32,
 }
 
 impl Block {
-    pub const ALL: [Block; 3] = [Block::B8x8, Block::B16x16, Block::B32x32];
+    pub const ALL: [Block; 2] = [Block::B8x8, Block::B16x16];
 
     pub fn entry_point(self) -> &'static str {
         match self {
             Block::B8x8 => "matmul_8x8",
             Block::B16x16 => "matmul_16x16",
-            Block::B32x32 => "matmul_32x32",
         }
     }
 
     /// The variant for a product of `[m, k]·[k, n]` on an adapter. On CPU implementations a
     /// storage-buffer load costs a loop over the SIMD lanes, so big blocks win once the k loop
-    /// dominates (32x32 for long k, 16x16 otherwise); small products and GPUs get 8x8. Measured on
-    /// lavapipe: benches/README.md.
+    /// dominates; small products and GPUs get 8x8. Measured on lavapipe: benches/README.md.
     pub fn for_shape(device_type: wgpu::DeviceType, (m, n, k): (usize, usize, usize)) -> Self {
-        if device_type != wgpu::DeviceType::Cpu {
-            Block::B8x8
-        } else if m >= 64 && n >= 64 && k >= 256 {
-            Block::B32x32
-        } else if m >= 32 && n >= 32 && k >= 64 {
+        if device_type == wgpu::DeviceType::Cpu && m >= 32 && n >= 32 && k >= 64 {
             Block::B16x16
         } else {
             Block::B8x8

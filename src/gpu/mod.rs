@@ -5,7 +5,7 @@
 //! Every matrix lives on the GPU with both dimensions padded to a multiple of 4 and the padding
 //! zero (see `shaders/matmul.wgsl`); uploads pad and readbacks strip it.
 //!
-//! One epoch of an L-layer net is 2L+1 dispatches (L-1 + 1 + 1 + (L-1) + L):
+//! One epoch of an L-layer net is 3L dispatches (L forward + 1 reduce + (L-1) + L backward):
 //! - forward: `matmul[relu]` for each hidden layer, `matmul[sse]` for the output layer (fused with
 //!   the loss and its gradient), `loss_reduce` (deterministic sum into the history);
 //! - backward, from the last layer down: `matmul[mask]` (input gradient g·wᵀ through the ReLU,

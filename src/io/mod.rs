@@ -53,7 +53,10 @@ pub fn check_writable(path: &Path) -> Result<&Path> {
     if !dir.is_dir() {
         return Err(Error::BadFile {
             path: path.to_path_buf(),
-            msg: format!("cannot write here: directory {} does not exist", dir.display()),
+            msg: format!(
+                "cannot write here: directory {} does not exist",
+                dir.display()
+            ),
         });
     }
     if path.is_dir() {
@@ -67,5 +70,8 @@ pub fn check_writable(path: &Path) -> Result<&Path> {
 
 /// Create `dir` (and its parents) for a directory-valued output flag.
 pub fn ensure_dir(dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))
+    std::fs::create_dir_all(dir).map_err(|e| Error::BadFile {
+        path: dir.to_path_buf(),
+        msg: format!("cannot create this output directory ({e})"),
+    })
 }

@@ -136,6 +136,17 @@ pub fn load_state(dir: &Path) -> Result<HostState> {
         }
         prev = w.cols;
     }
+    if y.cols != prev && !dir.join(weight_file(weights.len())).exists() && y.rows == x.rows {
+        // The chain of weights stops short of y's width: the next weight file is missing.
+        return Err(Error::BadFile {
+            path: dir.join(weight_file(weights.len())),
+            msg: format!(
+                "missing: {} ends at {prev} columns, but y.npy has {}",
+                weight_file(weights.len() - 1),
+                y.cols
+            ),
+        });
+    }
     if y.shape() != [x.rows, prev] {
         return Err(Error::Shape {
             path: dir.join("y.npy"),

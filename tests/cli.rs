@@ -1,0 +1,731 @@
+//! The `gpu-train` binary end to end: the default run on each device, the `devices` command, every
+//! output file, the `--init` round trip, and every kind of bad input (exit 2 with a message that
+//! names the flag or file, never a panic), divergence (exit 3).
+//!
+//! Most runs use `--device cpu` and reduced jobs, for speed.
+
+mod common;
+
+use assert_cmd::Command;
+use common::{gpu_or_skip, read_history_csv};
+use gpu_train::backend::Backend;
+use gpu_train::cpu::CpuBackend;
+use gpu_train::init::{HostState, Matrix};
+use gpu_train::io::npy;
+use gpu_train::job::Job;
+use std::path::Path;
+
+/// What one run of the binary produced.
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn describe(&self) -> String {
+        format!(
+            "exit {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+
+    #[track_caller]
+    fn success(self) -> Self {
+        assert_eq!(self.code, Some(0), "expected success: {}", self.describe());
+        self
+    }
+
+    /// `(epoch, loss)` of every `epoch N  loss L` line.
+    fn epoch_lines(&self) -> Vec<(usize, f64)> {
+        self.stdout
+            .lines()
+            .filter(|l| l.starts_with("epoch "))
+            .map(|l| {
+                let w: Vec<&str> = l.split_whitespace().collect();
+                assert_eq!(w.len(), 4, "epoch line {l:?}");
+                assert_eq!(w[2], "loss", "epoch line {l:?}");
+                (w[1].parse().unwrap(), w[3].parse().unwrap())
+            })
+            .collect()
+    }
+
+    /// The summary line's `epochs N` and `final loss L`, and the device name.
+    fn summary(&self) -> (String, usize, f64) {
+        let line = self
+            .stdout
+            .lines()
+            .find(|l| l.starts_with("device "))
+            .unwrap_or_else(|| panic!("no summary line: {}", self.describe()));
+        let fields: Vec<&str> = line.split(" | ").collect();
+        let get = |prefix: &str| -> &str {
+            fields
+                .iter()
+                .find_map(|f| f.strip_prefix(prefix))
+                .unwrap_or_else(|| panic!("no `{prefix}` in summary line {line:?}"))
+        };
+        (
+            get("device ").to_string(),
+            get("epochs ").parse().unwrap(),
+            get("final loss ").parse().unwrap(),
+        )
+    }
+}
+
+/// Run `gpu-train args...`; never accepts a panic.
+fn run<I, S>(args: I) -> Run
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let out = Command::new(env!("CARGO_BIN_EXE_gpu-train"))
+        .args(args)
+        .env(
+            "XDG_RUNTIME_DIR",
+            std::env::var("XDG_RUNTIME_DIR").unwrap_or("/tmp".into()),
+        )
+        .output()
+        .expect("run gpu-train");
+    let r = Run {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    assert!(
+        !r.stderr.contains("panicked") && !r.stderr.contains("RUST_BACKTRACE"),
+        "the binary panicked: {}",
+        r.describe()
+    );
+    r
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().expect("utf-8 temp path")
+}
+
+/// A reduced job's flags and the job they describe.
+const SMALL: [&str; 8] = [
+    "--layers", "30,20,4", "--batch", "9", "--epochs", "25", "--lr", "1e-4",
+];
+
+fn small_job() -> Job {
+    Job {
+        layers: vec![30, 20, 4],
+        batch: 9,
+        lr: 1e-4,
+        epochs: 25,
+        seed: 0,
+        log_every: 50,
+    }
+}
+
+/// The default job's output: header, epoch lines 0, 50, ..., 450 with falling losses, a summary
+/// line with 500 epochs and a final loss below 1e-2.
+#[track_caller]
+fn check_default_run(r: &Run) -> String {
+    let header = r.stdout.lines().next().unwrap_or_default();
+    assert!(
+        header.contains("batch 64 x [1000 -> 100 -> 10]") && header.contains("500 epochs"),
+        "header line: {}",
+        r.describe()
+    );
+    let lines = r.epoch_lines();
+    let epochs: Vec<usize> = lines.iter().map(|&(e, _)| e).collect();
+    assert_eq!(
+        epochs,
+        (0..=450).step_by(50).collect::<Vec<_>>(),
+        "{}",
+        r.describe()
+    );
+    assert!(lines[0].1 > 1e6, "first loss {}", lines[0].1);
+    assert!(
+        lines.windows(2).all(|w| w[1].1 < w[0].1),
+        "the logged loss must fall: {lines:?}"
+    );
+    let (device, epochs, final_loss) = r.summary();
+    assert_eq!(epochs, 500);
+    assert!(
+        final_loss < 1e-2,
+        "final loss {final_loss:e}: {}",
+        r.describe()
+    );
+    assert!(final_loss < lines[9].1, "final loss above epoch 450's");
+    device
+}
+
+#[test]
+fn cli_default_job_on_cpu_logs_every_50_epochs_and_converges() {
+    let r = run(["--device", "cpu"]).success();
+    let device = check_default_run(&r);
+    assert_eq!(device, "cpu");
+}
+
+#[test]
+fn cli_default_job_on_gpu_logs_every_50_epochs_and_converges() {
+    let Some(ctx) = gpu_or_skip() else { return };
+    let r = run(["--device", "gpu"]).success();
+    let device = check_default_run(&r);
+    assert_eq!(device, ctx.info.name, "summary names the adapter");
+    // The same job on the CPU logs (to the 7 printed digits) nearly the same losses.
+    let cpu = run(["--device", "cpu"]).success();
+    for ((e, g), (_, c)) in r.epoch_lines().into_iter().zip(cpu.epoch_lines()) {
+        assert!(
+            (g - c).abs() <= 3e-3 * c.sqrt() + 1e-5 * c,
+            "epoch {e}: gpu {g:e} cpu {c:e} (tolerance: tests/parity.rs trajectory_tol)"
+        );
+    }
+}
+
+#[test]
+fn cli_devices_lists_adapters_and_what_auto_would_choose() {
+    let r = run(["devices"]).success();
+    assert!(
+        r.stdout.contains("auto would choose"),
+        "`devices` must say what --device auto picks: {}",
+        r.describe()
+    );
+    if let Some(ctx) = gpu_or_skip() {
+        assert!(r.stdout.contains("[0] "), "adapter lines: {}", r.describe());
+        assert!(r.stdout.contains(&ctx.info.name), "{}", r.describe());
+    }
+}
+
+#[test]
+fn cli_quiet_prints_only_the_summary_line() {
+    let r = run(SMALL.iter().copied().chain(["--device", "cpu", "--quiet"])).success();
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "{}", r.describe());
+    let (_, epochs, _) = r.summary();
+    assert_eq!(epochs, 25);
+}
+
+#[test]
+fn cli_save_init_then_init_reproduces_the_losses_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let init = tmp.path().join("init");
+    let (h1, h2) = (tmp.path().join("h1.csv"), tmp.path().join("h2.csv"));
+    run(SMALL
+        .iter()
+        .copied()
+        .chain(["--device", "cpu", "--quiet", "--seed", "7"])
+        .chain(["--save-init", p(&init), "--history", p(&h1)]))
+    .success();
+    // The saved arrays are the seeded state, in numpy's layout.
+    let seeded = HostState::seeded(&Job {
+        seed: 7,
+        ..small_job()
+    });
+    assert_eq!(npy::load_state(&init).unwrap(), seeded);
+    // Shapes come from the files; only lr and epochs are given again.
+    run([
+        "--device",
+        "cpu",
+        "--quiet",
+        "--epochs",
+        "25",
+        "--lr",
+        "1e-4",
+        "--init",
+        p(&init),
+        "--history",
+        p(&h2),
+    ])
+    .success();
+    let (a, b) = (
+        std::fs::read_to_string(&h1).unwrap(),
+        std::fs::read_to_string(&h2).unwrap(),
+    );
+    assert_eq!(a.lines().count(), 26);
+    assert_eq!(a, b, "the run from --init differs from the seeded run");
+}
+
+#[test]
+fn cli_history_csv_has_a_header_and_one_line_per_epoch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let h = tmp.path().join("history.csv");
+    run([
+        "--device", "cpu", "--quiet", "--layers", "12,7,3", "--batch", "5",
+    ]
+    .into_iter()
+    .chain(["--epochs", "37", "--lr", "1e-3", "--history", p(&h)]))
+    .success();
+    let text = std::fs::read_to_string(&h).unwrap();
+    assert_eq!(text.lines().count(), 38, "epochs + 1 lines: {text}");
+    let losses = read_history_csv(&h);
+    assert_eq!(losses.len(), 37);
+    assert!(losses.iter().all(|l| l.is_finite() && *l > 0.0));
+    // Exactly the in-process CPU backend's losses, written so that they read back bit for bit.
+    let job = Job {
+        layers: vec![12, 7, 3],
+        batch: 5,
+        lr: 1e-3,
+        epochs: 37,
+        ..Job::default()
+    };
+    let want = CpuBackend::new(&job, &HostState::seeded(&job))
+        .run(37)
+        .unwrap();
+    let got: Vec<f32> = losses.iter().map(|&l| l as f32).collect();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn cli_summary_json_has_device_config_losses_and_timings() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (j, h) = (tmp.path().join("run.json"), tmp.path().join("h.csv"));
+    let r = run(SMALL
+        .iter()
+        .copied()
+        .chain(["--device", "cpu", "--seed", "3", "--log-every", "10"])
+        .chain(["--summary-json", p(&j), "--history", p(&h)]))
+    .success();
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&j).unwrap())
+        .expect("--summary-json is valid JSON");
+    for key in [
+        "tool",
+        "version",
+        "device",
+        "config",
+        "epochs_run",
+        "final_loss",
+        "losses",
+        "timings",
+        "dispatches_per_epoch",
+        "submits",
+        "diverged_at",
+    ] {
+        assert!(v.get(key).is_some(), "summary JSON lacks `{key}`: {v:#}");
+    }
+    assert_eq!(v["tool"], "gpu-train");
+    assert_eq!(v["device"]["kind"], "cpu");
+    for key in ["name", "device_type", "backend", "driver"] {
+        assert!(v["device"][key].is_string(), "device.{key}: {v:#}");
+    }
+    let c = &v["config"];
+    assert_eq!(c["layers"], serde_json::json!([30, 20, 4]));
+    assert_eq!(c["batch"], 9);
+    assert_eq!(c["epochs"], 25);
+    assert_eq!(c["seed"], 3);
+    assert_eq!(c["log_every"], 10);
+    assert!((c["lr"].as_f64().unwrap() - 1e-4).abs() < 1e-10);
+    assert_eq!(v["epochs_run"], 25);
+    assert!(v["diverged_at"].is_null());
+    for key in ["setup_s", "train_s", "epochs_per_s", "gflops"] {
+        let t = v["timings"][key].as_f64();
+        assert!(t.is_some_and(|t| t >= 0.0), "timings.{key}: {v:#}");
+    }
+    let losses: Vec<f64> = v["losses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_f64().unwrap())
+        .collect();
+    assert_eq!(losses.len(), 25);
+    assert_eq!(v["final_loss"].as_f64(), losses.last().copied());
+    // The JSON, the CSV and the printed lines tell the same story.
+    let csv = read_history_csv(&h);
+    assert_eq!(csv.len(), losses.len());
+    for (a, b) in csv.iter().zip(&losses) {
+        assert_eq!(*a as f32, *b as f32);
+    }
+    let printed = r.epoch_lines();
+    assert_eq!(
+        printed.iter().map(|&(e, _)| e).collect::<Vec<_>>(),
+        vec![0, 10, 20]
+    );
+    for (e, l) in printed {
+        assert!((l - losses[e]).abs() <= 1e-6 * losses[e], "epoch {e}");
+    }
+}
+
+#[test]
+fn cli_save_final_writes_the_trained_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("final");
+    run([
+        "--device", "cpu", "--quiet", "--layers", "11,9,6,2", "--batch", "4",
+    ]
+    .into_iter()
+    .chain(["--epochs", "12", "--lr", "1e-3", "--save-final", p(&dir)]))
+    .success();
+    let job = Job {
+        layers: vec![11, 9, 6, 2],
+        batch: 4,
+        lr: 1e-3,
+        epochs: 12,
+        ..Job::default()
+    };
+    let state = HostState::seeded(&job);
+    let mut cpu = CpuBackend::new(&job, &state);
+    cpu.run(12).unwrap();
+    let want = cpu.read_params().unwrap();
+    for (l, w) in want.iter().enumerate() {
+        let got: Matrix = npy::read_matrix(&dir.join(format!("w{}.npy", l + 1))).unwrap();
+        assert_eq!(got.shape(), job.weight_shape(l));
+        assert_eq!(&got, w, "w{}.npy holds the trained weights", l + 1);
+        assert_ne!(
+            got,
+            state.weights[l],
+            "w{}.npy holds the initial weights",
+            l + 1
+        );
+    }
+    assert!(!dir.join("w4.npy").exists());
+    assert!(
+        !dir.join("x.npy").exists(),
+        "--save-final writes weights only"
+    );
+}
+
+/// A learning rate far too high: exit 3, the message names the epoch and suggests a lower rate,
+/// and the history and summary are still written, up to the first non-finite loss. Returns the
+/// losses.
+fn check_divergence(device: &str) -> Vec<f64> {
+    let tmp = tempfile::tempdir().unwrap();
+    let (h, j) = (tmp.path().join("h.csv"), tmp.path().join("s.json"));
+    let r = run([
+        "--device",
+        device,
+        "--lr",
+        "1e3",
+        "--epochs",
+        "50",
+        "--history",
+        p(&h),
+        "--summary-json",
+        p(&j),
+    ]);
+    assert_eq!(r.code, Some(3), "{}", r.describe());
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&j).unwrap()).unwrap();
+    assert_eq!(v["device"]["kind"], device, "ran on the device asked for");
+    let epoch = v["diverged_at"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("diverged_at: {v:#}")) as usize;
+    assert!(
+        r.stderr.contains(&format!("at epoch {epoch}")),
+        "message names the epoch {epoch}: {}",
+        r.describe()
+    );
+    assert!(
+        r.stderr.contains("--lr") && r.stderr.contains("learning rate"),
+        "message suggests a lower learning rate: {}",
+        r.describe()
+    );
+    // The history is still written, up to and including the non-finite loss.
+    let losses = read_history_csv(&h);
+    assert_eq!(losses.len(), epoch + 1, "history lines");
+    assert!(!losses[epoch].is_finite());
+    assert!(losses[..epoch].iter().all(|l| l.is_finite()));
+    assert_eq!(v["epochs_run"], epoch + 1);
+    losses
+}
+
+#[test]
+fn cli_divergence_on_cpu_exits_3_names_the_epoch_and_suggests_a_lower_lr() {
+    check_divergence("cpu");
+}
+
+/// The GPU reads losses back only at log points; it must still stop at the first non-finite one.
+#[test]
+fn cli_divergence_on_gpu_exits_3_names_the_epoch_and_suggests_a_lower_lr() {
+    if gpu_or_skip().is_none() {
+        return;
+    }
+    let gpu = check_divergence("gpu");
+    let cpu = check_divergence("cpu");
+    assert_eq!(gpu.len(), cpu.len(), "both diverge at the same epoch");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bad input: exit 2, a message on stderr naming what is wrong, no panic.
+
+#[track_caller]
+fn assert_bad_input(r: &Run, needles: &[&str]) {
+    assert_eq!(r.code, Some(2), "bad input must exit 2: {}", r.describe());
+    assert!(r.stderr.contains("error"), "{}", r.describe());
+    for n in needles {
+        assert!(
+            r.stderr.contains(n),
+            "the message should mention `{n}`: {}",
+            r.describe()
+        );
+    }
+    assert!(
+        r.epoch_lines().is_empty(),
+        "bad input must be caught before training: {}",
+        r.describe()
+    );
+}
+
+macro_rules! bad_flag {
+    ($name:ident, [$($arg:expr),*], [$($needle:expr),*]) => {
+        #[test]
+        fn $name() {
+            let r = run(["--device", "cpu", $($arg),*]);
+            assert_bad_input(&r, &[$($needle),*]);
+        }
+    };
+}
+
+bad_flag!(
+    bad_layers_zero_width_exits_2,
+    ["--layers", "1000,0,10"],
+    ["--layers", "0"]
+);
+bad_flag!(
+    bad_layers_not_a_number_exits_2,
+    ["--layers", "abc"],
+    ["--layers", "abc"]
+);
+bad_flag!(
+    bad_layers_single_width_exits_2,
+    ["--layers", "5"],
+    ["--layers", "two"]
+);
+bad_flag!(
+    bad_layers_empty_width_exits_2,
+    ["--layers", "10,,3"],
+    ["--layers"]
+);
+bad_flag!(bad_batch_zero_exits_2, ["--batch", "0"], ["--batch"]);
+bad_flag!(
+    bad_batch_fraction_exits_2,
+    ["--batch", "1.5"],
+    ["--batch", "1.5"]
+);
+bad_flag!(bad_epochs_zero_exits_2, ["--epochs", "0"], ["--epochs"]);
+bad_flag!(
+    bad_epochs_not_a_number_exits_2,
+    ["--epochs", "x"],
+    ["--epochs", "x"]
+);
+bad_flag!(
+    bad_epochs_negative_exits_2,
+    ["--epochs", "-5"],
+    ["--epochs", "-5"]
+);
+bad_flag!(bad_lr_nan_exits_2, ["--lr", "nan"], ["--lr"]);
+bad_flag!(bad_lr_negative_exits_2, ["--lr", "-1"], ["--lr", "-1"]);
+bad_flag!(
+    bad_lr_negative_with_equals_exits_2,
+    ["--lr=-1"],
+    ["--lr", "-1"]
+);
+bad_flag!(bad_lr_zero_exits_2, ["--lr", "0"], ["--lr"]);
+bad_flag!(bad_lr_inf_exits_2, ["--lr", "inf"], ["--lr"]);
+bad_flag!(
+    bad_lr_not_a_number_exits_2,
+    ["--lr", "fast"],
+    ["--lr", "fast"]
+);
+bad_flag!(bad_log_every_exits_2, ["--log-every", "x"], ["--log-every"]);
+bad_flag!(unknown_flag_exits_2, ["--frobnicate"], ["--frobnicate"]);
+
+#[test]
+fn bad_device_name_exits_2_and_lists_the_choices() {
+    let r = run(["--device", "bogus", "--epochs", "1"]);
+    assert_bad_input(&r, &["bogus", "auto, cpu, gpu"]);
+}
+
+#[test]
+fn bad_device_index_exits_2() {
+    let r = run(["--device", "99", "--epochs", "1"]);
+    assert_bad_input(&r, &["99", "index"]);
+}
+
+/// A valid --init folder for the small job (seed 0), to be broken by each test.
+fn init_dir() -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    npy::save_state(tmp.path(), &HostState::seeded(&small_job())).unwrap();
+    // Sanity: as written, it loads.
+    npy::load_state(tmp.path()).unwrap();
+    tmp
+}
+
+fn run_init(dir: &Path) -> Run {
+    run(["--device", "cpu", "--epochs", "2", "--init", p(dir)])
+}
+
+/// A .npy file (format 1.0) with a header of our choosing and the given payload.
+fn write_npy(path: &Path, descr: &str, shape: &[usize], payload: &[u8]) {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let shape = if dims.len() == 1 {
+        format!("({},)", dims[0])
+    } else {
+        format!("({})", dims.join(", "))
+    };
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend((header.len() as u16).to_le_bytes());
+    bytes.extend(header.as_bytes());
+    bytes.extend(payload);
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn init_missing_directory_exits_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("nope");
+    let r = run_init(&missing);
+    assert_bad_input(&r, &["nope", "directory"]);
+}
+
+#[test]
+fn init_without_w2_exits_2_naming_w2() {
+    let tmp = init_dir();
+    std::fs::remove_file(tmp.path().join("w2.npy")).unwrap();
+    let r = run_init(tmp.path());
+    assert_bad_input(&r, &["w2.npy"]);
+}
+
+#[test]
+fn init_without_x_exits_2_naming_x() {
+    let tmp = init_dir();
+    std::fs::remove_file(tmp.path().join("x.npy")).unwrap();
+    let r = run_init(tmp.path());
+    assert_bad_input(&r, &["x.npy", "missing"]);
+}
+
+#[test]
+fn init_with_wrong_shape_w1_exits_2_naming_file_and_shapes() {
+    let tmp = init_dir();
+    // x is [9, 30], so w1 must be [30, 20]; give it 29 rows.
+    npy::write_matrix(&tmp.path().join("w1.npy"), &Matrix::zeros(29, 20)).unwrap();
+    let r = run_init(tmp.path());
+    assert_bad_input(&r, &["w1.npy", "[30, 20]", "[29, 20]"]);
+}
+
+#[test]
+fn init_not_matching_explicit_layers_exits_2() {
+    let tmp = init_dir();
+    let r = run([
+        "--device",
+        "cpu",
+        "--epochs",
+        "2",
+        "--layers",
+        "30,20,5",
+        "--batch",
+        "9",
+        "--init",
+        p(tmp.path()),
+    ]);
+    assert_bad_input(&r, &["w2.npy", "[20, 5]", "[20, 4]", "--layers"]);
+}
+
+/// `--layers` that agree with the --init files, without `--batch`: the batch comes from the files
+/// (the help says "[default: 64, or the row count of the --init files]"), so this must train.
+#[test]
+fn init_with_matching_layers_only_takes_the_batch_from_the_files() {
+    let tmp = init_dir();
+    let r = run([
+        "--device",
+        "cpu",
+        "--quiet",
+        "--epochs",
+        "2",
+        "--layers",
+        "30,20,4",
+        "--init",
+        p(tmp.path()),
+    ]);
+    assert_eq!(r.code, Some(0), "{}", r.describe());
+}
+
+/// Likewise `--batch` that agrees with the files, without `--layers`.
+#[test]
+fn init_with_matching_batch_only_takes_the_layers_from_the_files() {
+    let tmp = init_dir();
+    let r = run([
+        "--device",
+        "cpu",
+        "--quiet",
+        "--epochs",
+        "2",
+        "--batch",
+        "9",
+        "--init",
+        p(tmp.path()),
+    ]);
+    assert_eq!(r.code, Some(0), "{}", r.describe());
+}
+
+#[test]
+fn init_with_integer_dtype_exits_2() {
+    let tmp = init_dir();
+    let payload: Vec<u8> = (0..30 * 20i64).flat_map(|v| v.to_le_bytes()).collect();
+    write_npy(&tmp.path().join("w1.npy"), "<i8", &[30, 20], &payload);
+    let r = run_init(tmp.path());
+    assert_bad_input(&r, &["w1.npy", "dtype"]);
+}
+
+#[test]
+fn init_with_garbage_bytes_exits_2() {
+    let tmp = init_dir();
+    std::fs::write(
+        tmp.path().join("w1.npy"),
+        b"this is not a numpy file at all",
+    )
+    .unwrap();
+    let r = run_init(tmp.path());
+    assert_bad_input(&r, &["w1.npy", ".npy"]);
+}
+
+#[test]
+fn init_with_truncated_data_exits_2() {
+    let tmp = init_dir();
+    write_npy(&tmp.path().join("w1.npy"), "<f4", &[30, 20], &[0u8; 40]);
+    let r = run_init(tmp.path());
+    assert_bad_input(&r, &["w1.npy"]);
+}
+
+#[test]
+fn init_with_1d_array_exits_2() {
+    let tmp = init_dir();
+    write_npy(&tmp.path().join("y.npy"), "<f4", &[36], &[0u8; 36 * 4]);
+    let r = run_init(tmp.path());
+    assert_bad_input(&r, &["y.npy", "2-D"]);
+}
+
+/// An output file in a directory that does not exist is bad input (exit 2), and is reported
+/// before the training, not after it.
+#[test]
+fn history_into_missing_directory_exits_2_before_training() {
+    let tmp = tempfile::tempdir().unwrap();
+    let h = tmp.path().join("no").join("such").join("h.csv");
+    let r = run(SMALL
+        .iter()
+        .copied()
+        .chain(["--device", "cpu", "--history", p(&h)]));
+    assert_bad_input(&r, &["h.csv", "does not exist"]);
+}
+
+#[test]
+fn summary_json_into_missing_directory_exits_2_before_training() {
+    let tmp = tempfile::tempdir().unwrap();
+    let j = tmp.path().join("no").join("s.json");
+    let r = run(SMALL
+        .iter()
+        .copied()
+        .chain(["--device", "cpu", "--summary-json", p(&j)]));
+    assert_bad_input(&r, &["s.json", "does not exist"]);
+}
+
+/// `--save-final` under a regular file cannot be created: like the other outputs, that should be
+/// reported as bad input before training rather than after the whole run.
+#[test]
+fn save_final_under_a_file_exits_2_before_training() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("file");
+    std::fs::write(&file, b"x").unwrap();
+    let target = file.join("final");
+    let r = run(SMALL
+        .iter()
+        .copied()
+        .chain(["--device", "cpu", "--save-final", p(&target)]));
+    assert_bad_input(&r, &["final"]);
+}

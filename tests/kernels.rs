@@ -1,0 +1,503 @@
+//! Every GPU kernel variant against the CPU reference, on fresh random inputs and on shapes chosen
+//! to hit the edges of the kernel's blocking (1, 7, 63, 64, 65, 100, 1000, 1001 each appear as M, as
+//! N and as K), with the outputs poisoned with NaN so that any element a kernel forgets to write
+//! shows up. Also the deterministic loss reduction (bit for bit), and the CPU product itself against
+//! a naive f64 loop (proptest).
+//!
+//! Tolerance of a product element `v = Σ_p a_ip·b_pj` (length k): any f32 summation order, with or
+//! without fused multiply-adds, stays within `γ_k·S` of the exact value, where
+//! `S = Σ_p |a_ip|·|b_pj|` and `γ_k = k·u/(1-k·u)`, u = 2^-24 (Higham, Accuracy and Stability of
+//! Numerical Algorithms, §3.1). The GPU (blocked fma chains) and the CPU (gemm's own blocking) use
+//! different orders, so they may differ by up to `2·γ_k·S`; that is the bound used, per element.
+//! It is tight enough to catch a missing or repeated term (error ~|a_ip·b_pj| ~ S/k, against
+//! 2·k·u·S: for k = 1001 that is 1e-3·S against 1.2e-4·S) and any wrong index, wrong transpose or
+//! wrong epilogue (errors of order S).
+
+mod common;
+
+use common::{assert_within, gpu_or_skip, randn, rng, U32};
+use gpu_train::cpu::{self, Epilogue};
+use gpu_train::gpu::{run_loss_reduce, run_matmul, Block, GpuContext, MatmulKey, Mode};
+use proptest::prelude::*;
+use rand::RngExt;
+
+/// The sizes every dimension is tested at: a single row or column, sizes around the kernel's
+/// 64-wide tile, a size that is not a multiple of 4 (the GPU layout pads to 4), and large ones.
+const SIZES: [usize; 8] = [1, 7, 63, 64, 65, 100, 1000, 1001];
+
+/// (m, n, k) shapes in which every size of [`SIZES`] appears once as m, once as n and once as k,
+/// paired so that no product is expensive on a software adapter (at most ~4 M multiply-adds), plus
+/// a few shapes around the 4-, 8- and 16-wide blocks of the kernel's invocations.
+fn covering_shapes() -> Vec<(usize, usize, usize)> {
+    let s = SIZES;
+    let mut v: Vec<_> = (0..8).map(|i| (s[i], s[7 - i], s[(i + 3) % 8])).collect();
+    v.extend([
+        (2, 3, 5),
+        (4, 4, 4),
+        (8, 16, 12),
+        (17, 33, 9),
+        (33, 17, 130),
+    ]);
+    v
+}
+
+/// `γ_k = k·u / (1 - k·u)`.
+fn gamma(k: usize) -> f64 {
+    let ku = k as f64 * U32;
+    ku / (1.0 - ku)
+}
+
+/// Inputs of one product: `a` and `b` as stored for the key's transposes.
+struct Case {
+    m: usize,
+    n: usize,
+    k: usize,
+    key: MatmulKey,
+    a: Vec<f32>,
+    b: Vec<f32>,
+}
+
+impl Case {
+    fn new(key: MatmulKey, (m, n, k): (usize, usize, usize), seed: u64) -> Self {
+        let mut r = rng(seed);
+        Case {
+            m,
+            n,
+            k,
+            key,
+            a: randn(&mut r, m * k),
+            b: randn(&mut r, k * n),
+        }
+    }
+
+    fn label(&self, block: Block) -> String {
+        format!(
+            "{:?} trans_a={} trans_b={} {:?} m={} n={} k={}",
+            self.key.mode, self.key.trans_a, self.key.trans_b, block, self.m, self.n, self.k
+        )
+    }
+
+    /// op(A)[i, p] and op(B)[p, j] read from storage.
+    fn a_at(&self, i: usize, p: usize) -> f32 {
+        if self.key.trans_a {
+            self.a[p * self.m + i]
+        } else {
+            self.a[i * self.k + p]
+        }
+    }
+
+    fn b_at(&self, p: usize, j: usize) -> f32 {
+        if self.key.trans_b {
+            self.b[j * self.k + p]
+        } else {
+            self.b[p * self.n + j]
+        }
+    }
+
+    /// `S_ij = Σ_p |a_ip|·|b_pj|` for every element, row-major.
+    fn abs_products(&self) -> Vec<f64> {
+        let mut s = vec![0.0f64; self.m * self.n];
+        for i in 0..self.m {
+            for j in 0..self.n {
+                s[i * self.n + j] = (0..self.k)
+                    .map(|p| (self.a_at(i, p) as f64 * self.b_at(p, j) as f64).abs())
+                    .sum();
+            }
+        }
+        s
+    }
+
+    /// The CPU reference product `op(A)·op(B)`.
+    fn cpu_product(&self) -> Vec<f32> {
+        let mut c = vec![f32::NAN; self.m * self.n];
+        cpu::matmul(
+            &mut c,
+            &self.a,
+            &self.b,
+            self.m,
+            self.n,
+            self.k,
+            self.key.trans_a,
+            self.key.trans_b,
+            Epilogue::Store,
+        );
+        c
+    }
+
+    /// Run on the GPU with `block`; checks that the padding of the outputs was left zero.
+    fn gpu(
+        &self,
+        ctx: &GpuContext,
+        block: Block,
+        lr: f32,
+        c_init: &[f32],
+        aux: Option<&[f32]>,
+    ) -> (Vec<f32>, Vec<f32>) {
+        let key = MatmulKey { block, ..self.key };
+        let out = run_matmul(
+            ctx,
+            key,
+            &self.a,
+            &self.b,
+            (self.m, self.n, self.k),
+            lr,
+            c_init,
+            aux,
+        )
+        .unwrap_or_else(|e| panic!("{}: {e}", self.label(block)));
+        assert!(
+            out.padding_zero,
+            "{}: the kernel left non-zero values in the padding of its output (the next kernel \
+             reads them)",
+            self.label(block)
+        );
+        (out.c, out.aux_out)
+    }
+}
+
+fn key(trans_a: bool, trans_b: bool, mode: Mode) -> MatmulKey {
+    MatmulKey {
+        trans_a,
+        trans_b,
+        mode,
+        block: Block::B8x8,
+    }
+}
+
+/// Plain products (Store) for one transpose combination, every covering shape and every block.
+fn check_store(trans_a: bool, trans_b: bool, seed: u64) {
+    let Some(ctx) = gpu_or_skip() else { return };
+    for (si, shape) in covering_shapes().into_iter().enumerate() {
+        let case = Case::new(key(trans_a, trans_b, Mode::Store), shape, seed + si as u64);
+        let want = case.cpu_product();
+        let s = case.abs_products();
+        let g = 2.0 * gamma(case.k);
+        for block in Block::ALL {
+            let poison = vec![f32::NAN; case.m * case.n];
+            let (got, _) = case.gpu(&ctx, block, 0.0, &poison, None);
+            assert_within(&case.label(block), &got, &want, |i| g * s[i]);
+        }
+    }
+}
+
+#[test]
+fn gpu_store_matches_cpu_no_transpose_covering_shapes() {
+    check_store(false, false, 100);
+}
+
+#[test]
+fn gpu_store_matches_cpu_trans_a_covering_shapes() {
+    check_store(true, false, 200);
+}
+
+#[test]
+fn gpu_store_matches_cpu_trans_b_covering_shapes() {
+    check_store(false, true, 300);
+}
+
+#[test]
+fn gpu_store_matches_cpu_both_transposed_covering_shapes() {
+    check_store(true, true, 400);
+}
+
+/// Forward of a hidden layer: `C = max(A·B, 0)`, no transposes.
+#[test]
+fn gpu_relu_epilogue_matches_cpu_and_zeroes_negatives() {
+    let Some(ctx) = gpu_or_skip() else { return };
+    for (si, shape) in covering_shapes().into_iter().enumerate() {
+        let case = Case::new(key(false, false, Mode::Relu), shape, 500 + si as u64);
+        let mut want = case.cpu_product();
+        cpu::relu_forward(&mut want);
+        let s = case.abs_products();
+        let g = 2.0 * gamma(case.k);
+        for block in Block::ALL {
+            let poison = vec![f32::NAN; case.m * case.n];
+            let (got, _) = case.gpu(&ctx, block, 0.0, &poison, None);
+            assert_within(&case.label(block), &got, &want, |i| g * s[i]);
+            assert!(
+                got.iter().all(|&v| v >= 0.0),
+                "{}: negative output",
+                case.label(block)
+            );
+        }
+    }
+}
+
+/// Input gradient through the ReLU: `C = A·Bᵀ where AUX > 0, else exactly 0` (AUX > 0 is strict:
+/// a ReLU output of exactly 0 must block the gradient, as it does on the CPU).
+#[test]
+fn gpu_mask_epilogue_trans_b_matches_cpu_and_blocks_where_aux_not_positive() {
+    let Some(ctx) = gpu_or_skip() else { return };
+    for (si, shape) in covering_shapes().into_iter().enumerate() {
+        let case = Case::new(key(false, true, Mode::Mask), shape, 600 + si as u64);
+        // Like ReLU outputs: a third exactly zero, some negative to be thorough, the rest positive.
+        let mut r = rng(6000 + si as u64);
+        let aux: Vec<f32> = (0..case.m * case.n)
+            .map(|_| match r.random_range(0..3) {
+                0 => 0.0,
+                _ => randn(&mut r, 1)[0],
+            })
+            .collect();
+        let mut want = case.cpu_product();
+        cpu::relu_backward(&mut want, &aux);
+        let s = case.abs_products();
+        let g = 2.0 * gamma(case.k);
+        for block in Block::ALL {
+            let poison = vec![f32::NAN; case.m * case.n];
+            let (got, _) = case.gpu(&ctx, block, 0.0, &poison, Some(&aux));
+            // Masked elements must be exactly zero, the others within the product's bound.
+            assert_within(&case.label(block), &got, &want, |i| {
+                if aux[i] > 0.0 {
+                    g * s[i]
+                } else {
+                    0.0
+                }
+            });
+        }
+    }
+}
+
+/// Weight gradient fused with the SGD step, in place: `C = C - lr·(Aᵀ·B)`.
+#[test]
+fn gpu_sgd_epilogue_trans_a_updates_c_in_place_like_cpu() {
+    let Some(ctx) = gpu_or_skip() else { return };
+    // Large enough that the product visibly moves C (|lr·v| ~ 0.1·sqrt(k) against |C| ~ 1).
+    let lr = 0.1f32;
+    for (si, shape) in covering_shapes().into_iter().enumerate() {
+        let case = Case::new(key(true, false, Mode::Sgd), shape, 700 + si as u64);
+        let c_init = randn(&mut rng(7000 + si as u64), case.m * case.n);
+        let mut want = c_init.clone();
+        cpu::matmul(
+            &mut want,
+            &case.a,
+            &case.b,
+            case.m,
+            case.n,
+            case.k,
+            true,
+            false,
+            Epilogue::Sgd(lr),
+        );
+        let s = case.abs_products();
+        let g = 2.0 * gamma(case.k);
+        let lr64 = lr as f64;
+        for block in Block::ALL {
+            let (got, _) = case.gpu(&ctx, block, lr, &c_init, None);
+            // The product's error scaled by lr, plus a few roundings of the multiply and the
+            // subtraction on either side (relative to the operands' size).
+            assert_within(&case.label(block), &got, &want, |i| {
+                lr64 * g * s[i] + 4.0 * U32 * ((c_init[i] as f64).abs() + lr64 * s[i])
+            });
+            // And it must not be a no-op: the update changed C (lr·v is far above C's ulp).
+            let moved = got.iter().zip(&c_init).filter(|(a, b)| a != b).count();
+            assert!(
+                moved * 2 > got.len(),
+                "{}: only {moved} of {} elements of C changed",
+                case.label(block),
+                got.len()
+            );
+        }
+    }
+}
+
+/// Output layer fused with the loss: `d = A·B - Y; C = 2d; AUX_OUT = d²`.
+#[test]
+fn gpu_sse_epilogue_matches_cpu_loss_gradient_and_squares() {
+    let Some(ctx) = gpu_or_skip() else { return };
+    for (si, shape) in covering_shapes().into_iter().enumerate() {
+        let case = Case::new(key(false, false, Mode::Sse), shape, 800 + si as u64);
+        let y = randn(&mut rng(8000 + si as u64), case.m * case.n);
+        let v = case.cpu_product();
+        let mut want_g = vec![f32::NAN; v.len()];
+        let mut want_sq = vec![f32::NAN; v.len()];
+        cpu::loss_sse(&mut want_g, &mut want_sq, &v, &y);
+        let s = case.abs_products();
+        let g = 2.0 * gamma(case.k);
+        // Error of d: the product's, plus one rounding of the subtraction on each side.
+        let ed = |i: usize| g * s[i] + 2.0 * U32 * (s[i] + (y[i] as f64).abs());
+        for block in Block::ALL {
+            let poison = vec![f32::NAN; case.m * case.n];
+            let (got_g, got_sq) = case.gpu(&ctx, block, 0.0, &poison, Some(&y));
+            let label = case.label(block);
+            assert_within(&format!("{label}: C = 2d"), &got_g, &want_g, |i| {
+                2.0 * ed(i)
+            });
+            assert_within(&format!("{label}: AUX_OUT = d²"), &got_sq, &want_sq, |i| {
+                let d = (want_g[i] as f64 / 2.0).abs();
+                2.0 * d * ed(i) + ed(i) * ed(i) + 2.0 * U32 * d * d
+            });
+        }
+    }
+}
+
+/// The products of the default job (batch 64, 1000 -> 100 -> 10) in the modes training uses them.
+#[test]
+fn gpu_training_products_of_default_job_match_cpu() {
+    let Some(ctx) = gpu_or_skip() else { return };
+    let cases = [
+        (key(false, false, Mode::Store), (64, 100, 1000)),
+        (key(false, false, Mode::Store), (64, 10, 100)),
+        (key(false, true, Mode::Store), (64, 100, 10)),
+        (key(true, false, Mode::Store), (100, 10, 64)),
+        (key(true, false, Mode::Store), (1000, 100, 64)),
+    ];
+    for (ci, (k, shape)) in cases.into_iter().enumerate() {
+        let case = Case::new(k, shape, 900 + ci as u64);
+        let want = case.cpu_product();
+        let s = case.abs_products();
+        let g = 2.0 * gamma(case.k);
+        for block in Block::ALL {
+            let poison = vec![f32::NAN; case.m * case.n];
+            let (got, _) = case.gpu(&ctx, block, 0.0, &poison, None);
+            assert_within(&case.label(block), &got, &want, |i| g * s[i]);
+        }
+    }
+}
+
+/// Positive values spread over six decades, as squared errors are: the sum of such values depends
+/// on the order of the additions, so bit-identity below really checks the order.
+fn squares(n: usize, seed: u64) -> Vec<f32> {
+    let mut r = rng(seed);
+    (0..n)
+        .map(|_| {
+            let v: f32 = randn(&mut r, 1)[0];
+            let scale = 10f32.powf(r.random_range(-3.0..3.0));
+            v * v * scale
+        })
+        .collect()
+}
+
+/// `[rows, cols]` matrices of the lengths 1, 7, 255, 256, 257, 640 and 10000, with column counts
+/// that are not multiples of 4 where possible (the GPU layout pads columns to 4 and the kernel
+/// must skip the padding, which `run_loss_reduce` fills with NaN).
+const REDUCE_SHAPES: [(usize, usize); 9] = [
+    (1, 1),
+    (7, 1),
+    (1, 7),
+    (17, 15),
+    (128, 2),
+    (257, 1),
+    (64, 10),
+    (1000, 10),
+    (16, 625),
+];
+
+#[test]
+fn gpu_loss_reduce_is_bit_identical_to_cpu_loss_reduce() {
+    let Some(ctx) = gpu_or_skip() else { return };
+    for (i, (rows, cols)) in REDUCE_SHAPES.into_iter().enumerate() {
+        let v = squares(rows * cols, 1000 + i as u64);
+        let want = cpu::loss_reduce(&v);
+        let (got, epoch) = run_loss_reduce(&ctx, &v, (rows, cols))
+            .unwrap_or_else(|e| panic!("loss_reduce {rows}x{cols}: {e}"));
+        assert_eq!(
+            got.to_bits(),
+            want.to_bits(),
+            "loss_reduce of {rows}x{cols} = {} values: GPU {got:e}, CPU {want:e}",
+            rows * cols
+        );
+        assert_eq!(
+            epoch, 3,
+            "loss_reduce must write history[state] (2) and advance the epoch index to 3"
+        );
+    }
+}
+
+/// The bit-identity test above means something only if another order would give other bits: check
+/// that a plain sequential sum of the same data differs from `loss_reduce`, while both are within
+/// the summation error bound of the exact sum.
+#[test]
+fn cpu_loss_reduce_is_accurate_and_its_order_matters_on_test_data() {
+    let v = squares(10_000, 1000 + 7);
+    let exact: f64 = v.iter().map(|&x| x as f64).sum();
+    let tree = cpu::loss_reduce(&v);
+    let seq = v.iter().fold(0.0f32, |s, &x| s + x);
+    assert_ne!(
+        tree.to_bits(),
+        seq.to_bits(),
+        "test data too benign: sequential and strided sums agree"
+    );
+    // Strided partial sums of ~40 terms then a tree of depth 8: at most ~48 roundings per term.
+    let bound = gamma(48) * exact;
+    assert!(
+        (tree as f64 - exact).abs() <= bound,
+        "loss_reduce {tree:e} vs exact {exact:e}, bound {bound:e}"
+    );
+    for n in [1usize, 7, 255, 256, 257, 640] {
+        let v = squares(n, 2000 + n as u64);
+        let exact: f64 = v.iter().map(|&x| x as f64).sum();
+        let got = cpu::loss_reduce(&v) as f64;
+        assert!(
+            (got - exact).abs() <= gamma(48) * exact,
+            "n={n}: {got:e} vs {exact:e}"
+        );
+    }
+}
+
+/// A naive f64 product of op(A)·op(B), and the `S` bound terms.
+#[allow(clippy::too_many_arguments)]
+fn naive_f64(
+    a: &[f32],
+    b: &[f32],
+    m: usize,
+    n: usize,
+    k: usize,
+    ta: bool,
+    tb: bool,
+) -> (Vec<f64>, Vec<f64>) {
+    let mut c = vec![0.0; m * n];
+    let mut s = vec![0.0; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            for p in 0..k {
+                let av = if ta { a[p * m + i] } else { a[i * k + p] } as f64;
+                let bv = if tb { b[j * k + p] } else { b[p * n + j] } as f64;
+                c[i * n + j] += av * bv;
+                s[i * n + j] += (av * bv).abs();
+            }
+        }
+    }
+    (c, s)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// `cpu::matmul` (gemm with strides standing in for transposes) against a naive f64 loop, for
+    /// every transpose and both epilogues, within `γ_k·S` (+ the final roundings for SGD).
+    #[test]
+    fn cpu_matmul_matches_naive_f64_loop(
+        m in 1usize..24,
+        n in 1usize..24,
+        k in 1usize..40,
+        ta: bool,
+        tb: bool,
+        sgd: bool,
+        seed: u64,
+    ) {
+        let mut r = rng(seed);
+        let a = randn(&mut r, m * k);
+        let b = randn(&mut r, k * n);
+        let c0 = randn(&mut r, m * n);
+        let lr = 0.25f32;
+        let (exact, s) = naive_f64(&a, &b, m, n, k, ta, tb);
+        let mut c = if sgd { c0.clone() } else { vec![f32::NAN; m * n] };
+        let epi = if sgd { Epilogue::Sgd(lr) } else { Epilogue::Store };
+        cpu::matmul(&mut c, &a, &b, m, n, k, ta, tb, epi);
+        for i in 0..m * n {
+            let (want, bound) = if sgd {
+                let w = c0[i] as f64 - lr as f64 * exact[i];
+                (w, lr as f64 * gamma(k) * s[i] + 3.0 * U32 * (c0[i].abs() as f64 + lr as f64 * s[i]))
+            } else {
+                (exact[i], gamma(k) * s[i] + U32 * exact[i].abs())
+            };
+            let err = (c[i] as f64 - want).abs();
+            prop_assert!(
+                err <= bound,
+                "m={m} n={n} k={k} ta={ta} tb={tb} sgd={sgd}: element {i} got {} want {want}, \
+                 error {err:e} > {bound:e}",
+                c[i]
+            );
+        }
+    }
+}

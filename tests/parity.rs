@@ -1,0 +1,367 @@
+//! The GPU backend against the CPU backend from the same seeded state: one step (loss, gradients,
+//! new weights), the whole default trajectory, determinism, and the seeded initial state.
+//!
+//! Tolerances of one step. The two paths run the same f32 operations in different summation
+//! orders, so each product differs by a few ulps times sqrt(k) relative to `Σ|a||b|` (see
+//! tests/kernels.rs); nothing cancels badly in the first step (the prediction is ~100x larger than
+//! y), and a gradient chains three products, compounding a few such errors. Measured on lavapipe
+//! the normwise relative difference of the gradients is 1e-7 to 8e-7, of the loss < 1e-7; we allow
+//! 2e-5 (25x headroom at least, still far below what one wrong element, a wrong mask or a missing
+//! term produces: those change a gradient by 1e-3 or more of its scale). The new weights
+//! `w - lr·dw` may then differ by `lr` times the gradient's allowed difference, plus two roundings
+//! of `w`; measured normwise ~1e-7.
+
+mod common;
+
+use common::{assert_close, assert_close_normwise, assert_within, gpu_or_skip, max_rel_err, U32};
+use gpu_train::backend::Backend;
+use gpu_train::cpu::CpuBackend;
+use gpu_train::gpu::GpuBackend;
+use gpu_train::init::{HostState, Matrix};
+use gpu_train::job::Job;
+use gpu_train::train;
+
+/// Loss and gradient tolerance (normwise relative), see the file comment.
+const STEP_GRAD_TOL: f64 = 2e-5;
+
+fn job(layers: &[usize], batch: usize, lr: f32, epochs: usize) -> Job {
+    Job {
+        layers: layers.to_vec(),
+        batch,
+        lr,
+        epochs,
+        seed: 0,
+        log_every: 0,
+    }
+}
+
+/// Weights after one SGD step: `|Δw_i| <= lr·STEP_GRAD_TOL·max|dw| + 4u·|w_i|` (the gradients'
+/// allowed difference, scaled by the step, and the roundings of the update itself).
+fn assert_stepped_weights_close(
+    label: &str,
+    lr: f32,
+    got: &[Matrix],
+    want: &[Matrix],
+    dw: &[Matrix],
+) {
+    assert_eq!(got.len(), want.len(), "{label}: number of weights");
+    for (l, (g, w)) in got.iter().zip(want).enumerate() {
+        assert_eq!(g.shape(), w.shape(), "{label}: shape of w{}", l + 1);
+        let scale = dw[l]
+            .data
+            .iter()
+            .fold(0.0f64, |m, &v| m.max((v as f64).abs()));
+        let step = lr as f64 * STEP_GRAD_TOL * scale;
+        assert_within(&format!("{label}: w{}", l + 1), &g.data, &w.data, |i| {
+            step + 4.0 * U32 * (w.data[i] as f64).abs()
+        });
+    }
+}
+
+/// One step from the same state: the loss and gradients (without update), then one real epoch and
+/// the weights it leaves.
+fn check_one_step(job: &Job) {
+    let Some(ctx) = gpu_or_skip() else { return };
+    job.validate().unwrap();
+    let state = HostState::seeded(job);
+    let label = format!("batch {} x {:?}", job.batch, job.layers);
+    let mut cpu = CpuBackend::new(job, &state);
+    let mut gpu = GpuBackend::new(ctx, job, &state).unwrap();
+
+    let (cpu_loss, cpu_grads) = cpu.gradients();
+    let (gpu_loss, gpu_grads) = gpu.gradients().unwrap();
+    eprintln!("{label}: loss cpu {cpu_loss:e} gpu {gpu_loss:e}");
+    assert_close(
+        &format!("{label}: loss"),
+        &[gpu_loss],
+        &[cpu_loss],
+        STEP_GRAD_TOL,
+        0.0,
+    );
+    assert_eq!(gpu_grads.len(), job.depth());
+    for (l, (g, c)) in gpu_grads.iter().zip(&cpu_grads).enumerate() {
+        assert_eq!(g.shape(), job.weight_shape(l));
+        eprintln!(
+            "{label}: dw{} normwise rel diff {:e}",
+            l + 1,
+            max_rel_err(&g.data, &c.data)
+        );
+        assert!(
+            c.data.iter().any(|&v| v != 0.0),
+            "{label}: CPU gradient dw{} is all zero, the test would prove nothing",
+            l + 1
+        );
+        assert_close_normwise(
+            &format!("{label}: dw{}", l + 1),
+            &g.data,
+            &c.data,
+            STEP_GRAD_TOL,
+        );
+    }
+
+    // gradients() must not have moved the weights: the next epoch's loss is the same loss.
+    let cpu_l = cpu.run(1).unwrap();
+    let gpu_l = gpu.run(1).unwrap();
+    assert_eq!(cpu_l, vec![cpu_loss], "CPU gradients() changed the state");
+    assert_eq!(gpu_l, vec![gpu_loss], "GPU gradients() changed the state");
+
+    let cpu_w = cpu.read_params().unwrap();
+    let gpu_w = gpu.read_params().unwrap();
+    for (l, w) in cpu_w.iter().enumerate() {
+        eprintln!(
+            "{label}: w{} after one step, normwise rel diff {:e}",
+            l + 1,
+            max_rel_err(&gpu_w[l].data, &w.data)
+        );
+        // The step really moved the weights (else comparing them would prove nothing).
+        assert_ne!(
+            w.data,
+            state.weights[l].data,
+            "CPU step left w{} as is",
+            l + 1
+        );
+    }
+    assert_stepped_weights_close(
+        &format!("{label}: after one step"),
+        job.lr,
+        &gpu_w,
+        &cpu_w,
+        &cpu_grads,
+    );
+}
+
+#[test]
+fn gpu_matches_cpu_one_step_default_job() {
+    check_one_step(&Job::default());
+}
+
+#[test]
+fn gpu_matches_cpu_one_step_odd_deeper_net() {
+    check_one_step(&job(&[7, 65, 33, 3], 13, 1e-4, 1));
+}
+
+/// Odd sizes large enough that the GPU picks its big register blocks for some products.
+#[test]
+fn gpu_matches_cpu_one_step_odd_net_with_big_blocks() {
+    check_one_step(&job(&[301, 67, 33, 3], 70, 1e-6, 1));
+}
+
+/// Allowed difference between two f32 trajectories of the same job at loss `l`.
+///
+/// From the first step on the two paths' weights differ by rounding, and that difference is carried
+/// along (gradient descent damps it only along the well-conditioned directions). What reaches the
+/// loss is the difference `δp` of the predictions: `L = Σ d²` with `d = p - y`, so
+/// `|ΔL| ≈ |2·d·δp| <= 2·sqrt(L)·‖δp‖` (Cauchy-Schwarz). Measured on lavapipe over the 500 epochs of
+/// the default job, `|ΔL| / sqrt(L)` stays between 2e-5 and 4.4e-4 while the loss falls from 3e7 to
+/// 3e-4 (so the relative difference grows to ~1e-2 at the end); we allow `‖δp‖ <= 1.5e-3`, i.e.
+/// `3e-3·sqrt(L)`, plus `1e-5·L` for the rounding of large losses themselves. A wrong update
+/// (e.g. lr off by 1%) moves the loss by ~1% of L early on, 30x this bound at L = 1e4.
+fn trajectory_tol(l: f32) -> f64 {
+    let l = l as f64;
+    3e-3 * l.sqrt() + 1e-5 * l
+}
+
+/// The whole default job (500 epochs, as the CLI runs it: read back every 50) on both devices:
+/// every epoch within [`trajectory_tol`], and both final losses below 1e-2.
+#[test]
+fn gpu_matches_cpu_whole_default_trajectory() {
+    let Some(ctx) = gpu_or_skip() else { return };
+    let job = Job::default();
+    let state = HostState::seeded(&job);
+    let mut cpu = CpuBackend::new(&job, &state);
+    let mut gpu = GpuBackend::new(ctx, &job, &state).unwrap();
+    let mut logged = Vec::new();
+    let c = train::train(&job, &mut cpu, |_, _| {}).unwrap();
+    let g = train::train(&job, &mut gpu, |e, l| logged.push((e, l))).unwrap();
+    assert_eq!(c.losses.len(), 500);
+    assert_eq!(g.losses.len(), 500);
+    assert!(c.diverged.is_none() && g.diverged.is_none());
+    let epochs: Vec<usize> = logged.iter().map(|&(e, _)| e).collect();
+    assert_eq!(epochs, (0..500).step_by(50).collect::<Vec<_>>());
+    for &(e, l) in &logged {
+        assert_eq!(l, g.losses[e], "logged loss of epoch {e}");
+    }
+    let mut worst = (0, 0.0f64);
+    for (e, (&gl, &cl)) in g.losses.iter().zip(&c.losses).enumerate() {
+        let diff = (gl as f64 - cl as f64).abs();
+        let ratio = diff / trajectory_tol(cl);
+        if ratio > worst.1 {
+            worst = (e, ratio);
+        }
+        assert!(
+            ratio <= 1.0,
+            "epoch {e}: GPU loss {gl:e} vs CPU {cl:e}, difference {diff:e} > allowed {:e}",
+            trajectory_tol(cl)
+        );
+    }
+    eprintln!(
+        "trajectory: worst difference {:.3} of the allowed, at epoch {} (loss {:e}); final cpu {:e} \
+         gpu {:e}",
+        worst.1, worst.0, c.losses[worst.0], c.losses[499], g.losses[499]
+    );
+    assert!(c.losses[0] > 1e6, "the default job starts at a loss ~3e7");
+    assert!(c.losses[499] < 1e-2, "CPU final loss {:e}", c.losses[499]);
+    assert!(g.losses[499] < 1e-2, "GPU final loss {:e}", g.losses[499]);
+}
+
+/// A reduced job for the determinism tests: three layers, sizes that are not multiples of 4.
+fn small_job() -> Job {
+    job(&[50, 30, 20, 5], 17, 1e-4, 40)
+}
+
+#[test]
+fn gpu_training_is_bit_for_bit_deterministic() {
+    let Some(ctx) = gpu_or_skip() else { return };
+    let job = small_job();
+    let state = HostState::seeded(&job);
+    let run = || {
+        let mut gpu = GpuBackend::new(ctx.clone(), &job, &state).unwrap();
+        let losses = gpu.run(job.epochs).unwrap();
+        (losses, gpu.read_params().unwrap())
+    };
+    let (l1, w1) = run();
+    let (l2, w2) = run();
+    assert!(l1[job.epochs - 1] < l1[0], "the job must train: {l1:?}");
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&l1), bits(&l2), "GPU losses differ between two runs");
+    for (a, b) in w1.iter().zip(&w2) {
+        assert_eq!(bits(&a.data), bits(&b.data), "GPU weights differ");
+    }
+}
+
+#[test]
+fn cpu_training_is_bit_for_bit_deterministic() {
+    let job = small_job();
+    let state = HostState::seeded(&job);
+    let run = || {
+        let mut cpu = CpuBackend::new(&job, &state);
+        let losses = cpu.run(job.epochs).unwrap();
+        (losses, cpu.read_params().unwrap())
+    };
+    let (l1, w1) = run();
+    let (l2, w2) = run();
+    assert!(l1[job.epochs - 1] < l1[0], "the job must train: {l1:?}");
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&l1), bits(&l2), "CPU losses differ between two runs");
+    for (a, b) in w1.iter().zip(&w2) {
+        assert_eq!(bits(&a.data), bits(&b.data), "CPU weights differ");
+    }
+}
+
+/// Chunks of epochs recorded into one submission, with the epoch index kept on the GPU, must give
+/// exactly what the same epochs give one chunk at a time (a wrong index would overwrite or skip a
+/// history slot; a missing barrier would mix epochs).
+#[test]
+fn gpu_losses_do_not_depend_on_chunking() {
+    let Some(ctx) = gpu_or_skip() else { return };
+    let job = small_job();
+    let state = HostState::seeded(&job);
+    let mut whole = GpuBackend::new(ctx.clone(), &job, &state).unwrap();
+    let all = whole.run(job.epochs).unwrap();
+    let mut pieces = GpuBackend::new(ctx, &job, &state).unwrap();
+    let mut parts = Vec::new();
+    for n in [1, 7, 1, 13, 18] {
+        parts.extend(pieces.run(n).unwrap());
+    }
+    assert_eq!(parts.len(), job.epochs);
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&all), bits(&parts));
+    let (a, b) = (whole.read_params().unwrap(), pieces.read_params().unwrap());
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(bits(&x.data), bits(&y.data));
+    }
+    // One submission per run() call here (each is within the chunk limit).
+    assert_eq!(pieces.submits(), 5);
+    // Per epoch: L-1 relu products, the sse product, loss_reduce, L-1 mask products, L sgd products.
+    assert_eq!(pieces.dispatches_per_epoch(), 3 * job.depth());
+}
+
+/// Reduced-job trajectories of GPU and CPU agree epoch by epoch (a cheap version of the 500-epoch
+/// test, on a three-layer net with odd sizes).
+#[test]
+fn gpu_matches_cpu_small_three_layer_trajectory() {
+    let Some(ctx) = gpu_or_skip() else { return };
+    let job = small_job();
+    let state = HostState::seeded(&job);
+    let c = CpuBackend::new(&job, &state).run(job.epochs).unwrap();
+    let g = GpuBackend::new(ctx, &job, &state)
+        .unwrap()
+        .run(job.epochs)
+        .unwrap();
+    eprintln!("small trajectory: {:e} -> {:e}", c[0], c[job.epochs - 1]);
+    assert!(c[job.epochs - 1] < 0.1 * c[0], "the job must train: {c:?}");
+    eprintln!("small trajectory: max rel diff {:e}", max_rel_err(&g, &c));
+    assert_within("small job losses", &g, &c, |i| trajectory_tol(c[i]));
+}
+
+#[test]
+fn same_seed_gives_same_initial_state_other_seeds_differ() {
+    let job = small_job();
+    let a = HostState::seeded(&job);
+    assert_eq!(a, HostState::seeded(&job), "same seed, different state");
+    assert_eq!(a.x.shape(), [17, 50]);
+    assert_eq!(a.y.shape(), [17, 5]);
+    let shapes: Vec<_> = a.weights.iter().map(|w| w.shape()).collect();
+    assert_eq!(shapes, vec![[50, 30], [30, 20], [20, 5]]);
+    for seed in [1, 2, u64::MAX] {
+        let b = HostState::seeded(&Job {
+            seed,
+            ..job.clone()
+        });
+        assert_ne!(a.x, b.x, "seed {seed}: same x");
+        assert_ne!(a.y, b.y, "seed {seed}: same y");
+        for (l, (wa, wb)) in a.weights.iter().zip(&b.weights).enumerate() {
+            assert_ne!(wa, wb, "seed {seed}: same w{}", l + 1);
+        }
+    }
+    // Each array is drawn fresh: no two of them start with the same numbers.
+    assert_ne!(a.x.data[..5], a.y.data[..5]);
+    assert_ne!(a.weights[0].data[..5], a.weights[1].data[..5]);
+}
+
+/// "Same numbers on every machine and device": the first values of the default job's seed-0 state,
+/// pinned, and the first loss the README shows. A change here (a new generator, a new normal
+/// sampler, another draw order) changes every trajectory and every figure in the README, so it must
+/// be deliberate.
+#[test]
+fn seeded_state_is_pinned_across_machines() {
+    let job = Job::default();
+    let s = HostState::seeded(&job);
+    let golden = |name: &str, got: &[f32], want: &[f32]| {
+        assert_eq!(
+            got, want,
+            "{name}: the seeded initial state changed (update the pinned values only on purpose)"
+        );
+    };
+    golden(
+        "x[0..4]",
+        &s.x.data[..4],
+        &[0.69996077, -0.14406164, 0.30288628, -1.3745139],
+    );
+    golden(
+        "y[0..4]",
+        &s.y.data[..4],
+        &[-0.023692807, 1.1009974, 0.38381794, 0.18387036],
+    );
+    golden(
+        "w1[0..4]",
+        &s.weights[0].data[..4],
+        &[-0.26038456, 0.29285505, 0.35980722, 1.1410962],
+    );
+    golden(
+        "w2[0..4]",
+        &s.weights[1].data[..4],
+        &[1.5270343, 0.8547532, 1.9479874, -0.18616335],
+    );
+    golden(
+        "w2[996..]",
+        &s.weights[1].data[996..],
+        &[-1.5381253, -1.2661055, -1.1991746, 1.3628616],
+    );
+    // The README's first logged loss, 3.301393e7 (to the 1e-6 the summation order allows).
+    let l0 = CpuBackend::new(&job, &s).epoch();
+    assert!(
+        ((l0 as f64 - 3.301393e7) / 3.301393e7).abs() < 1e-6,
+        "first loss of the default job {l0:e}, README says 3.301393e7"
+    );
+}

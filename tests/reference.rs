@@ -1,0 +1,374 @@
+//! An independent float64 reference of one training step (forward, sum-of-squared-errors loss,
+//! backward through the ReLUs), written here with plain loops, checked first against central finite
+//! differences of its own loss, then used to check the CPU backend's and the GPU backend's f32
+//! gradients and SGD step on tiny nets.
+//!
+//! Tolerances.
+//! - Finite differences in f64 with h = 1e-6: truncation error ~h²·|L'''| ~ 1e-12 relative, and
+//!   rounding error ~ε64·|L|/h ~ 2e-10·|L|; the nets here have |L| ~ 10-100 and gradients ~10-100,
+//!   so the normwise relative difference should be ~1e-10 (measured 4e-11..2e-10); we require 1e-7
+//!   (a 0.1% error in one element, 1e-3, is far outside). No pre-activation is within 1e-3 of the
+//!   ReLU's kink (checked), so ±h never crosses it.
+//! - f32 against f64: inputs are the same f32 numbers; each product of length k <= 6 adds a
+//!   relative error of a few u = 6e-8, and a gradient chains three of them: normwise 1e-5 leaves
+//!   ~40x headroom over the measured 2e-8..2.6e-7 (CPU and GPU); a wrong element or mask is off by
+//!   far more (1e-2 or more of the gradient's scale).
+
+mod common;
+
+use common::{assert_close, assert_close_normwise, gpu_or_skip, max_rel_err, randn};
+use gpu_train::backend::Backend;
+use gpu_train::cpu::CpuBackend;
+use gpu_train::gpu::GpuBackend;
+use gpu_train::init::{HostState, Matrix};
+use gpu_train::job::Job;
+
+/// A net in f64: `x [b, d0]`, `y [b, dL]`, `w[l] [d_l, d_{l+1}]`, all row-major.
+#[derive(Clone)]
+struct Net64 {
+    layers: Vec<usize>,
+    batch: usize,
+    x: Vec<f64>,
+    y: Vec<f64>,
+    w: Vec<Vec<f64>>,
+}
+
+/// `c[m,n] = a[m,k]·b[k,n]`.
+fn mm(a: &[f64], b: &[f64], m: usize, n: usize, k: usize) -> Vec<f64> {
+    let mut c = vec![0.0; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            for p in 0..k {
+                c[i * n + j] += a[i * k + p] * b[p * n + j];
+            }
+        }
+    }
+    c
+}
+
+/// `c[m,n] = a[k,m]ᵀ·b[k,n]`.
+fn mm_tn(a: &[f64], b: &[f64], m: usize, n: usize, k: usize) -> Vec<f64> {
+    let mut c = vec![0.0; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            for p in 0..k {
+                c[i * n + j] += a[p * m + i] * b[p * n + j];
+            }
+        }
+    }
+    c
+}
+
+/// `c[m,n] = a[m,k]·b[n,k]ᵀ`.
+fn mm_nt(a: &[f64], b: &[f64], m: usize, n: usize, k: usize) -> Vec<f64> {
+    let mut c = vec![0.0; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            for p in 0..k {
+                c[i * n + j] += a[i * k + p] * b[j * k + p];
+            }
+        }
+    }
+    c
+}
+
+/// What the forward pass keeps for the backward pass.
+struct Forward {
+    /// Pre-activations `z_l = a_l · w_l` of the hidden layers.
+    pre: Vec<Vec<f64>>,
+    /// Inputs of each layer: `a_0 = x`, `a_{l+1} = relu(z_l)`.
+    inputs: Vec<Vec<f64>>,
+    pred: Vec<f64>,
+    loss: f64,
+}
+
+impl Net64 {
+    fn forward(&self) -> Forward {
+        let (b, depth) = (self.batch, self.w.len());
+        let mut inputs = vec![self.x.clone()];
+        let mut pre = Vec::new();
+        let mut pred = Vec::new();
+        for l in 0..depth {
+            let (k, n) = (self.layers[l], self.layers[l + 1]);
+            let z = mm(&inputs[l], &self.w[l], b, n, k);
+            if l + 1 < depth {
+                inputs.push(z.iter().map(|&v| v.max(0.0)).collect());
+                pre.push(z);
+            } else {
+                pred = z;
+            }
+        }
+        let loss = pred
+            .iter()
+            .zip(&self.y)
+            .map(|(p, y)| (p - y) * (p - y))
+            .sum();
+        Forward {
+            pre,
+            inputs,
+            pred,
+            loss,
+        }
+    }
+
+    fn loss(&self) -> f64 {
+        self.forward().loss
+    }
+
+    /// The loss and `dL/dw_l` for every layer, by backpropagation.
+    fn gradients(&self) -> (f64, Vec<Vec<f64>>) {
+        let f = self.forward();
+        let (b, depth) = (self.batch, self.w.len());
+        let mut g: Vec<f64> = f
+            .pred
+            .iter()
+            .zip(&self.y)
+            .map(|(p, y)| 2.0 * (p - y))
+            .collect();
+        let mut dw = vec![Vec::new(); depth];
+        for l in (0..depth).rev() {
+            let (k, n) = (self.layers[l], self.layers[l + 1]);
+            dw[l] = mm_tn(&f.inputs[l], &g, k, n, b);
+            if l > 0 {
+                let mut gp = mm_nt(&g, &self.w[l], b, k, n);
+                for (v, &z) in gp.iter_mut().zip(&f.pre[l - 1]) {
+                    if z <= 0.0 {
+                        *v = 0.0;
+                    }
+                }
+                g = gp;
+            }
+        }
+        (f.loss, dw)
+    }
+
+    /// `dL/dw_l` by central differences with step `h`.
+    fn finite_differences(&self, h: f64) -> Vec<Vec<f64>> {
+        (0..self.w.len())
+            .map(|l| {
+                (0..self.w[l].len())
+                    .map(|i| {
+                        let mut plus = self.clone();
+                        plus.w[l][i] += h;
+                        let mut minus = self.clone();
+                        minus.w[l][i] -= h;
+                        (plus.loss() - minus.loss()) / (2.0 * h)
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+/// A tiny job and its state drawn from `seed` in f32 (what the backends get), with the same numbers
+/// widened to f64 for the reference.
+fn tiny(layers: &[usize], batch: usize, seed: u64) -> (Job, HostState, Net64) {
+    let job = Job {
+        layers: layers.to_vec(),
+        batch,
+        lr: 1e-3,
+        epochs: 1,
+        seed,
+        log_every: 0,
+    };
+    job.validate().unwrap();
+    let mut r = common::rng(seed);
+    let mut mat =
+        |rows: usize, cols: usize| Matrix::from_vec(rows, cols, randn(&mut r, rows * cols));
+    let x = mat(batch, layers[0]);
+    let y = mat(batch, layers[layers.len() - 1]);
+    let weights: Vec<Matrix> = (0..job.depth())
+        .map(|l| {
+            let [i, o] = job.weight_shape(l);
+            mat(i, o)
+        })
+        .collect();
+    let wide = |m: &Matrix| m.data.iter().map(|&v| v as f64).collect::<Vec<f64>>();
+    let net = Net64 {
+        layers: layers.to_vec(),
+        batch,
+        x: wide(&x),
+        y: wide(&y),
+        w: weights.iter().map(wide).collect(),
+    };
+    (job, HostState { x, y, weights }, net)
+}
+
+/// The nets checked: a two-layer net, a three-layer net, and a single linear layer (no ReLU).
+const NETS: [(&[usize], usize, u64); 3] = [
+    (&[5, 4, 3], 3, 11),
+    (&[4, 6, 5, 2], 3, 12),
+    (&[3, 2], 2, 13),
+];
+
+fn narrow(v: &[f64]) -> Vec<f32> {
+    v.iter().map(|&x| x as f32).collect()
+}
+
+#[test]
+fn f64_reference_gradients_match_central_finite_differences() {
+    for (layers, batch, seed) in NETS {
+        let (_, _, net) = tiny(layers, batch, seed);
+        let f = net.forward();
+        // Safe distance from the ReLU kinks, and both sides of them exercised.
+        for z in &f.pre {
+            let min = z.iter().fold(f64::INFINITY, |m, v| m.min(v.abs()));
+            assert!(
+                min > 1e-3,
+                "{layers:?}: a pre-activation is {min:e} from the kink"
+            );
+            assert!(z.iter().any(|&v| v < 0.0), "{layers:?}: no ReLU is off");
+            assert!(z.iter().any(|&v| v > 0.0), "{layers:?}: no ReLU is on");
+        }
+        let (_, grads) = net.gradients();
+        let fd = net.finite_differences(1e-6);
+        for l in 0..grads.len() {
+            let label = format!(
+                "{layers:?} batch {batch}: dw{} backprop vs finite differences",
+                l + 1
+            );
+            assert!(
+                grads[l].iter().any(|&v| v.abs() > 1e-3),
+                "{label}: zero gradient"
+            );
+            let scale = grads[l].iter().fold(0.0f64, |m, v| m.max(v.abs()));
+            let worst = grads[l]
+                .iter()
+                .zip(&fd[l])
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f64::max);
+            eprintln!("{label}: normwise relative difference {:e}", worst / scale);
+            for (i, (a, b)) in grads[l].iter().zip(&fd[l]).enumerate() {
+                assert!(
+                    (a - b).abs() <= 1e-7 * scale,
+                    "{label}: element {i}: backprop {a:e}, finite differences {b:e}"
+                );
+            }
+        }
+    }
+}
+
+/// The f64 reference must be able to fail: a gradient with one ReLU mask flipped, or with the
+/// transpose dropped, is far outside the finite-difference tolerance.
+#[test]
+fn finite_difference_check_detects_a_wrong_gradient() {
+    let (_, _, net) = tiny(NETS[0].0, NETS[0].1, NETS[0].2);
+    let fd = net.finite_differences(1e-6);
+    let (_, mut grads) = net.gradients();
+    let scale = grads[0].iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    let i = grads[0]
+        .iter()
+        .position(|v| v.abs() > 0.1 * scale)
+        .expect("a sizeable element");
+    grads[0][i] *= 1.001;
+    let worst = grads[0]
+        .iter()
+        .zip(&fd[0])
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    assert!(
+        worst > 1e-7 * scale,
+        "a 0.1% error in one element went unnoticed"
+    );
+}
+
+#[test]
+fn cpu_f32_gradients_and_step_match_f64_reference() {
+    for (layers, batch, seed) in NETS {
+        let (job, state, net) = tiny(layers, batch, seed);
+        let label = format!("CPU {layers:?} batch {batch}");
+        let (loss64, grads64) = net.gradients();
+        let mut cpu = CpuBackend::new(&job, &state);
+        let (loss, grads) = cpu.gradients();
+        assert_close(
+            &format!("{label}: loss"),
+            &[loss],
+            &[loss64 as f32],
+            1e-5,
+            0.0,
+        );
+        for (l, g) in grads.iter().enumerate() {
+            let want = narrow(&grads64[l]);
+            eprintln!("{label}: dw{} {:e}", l + 1, max_rel_err(&g.data, &want));
+            assert_close_normwise(&format!("{label}: dw{}", l + 1), &g.data, &want, 1e-5);
+        }
+        // One SGD step: w - lr·dw.
+        let losses = cpu.run(1).unwrap();
+        assert_eq!(losses, vec![loss]);
+        let after = cpu.read_params().unwrap();
+        for (l, w) in after.iter().enumerate() {
+            let want: Vec<f32> = net.w[l]
+                .iter()
+                .zip(&grads64[l])
+                .map(|(w, g)| (w - job.lr as f64 * g) as f32)
+                .collect();
+            assert_close_normwise(
+                &format!("{label}: w{} after a step", l + 1),
+                &w.data,
+                &want,
+                1e-5,
+            );
+            assert_ne!(w.data, state.weights[l].data, "{label}: step did nothing");
+        }
+        // And the loss after the step is the f64 loss at the f64-stepped weights.
+        let mut stepped = net.clone();
+        for (ws, gs) in stepped.w.iter_mut().zip(&grads64) {
+            for (w, g) in ws.iter_mut().zip(gs) {
+                *w -= job.lr as f64 * g;
+            }
+        }
+        let next = cpu.run(1).unwrap()[0];
+        assert_close(
+            &format!("{label}: loss after a step"),
+            &[next],
+            &[stepped.loss() as f32],
+            1e-5,
+            0.0,
+        );
+        assert!(
+            (next as f64) < loss64,
+            "{label}: the step did not lower the loss"
+        );
+    }
+}
+
+#[test]
+fn gpu_f32_gradients_and_step_match_f64_reference() {
+    let Some(ctx) = gpu_or_skip() else { return };
+    for (layers, batch, seed) in NETS {
+        let (job, state, net) = tiny(layers, batch, seed);
+        let label = format!("GPU {layers:?} batch {batch}");
+        let (loss64, grads64) = net.gradients();
+        let mut gpu = GpuBackend::new(ctx.clone(), &job, &state).unwrap();
+        let (loss, grads) = gpu.gradients().unwrap();
+        assert_close(
+            &format!("{label}: loss"),
+            &[loss],
+            &[loss64 as f32],
+            1e-5,
+            0.0,
+        );
+        assert_eq!(grads.len(), job.depth());
+        for (l, g) in grads.iter().enumerate() {
+            let want = narrow(&grads64[l]);
+            eprintln!("{label}: dw{} {:e}", l + 1, max_rel_err(&g.data, &want));
+            assert_close_normwise(&format!("{label}: dw{}", l + 1), &g.data, &want, 1e-5);
+        }
+        let losses = gpu.run(1).unwrap();
+        assert_eq!(losses, vec![loss]);
+        let after = gpu.read_params().unwrap();
+        for (l, w) in after.iter().enumerate() {
+            let want: Vec<f32> = net.w[l]
+                .iter()
+                .zip(&grads64[l])
+                .map(|(w, g)| (w - job.lr as f64 * g) as f32)
+                .collect();
+            assert_close_normwise(
+                &format!("{label}: w{} after a step", l + 1),
+                &w.data,
+                &want,
+                1e-5,
+            );
+        }
+    }
+}
