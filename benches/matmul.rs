@@ -21,11 +21,31 @@ fn benches(c: &mut Criterion) {
         block: Block::for_shape(dev, dims),
     };
     let training = [
-        ("x.w1_relu_64x100x1000", (false, false, Mode::Relu), (64, 100, 1000)),
-        ("a1.w2_sse_64x10x100", (false, false, Mode::Sse), (64, 10, 100)),
-        ("g2.w2T_mask_64x100x10", (false, true, Mode::Mask), (64, 100, 10)),
-        ("a1T.g2_sgd_100x10x64", (true, false, Mode::Sgd), (100, 10, 64)),
-        ("xT.g1_sgd_1000x100x64", (true, false, Mode::Sgd), (1000, 100, 64)),
+        (
+            "x.w1_relu_64x100x1000",
+            (false, false, Mode::Relu),
+            (64, 100, 1000),
+        ),
+        (
+            "a1.w2_sse_64x10x100",
+            (false, false, Mode::Sse),
+            (64, 10, 100),
+        ),
+        (
+            "g2.w2T_mask_64x100x10",
+            (false, true, Mode::Mask),
+            (64, 100, 10),
+        ),
+        (
+            "a1T.g2_sgd_100x10x64",
+            (true, false, Mode::Sgd),
+            (100, 10, 64),
+        ),
+        (
+            "xT.g1_sgd_1000x100x64",
+            (true, false, Mode::Sgd),
+            (1000, 100, 64),
+        ),
     ];
     let mut g = c.benchmark_group("matmul_default_job");
     g.sample_size(10).measurement_time(Duration::from_secs(5));

@@ -65,7 +65,7 @@ pub fn matmul(
             false,
             false,
             false,
-            gemm::Parallelism::None,
+            parallelism(),
         );
     }
 }
@@ -338,5 +338,21 @@ mod tests {
         let v: Vec<f32> = (0..1000).map(|i| i as f32).collect();
         assert_eq!(loss_reduce(&v), 499_500.0);
         assert_eq!(loss_reduce(&[2.5]), 2.5);
+    }
+}
+
+/// Threads for the products: all cores (rayon's pool), or one with `GPU_TRAIN_CPU_THREADS=1`.
+fn parallelism() -> gemm::Parallelism {
+    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let n = *THREADS.get_or_init(|| {
+        std::env::var("GPU_TRAIN_CPU_THREADS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    });
+    if n <= 1 {
+        gemm::Parallelism::None
+    } else {
+        gemm::Parallelism::Rayon(n)
     }
 }
