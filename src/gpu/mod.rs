@@ -345,34 +345,19 @@ impl GpuBackend {
             d[depth],
             Some(&host.y.data),
         )?;
-        let weights = host
-            .weights
-            .iter()
-            .enumerate()
-            .map(|(l, w)| {
-                matrix(
-                    &ctx,
-                    &format!("w{} ({}x{} f32)", l + 1, w.rows, w.cols),
-                    w.rows,
-                    w.cols,
-                    Some(&w.data),
-                )
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let dws = host
-            .weights
-            .iter()
-            .enumerate()
-            .map(|(l, w)| {
-                matrix(
-                    &ctx,
-                    &format!("dw{} ({}x{} f32)", l + 1, w.rows, w.cols),
-                    w.rows,
-                    w.cols,
-                    None,
-                )
-            })
-            .collect::<Result<Vec<_>>>()?;
+        // w1, w2, ... as uploaded, and dw1, dw2, ... (the gradients, for `gradients()`).
+        let per_weight = |name: &str, upload: bool| {
+            host.weights
+                .iter()
+                .enumerate()
+                .map(|(l, w)| {
+                    let label = format!("{name}{} ({}x{} f32)", l + 1, w.rows, w.cols);
+                    matrix(&ctx, &label, w.rows, w.cols, upload.then_some(&w.data[..]))
+                })
+                .collect::<Result<Vec<_>>>()
+        };
+        let weights = per_weight("w", true)?;
+        let dws = per_weight("dw", false)?;
         // acts[l]: ReLU output of hidden layer l; grads[l]: gradient w.r.t. layer l's output.
         let acts = (0..depth - 1)
             .map(|l| {

@@ -15,19 +15,7 @@ pub fn atomic_write(
     path: &Path,
     fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
 ) -> Result<()> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    if !dir.is_dir() {
-        return Err(Error::BadFile {
-            path: path.to_path_buf(),
-            msg: format!(
-                "cannot write here: directory {} does not exist",
-                dir.display()
-            ),
-        });
-    }
+    let dir = check_writable(path)?;
     let tmp = tempfile::Builder::new()
         .prefix(".gpu-train-")
         .suffix(".tmp")
