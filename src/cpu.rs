@@ -70,6 +70,22 @@ pub fn matmul(
     }
 }
 
+/// Threads for the products: all cores (rayon's pool), or one with `GPU_TRAIN_CPU_THREADS=1`.
+fn parallelism() -> gemm::Parallelism {
+    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let n = *THREADS.get_or_init(|| {
+        std::env::var("GPU_TRAIN_CPU_THREADS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    });
+    if n <= 1 {
+        gemm::Parallelism::None
+    } else {
+        gemm::Parallelism::Rayon(n)
+    }
+}
+
 /// `a = max(a, 0)` in place.
 pub fn relu_forward(a: &mut [f32]) {
     for v in a {
@@ -338,21 +354,5 @@ mod tests {
         let v: Vec<f32> = (0..1000).map(|i| i as f32).collect();
         assert_eq!(loss_reduce(&v), 499_500.0);
         assert_eq!(loss_reduce(&[2.5]), 2.5);
-    }
-}
-
-/// Threads for the products: all cores (rayon's pool), or one with `GPU_TRAIN_CPU_THREADS=1`.
-fn parallelism() -> gemm::Parallelism {
-    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    let n = *THREADS.get_or_init(|| {
-        std::env::var("GPU_TRAIN_CPU_THREADS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-    });
-    if n <= 1 {
-        gemm::Parallelism::None
-    } else {
-        gemm::Parallelism::Rayon(n)
     }
 }
