@@ -24,6 +24,10 @@ pub enum Epilogue {
 
 /// `c[m,n] = op(a)[m,k] · op(b)[k,n]` (or the SGD update of `c`, see [`Epilogue`]).
 /// `a` is stored `[m,k]`, or `[k,m]` when `trans_a`; `b` is `[k,n]`, or `[n,k]` when `trans_b`.
+///
+/// Large products are split in two halves of C (by columns or by rows, whichever is longer), each
+/// a single-threaded gemm on its own core: on these skinny shapes that beats gemm's own threading.
+/// Every element is computed the same way whatever the split, so results stay deterministic.
 #[allow(clippy::too_many_arguments)]
 pub fn matmul(
     c: &mut [f32],
@@ -39,51 +43,111 @@ pub fn matmul(
     assert!(c.len() >= m * n && a.len() >= m * k && b.len() >= k * n);
     let (a_rs, a_cs) = if trans_a { (1, m) } else { (k, 1) };
     let (b_rs, b_cs) = if trans_b { (1, k) } else { (n, 1) };
-    let (read_dst, alpha, beta) = match epilogue {
-        Epilogue::Store => (false, 0.0, 1.0),
-        Epilogue::Sgd(lr) => (true, 1.0, -lr),
+    let p = Product {
+        m,
+        n,
+        k,
+        c: c.as_mut_ptr(),
+        c_rs: n,
+        a: a.as_ptr(),
+        a_rs,
+        a_cs,
+        b: b.as_ptr(),
+        b_rs,
+        b_cs,
     };
-    // SAFETY: the lengths were checked above against the strides used: every index
-    // row*rs + col*cs stays below m*k, k*n and m*n respectively.
-    unsafe {
+    // SAFETY: the lengths were checked above against the strides: every index row*rs + col*cs
+    // stays below m*k, k*n and m*n respectively.
+    unsafe { p.run(epilogue, threads()) }
+}
+
+/// A strided product on raw pointers, so that disjoint parts of C can go to different threads.
+#[derive(Clone, Copy)]
+struct Product {
+    m: usize,
+    n: usize,
+    k: usize,
+    c: *mut f32,
+    c_rs: usize,
+    a: *const f32,
+    a_rs: usize,
+    a_cs: usize,
+    b: *const f32,
+    b_rs: usize,
+    b_cs: usize,
+}
+
+// SAFETY: a Product is only sent to another thread by `run`, which hands each thread a disjoint
+// part of C and waits for both before returning.
+unsafe impl Send for Product {}
+
+/// Below this many multiply-adds a product runs on one thread.
+const SPLIT_MIN_MACS: usize = 1 << 20;
+
+impl Product {
+    /// # Safety
+    /// The pointers must cover the strided `[m,k]`, `[k,n]` and `[m,n]` matrices, with C not
+    /// overlapping A or B.
+    unsafe fn run(self, epilogue: Epilogue, threads: usize) {
+        if threads >= 2 && self.m * self.n * self.k >= SPLIT_MIN_MACS {
+            let (first, second) = if self.n >= self.m {
+                let h = self.n / 2;
+                let mut r = self;
+                r.n = self.n - h;
+                r.c = self.c.add(h);
+                r.b = self.b.add(h * self.b_cs);
+                (Product { n: h, ..self }, r)
+            } else {
+                let h = self.m / 2;
+                let mut r = self;
+                r.m = self.m - h;
+                r.c = self.c.add(h * self.c_rs);
+                r.a = self.a.add(h * self.a_rs);
+                (Product { m: h, ..self }, r)
+            };
+            rayon::join(
+                move || first.run(epilogue, 1),
+                move || second.run(epilogue, 1),
+            );
+            return;
+        }
+        let (read_dst, alpha, beta) = match epilogue {
+            Epilogue::Store => (false, 0.0, 1.0),
+            Epilogue::Sgd(lr) => (true, 1.0, -lr),
+        };
         gemm::gemm(
-            m,
-            n,
-            k,
-            c.as_mut_ptr(),
+            self.m,
+            self.n,
+            self.k,
+            self.c,
             1,
-            n as isize,
+            self.c_rs as isize,
             read_dst,
-            a.as_ptr(),
-            a_cs as isize,
-            a_rs as isize,
-            b.as_ptr(),
-            b_cs as isize,
-            b_rs as isize,
+            self.a,
+            self.a_cs as isize,
+            self.a_rs as isize,
+            self.b,
+            self.b_cs as isize,
+            self.b_rs as isize,
             alpha,
             beta,
             false,
             false,
             false,
-            parallelism(),
+            gemm::Parallelism::None,
         );
     }
 }
 
-/// Threads for the products: all cores (rayon's pool), or one with `GPU_TRAIN_CPU_THREADS=1`.
-fn parallelism() -> gemm::Parallelism {
+/// Threads for the products: all cores, or one with `GPU_TRAIN_CPU_THREADS=1`.
+fn threads() -> usize {
     static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    let n = *THREADS.get_or_init(|| {
+    *THREADS.get_or_init(|| {
         std::env::var("GPU_TRAIN_CPU_THREADS")
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-    });
-    if n <= 1 {
-        gemm::Parallelism::None
-    } else {
-        gemm::Parallelism::Rayon(n)
-    }
+    })
 }
 
 /// `a = max(a, 0)` in place.
@@ -345,6 +409,50 @@ mod tests {
             matmul(&mut c2, &a, &b, m, n, k, ta, tb, Epilogue::Sgd(0.5));
             for (g, w) in c2.iter().zip(&want) {
                 assert!((g - (1.0 - 0.5 * w)).abs() < 1e-5);
+            }
+        }
+    }
+
+    #[test]
+    fn split_products_match_naive_for_every_transpose() {
+        // Over SPLIT_MIN_MACS, with odd sizes so the halves differ: split by rows (m > n) and by
+        // columns (n > m), on two threads whatever the machine has.
+        for (m, n, k) in [(151, 97, 101), (97, 151, 101)] {
+            assert!(m * n * k >= SPLIT_MIN_MACS);
+            let a: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
+            let b: Vec<f32> = (0..k * n).map(|i| (i as f32 * 0.11).cos()).collect();
+            for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+                let want = naive(&a, &b, m, n, k, ta, tb);
+                let (a_rs, a_cs) = if ta { (1, m) } else { (k, 1) };
+                let (b_rs, b_cs) = if tb { (1, k) } else { (n, 1) };
+                for epilogue in [Epilogue::Store, Epilogue::Sgd(0.5)] {
+                    let mut c = vec![1.0f32; m * n];
+                    let p = Product {
+                        m,
+                        n,
+                        k,
+                        c: c.as_mut_ptr(),
+                        c_rs: n,
+                        a: a.as_ptr(),
+                        a_rs,
+                        a_cs,
+                        b: b.as_ptr(),
+                        b_rs,
+                        b_cs,
+                    };
+                    // SAFETY: the vectors have exactly the strided shapes described.
+                    unsafe { p.run(epilogue, 2) };
+                    for (i, (g, w)) in c.iter().zip(&want).enumerate() {
+                        let w = match epilogue {
+                            Epilogue::Store => *w,
+                            Epilogue::Sgd(lr) => 1.0 - lr * w,
+                        };
+                        assert!(
+                            (g - w).abs() < 1e-3,
+                            "{m}x{n}x{k} ta={ta} tb={tb} {epilogue:?} [{i}]: {g} vs {w}"
+                        );
+                    }
+                }
             }
         }
     }
