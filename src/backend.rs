@@ -16,6 +16,10 @@ pub trait Backend {
     /// The current weights, `[d_l, d_{l+1}]` each.
     fn read_params(&mut self) -> Result<Vec<Matrix>>;
 
+    /// The loss and the weight gradients at the current weights, without updating them: what an
+    /// epoch would compute before its SGD step (for checking a device against a reference).
+    fn gradients(&mut self) -> Result<(f32, Vec<Matrix>)>;
+
     /// Most epochs one `run` call should cover (the GPU bounds the work in one submission).
     fn max_chunk(&self) -> usize {
         usize::MAX

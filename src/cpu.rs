@@ -41,21 +41,7 @@ pub fn matmul(
     epilogue: Epilogue,
 ) {
     assert!(c.len() >= m * n && a.len() >= m * k && b.len() >= k * n);
-    let (a_rs, a_cs) = if trans_a { (1, m) } else { (k, 1) };
-    let (b_rs, b_cs) = if trans_b { (1, k) } else { (n, 1) };
-    let p = Product {
-        m,
-        n,
-        k,
-        c: c.as_mut_ptr(),
-        c_rs: n,
-        a: a.as_ptr(),
-        a_rs,
-        a_cs,
-        b: b.as_ptr(),
-        b_rs,
-        b_cs,
-    };
+    let p = Product::new(c, a, b, (m, n, k), trans_a, trans_b);
     // SAFETY: the lengths were checked above against the strides: every index row*rs + col*cs
     // stays below m*k, k*n and m*n respectively.
     unsafe { p.run(epilogue, threads()) }
@@ -75,6 +61,34 @@ struct Product {
     b: *const f32,
     b_rs: usize,
     b_cs: usize,
+}
+
+impl Product {
+    /// The product `c = op(a)·op(b)` with the strides of the stored layouts (see [`matmul`]).
+    fn new(
+        c: &mut [f32],
+        a: &[f32],
+        b: &[f32],
+        (m, n, k): (usize, usize, usize),
+        trans_a: bool,
+        trans_b: bool,
+    ) -> Self {
+        let (a_rs, a_cs) = if trans_a { (1, m) } else { (k, 1) };
+        let (b_rs, b_cs) = if trans_b { (1, k) } else { (n, 1) };
+        Product {
+            m,
+            n,
+            k,
+            c: c.as_mut_ptr(),
+            c_rs: n,
+            a: a.as_ptr(),
+            a_rs,
+            a_cs,
+            b: b.as_ptr(),
+            b_rs,
+            b_cs,
+        }
+    }
 }
 
 // SAFETY: a Product is only sent to another thread by `run`, which hands each thread a disjoint
@@ -371,6 +385,10 @@ impl Backend for CpuBackend {
     fn read_params(&mut self) -> Result<Vec<Matrix>> {
         Ok(self.weights())
     }
+
+    fn gradients(&mut self) -> Result<(f32, Vec<Matrix>)> {
+        Ok(CpuBackend::gradients(self))
+    }
 }
 
 #[cfg(test)]
@@ -423,23 +441,9 @@ mod tests {
             let b: Vec<f32> = (0..k * n).map(|i| (i as f32 * 0.11).cos()).collect();
             for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
                 let want = naive(&a, &b, m, n, k, ta, tb);
-                let (a_rs, a_cs) = if ta { (1, m) } else { (k, 1) };
-                let (b_rs, b_cs) = if tb { (1, k) } else { (n, 1) };
                 for epilogue in [Epilogue::Store, Epilogue::Sgd(0.5)] {
                     let mut c = vec![1.0f32; m * n];
-                    let p = Product {
-                        m,
-                        n,
-                        k,
-                        c: c.as_mut_ptr(),
-                        c_rs: n,
-                        a: a.as_ptr(),
-                        a_rs,
-                        a_cs,
-                        b: b.as_ptr(),
-                        b_rs,
-                        b_cs,
-                    };
+                    let p = Product::new(&mut c, &a, &b, (m, n, k), ta, tb);
                     // SAFETY: the vectors have exactly the strided shapes described.
                     unsafe { p.run(epilogue, 2) };
                     for (i, (g, w)) in c.iter().zip(&want).enumerate() {

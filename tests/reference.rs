@@ -272,62 +272,80 @@ fn finite_difference_check_detects_a_wrong_gradient() {
     );
 }
 
+/// One backend's f32 loss, gradients and SGD step against the f64 reference, from the same state:
+/// the gradients, the weights after one step, and the loss at those weights.
+fn check_step_against_f64(
+    label: &str,
+    backend: &mut dyn Backend,
+    job: &Job,
+    state: &HostState,
+    net: &Net64,
+) {
+    let (loss64, grads64) = net.gradients();
+    let (loss, grads) = backend.gradients().unwrap();
+    assert_close(
+        &format!("{label}: loss"),
+        &[loss],
+        &[loss64 as f32],
+        1e-5,
+        0.0,
+    );
+    assert_eq!(grads.len(), job.depth());
+    for (l, g) in grads.iter().enumerate() {
+        let want = narrow(&grads64[l]);
+        eprintln!("{label}: dw{} {:e}", l + 1, max_rel_err(&g.data, &want));
+        assert_close_normwise(&format!("{label}: dw{}", l + 1), &g.data, &want, 1e-5);
+    }
+    // One SGD step: w - lr·dw.
+    let losses = backend.run(1).unwrap();
+    assert_eq!(losses, vec![loss]);
+    let after = backend.read_params().unwrap();
+    for (l, w) in after.iter().enumerate() {
+        let want: Vec<f32> = net.w[l]
+            .iter()
+            .zip(&grads64[l])
+            .map(|(w, g)| (w - job.lr as f64 * g) as f32)
+            .collect();
+        assert_close_normwise(
+            &format!("{label}: w{} after a step", l + 1),
+            &w.data,
+            &want,
+            1e-5,
+        );
+        assert_ne!(w.data, state.weights[l].data, "{label}: step did nothing");
+    }
+    // And the loss after the step is the f64 loss at the f64-stepped weights.
+    let mut stepped = net.clone();
+    for (ws, gs) in stepped.w.iter_mut().zip(&grads64) {
+        for (w, g) in ws.iter_mut().zip(gs) {
+            *w -= job.lr as f64 * g;
+        }
+    }
+    let next = backend.run(1).unwrap()[0];
+    assert_close(
+        &format!("{label}: loss after a step"),
+        &[next],
+        &[stepped.loss() as f32],
+        1e-5,
+        0.0,
+    );
+    assert!(
+        (next as f64) < loss64,
+        "{label}: the step did not lower the loss"
+    );
+}
+
 #[test]
 fn cpu_f32_gradients_and_step_match_f64_reference() {
     for (layers, batch, seed) in NETS {
         let (job, state, net) = tiny(layers, batch, seed);
-        let label = format!("CPU {layers:?} batch {batch}");
-        let (loss64, grads64) = net.gradients();
         let mut cpu = CpuBackend::new(&job, &state);
-        let (loss, grads) = cpu.gradients();
-        assert_close(
-            &format!("{label}: loss"),
-            &[loss],
-            &[loss64 as f32],
-            1e-5,
-            0.0,
-        );
-        for (l, g) in grads.iter().enumerate() {
-            let want = narrow(&grads64[l]);
-            eprintln!("{label}: dw{} {:e}", l + 1, max_rel_err(&g.data, &want));
-            assert_close_normwise(&format!("{label}: dw{}", l + 1), &g.data, &want, 1e-5);
-        }
-        // One SGD step: w - lr·dw.
-        let losses = cpu.run(1).unwrap();
-        assert_eq!(losses, vec![loss]);
-        let after = cpu.read_params().unwrap();
-        for (l, w) in after.iter().enumerate() {
-            let want: Vec<f32> = net.w[l]
-                .iter()
-                .zip(&grads64[l])
-                .map(|(w, g)| (w - job.lr as f64 * g) as f32)
-                .collect();
-            assert_close_normwise(
-                &format!("{label}: w{} after a step", l + 1),
-                &w.data,
-                &want,
-                1e-5,
-            );
-            assert_ne!(w.data, state.weights[l].data, "{label}: step did nothing");
-        }
-        // And the loss after the step is the f64 loss at the f64-stepped weights.
-        let mut stepped = net.clone();
-        for (ws, gs) in stepped.w.iter_mut().zip(&grads64) {
-            for (w, g) in ws.iter_mut().zip(gs) {
-                *w -= job.lr as f64 * g;
-            }
-        }
-        let next = cpu.run(1).unwrap()[0];
-        assert_close(
-            &format!("{label}: loss after a step"),
-            &[next],
-            &[stepped.loss() as f32],
-            1e-5,
-            0.0,
-        );
-        assert!(
-            (next as f64) < loss64,
-            "{label}: the step did not lower the loss"
+        check_step_against_f64(
+            &format!("CPU {layers:?} batch {batch}"),
+            &mut cpu,
+            &job,
+            &state,
+            &net,
         );
     }
 }
@@ -337,38 +355,13 @@ fn gpu_f32_gradients_and_step_match_f64_reference() {
     let Some(ctx) = gpu_or_skip() else { return };
     for (layers, batch, seed) in NETS {
         let (job, state, net) = tiny(layers, batch, seed);
-        let label = format!("GPU {layers:?} batch {batch}");
-        let (loss64, grads64) = net.gradients();
         let mut gpu = GpuBackend::new(ctx.clone(), &job, &state).unwrap();
-        let (loss, grads) = gpu.gradients().unwrap();
-        assert_close(
-            &format!("{label}: loss"),
-            &[loss],
-            &[loss64 as f32],
-            1e-5,
-            0.0,
+        check_step_against_f64(
+            &format!("GPU {layers:?} batch {batch}"),
+            &mut gpu,
+            &job,
+            &state,
+            &net,
         );
-        assert_eq!(grads.len(), job.depth());
-        for (l, g) in grads.iter().enumerate() {
-            let want = narrow(&grads64[l]);
-            eprintln!("{label}: dw{} {:e}", l + 1, max_rel_err(&g.data, &want));
-            assert_close_normwise(&format!("{label}: dw{}", l + 1), &g.data, &want, 1e-5);
-        }
-        let losses = gpu.run(1).unwrap();
-        assert_eq!(losses, vec![loss]);
-        let after = gpu.read_params().unwrap();
-        for (l, w) in after.iter().enumerate() {
-            let want: Vec<f32> = net.w[l]
-                .iter()
-                .zip(&grads64[l])
-                .map(|(w, g)| (w - job.lr as f64 * g) as f32)
-                .collect();
-            assert_close_normwise(
-                &format!("{label}: w{} after a step", l + 1),
-                &w.data,
-                &want,
-                1e-5,
-            );
-        }
     }
 }

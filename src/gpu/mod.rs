@@ -568,6 +568,10 @@ impl Backend for GpuBackend {
             .collect()
     }
 
+    fn gradients(&mut self) -> Result<(f32, Vec<Matrix>)> {
+        GpuBackend::gradients(self)
+    }
+
     fn max_chunk(&self) -> usize {
         self.max_chunk
     }
