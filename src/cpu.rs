@@ -27,7 +27,8 @@ pub enum Epilogue {
 ///
 /// Large products are split in two halves of C (by columns or by rows, whichever is longer), each
 /// a single-threaded gemm on its own core: on these skinny shapes that beats gemm's own threading.
-/// Every element is computed the same way whatever the split, so results stay deterministic.
+/// The split changes gemm's blocking and so the last bits of the results: one thread and two give
+/// slightly different numbers, each deterministic.
 #[allow(clippy::too_many_arguments)]
 pub fn matmul(
     c: &mut [f32],
@@ -153,7 +154,8 @@ impl Product {
     }
 }
 
-/// Threads for the products: all cores, or one with `GPU_TRAIN_CPU_THREADS=1`.
+/// Threads available to the products (the split uses at most two), or one with
+/// `GPU_TRAIN_CPU_THREADS=1`.
 fn threads() -> usize {
     static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *THREADS.get_or_init(|| {

@@ -522,13 +522,15 @@ impl GpuBackend {
     /// The loss and the weight gradients at the current weights (no update): for parity tests.
     pub fn gradients(&mut self) -> Result<(f32, Vec<Matrix>)> {
         let loss = self.submit_chunk(true, 1)?[0];
-        let grads = (0..self.dws.len())
-            .map(|l| {
-                let (r, c) = (self.layers[l], self.layers[l + 1]);
-                read_matrix(&self.ctx, &self.dws[l], r, c)
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok((loss, grads))
+        Ok((loss, self.read_per_weight(&self.dws)?))
+    }
+
+    /// Read back one `[d_l, d_{l+1}]` matrix per weight (the weights or their gradients).
+    fn read_per_weight(&self, bufs: &[wgpu::Buffer]) -> Result<Vec<Matrix>> {
+        bufs.iter()
+            .enumerate()
+            .map(|(l, buf)| read_matrix(&self.ctx, buf, self.layers[l], self.layers[l + 1]))
+            .collect()
     }
 
     pub fn context(&self) -> &Arc<GpuContext> {
@@ -560,12 +562,7 @@ impl Backend for GpuBackend {
     }
 
     fn read_params(&mut self) -> Result<Vec<Matrix>> {
-        (0..self.weights.len())
-            .map(|l| {
-                let (r, c) = (self.layers[l], self.layers[l + 1]);
-                read_matrix(&self.ctx, &self.weights[l], r, c)
-            })
-            .collect()
+        self.read_per_weight(&self.weights)
     }
 
     fn gradients(&mut self) -> Result<(f32, Vec<Matrix>)> {
@@ -620,8 +617,7 @@ pub fn run_matmul(
     c_init: &[f32],
     aux: Option<&[f32]>,
 ) -> Result<MatmulOutput> {
-    let (a_rows, a_cols) = if key.trans_a { (k, m) } else { (m, k) };
-    let (b_rows, b_cols) = if key.trans_b { (n, k) } else { (k, n) };
+    let ((a_rows, a_cols), (b_rows, b_cols)) = key.stored_shapes((m, n, k));
     let pad_fill = if key.mode == Mode::Sgd { 0.0 } else { f32::NAN };
     scoped(ctx, "running matmul", || {
         let ab = matrix(ctx, "a", a_rows, a_cols, Some(a))?;
@@ -719,8 +715,7 @@ pub fn time_matmul(
     reps: usize,
 ) -> Result<f64> {
     scoped(ctx, "timing matmul", || {
-        let (a_rows, a_cols) = if key.trans_a { (k, m) } else { (m, k) };
-        let (b_rows, b_cols) = if key.trans_b { (n, k) } else { (k, n) };
+        let ((a_rows, a_cols), (b_rows, b_cols)) = key.stored_shapes((m, n, k));
         let ab = matrix(ctx, "a", a_rows, a_cols, None)?;
         let bb = matrix(ctx, "b", b_rows, b_cols, None)?;
         let cb = matrix(ctx, "c", m, n, None)?;

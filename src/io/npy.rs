@@ -136,8 +136,9 @@ pub fn load_state(dir: &Path) -> Result<HostState> {
         }
         prev = w.cols;
     }
-    if y.cols != prev && !dir.join(weight_file(weights.len())).exists() && y.rows == x.rows {
-        // The chain of weights stops short of y's width: the next weight file is missing.
+    if y.cols != prev && y.rows == x.rows {
+        // The weights (read up to the first missing file) stop short of y's width: that file is
+        // missing.
         return Err(Error::BadFile {
             path: dir.join(weight_file(weights.len())),
             msg: format!(
