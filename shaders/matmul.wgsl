@@ -5,22 +5,28 @@
 // A is stored [M,K] row-major, or [K,M] when TRANS_A (so xᵀ·g reads x as it is);
 // B is stored [K,N], or [N,K] when TRANS_B (so g·wᵀ reads w as it is). No transposed copies.
 //
-// Layout: on the GPU every matrix is stored with both dimensions padded to a multiple of 4 and the
-// padding filled with zeros, so M, N and K here are multiples of 4 and every row starts on a
-// vec4. Zero padding keeps the products exact, and every epilogue below maps a zero result to zero,
-// so the padding of each output stays zero for the next kernel to read.
+// Layout: on the GPU every matrix is an rgba32float texture, one texel per 4 consecutive elements
+// of a row: a [rows, cols] matrix is a texture `cols/4` texels wide and `rows` high, both
+// dimensions padded to a multiple of 4 with zeros. So M, N and K here are multiples of 4. Zero
+// padding keeps the products exact, and every epilogue below maps a zero result to zero, so the
+// padding of each output stays zero for the next kernel to read. Textures rather than storage
+// buffers because that is what CPU implementations such as lavapipe load fastest: a texel fetch
+// there is a branch-free vector gather, while a storage-buffer load is a loop over the SIMD lanes
+// with a branch and a bounds check for each (9x slower measured on the big products:
+// benches/README.md). On GPUs, read-only storage textures go through the texture cache.
 //
-// Work split: each invocation computes an 8x8 block of C as four 4x4 blocks (mat4x4), walking K
-// four at a time: per step it loads a 8x4 block of A and a 4x8 block of B as 16 vec4 loads and
-// does 256 multiply-adds. Few, wide loads per multiply-add is what matters on every device, most
-// of all on CPU implementations such as lavapipe, where each load instruction costs a loop over
-// the SIMD lanes. A workgroup of 8x8 invocations covers a 64x64 tile of C.
+// Work split: each invocation computes a block of C made of 4x4 blocks (mat4x4), walking K four at
+// a time: per step it loads a 4x4 block of A and of B for each of its block rows and columns
+// (four texel fetches each) and does 64 multiply-adds per pair. Few, wide loads per multiply-add
+// is what matters on every device.
 //
 // MODE picks the epilogue (what happens to each result v at C[row,col]):
 //   0 store   C = v                                  (plain product, tests and gradients)
 //   1 relu    C = max(v, 0)                          (hidden layer forward)
 //   2 mask    C = v if AUX > 0 else 0                (input gradient through the ReLU: AUX = a)
-//   3 sgd     C = C - lr * v                         (weight gradient fused with the SGD step)
+//   3 sgd     C = AUX - lr * v                       (weight gradient fused with the SGD step:
+//                                                     AUX = the weights before the step; C is the
+//                                                     other texture of the pair, see src/gpu)
 //   4 sse     d = v - AUX; C = 2d; AUX_OUT = d*d     (output layer fused with the loss: AUX = y)
 
 override TRANS_A: bool = false;
@@ -35,11 +41,17 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read_write> c: array<vec4<f32>>;
-@group(0) @binding(4) var<storage, read> aux: array<vec4<f32>>;
+@group(0) @binding(1) var a: texture_storage_2d<rgba32float, read>;
+@group(0) @binding(2) var b: texture_storage_2d<rgba32float, read>;
+@group(0) @binding(3) var c: texture_storage_2d<rgba32float, write>;
+@group(0) @binding(4) var aux: texture_storage_2d<rgba32float, read>;
+// Squared errors in the padded layout: element (row, 4*c4..4*c4+3) at row * n/4 + c4.
 @group(0) @binding(5) var<storage, read_write> aux_out: array<vec4<f32>>;
+
+// Texel (q, row): elements 4q..4q+3 of row `row`.
+fn texel(t: texture_storage_2d<rgba32float, read>, q: u32, row: u32) -> vec4<f32> {
+    return textureLoad(t, vec2<u32>(q, row));
+}
 
 // The 4x4 block of op(A) at rows r..r+3, depth k..k+3, as a matrix whose column kk is
 // A[r..r+3, k+kk]. A block past the last row is read from the last one and never stored.
@@ -47,14 +59,12 @@ fn load_a(r: u32, k: u32) -> mat4x4<f32> {
     let rr = min(r, params.m - 4u);
     if (TRANS_A) {
         // stored [K, M]: row k+kk of memory is column k+kk of op(A)
-        let m4 = params.m / 4u;
         let q = rr / 4u;
-        return mat4x4<f32>(a[k * m4 + q], a[(k + 1u) * m4 + q], a[(k + 2u) * m4 + q], a[(k + 3u) * m4 + q]);
+        return mat4x4<f32>(texel(a, q, k), texel(a, q, k + 1u), texel(a, q, k + 2u), texel(a, q, k + 3u));
     }
     // stored [M, K]: row r+i of memory holds A[r+i, k..k+3], a row of the block
-    let k4 = params.k / 4u;
     let q = k / 4u;
-    return transpose(mat4x4<f32>(a[rr * k4 + q], a[(rr + 1u) * k4 + q], a[(rr + 2u) * k4 + q], a[(rr + 3u) * k4 + q]));
+    return transpose(mat4x4<f32>(texel(a, q, rr), texel(a, q, rr + 1u), texel(a, q, rr + 2u), texel(a, q, rr + 3u)));
 }
 
 // The 4x4 block of op(B) at depth k..k+3, columns c0..c0+3, as a matrix whose column j is
@@ -63,14 +73,12 @@ fn load_b(k: u32, c0: u32) -> mat4x4<f32> {
     let cc = min(c0, params.n - 4u);
     if (TRANS_B) {
         // stored [N, K]: row c0+j of memory holds B[k..k+3, c0+j], a column of the block
-        let k4 = params.k / 4u;
         let q = k / 4u;
-        return mat4x4<f32>(b[cc * k4 + q], b[(cc + 1u) * k4 + q], b[(cc + 2u) * k4 + q], b[(cc + 3u) * k4 + q]);
+        return mat4x4<f32>(texel(b, q, cc), texel(b, q, cc + 1u), texel(b, q, cc + 2u), texel(b, q, cc + 3u));
     }
     // stored [K, N]: row k+kk of memory holds B[k+kk, c0..c0+3], a row of the block
-    let n4 = params.n / 4u;
     let q = cc / 4u;
-    return transpose(mat4x4<f32>(b[k * n4 + q], b[(k + 1u) * n4 + q], b[(k + 2u) * n4 + q], b[(k + 3u) * n4 + q]));
+    return transpose(mat4x4<f32>(texel(b, q, k), texel(b, q, k + 1u), texel(b, q, k + 2u), texel(b, q, k + 3u)));
 }
 
 // acc + x·y for 4x4 blocks, as explicit fused multiply-adds in k order.
@@ -85,21 +93,20 @@ fn mac(acc: mat4x4<f32>, x: mat4x4<f32>, y: mat4x4<f32>) -> mat4x4<f32> {
 
 // Apply the epilogue to C[row, 4*c4 .. 4*c4+3].
 fn epilogue(row: u32, c4: u32, v: vec4<f32>) {
-    let n4 = params.n / 4u;
-    if (row >= params.m || c4 >= n4) {
+    if (row >= params.m || c4 >= params.n / 4u) {
         return;
     }
-    let i = row * n4 + c4;
+    let at = vec2<u32>(c4, row);
     switch MODE {
-        case 1u: { c[i] = max(v, vec4<f32>(0.0)); }
-        case 2u: { c[i] = select(vec4<f32>(0.0), v, aux[i] > vec4<f32>(0.0)); }
-        case 3u: { c[i] = c[i] - params.lr * v; }
+        case 1u: { textureStore(c, at, max(v, vec4<f32>(0.0))); }
+        case 2u: { textureStore(c, at, select(vec4<f32>(0.0), v, textureLoad(aux, at) > vec4<f32>(0.0))); }
+        case 3u: { textureStore(c, at, textureLoad(aux, at) - params.lr * v); }
         case 4u: {
-            let d = v - aux[i];
-            c[i] = 2.0 * d;
-            aux_out[i] = d * d;
+            let d = v - textureLoad(aux, at);
+            textureStore(c, at, 2.0 * d);
+            aux_out[row * (params.n / 4u) + c4] = d * d;
         }
-        default: { c[i] = v; }
+        default: { textureStore(c, at, v); }
     }
 }
 
@@ -113,6 +120,7 @@ fn store(r: u32, c0: u32, acc: mat4x4<f32>) {
     epilogue(r + 3u, c4, t[3]);
 }
 
+// 8x8 results per invocation, 8x8 invocations per workgroup: a 64x64 tile of C.
 @compute @workgroup_size(8, 8)
 fn matmul_8x8(@builtin(global_invocation_id) gid: vec3<u32>) {
     let r = gid.y * 8u;
@@ -140,12 +148,14 @@ fn matmul_8x8(@builtin(global_invocation_id) gid: vec3<u32>) {
     store(r + 4u, c0 + 4u, c11);
 }
 
-// The same product with a 16x16 block per invocation (sixteen 4x4 blocks: 32 vec4 loads per 1024
-// multiply-adds, half the loads per multiply-add of `matmul_8x8`) and 4x4 invocations per
-// workgroup, so the workgroup still covers a 64x64 tile. Meant for CPU implementations (lavapipe),
-// where a load costs far more than keeping many accumulators; GPUs would run out of registers.
+// The same product with a 16x16 block per invocation (sixteen 4x4 blocks: 32 texel fetches per
+// 1024 multiply-adds, half the fetches per multiply-add of `matmul_8x8`) and 16x1 invocations
+// per workgroup: a 16x256 tile of C. Meant for CPU implementations (lavapipe), where a fetch costs
+// more than keeping many accumulators; GPUs would run out of registers. lavapipe runs the
+// invocations of a workgroup 8 consecutive `x` at a time as SIMD lanes, so the workgroup is wide
+// in x (a 4x4 workgroup left half of every lane batch idle).
 // (Generated pattern: the same lines as `matmul_8x8`, written out for each block.)
-@compute @workgroup_size(4, 4)
+@compute @workgroup_size(16, 1)
 fn matmul_16x16(@builtin(global_invocation_id) gid: vec3<u32>) {
     let r = gid.y * 16u;
     let c0 = gid.x * 16u;

@@ -213,6 +213,21 @@ impl GpuContext {
     pub fn new(adapter: &wgpu::Adapter) -> Result<Arc<Self>> {
         let info = adapter.get_info();
         let limits = adapter.limits();
+        let needed = wgpu::TextureFormatFeatureFlags::STORAGE_READ_ONLY
+            | wgpu::TextureFormatFeatureFlags::STORAGE_WRITE_ONLY;
+        let format = adapter.get_texture_format_features(super::kernels::MATRIX_FORMAT);
+        if !format.flags.contains(needed)
+            || !format
+                .allowed_usages
+                .contains(wgpu::TextureUsages::STORAGE_BINDING)
+            || limits.max_storage_textures_per_shader_stage < 4
+        {
+            return Err(Error::Gpu(format!(
+                "{} cannot read and write rgba32float storage textures (4 per kernel), which \
+                 every matrix lives in on the GPU",
+                info.name
+            )));
+        }
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("gpu-train"),
             required_features: wgpu::Features::empty(),
@@ -275,6 +290,42 @@ impl GpuContext {
         enc.copy_buffer_to_buffer(src, 0, &staging, 0, bytes);
         self.queue.submit([enc.finish()]);
         self.map_f32(&staging, bytes)
+    }
+
+    /// The texels of a matrix texture (rgba32float, see `shaders/matmul.wgsl`) as row-major f32,
+    /// `4 * width` per row.
+    pub fn read_texture(&self, tex: &wgpu::Texture) -> Result<Vec<f32>> {
+        let size = tex.size();
+        let row_bytes = size.width as u64 * 16;
+        let align = wgpu::COPY_BYTES_PER_ROW_ALIGNMENT as u64;
+        let stride = row_bytes.div_ceil(align) * align;
+        let bytes = stride * size.height as u64;
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("texture readback"),
+            size: bytes,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc = self.device.create_command_encoder(&Default::default());
+        enc.copy_texture_to_buffer(
+            tex.as_image_copy(),
+            wgpu::TexelCopyBufferInfo {
+                buffer: &staging,
+                layout: wgpu::TexelCopyBufferLayout {
+                    offset: 0,
+                    bytes_per_row: Some(stride as u32),
+                    rows_per_image: Some(size.height),
+                },
+            },
+            size,
+        );
+        self.queue.submit([enc.finish()]);
+        let rows = self.map_f32(&staging, bytes)?;
+        let (stride, width) = ((stride / 4) as usize, (row_bytes / 4) as usize);
+        Ok(rows
+            .chunks(stride)
+            .flat_map(|r| r[..width].iter().copied())
+            .collect())
     }
 
     /// Map a MAP_READ buffer (after the copies into it were submitted) and return its contents.

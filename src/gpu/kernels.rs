@@ -7,8 +7,9 @@ use std::sync::Mutex;
 pub const MATMUL_WGSL: &str = include_str!("../../shaders/matmul.wgsl");
 pub const LOSS_REDUCE_WGSL: &str = include_str!("../../shaders/loss_reduce.wgsl");
 
-/// Rows and columns of C computed by one matmul workgroup (see `shaders/matmul.wgsl`).
-pub const MATMUL_TILE: u32 = 64;
+/// The format of every matrix on the GPU: one texel holds 4 consecutive elements of a row (see
+/// `shaders/matmul.wgsl`).
+pub const MATRIX_FORMAT: wgpu::TextureFormat = wgpu::TextureFormat::Rgba32Float;
 
 /// The matmul kernel's epilogue, the `MODE` override of `shaders/matmul.wgsl`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -45,9 +46,17 @@ impl Block {
         }
     }
 
+    /// Rows and columns of C computed by one workgroup of this variant.
+    pub fn tile(self) -> (u32, u32) {
+        match self {
+            Block::B8x8 => (64, 64),
+            Block::B16x16 => (16, 256),
+        }
+    }
+
     /// The variant for a product of `[m, k]·[k, n]` on an adapter. On CPU implementations a
-    /// storage-buffer load costs a loop over the SIMD lanes, so big blocks win once the k loop
-    /// dominates; small products and GPUs get 8x8. Measured on lavapipe: benches/README.md.
+    /// texel fetch costs more than an accumulator, so big blocks win once the k loop dominates;
+    /// small products and GPUs get 8x8. Measured on lavapipe: benches/README.md.
     pub fn for_shape(device_type: wgpu::DeviceType, (m, n, k): (usize, usize, usize)) -> Self {
         if device_type == wgpu::DeviceType::Cpu && m >= 32 && n >= 32 && k >= 64 {
             Block::B16x16
@@ -88,7 +97,7 @@ pub struct Kernels {
     pub loss_reduce_layout: wgpu::BindGroupLayout,
     pub loss_reduce: wgpu::ComputePipeline,
     /// Bound where a kernel variant does not use its `aux` (read) or `aux_out` (write) binding.
-    pub dummy_read: wgpu::Buffer,
+    pub dummy_read: wgpu::TextureView,
     pub dummy_rw: wgpu::Buffer,
 }
 
@@ -105,6 +114,21 @@ fn entry(binding: u32, ty: wgpu::BufferBindingType) -> wgpu::BindGroupLayoutEntr
     }
 }
 
+fn texture_entry(binding: u32, access: wgpu::StorageTextureAccess) -> wgpu::BindGroupLayoutEntry {
+    wgpu::BindGroupLayoutEntry {
+        binding,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty: wgpu::BindingType::StorageTexture {
+            access,
+            format: MATRIX_FORMAT,
+            view_dimension: wgpu::TextureViewDimension::D2,
+        },
+        count: None,
+    }
+}
+
+const TEX_READ: wgpu::StorageTextureAccess = wgpu::StorageTextureAccess::ReadOnly;
+const TEX_WRITE: wgpu::StorageTextureAccess = wgpu::StorageTextureAccess::WriteOnly;
 const UNIFORM: wgpu::BufferBindingType = wgpu::BufferBindingType::Uniform;
 const READ: wgpu::BufferBindingType = wgpu::BufferBindingType::Storage { read_only: true };
 const RW: wgpu::BufferBindingType = wgpu::BufferBindingType::Storage { read_only: false };
@@ -114,9 +138,9 @@ impl Kernels {
         // SAFETY: every index the matmul kernel forms is in range by construction: rows and
         // columns are clamped to the last 4-block (`min(r, m - 4)`), K is walked in steps of 4 up to
         // its padded size, and stores are guarded by `row < m && c4 < n / 4`; the host sizes every
-        // buffer as the padded shapes in the params (see `matmul_dispatch`). Without the injected
-        // bounds checks and loop counters the small products run ~30% faster on lavapipe (no
-        // change measured on the large ones: benches/README.md).
+        // texture and buffer as the padded shapes in the params (see `matmul_dispatch`). Without
+        // the injected bounds checks and loop counters the small products ran ~30% faster on
+        // lavapipe (benches/README.md).
         let matmul_module = unsafe {
             device.create_shader_module_trusted(
                 wgpu::ShaderModuleDescriptor {
@@ -130,10 +154,10 @@ impl Kernels {
             label: Some("matmul"),
             entries: &[
                 entry(0, UNIFORM),
-                entry(1, READ),
-                entry(2, READ),
-                entry(3, RW),
-                entry(4, READ),
+                texture_entry(1, TEX_READ),
+                texture_entry(2, TEX_READ),
+                texture_entry(3, TEX_WRITE),
+                texture_entry(4, TEX_READ),
                 entry(5, RW),
             ],
         });
@@ -173,17 +197,31 @@ impl Kernels {
             cache: None,
         });
 
-        let dummy = |label| {
-            device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some(label),
-                size: 16,
-                usage: wgpu::BufferUsages::STORAGE,
-                mapped_at_creation: false,
+        let dummy_read = device
+            .create_texture(&wgpu::TextureDescriptor {
+                label: Some("unused aux"),
+                size: wgpu::Extent3d {
+                    width: 1,
+                    height: 1,
+                    depth_or_array_layers: 1,
+                },
+                mip_level_count: 1,
+                sample_count: 1,
+                dimension: wgpu::TextureDimension::D2,
+                format: MATRIX_FORMAT,
+                usage: wgpu::TextureUsages::STORAGE_BINDING,
+                view_formats: &[],
             })
-        };
+            .create_view(&Default::default());
+        let dummy_rw = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("unused aux_out"),
+            size: 16,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
         Kernels {
-            dummy_read: dummy("unused aux"),
-            dummy_rw: dummy("unused aux_out"),
+            dummy_read,
+            dummy_rw,
             matmul_module,
             matmul_layout,
             matmul_pipeline_layout,

@@ -2,15 +2,18 @@
 //! compute pass of one command encoder, the loss of each epoch written to a history buffer on the
 //! GPU (the epoch index kept there too), and one readback per chunk.
 //!
-//! Every matrix lives on the GPU with both dimensions padded to a multiple of 4 and the padding
-//! zero (see `shaders/matmul.wgsl`); uploads pad and readbacks strip it.
+//! Every matrix lives on the GPU as an rgba32float texture (a texel holds 4 consecutive elements
+//! of a row) with both dimensions padded to a multiple of 4 and the padding zero (see
+//! `shaders/matmul.wgsl`); uploads pad and readbacks strip it. A kernel cannot read and write one
+//! texture, so each weight matrix has two: an epoch reads one and its SGD step writes the other,
+//! and the next epoch swaps them (two recorded plans, chosen by the epoch's parity).
 //!
 //! One epoch of an L-layer net is 3L dispatches (L forward + 1 reduce + (L-1) + L backward):
 //! - forward: `matmul[relu]` for each hidden layer, `matmul[sse]` for the output layer (fused with
 //!   the loss and its gradient), `loss_reduce` (deterministic sum into the history);
 //! - backward, from the last layer down: `matmul[mask]` (input gradient g·wᵀ through the ReLU,
 //!   while w is still the old weight), then `matmul[sgd]` (weight gradient aᵀ·g fused with the SGD
-//!   step, in place).
+//!   step, into the other texture of the pair).
 
 pub mod context;
 pub mod kernels;
@@ -23,7 +26,7 @@ use crate::error::{Error, Result};
 use crate::init::{HostState, Matrix};
 use crate::io::summary::DeviceSummary;
 use crate::job::Job;
-use kernels::MATMUL_TILE;
+use kernels::MATRIX_FORMAT;
 use std::sync::Arc;
 use wgpu::util::DeviceExt;
 
@@ -104,6 +107,39 @@ fn too_large(ctx: &GpuContext, label: &str, bytes: u64) -> Result<()> {
     Ok(())
 }
 
+/// A matrix on the GPU: an rgba32float texture `pad4(cols) / 4` texels wide and `pad4(rows)` high.
+pub struct GpuMatrix {
+    pub texture: wgpu::Texture,
+    pub view: wgpu::TextureView,
+    pub rows: usize,
+    pub cols: usize,
+}
+
+impl GpuMatrix {
+    fn extent(rows: usize, cols: usize) -> wgpu::Extent3d {
+        wgpu::Extent3d {
+            width: (pad4(cols) / 4) as u32,
+            height: pad4(rows) as u32,
+            depth_or_array_layers: 1,
+        }
+    }
+
+    /// The whole padded matrix, `[pad4(rows), pad4(cols)]` row-major.
+    pub fn read_padded(&self, ctx: &GpuContext) -> Result<Vec<f32>> {
+        ctx.read_texture(&self.texture)
+    }
+
+    /// The `[rows, cols]` matrix, padding stripped.
+    pub fn read(&self, ctx: &GpuContext) -> Result<Matrix> {
+        let padded = self.read_padded(ctx)?;
+        Ok(Matrix::from_vec(
+            self.rows,
+            self.cols,
+            from_padded(self.rows, self.cols, &padded),
+        ))
+    }
+}
+
 /// A `[rows, cols]` matrix in the padded GPU layout, zero-filled, or holding `data` (row-major,
 /// unpadded) if given.
 fn matrix(
@@ -112,12 +148,68 @@ fn matrix(
     rows: usize,
     cols: usize,
     data: Option<&[f32]>,
-) -> Result<wgpu::Buffer> {
-    let len = pad4(rows) * pad4(cols);
-    match data {
-        Some(d) => storage(ctx, label, len, Some(&to_padded(rows, cols, d, 0.0))),
-        None => storage(ctx, label, len, None),
+) -> Result<GpuMatrix> {
+    let padded = data.map(|d| to_padded(rows, cols, d, 0.0));
+    padded_matrix(ctx, label, rows, cols, padded.as_deref())
+}
+
+/// A `[rows, cols]` matrix filled with `padded` (`[pad4(rows), pad4(cols)]`, padding included) if
+/// given, else zeros; checked against the adapter's texture limits first.
+fn padded_matrix(
+    ctx: &GpuContext,
+    label: &str,
+    rows: usize,
+    cols: usize,
+    padded: Option<&[f32]>,
+) -> Result<GpuMatrix> {
+    let size = GpuMatrix::extent(rows, cols);
+    let max = ctx.limits.max_texture_dimension_2d;
+    if size.width > max || size.height > max {
+        return Err(Error::TooLarge {
+            buffer: label.into(),
+            needed: format!(
+                "a {}x{} texture ({} rows, {} columns / 4)",
+                size.width,
+                size.height,
+                pad4(rows),
+                pad4(cols)
+            ),
+            limit: "max_texture_dimension_2d",
+            allowed: max.to_string(),
+        });
     }
+    let texture = ctx.device.create_texture(&wgpu::TextureDescriptor {
+        label: Some(label),
+        size,
+        mip_level_count: 1,
+        sample_count: 1,
+        dimension: wgpu::TextureDimension::D2,
+        format: MATRIX_FORMAT,
+        usage: wgpu::TextureUsages::STORAGE_BINDING
+            | wgpu::TextureUsages::COPY_SRC
+            | wgpu::TextureUsages::COPY_DST,
+        view_formats: &[],
+    });
+    if let Some(p) = padded {
+        debug_assert_eq!(p.len(), pad4(rows) * pad4(cols));
+        ctx.queue.write_texture(
+            texture.as_image_copy(),
+            bytemuck::cast_slice(p),
+            wgpu::TexelCopyBufferLayout {
+                offset: 0,
+                bytes_per_row: Some(size.width * 16),
+                rows_per_image: Some(size.height),
+            },
+            size,
+        );
+    }
+    let view = texture.create_view(&Default::default());
+    Ok(GpuMatrix {
+        texture,
+        view,
+        rows,
+        cols,
+    })
 }
 
 /// A storage buffer of `len` f32, filled with `data` if given; checked against the limits first.
@@ -155,12 +247,12 @@ fn uniform<T: bytemuck::Pod>(ctx: &GpuContext, label: &str, v: &T) -> wgpu::Buff
         })
 }
 
-/// The buffers one matmul dispatch binds.
+/// The matrices one matmul dispatch binds.
 struct MatmulBind<'a> {
-    a: &'a wgpu::Buffer,
-    b: &'a wgpu::Buffer,
-    c: &'a wgpu::Buffer,
-    aux: Option<&'a wgpu::Buffer>,
+    a: &'a GpuMatrix,
+    b: &'a GpuMatrix,
+    c: &'a GpuMatrix,
+    aux: Option<&'a GpuMatrix>,
     aux_out: Option<&'a wgpu::Buffer>,
 }
 
@@ -172,9 +264,10 @@ fn matmul_dispatch(
     bind: MatmulBind<'_>,
 ) -> Result<Dispatch> {
     let (m, n, k) = (pad4(m), pad4(n), pad4(k));
+    let (tile_rows, tile_cols) = key.block.tile();
     let groups = [
-        n.div_ceil(MATMUL_TILE as usize),
-        m.div_ceil(MATMUL_TILE as usize),
+        n.div_ceil(tile_cols as usize),
+        m.div_ceil(tile_rows as usize),
     ];
     let max = ctx.limits.max_compute_workgroups_per_dimension;
     if groups.iter().any(|&g| g > max as usize) {
@@ -196,12 +289,13 @@ fn matmul_dispatch(
         },
     );
     let kn = &ctx.kernels;
+    let view = wgpu::BindingResource::TextureView;
     let entries = [
         params.as_entire_binding(),
-        bind.a.as_entire_binding(),
-        bind.b.as_entire_binding(),
-        bind.c.as_entire_binding(),
-        bind.aux.unwrap_or(&kn.dummy_read).as_entire_binding(),
+        view(&bind.a.view),
+        view(&bind.b.view),
+        view(&bind.c.view),
+        view(bind.aux.map_or(&kn.dummy_read, |m| &m.view)),
         bind.aux_out.unwrap_or(&kn.dummy_rw).as_entire_binding(),
     ];
     let entries: Vec<wgpu::BindGroupEntry> = entries
@@ -271,14 +365,14 @@ fn loss_reduce_dispatch(
     }
 }
 
-/// Record `epochs` repetitions of `plan` into one compute pass.
-fn record(enc: &mut wgpu::CommandEncoder, plan: &[Dispatch], epochs: usize) {
+/// Record `epochs` epochs into one compute pass: epoch `e` runs `plans[(first + e) % 2]`.
+fn record(enc: &mut wgpu::CommandEncoder, plans: [&[Dispatch]; 2], first: usize, epochs: usize) {
     let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
         label: Some("epochs"),
         timestamp_writes: None,
     });
-    for _ in 0..epochs {
-        for d in plan {
+    for e in 0..epochs {
+        for d in plans[(first + e) % 2] {
             pass.set_pipeline(&d.pipeline);
             pass.set_bind_group(0, &d.bind_group, &[]);
             pass.dispatch_workgroups(d.groups[0], d.groups[1], d.groups[2]);
@@ -305,17 +399,21 @@ fn scoped<T>(ctx: &GpuContext, what: &str, f: impl FnOnce() -> Result<T>) -> Res
 /// The GPU backend. Build it with [`GpuBackend::new`] from an open [`GpuContext`].
 pub struct GpuBackend {
     ctx: Arc<GpuContext>,
-    layers: Vec<usize>,
-    weights: Vec<wgpu::Buffer>,
+    /// `weights[l][p]`: the two textures of weight matrix l; epochs of parity p read `[p]` and
+    /// write `[1 - p]`.
+    weights: Vec<[GpuMatrix; 2]>,
+    /// Which texture of each pair holds the current weights.
+    parity: usize,
     /// Loss of each epoch of the current chunk.
     history: wgpu::Buffer,
     /// `[epoch index within the chunk]`
     state: wgpu::Buffer,
     staging: wgpu::Buffer,
-    train_plan: Vec<Dispatch>,
+    /// One epoch for each parity.
+    train_plans: [Vec<Dispatch>; 2],
     /// Same forward and backward, but the weight gradients stored into `dws`, weights untouched.
-    grad_plan: Vec<Dispatch>,
-    dws: Vec<wgpu::Buffer>,
+    grad_plans: [Vec<Dispatch>; 2],
+    dws: Vec<GpuMatrix>,
     max_chunk: usize,
     submits: usize,
 }
@@ -345,7 +443,8 @@ impl GpuBackend {
             d[depth],
             Some(&host.y.data),
         )?;
-        // w1, w2, ... as uploaded, and dw1, dw2, ... (the gradients, for `gradients()`).
+        // w1, w2, ... as uploaded (and the second texture of each pair), and dw1, dw2, ... (the
+        // gradients, for `gradients()`).
         let per_weight = |name: &str, upload: bool| {
             host.weights
                 .iter()
@@ -356,7 +455,11 @@ impl GpuBackend {
                 })
                 .collect::<Result<Vec<_>>>()
         };
-        let weights = per_weight("w", true)?;
+        let weights: Vec<[GpuMatrix; 2]> = per_weight("w", true)?
+            .into_iter()
+            .zip(per_weight("w", false)?)
+            .map(|(w0, w1)| [w0, w1])
+            .collect();
         let dws = per_weight("dw", false)?;
         // acts[l]: ReLU output of hidden layer l; grads[l]: gradient w.r.t. layer l's output.
         let acts = (0..depth - 1)
@@ -381,7 +484,7 @@ impl GpuBackend {
                 )
             })
             .collect::<Result<Vec<_>>>()?;
-        let sq = matrix(&ctx, "squared errors", b, d[depth], None)?;
+        let sq = storage(&ctx, "squared errors", pad4(b) * pad4(d[depth]), None)?;
 
         let flops = job.flops_per_epoch().max(1.0);
         // Bound one submission's work (about 20 GFLOP) so no driver watchdog fires on big jobs.
@@ -413,7 +516,10 @@ impl GpuBackend {
             aux,
             aux_out,
         };
-        let plan = |update: bool| -> Result<Vec<Dispatch>> {
+        // One epoch that reads the weights from texture `p` of each pair and, when `update`,
+        // writes the stepped weights to texture `1 - p`.
+        let plan = |update: bool, p: usize| -> Result<Vec<Dispatch>> {
+            let w = |l: usize| &weights[l][p];
             let mut plan = Vec::new();
             for l in 0..depth {
                 let input = if l == 0 { &x } else { &acts[l - 1] };
@@ -424,7 +530,7 @@ impl GpuBackend {
                         (false, false, Mode::Relu),
                         dims,
                         0.0,
-                        bind(input, &weights[l], &acts[l], None, None),
+                        bind(input, w(l), &acts[l], None, None),
                     )?
                 } else {
                     // g_L = 2(a_{L-1} · w_L - y), squared errors into sq
@@ -432,7 +538,7 @@ impl GpuBackend {
                         (false, false, Mode::Sse),
                         dims,
                         0.0,
-                        bind(input, &weights[l], &grads[l], Some(&y), Some(&sq)),
+                        bind(input, w(l), &grads[l], Some(&y), Some(&sq)),
                     )?
                 });
             }
@@ -445,18 +551,12 @@ impl GpuBackend {
             ));
             for l in (0..depth).rev() {
                 if l > 0 {
-                    // g_{l-1} = (g_l · w_lᵀ) ⊙ [a_{l-1} > 0], before w_l is updated
+                    // g_{l-1} = (g_l · w_lᵀ) ⊙ [a_{l-1} > 0], from the weights before the step
                     let dims = (b, d[l], d[l + 1]);
-                    let bd = bind(
-                        &grads[l],
-                        &weights[l],
-                        &grads[l - 1],
-                        Some(&acts[l - 1]),
-                        None,
-                    );
+                    let bd = bind(&grads[l], w(l), &grads[l - 1], Some(&acts[l - 1]), None);
                     plan.push(mm((false, true, Mode::Mask), dims, 0.0, bd)?);
                 }
-                // w_l -= lr · a_{l-1}ᵀ · g_l (or dw_l = a_{l-1}ᵀ · g_l)
+                // w_l' = w_l - lr · a_{l-1}ᵀ · g_l (or dw_l = a_{l-1}ᵀ · g_l)
                 let input = if l == 0 { &x } else { &acts[l - 1] };
                 let dims = (d[l], d[l + 1], b);
                 plan.push(if update {
@@ -464,7 +564,7 @@ impl GpuBackend {
                         (true, false, Mode::Sgd),
                         dims,
                         job.lr,
-                        bind(input, &grads[l], &weights[l], None, None),
+                        bind(input, &grads[l], &weights[l][1 - p], Some(w(l)), None),
                     )?
                 } else {
                     mm(
@@ -477,25 +577,25 @@ impl GpuBackend {
             }
             Ok(plan)
         };
-        let train_plan = plan(true)?;
-        let grad_plan = plan(false)?;
+        let train_plans = [plan(true, 0)?, plan(true, 1)?];
+        let grad_plans = [plan(false, 0)?, plan(false, 1)?];
 
         Ok(GpuBackend {
             ctx,
-            layers: job.layers.clone(),
             weights,
+            parity: 0,
             history,
             state,
             staging,
-            train_plan,
-            grad_plan,
+            train_plans,
+            grad_plans,
             dws,
             max_chunk,
             submits: 0,
         })
     }
 
-    /// Record `epochs` epochs of `plan` in one encoder, submit once, read the losses back once.
+    /// Record `epochs` epochs in one encoder, submit once, read the losses back once.
     fn submit_chunk(&mut self, grad_only: bool, epochs: usize) -> Result<Vec<f32>> {
         assert!(epochs >= 1 && epochs <= self.max_chunk);
         let ctx = &self.ctx;
@@ -506,31 +606,32 @@ impl GpuBackend {
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("chunk"),
             });
-        let plan = if grad_only {
-            &self.grad_plan
+        let plans = if grad_only {
+            &self.grad_plans
         } else {
-            &self.train_plan
+            &self.train_plans
         };
-        record(&mut enc, plan, epochs);
+        record(&mut enc, [&plans[0], &plans[1]], self.parity, epochs);
         let bytes = (epochs * 4) as u64;
         enc.copy_buffer_to_buffer(&self.history, 0, &self.staging, 0, bytes);
         ctx.queue.submit([enc.finish()]);
         self.submits += 1;
-        ctx.map_f32(&self.staging, bytes)
+        let losses = ctx.map_f32(&self.staging, bytes)?;
+        if !grad_only {
+            self.parity = (self.parity + epochs) % 2;
+        }
+        Ok(losses)
     }
 
     /// The loss and the weight gradients at the current weights (no update): for parity tests.
     pub fn gradients(&mut self) -> Result<(f32, Vec<Matrix>)> {
         let loss = self.submit_chunk(true, 1)?[0];
-        Ok((loss, self.read_per_weight(&self.dws)?))
-    }
-
-    /// Read back one `[d_l, d_{l+1}]` matrix per weight (the weights or their gradients).
-    fn read_per_weight(&self, bufs: &[wgpu::Buffer]) -> Result<Vec<Matrix>> {
-        bufs.iter()
-            .enumerate()
-            .map(|(l, buf)| read_matrix(&self.ctx, buf, self.layers[l], self.layers[l + 1]))
-            .collect()
+        let grads = self
+            .dws
+            .iter()
+            .map(|m| m.read(&self.ctx))
+            .collect::<Result<_>>()?;
+        Ok((loss, grads))
     }
 
     pub fn context(&self) -> &Arc<GpuContext> {
@@ -562,7 +663,10 @@ impl Backend for GpuBackend {
     }
 
     fn read_params(&mut self) -> Result<Vec<Matrix>> {
-        self.read_per_weight(&self.weights)
+        self.weights
+            .iter()
+            .map(|pair| pair[self.parity].read(&self.ctx))
+            .collect()
     }
 
     fn gradients(&mut self) -> Result<(f32, Vec<Matrix>)> {
@@ -574,22 +678,12 @@ impl Backend for GpuBackend {
     }
 
     fn dispatches_per_epoch(&self) -> usize {
-        self.train_plan.len()
+        self.train_plans[0].len()
     }
 
     fn submits(&self) -> usize {
         self.submits
     }
-}
-
-/// Read a `[rows, cols]` matrix back from its padded GPU layout.
-fn read_matrix(ctx: &GpuContext, buf: &wgpu::Buffer, rows: usize, cols: usize) -> Result<Matrix> {
-    let padded = ctx.read_f32(buf, (pad4(rows) * pad4(cols) * 4) as u64)?;
-    Ok(Matrix::from_vec(
-        rows,
-        cols,
-        from_padded(rows, cols, &padded),
-    ))
 }
 
 /// What [`run_matmul`] produced.
@@ -599,13 +693,14 @@ pub struct MatmulOutput {
     /// AUX_OUT for `Mode::Sse` (`[m, n]`, NaN where unwritten), empty otherwise.
     pub aux_out: Vec<f32>,
     /// Whether the padding of C (and of AUX_OUT) holds exact zeros afterwards, as the next kernel
-    /// relies on. It was poisoned with NaN before (zero for `Mode::Sgd`, whose C is an input).
+    /// relies on. It was poisoned with NaN before.
     pub padding_zero: bool,
 }
 
 /// Run one matmul variant on its own, for kernel tests: `a`, `b` row-major as stored (see the
-/// shader), `c_init` C's content before the kernel (poison it to catch unwritten elements), `aux`
-/// the AUX input where the mode needs it.
+/// shader), `c_init` C's content before the kernel (poison it to catch unwritten elements; for
+/// `Mode::Sgd`, the weights before the step, which go to AUX as in training while C, the other
+/// texture of the pair, is poisoned with NaN), `aux` the AUX input where the mode needs it.
 #[allow(clippy::too_many_arguments)]
 pub fn run_matmul(
     ctx: &GpuContext,
@@ -618,16 +713,15 @@ pub fn run_matmul(
     aux: Option<&[f32]>,
 ) -> Result<MatmulOutput> {
     let ((a_rows, a_cols), (b_rows, b_cols)) = key.stored_shapes((m, n, k));
-    let pad_fill = if key.mode == Mode::Sgd { 0.0 } else { f32::NAN };
+    let (c_init, aux) = if key.mode == Mode::Sgd {
+        (vec![f32::NAN; m * n], Some(c_init))
+    } else {
+        (c_init.to_vec(), aux)
+    };
     scoped(ctx, "running matmul", || {
         let ab = matrix(ctx, "a", a_rows, a_cols, Some(a))?;
         let bb = matrix(ctx, "b", b_rows, b_cols, Some(b))?;
-        let cb = storage(
-            ctx,
-            "c",
-            pad4(m) * pad4(n),
-            Some(&to_padded(m, n, c_init, pad_fill)),
-        )?;
+        let cb = padded_matrix(ctx, "c", m, n, Some(&to_padded(m, n, &c_init, f32::NAN)))?;
         let auxb = aux.map(|v| matrix(ctx, "aux", m, n, Some(v))).transpose()?;
         let nan = vec![f32::NAN; pad4(m) * pad4(n)];
         let outb = storage(ctx, "aux_out", nan.len(), Some(&nan))?;
@@ -645,13 +739,12 @@ pub fn run_matmul(
             },
         )?;
         let mut enc = ctx.device.create_command_encoder(&Default::default());
-        record(&mut enc, &[d], 1);
+        record(&mut enc, [&[d], &[]], 0, 1);
         ctx.queue.submit([enc.finish()]);
-        let bytes = (nan.len() * 4) as u64;
-        let c = ctx.read_f32(&cb, bytes)?;
+        let c = cb.read_padded(ctx)?;
         let mut padding_zero = padding_is_zero(m, n, &c);
         let aux_out = if key.mode == Mode::Sse {
-            let o = ctx.read_f32(&outb, bytes)?;
+            let o = ctx.read_f32(&outb, (nan.len() * 4) as u64)?;
             padding_zero &= padding_is_zero(m, n, &o);
             from_padded(m, n, &o)
         } else {
@@ -697,7 +790,7 @@ pub fn run_loss_reduce(
             });
         let d = loss_reduce_dispatch(ctx, (rows, cols), &vb, &hb, &sb);
         let mut enc = ctx.device.create_command_encoder(&Default::default());
-        record(&mut enc, &[d], 1);
+        record(&mut enc, [&[d], &[]], 0, 1);
         ctx.queue.submit([enc.finish()]);
         let h = ctx.read_f32(&hb, 16)?;
         let s = ctx.read_f32(&sb, 4)?;
@@ -705,7 +798,7 @@ pub fn run_loss_reduce(
     })
 }
 
-/// Time `reps` back-to-back dispatches of one matmul variant on resident buffers (zeros: the
+/// Time `reps` back-to-back dispatches of one matmul variant on resident matrices (zeros: the
 /// kernel's speed does not depend on the values). Returns seconds per dispatch, from submit to
 /// completion of all `reps`, after one warm-up dispatch.
 pub fn time_matmul(
@@ -720,7 +813,7 @@ pub fn time_matmul(
         let bb = matrix(ctx, "b", b_rows, b_cols, None)?;
         let cb = matrix(ctx, "c", m, n, None)?;
         let auxb = matrix(ctx, "aux", m, n, None)?;
-        let outb = matrix(ctx, "aux_out", m, n, None)?;
+        let outb = storage(ctx, "aux_out", pad4(m) * pad4(n), None)?;
         let d = matmul_dispatch(
             ctx,
             key,
@@ -730,18 +823,18 @@ pub fn time_matmul(
                 a: &ab,
                 b: &bb,
                 c: &cb,
-                aux: matches!(key.mode, Mode::Mask | Mode::Sse).then_some(&auxb),
+                aux: matches!(key.mode, Mode::Mask | Mode::Sse | Mode::Sgd).then_some(&auxb),
                 aux_out: (key.mode == Mode::Sse).then_some(&outb),
             },
         )?;
         let plan = [d];
         let mut enc = ctx.device.create_command_encoder(&Default::default());
-        record(&mut enc, &plan, 1);
+        record(&mut enc, [&plan, &plan], 0, 1);
         ctx.queue.submit([enc.finish()]);
         ctx.wait()?;
         let start = std::time::Instant::now();
         let mut enc = ctx.device.create_command_encoder(&Default::default());
-        record(&mut enc, &plan, reps.max(1));
+        record(&mut enc, [&plan, &plan], 0, reps.max(1));
         ctx.queue.submit([enc.finish()]);
         ctx.wait()?;
         Ok(start.elapsed().as_secs_f64() / reps.max(1) as f64)
