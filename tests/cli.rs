@@ -78,8 +78,18 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<std::ffi::OsStr>,
 {
+    run_env(args, &[])
+}
+
+/// Run `gpu-train args...` with extra environment variables; never accepts a panic.
+fn run_env<I, S>(args: I, envs: &[(&str, &str)]) -> Run
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
     let out = Command::new(env!("CARGO_BIN_EXE_gpu-train"))
         .args(args)
+        .envs(envs.iter().copied())
         .env(
             "XDG_RUNTIME_DIR",
             std::env::var("XDG_RUNTIME_DIR").unwrap_or("/tmp".into()),
@@ -525,6 +535,39 @@ bad_flag!(unknown_flag_exits_2, ["--frobnicate"], ["--frobnicate"]);
 fn bad_device_name_exits_2_and_lists_the_choices() {
     let r = run(["--device", "bogus", "--epochs", "1"]);
     assert_bad_input(&r, &["bogus", "auto, cpu, gpu"]);
+}
+
+/// With no adapter at all (wgpu narrowed to DX12, which only Windows has), `--device gpu` says so
+/// and names the package that gives a software adapter; `auto` trains on the CPU with a notice.
+#[cfg(not(windows))]
+#[test]
+fn device_gpu_without_any_adapter_exits_2_and_suggests_lavapipe() {
+    let none = [("WGPU_BACKEND", "dx12")];
+    let r = run_env(["--device", "gpu", "--epochs", "1"], &none);
+    assert_bad_input(
+        &r,
+        &["--device gpu", "no GPU adapters", "mesa-vulkan-drivers"],
+    );
+    let r = run_env(["--epochs", "1", "--quiet"], &none).success();
+    assert!(
+        r.stderr.contains("training on the CPU"),
+        "auto must say it fell back: {}",
+        r.describe()
+    );
+    assert_eq!(r.summary().0, "cpu");
+}
+
+/// A matrix beyond the adapter's texture limit is refused before training, naming the matrix and
+/// the limit (w1 here: one more 4-row block than the limit allows).
+#[test]
+fn job_beyond_the_adapters_texture_limit_exits_2_naming_matrix_and_limit() {
+    let Some(ctx) = gpu_or_skip() else { return };
+    let rows = ctx.limits.max_texture_dimension_2d as usize + 4;
+    let layers = format!("{rows},3");
+    let r = run([
+        "--device", "gpu", "--layers", &layers, "--batch", "1", "--epochs", "1",
+    ]);
+    assert_bad_input(&r, &["w1", &rows.to_string(), "max_texture_dimension_2d"]);
 }
 
 #[test]

@@ -580,6 +580,16 @@ impl GpuBackend {
         let train_plans = [plan(true, 0)?, plan(true, 1)?];
         let grad_plans = [plan(false, 0)?, plan(false, 1)?];
 
+        // Warm-up: one epoch of the parity-0 plan, so that implementations which compile a
+        // pipeline at its first dispatch (lavapipe: about 1 s for each 16x16 variant) do it here
+        // and not in the timed training. It changes nothing training can see: it reads the
+        // weights from texture 0 and writes only scratch (activations, gradients, texture 1 of
+        // each pair, history slot 0 and the epoch index, which every chunk resets).
+        let mut enc = ctx.device.create_command_encoder(&Default::default());
+        record(&mut enc, [&train_plans[0], &train_plans[0]], 0, 1);
+        ctx.queue.submit([enc.finish()]);
+        ctx.wait()?;
+
         Ok(GpuBackend {
             ctx,
             weights,
