@@ -28,7 +28,7 @@ fn benches(c: &mut Criterion) {
         ),
         (
             "a1.w2_sse_64x10x100",
-            (false, false, Mode::Sse),
+            (false, false, Mode::SquaredError),
             (64, 10, 100),
         ),
         (

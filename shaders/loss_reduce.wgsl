@@ -1,4 +1,5 @@
-// Deterministic sum of the per-element losses into the history buffer, and the epoch counter.
+// Deterministic sum of the per-element losses into the history buffer (times the loss's scale),
+// and the epoch counter.
 //
 // `values` is a [rows, cols] matrix stored with its columns padded to `cols_padded` (see
 // matmul.wgsl); element i of the unpadded row-major order is summed by invocation i mod 256, in
@@ -12,7 +13,7 @@ struct Params {
     len: u32,          // rows * cols
     cols: u32,
     cols_padded: u32,
-    _pad: u32,
+    scale: f32,        // the loss is scale * the sum (1 for sse, 1/N for means, 1/2 for half-sse)
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -40,7 +41,7 @@ fn loss_reduce(@builtin(local_invocation_index) lid: u32) {
     }
     if (lid == 0u) {
         let epoch = state[0];
-        history[epoch] = partial[0];
+        history[epoch] = partial[0] * params.scale;
         state[0] = epoch + 1u;
     }
 }

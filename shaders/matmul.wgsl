@@ -27,7 +27,11 @@
 //   3 sgd     C = AUX - lr * v                       (weight gradient fused with the SGD step:
 //                                                     AUX = the weights before the step; C is the
 //                                                     other texture of the pair, see src/gpu)
-//   4 sse     d = v - AUX; C = 2d; AUX_OUT = d*d     (output layer fused with the loss: AUX = y)
+//   4 sq-err  d = v - AUX; C = s*d; AUX_OUT = d*d    (output layer fused with a squared-error
+//                                                     loss and its gradient: AUX = y, s = 2 for
+//                                                     sse, 1 for half-sse, 2/N for mse)
+//   5 abs-err d = v - AUX; C = s*sign(d); AUX_OUT = |d|  (the same for L1: s = 1/N)
+// `params.scalar` is lr for sgd and s for the two error modes.
 
 override TRANS_A: bool = false;
 override TRANS_B: bool = false;
@@ -37,7 +41,7 @@ struct Params {
     m: u32,  // padded: multiples of 4
     n: u32,
     k: u32,
-    lr: f32,
+    scalar: f32,  // lr (sgd) or the loss gradient's factor (error modes)
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -100,11 +104,16 @@ fn epilogue(row: u32, c4: u32, v: vec4<f32>) {
     switch MODE {
         case 1u: { textureStore(c, at, max(v, vec4<f32>(0.0))); }
         case 2u: { textureStore(c, at, select(vec4<f32>(0.0), v, textureLoad(aux, at) > vec4<f32>(0.0))); }
-        case 3u: { textureStore(c, at, textureLoad(aux, at) - params.lr * v); }
+        case 3u: { textureStore(c, at, textureLoad(aux, at) - params.scalar * v); }
         case 4u: {
             let d = v - textureLoad(aux, at);
-            textureStore(c, at, 2.0 * d);
+            textureStore(c, at, params.scalar * d);
             aux_out[row * (params.n / 4u) + c4] = d * d;
+        }
+        case 5u: {
+            let d = v - textureLoad(aux, at);
+            textureStore(c, at, params.scalar * sign(d));
+            aux_out[row * (params.n / 4u) + c4] = abs(d);
         }
         default: { textureStore(c, at, v); }
     }

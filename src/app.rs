@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{context, DeviceChoice, GpuBackend, GpuContext};
 use crate::init::HostState;
 use crate::io::{npy, summary};
-use crate::job::{self, Job};
+use crate::job::{self, Activation, InitScheme, Job, Loss, Named};
 use crate::train::{self, Report};
 use std::time::Instant;
 
@@ -37,6 +37,9 @@ pub fn resolve(args: &TrainArgs) -> Result<(Job, HostState)> {
     if let Some(lr) = &args.lr {
         job.lr = job::parse_lr(lr)?;
     }
+    job.activation = Activation::parse(&args.activation)?;
+    job.loss = Loss::parse(&args.loss)?;
+    job.init_scheme = InitScheme::parse(&args.init_scheme)?;
     let layers = args.layers.as_deref().map(job::parse_layers).transpose()?;
     let batch = args
         .batch
@@ -127,10 +130,19 @@ pub fn open_backend(device: &str, job: &Job, state: &HostState) -> Result<Box<dy
 
 fn describe_net(job: &Job) -> String {
     let widths: Vec<String> = job.layers.iter().map(|d| d.to_string()).collect();
+    let activation = match job.activation {
+        Activation::Relu => "ReLU",
+        Activation::None => "linear (no activation)",
+    };
+    let init = match job.init_scheme {
+        InitScheme::Normal => String::new(),
+        other => format!(", {other} init"),
+    };
     format!(
-        "batch {} x [{}], ReLU, sum of squared errors, SGD lr {:e}, {} epochs",
+        "batch {} x [{}], {activation}, {}{init}, SGD lr {:e}, {} epochs",
         job.batch,
         widths.join(" -> "),
+        job.loss.describe(),
         job.lr,
         job.epochs
     )

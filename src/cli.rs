@@ -47,14 +47,32 @@ pub struct TrainArgs {
     #[arg(long, value_name = "N", allow_hyphen_values = true)]
     pub batch: Option<String>,
 
-    /// Layer widths from input to output, comma-separated; ReLU between layers, none after the
-    /// last [default: 1000,100,10, or the shapes of the --init files].
+    /// Layer widths from input to output, comma-separated; the activation between layers, none
+    /// after the last [default: 1000,100,10, or the shapes of the --init files].
     #[arg(long, value_name = "D0,D1,...")]
     pub layers: Option<String>,
 
     /// Learning rate of plain SGD (finite, > 0) [default: 1e-6].
     #[arg(long, value_name = "LR", allow_hyphen_values = true)]
     pub lr: Option<String>,
+
+    /// Function between layers: `relu` (max(z, 0)) or `none` (a purely linear net). There is none
+    /// after the last layer.
+    #[arg(long, default_value = "relu", value_name = "NAME")]
+    pub activation: String,
+
+    /// Loss, with d = prediction - target over all N = batch x output elements: `sse` (sum of d²),
+    /// `mse` (mean of d², PyTorch's MSELoss), `half-sse` (½ sum of d², gradient d: the delta
+    /// rule), `l1` (mean of |d|, PyTorch's L1Loss).
+    #[arg(long, default_value = "sse", value_name = "NAME")]
+    pub loss: String,
+
+    /// How the initial weights are drawn (x and y are always standard normal): `normal` (standard
+    /// normal), `torch` (uniform in ±1/sqrt(fan_in), PyTorch's nn.Linear default), `xavier`
+    /// (uniform in ±sqrt(6/(fan_in+fan_out))), `kaiming` (normal with std sqrt(2/fan_in)),
+    /// `constant:<value>` (every weight the same). Ignored with --init, which loads the weights.
+    #[arg(long, default_value = "normal", value_name = "SCHEME")]
+    pub init_scheme: String,
 
     /// Print the loss every N epochs (0: only the summary). Also how often the GPU path reads back.
     #[arg(long, default_value = "50", value_name = "N")]

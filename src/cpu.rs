@@ -7,7 +7,7 @@ use crate::backend::Backend;
 use crate::error::Result;
 use crate::init::{HostState, Matrix};
 use crate::io::summary::DeviceSummary;
-use crate::job::Job;
+use crate::job::{Activation, Job, Loss};
 
 /// Number of partial sums in the deterministic reduction; the GPU's `loss_reduce` kernel runs one
 /// workgroup of this many invocations.
@@ -182,14 +182,31 @@ pub fn relu_backward(g: &mut [f32], a: &[f32]) {
     }
 }
 
-/// Sum of squared errors: writes `g = 2(p - y)` and the per-element squares `sq`, returns the sum.
-pub fn loss_sse(g: &mut [f32], sq: &mut [f32], p: &[f32], y: &[f32]) -> f32 {
-    for i in 0..p.len() {
+/// The loss of the prediction `p` against `y` and its gradient, as the GPU's error epilogues and
+/// `loss_reduce` compute them: with `d = p - y` and `N = p.len()`, writes the per-element values
+/// `vals = d²` (`|d|` for L1) and the gradient `g = s·d` (`s·sign(d)` for L1, `sign(0) = 0`), with
+/// `s = loss.grad_coef(N)`, and returns `loss.scale(N) · Σ vals` summed in `loss_reduce`'s order.
+pub fn loss_forward(g: &mut [f32], vals: &mut [f32], p: &[f32], y: &[f32], loss: Loss) -> f32 {
+    let n = p.len();
+    let s = loss.grad_coef(n);
+    for i in 0..n {
         let d = p[i] - y[i];
-        g[i] = 2.0 * d;
-        sq[i] = d * d;
+        if loss.is_abs() {
+            let sign = if d > 0.0 {
+                1.0
+            } else if d < 0.0 {
+                -1.0
+            } else {
+                0.0
+            };
+            g[i] = s * sign;
+            vals[i] = d.abs();
+        } else {
+            g[i] = s * d;
+            vals[i] = d * d;
+        }
     }
-    loss_reduce(sq)
+    loss_reduce(vals) * loss.scale(n)
 }
 
 /// Deterministic sum in the GPU kernel's order: `REDUCE_WIDTH` strided partial sums, then a
@@ -220,17 +237,19 @@ pub struct CpuBackend {
     layers: Vec<usize>,
     batch: usize,
     lr: f32,
+    activation: Activation,
+    loss: Loss,
     x: Vec<f32>,
     y: Vec<f32>,
     /// `weights[l]`: `[d_l, d_{l+1}]`
     weights: Vec<Vec<f32>>,
-    /// `acts[l]`: ReLU output of layer l, `[batch, d_{l+1}]`, for every layer but the last
+    /// `acts[l]`: activation output of layer l, `[batch, d_{l+1}]`, for every layer but the last
     acts: Vec<Vec<f32>>,
     /// Network output `[batch, dL]`
     pred: Vec<f32>,
     /// `grads[l]`: gradient of the loss w.r.t. layer l's output, `[batch, d_{l+1}]`
     grads: Vec<Vec<f32>>,
-    /// Per-element squared errors `[batch, dL]`
+    /// Per-element losses (`d²` or `|d|`) `[batch, dL]`
     sq: Vec<f32>,
 }
 
@@ -243,6 +262,8 @@ impl CpuBackend {
             layers: job.layers.clone(),
             batch: b,
             lr: job.lr,
+            activation: job.activation,
+            loss: job.loss,
             x: state.x.data.clone(),
             y: state.y.data.clone(),
             weights: state.weights.iter().map(|w| w.data.clone()).collect(),
@@ -277,12 +298,12 @@ impl CpuBackend {
                 false,
                 Epilogue::Store,
             );
-            if l + 1 < depth {
+            if l + 1 < depth && self.activation == Activation::Relu {
                 relu_forward(out);
             }
         }
         let g = &mut self.grads[depth - 1];
-        loss_sse(g, &mut self.sq, &self.pred, &self.y)
+        loss_forward(g, &mut self.sq, &self.pred, &self.y, self.loss)
     }
 
     /// Backward pass. With `update`, each weight gets its SGD step fused into its gradient product
@@ -297,7 +318,7 @@ impl CpuBackend {
             let (below, this) = self.grads.split_at_mut(l);
             let g = &this[0];
             if l > 0 {
-                // dL/d(a_{l-1}) = g · w_lᵀ, masked by the ReLU of layer l-1
+                // dL/d(a_{l-1}) = g · w_lᵀ, masked by the ReLU of layer l-1 if there is one
                 matmul(
                     &mut below[l - 1],
                     g,
@@ -309,7 +330,9 @@ impl CpuBackend {
                     true,
                     Epilogue::Store,
                 );
-                relu_backward(&mut below[l - 1], &self.acts[l - 1]);
+                if self.activation == Activation::Relu {
+                    relu_backward(&mut below[l - 1], &self.acts[l - 1]);
+                }
             }
             let input: &[f32] = if l == 0 { &self.x } else { &self.acts[l - 1] };
             if update {

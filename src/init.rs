@@ -1,10 +1,10 @@
 //! Host-side state of a run (x, y and the weights as row-major f32) and its seeded initialisation,
 //! identical for every device.
 
-use crate::job::Job;
+use crate::job::{InitScheme, Job};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use rand_distr::{Distribution, StandardNormal};
+use rand_distr::{Distribution, StandardNormal, Uniform};
 
 /// A row-major f32 matrix.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,6 +41,31 @@ impl Matrix {
         Matrix { rows, cols, data }
     }
 
+    /// A `[fan_in, fan_out]` weight matrix drawn by `scheme` from `rng`, row by row.
+    pub fn init(rows: usize, cols: usize, scheme: InitScheme, rng: &mut ChaCha8Rng) -> Self {
+        let (fan_in, fan_out) = (rows as f32, cols as f32);
+        let uniform = |bound: f32, rng: &mut ChaCha8Rng| {
+            let u = Uniform::new(-bound, bound).expect("the bound is finite and positive");
+            (0..rows * cols).map(|_| u.sample(rng)).collect()
+        };
+        let data = match scheme {
+            InitScheme::Normal => return Self::randn(rows, cols, rng),
+            InitScheme::Torch => uniform(1.0 / fan_in.sqrt(), rng),
+            InitScheme::Xavier => uniform((6.0 / (fan_in + fan_out)).sqrt(), rng),
+            InitScheme::Kaiming => {
+                let std = (2.0 / fan_in).sqrt();
+                (0..rows * cols)
+                    .map(|_| {
+                        let z: f32 = StandardNormal.sample(rng);
+                        std * z
+                    })
+                    .collect()
+            }
+            InitScheme::Constant(c) => vec![c; rows * cols],
+        };
+        Matrix { rows, cols, data }
+    }
+
     pub fn shape(&self) -> [usize; 2] {
         [self.rows, self.cols]
     }
@@ -59,8 +84,8 @@ pub struct HostState {
 
 impl HostState {
     /// Draw x, y, w1, w2, ... in that order from a ChaCha8 generator seeded with `job.seed`, each
-    /// row-major from a standard normal. ChaCha8 is portable, so every machine and device gets the
-    /// same numbers.
+    /// row-major: x and y from a standard normal, the weights by `job.init_scheme`. ChaCha8 is
+    /// portable, so every machine and device gets the same numbers.
     pub fn seeded(job: &Job) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(job.seed);
         let [b, d0] = job.x_shape();
@@ -70,7 +95,7 @@ impl HostState {
         let weights = (0..job.depth())
             .map(|l| {
                 let [i, o] = job.weight_shape(l);
-                Matrix::randn(i, o, &mut rng)
+                Matrix::init(i, o, job.init_scheme, &mut rng)
             })
             .collect();
         HostState { x, y, weights }
@@ -116,5 +141,49 @@ mod tests {
             / n;
         assert!(mean.abs() < 0.01, "mean {mean}");
         assert!((var - 1.0).abs() < 0.02, "var {var}");
+    }
+
+    /// Mean and variance of a sample.
+    fn moments(v: &[f32]) -> (f64, f64) {
+        let n = v.len() as f64;
+        let mean = v.iter().map(|&x| x as f64).sum::<f64>() / n;
+        let var = v.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n;
+        (mean, var)
+    }
+
+    #[test]
+    fn init_schemes_have_their_bounds_and_variances() {
+        let (fi, fo) = (400usize, 100usize);
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        // Uniform in ±b: variance b²/3, every value inside.
+        for (scheme, b) in [
+            (InitScheme::Torch, 1.0 / (fi as f64).sqrt()),
+            (InitScheme::Xavier, (6.0 / (fi + fo) as f64).sqrt()),
+        ] {
+            let w = Matrix::init(fi, fo, scheme, &mut rng);
+            assert!(w.data.iter().all(|&v| (v as f64).abs() <= b), "{scheme}");
+            let (mean, var) = moments(&w.data);
+            assert!(mean.abs() < 0.02 * b, "{scheme}: mean {mean}");
+            assert!(
+                (var / (b * b / 3.0) - 1.0).abs() < 0.03,
+                "{scheme}: var {var}"
+            );
+        }
+        let w = Matrix::init(fi, fo, InitScheme::Kaiming, &mut rng);
+        let (mean, var) = moments(&w.data);
+        assert!(mean.abs() < 0.002, "kaiming mean {mean}");
+        assert!(
+            (var / (2.0 / fi as f64) - 1.0).abs() < 0.03,
+            "kaiming var {var}"
+        );
+        let w = Matrix::init(2, 3, InitScheme::Constant(0.5), &mut rng);
+        assert_eq!(w.data, vec![0.5; 6]);
+        // The default scheme draws exactly what randn draws.
+        let mut a = ChaCha8Rng::seed_from_u64(9);
+        let mut b = ChaCha8Rng::seed_from_u64(9);
+        assert_eq!(
+            Matrix::init(5, 4, InitScheme::Normal, &mut a),
+            Matrix::randn(5, 4, &mut b)
+        );
     }
 }

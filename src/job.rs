@@ -2,7 +2,8 @@
 //! and can be trusted afterwards: sizes are non-zero, the learning rate is finite and positive.
 
 use crate::error::{Error, Result};
-use serde::Serialize;
+use serde::{Serialize, Serializer};
+use std::fmt;
 
 /// Default layer widths: input 1000, hidden 100, output 10.
 pub const DEFAULT_LAYERS: [usize; 3] = [1000, 100, 10];
@@ -11,8 +12,191 @@ pub const DEFAULT_LR: f32 = 1e-6;
 pub const DEFAULT_EPOCHS: usize = 500;
 pub const DEFAULT_LOG_EVERY: usize = 50;
 
-/// One training run: a fully connected net with ReLU between layers (none after the last), no
-/// bias, sum-of-squared-errors loss, plain SGD over one fixed batch.
+/// The function between layers (none after the last).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Activation {
+    /// `max(z, 0)`
+    #[default]
+    Relu,
+    /// The identity: a purely linear net.
+    None,
+}
+
+/// The loss of the prediction `p` against the target `y`, over all `N = batch * dL` elements, with
+/// `d = p - y`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Loss {
+    /// `Σ d²`, gradient `2d` (the default job).
+    #[default]
+    Sse,
+    /// `Σ d² / N`, gradient `2d / N` (PyTorch's MSELoss).
+    Mse,
+    /// `½ Σ d²`, gradient `d` (the delta rule).
+    HalfSse,
+    /// `Σ |d| / N`, gradient `sign(d) / N`, 0 at `d = 0` (PyTorch's L1Loss).
+    L1,
+}
+
+/// How the initial weights are drawn (x and y are always standard normal).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum InitScheme {
+    /// Standard normal (the default job).
+    #[default]
+    Normal,
+    /// Uniform in ±1/sqrt(fan_in): PyTorch's nn.Linear default.
+    Torch,
+    /// Glorot/Xavier uniform: ±sqrt(6 / (fan_in + fan_out)).
+    Xavier,
+    /// He/Kaiming normal for ReLU: standard deviation sqrt(2 / fan_in).
+    Kaiming,
+    /// Every weight the same value.
+    Constant(f32),
+}
+
+/// Names on the command line and in JSON, with a one-line description each, for parsing and for
+/// listing the valid choices in error messages.
+pub trait Named: Sized + Copy + PartialEq + 'static {
+    const FLAG: &'static str;
+    const CHOICES: &'static [(&'static str, Self)];
+
+    fn name(&self) -> String {
+        Self::CHOICES
+            .iter()
+            .find(|(_, v)| v == self)
+            .map(|(n, _)| n.to_string())
+            .unwrap_or_default()
+    }
+
+    fn choices() -> String {
+        Self::CHOICES
+            .iter()
+            .map(|(n, _)| *n)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn parse(s: &str) -> Result<Self> {
+        let t = s.trim().to_ascii_lowercase();
+        Self::CHOICES
+            .iter()
+            .find(|(n, _)| *n == t)
+            .map(|(_, v)| *v)
+            .ok_or_else(|| {
+                Error::arg(
+                    Self::FLAG,
+                    format!("unknown value `{s}`; valid: {}", Self::choices()),
+                )
+            })
+    }
+}
+
+impl Named for Activation {
+    const FLAG: &'static str = "--activation";
+    const CHOICES: &'static [(&'static str, Self)] =
+        &[("relu", Activation::Relu), ("none", Activation::None)];
+}
+
+impl Named for Loss {
+    const FLAG: &'static str = "--loss";
+    const CHOICES: &'static [(&'static str, Self)] = &[
+        ("sse", Loss::Sse),
+        ("mse", Loss::Mse),
+        ("half-sse", Loss::HalfSse),
+        ("l1", Loss::L1),
+    ];
+}
+
+impl Loss {
+    /// What the sum of the per-element values (`d²`, or `|d|` for L1) is multiplied by.
+    pub fn scale(self, n: usize) -> f32 {
+        match self {
+            Loss::Sse => 1.0,
+            Loss::HalfSse => 0.5,
+            Loss::Mse | Loss::L1 => 1.0 / n as f32,
+        }
+    }
+
+    /// What `d` (or `sign(d)` for L1) is multiplied by to give the gradient.
+    pub fn grad_coef(self, n: usize) -> f32 {
+        match self {
+            Loss::Sse => 2.0,
+            Loss::HalfSse => 1.0,
+            Loss::Mse => 2.0 / n as f32,
+            Loss::L1 => 1.0 / n as f32,
+        }
+    }
+
+    /// Whether the per-element value is `|d|` (L1) rather than `d²`.
+    pub fn is_abs(self) -> bool {
+        self == Loss::L1
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            Loss::Sse => "sum of squared errors",
+            Loss::Mse => "mean squared error",
+            Loss::HalfSse => "half the sum of squared errors",
+            Loss::L1 => "mean absolute error",
+        }
+    }
+}
+
+impl InitScheme {
+    pub const FLAG: &'static str = "--init-scheme";
+    pub const CHOICES: &'static str = "normal, torch, xavier, kaiming, constant:<value>";
+
+    pub fn parse(s: &str) -> Result<Self> {
+        let t = s.trim().to_ascii_lowercase();
+        Ok(match t.as_str() {
+            "normal" => InitScheme::Normal,
+            "torch" => InitScheme::Torch,
+            "xavier" => InitScheme::Xavier,
+            "kaiming" => InitScheme::Kaiming,
+            _ => {
+                match t.strip_prefix("constant:") {
+                    Some(v) => match v.trim().parse::<f32>() {
+                        Ok(c) if c.is_finite() => InitScheme::Constant(c),
+                        _ => return Err(Error::arg(
+                            Self::FLAG,
+                            format!(
+                                "`{s}`: constant:<value> needs a finite number, e.g. constant:0.5"
+                            ),
+                        )),
+                    },
+                    None => {
+                        return Err(Error::arg(
+                            Self::FLAG,
+                            format!("unknown value `{s}`; valid: {}", Self::CHOICES),
+                        ))
+                    }
+                }
+            }
+        })
+    }
+}
+
+impl fmt::Display for InitScheme {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            InitScheme::Normal => f.write_str("normal"),
+            InitScheme::Torch => f.write_str("torch"),
+            InitScheme::Xavier => f.write_str("xavier"),
+            InitScheme::Kaiming => f.write_str("kaiming"),
+            InitScheme::Constant(c) => write!(f, "constant:{c}"),
+        }
+    }
+}
+
+fn by_name<T: Named, S: Serializer>(v: &T, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(&v.name())
+}
+
+fn by_display<T: fmt::Display, S: Serializer>(v: &T, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+/// One training run: a fully connected net over one fixed batch, plain SGD; by default ReLU
+/// between layers (none after the last), no bias, sum-of-squared-errors loss.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Job {
     /// Widths from input to output: `[d0, d1, ..., dL]`, at least two entries.
@@ -23,6 +207,12 @@ pub struct Job {
     pub seed: u64,
     /// Print (and, on the GPU, read back) every this many epochs; 0 means only at the end.
     pub log_every: usize,
+    #[serde(serialize_with = "by_name")]
+    pub activation: Activation,
+    #[serde(serialize_with = "by_name")]
+    pub loss: Loss,
+    #[serde(serialize_with = "by_display")]
+    pub init_scheme: InitScheme,
 }
 
 impl Default for Job {
@@ -34,6 +224,9 @@ impl Default for Job {
             epochs: DEFAULT_EPOCHS,
             seed: 0,
             log_every: DEFAULT_LOG_EVERY,
+            activation: Activation::default(),
+            loss: Loss::default(),
+            init_scheme: InitScheme::default(),
         }
     }
 }
@@ -190,5 +383,37 @@ mod tests {
         assert!(parse_layers("10,,3").is_err());
         assert!(parse_layers("10,x").is_err());
         assert_eq!(parse_layers(" 4, 5 ,6").unwrap(), vec![4, 5, 6]);
+    }
+
+    #[test]
+    fn names_parse_and_list_the_valid_choices() {
+        assert_eq!(Loss::parse("Half-SSE").unwrap(), Loss::HalfSse);
+        assert_eq!(Loss::HalfSse.name(), "half-sse");
+        assert_eq!(Activation::parse("none").unwrap(), Activation::None);
+        let e = Loss::parse("huber").unwrap_err().to_string();
+        assert!(
+            e.contains("--loss") && e.contains("sse, mse, half-sse, l1"),
+            "{e}"
+        );
+        assert_eq!(
+            InitScheme::parse("constant:0.5").unwrap(),
+            InitScheme::Constant(0.5)
+        );
+        assert_eq!(InitScheme::Constant(0.5).to_string(), "constant:0.5");
+        for bad in ["constant:", "constant:x", "constant:inf", "uniform"] {
+            let e = InitScheme::parse(bad).unwrap_err().to_string();
+            assert!(e.contains("--init-scheme"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn loss_scales_and_gradient_coefficients() {
+        assert_eq!((Loss::Sse.scale(8), Loss::Sse.grad_coef(8)), (1.0, 2.0));
+        assert_eq!(
+            (Loss::HalfSse.scale(8), Loss::HalfSse.grad_coef(8)),
+            (0.5, 1.0)
+        );
+        assert_eq!((Loss::Mse.scale(8), Loss::Mse.grad_coef(8)), (0.125, 0.25));
+        assert_eq!((Loss::L1.scale(8), Loss::L1.grad_coef(8)), (0.125, 0.125));
     }
 }

@@ -126,6 +126,7 @@ fn small_job() -> Job {
         epochs: 25,
         seed: 0,
         log_every: 50,
+        ..Job::default()
     }
 }
 
@@ -287,6 +288,7 @@ fn cli_summary_json_has_device_config_losses_and_timings() {
         .iter()
         .copied()
         .chain(["--device", "cpu", "--seed", "3", "--log-every", "10"])
+        .chain(["--loss", "mse", "--init-scheme", "constant:0.25"])
         .chain(["--summary-json", p(&j), "--history", p(&h)]))
     .success();
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&j).unwrap())
@@ -317,6 +319,9 @@ fn cli_summary_json_has_device_config_losses_and_timings() {
     assert_eq!(c["epochs"], 25);
     assert_eq!(c["seed"], 3);
     assert_eq!(c["log_every"], 10);
+    assert_eq!(c["loss"], "mse");
+    assert_eq!(c["activation"], "relu");
+    assert_eq!(c["init_scheme"], "constant:0.25");
     assert!((c["lr"].as_f64().unwrap() - 1e-4).abs() < 1e-10);
     assert_eq!(v["epochs_run"], 25);
     assert!(v["diverged_at"].is_null());
@@ -530,6 +535,35 @@ bad_flag!(
 );
 bad_flag!(bad_log_every_exits_2, ["--log-every", "x"], ["--log-every"]);
 bad_flag!(unknown_flag_exits_2, ["--frobnicate"], ["--frobnicate"]);
+bad_flag!(
+    unknown_loss_exits_2_listing_the_losses,
+    ["--loss", "huber"],
+    ["--loss", "huber", "sse, mse, half-sse, l1"]
+);
+bad_flag!(
+    unknown_activation_exits_2_listing_the_activations,
+    ["--activation", "tanh"],
+    ["--activation", "tanh", "relu, none"]
+);
+bad_flag!(
+    unknown_init_scheme_exits_2_listing_the_schemes,
+    ["--init-scheme", "orthogonal"],
+    [
+        "--init-scheme",
+        "orthogonal",
+        "normal, torch, xavier, kaiming, constant:<value>"
+    ]
+);
+bad_flag!(
+    init_scheme_constant_without_a_number_exits_2,
+    ["--init-scheme", "constant:"],
+    ["--init-scheme", "constant:0.5"]
+);
+bad_flag!(
+    init_scheme_constant_not_finite_exits_2,
+    ["--init-scheme", "constant:nan"],
+    ["--init-scheme", "finite"]
+);
 
 #[test]
 fn bad_device_name_exits_2_and_lists_the_choices() {

@@ -37,6 +37,7 @@ fn fixture_job() -> Job {
         epochs: p["epochs"].as_u64().unwrap() as usize,
         seed: p["seed"].as_u64().unwrap(),
         log_every: 0,
+        ..Job::default()
     };
     job.validate().unwrap();
     job

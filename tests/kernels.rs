@@ -18,6 +18,7 @@ mod common;
 use common::{assert_within, gpu_or_skip, randn, rng, U32};
 use gpu_train::cpu::{self, Epilogue};
 use gpu_train::gpu::{run_loss_reduce, run_matmul, Block, GpuContext, MatmulKey, Mode};
+use gpu_train::job::Loss;
 use proptest::prelude::*;
 use rand::RngExt;
 
@@ -300,32 +301,99 @@ fn gpu_sgd_epilogue_trans_a_updates_c_in_place_like_cpu() {
     }
 }
 
-/// Output layer fused with the loss: `d = A·B - Y; C = 2d; AUX_OUT = d²`.
+/// Output layer fused with a squared-error loss: `d = A·B - Y; C = s·d; AUX_OUT = d²`, with the
+/// factors of sse (2), half-sse (1) and mse (2/N).
 #[test]
-fn gpu_sse_epilogue_matches_cpu_loss_gradient_and_squares() {
+fn gpu_squared_error_epilogue_matches_cpu_loss_gradient_and_squares() {
     let Some(ctx) = gpu_or_skip() else { return };
     for (si, shape) in covering_shapes().into_iter().enumerate() {
-        let case = Case::new(key(false, false, Mode::Sse), shape, 800 + si as u64);
+        let case = Case::new(
+            key(false, false, Mode::SquaredError),
+            shape,
+            800 + si as u64,
+        );
         let y = randn(&mut rng(8000 + si as u64), case.m * case.n);
         let v = case.cpu_product();
-        let mut want_g = vec![f32::NAN; v.len()];
-        let mut want_sq = vec![f32::NAN; v.len()];
-        cpu::loss_sse(&mut want_g, &mut want_sq, &v, &y);
         let s = case.abs_products();
         let g = 2.0 * gamma(case.k);
         // Error of d: the product's, plus one rounding of the subtraction on each side.
         let ed = |i: usize| g * s[i] + 2.0 * U32 * (s[i] + (y[i] as f64).abs());
+        let loss = [Loss::Sse, Loss::HalfSse, Loss::Mse][si % 3];
+        let coef = loss.grad_coef(v.len());
+        let mut want_g = vec![f32::NAN; v.len()];
+        let mut want_sq = vec![f32::NAN; v.len()];
+        cpu::loss_forward(&mut want_g, &mut want_sq, &v, &y, loss);
         for block in Block::ALL {
             let poison = vec![f32::NAN; case.m * case.n];
-            let (got_g, got_sq) = case.gpu(&ctx, block, 0.0, &poison, Some(&y));
-            let label = case.label(block);
-            assert_within(&format!("{label}: C = 2d"), &got_g, &want_g, |i| {
-                2.0 * ed(i)
+            let (got_g, got_sq) = case.gpu(&ctx, block, coef, &poison, Some(&y));
+            let label = format!("{} {loss:?}", case.label(block));
+            assert_within(&format!("{label}: C = s·d"), &got_g, &want_g, |i| {
+                coef as f64 * ed(i) * 1.01
             });
             assert_within(&format!("{label}: AUX_OUT = d²"), &got_sq, &want_sq, |i| {
-                let d = (want_g[i] as f64 / 2.0).abs();
+                let d = (want_g[i] as f64 / coef as f64).abs();
                 2.0 * d * ed(i) + ed(i) * ed(i) + 2.0 * U32 * d * d
             });
+        }
+    }
+}
+
+/// Output layer fused with the L1 loss: `d = A·B - Y; C = s·sign(d); AUX_OUT = |d|`, including
+/// `sign(0) = 0` where the prediction equals the target exactly.
+#[test]
+fn gpu_abs_error_epilogue_matches_cpu_sign_gradient_and_magnitudes() {
+    let Some(ctx) = gpu_or_skip() else { return };
+    for (si, shape) in covering_shapes().into_iter().enumerate() {
+        let case = Case::new(key(false, false, Mode::AbsError), shape, 850 + si as u64);
+        let v = case.cpu_product();
+        let s = case.abs_products();
+        let g = 2.0 * gamma(case.k);
+        let ed = |i: usize, y: &[f32]| g * s[i] + 2.0 * U32 * (s[i] + (y[i] as f64).abs());
+        // Targets: random, but a few set to exactly the CPU's prediction where that is exact
+        // on both paths (k = 1: one product, no sums to round differently), so d = 0 is hit.
+        let mut y = randn(&mut rng(8500 + si as u64), case.m * case.n);
+        if case.k == 1 {
+            for i in (0..y.len()).step_by(3) {
+                y[i] = v[i];
+            }
+        }
+        let coef = Loss::L1.grad_coef(v.len());
+        let mut want_g = vec![f32::NAN; v.len()];
+        let mut want_abs = vec![f32::NAN; v.len()];
+        cpu::loss_forward(&mut want_g, &mut want_abs, &v, &y, Loss::L1);
+        for block in Block::ALL {
+            let poison = vec![f32::NAN; case.m * case.n];
+            let (got_g, got_abs) = case.gpu(&ctx, block, coef, &poison, Some(&y));
+            let label = case.label(block);
+            assert_within(
+                &format!("{label}: AUX_OUT = |d|"),
+                &got_abs,
+                &want_abs,
+                |i| ed(i, &y),
+            );
+            // The sign may only differ where |d| is within its error of zero.
+            for i in 0..v.len() {
+                if got_g[i] != want_g[i] {
+                    assert!(
+                        (want_abs[i] as f64) <= ed(i, &y),
+                        "{label}: element {i}: gradient {} vs CPU {} with |d| = {:e}",
+                        got_g[i],
+                        want_g[i],
+                        want_abs[i]
+                    );
+                }
+                assert!(
+                    [coef, -coef, 0.0].contains(&got_g[i]),
+                    "{label}: element {i}: gradient {} is not ±{coef} or 0",
+                    got_g[i]
+                );
+            }
+            if case.k == 1 {
+                assert!(
+                    (0..v.len()).step_by(3).all(|i| got_g[i] == 0.0),
+                    "{label}: sign(0) must be 0"
+                );
+            }
         }
     }
 }

@@ -18,7 +18,7 @@ use gpu_train::backend::Backend;
 use gpu_train::cpu::CpuBackend;
 use gpu_train::gpu::GpuBackend;
 use gpu_train::init::{HostState, Matrix};
-use gpu_train::job::Job;
+use gpu_train::job::{Activation, InitScheme, Job, Loss};
 use gpu_train::train;
 
 /// Loss and gradient tolerance (normwise relative), see the file comment.
@@ -32,6 +32,7 @@ fn job(layers: &[usize], batch: usize, lr: f32, epochs: usize) -> Job {
         epochs,
         seed: 0,
         log_every: 0,
+        ..Job::default()
     }
 }
 
@@ -144,6 +145,29 @@ fn gpu_matches_cpu_one_step_odd_deeper_net() {
 #[test]
 fn gpu_matches_cpu_one_step_odd_net_with_big_blocks() {
     check_one_step(&job(&[301, 67, 33, 3], 70, 1e-6, 1));
+}
+
+/// Every loss, the linear net and every init scheme: one step from the same state on both paths
+/// (odd sizes, so the 16x16 blocks and the padding are exercised too).
+#[test]
+fn gpu_matches_cpu_one_step_every_loss_activation_and_init_scheme() {
+    let cases = [
+        (Activation::Relu, Loss::Mse, InitScheme::Torch),
+        (Activation::Relu, Loss::HalfSse, InitScheme::Xavier),
+        (Activation::Relu, Loss::L1, InitScheme::Kaiming),
+        (Activation::None, Loss::Sse, InitScheme::Normal),
+        (Activation::None, Loss::HalfSse, InitScheme::Constant(0.5)),
+        (Activation::None, Loss::L1, InitScheme::Torch),
+    ];
+    for (activation, loss, init_scheme) in cases {
+        eprintln!("{activation:?} {loss:?} {init_scheme}");
+        check_one_step(&Job {
+            activation,
+            loss,
+            init_scheme,
+            ..job(&[65, 33, 7], 37, 1e-3, 1)
+        });
+    }
 }
 
 /// Allowed difference between two f32 trajectories of the same job at loss `l`.

@@ -1,14 +1,14 @@
-//! An independent float64 reference of one training step (forward, sum-of-squared-errors loss,
-//! backward through the ReLUs), written here with plain loops, checked first against central finite
-//! differences of its own loss, then used to check the CPU backend's and the GPU backend's f32
-//! gradients and SGD step on tiny nets.
+//! An independent float64 reference of one training step (forward, each loss, backward through the
+//! ReLUs or without activation), written here with plain loops, checked first against central
+//! finite differences of its own loss, then used to check the CPU backend's and the GPU backend's
+//! f32 gradients and SGD step on tiny nets, for every loss and activation.
 //!
 //! Tolerances.
 //! - Finite differences in f64 with h = 1e-6: truncation error ~h²·|L'''| ~ 1e-12 relative, and
 //!   rounding error ~ε64·|L|/h ~ 2e-10·|L|; the nets here have |L| ~ 10-100 and gradients ~10-100,
 //!   so the normwise relative difference should be ~1e-10 (measured 4e-11..2e-10); we require 1e-7
 //!   (a 0.1% error in one element, 1e-3, is far outside). No pre-activation is within 1e-3 of the
-//!   ReLU's kink (checked), so ±h never crosses it.
+//!   ReLU's kink (checked), and no error d within 1e-3 of L1's kink at 0, so ±h crosses neither.
 //! - f32 against f64: inputs are the same f32 numbers; each product of length k <= 6 adds a
 //!   relative error of a few u = 6e-8, and a gradient chains three of them: normwise 1e-5 leaves
 //!   ~40x headroom over the measured 2e-8..2.6e-7 (CPU and GPU); a wrong element or mask is off by
@@ -21,13 +21,15 @@ use gpu_train::backend::Backend;
 use gpu_train::cpu::CpuBackend;
 use gpu_train::gpu::GpuBackend;
 use gpu_train::init::{HostState, Matrix};
-use gpu_train::job::Job;
+use gpu_train::job::{Activation, Job, Loss, Named};
 
 /// A net in f64: `x [b, d0]`, `y [b, dL]`, `w[l] [d_l, d_{l+1}]`, all row-major.
 #[derive(Clone)]
 struct Net64 {
     layers: Vec<usize>,
     batch: usize,
+    relu: bool,
+    loss: Loss,
     x: Vec<f64>,
     y: Vec<f64>,
     w: Vec<Vec<f64>>,
@@ -92,17 +94,21 @@ impl Net64 {
             let (k, n) = (self.layers[l], self.layers[l + 1]);
             let z = mm(&inputs[l], &self.w[l], b, n, k);
             if l + 1 < depth {
-                inputs.push(z.iter().map(|&v| v.max(0.0)).collect());
+                let act = |v: f64| if self.relu { v.max(0.0) } else { v };
+                inputs.push(z.iter().map(|&v| act(v)).collect());
                 pre.push(z);
             } else {
                 pred = z;
             }
         }
-        let loss = pred
-            .iter()
-            .zip(&self.y)
-            .map(|(p, y)| (p - y) * (p - y))
-            .sum();
+        let n = pred.len() as f64;
+        let d = pred.iter().zip(&self.y).map(|(p, y)| p - y);
+        let loss = match self.loss {
+            Loss::Sse => d.map(|d| d * d).sum(),
+            Loss::HalfSse => 0.5 * d.map(|d| d * d).sum::<f64>(),
+            Loss::Mse => d.map(|d| d * d).sum::<f64>() / n,
+            Loss::L1 => d.map(f64::abs).sum::<f64>() / n,
+        };
         Forward {
             pre,
             inputs,
@@ -119,11 +125,20 @@ impl Net64 {
     fn gradients(&self) -> (f64, Vec<Vec<f64>>) {
         let f = self.forward();
         let (b, depth) = (self.batch, self.w.len());
+        let n = f.pred.len() as f64;
         let mut g: Vec<f64> = f
             .pred
             .iter()
             .zip(&self.y)
-            .map(|(p, y)| 2.0 * (p - y))
+            .map(|(p, y)| {
+                let d = p - y;
+                match self.loss {
+                    Loss::Sse => 2.0 * d,
+                    Loss::HalfSse => d,
+                    Loss::Mse => 2.0 * d / n,
+                    Loss::L1 => d.signum() / n,
+                }
+            })
             .collect();
         let mut dw = vec![Vec::new(); depth];
         for l in (0..depth).rev() {
@@ -132,7 +147,7 @@ impl Net64 {
             if l > 0 {
                 let mut gp = mm_nt(&g, &self.w[l], b, k, n);
                 for (v, &z) in gp.iter_mut().zip(&f.pre[l - 1]) {
-                    if z <= 0.0 {
+                    if self.relu && z <= 0.0 {
                         *v = 0.0;
                     }
                 }
@@ -162,7 +177,12 @@ impl Net64 {
 
 /// A tiny job and its state drawn from `seed` in f32 (what the backends get), with the same numbers
 /// widened to f64 for the reference.
-fn tiny(layers: &[usize], batch: usize, seed: u64) -> (Job, HostState, Net64) {
+fn tiny(
+    layers: &[usize],
+    batch: usize,
+    seed: u64,
+    (activation, loss): (Activation, Loss),
+) -> (Job, HostState, Net64) {
     let job = Job {
         layers: layers.to_vec(),
         batch,
@@ -170,6 +190,9 @@ fn tiny(layers: &[usize], batch: usize, seed: u64) -> (Job, HostState, Net64) {
         epochs: 1,
         seed,
         log_every: 0,
+        activation,
+        loss,
+        ..Job::default()
     };
     job.validate().unwrap();
     let mut r = common::rng(seed);
@@ -187,6 +210,8 @@ fn tiny(layers: &[usize], batch: usize, seed: u64) -> (Job, HostState, Net64) {
     let net = Net64 {
         layers: layers.to_vec(),
         batch,
+        relu: activation == Activation::Relu,
+        loss,
         x: wide(&x),
         y: wide(&y),
         w: weights.iter().map(wide).collect(),
@@ -201,32 +226,52 @@ const NETS: [(&[usize], usize, u64); 3] = [
     (&[3, 2], 2, 13),
 ];
 
+/// Every activation with every loss.
+fn variants() -> Vec<(Activation, Loss)> {
+    Activation::CHOICES
+        .iter()
+        .flat_map(|&(_, a)| Loss::CHOICES.iter().map(move |&(_, l)| (a, l)))
+        .collect()
+}
+
+fn variant_label(layers: &[usize], batch: usize, (a, l): (Activation, Loss)) -> String {
+    format!("{layers:?} batch {batch} {} {}", a.name(), l.name())
+}
+
 fn narrow(v: &[f64]) -> Vec<f32> {
     v.iter().map(|&x| x as f32).collect()
 }
 
 #[test]
 fn f64_reference_gradients_match_central_finite_differences() {
-    for (layers, batch, seed) in NETS {
-        let (_, _, net) = tiny(layers, batch, seed);
+    for ((layers, batch, seed), variant) in NETS
+        .into_iter()
+        .flat_map(|n| variants().into_iter().map(move |v| (n, v)))
+    {
+        let name = variant_label(layers, batch, variant);
+        let (_, _, net) = tiny(layers, batch, seed, variant);
         let f = net.forward();
         // Safe distance from the ReLU kinks, and both sides of them exercised.
         for z in &f.pre {
             let min = z.iter().fold(f64::INFINITY, |m, v| m.min(v.abs()));
             assert!(
                 min > 1e-3,
-                "{layers:?}: a pre-activation is {min:e} from the kink"
+                "{name}: a pre-activation is {min:e} from the kink"
             );
-            assert!(z.iter().any(|&v| v < 0.0), "{layers:?}: no ReLU is off");
-            assert!(z.iter().any(|&v| v > 0.0), "{layers:?}: no ReLU is on");
+            assert!(z.iter().any(|&v| v < 0.0), "{name}: no ReLU is off");
+            assert!(z.iter().any(|&v| v > 0.0), "{name}: no ReLU is on");
         }
+        // And from L1's kink at d = 0.
+        let min_d = f
+            .pred
+            .iter()
+            .zip(&net.y)
+            .fold(f64::INFINITY, |m, (p, y)| m.min((p - y).abs()));
+        assert!(min_d > 1e-3, "{name}: an error is {min_d:e} from 0");
         let (_, grads) = net.gradients();
         let fd = net.finite_differences(1e-6);
         for l in 0..grads.len() {
-            let label = format!(
-                "{layers:?} batch {batch}: dw{} backprop vs finite differences",
-                l + 1
-            );
+            let label = format!("{name}: dw{} backprop vs finite differences", l + 1);
             assert!(
                 grads[l].iter().any(|&v| v.abs() > 1e-3),
                 "{label}: zero gradient"
@@ -252,7 +297,12 @@ fn f64_reference_gradients_match_central_finite_differences() {
 /// transpose dropped, is far outside the finite-difference tolerance.
 #[test]
 fn finite_difference_check_detects_a_wrong_gradient() {
-    let (_, _, net) = tiny(NETS[0].0, NETS[0].1, NETS[0].2);
+    let (_, _, net) = tiny(
+        NETS[0].0,
+        NETS[0].1,
+        NETS[0].2,
+        (Activation::Relu, Loss::Sse),
+    );
     let fd = net.finite_differences(1e-6);
     let (_, mut grads) = net.gradients();
     let scale = grads[0].iter().fold(0.0f64, |m, v| m.max(v.abs()));
@@ -337,11 +387,14 @@ fn check_step_against_f64(
 
 #[test]
 fn cpu_f32_gradients_and_step_match_f64_reference() {
-    for (layers, batch, seed) in NETS {
-        let (job, state, net) = tiny(layers, batch, seed);
+    for ((layers, batch, seed), variant) in NETS
+        .into_iter()
+        .flat_map(|n| variants().into_iter().map(move |v| (n, v)))
+    {
+        let (job, state, net) = tiny(layers, batch, seed, variant);
         let mut cpu = CpuBackend::new(&job, &state);
         check_step_against_f64(
-            &format!("CPU {layers:?} batch {batch}"),
+            &format!("CPU {}", variant_label(layers, batch, variant)),
             &mut cpu,
             &job,
             &state,
@@ -353,11 +406,14 @@ fn cpu_f32_gradients_and_step_match_f64_reference() {
 #[test]
 fn gpu_f32_gradients_and_step_match_f64_reference() {
     let Some(ctx) = gpu_or_skip() else { return };
-    for (layers, batch, seed) in NETS {
-        let (job, state, net) = tiny(layers, batch, seed);
+    for ((layers, batch, seed), variant) in NETS
+        .into_iter()
+        .flat_map(|n| variants().into_iter().map(move |v| (n, v)))
+    {
+        let (job, state, net) = tiny(layers, batch, seed, variant);
         let mut gpu = GpuBackend::new(ctx.clone(), &job, &state).unwrap();
         check_step_against_f64(
-            &format!("GPU {layers:?} batch {batch}"),
+            &format!("GPU {}", variant_label(layers, batch, variant)),
             &mut gpu,
             &job,
             &state,

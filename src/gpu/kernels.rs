@@ -20,10 +20,28 @@ pub enum Mode {
     Relu = 1,
     /// `C = v where AUX > 0, else 0`
     Mask = 2,
-    /// `C = C - lr·v`
+    /// `C = AUX - lr·v` (AUX: the weights before the step)
     Sgd = 3,
-    /// `d = v - AUX; C = 2d; AUX_OUT = d²`
-    Sse = 4,
+    /// `d = v - AUX; C = s·d; AUX_OUT = d²` (squared-error losses; AUX = y)
+    SquaredError = 4,
+    /// `d = v - AUX; C = s·sign(d); AUX_OUT = |d|` (L1 loss; AUX = y)
+    AbsError = 5,
+}
+
+impl Mode {
+    /// The output layer's mode for a loss.
+    pub fn for_loss(loss: crate::job::Loss) -> Self {
+        if loss.is_abs() {
+            Mode::AbsError
+        } else {
+            Mode::SquaredError
+        }
+    }
+
+    /// Whether the mode writes per-element losses to AUX_OUT.
+    pub fn is_loss(self) -> bool {
+        matches!(self, Mode::SquaredError | Mode::AbsError)
+    }
 }
 
 /// Results per invocation of the matmul kernel: the entry point of `shaders/matmul.wgsl`.

@@ -25,7 +25,7 @@ use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::init::{HostState, Matrix};
 use crate::io::summary::DeviceSummary;
-use crate::job::Job;
+use crate::job::{Activation, Job};
 use kernels::MATRIX_FORMAT;
 use std::sync::Arc;
 use wgpu::util::DeviceExt;
@@ -37,7 +37,8 @@ struct MatmulParams {
     m: u32,
     n: u32,
     k: u32,
-    lr: f32,
+    /// lr for `Mode::Sgd`, the loss gradient's factor for the error modes.
+    scalar: f32,
 }
 
 /// Uniform block of `shaders/loss_reduce.wgsl`.
@@ -47,7 +48,7 @@ struct ReduceParams {
     len: u32,
     cols: u32,
     cols_padded: u32,
-    _pad: u32,
+    scale: f32,
 }
 
 /// `n` rounded up to a multiple of 4: the padded size of every matrix dimension on the GPU.
@@ -260,7 +261,7 @@ fn matmul_dispatch(
     ctx: &GpuContext,
     key: MatmulKey,
     (m, n, k): (usize, usize, usize),
-    lr: f32,
+    scalar: f32,
     bind: MatmulBind<'_>,
 ) -> Result<Dispatch> {
     let (m, n, k) = (pad4(m), pad4(n), pad4(k));
@@ -285,7 +286,7 @@ fn matmul_dispatch(
             m: m as u32,
             n: n as u32,
             k: k as u32,
-            lr,
+            scalar,
         },
     );
     let kn = &ctx.kernels;
@@ -321,6 +322,7 @@ fn matmul_dispatch(
 fn loss_reduce_dispatch(
     ctx: &GpuContext,
     (rows, cols): (usize, usize),
+    scale: f32,
     values: &wgpu::Buffer,
     history: &wgpu::Buffer,
     state: &wgpu::Buffer,
@@ -332,7 +334,7 @@ fn loss_reduce_dispatch(
             len: (rows * cols) as u32,
             cols: cols as u32,
             cols_padded: pad4(cols) as u32,
-            _pad: 0,
+            scale,
         },
     );
     let kn = &ctx.kernels;
@@ -499,7 +501,7 @@ impl GpuBackend {
         });
 
         // One matmul dispatch of `op(a)[m,k]·op(b)[k,n]`, its block size chosen for the shape.
-        let mm = |(trans_a, trans_b, mode): (bool, bool, Mode), dims, lr, bind| {
+        let mm = |(trans_a, trans_b, mode): (bool, bool, Mode), dims, scalar, bind| {
             let block = Block::for_shape(ctx.info.device_type, dims);
             let key = MatmulKey {
                 trans_a,
@@ -507,8 +509,16 @@ impl GpuBackend {
                 mode,
                 block,
             };
-            matmul_dispatch(&ctx, key, dims, lr, bind)
+            matmul_dispatch(&ctx, key, dims, scalar, bind)
         };
+        let relu = job.activation == Activation::Relu;
+        let (hidden_mode, input_grad_mode) = if relu {
+            (Mode::Relu, Mode::Mask)
+        } else {
+            (Mode::Store, Mode::Store)
+        };
+        let n_out = b * d[depth];
+        let loss_mode = Mode::for_loss(job.loss);
         let bind = |a, b, c, aux, aux_out| MatmulBind {
             a,
             b,
@@ -525,19 +535,19 @@ impl GpuBackend {
                 let input = if l == 0 { &x } else { &acts[l - 1] };
                 let dims = (b, d[l + 1], d[l]);
                 plan.push(if l + 1 < depth {
-                    // a_l = relu(a_{l-1} · w_l)
+                    // a_l = act(a_{l-1} · w_l)
                     mm(
-                        (false, false, Mode::Relu),
+                        (false, false, hidden_mode),
                         dims,
                         0.0,
                         bind(input, w(l), &acts[l], None, None),
                     )?
                 } else {
-                    // g_L = 2(a_{L-1} · w_L - y), squared errors into sq
+                    // g_L = dLoss/d(pred) of pred = a_{L-1} · w_L, per-element losses into sq
                     mm(
-                        (false, false, Mode::Sse),
+                        (false, false, loss_mode),
                         dims,
-                        0.0,
+                        job.loss.grad_coef(n_out),
                         bind(input, w(l), &grads[l], Some(&y), Some(&sq)),
                     )?
                 });
@@ -545,16 +555,19 @@ impl GpuBackend {
             plan.push(loss_reduce_dispatch(
                 &ctx,
                 (b, d[depth]),
+                job.loss.scale(n_out),
                 &sq,
                 &history,
                 &state,
             ));
             for l in (0..depth).rev() {
                 if l > 0 {
-                    // g_{l-1} = (g_l · w_lᵀ) ⊙ [a_{l-1} > 0], from the weights before the step
+                    // g_{l-1} = (g_l · w_lᵀ) ⊙ [a_{l-1} > 0] (no mask without ReLU), from the
+                    // weights before the step
                     let dims = (b, d[l], d[l + 1]);
-                    let bd = bind(&grads[l], w(l), &grads[l - 1], Some(&acts[l - 1]), None);
-                    plan.push(mm((false, true, Mode::Mask), dims, 0.0, bd)?);
+                    let aux = relu.then_some(&acts[l - 1]);
+                    let bd = bind(&grads[l], w(l), &grads[l - 1], aux, None);
+                    plan.push(mm((false, true, input_grad_mode), dims, 0.0, bd)?);
                 }
                 // w_l' = w_l - lr · a_{l-1}ᵀ · g_l (or dw_l = a_{l-1}ᵀ · g_l)
                 let input = if l == 0 { &x } else { &acts[l - 1] };
@@ -700,7 +713,7 @@ impl Backend for GpuBackend {
 pub struct MatmulOutput {
     /// C, `[m, n]` row-major.
     pub c: Vec<f32>,
-    /// AUX_OUT for `Mode::Sse` (`[m, n]`, NaN where unwritten), empty otherwise.
+    /// AUX_OUT for the error modes (`[m, n]`, NaN where unwritten), empty otherwise.
     pub aux_out: Vec<f32>,
     /// Whether the padding of C (and of AUX_OUT) holds exact zeros afterwards, as the next kernel
     /// relies on. It was poisoned with NaN before.
@@ -708,7 +721,8 @@ pub struct MatmulOutput {
 }
 
 /// Run one matmul variant on its own, for kernel tests: `a`, `b` row-major as stored (see the
-/// shader), `c_init` C's content before the kernel (poison it to catch unwritten elements; for
+/// shader), `scalar` the lr (`Mode::Sgd`) or the loss gradient's factor (error modes), `c_init`
+/// C's content before the kernel (poison it to catch unwritten elements; for
 /// `Mode::Sgd`, the weights before the step, which go to AUX as in training while C, the other
 /// texture of the pair, is poisoned with NaN), `aux` the AUX input where the mode needs it.
 #[allow(clippy::too_many_arguments)]
@@ -718,7 +732,7 @@ pub fn run_matmul(
     a: &[f32],
     b: &[f32],
     (m, n, k): (usize, usize, usize),
-    lr: f32,
+    scalar: f32,
     c_init: &[f32],
     aux: Option<&[f32]>,
 ) -> Result<MatmulOutput> {
@@ -739,13 +753,13 @@ pub fn run_matmul(
             ctx,
             key,
             (m, n, k),
-            lr,
+            scalar,
             MatmulBind {
                 a: &ab,
                 b: &bb,
                 c: &cb,
                 aux: auxb.as_ref(),
-                aux_out: (key.mode == Mode::Sse).then_some(&outb),
+                aux_out: key.mode.is_loss().then_some(&outb),
             },
         )?;
         let mut enc = ctx.device.create_command_encoder(&Default::default());
@@ -753,7 +767,7 @@ pub fn run_matmul(
         ctx.queue.submit([enc.finish()]);
         let c = cb.read_padded(ctx)?;
         let mut padding_zero = padding_is_zero(m, n, &c);
-        let aux_out = if key.mode == Mode::Sse {
+        let aux_out = if key.mode.is_loss() {
             let o = ctx.read_f32(&outb, (nan.len() * 4) as u64)?;
             padding_zero &= padding_is_zero(m, n, &o);
             from_padded(m, n, &o)
@@ -798,7 +812,7 @@ pub fn run_loss_reduce(
                 contents: bytemuck::cast_slice(&[2u32, 0, 0, 0]),
                 usage: STORAGE,
             });
-        let d = loss_reduce_dispatch(ctx, (rows, cols), &vb, &hb, &sb);
+        let d = loss_reduce_dispatch(ctx, (rows, cols), 1.0, &vb, &hb, &sb);
         let mut enc = ctx.device.create_command_encoder(&Default::default());
         record(&mut enc, [&[d], &[]], 0, 1);
         ctx.queue.submit([enc.finish()]);
@@ -833,8 +847,9 @@ pub fn time_matmul(
                 a: &ab,
                 b: &bb,
                 c: &cb,
-                aux: matches!(key.mode, Mode::Mask | Mode::Sse | Mode::Sgd).then_some(&auxb),
-                aux_out: (key.mode == Mode::Sse).then_some(&outb),
+                aux: (key.mode.is_loss() || matches!(key.mode, Mode::Mask | Mode::Sgd))
+                    .then_some(&auxb),
+                aux_out: key.mode.is_loss().then_some(&outb),
             },
         )?;
         let plan = [d];
