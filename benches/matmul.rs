@@ -19,6 +19,7 @@ fn benches(c: &mut Criterion) {
         trans_b,
         mode,
         block: Block::for_shape(dev, dims),
+        bias: false,
     };
     let training = [
         (
@@ -72,6 +73,7 @@ fn benches(c: &mut Criterion) {
             trans_b: false,
             mode: Mode::Store,
             block,
+            bias: false,
         };
         g.bench_function(block.entry_point(), |b| {
             b.iter_custom(|iters| {

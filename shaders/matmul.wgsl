@@ -31,17 +31,23 @@
 //                                                     loss and its gradient: AUX = y, s = 2 for
 //                                                     sse, 1 for half-sse, 2/N for mse)
 //   5 abs-err d = v - AUX; C = s*sign(d); AUX_OUT = |d|  (the same for L1: s = 1/N)
-// `params.scalar` is lr for sgd and s for the two error modes.
+// `params.scalar` is lr for sgd and s for the two error modes. With BIAS (forward products only),
+// the layer's bias is added to v first, on the real rows: the padding rows stay zero.
 
 override TRANS_A: bool = false;
 override TRANS_B: bool = false;
 override MODE: u32 = 0u;
+override BIAS: bool = false;
 
 struct Params {
     m: u32,  // padded: multiples of 4
     n: u32,
     k: u32,
     scalar: f32,  // lr (sgd) or the loss gradient's factor (error modes)
+    rows: u32,    // real (unpadded) rows of C
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -51,6 +57,8 @@ struct Params {
 @group(0) @binding(4) var aux: texture_storage_2d<rgba32float, read>;
 // Squared errors in the padded layout: element (row, 4*c4..4*c4+3) at row * n/4 + c4.
 @group(0) @binding(5) var<storage, read_write> aux_out: array<vec4<f32>>;
+// The layer's bias, n/4 vec4 (zero-padded), read when BIAS.
+@group(0) @binding(6) var<storage, read> bias: array<vec4<f32>>;
 
 // Texel (q, row): elements 4q..4q+3 of row `row`.
 fn texel(t: texture_storage_2d<rgba32float, read>, q: u32, row: u32) -> vec4<f32> {
@@ -96,9 +104,13 @@ fn mac(acc: mat4x4<f32>, x: mat4x4<f32>, y: mat4x4<f32>) -> mat4x4<f32> {
 }
 
 // Apply the epilogue to C[row, 4*c4 .. 4*c4+3].
-fn epilogue(row: u32, c4: u32, v: vec4<f32>) {
+fn epilogue(row: u32, c4: u32, product: vec4<f32>) {
     if (row >= params.m || c4 >= params.n / 4u) {
         return;
+    }
+    var v = product;
+    if (BIAS && row < params.rows) {
+        v += bias[c4];
     }
     let at = vec2<u32>(c4, row);
     switch MODE {

@@ -40,6 +40,7 @@ pub fn resolve(args: &TrainArgs) -> Result<(Job, HostState)> {
     job.activation = Activation::parse(&args.activation)?;
     job.loss = Loss::parse(&args.loss)?;
     job.init_scheme = InitScheme::parse(&args.init_scheme)?;
+    job.bias = args.bias;
     let layers = args.layers.as_deref().map(job::parse_layers).transpose()?;
     let batch = args
         .batch
@@ -66,6 +67,14 @@ pub fn resolve(args: &TrainArgs) -> Result<(Job, HostState)> {
     job.layers = layers.unwrap_or(file_layers);
     job.batch = batch.unwrap_or(file_batch);
     check_init_matches(dir, &job, &state)?;
+    // The files define the net: biases there mean a net with biases.
+    if job.bias && state.biases.is_empty() {
+        return Err(Error::BadFile {
+            path: dir.join(npy::bias_file(0)),
+            msg: "missing: --bias with --init needs b1.npy, b2.npy, ... beside the weights".into(),
+        });
+    }
+    job.bias = !state.biases.is_empty();
     job.validate()?;
     Ok((job, state))
 }
@@ -138,8 +147,9 @@ fn describe_net(job: &Job) -> String {
         InitScheme::Normal => String::new(),
         other => format!(", {other} init"),
     };
+    let bias = if job.bias { ", bias" } else { "" };
     format!(
-        "batch {} x [{}], {activation}, {}{init}, SGD lr {:e}, {} epochs",
+        "batch {} x [{}]{bias}, {activation}, {}{init}, SGD lr {:e}, {} epochs",
         job.batch,
         widths.join(" -> "),
         job.loss.describe(),
@@ -237,7 +247,7 @@ fn write_outputs(args: &TrainArgs, s: &summary::Summary, report: &Report) -> Res
         summary::write_summary(p, s)?;
     }
     if let Some(dir) = &args.save_final {
-        npy::save_weights(dir, &report.params)?;
+        npy::save_params(dir, &report.params)?;
     }
     Ok(())
 }

@@ -2,7 +2,7 @@
 //! above it, in `train.rs`.
 
 use crate::error::Result;
-use crate::init::Matrix;
+use crate::init::Params;
 use crate::io::summary::DeviceSummary;
 
 /// A device that holds a run's state and trains it.
@@ -13,12 +13,13 @@ pub trait Backend {
     /// Train `epochs` epochs; returns the loss of each, computed before that epoch's update.
     fn run(&mut self, epochs: usize) -> Result<Vec<f32>>;
 
-    /// The current weights, `[d_l, d_{l+1}]` each.
-    fn read_params(&mut self) -> Result<Vec<Matrix>>;
+    /// The current weights (`[d_l, d_{l+1}]` each) and biases (`[1, d_{l+1}]`).
+    fn read_params(&mut self) -> Result<Params>;
 
-    /// The loss and the weight gradients at the current weights, without updating them: what an
-    /// epoch would compute before its SGD step (for checking a device against a reference).
-    fn gradients(&mut self) -> Result<(f32, Vec<Matrix>)>;
+    /// The loss and the gradients of the weights and biases at the current parameters, without
+    /// updating them: what an epoch would compute before its step (for checking a device against
+    /// a reference).
+    fn gradients(&mut self) -> Result<(f32, Params)>;
 
     /// Most epochs one `run` call should cover (the GPU bounds the work in one submission).
     fn max_chunk(&self) -> usize {

@@ -67,6 +67,13 @@ pub struct TrainArgs {
     #[arg(long, default_value = "sse", value_name = "NAME")]
     pub loss: String,
 
+    /// Give every layer a bias, added before the activation and trained like the weights. Drawn
+    /// by --init-scheme (torch: uniform in ±1/sqrt(fan_in); normal: standard normal; xavier and
+    /// kaiming: zeros; constant: the constant). With --init, biases come from b1.npy, b2.npy, ...
+    /// when those files exist.
+    #[arg(long)]
+    pub bias: bool,
+
     /// How the initial weights are drawn (x and y are always standard normal): `normal` (standard
     /// normal), `torch` (uniform in ±1/sqrt(fan_in), PyTorch's nn.Linear default), `xavier`
     /// (uniform in ±sqrt(6/(fan_in+fan_out))), `kaiming` (normal with std sqrt(2/fan_in)),

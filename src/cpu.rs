@@ -5,7 +5,7 @@
 
 use crate::backend::Backend;
 use crate::error::Result;
-use crate::init::{HostState, Matrix};
+use crate::init::{HostState, Matrix, Params};
 use crate::io::summary::DeviceSummary;
 use crate::job::{Activation, Job, Loss};
 
@@ -166,6 +166,33 @@ fn threads() -> usize {
     })
 }
 
+/// `c[r, j] += b[j]` for every row of the `[rows, b.len()]` matrix `c`: a layer's bias, added to
+/// its product before the activation (the GPU does it in the product's epilogue).
+pub fn bias_forward(c: &mut [f32], b: &[f32]) {
+    for row in c.chunks_mut(b.len()) {
+        for (v, &bj) in row.iter_mut().zip(b) {
+            *v += bj;
+        }
+    }
+}
+
+/// The bias gradient `db[j] = Σ_r g[r, j]` of a `[rows, b.len()]` output gradient `g`, summed over
+/// the rows in order (as `shaders/bias_update.wgsl` does), then `b = db` (`Epilogue::Store`) or
+/// the SGD step `b = b - lr·db`.
+pub fn bias_update(b: &mut [f32], g: &[f32], epilogue: Epilogue) {
+    let n = b.len();
+    for (j, bj) in b.iter_mut().enumerate() {
+        let mut s = 0.0f32;
+        for r in 0..g.len() / n {
+            s += g[r * n + j];
+        }
+        *bj = match epilogue {
+            Epilogue::Store => s,
+            Epilogue::Sgd(lr) => *bj - lr * s,
+        };
+    }
+}
+
 /// `a = max(a, 0)` in place.
 pub fn relu_forward(a: &mut [f32]) {
     for v in a {
@@ -243,6 +270,8 @@ pub struct CpuBackend {
     y: Vec<f32>,
     /// `weights[l]`: `[d_l, d_{l+1}]`
     weights: Vec<Vec<f32>>,
+    /// `biases[l]`: `[d_{l+1}]`, empty without biases
+    biases: Vec<Vec<f32>>,
     /// `acts[l]`: activation output of layer l, `[batch, d_{l+1}]`, for every layer but the last
     acts: Vec<Vec<f32>>,
     /// Network output `[batch, dL]`
@@ -267,6 +296,7 @@ impl CpuBackend {
             x: state.x.data.clone(),
             y: state.y.data.clone(),
             weights: state.weights.iter().map(|w| w.data.clone()).collect(),
+            biases: state.biases.iter().map(|b| b.data.clone()).collect(),
             acts: (0..depth - 1).map(out).collect(),
             pred: out(depth - 1),
             grads: (0..depth).map(out).collect(),
@@ -298,6 +328,9 @@ impl CpuBackend {
                 false,
                 Epilogue::Store,
             );
+            if let Some(bias) = self.biases.get(l) {
+                bias_forward(out, bias);
+            }
             if l + 1 < depth && self.activation == Activation::Relu {
                 relu_forward(out);
             }
@@ -307,12 +340,13 @@ impl CpuBackend {
     }
 
     /// Backward pass. With `update`, each weight gets its SGD step fused into its gradient product
-    /// (after the layer below's input gradient has used the old weight); without, the weight
-    /// gradients are returned and the weights left alone.
-    fn backward(&mut self, update: bool) -> Vec<Matrix> {
+    /// (after the layer below's input gradient has used the old weight), and each bias its step
+    /// after its gradient; without, the gradients are returned and the parameters left alone.
+    fn backward(&mut self, update: bool) -> Params {
         let depth = self.weights.len();
         let b = self.batch;
         let mut dws = Vec::new();
+        let mut dbs = Vec::new();
         for l in (0..depth).rev() {
             let (k, n) = (self.layers[l], self.layers[l + 1]);
             let (below, this) = self.grads.split_at_mut(l);
@@ -362,9 +396,22 @@ impl CpuBackend {
                 );
                 dws.push(dw);
             }
+            if let Some(bias) = self.biases.get_mut(l) {
+                if update {
+                    bias_update(bias, g, Epilogue::Sgd(self.lr));
+                } else {
+                    let mut db = Matrix::zeros(1, n);
+                    bias_update(&mut db.data, g, Epilogue::Store);
+                    dbs.push(db);
+                }
+            }
         }
         dws.reverse();
-        dws
+        dbs.reverse();
+        Params {
+            weights: dws,
+            biases: dbs,
+        }
     }
 
     /// One epoch: forward, loss, backward with the fused SGD update. Returns the loss.
@@ -374,18 +421,22 @@ impl CpuBackend {
         loss
     }
 
-    /// The loss and the weight gradients at the current weights, without updating them.
-    pub fn gradients(&mut self) -> (f32, Vec<Matrix>) {
+    /// The loss and the gradients at the current parameters, without updating them.
+    pub fn gradients(&mut self) -> (f32, Params) {
         let loss = self.forward();
         (loss, self.backward(false))
     }
 
-    fn weights(&self) -> Vec<Matrix> {
-        self.weights
-            .iter()
-            .enumerate()
-            .map(|(l, w)| Matrix::from_vec(self.layers[l], self.layers[l + 1], w.clone()))
-            .collect()
+    fn params(&self) -> Params {
+        let n = |l: usize| self.layers[l + 1];
+        Params {
+            weights: (self.weights.iter().enumerate())
+                .map(|(l, w)| Matrix::from_vec(self.layers[l], n(l), w.clone()))
+                .collect(),
+            biases: (self.biases.iter().enumerate())
+                .map(|(l, b)| Matrix::from_vec(1, n(l), b.clone()))
+                .collect(),
+        }
     }
 }
 
@@ -407,11 +458,11 @@ impl Backend for CpuBackend {
         Ok((0..epochs).map(|_| self.epoch()).collect())
     }
 
-    fn read_params(&mut self) -> Result<Vec<Matrix>> {
-        Ok(self.weights())
+    fn read_params(&mut self) -> Result<Params> {
+        Ok(self.params())
     }
 
-    fn gradients(&mut self) -> Result<(f32, Vec<Matrix>)> {
+    fn gradients(&mut self) -> Result<(f32, Params)> {
         Ok(CpuBackend::gradients(self))
     }
 }
@@ -484,6 +535,20 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn bias_forward_adds_per_column_and_bias_update_sums_rows() {
+        let mut c = vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+        bias_forward(&mut c, &[10.0, 20.0, 30.0]);
+        assert_eq!(c, vec![11.0, 22.0, 33.0, 14.0, 25.0, 36.0]);
+        let g = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+        let mut db = vec![f32::NAN; 3];
+        bias_update(&mut db, &g, Epilogue::Store);
+        assert_eq!(db, vec![5.0, 7.0, 9.0]);
+        let mut b = vec![1.0; 3];
+        bias_update(&mut b, &g, Epilogue::Sgd(0.5));
+        assert_eq!(b, vec![-1.5, -2.5, -3.5]);
     }
 
     #[test]

@@ -41,6 +41,22 @@ impl Matrix {
         Matrix { rows, cols, data }
     }
 
+    /// A `[1, n]` bias of a layer with `fan_in` inputs drawn by `scheme`: uniform in
+    /// ±1/sqrt(fan_in) for `torch` (as nn.Linear), standard normal for `normal`, the constant for
+    /// `constant`, zeros for `xavier` and `kaiming` (as their usual setups).
+    pub fn init_bias(fan_in: usize, n: usize, scheme: InitScheme, rng: &mut ChaCha8Rng) -> Self {
+        match scheme {
+            InitScheme::Normal => Self::randn(1, n, rng),
+            InitScheme::Torch => {
+                let bound = 1.0 / (fan_in as f32).sqrt();
+                let u = Uniform::new(-bound, bound).expect("the bound is finite and positive");
+                Matrix::from_vec(1, n, (0..n).map(|_| u.sample(rng)).collect())
+            }
+            InitScheme::Xavier | InitScheme::Kaiming => Matrix::zeros(1, n),
+            InitScheme::Constant(c) => Matrix::from_vec(1, n, vec![c; n]),
+        }
+    }
+
     /// A `[fan_in, fan_out]` weight matrix drawn by `scheme` from `rng`, row by row.
     pub fn init(rows: usize, cols: usize, scheme: InitScheme, rng: &mut ChaCha8Rng) -> Self {
         let (fan_in, fan_out) = (rows as f32, cols as f32);
@@ -71,7 +87,27 @@ impl Matrix {
     }
 }
 
-/// Everything a backend needs to start training: the batch and the initial weights.
+/// The trainable tensors of a net (or their gradients): weights and, with `--bias`, biases.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Params {
+    /// `weights[l]`: `[d_l, d_{l+1}]`
+    pub weights: Vec<Matrix>,
+    /// `biases[l]`: `[1, d_{l+1}]`; empty for a net without biases.
+    pub biases: Vec<Matrix>,
+}
+
+impl Params {
+    /// Every tensor with its name: w1, w2, ..., then b1, b2, ...
+    pub fn named(&self) -> Vec<(String, &Matrix)> {
+        let w = self.weights.iter().enumerate();
+        let b = self.biases.iter().enumerate();
+        w.map(|(l, m)| (format!("w{}", l + 1), m))
+            .chain(b.map(|(l, m)| (format!("b{}", l + 1), m)))
+            .collect()
+    }
+}
+
+/// Everything a backend needs to start training: the batch and the initial parameters.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HostState {
     /// `[batch, d0]`
@@ -80,12 +116,15 @@ pub struct HostState {
     pub y: Matrix,
     /// `weights[l]`: `[d_l, d_{l+1}]`
     pub weights: Vec<Matrix>,
+    /// `biases[l]`: `[1, d_{l+1}]`; empty for a net without biases.
+    pub biases: Vec<Matrix>,
 }
 
 impl HostState {
-    /// Draw x, y, w1, w2, ... in that order from a ChaCha8 generator seeded with `job.seed`, each
-    /// row-major: x and y from a standard normal, the weights by `job.init_scheme`. ChaCha8 is
-    /// portable, so every machine and device gets the same numbers.
+    /// Draw x, y, w1, w2, ..., then (with `job.bias`) b1, b2, ... in that order from a ChaCha8
+    /// generator seeded with `job.seed`, each row-major: x and y from a standard normal, the
+    /// parameters by `job.init_scheme`. ChaCha8 is portable, so every machine and device gets the
+    /// same numbers; a net without biases draws exactly what it drew before biases existed.
     pub fn seeded(job: &Job) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(job.seed);
         let [b, d0] = job.x_shape();
@@ -98,7 +137,30 @@ impl HostState {
                 Matrix::init(i, o, job.init_scheme, &mut rng)
             })
             .collect();
-        HostState { x, y, weights }
+        let biases = if job.bias {
+            (0..job.depth())
+                .map(|l| {
+                    let [i, o] = job.weight_shape(l);
+                    Matrix::init_bias(i, o, job.init_scheme, &mut rng)
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        HostState {
+            x,
+            y,
+            weights,
+            biases,
+        }
+    }
+
+    /// The initial parameters.
+    pub fn params(&self) -> Params {
+        Params {
+            weights: self.weights.clone(),
+            biases: self.biases.clone(),
+        }
     }
 
     /// The state's shapes as a job's `layers` and `batch`.

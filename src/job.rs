@@ -152,25 +152,25 @@ impl InitScheme {
             "torch" => InitScheme::Torch,
             "xavier" => InitScheme::Xavier,
             "kaiming" => InitScheme::Kaiming,
-            _ => {
-                match t.strip_prefix("constant:") {
-                    Some(v) => match v.trim().parse::<f32>() {
-                        Ok(c) if c.is_finite() => InitScheme::Constant(c),
-                        _ => return Err(Error::arg(
+            _ => match t.strip_prefix("constant:") {
+                Some(v) => match v.trim().parse::<f32>() {
+                    Ok(c) if c.is_finite() => InitScheme::Constant(c),
+                    _ => {
+                        return Err(Error::arg(
                             Self::FLAG,
                             format!(
                                 "`{s}`: constant:<value> needs a finite number, e.g. constant:0.5"
                             ),
-                        )),
-                    },
-                    None => {
-                        return Err(Error::arg(
-                            Self::FLAG,
-                            format!("unknown value `{s}`; valid: {}", Self::CHOICES),
                         ))
                     }
+                },
+                None => {
+                    return Err(Error::arg(
+                        Self::FLAG,
+                        format!("unknown value `{s}`; valid: {}", Self::CHOICES),
+                    ))
                 }
-            }
+            },
         })
     }
 }
@@ -213,6 +213,8 @@ pub struct Job {
     pub loss: Loss,
     #[serde(serialize_with = "by_display")]
     pub init_scheme: InitScheme,
+    /// A bias per layer, added before the activation, trained like the weights.
+    pub bias: bool,
 }
 
 impl Default for Job {
@@ -227,6 +229,7 @@ impl Default for Job {
             activation: Activation::default(),
             loss: Loss::default(),
             init_scheme: InitScheme::default(),
+            bias: false,
         }
     }
 }
@@ -251,7 +254,8 @@ impl Job {
     }
 
     /// Floating-point operations of one epoch (forward and backward products, 2 per multiply-add),
-    /// the input-gradient of the first layer excluded since it is never computed.
+    /// the input-gradient of the first layer excluded since it is never computed; the element-wise
+    /// work (activations, loss, biases) is not counted.
     pub fn flops_per_epoch(&self) -> f64 {
         let b = self.batch as f64;
         (0..self.depth())

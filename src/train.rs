@@ -3,7 +3,7 @@
 
 use crate::backend::Backend;
 use crate::error::Result;
-use crate::init::Matrix;
+use crate::init::Params;
 use crate::job::Job;
 use std::time::Instant;
 
@@ -16,8 +16,8 @@ pub struct Report {
     pub train_s: f64,
     /// `(epoch, loss)` where the loss first became NaN or infinite.
     pub diverged: Option<(usize, f32)>,
-    /// The weights at the end.
-    pub params: Vec<Matrix>,
+    /// The weights and biases at the end.
+    pub params: Params,
 }
 
 impl Report {

@@ -250,6 +250,117 @@ fn cli_save_init_then_init_reproduces_the_losses_exactly() {
     assert_eq!(a, b, "the run from --init differs from the seeded run");
 }
 
+/// With --bias the saved state holds b1.npy, b2.npy, ... (1-D, as PyTorch keeps biases) and
+/// --init brings them back: the run from the files repeats the seeded run exactly, on the GPU too.
+#[test]
+fn cli_bias_save_init_then_init_round_trips_the_biases() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (init, fin) = (tmp.path().join("init"), tmp.path().join("final"));
+    let (h1, h2) = (tmp.path().join("h1.csv"), tmp.path().join("h2.csv"));
+    let flags = ["--bias", "--init-scheme", "torch", "--quiet"];
+    run(SMALL
+        .iter()
+        .copied()
+        .chain(flags)
+        .chain(["--device", "cpu", "--seed", "5"])
+        .chain(["--save-init", p(&init), "--history", p(&h1)])
+        .chain(["--save-final", p(&fin)]))
+    .success();
+    let seeded = HostState::seeded(&Job {
+        seed: 5,
+        bias: true,
+        init_scheme: gpu_train::job::InitScheme::Torch,
+        ..small_job()
+    });
+    assert_eq!(seeded.biases.len(), 2);
+    assert_eq!(npy::load_state(&init).unwrap(), seeded);
+    for (l, b) in seeded.biases.iter().enumerate() {
+        let file = init.join(format!("b{}.npy", l + 1));
+        let bytes = std::fs::read(&file).unwrap();
+        let arr = npyz::NpyFile::new(&bytes[..]).unwrap();
+        assert_eq!(arr.shape(), &[b.cols as u64], "{} is 1-D", file.display());
+        let fin_b = npy::read_vector(&fin.join(format!("b{}.npy", l + 1))).unwrap();
+        assert_ne!(
+            &fin_b,
+            b,
+            "b{}.npy after training holds the initial bias",
+            l + 1
+        );
+    }
+    // From the files alone (no --bias: the files say there are biases), on every device.
+    let mut devices = vec!["cpu"];
+    if gpu_or_skip().is_some() {
+        devices.push("gpu");
+    }
+    for device in devices {
+        run([
+            "--device",
+            device,
+            "--quiet",
+            "--epochs",
+            "25",
+            "--lr",
+            "1e-4",
+            "--init",
+            p(&init),
+            "--history",
+            p(&h2),
+        ])
+        .success();
+        let (a, b) = (
+            std::fs::read_to_string(&h1).unwrap(),
+            std::fs::read_to_string(&h2).unwrap(),
+        );
+        if device == "cpu" {
+            assert_eq!(a, b, "the run from --init differs from the seeded run");
+        } else {
+            let h = |t: &str| -> Vec<f64> {
+                t.lines()
+                    .skip(1)
+                    .map(|l| l.split(',').nth(1).unwrap().parse().unwrap())
+                    .collect()
+            };
+            for (e, (x, y)) in h(&a).into_iter().zip(h(&b)).enumerate() {
+                assert!(
+                    (x - y).abs() <= 1e-4 * x.abs(),
+                    "epoch {e}: cpu {x} gpu {y}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn bias_with_init_lacking_bias_files_exits_2_naming_b1() {
+    let dir = init_dir();
+    let r = run([
+        "--device",
+        "cpu",
+        "--bias",
+        "--init",
+        p(dir.path()),
+        "--epochs",
+        "1",
+    ]);
+    assert_bad_input(&r, &["b1.npy", "missing"]);
+}
+
+#[test]
+fn init_with_wrong_shape_bias_exits_2_naming_file_and_shapes() {
+    let dir = init_dir();
+    let state = npy::load_state(dir.path()).unwrap();
+    for (l, w) in state.weights.iter().enumerate() {
+        let n = if l == 1 { w.cols + 1 } else { w.cols };
+        npy::write_vector(
+            &dir.path().join(format!("b{}.npy", l + 1)),
+            &Matrix::zeros(1, n),
+        )
+        .unwrap();
+    }
+    let r = run_init(dir.path());
+    assert_bad_input(&r, &["b2.npy", &state.weights[1].cols.to_string()]);
+}
+
 #[test]
 fn cli_history_csv_has_a_header_and_one_line_per_epoch() {
     let tmp = tempfile::tempdir().unwrap();
@@ -374,7 +485,7 @@ fn cli_save_final_writes_the_trained_weights() {
     let mut cpu = CpuBackend::new(&job, &state);
     cpu.run(12).unwrap();
     let want = cpu.read_params().unwrap();
-    for (l, w) in want.iter().enumerate() {
+    for (l, w) in want.weights.iter().enumerate() {
         let got: Matrix = npy::read_matrix(&dir.join(format!("w{}.npy", l + 1))).unwrap();
         assert_eq!(got.shape(), job.weight_shape(l));
         assert_eq!(&got, w, "w{}.npy holds the trained weights", l + 1);

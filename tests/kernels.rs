@@ -17,7 +17,9 @@ mod common;
 
 use common::{assert_within, gpu_or_skip, randn, rng, U32};
 use gpu_train::cpu::{self, Epilogue};
-use gpu_train::gpu::{run_loss_reduce, run_matmul, Block, GpuContext, MatmulKey, Mode};
+use gpu_train::gpu::{
+    run_bias_update, run_loss_reduce, run_matmul, Block, GpuContext, MatmulKey, Mode,
+};
 use gpu_train::job::Loss;
 use proptest::prelude::*;
 use rand::RngExt;
@@ -134,7 +136,24 @@ impl Case {
         c_init: &[f32],
         aux: Option<&[f32]>,
     ) -> (Vec<f32>, Vec<f32>) {
-        let key = MatmulKey { block, ..self.key };
+        self.gpu_bias(ctx, block, lr, c_init, aux, None)
+    }
+
+    /// [`Case::gpu`] with a bias added in the epilogue.
+    fn gpu_bias(
+        &self,
+        ctx: &GpuContext,
+        block: Block,
+        lr: f32,
+        c_init: &[f32],
+        aux: Option<&[f32]>,
+        bias: Option<&[f32]>,
+    ) -> (Vec<f32>, Vec<f32>) {
+        let key = MatmulKey {
+            block,
+            bias: bias.is_some(),
+            ..self.key
+        };
         let out = run_matmul(
             ctx,
             key,
@@ -144,6 +163,7 @@ impl Case {
             lr,
             c_init,
             aux,
+            bias,
         )
         .unwrap_or_else(|e| panic!("{}: {e}", self.label(block)));
         assert!(
@@ -162,6 +182,7 @@ fn key(trans_a: bool, trans_b: bool, mode: Mode) -> MatmulKey {
         trans_b,
         mode,
         block: Block::B8x8,
+        bias: false,
     }
 }
 
@@ -395,6 +416,65 @@ fn gpu_abs_error_epilogue_matches_cpu_sign_gradient_and_magnitudes() {
                 );
             }
         }
+    }
+}
+
+/// Forward products with a bias: `C = act(A·B + bias)` on the real rows, for ReLU and for the
+/// plain (linear net) store, and the padding rows left zero (the weight gradient sums over them).
+#[test]
+fn gpu_bias_epilogue_matches_cpu_and_keeps_padding_rows_zero() {
+    let Some(ctx) = gpu_or_skip() else { return };
+    for (si, shape) in covering_shapes().into_iter().enumerate() {
+        let mode = if si % 2 == 0 { Mode::Relu } else { Mode::Store };
+        let case = Case::new(key(false, false, mode), shape, 700 + si as u64);
+        let bias = randn(&mut rng(7000 + si as u64), case.n);
+        let mut want = case.cpu_product();
+        cpu::bias_forward(&mut want, &bias);
+        if mode == Mode::Relu {
+            cpu::relu_forward(&mut want);
+        }
+        let s = case.abs_products();
+        let g = 2.0 * gamma(case.k);
+        for block in Block::ALL {
+            let poison = vec![f32::NAN; case.m * case.n];
+            let (got, _) = case.gpu_bias(&ctx, block, 0.0, &poison, None, Some(&bias));
+            let label = format!("{} with bias", case.label(block));
+            assert_within(&label, &got, &want, |i| {
+                g * s[i] + 2.0 * U32 * (s[i] + (bias[i % case.n] as f64).abs())
+            });
+        }
+    }
+}
+
+/// The bias gradient (column sums over the batch rows, in row order) is bit-identical to the
+/// CPU's, and the SGD step on it matches; the NaN padding of g must not be read.
+#[test]
+fn gpu_bias_update_matches_cpu_bit_for_bit() {
+    let Some(ctx) = gpu_or_skip() else { return };
+    for (rows, cols) in [(1, 1), (7, 3), (64, 100), (63, 65), (1001, 7), (5, 1000)] {
+        let mut r = rng((rows * 10_000 + cols) as u64);
+        let g = randn(&mut r, rows * cols);
+        let b = randn(&mut r, cols);
+        let mut want_db = vec![f32::NAN; cols];
+        cpu::bias_update(&mut want_db, &g, Epilogue::Store);
+        let got_db = run_bias_update(&ctx, &g, (rows, cols), &b, 0.0, true).unwrap();
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(
+            bits(&got_db),
+            bits(&want_db),
+            "db of a {rows}x{cols} gradient"
+        );
+        let lr = 0.125;
+        let mut want_b = b.clone();
+        cpu::bias_update(&mut want_b, &g, Epilogue::Sgd(lr));
+        let got_b = run_bias_update(&ctx, &g, (rows, cols), &b, lr, false).unwrap();
+        assert_within(
+            &format!("b after a step, {rows}x{cols}"),
+            &got_b,
+            &want_b,
+            |i| 2.0 * U32 * ((b[i] as f64).abs() + (lr * want_db[i]).abs() as f64),
+        );
+        assert_ne!(got_b, b, "the step did nothing");
     }
 }
 

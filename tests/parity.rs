@@ -17,7 +17,7 @@ use common::{assert_close, assert_close_normwise, assert_within, gpu_or_skip, ma
 use gpu_train::backend::Backend;
 use gpu_train::cpu::CpuBackend;
 use gpu_train::gpu::GpuBackend;
-use gpu_train::init::{HostState, Matrix};
+use gpu_train::init::{HostState, Params};
 use gpu_train::job::{Activation, InitScheme, Job, Loss};
 use gpu_train::train;
 
@@ -36,36 +36,28 @@ fn job(layers: &[usize], batch: usize, lr: f32, epochs: usize) -> Job {
     }
 }
 
-/// Weights after one SGD step: `|Δw_i| <= lr·STEP_GRAD_TOL·max|dw| + 4u·|w_i|` (the gradients'
-/// allowed difference, scaled by the step, and the roundings of the update itself).
-fn assert_stepped_weights_close(
-    label: &str,
-    lr: f32,
-    got: &[Matrix],
-    want: &[Matrix],
-    dw: &[Matrix],
-) {
-    assert_eq!(got.len(), want.len(), "{label}: number of weights");
-    for (l, (g, w)) in got.iter().zip(want).enumerate() {
-        assert_eq!(g.shape(), w.shape(), "{label}: shape of w{}", l + 1);
-        let scale = dw[l]
-            .data
-            .iter()
-            .fold(0.0f64, |m, &v| m.max((v as f64).abs()));
+/// Parameters after one SGD step: `|Δp_i| <= lr·STEP_GRAD_TOL·max|dp| + 4u·|p_i|` for each tensor
+/// (the gradients' allowed difference, scaled by the step, and the roundings of the update itself).
+fn assert_stepped_params_close(label: &str, lr: f32, got: &Params, want: &Params, grads: &Params) {
+    let (got, want, grads) = (got.named(), want.named(), grads.named());
+    assert_eq!(got.len(), want.len(), "{label}: number of tensors");
+    for (((name, g), (_, w)), (_, dp)) in got.iter().zip(&want).zip(&grads) {
+        assert_eq!(g.shape(), w.shape(), "{label}: shape of {name}");
+        let scale = dp.data.iter().fold(0.0f64, |m, &v| m.max((v as f64).abs()));
         let step = lr as f64 * STEP_GRAD_TOL * scale;
-        assert_within(&format!("{label}: w{}", l + 1), &g.data, &w.data, |i| {
+        assert_within(&format!("{label}: {name}"), &g.data, &w.data, |i| {
             step + 4.0 * U32 * (w.data[i] as f64).abs()
         });
     }
 }
 
 /// One step from the same state: the loss and gradients (without update), then one real epoch and
-/// the weights it leaves.
+/// the parameters it leaves.
 fn check_one_step(job: &Job) {
     let Some(ctx) = gpu_or_skip() else { return };
     job.validate().unwrap();
     let state = HostState::seeded(job);
-    let label = format!("batch {} x {:?}", job.batch, job.layers);
+    let label = format!("batch {} x {:?} bias {}", job.batch, job.layers, job.bias);
     let mut cpu = CpuBackend::new(job, &state);
     let mut gpu = GpuBackend::new(ctx, job, &state).unwrap();
 
@@ -79,54 +71,59 @@ fn check_one_step(job: &Job) {
         STEP_GRAD_TOL,
         0.0,
     );
-    assert_eq!(gpu_grads.len(), job.depth());
-    for (l, (g, c)) in gpu_grads.iter().zip(&cpu_grads).enumerate() {
+    assert_eq!(gpu_grads.weights.len(), job.depth());
+    let n_bias = if job.bias { job.depth() } else { 0 };
+    assert_eq!(gpu_grads.biases.len(), n_bias);
+    for (l, g) in gpu_grads.weights.iter().enumerate() {
         assert_eq!(g.shape(), job.weight_shape(l));
+    }
+    for (l, g) in gpu_grads.biases.iter().enumerate() {
+        assert_eq!(g.shape(), [1, job.layers[l + 1]]);
+    }
+    for ((name, g), (_, c)) in gpu_grads.named().into_iter().zip(cpu_grads.named()) {
         eprintln!(
-            "{label}: dw{} normwise rel diff {:e}",
-            l + 1,
+            "{label}: d{name} normwise rel diff {:e}",
             max_rel_err(&g.data, &c.data)
         );
         assert!(
             c.data.iter().any(|&v| v != 0.0),
-            "{label}: CPU gradient dw{} is all zero, the test would prove nothing",
-            l + 1
+            "{label}: CPU gradient d{name} is all zero, the test would prove nothing"
         );
         assert_close_normwise(
-            &format!("{label}: dw{}", l + 1),
+            &format!("{label}: d{name}"),
             &g.data,
             &c.data,
             STEP_GRAD_TOL,
         );
     }
 
-    // gradients() must not have moved the weights: the next epoch's loss is the same loss.
+    // gradients() must not have moved the parameters: the next epoch's loss is the same loss.
     let cpu_l = cpu.run(1).unwrap();
     let gpu_l = gpu.run(1).unwrap();
     assert_eq!(cpu_l, vec![cpu_loss], "CPU gradients() changed the state");
     assert_eq!(gpu_l, vec![gpu_loss], "GPU gradients() changed the state");
 
-    let cpu_w = cpu.read_params().unwrap();
-    let gpu_w = gpu.read_params().unwrap();
-    for (l, w) in cpu_w.iter().enumerate() {
+    let cpu_p = cpu.read_params().unwrap();
+    let gpu_p = gpu.read_params().unwrap();
+    let before = state.params();
+    for (((name, w), (_, g)), (_, w0)) in cpu_p
+        .named()
+        .into_iter()
+        .zip(gpu_p.named())
+        .zip(before.named())
+    {
         eprintln!(
-            "{label}: w{} after one step, normwise rel diff {:e}",
-            l + 1,
-            max_rel_err(&gpu_w[l].data, &w.data)
+            "{label}: {name} after one step, normwise rel diff {:e}",
+            max_rel_err(&g.data, &w.data)
         );
-        // The step really moved the weights (else comparing them would prove nothing).
-        assert_ne!(
-            w.data,
-            state.weights[l].data,
-            "CPU step left w{} as is",
-            l + 1
-        );
+        // The step really moved the parameters (else comparing them would prove nothing).
+        assert_ne!(w.data, w0.data, "CPU step left {name} as is");
     }
-    assert_stepped_weights_close(
+    assert_stepped_params_close(
         &format!("{label}: after one step"),
         job.lr,
-        &gpu_w,
-        &cpu_w,
+        &gpu_p,
+        &cpu_p,
         &cpu_grads,
     );
 }
@@ -166,6 +163,28 @@ fn gpu_matches_cpu_one_step_every_loss_activation_and_init_scheme() {
             loss,
             init_scheme,
             ..job(&[65, 33, 7], 37, 1e-3, 1)
+        });
+    }
+}
+
+/// Biases on both paths: with each init scheme that draws them, on odd sizes (so padding rows and
+/// columns of the bias epilogue are exercised), through ReLU and without.
+#[test]
+fn gpu_matches_cpu_one_step_with_bias() {
+    let cases = [
+        (Activation::Relu, Loss::Sse, InitScheme::Torch),
+        (Activation::Relu, Loss::Mse, InitScheme::Normal),
+        (Activation::None, Loss::HalfSse, InitScheme::Constant(0.5)),
+        (Activation::Relu, Loss::L1, InitScheme::Kaiming),
+    ];
+    for (activation, loss, init_scheme) in cases {
+        eprintln!("bias {activation:?} {loss:?} {init_scheme}");
+        check_one_step(&Job {
+            activation,
+            loss,
+            init_scheme,
+            bias: true,
+            ..job(&[65, 33, 17, 7], 37, 1e-3, 1)
         });
     }
 }
@@ -229,8 +248,13 @@ fn gpu_matches_cpu_whole_default_trajectory() {
 }
 
 /// A reduced job for the determinism tests: three layers, sizes that are not multiples of 4.
+/// A reduced three-layer job with odd sizes and biases.
 fn small_job() -> Job {
-    job(&[50, 30, 20, 5], 17, 1e-4, 40)
+    Job {
+        bias: true,
+        init_scheme: InitScheme::Torch,
+        ..job(&[50, 30, 20, 5], 17, 1e-2, 40)
+    }
 }
 
 #[test]
@@ -248,8 +272,8 @@ fn gpu_training_is_bit_for_bit_deterministic() {
     assert!(l1[job.epochs - 1] < l1[0], "the job must train: {l1:?}");
     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     assert_eq!(bits(&l1), bits(&l2), "GPU losses differ between two runs");
-    for (a, b) in w1.iter().zip(&w2) {
-        assert_eq!(bits(&a.data), bits(&b.data), "GPU weights differ");
+    for ((name, a), (_, b)) in w1.named().into_iter().zip(w2.named()) {
+        assert_eq!(bits(&a.data), bits(&b.data), "GPU {name} differs");
     }
 }
 
@@ -267,8 +291,8 @@ fn cpu_training_is_bit_for_bit_deterministic() {
     assert!(l1[job.epochs - 1] < l1[0], "the job must train: {l1:?}");
     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     assert_eq!(bits(&l1), bits(&l2), "CPU losses differ between two runs");
-    for (a, b) in w1.iter().zip(&w2) {
-        assert_eq!(bits(&a.data), bits(&b.data), "CPU weights differ");
+    for ((name, a), (_, b)) in w1.named().into_iter().zip(w2.named()) {
+        assert_eq!(bits(&a.data), bits(&b.data), "CPU {name} differs");
     }
 }
 
@@ -291,13 +315,15 @@ fn gpu_losses_do_not_depend_on_chunking() {
     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     assert_eq!(bits(&all), bits(&parts));
     let (a, b) = (whole.read_params().unwrap(), pieces.read_params().unwrap());
-    for (x, y) in a.iter().zip(&b) {
-        assert_eq!(bits(&x.data), bits(&y.data));
+    assert_eq!(a.named().len(), 2 * job.depth(), "weights and biases");
+    for ((name, x), (_, y)) in a.named().into_iter().zip(b.named()) {
+        assert_eq!(bits(&x.data), bits(&y.data), "{name}");
     }
     // One submission per run() call here (each is within the chunk limit).
     assert_eq!(pieces.submits(), 5);
-    // Per epoch: L-1 relu products, the sse product, loss_reduce, L-1 mask products, L sgd products.
-    assert_eq!(pieces.dispatches_per_epoch(), 3 * job.depth());
+    // Per epoch: L-1 relu products, the sse product, loss_reduce, L-1 mask products, L sgd
+    // products, L bias updates.
+    assert_eq!(pieces.dispatches_per_epoch(), 4 * job.depth());
 }
 
 /// Reduced-job trajectories of GPU and CPU agree epoch by epoch (a cheap version of the 500-epoch

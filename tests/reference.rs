@@ -33,6 +33,8 @@ struct Net64 {
     x: Vec<f64>,
     y: Vec<f64>,
     w: Vec<Vec<f64>>,
+    /// Biases, `[d_{l+1}]` each; empty without.
+    b: Vec<Vec<f64>>,
 }
 
 /// `c[m,n] = a[m,k]·b[k,n]`.
@@ -92,7 +94,12 @@ impl Net64 {
         let mut pred = Vec::new();
         for l in 0..depth {
             let (k, n) = (self.layers[l], self.layers[l + 1]);
-            let z = mm(&inputs[l], &self.w[l], b, n, k);
+            let mut z = mm(&inputs[l], &self.w[l], b, n, k);
+            if let Some(bias) = self.b.get(l) {
+                for (i, v) in z.iter_mut().enumerate() {
+                    *v += bias[i % n];
+                }
+            }
             if l + 1 < depth {
                 let act = |v: f64| if self.relu { v.max(0.0) } else { v };
                 inputs.push(z.iter().map(|&v| act(v)).collect());
@@ -121,7 +128,8 @@ impl Net64 {
         self.forward().loss
     }
 
-    /// The loss and `dL/dw_l` for every layer, by backpropagation.
+    /// The loss and the gradients of every parameter (`dL/dw_l` for every layer, then `dL/db_l`),
+    /// by backpropagation.
     fn gradients(&self) -> (f64, Vec<Vec<f64>>) {
         let f = self.forward();
         let (b, depth) = (self.batch, self.w.len());
@@ -141,9 +149,13 @@ impl Net64 {
             })
             .collect();
         let mut dw = vec![Vec::new(); depth];
+        let mut db = vec![Vec::new(); self.b.len()];
         for l in (0..depth).rev() {
             let (k, n) = (self.layers[l], self.layers[l + 1]);
             dw[l] = mm_tn(&f.inputs[l], &g, k, n, b);
+            if l < self.b.len() {
+                db[l] = (0..n).map(|j| (0..b).map(|r| g[r * n + j]).sum()).collect();
+            }
             if l > 0 {
                 let mut gp = mm_nt(&g, &self.w[l], b, k, n);
                 for (v, &z) in gp.iter_mut().zip(&f.pre[l - 1]) {
@@ -154,19 +166,29 @@ impl Net64 {
                 g = gp;
             }
         }
+        dw.extend(db);
         (f.loss, dw)
     }
 
-    /// `dL/dw_l` by central differences with step `h`.
+    /// Every parameter tensor, in the order of `gradients`: weights, then biases.
+    fn params_mut(&mut self) -> Vec<&mut Vec<f64>> {
+        self.w.iter_mut().chain(self.b.iter_mut()).collect()
+    }
+
+    /// The gradient of every parameter (as `gradients` orders them) by central differences with
+    /// step `h`.
     fn finite_differences(&self, h: f64) -> Vec<Vec<f64>> {
-        (0..self.w.len())
-            .map(|l| {
-                (0..self.w[l].len())
+        let sizes: Vec<usize> = self.w.iter().chain(&self.b).map(Vec::len).collect();
+        sizes
+            .iter()
+            .enumerate()
+            .map(|(t, &len)| {
+                (0..len)
                     .map(|i| {
                         let mut plus = self.clone();
-                        plus.w[l][i] += h;
+                        plus.params_mut()[t][i] += h;
                         let mut minus = self.clone();
-                        minus.w[l][i] -= h;
+                        minus.params_mut()[t][i] -= h;
                         (plus.loss() - minus.loss()) / (2.0 * h)
                     })
                     .collect()
@@ -181,7 +203,7 @@ fn tiny(
     layers: &[usize],
     batch: usize,
     seed: u64,
-    (activation, loss): (Activation, Loss),
+    (activation, loss, bias): (Activation, Loss, bool),
 ) -> (Job, HostState, Net64) {
     let job = Job {
         layers: layers.to_vec(),
@@ -192,6 +214,7 @@ fn tiny(
         log_every: 0,
         activation,
         loss,
+        bias,
         ..Job::default()
     };
     job.validate().unwrap();
@@ -206,6 +229,11 @@ fn tiny(
             mat(i, o)
         })
         .collect();
+    let biases: Vec<Matrix> = if bias {
+        (1..layers.len()).map(|l| mat(1, layers[l])).collect()
+    } else {
+        Vec::new()
+    };
     let wide = |m: &Matrix| m.data.iter().map(|&v| v as f64).collect::<Vec<f64>>();
     let net = Net64 {
         layers: layers.to_vec(),
@@ -215,8 +243,18 @@ fn tiny(
         x: wide(&x),
         y: wide(&y),
         w: weights.iter().map(wide).collect(),
+        b: biases.iter().map(wide).collect(),
     };
-    (job, HostState { x, y, weights }, net)
+    (
+        job,
+        HostState {
+            x,
+            y,
+            weights,
+            biases,
+        },
+        net,
+    )
 }
 
 /// The nets checked: a two-layer net, a three-layer net, and a single linear layer (no ReLU).
@@ -226,16 +264,32 @@ const NETS: [(&[usize], usize, u64); 3] = [
     (&[3, 2], 2, 13),
 ];
 
-/// Every activation with every loss.
-fn variants() -> Vec<(Activation, Loss)> {
-    Activation::CHOICES
-        .iter()
-        .flat_map(|&(_, a)| Loss::CHOICES.iter().map(move |&(_, l)| (a, l)))
-        .collect()
+/// Every activation with every loss, without and with biases.
+fn variants() -> Vec<(Activation, Loss, bool)> {
+    let mut v = Vec::new();
+    for bias in [false, true] {
+        for &(_, a) in Activation::CHOICES {
+            for &(_, l) in Loss::CHOICES {
+                v.push((a, l, bias));
+            }
+        }
+    }
+    v
 }
 
-fn variant_label(layers: &[usize], batch: usize, (a, l): (Activation, Loss)) -> String {
-    format!("{layers:?} batch {batch} {} {}", a.name(), l.name())
+fn variant_label(layers: &[usize], batch: usize, (a, l, bias): (Activation, Loss, bool)) -> String {
+    let b = if bias { " bias" } else { "" };
+    format!("{layers:?} batch {batch} {} {}{b}", a.name(), l.name())
+}
+
+/// The name of the `t`-th tensor of `gradients` (weights, then biases) of a net with `depth`
+/// weights.
+fn tensor_name(t: usize, depth: usize) -> String {
+    if t < depth {
+        format!("w{}", t + 1)
+    } else {
+        format!("b{}", t - depth + 1)
+    }
 }
 
 fn narrow(v: &[f64]) -> Vec<f32> {
@@ -271,7 +325,10 @@ fn f64_reference_gradients_match_central_finite_differences() {
         let (_, grads) = net.gradients();
         let fd = net.finite_differences(1e-6);
         for l in 0..grads.len() {
-            let label = format!("{name}: dw{} backprop vs finite differences", l + 1);
+            let label = format!(
+                "{name}: d{} backprop vs finite differences",
+                tensor_name(l, net.w.len())
+            );
             assert!(
                 grads[l].iter().any(|&v| v.abs() > 1e-3),
                 "{label}: zero gradient"
@@ -301,7 +358,7 @@ fn finite_difference_check_detects_a_wrong_gradient() {
         NETS[0].0,
         NETS[0].1,
         NETS[0].2,
-        (Activation::Relu, Loss::Sse),
+        (Activation::Relu, Loss::Sse, false),
     );
     let fd = net.finite_differences(1e-6);
     let (_, mut grads) = net.gradients();
@@ -340,37 +397,40 @@ fn check_step_against_f64(
         1e-5,
         0.0,
     );
-    assert_eq!(grads.len(), job.depth());
-    for (l, g) in grads.iter().enumerate() {
-        let want = narrow(&grads64[l]);
-        eprintln!("{label}: dw{} {:e}", l + 1, max_rel_err(&g.data, &want));
-        assert_close_normwise(&format!("{label}: dw{}", l + 1), &g.data, &want, 1e-5);
+    assert_eq!(grads.weights.len(), job.depth());
+    assert_eq!(grads.biases.len(), if job.bias { job.depth() } else { 0 });
+    let named = grads.named();
+    assert_eq!(named.len(), grads64.len());
+    for ((name, g), want) in named.iter().zip(&grads64) {
+        let want = narrow(want);
+        eprintln!("{label}: d{name} {:e}", max_rel_err(&g.data, &want));
+        assert_close_normwise(&format!("{label}: d{name}"), &g.data, &want, 1e-5);
     }
-    // One SGD step: w - lr·dw.
+    // One SGD step: p - lr·dp for every parameter.
     let losses = backend.run(1).unwrap();
     assert_eq!(losses, vec![loss]);
     let after = backend.read_params().unwrap();
-    for (l, w) in after.iter().enumerate() {
-        let want: Vec<f32> = net.w[l]
-            .iter()
-            .zip(&grads64[l])
-            .map(|(w, g)| (w - job.lr as f64 * g) as f32)
-            .collect();
+    let mut stepped = net.clone();
+    let before = state.params();
+    for (t, (((name, p), p64), (_, p0))) in after
+        .named()
+        .into_iter()
+        .zip(stepped.params_mut())
+        .zip(before.named())
+        .enumerate()
+    {
+        for (v, g) in p64.iter_mut().zip(&grads64[t]) {
+            *v -= job.lr as f64 * g;
+        }
         assert_close_normwise(
-            &format!("{label}: w{} after a step", l + 1),
-            &w.data,
-            &want,
+            &format!("{label}: {name} after a step"),
+            &p.data,
+            &narrow(p64),
             1e-5,
         );
-        assert_ne!(w.data, state.weights[l].data, "{label}: step did nothing");
+        assert_ne!(p.data, p0.data, "{label}: step did nothing to {name}");
     }
-    // And the loss after the step is the f64 loss at the f64-stepped weights.
-    let mut stepped = net.clone();
-    for (ws, gs) in stepped.w.iter_mut().zip(&grads64) {
-        for (w, g) in ws.iter_mut().zip(gs) {
-            *w -= job.lr as f64 * g;
-        }
-    }
+    // And the loss after the step is the f64 loss at the f64-stepped parameters.
     let next = backend.run(1).unwrap()[0];
     assert_close(
         &format!("{label}: loss after a step"),

@@ -6,6 +6,7 @@ use std::sync::Mutex;
 
 pub const MATMUL_WGSL: &str = include_str!("../../shaders/matmul.wgsl");
 pub const LOSS_REDUCE_WGSL: &str = include_str!("../../shaders/loss_reduce.wgsl");
+pub const BIAS_UPDATE_WGSL: &str = include_str!("../../shaders/bias_update.wgsl");
 
 /// The format of every matrix on the GPU: one texel holds 4 consecutive elements of a row (see
 /// `shaders/matmul.wgsl`).
@@ -91,6 +92,8 @@ pub struct MatmulKey {
     pub trans_b: bool,
     pub mode: Mode,
     pub block: Block,
+    /// Add the layer's bias in the epilogue (forward products only).
+    pub bias: bool,
 }
 
 impl MatmulKey {
@@ -114,9 +117,15 @@ pub struct Kernels {
     matmul_cache: Mutex<HashMap<MatmulKey, wgpu::ComputePipeline>>,
     pub loss_reduce_layout: wgpu::BindGroupLayout,
     pub loss_reduce: wgpu::ComputePipeline,
+    pub bias_update_layout: wgpu::BindGroupLayout,
+    /// `bias_update` with the SGD step, and with STORE (the gradient alone).
+    pub bias_update: wgpu::ComputePipeline,
+    pub bias_grad: wgpu::ComputePipeline,
     /// Bound where a kernel variant does not use its `aux` (read) or `aux_out` (write) binding.
     pub dummy_read: wgpu::TextureView,
     pub dummy_rw: wgpu::Buffer,
+    /// Bound where a matmul variant does not add a bias.
+    pub dummy_bias: wgpu::Buffer,
 }
 
 fn entry(binding: u32, ty: wgpu::BufferBindingType) -> wgpu::BindGroupLayoutEntry {
@@ -177,6 +186,7 @@ impl Kernels {
                 texture_entry(3, TEX_WRITE),
                 texture_entry(4, TEX_READ),
                 entry(5, RW),
+                entry(6, READ),
             ],
         });
         let matmul_pipeline_layout =
@@ -215,6 +225,36 @@ impl Kernels {
             cache: None,
         });
 
+        let bias_module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some("bias_update"),
+            source: wgpu::ShaderSource::Wgsl(BIAS_UPDATE_WGSL.into()),
+        });
+        let bias_update_layout =
+            device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some("bias_update"),
+                entries: &[entry(0, UNIFORM), texture_entry(1, TEX_READ), entry(2, RW)],
+            });
+        let bias_pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some("bias_update"),
+            bind_group_layouts: &[Some(&bias_update_layout)],
+            immediate_size: 0,
+        });
+        let bias_pipeline = |store: bool| {
+            device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some("bias_update"),
+                layout: Some(&bias_pipeline_layout),
+                module: &bias_module,
+                entry_point: Some("bias_update"),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants: &[("STORE", store as u8 as f64)],
+                    zero_initialize_workgroup_memory: false,
+                },
+                cache: None,
+            })
+        };
+        let bias_update = bias_pipeline(false);
+        let bias_grad = bias_pipeline(true);
+
         let dummy_read = device
             .create_texture(&wgpu::TextureDescriptor {
                 label: Some("unused aux"),
@@ -237,15 +277,25 @@ impl Kernels {
             usage: wgpu::BufferUsages::STORAGE,
             mapped_at_creation: false,
         });
+        let dummy_bias = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("unused bias"),
+            size: 16,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
         Kernels {
             dummy_read,
             dummy_rw,
+            dummy_bias,
             matmul_module,
             matmul_layout,
             matmul_pipeline_layout,
             matmul_cache: Mutex::default(),
             loss_reduce_layout,
             loss_reduce,
+            bias_update_layout,
+            bias_update,
+            bias_grad,
         }
     }
 
@@ -262,6 +312,7 @@ impl Kernels {
                     ("TRANS_A", key.trans_a as u8 as f64),
                     ("TRANS_B", key.trans_b as u8 as f64),
                     ("MODE", key.mode as u32 as f64),
+                    ("BIAS", key.bias as u8 as f64),
                 ];
                 device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                     label: Some(key.block.entry_point()),

@@ -23,7 +23,7 @@ pub use kernels::{Block, MatmulKey, Mode};
 
 use crate::backend::Backend;
 use crate::error::{Error, Result};
-use crate::init::{HostState, Matrix};
+use crate::init::{HostState, Matrix, Params};
 use crate::io::summary::DeviceSummary;
 use crate::job::{Activation, Job};
 use kernels::MATRIX_FORMAT;
@@ -39,6 +39,19 @@ struct MatmulParams {
     k: u32,
     /// lr for `Mode::Sgd`, the loss gradient's factor for the error modes.
     scalar: f32,
+    /// Real (unpadded) rows of C: the bias is added to these only.
+    rows: u32,
+    _pad: [u32; 3],
+}
+
+/// Uniform block of `shaders/bias_update.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct BiasParams {
+    rows: u32,
+    cols4: u32,
+    lr: f32,
+    _pad: u32,
 }
 
 /// Uniform block of `shaders/loss_reduce.wgsl`.
@@ -255,6 +268,7 @@ struct MatmulBind<'a> {
     c: &'a GpuMatrix,
     aux: Option<&'a GpuMatrix>,
     aux_out: Option<&'a wgpu::Buffer>,
+    bias: Option<&'a wgpu::Buffer>,
 }
 
 fn matmul_dispatch(
@@ -264,6 +278,8 @@ fn matmul_dispatch(
     scalar: f32,
     bind: MatmulBind<'_>,
 ) -> Result<Dispatch> {
+    debug_assert_eq!(key.bias, bind.bias.is_some());
+    let rows = m;
     let (m, n, k) = (pad4(m), pad4(n), pad4(k));
     let (tile_rows, tile_cols) = key.block.tile();
     let groups = [
@@ -287,6 +303,8 @@ fn matmul_dispatch(
             n: n as u32,
             k: k as u32,
             scalar,
+            rows: rows as u32,
+            _pad: [0; 3],
         },
     );
     let kn = &ctx.kernels;
@@ -298,6 +316,7 @@ fn matmul_dispatch(
         view(&bind.c.view),
         view(bind.aux.map_or(&kn.dummy_read, |m| &m.view)),
         bind.aux_out.unwrap_or(&kn.dummy_rw).as_entire_binding(),
+        bind.bias.unwrap_or(&kn.dummy_bias).as_entire_binding(),
     ];
     let entries: Vec<wgpu::BindGroupEntry> = entries
         .into_iter()
@@ -367,6 +386,57 @@ fn loss_reduce_dispatch(
     }
 }
 
+/// `bias_update` of a `[rows, cols]` output gradient into the bias buffer `b`: the SGD step with
+/// `lr`, or (`store`) the gradient alone.
+fn bias_update_dispatch(
+    ctx: &GpuContext,
+    (rows, cols): (usize, usize),
+    lr: f32,
+    store: bool,
+    g: &GpuMatrix,
+    b: &wgpu::Buffer,
+) -> Dispatch {
+    let cols4 = pad4(cols) / 4;
+    let params = uniform(
+        ctx,
+        "bias_update params",
+        &BiasParams {
+            rows: rows as u32,
+            cols4: cols4 as u32,
+            lr,
+            _pad: 0,
+        },
+    );
+    let kn = &ctx.kernels;
+    let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: Some("bias_update"),
+        layout: &kn.bias_update_layout,
+        entries: &[
+            wgpu::BindGroupEntry {
+                binding: 0,
+                resource: params.as_entire_binding(),
+            },
+            wgpu::BindGroupEntry {
+                binding: 1,
+                resource: wgpu::BindingResource::TextureView(&g.view),
+            },
+            wgpu::BindGroupEntry {
+                binding: 2,
+                resource: b.as_entire_binding(),
+            },
+        ],
+    });
+    Dispatch {
+        pipeline: if store {
+            kn.bias_grad.clone()
+        } else {
+            kn.bias_update.clone()
+        },
+        bind_group,
+        groups: [cols4.div_ceil(64) as u32, 1, 1],
+    }
+}
+
 /// Record `epochs` epochs into one compute pass: epoch `e` runs `plans[(first + e) % 2]`.
 fn record(enc: &mut wgpu::CommandEncoder, plans: [&[Dispatch]; 2], first: usize, epochs: usize) {
     let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
@@ -413,9 +483,15 @@ pub struct GpuBackend {
     staging: wgpu::Buffer,
     /// One epoch for each parity.
     train_plans: [Vec<Dispatch>; 2],
-    /// Same forward and backward, but the weight gradients stored into `dws`, weights untouched.
+    /// Same forward and backward, but the gradients stored into `dws` and `dbs`, parameters
+    /// untouched.
     grad_plans: [Vec<Dispatch>; 2],
     dws: Vec<GpuMatrix>,
+    /// `biases[l]`: `pad4(d_{l+1})` f32, updated in place; empty without biases.
+    biases: Vec<wgpu::Buffer>,
+    dbs: Vec<wgpu::Buffer>,
+    /// Widths `d_0 .. d_L`, to strip the biases' padding.
+    layers: Vec<usize>,
     max_chunk: usize,
     submits: usize,
 }
@@ -463,6 +539,20 @@ impl GpuBackend {
             .map(|(w0, w1)| [w0, w1])
             .collect();
         let dws = per_weight("dw", false)?;
+        let per_bias = |name: &str, upload: bool| {
+            host.biases
+                .iter()
+                .enumerate()
+                .map(|(l, bias)| {
+                    let label = format!("{name}{} ({} f32)", l + 1, bias.cols);
+                    let padded = to_padded(1, bias.cols, &bias.data, 0.0);
+                    let len = pad4(bias.cols);
+                    storage(&ctx, &label, len, upload.then_some(&padded[..len]))
+                })
+                .collect::<Result<Vec<_>>>()
+        };
+        let biases = per_bias("b", true)?;
+        let dbs = per_bias("db", false)?;
         // acts[l]: ReLU output of hidden layer l; grads[l]: gradient w.r.t. layer l's output.
         let acts = (0..depth - 1)
             .map(|l| {
@@ -501,16 +591,18 @@ impl GpuBackend {
         });
 
         // One matmul dispatch of `op(a)[m,k]·op(b)[k,n]`, its block size chosen for the shape.
-        let mm = |(trans_a, trans_b, mode): (bool, bool, Mode), dims, scalar, bind| {
+        let mm = |(trans_a, trans_b, mode): (bool, bool, Mode), dims, scalar, bind: MatmulBind| {
             let block = Block::for_shape(ctx.info.device_type, dims);
             let key = MatmulKey {
                 trans_a,
                 trans_b,
                 mode,
                 block,
+                bias: bind.bias.is_some(),
             };
             matmul_dispatch(&ctx, key, dims, scalar, bind)
         };
+        let bias = |l: usize| biases.get(l);
         let relu = job.activation == Activation::Relu;
         let (hidden_mode, input_grad_mode) = if relu {
             (Mode::Relu, Mode::Mask)
@@ -525,6 +617,7 @@ impl GpuBackend {
             c,
             aux,
             aux_out,
+            bias: None,
         };
         // One epoch that reads the weights from texture `p` of each pair and, when `update`,
         // writes the stepped weights to texture `1 - p`.
@@ -540,7 +633,10 @@ impl GpuBackend {
                         (false, false, hidden_mode),
                         dims,
                         0.0,
-                        bind(input, w(l), &acts[l], None, None),
+                        MatmulBind {
+                            bias: bias(l),
+                            ..bind(input, w(l), &acts[l], None, None)
+                        },
                     )?
                 } else {
                     // g_L = dLoss/d(pred) of pred = a_{L-1} · w_L, per-element losses into sq
@@ -548,7 +644,10 @@ impl GpuBackend {
                         (false, false, loss_mode),
                         dims,
                         job.loss.grad_coef(n_out),
-                        bind(input, w(l), &grads[l], Some(&y), Some(&sq)),
+                        MatmulBind {
+                            bias: bias(l),
+                            ..bind(input, w(l), &grads[l], Some(&y), Some(&sq))
+                        },
                     )?
                 });
             }
@@ -587,6 +686,15 @@ impl GpuBackend {
                         bind(input, &grads[l], &dws[l], None, None),
                     )?
                 });
+                // b_l' = b_l - lr · Σ_rows g_l (or db_l = Σ_rows g_l)
+                if let Some(b_l) = bias(l) {
+                    let rc = (b, d[l + 1]);
+                    plan.push(if update {
+                        bias_update_dispatch(&ctx, rc, job.lr, false, &grads[l], b_l)
+                    } else {
+                        bias_update_dispatch(&ctx, rc, 0.0, true, &grads[l], &dbs[l])
+                    });
+                }
             }
             Ok(plan)
         };
@@ -597,9 +705,26 @@ impl GpuBackend {
         // pipeline at its first dispatch (lavapipe: about 1 s for each 16x16 variant) do it here
         // and not in the timed training. It changes nothing training can see: it reads the
         // weights from texture 0 and writes only scratch (activations, gradients, texture 1 of
-        // each pair, history slot 0 and the epoch index, which every chunk resets).
+        // each pair, history slot 0 and the epoch index, which every chunk resets), and the
+        // biases, updated in place, are saved before and restored after.
         let mut enc = ctx.device.create_command_encoder(&Default::default());
+        let saved = biases
+            .iter()
+            .map(|b| {
+                let copy = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("bias during warm-up"),
+                    size: b.size(),
+                    usage: wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                });
+                enc.copy_buffer_to_buffer(b, 0, &copy, 0, b.size());
+                copy
+            })
+            .collect::<Vec<_>>();
         record(&mut enc, [&train_plans[0], &train_plans[0]], 0, 1);
+        for (b, copy) in biases.iter().zip(&saved) {
+            enc.copy_buffer_to_buffer(copy, 0, b, 0, b.size());
+        }
         ctx.queue.submit([enc.finish()]);
         ctx.wait()?;
 
@@ -613,6 +738,9 @@ impl GpuBackend {
             train_plans,
             grad_plans,
             dws,
+            biases,
+            dbs,
+            layers: job.layers.clone(),
             max_chunk,
             submits: 0,
         })
@@ -646,15 +774,33 @@ impl GpuBackend {
         Ok(losses)
     }
 
-    /// The loss and the weight gradients at the current weights (no update): for parity tests.
-    pub fn gradients(&mut self) -> Result<(f32, Vec<Matrix>)> {
+    /// The loss and the gradients at the current parameters (no update): for parity tests.
+    pub fn gradients(&mut self) -> Result<(f32, Params)> {
         let loss = self.submit_chunk(true, 1)?[0];
-        let grads = self
+        let weights = self
             .dws
             .iter()
             .map(|m| m.read(&self.ctx))
             .collect::<Result<_>>()?;
-        Ok((loss, grads))
+        Ok((
+            loss,
+            Params {
+                weights,
+                biases: self.read_biases(&self.dbs)?,
+            },
+        ))
+    }
+
+    /// Read back one `[1, d_{l+1}]` bias (or bias gradient) per layer.
+    fn read_biases(&self, bufs: &[wgpu::Buffer]) -> Result<Vec<Matrix>> {
+        bufs.iter()
+            .enumerate()
+            .map(|(l, buf)| {
+                let n = self.layers[l + 1];
+                let v = self.ctx.read_f32(buf, (pad4(n) * 4) as u64)?;
+                Ok(Matrix::from_vec(1, n, v[..n].to_vec()))
+            })
+            .collect()
     }
 
     pub fn context(&self) -> &Arc<GpuContext> {
@@ -685,14 +831,18 @@ impl Backend for GpuBackend {
         Ok(out)
     }
 
-    fn read_params(&mut self) -> Result<Vec<Matrix>> {
-        self.weights
-            .iter()
-            .map(|pair| pair[self.parity].read(&self.ctx))
-            .collect()
+    fn read_params(&mut self) -> Result<Params> {
+        Ok(Params {
+            weights: self
+                .weights
+                .iter()
+                .map(|pair| pair[self.parity].read(&self.ctx))
+                .collect::<Result<_>>()?,
+            biases: self.read_biases(&self.biases)?,
+        })
     }
 
-    fn gradients(&mut self) -> Result<(f32, Vec<Matrix>)> {
+    fn gradients(&mut self) -> Result<(f32, Params)> {
         GpuBackend::gradients(self)
     }
 
@@ -735,6 +885,7 @@ pub fn run_matmul(
     scalar: f32,
     c_init: &[f32],
     aux: Option<&[f32]>,
+    bias: Option<&[f32]>,
 ) -> Result<MatmulOutput> {
     let ((a_rows, a_cols), (b_rows, b_cols)) = key.stored_shapes((m, n, k));
     let (c_init, aux) = if key.mode == Mode::Sgd {
@@ -749,6 +900,16 @@ pub fn run_matmul(
         let auxb = aux.map(|v| matrix(ctx, "aux", m, n, Some(v))).transpose()?;
         let nan = vec![f32::NAN; pad4(m) * pad4(n)];
         let outb = storage(ctx, "aux_out", nan.len(), Some(&nan))?;
+        let biasb = bias
+            .map(|v| {
+                storage(
+                    ctx,
+                    "bias",
+                    pad4(n),
+                    Some(&to_padded(1, n, v, 0.0)[..pad4(n)]),
+                )
+            })
+            .transpose()?;
         let d = matmul_dispatch(
             ctx,
             key,
@@ -760,6 +921,7 @@ pub fn run_matmul(
                 c: &cb,
                 aux: auxb.as_ref(),
                 aux_out: key.mode.is_loss().then_some(&outb),
+                bias: biasb.as_ref(),
             },
         )?;
         let mut enc = ctx.device.create_command_encoder(&Default::default());
@@ -822,6 +984,40 @@ pub fn run_loss_reduce(
     })
 }
 
+/// Run `bias_update` once on a `[rows, cols]` output gradient `g` (row-major, unpadded; padded
+/// with NaN, which the kernel must not read) and a bias `b` (`[cols]`): the SGD step with `lr`, or
+/// (`store`) the gradient alone into a NaN-poisoned buffer. Returns the new `[cols]` values.
+pub fn run_bias_update(
+    ctx: &GpuContext,
+    g: &[f32],
+    (rows, cols): (usize, usize),
+    b: &[f32],
+    lr: f32,
+    store: bool,
+) -> Result<Vec<f32>> {
+    scoped(ctx, "running bias_update", || {
+        let gm = padded_matrix(
+            ctx,
+            "g",
+            rows,
+            cols,
+            Some(&to_padded(rows, cols, g, f32::NAN)),
+        )?;
+        let init = if store {
+            vec![f32::NAN; pad4(cols)]
+        } else {
+            to_padded(1, cols, b, 0.0)[..pad4(cols)].to_vec()
+        };
+        let bb = storage(ctx, "b", pad4(cols), Some(&init))?;
+        let d = bias_update_dispatch(ctx, (rows, cols), lr, store, &gm, &bb);
+        let mut enc = ctx.device.create_command_encoder(&Default::default());
+        record(&mut enc, [&[d], &[]], 0, 1);
+        ctx.queue.submit([enc.finish()]);
+        let out = ctx.read_f32(&bb, (pad4(cols) * 4) as u64)?;
+        Ok(out[..cols].to_vec())
+    })
+}
+
 /// Time `reps` back-to-back dispatches of one matmul variant on resident matrices (zeros: the
 /// kernel's speed does not depend on the values). Returns seconds per dispatch, from submit to
 /// completion of all `reps`, after one warm-up dispatch.
@@ -838,6 +1034,7 @@ pub fn time_matmul(
         let cb = matrix(ctx, "c", m, n, None)?;
         let auxb = matrix(ctx, "aux", m, n, None)?;
         let outb = storage(ctx, "aux_out", pad4(m) * pad4(n), None)?;
+        let biasb = storage(ctx, "bias", pad4(n), None)?;
         let d = matmul_dispatch(
             ctx,
             key,
@@ -850,6 +1047,7 @@ pub fn time_matmul(
                 aux: (key.mode.is_loss() || matches!(key.mode, Mode::Mask | Mode::Sgd))
                     .then_some(&auxb),
                 aux_out: key.mode.is_loss().then_some(&outb),
+                bias: key.bias.then_some(&biasb),
             },
         )?;
         let plan = [d];

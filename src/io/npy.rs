@@ -1,25 +1,47 @@
-//! .npy arrays in numpy's own layout (2-D, C order): saving the state of a run and loading one.
+//! .npy arrays in numpy's own layout (C order; matrices 2-D, biases 1-D as PyTorch keeps them):
+//! saving the state of a run and loading one.
 
 use crate::error::{Error, Result};
-use crate::init::{HostState, Matrix};
+use crate::init::{HostState, Matrix, Params};
 use npyz::{DType, TypeChar, WriterBuilder};
 use std::path::{Path, PathBuf};
 
 /// Write a matrix as a 2-D little-endian f32 .npy file, atomically.
 pub fn write_matrix(path: &Path, m: &Matrix) -> Result<()> {
+    write_array(path, &[m.rows as u64, m.cols as u64], &m.data)
+}
+
+/// Write a `[1, n]` bias as a 1-D little-endian f32 .npy file of shape `[n]`, atomically.
+pub fn write_vector(path: &Path, m: &Matrix) -> Result<()> {
+    write_array(path, &[m.data.len() as u64], &m.data)
+}
+
+fn write_array(path: &Path, shape: &[u64], data: &[f32]) -> Result<()> {
     super::atomic_write(path, |w| {
         let mut npy = npyz::WriteOptions::<f32>::new()
             .default_dtype()
-            .shape(&[m.rows as u64, m.cols as u64])
+            .shape(shape)
             .writer(w)
             .begin_nd()?;
-        npy.extend(m.data.iter().copied())?;
+        npy.extend(data.iter().copied())?;
         npy.finish()
     })
 }
 
+/// Read a 1-D f32 or f64 .npy file of shape `[n]` as a `[1, n]` bias.
+pub fn read_vector(path: &Path) -> Result<Matrix> {
+    let (shape, data) = read_array(path, 1)?;
+    Ok(Matrix::from_vec(1, shape[0], data))
+}
+
 /// Read a 2-D f32 or f64 C-order .npy file as an f32 matrix.
 pub fn read_matrix(path: &Path) -> Result<Matrix> {
+    let (shape, data) = read_array(path, 2)?;
+    Ok(Matrix::from_vec(shape[0], shape[1], data))
+}
+
+/// An f32 or f64 C-order array of `ndim` dimensions, as its shape and f32 values.
+fn read_array(path: &Path, ndim: usize) -> Result<(Vec<usize>, Vec<f32>)> {
     let bad = |msg: String| Error::BadFile {
         path: path.to_path_buf(),
         msg,
@@ -28,9 +50,9 @@ pub fn read_matrix(path: &Path) -> Result<Matrix> {
     let npy =
         npyz::NpyFile::new(&bytes[..]).map_err(|e| bad(format!("not a valid .npy file ({e})")))?;
     let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
-    if shape.len() != 2 {
+    if shape.len() != ndim {
         return Err(bad(format!(
-            "expected a 2-D array, found {} dimension(s) with shape {shape:?}",
+            "expected a {ndim}-D array, found {} dimension(s) with shape {shape:?}",
             shape.len()
         )));
     }
@@ -52,14 +74,14 @@ pub fn read_matrix(path: &Path) -> Result<Matrix> {
         _ => return Err(bad(format!("dtype {} is not f32 or f64", dtype.descr()))),
     }
     .map_err(|e| bad(format!("truncated or unreadable data ({e})")))?;
-    if data.len() != shape[0] * shape[1] {
+    if data.len() != shape.iter().product::<usize>() {
         return Err(bad(format!(
             "holds {} values, but its shape {shape:?} needs {}",
             data.len(),
-            shape[0] * shape[1]
+            shape.iter().product::<usize>()
         )));
     }
-    Ok(Matrix::from_vec(shape[0], shape[1], data))
+    Ok((shape, data))
 }
 
 /// File name of weight `l` (0-based): `w1.npy`, `w2.npy`, ...
@@ -67,19 +89,28 @@ pub fn weight_file(l: usize) -> String {
     format!("w{}.npy", l + 1)
 }
 
-/// Write x.npy, y.npy and w1.npy, ... into `dir` (created if missing).
+/// File name of bias `l` (0-based): `b1.npy`, `b2.npy`, ...
+pub fn bias_file(l: usize) -> String {
+    format!("b{}.npy", l + 1)
+}
+
+/// Write x.npy, y.npy, w1.npy, ... and (with biases) b1.npy, ... into `dir` (created if missing).
 pub fn save_state(dir: &Path, state: &HostState) -> Result<()> {
     super::ensure_dir(dir)?;
     write_matrix(&dir.join("x.npy"), &state.x)?;
     write_matrix(&dir.join("y.npy"), &state.y)?;
-    save_weights(dir, &state.weights)
+    save_params(dir, &state.params())
 }
 
-/// Write w1.npy, w2.npy, ... into `dir` (created if missing).
-pub fn save_weights(dir: &Path, weights: &[Matrix]) -> Result<()> {
+/// Write w1.npy, w2.npy, ... (2-D, `[d_l, d_{l+1}]`) and b1.npy, ... (1-D, `[d_{l+1}]`) into
+/// `dir` (created if missing).
+pub fn save_params(dir: &Path, params: &Params) -> Result<()> {
     super::ensure_dir(dir)?;
-    for (l, w) in weights.iter().enumerate() {
+    for (l, w) in params.weights.iter().enumerate() {
         write_matrix(&dir.join(weight_file(l)), w)?;
+    }
+    for (l, b) in params.biases.iter().enumerate() {
+        write_vector(&dir.join(bias_file(l)), b)?;
     }
     Ok(())
 }
@@ -156,5 +187,42 @@ pub fn load_state(dir: &Path) -> Result<HostState> {
             hint: " (rows of x by columns of the last weight)".into(),
         });
     }
-    Ok(HostState { x, y, weights })
+    let biases = load_biases(dir, &weights)?;
+    Ok(HostState {
+        x,
+        y,
+        weights,
+        biases,
+    })
+}
+
+/// b1.npy, b2.npy, ... for every weight if any of them exists (the files then give the net
+/// biases), none otherwise; each 1-D with the width of its weight's columns.
+fn load_biases(dir: &Path, weights: &[Matrix]) -> Result<Vec<Matrix>> {
+    if !(0..weights.len()).any(|l| dir.join(bias_file(l)).exists()) {
+        return Ok(Vec::new());
+    }
+    weights
+        .iter()
+        .enumerate()
+        .map(|(l, w)| {
+            let p = dir.join(bias_file(l));
+            if !p.exists() {
+                return Err(Error::BadFile {
+                    path: p,
+                    msg: "missing: the other biases are there, so every layer needs one".into(),
+                });
+            }
+            let b = read_vector(&p)?;
+            if b.cols != w.cols {
+                return Err(Error::Shape {
+                    path: p,
+                    expected: vec![w.cols],
+                    found: vec![b.cols],
+                    hint: format!(" (the columns of w{})", l + 1),
+                });
+            }
+            Ok(b)
+        })
+        .collect()
 }
