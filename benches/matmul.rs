@@ -5,7 +5,7 @@
 //! timed until the GPU is idle.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use gpu_train::gpu::{time_matmul, Block, GpuContext, MatmulKey, Mode};
+use gpu_train::gpu::{time_matmul, Block, GpuContext, MatmulKey, Mode, Opt};
 use std::time::Duration;
 
 fn benches(c: &mut Criterion) {
@@ -20,6 +20,7 @@ fn benches(c: &mut Criterion) {
         mode,
         block: Block::for_shape(dev, dims),
         bias: false,
+        opt: Opt::Sgd,
     };
     let training = [
         (
@@ -39,12 +40,12 @@ fn benches(c: &mut Criterion) {
         ),
         (
             "a1T.g2_sgd_100x10x64",
-            (true, false, Mode::Sgd),
+            (true, false, Mode::Update),
             (100, 10, 64),
         ),
         (
             "xT.g1_sgd_1000x100x64",
-            (true, false, Mode::Sgd),
+            (true, false, Mode::Update),
             (1000, 100, 64),
         ),
     ];
@@ -74,6 +75,7 @@ fn benches(c: &mut Criterion) {
             mode: Mode::Store,
             block,
             bias: false,
+            opt: Opt::Sgd,
         };
         g.bench_function(block.entry_point(), |b| {
             b.iter_custom(|iters| {

@@ -1,19 +1,29 @@
 // Deterministic sum of the per-element losses into the history buffer (times the loss's scale),
 // and the epoch counter.
 //
+// state[0] is the epoch index within the current chunk (reset by the host before each chunk);
+// with ADVANCE (training with an optimizer that needs it), state[1] is the optimizer's step t and
+// state[2], state[3] hold the bits of beta1^t and beta2^t, advanced here once per epoch by f32
+// multiplication (as the CPU's `OptCounters`), before that epoch's updates read them.
+//
 // `values` is a [rows, cols] matrix stored with its columns padded to `cols_padded` (see
 // matmul.wgsl); element i of the unpadded row-major order is summed by invocation i mod 256, in
 // increasing i, then a halving tree adds the 256 partial sums. No atomics, so the same inputs
 // always give the same bits, and the CPU path's `loss_reduce` follows the same order.
 //
-// state[0] is the epoch index within the current chunk, kept on the GPU: the loss of this epoch
-// goes to history[state[0]], then the index moves on.
+// The loss of this epoch goes to history[state[0]], then the index moves on.
+
+override ADVANCE: bool = false;
 
 struct Params {
     len: u32,          // rows * cols
     cols: u32,
     cols_padded: u32,
     scale: f32,        // the loss is scale * the sum (1 for sse, 1/N for means, 1/2 for half-sse)
+    beta1: f32,
+    beta2: f32,
+    _pad0: u32,
+    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -43,5 +53,10 @@ fn loss_reduce(@builtin(local_invocation_index) lid: u32) {
         let epoch = state[0];
         history[epoch] = partial[0] * params.scale;
         state[0] = epoch + 1u;
+        if (ADVANCE) {
+            state[1] = state[1] + 1u;
+            state[2] = bitcast<u32>(bitcast<f32>(state[2]) * params.beta1);
+            state[3] = bitcast<u32>(bitcast<f32>(state[3]) * params.beta2);
+        }
     }
 }

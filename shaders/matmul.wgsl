@@ -24,14 +24,16 @@
 //   0 store   C = v                                  (plain product, tests and gradients)
 //   1 relu    C = max(v, 0)                          (hidden layer forward)
 //   2 mask    C = v if AUX > 0 else 0                (input gradient through the ReLU: AUX = a)
-//   3 sgd     C = AUX - lr * v                       (weight gradient fused with the SGD step:
-//                                                     AUX = the weights before the step; C is the
-//                                                     other texture of the pair, see src/gpu)
+//   3 update  C = step(AUX, v)                       (weight gradient fused with the optimizer
+//                                                     step of optimizer.wgsl, its state in OPT_M
+//                                                     and OPT_V: AUX = the weights before the
+//                                                     step; C is the other texture of the pair,
+//                                                     see src/gpu)
 //   4 sq-err  d = v - AUX; C = s*d; AUX_OUT = d*d    (output layer fused with a squared-error
 //                                                     loss and its gradient: AUX = y, s = 2 for
 //                                                     sse, 1 for half-sse, 2/N for mse)
 //   5 abs-err d = v - AUX; C = s*sign(d); AUX_OUT = |d|  (the same for L1: s = 1/N)
-// `params.scalar` is lr for sgd and s for the two error modes. With BIAS (forward products only),
+// `params.scalar` is lr for the update and s for the two error modes. With BIAS (forward products only),
 // the layer's bias is added to v first, on the real rows: the padding rows stay zero.
 
 override TRANS_A: bool = false;
@@ -43,11 +45,11 @@ struct Params {
     m: u32,  // padded: multiples of 4
     n: u32,
     k: u32,
-    scalar: f32,  // lr (sgd) or the loss gradient's factor (error modes)
+    scalar: f32,  // lr (update) or the loss gradient's factor (error modes)
     rows: u32,    // real (unpadded) rows of C
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
+    h0: f32,      // the optimizer's mu or beta1
+    h1: f32,      // beta2
+    h2: f32,      // eps
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -59,6 +61,11 @@ struct Params {
 @group(0) @binding(5) var<storage, read_write> aux_out: array<vec4<f32>>;
 // The layer's bias, n/4 vec4 (zero-padded), read when BIAS.
 @group(0) @binding(6) var<storage, read> bias: array<vec4<f32>>;
+// The optimizer's state of the weights being updated (MODE 3), in the layout of aux_out.
+@group(0) @binding(7) var<storage, read_write> opt_m: array<vec4<f32>>;
+@group(0) @binding(8) var<storage, read_write> opt_v: array<vec4<f32>>;
+// loss_reduce.wgsl's state: [epoch in chunk, step t, bits of beta1^t, bits of beta2^t].
+@group(0) @binding(9) var<storage, read> counters: array<u32>;
 
 // Texel (q, row): elements 4q..4q+3 of row `row`.
 fn texel(t: texture_storage_2d<rgba32float, read>, q: u32, row: u32) -> vec4<f32> {
@@ -116,7 +123,28 @@ fn epilogue(row: u32, c4: u32, product: vec4<f32>) {
     switch MODE {
         case 1u: { textureStore(c, at, max(v, vec4<f32>(0.0))); }
         case 2u: { textureStore(c, at, select(vec4<f32>(0.0), v, textureLoad(aux, at) > vec4<f32>(0.0))); }
-        case 3u: { textureStore(c, at, textureLoad(aux, at) - params.scalar * v); }
+        case 3u: {
+            let i = row * (params.n / 4u) + c4;
+            var m = vec4<f32>(0.0);
+            var s = vec4<f32>(0.0);
+            if (OPT != 0u) {
+                m = opt_m[i];
+            }
+            if (OPT == 3u) {
+                s = opt_v[i];
+            }
+            let b1t = bitcast<f32>(counters[2]);
+            let b2t = bitcast<f32>(counters[3]);
+            let r = optimizer_step(textureLoad(aux, at), v, m, s, params.scalar,
+                                   vec3<f32>(params.h0, params.h1, params.h2), b1t, b2t);
+            textureStore(c, at, r.p);
+            if (OPT != 0u) {
+                opt_m[i] = r.m;
+            }
+            if (OPT == 3u) {
+                opt_v[i] = r.v;
+            }
+        }
         case 4u: {
             let d = v - textureLoad(aux, at);
             textureStore(c, at, params.scalar * d);

@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{context, DeviceChoice, GpuBackend, GpuContext};
 use crate::init::HostState;
 use crate::io::{npy, summary};
-use crate::job::{self, Activation, InitScheme, Job, Loss, Named};
+use crate::job::{self, Activation, InitScheme, Job, Loss, Named, OptimizerKind};
 use crate::train::{self, Report};
 use std::time::Instant;
 
@@ -41,6 +41,19 @@ pub fn resolve(args: &TrainArgs) -> Result<(Job, HostState)> {
     job.loss = Loss::parse(&args.loss)?;
     job.init_scheme = InitScheme::parse(&args.init_scheme)?;
     job.bias = args.bias;
+    let opt = &mut job.optimizer;
+    opt.kind = OptimizerKind::parse(&args.optimizer)?;
+    opt.nesterov = args.nesterov;
+    for (flag, value, field) in [
+        ("--momentum", &args.momentum, &mut opt.momentum),
+        ("--beta1", &args.beta1, &mut opt.beta1),
+        ("--beta2", &args.beta2, &mut opt.beta2),
+        ("--eps", &args.eps, &mut opt.eps),
+    ] {
+        if let Some(v) = value {
+            *field = job::parse_f32(flag, v)?;
+        }
+    }
     let layers = args.layers.as_deref().map(job::parse_layers).transpose()?;
     let batch = args
         .batch
@@ -149,10 +162,11 @@ fn describe_net(job: &Job) -> String {
     };
     let bias = if job.bias { ", bias" } else { "" };
     format!(
-        "batch {} x [{}]{bias}, {activation}, {}{init}, SGD lr {:e}, {} epochs",
+        "batch {} x [{}]{bias}, {activation}, {}{init}, {} lr {:e}, {} epochs",
         job.batch,
         widths.join(" -> "),
         job.loss.describe(),
+        job.optimizer.describe(),
         job.lr,
         job.epochs
     )

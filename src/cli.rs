@@ -52,7 +52,7 @@ pub struct TrainArgs {
     #[arg(long, value_name = "D0,D1,...")]
     pub layers: Option<String>,
 
-    /// Learning rate of plain SGD (finite, > 0) [default: 1e-6].
+    /// Learning rate (finite, > 0) [default: 1e-6].
     #[arg(long, value_name = "LR", allow_hyphen_values = true)]
     pub lr: Option<String>,
 
@@ -66,6 +66,32 @@ pub struct TrainArgs {
     /// rule), `l1` (mean of |d|, PyTorch's L1Loss).
     #[arg(long, default_value = "sse", value_name = "NAME")]
     pub loss: String,
+
+    /// Optimizer: `sgd` (plain), `momentum` (PyTorch's SGD with momentum, see --momentum and
+    /// --nesterov), `adam` (PyTorch's Adam, see --beta1, --beta2, --eps). Its state stays on the
+    /// device.
+    #[arg(long, default_value = "sgd", value_name = "NAME")]
+    pub optimizer: String,
+
+    /// Momentum factor of `--optimizer momentum`, in [0, 1) [default: 0.9].
+    #[arg(long, value_name = "MU", allow_hyphen_values = true)]
+    pub momentum: Option<String>,
+
+    /// Nesterov momentum (with `--optimizer momentum`).
+    #[arg(long)]
+    pub nesterov: bool,
+
+    /// Adam's decay of the gradient average, in [0, 1) [default: 0.9].
+    #[arg(long, value_name = "B1", allow_hyphen_values = true)]
+    pub beta1: Option<String>,
+
+    /// Adam's decay of the squared-gradient average, in [0, 1) [default: 0.999].
+    #[arg(long, value_name = "B2", allow_hyphen_values = true)]
+    pub beta2: Option<String>,
+
+    /// Adam's term added to the denominator, finite and > 0 [default: 1e-8].
+    #[arg(long, value_name = "EPS", allow_hyphen_values = true)]
+    pub eps: Option<String>,
 
     /// Give every layer a bias, added before the activation and trained like the weights. Drawn
     /// by --init-scheme (torch: uniform in ±1/sqrt(fan_in); normal: standard normal; xavier and

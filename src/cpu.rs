@@ -7,7 +7,7 @@ use crate::backend::Backend;
 use crate::error::Result;
 use crate::init::{HostState, Matrix, Params};
 use crate::io::summary::DeviceSummary;
-use crate::job::{Activation, Job, Loss};
+use crate::job::{Activation, Job, Loss, Optimizer, OptimizerKind};
 
 /// Number of partial sums in the deterministic reduction; the GPU's `loss_reduce` kernel runs one
 /// workgroup of this many invocations.
@@ -193,6 +193,76 @@ pub fn bias_update(b: &mut [f32], g: &[f32], epilogue: Epilogue) {
     }
 }
 
+/// The optimizer's step counters, advanced once per epoch before the updates (as the GPU's
+/// `loss_reduce` does): `t` and the powers `β1^t`, `β2^t` by repeated f32 multiplication.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OptCounters {
+    pub t: u32,
+    pub beta1_t: f32,
+    pub beta2_t: f32,
+}
+
+impl Default for OptCounters {
+    fn default() -> Self {
+        OptCounters {
+            t: 0,
+            beta1_t: 1.0,
+            beta2_t: 1.0,
+        }
+    }
+}
+
+impl OptCounters {
+    pub fn advance(&mut self, opt: &Optimizer) {
+        self.t += 1;
+        self.beta1_t *= opt.beta1;
+        self.beta2_t *= opt.beta2;
+    }
+}
+
+/// One optimizer step of the parameters `p` from their gradient `g`, with the per-element state
+/// `m` (momentum buffer, or Adam's first moment) and `v` (Adam's second moment), in the order of
+/// operations of the GPU's update epilogues:
+/// - sgd: `p = p - lr·g`
+/// - momentum: `m = μ·m + g; p = p - lr·m` (Nesterov: `p = p - lr·(g + μ·m)`)
+/// - adam: `m = β1·m + (1-β1)·g; v = β2·v + (1-β2)·g²;
+///   p = p - (lr / (1-β1^t))·(m / (sqrt(v) / sqrt(1-β2^t) + eps))`
+pub fn optimizer_update(
+    p: &mut [f32],
+    g: &[f32],
+    (m, v): (&mut [f32], &mut [f32]),
+    opt: &Optimizer,
+    lr: f32,
+    c: OptCounters,
+) {
+    match opt.kind {
+        OptimizerKind::Sgd => {
+            for (p, &g) in p.iter_mut().zip(g) {
+                *p -= lr * g;
+            }
+        }
+        OptimizerKind::Momentum => {
+            let mu = opt.momentum;
+            for i in 0..p.len() {
+                m[i] = mu * m[i] + g[i];
+                let step = if opt.nesterov { g[i] + mu * m[i] } else { m[i] };
+                p[i] -= lr * step;
+            }
+        }
+        OptimizerKind::Adam => {
+            let (b1, b2) = (opt.beta1, opt.beta2);
+            let step_size = lr / (1.0 - c.beta1_t);
+            let bc2_sqrt = (1.0 - c.beta2_t).sqrt();
+            for i in 0..p.len() {
+                m[i] = b1 * m[i] + (1.0 - b1) * g[i];
+                v[i] = b2 * v[i] + (1.0 - b2) * (g[i] * g[i]);
+                let denom = v[i].sqrt() / bc2_sqrt + opt.eps;
+                p[i] -= step_size * (m[i] / denom);
+            }
+        }
+    }
+}
+
 /// `a = max(a, 0)` in place.
 pub fn relu_forward(a: &mut [f32]) {
     for v in a {
@@ -272,6 +342,10 @@ pub struct CpuBackend {
     weights: Vec<Vec<f32>>,
     /// `biases[l]`: `[d_{l+1}]`, empty without biases
     biases: Vec<Vec<f32>>,
+    optimizer: Optimizer,
+    counters: OptCounters,
+    /// Optimizer state (m, v) of each weight, then of each bias; empty for plain SGD.
+    opt_state: Vec<(Vec<f32>, Vec<f32>)>,
     /// `acts[l]`: activation output of layer l, `[batch, d_{l+1}]`, for every layer but the last
     acts: Vec<Vec<f32>>,
     /// Network output `[batch, dL]`
@@ -297,6 +371,19 @@ impl CpuBackend {
             y: state.y.data.clone(),
             weights: state.weights.iter().map(|w| w.data.clone()).collect(),
             biases: state.biases.iter().map(|b| b.data.clone()).collect(),
+            optimizer: job.optimizer,
+            counters: OptCounters::default(),
+            opt_state: if job.optimizer.kind == OptimizerKind::Sgd {
+                Vec::new()
+            } else {
+                let zeros = |m: &Matrix| (vec![0.0; m.data.len()], vec![0.0; m.data.len()]);
+                state
+                    .weights
+                    .iter()
+                    .chain(&state.biases)
+                    .map(zeros)
+                    .collect()
+            },
             acts: (0..depth - 1).map(out).collect(),
             pred: out(depth - 1),
             grads: (0..depth).map(out).collect(),
@@ -369,7 +456,8 @@ impl CpuBackend {
                 }
             }
             let input: &[f32] = if l == 0 { &self.x } else { &self.acts[l - 1] };
-            if update {
+            let fused = self.optimizer.kind == OptimizerKind::Sgd;
+            if update && fused {
                 matmul(
                     &mut self.weights[l],
                     input,
@@ -394,15 +482,27 @@ impl CpuBackend {
                     false,
                     Epilogue::Store,
                 );
-                dws.push(dw);
+                if update {
+                    let (m, v) = &mut self.opt_state[l];
+                    let (opt, lr, c) = (&self.optimizer, self.lr, self.counters);
+                    optimizer_update(&mut self.weights[l], &dw.data, (m, v), opt, lr, c);
+                } else {
+                    dws.push(dw);
+                }
             }
             if let Some(bias) = self.biases.get_mut(l) {
-                if update {
+                if update && fused {
                     bias_update(bias, g, Epilogue::Sgd(self.lr));
                 } else {
                     let mut db = Matrix::zeros(1, n);
                     bias_update(&mut db.data, g, Epilogue::Store);
-                    dbs.push(db);
+                    if update {
+                        let (m, v) = &mut self.opt_state[depth + l];
+                        let (opt, lr, c) = (&self.optimizer, self.lr, self.counters);
+                        optimizer_update(bias, &db.data, (m, v), opt, lr, c);
+                    } else {
+                        dbs.push(db);
+                    }
                 }
             }
         }
@@ -417,6 +517,7 @@ impl CpuBackend {
     /// One epoch: forward, loss, backward with the fused SGD update. Returns the loss.
     pub fn epoch(&mut self) -> f32 {
         let loss = self.forward();
+        self.counters.advance(&self.optimizer);
         self.backward(true);
         loss
     }

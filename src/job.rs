@@ -37,6 +37,98 @@ pub enum Loss {
     L1,
 }
 
+/// The optimizer's kind; its hyperparameters live in [`Optimizer`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OptimizerKind {
+    /// `p -= lr·g`
+    #[default]
+    Sgd,
+    /// PyTorch's SGD with momentum: `buf = μ·buf + g; p -= lr·buf` (`p -= lr·(g + μ·buf)` with
+    /// Nesterov).
+    Momentum,
+    /// PyTorch's Adam: `m = β1·m + (1-β1)·g; v = β2·v + (1-β2)·g²;
+    /// p -= lr/(1-β1^t) · m / (sqrt(v)/sqrt(1-β2^t) + eps)`.
+    Adam,
+}
+
+impl Named for OptimizerKind {
+    const FLAG: &'static str = "--optimizer";
+    const CHOICES: &'static [(&'static str, Self)] = &[
+        ("sgd", OptimizerKind::Sgd),
+        ("momentum", OptimizerKind::Momentum),
+        ("adam", OptimizerKind::Adam),
+    ];
+}
+
+/// The optimizer and all its hyperparameters (those of other kinds are carried but unused).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Optimizer {
+    #[serde(serialize_with = "by_name")]
+    pub kind: OptimizerKind,
+    pub momentum: f32,
+    pub nesterov: bool,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+}
+
+impl Default for Optimizer {
+    fn default() -> Self {
+        Optimizer {
+            kind: OptimizerKind::Sgd,
+            momentum: 0.9,
+            nesterov: false,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+        }
+    }
+}
+
+impl Optimizer {
+    /// Check the hyperparameters the kind uses; errors name the flag.
+    pub fn validate(&self) -> Result<()> {
+        let unit = |flag: &'static str, v: f32| {
+            if (0.0..1.0).contains(&v) {
+                Ok(())
+            } else {
+                Err(Error::arg(flag, format!("must be in [0, 1), got {v}")))
+            }
+        };
+        unit("--momentum", self.momentum)?;
+        unit("--beta1", self.beta1)?;
+        unit("--beta2", self.beta2)?;
+        if !self.eps.is_finite() || self.eps <= 0.0 {
+            return Err(Error::arg(
+                "--eps",
+                format!("must be a finite number > 0, got {}", self.eps),
+            ));
+        }
+        if self.nesterov && (self.kind != OptimizerKind::Momentum || self.momentum == 0.0) {
+            return Err(Error::arg(
+                "--nesterov",
+                "needs --optimizer momentum with a --momentum above 0",
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn describe(&self) -> String {
+        match self.kind {
+            OptimizerKind::Sgd => "SGD".into(),
+            OptimizerKind::Momentum => format!(
+                "SGD{} momentum {}",
+                if self.nesterov { " Nesterov" } else { "" },
+                self.momentum
+            ),
+            OptimizerKind::Adam => format!(
+                "Adam (betas {}, {}, eps {:e})",
+                self.beta1, self.beta2, self.eps
+            ),
+        }
+    }
+}
+
 /// How the initial weights are drawn (x and y are always standard normal).
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub enum InitScheme {
@@ -215,6 +307,7 @@ pub struct Job {
     pub init_scheme: InitScheme,
     /// A bias per layer, added before the activation, trained like the weights.
     pub bias: bool,
+    pub optimizer: Optimizer,
 }
 
 impl Default for Job {
@@ -230,6 +323,7 @@ impl Default for Job {
             loss: Loss::default(),
             init_scheme: InitScheme::default(),
             bias: false,
+            optimizer: Optimizer::default(),
         }
     }
 }
@@ -292,6 +386,7 @@ impl Job {
         if self.epochs == 0 {
             return Err(Error::arg("--epochs", "must be at least 1"));
         }
+        self.optimizer.validate()?;
         if !self.lr.is_finite() || self.lr <= 0.0 {
             return Err(Error::arg(
                 "--lr",
@@ -355,9 +450,14 @@ pub fn parse_layers(s: &str) -> Result<Vec<usize>> {
 
 /// Parse `--lr`.
 pub fn parse_lr(s: &str) -> Result<f32> {
+    parse_f32("--lr", s)
+}
+
+/// Parse a number flag.
+pub fn parse_f32(flag: &'static str, s: &str) -> Result<f32> {
     s.trim()
         .parse::<f32>()
-        .map_err(|_| Error::arg("--lr", format!("`{s}` is not a number")))
+        .map_err(|_| Error::arg(flag, format!("`{s}` is not a number")))
 }
 
 #[cfg(test)]

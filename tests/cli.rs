@@ -647,6 +647,46 @@ bad_flag!(
 bad_flag!(bad_log_every_exits_2, ["--log-every", "x"], ["--log-every"]);
 bad_flag!(unknown_flag_exits_2, ["--frobnicate"], ["--frobnicate"]);
 bad_flag!(
+    unknown_optimizer_exits_2_listing_the_optimizers,
+    ["--optimizer", "rmsprop"],
+    ["--optimizer", "rmsprop", "sgd, momentum, adam"]
+);
+bad_flag!(
+    momentum_of_one_exits_2,
+    ["--optimizer", "momentum", "--momentum", "1"],
+    ["--momentum", "[0, 1)"]
+);
+bad_flag!(
+    negative_momentum_exits_2,
+    ["--optimizer", "momentum", "--momentum", "-0.5"],
+    ["--momentum", "[0, 1)"]
+);
+bad_flag!(
+    beta1_out_of_range_exits_2,
+    ["--optimizer", "adam", "--beta1", "1.5"],
+    ["--beta1", "[0, 1)"]
+);
+bad_flag!(
+    beta2_of_one_exits_2,
+    ["--optimizer", "adam", "--beta2", "1"],
+    ["--beta2", "[0, 1)"]
+);
+bad_flag!(
+    eps_zero_exits_2,
+    ["--optimizer", "adam", "--eps", "0"],
+    ["--eps", "> 0"]
+);
+bad_flag!(
+    eps_not_a_number_exits_2,
+    ["--optimizer", "adam", "--eps", "tiny"],
+    ["--eps", "tiny"]
+);
+bad_flag!(
+    nesterov_without_momentum_optimizer_exits_2,
+    ["--optimizer", "adam", "--nesterov"],
+    ["--nesterov", "momentum"]
+);
+bad_flag!(
     unknown_loss_exits_2_listing_the_losses,
     ["--loss", "huber"],
     ["--loss", "huber", "sse, mse, half-sse, l1"]

@@ -18,7 +18,7 @@ mod common;
 use common::{assert_within, gpu_or_skip, randn, rng, U32};
 use gpu_train::cpu::{self, Epilogue};
 use gpu_train::gpu::{
-    run_bias_update, run_loss_reduce, run_matmul, Block, GpuContext, MatmulKey, Mode,
+    run_bias_update, run_loss_reduce, run_matmul, Block, GpuContext, MatmulKey, Mode, Opt,
 };
 use gpu_train::job::Loss;
 use proptest::prelude::*;
@@ -183,6 +183,7 @@ fn key(trans_a: bool, trans_b: bool, mode: Mode) -> MatmulKey {
         mode,
         block: Block::B8x8,
         bias: false,
+        opt: Opt::Sgd,
     }
 }
 
@@ -286,7 +287,7 @@ fn gpu_sgd_epilogue_trans_a_updates_c_in_place_like_cpu() {
     // Large enough that the product visibly moves C (|lr·v| ~ 0.1·sqrt(k) against |C| ~ 1).
     let lr = 0.1f32;
     for (si, shape) in covering_shapes().into_iter().enumerate() {
-        let case = Case::new(key(true, false, Mode::Sgd), shape, 700 + si as u64);
+        let case = Case::new(key(true, false, Mode::Update), shape, 700 + si as u64);
         let c_init = randn(&mut rng(7000 + si as u64), case.m * case.n);
         let mut want = c_init.clone();
         cpu::matmul(

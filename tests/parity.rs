@@ -18,7 +18,7 @@ use gpu_train::backend::Backend;
 use gpu_train::cpu::CpuBackend;
 use gpu_train::gpu::GpuBackend;
 use gpu_train::init::{HostState, Params};
-use gpu_train::job::{Activation, InitScheme, Job, Loss};
+use gpu_train::job::{Activation, InitScheme, Job, Loss, Optimizer, OptimizerKind};
 use gpu_train::train;
 
 /// Loss and gradient tolerance (normwise relative), see the file comment.
@@ -414,4 +414,63 @@ fn seeded_state_is_pinned_across_machines() {
         ((l0 as f64 - 3.301393e7) / 3.301393e7).abs() < 1e-6,
         "first loss of the default job {l0:e}, README says 3.301393e7"
     );
+}
+
+/// Each optimizer (with biases, on odd sizes) over several epochs on both paths: the losses of
+/// every epoch and the parameters at the end, within the trajectory tolerance; and chunking the
+/// epochs (the step counters live on the GPU across submissions) changes no bit.
+#[test]
+fn gpu_matches_cpu_every_optimizer_over_several_epochs_and_chunks() {
+    let Some(ctx) = gpu_or_skip() else { return };
+    let kinds = [
+        (OptimizerKind::Momentum, false, 1e-3),
+        (OptimizerKind::Momentum, true, 1e-3),
+        (OptimizerKind::Adam, false, 1e-2),
+    ];
+    for (kind, nesterov, lr) in kinds {
+        let job = Job {
+            bias: true,
+            init_scheme: InitScheme::Torch,
+            optimizer: Optimizer {
+                kind,
+                nesterov,
+                ..Optimizer::default()
+            },
+            ..job(&[65, 33, 7], 37, lr, 12)
+        };
+        let label = format!("{kind:?} nesterov {nesterov}");
+        let state = HostState::seeded(&job);
+        let mut cpu = CpuBackend::new(&job, &state);
+        let mut gpu = GpuBackend::new(ctx.clone(), &job, &state).unwrap();
+        let c = cpu.run(job.epochs).unwrap();
+        let g = gpu.run(job.epochs).unwrap();
+        eprintln!("{label}: {:e} -> {:e}", c[0], c[job.epochs - 1]);
+        assert!(c[job.epochs - 1] < 0.5 * c[0], "{label}: must train: {c:?}");
+        assert_within(&format!("{label}: losses"), &g, &c, |i| {
+            trajectory_tol(c[i])
+        });
+        let (cp, gp) = (cpu.read_params().unwrap(), gpu.read_params().unwrap());
+        for ((name, x), (_, y)) in gp.named().into_iter().zip(cp.named()) {
+            assert_close_normwise(&format!("{label}: {name}"), &x.data, &y.data, 1e-4);
+        }
+        let mut pieces = GpuBackend::new(ctx.clone(), &job, &state).unwrap();
+        let mut parts = Vec::new();
+        for n in [1, 2, 4, 5] {
+            parts.extend(pieces.run(n).unwrap());
+        }
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(
+            bits(&parts),
+            bits(&g),
+            "{label}: chunking changed the losses"
+        );
+        let pp = pieces.read_params().unwrap();
+        for ((name, x), (_, y)) in pp.named().into_iter().zip(gp.named()) {
+            assert_eq!(
+                bits(&x.data),
+                bits(&y.data),
+                "{label}: chunking changed {name}"
+            );
+        }
+    }
 }

@@ -4,9 +4,16 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-pub const MATMUL_WGSL: &str = include_str!("../../shaders/matmul.wgsl");
+/// `shaders/optimizer.wgsl` is put in front of the two kernels that update parameters.
+pub const MATMUL_WGSL: &str = concat!(
+    include_str!("../../shaders/optimizer.wgsl"),
+    include_str!("../../shaders/matmul.wgsl")
+);
 pub const LOSS_REDUCE_WGSL: &str = include_str!("../../shaders/loss_reduce.wgsl");
-pub const BIAS_UPDATE_WGSL: &str = include_str!("../../shaders/bias_update.wgsl");
+pub const BIAS_UPDATE_WGSL: &str = concat!(
+    include_str!("../../shaders/optimizer.wgsl"),
+    include_str!("../../shaders/bias_update.wgsl")
+);
 
 /// The format of every matrix on the GPU: one texel holds 4 consecutive elements of a row (see
 /// `shaders/matmul.wgsl`).
@@ -21,8 +28,8 @@ pub enum Mode {
     Relu = 1,
     /// `C = v where AUX > 0, else 0`
     Mask = 2,
-    /// `C = AUX - lr·v` (AUX: the weights before the step)
-    Sgd = 3,
+    /// `C = step(AUX, v)`: the optimizer step (`Opt`) of the weights before the step (AUX)
+    Update = 3,
     /// `d = v - AUX; C = s·d; AUX_OUT = d²` (squared-error losses; AUX = y)
     SquaredError = 4,
     /// `d = v - AUX; C = s·sign(d); AUX_OUT = |d|` (L1 loss; AUX = y)
@@ -85,6 +92,37 @@ impl Block {
     }
 }
 
+/// The optimizer step of `shaders/optimizer.wgsl` (its `OPT` override).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Opt {
+    #[default]
+    Sgd = 0,
+    Momentum = 1,
+    Nesterov = 2,
+    Adam = 3,
+}
+
+impl Opt {
+    pub fn of(o: &crate::job::Optimizer) -> Self {
+        use crate::job::OptimizerKind;
+        match o.kind {
+            OptimizerKind::Sgd => Opt::Sgd,
+            OptimizerKind::Momentum if o.nesterov => Opt::Nesterov,
+            OptimizerKind::Momentum => Opt::Momentum,
+            OptimizerKind::Adam => Opt::Adam,
+        }
+    }
+
+    /// Whether the step keeps a first (momentum) buffer, and a second (Adam) one.
+    pub fn state_buffers(self) -> usize {
+        match self {
+            Opt::Sgd => 0,
+            Opt::Momentum | Opt::Nesterov => 1,
+            Opt::Adam => 2,
+        }
+    }
+}
+
 /// One compiled variant of the matmul kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct MatmulKey {
@@ -94,6 +132,8 @@ pub struct MatmulKey {
     pub block: Block,
     /// Add the layer's bias in the epilogue (forward products only).
     pub bias: bool,
+    /// The optimizer step of `Mode::Update` (`Opt::Sgd` for the other modes).
+    pub opt: Opt,
 }
 
 impl MatmulKey {
@@ -116,16 +156,20 @@ pub struct Kernels {
     matmul_pipeline_layout: wgpu::PipelineLayout,
     matmul_cache: Mutex<HashMap<MatmulKey, wgpu::ComputePipeline>>,
     pub loss_reduce_layout: wgpu::BindGroupLayout,
-    pub loss_reduce: wgpu::ComputePipeline,
+    /// `loss_reduce`, without and with ADVANCE (the optimizer's step counters).
+    loss_reduce: [wgpu::ComputePipeline; 2],
     pub bias_update_layout: wgpu::BindGroupLayout,
-    /// `bias_update` with the SGD step, and with STORE (the gradient alone).
-    pub bias_update: wgpu::ComputePipeline,
-    pub bias_grad: wgpu::ComputePipeline,
+    bias_pipeline_layout: wgpu::PipelineLayout,
+    bias_module: wgpu::ShaderModule,
+    /// `bias_update` by (STORE, OPT), built on first use.
+    bias_cache: Mutex<HashMap<(bool, Opt), wgpu::ComputePipeline>>,
     /// Bound where a kernel variant does not use its `aux` (read) or `aux_out` (write) binding.
     pub dummy_read: wgpu::TextureView,
     pub dummy_rw: wgpu::Buffer,
     /// Bound where a matmul variant does not add a bias.
     pub dummy_bias: wgpu::Buffer,
+    /// Bound where an update keeps no optimizer state (first and second buffer).
+    pub dummy_opt: [wgpu::Buffer; 2],
 }
 
 fn entry(binding: u32, ty: wgpu::BufferBindingType) -> wgpu::BindGroupLayoutEntry {
@@ -187,6 +231,9 @@ impl Kernels {
                 texture_entry(4, TEX_READ),
                 entry(5, RW),
                 entry(6, READ),
+                entry(7, RW),
+                entry(8, RW),
+                entry(9, READ),
             ],
         });
         let matmul_pipeline_layout =
@@ -216,13 +263,18 @@ impl Kernels {
                 bind_group_layouts: &[Some(&loss_reduce_layout)],
                 immediate_size: 0,
             });
-        let loss_reduce = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some("loss_reduce"),
-            layout: Some(&reduce_pipeline_layout),
-            module: &reduce_module,
-            entry_point: Some("loss_reduce"),
-            compilation_options: Default::default(),
-            cache: None,
+        let loss_reduce = [false, true].map(|advance| {
+            device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some("loss_reduce"),
+                layout: Some(&reduce_pipeline_layout),
+                module: &reduce_module,
+                entry_point: Some("loss_reduce"),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants: &[("ADVANCE", advance as u8 as f64)],
+                    zero_initialize_workgroup_memory: false,
+                },
+                cache: None,
+            })
         });
 
         let bias_module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
@@ -232,28 +284,20 @@ impl Kernels {
         let bias_update_layout =
             device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
                 label: Some("bias_update"),
-                entries: &[entry(0, UNIFORM), texture_entry(1, TEX_READ), entry(2, RW)],
+                entries: &[
+                    entry(0, UNIFORM),
+                    texture_entry(1, TEX_READ),
+                    entry(2, RW),
+                    entry(3, RW),
+                    entry(4, RW),
+                    entry(5, READ),
+                ],
             });
         let bias_pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
             label: Some("bias_update"),
             bind_group_layouts: &[Some(&bias_update_layout)],
             immediate_size: 0,
         });
-        let bias_pipeline = |store: bool| {
-            device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some("bias_update"),
-                layout: Some(&bias_pipeline_layout),
-                module: &bias_module,
-                entry_point: Some("bias_update"),
-                compilation_options: wgpu::PipelineCompilationOptions {
-                    constants: &[("STORE", store as u8 as f64)],
-                    zero_initialize_workgroup_memory: false,
-                },
-                cache: None,
-            })
-        };
-        let bias_update = bias_pipeline(false);
-        let bias_grad = bias_pipeline(true);
 
         let dummy_read = device
             .create_texture(&wgpu::TextureDescriptor {
@@ -283,10 +327,19 @@ impl Kernels {
             usage: wgpu::BufferUsages::STORAGE,
             mapped_at_creation: false,
         });
+        let dummy_opt = ["unused optimizer state m", "unused optimizer state v"].map(|label| {
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: 16,
+                usage: wgpu::BufferUsages::STORAGE,
+                mapped_at_creation: false,
+            })
+        });
         Kernels {
             dummy_read,
             dummy_rw,
             dummy_bias,
+            dummy_opt,
             matmul_module,
             matmul_layout,
             matmul_pipeline_layout,
@@ -294,9 +347,44 @@ impl Kernels {
             loss_reduce_layout,
             loss_reduce,
             bias_update_layout,
-            bias_update,
-            bias_grad,
+            bias_pipeline_layout,
+            bias_module,
+            bias_cache: Mutex::default(),
         }
+    }
+
+    /// `loss_reduce`, advancing the optimizer's step counters or not.
+    pub fn loss_reduce(&self, advance: bool) -> wgpu::ComputePipeline {
+        self.loss_reduce[advance as usize].clone()
+    }
+
+    /// `bias_update` with the optimizer step `opt`, or (`store`) storing the gradient alone.
+    pub fn bias_update(
+        &self,
+        device: &wgpu::Device,
+        store: bool,
+        opt: Opt,
+    ) -> wgpu::ComputePipeline {
+        let mut cache = self
+            .bias_cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        cache
+            .entry((store, opt))
+            .or_insert_with(|| {
+                device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some("bias_update"),
+                    layout: Some(&self.bias_pipeline_layout),
+                    module: &self.bias_module,
+                    entry_point: Some("bias_update"),
+                    compilation_options: wgpu::PipelineCompilationOptions {
+                        constants: &[("STORE", store as u8 as f64), ("OPT", opt as u32 as f64)],
+                        zero_initialize_workgroup_memory: false,
+                    },
+                    cache: None,
+                })
+            })
+            .clone()
     }
 
     /// The matmul pipeline for `key`, compiled on first use.
@@ -313,6 +401,7 @@ impl Kernels {
                     ("TRANS_B", key.trans_b as u8 as f64),
                     ("MODE", key.mode as u32 as f64),
                     ("BIAS", key.bias as u8 as f64),
+                    ("OPT", key.opt as u32 as f64),
                 ];
                 device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                     label: Some(key.block.entry_point()),

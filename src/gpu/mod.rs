@@ -19,7 +19,7 @@ pub mod context;
 pub mod kernels;
 
 pub use context::{list_adapters, AdapterEntry, DeviceChoice, GpuContext};
-pub use kernels::{Block, MatmulKey, Mode};
+pub use kernels::{Block, MatmulKey, Mode, Opt};
 
 use crate::backend::Backend;
 use crate::error::{Error, Result};
@@ -37,11 +37,12 @@ struct MatmulParams {
     m: u32,
     n: u32,
     k: u32,
-    /// lr for `Mode::Sgd`, the loss gradient's factor for the error modes.
+    /// lr for `Mode::Update`, the loss gradient's factor for the error modes.
     scalar: f32,
     /// Real (unpadded) rows of C: the bias is added to these only.
     rows: u32,
-    _pad: [u32; 3],
+    /// The optimizer's hyperparameters (mu or beta1, beta2, eps) for `Mode::Update`.
+    hyper: [f32; 3],
 }
 
 /// Uniform block of `shaders/bias_update.wgsl`.
@@ -51,7 +52,8 @@ struct BiasParams {
     rows: u32,
     cols4: u32,
     lr: f32,
-    _pad: u32,
+    hyper: [f32; 3],
+    _pad: [u32; 2],
 }
 
 /// Uniform block of `shaders/loss_reduce.wgsl`.
@@ -62,6 +64,9 @@ struct ReduceParams {
     cols: u32,
     cols_padded: u32,
     scale: f32,
+    beta1: f32,
+    beta2: f32,
+    _pad: [u32; 2],
 }
 
 /// `n` rounded up to a multiple of 4: the padded size of every matrix dimension on the GPU.
@@ -94,6 +99,9 @@ struct Dispatch {
     bind_group: wgpu::BindGroup,
     groups: [u32; 3],
 }
+
+/// The GPU's `state` at the start: epoch index 0, optimizer step 0, beta1^0 = beta2^0 = 1.
+const INITIAL_COUNTERS: [u32; 4] = [0, 0, 0x3f80_0000, 0x3f80_0000];
 
 const STORAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
     .union(wgpu::BufferUsages::COPY_SRC)
@@ -269,6 +277,11 @@ struct MatmulBind<'a> {
     aux: Option<&'a GpuMatrix>,
     aux_out: Option<&'a wgpu::Buffer>,
     bias: Option<&'a wgpu::Buffer>,
+    /// The optimizer's state of C's parameters (`Mode::Update`), as many as the step keeps.
+    opt_state: [Option<&'a wgpu::Buffer>; 2],
+    /// The step counters (`loss_reduce`'s state) and the hyperparameters (mu or beta1, beta2, eps).
+    counters: Option<&'a wgpu::Buffer>,
+    hyper: [f32; 3],
 }
 
 fn matmul_dispatch(
@@ -304,7 +317,7 @@ fn matmul_dispatch(
             k: k as u32,
             scalar,
             rows: rows as u32,
-            _pad: [0; 3],
+            hyper: bind.hyper,
         },
     );
     let kn = &ctx.kernels;
@@ -317,6 +330,13 @@ fn matmul_dispatch(
         view(bind.aux.map_or(&kn.dummy_read, |m| &m.view)),
         bind.aux_out.unwrap_or(&kn.dummy_rw).as_entire_binding(),
         bind.bias.unwrap_or(&kn.dummy_bias).as_entire_binding(),
+        bind.opt_state[0]
+            .unwrap_or(&kn.dummy_opt[0])
+            .as_entire_binding(),
+        bind.opt_state[1]
+            .unwrap_or(&kn.dummy_opt[1])
+            .as_entire_binding(),
+        bind.counters.unwrap_or(&kn.dummy_bias).as_entire_binding(),
     ];
     let entries: Vec<wgpu::BindGroupEntry> = entries
         .into_iter()
@@ -338,10 +358,13 @@ fn matmul_dispatch(
     })
 }
 
+/// `loss_reduce` of `[rows, cols]` values times `scale`; with `advance = Some((beta1, beta2))` it
+/// also advances the optimizer's step counters.
 fn loss_reduce_dispatch(
     ctx: &GpuContext,
     (rows, cols): (usize, usize),
     scale: f32,
+    advance: Option<(f32, f32)>,
     values: &wgpu::Buffer,
     history: &wgpu::Buffer,
     state: &wgpu::Buffer,
@@ -354,6 +377,9 @@ fn loss_reduce_dispatch(
             cols: cols as u32,
             cols_padded: pad4(cols) as u32,
             scale,
+            beta1: advance.map_or(1.0, |a| a.0),
+            beta2: advance.map_or(1.0, |a| a.1),
+            _pad: [0; 2],
         },
     );
     let kn = &ctx.kernels;
@@ -380,19 +406,29 @@ fn loss_reduce_dispatch(
         ],
     });
     Dispatch {
-        pipeline: kn.loss_reduce.clone(),
+        pipeline: kn.loss_reduce(advance.is_some()),
         bind_group,
         groups: [1, 1, 1],
     }
 }
 
-/// `bias_update` of a `[rows, cols]` output gradient into the bias buffer `b`: the SGD step with
-/// `lr`, or (`store`) the gradient alone.
+/// What one `bias_update` dispatch binds besides the gradient and the bias.
+struct BiasStep<'a> {
+    lr: f32,
+    /// Store the gradient alone instead of stepping.
+    store: bool,
+    opt: Opt,
+    opt_state: [Option<&'a wgpu::Buffer>; 2],
+    counters: Option<&'a wgpu::Buffer>,
+    hyper: [f32; 3],
+}
+
+/// `bias_update` of a `[rows, cols]` output gradient into the bias buffer `b`: the optimizer
+/// step, or (`store`) the gradient alone.
 fn bias_update_dispatch(
     ctx: &GpuContext,
     (rows, cols): (usize, usize),
-    lr: f32,
-    store: bool,
+    step: BiasStep<'_>,
     g: &GpuMatrix,
     b: &wgpu::Buffer,
 ) -> Dispatch {
@@ -403,35 +439,39 @@ fn bias_update_dispatch(
         &BiasParams {
             rows: rows as u32,
             cols4: cols4 as u32,
-            lr,
-            _pad: 0,
+            lr: step.lr,
+            hyper: step.hyper,
+            _pad: [0; 2],
         },
     );
     let kn = &ctx.kernels;
+    let resources = [
+        params.as_entire_binding(),
+        wgpu::BindingResource::TextureView(&g.view),
+        b.as_entire_binding(),
+        step.opt_state[0]
+            .unwrap_or(&kn.dummy_opt[0])
+            .as_entire_binding(),
+        step.opt_state[1]
+            .unwrap_or(&kn.dummy_opt[1])
+            .as_entire_binding(),
+        step.counters.unwrap_or(&kn.dummy_bias).as_entire_binding(),
+    ];
+    let entries: Vec<wgpu::BindGroupEntry> = resources
+        .into_iter()
+        .enumerate()
+        .map(|(i, resource)| wgpu::BindGroupEntry {
+            binding: i as u32,
+            resource,
+        })
+        .collect();
     let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
         label: Some("bias_update"),
         layout: &kn.bias_update_layout,
-        entries: &[
-            wgpu::BindGroupEntry {
-                binding: 0,
-                resource: params.as_entire_binding(),
-            },
-            wgpu::BindGroupEntry {
-                binding: 1,
-                resource: wgpu::BindingResource::TextureView(&g.view),
-            },
-            wgpu::BindGroupEntry {
-                binding: 2,
-                resource: b.as_entire_binding(),
-            },
-        ],
+        entries: &entries,
     });
     Dispatch {
-        pipeline: if store {
-            kn.bias_grad.clone()
-        } else {
-            kn.bias_update.clone()
-        },
+        pipeline: kn.bias_update(&ctx.device, step.store, step.opt),
         bind_group,
         groups: [cols4.div_ceil(64) as u32, 1, 1],
     }
@@ -490,6 +530,8 @@ pub struct GpuBackend {
     /// `biases[l]`: `pad4(d_{l+1})` f32, updated in place; empty without biases.
     biases: Vec<wgpu::Buffer>,
     dbs: Vec<wgpu::Buffer>,
+    /// The optimizer's state (kept alive; the plans bind it).
+    _opt_state: Vec<Vec<wgpu::Buffer>>,
     /// Widths `d_0 .. d_L`, to strip the biases' padding.
     layers: Vec<usize>,
     max_chunk: usize,
@@ -553,6 +595,31 @@ impl GpuBackend {
         };
         let biases = per_bias("b", true)?;
         let dbs = per_bias("db", false)?;
+        // The optimizer's state: per weight, then per bias, as many zeroed buffers as the step
+        // keeps (momentum: 1, Adam: 2), in the padded layout of what they follow.
+        let opt = Opt::of(&job.optimizer);
+        let opt_state = host
+            .weights
+            .iter()
+            .chain(&host.biases)
+            .enumerate()
+            .map(|(i, m)| {
+                let len = pad4(m.rows) * pad4(m.cols);
+                (0..opt.state_buffers())
+                    .map(|s| {
+                        let label = format!("optimizer state {} of tensor {}", s + 1, i + 1);
+                        storage(&ctx, &label, len, None)
+                    })
+                    .collect::<Result<Vec<_>>>()
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let state_of = |i: usize| [opt_state[i].first(), opt_state[i].get(1)];
+        let o = &job.optimizer;
+        let hyper = match opt {
+            Opt::Adam => [o.beta1, o.beta2, o.eps],
+            _ => [o.momentum, 0.0, 0.0],
+        };
+        let advance = (opt == Opt::Adam).then_some((o.beta1, o.beta2));
         // acts[l]: ReLU output of hidden layer l; grads[l]: gradient w.r.t. layer l's output.
         let acts = (0..depth - 1)
             .map(|l| {
@@ -582,7 +649,14 @@ impl GpuBackend {
         // Bound one submission's work (about 20 GFLOP) so no driver watchdog fires on big jobs.
         let max_chunk = ((2e10 / flops) as usize).clamp(1, 100_000);
         let history = storage(&ctx, "loss history", max_chunk, None)?;
-        let state = storage(&ctx, "epoch index", 4, None)?;
+        // [epoch in chunk, optimizer step t, bits of beta1^t, bits of beta2^t]
+        let state = ctx
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("epoch index and optimizer counters"),
+                contents: bytemuck::cast_slice(&INITIAL_COUNTERS),
+                usage: STORAGE,
+            });
         let staging = ctx.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("history readback"),
             size: (max_chunk * 4) as u64,
@@ -599,6 +673,7 @@ impl GpuBackend {
                 mode,
                 block,
                 bias: bind.bias.is_some(),
+                opt: if mode == Mode::Update { opt } else { Opt::Sgd },
             };
             matmul_dispatch(&ctx, key, dims, scalar, bind)
         };
@@ -618,6 +693,9 @@ impl GpuBackend {
             aux,
             aux_out,
             bias: None,
+            opt_state: [None, None],
+            counters: None,
+            hyper: [0.0; 3],
         };
         // One epoch that reads the weights from texture `p` of each pair and, when `update`,
         // writes the stepped weights to texture `1 - p`.
@@ -655,6 +733,7 @@ impl GpuBackend {
                 &ctx,
                 (b, d[depth]),
                 job.loss.scale(n_out),
+                if update { advance } else { None },
                 &sq,
                 &history,
                 &state,
@@ -668,15 +747,20 @@ impl GpuBackend {
                     let bd = bind(&grads[l], w(l), &grads[l - 1], aux, None);
                     plan.push(mm((false, true, input_grad_mode), dims, 0.0, bd)?);
                 }
-                // w_l' = w_l - lr · a_{l-1}ᵀ · g_l (or dw_l = a_{l-1}ᵀ · g_l)
+                // w_l' = step(w_l, a_{l-1}ᵀ · g_l) (or dw_l = a_{l-1}ᵀ · g_l)
                 let input = if l == 0 { &x } else { &acts[l - 1] };
                 let dims = (d[l], d[l + 1], b);
                 plan.push(if update {
                     mm(
-                        (true, false, Mode::Sgd),
+                        (true, false, Mode::Update),
                         dims,
                         job.lr,
-                        bind(input, &grads[l], &weights[l][1 - p], Some(w(l)), None),
+                        MatmulBind {
+                            opt_state: state_of(l),
+                            counters: Some(&state),
+                            hyper,
+                            ..bind(input, &grads[l], &weights[l][1 - p], Some(w(l)), None)
+                        },
                     )?
                 } else {
                     mm(
@@ -686,14 +770,19 @@ impl GpuBackend {
                         bind(input, &grads[l], &dws[l], None, None),
                     )?
                 });
-                // b_l' = b_l - lr · Σ_rows g_l (or db_l = Σ_rows g_l)
+                // b_l' = step(b_l, Σ_rows g_l) (or db_l = Σ_rows g_l)
                 if let Some(b_l) = bias(l) {
                     let rc = (b, d[l + 1]);
-                    plan.push(if update {
-                        bias_update_dispatch(&ctx, rc, job.lr, false, &grads[l], b_l)
-                    } else {
-                        bias_update_dispatch(&ctx, rc, 0.0, true, &grads[l], &dbs[l])
-                    });
+                    let step = BiasStep {
+                        lr: job.lr,
+                        store: !update,
+                        opt,
+                        opt_state: state_of(depth + l),
+                        counters: Some(&state),
+                        hyper,
+                    };
+                    let target = if update { b_l } else { &dbs[l] };
+                    plan.push(bias_update_dispatch(&ctx, rc, step, &grads[l], target));
                 }
             }
             Ok(plan)
@@ -705,8 +794,9 @@ impl GpuBackend {
         // pipeline at its first dispatch (lavapipe: about 1 s for each 16x16 variant) do it here
         // and not in the timed training. It changes nothing training can see: it reads the
         // weights from texture 0 and writes only scratch (activations, gradients, texture 1 of
-        // each pair, history slot 0 and the epoch index, which every chunk resets), and the
-        // biases, updated in place, are saved before and restored after.
+        // each pair, history slot 0 and the epoch index, which every chunk resets), the biases,
+        // updated in place, are saved before and restored after, and the optimizer's state and
+        // counters are reset to their start after.
         let mut enc = ctx.device.create_command_encoder(&Default::default());
         let saved = biases
             .iter()
@@ -725,7 +815,12 @@ impl GpuBackend {
         for (b, copy) in biases.iter().zip(&saved) {
             enc.copy_buffer_to_buffer(copy, 0, b, 0, b.size());
         }
+        for buf in opt_state.iter().flatten() {
+            enc.clear_buffer(buf, 0, None);
+        }
         ctx.queue.submit([enc.finish()]);
+        ctx.queue
+            .write_buffer(&state, 0, bytemuck::cast_slice(&INITIAL_COUNTERS));
         ctx.wait()?;
 
         Ok(GpuBackend {
@@ -740,6 +835,7 @@ impl GpuBackend {
             dws,
             biases,
             dbs,
+            _opt_state: opt_state,
             layers: job.layers.clone(),
             max_chunk,
             submits: 0,
@@ -871,9 +967,9 @@ pub struct MatmulOutput {
 }
 
 /// Run one matmul variant on its own, for kernel tests: `a`, `b` row-major as stored (see the
-/// shader), `scalar` the lr (`Mode::Sgd`) or the loss gradient's factor (error modes), `c_init`
+/// shader), `scalar` the lr (`Mode::Update`) or the loss gradient's factor (error modes), `c_init`
 /// C's content before the kernel (poison it to catch unwritten elements; for
-/// `Mode::Sgd`, the weights before the step, which go to AUX as in training while C, the other
+/// `Mode::Update`, the weights before the step, which go to AUX as in training while C, the other
 /// texture of the pair, is poisoned with NaN), `aux` the AUX input where the mode needs it.
 #[allow(clippy::too_many_arguments)]
 pub fn run_matmul(
@@ -888,7 +984,7 @@ pub fn run_matmul(
     bias: Option<&[f32]>,
 ) -> Result<MatmulOutput> {
     let ((a_rows, a_cols), (b_rows, b_cols)) = key.stored_shapes((m, n, k));
-    let (c_init, aux) = if key.mode == Mode::Sgd {
+    let (c_init, aux) = if key.mode == Mode::Update {
         (vec![f32::NAN; m * n], Some(c_init))
     } else {
         (c_init.to_vec(), aux)
@@ -900,6 +996,7 @@ pub fn run_matmul(
         let auxb = aux.map(|v| matrix(ctx, "aux", m, n, Some(v))).transpose()?;
         let nan = vec![f32::NAN; pad4(m) * pad4(n)];
         let outb = storage(ctx, "aux_out", nan.len(), Some(&nan))?;
+        let counters = counters_buffer(ctx);
         let biasb = bias
             .map(|v| {
                 storage(
@@ -922,6 +1019,9 @@ pub fn run_matmul(
                 aux: auxb.as_ref(),
                 aux_out: key.mode.is_loss().then_some(&outb),
                 bias: biasb.as_ref(),
+                opt_state: [None, None],
+                counters: Some(&counters),
+                hyper: [0.0; 3],
             },
         )?;
         let mut enc = ctx.device.create_command_encoder(&Default::default());
@@ -974,7 +1074,7 @@ pub fn run_loss_reduce(
                 contents: bytemuck::cast_slice(&[2u32, 0, 0, 0]),
                 usage: STORAGE,
             });
-        let d = loss_reduce_dispatch(ctx, (rows, cols), 1.0, &vb, &hb, &sb);
+        let d = loss_reduce_dispatch(ctx, (rows, cols), 1.0, None, &vb, &hb, &sb);
         let mut enc = ctx.device.create_command_encoder(&Default::default());
         record(&mut enc, [&[d], &[]], 0, 1);
         ctx.queue.submit([enc.finish()]);
@@ -982,6 +1082,16 @@ pub fn run_loss_reduce(
         let s = ctx.read_f32(&sb, 4)?;
         Ok((h[2], s[0].to_bits()))
     })
+}
+
+/// Step counters at their start, for the standalone runners (plain SGD reads none of them).
+fn counters_buffer(ctx: &GpuContext) -> wgpu::Buffer {
+    ctx.device
+        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("counters"),
+            contents: bytemuck::cast_slice(&INITIAL_COUNTERS),
+            usage: STORAGE,
+        })
 }
 
 /// Run `bias_update` once on a `[rows, cols]` output gradient `g` (row-major, unpadded; padded
@@ -1009,7 +1119,16 @@ pub fn run_bias_update(
             to_padded(1, cols, b, 0.0)[..pad4(cols)].to_vec()
         };
         let bb = storage(ctx, "b", pad4(cols), Some(&init))?;
-        let d = bias_update_dispatch(ctx, (rows, cols), lr, store, &gm, &bb);
+        let counters = counters_buffer(ctx);
+        let step = BiasStep {
+            lr,
+            store,
+            opt: Opt::Sgd,
+            opt_state: [None, None],
+            counters: Some(&counters),
+            hyper: [0.0; 3],
+        };
+        let d = bias_update_dispatch(ctx, (rows, cols), step, &gm, &bb);
         let mut enc = ctx.device.create_command_encoder(&Default::default());
         record(&mut enc, [&[d], &[]], 0, 1);
         ctx.queue.submit([enc.finish()]);
@@ -1035,6 +1154,7 @@ pub fn time_matmul(
         let auxb = matrix(ctx, "aux", m, n, None)?;
         let outb = storage(ctx, "aux_out", pad4(m) * pad4(n), None)?;
         let biasb = storage(ctx, "bias", pad4(n), None)?;
+        let counters = counters_buffer(ctx);
         let d = matmul_dispatch(
             ctx,
             key,
@@ -1044,10 +1164,13 @@ pub fn time_matmul(
                 a: &ab,
                 b: &bb,
                 c: &cb,
-                aux: (key.mode.is_loss() || matches!(key.mode, Mode::Mask | Mode::Sgd))
+                aux: (key.mode.is_loss() || matches!(key.mode, Mode::Mask | Mode::Update))
                     .then_some(&auxb),
                 aux_out: key.mode.is_loss().then_some(&outb),
                 bias: key.bias.then_some(&biasb),
+                opt_state: [None, None],
+                counters: Some(&counters),
+                hyper: [0.0; 3],
             },
         )?;
         let plan = [d];
