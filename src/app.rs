@@ -19,6 +19,12 @@ pub fn run(cli: Cli) -> Result<()> {
             println!("{}", context::adapters_report(&context::list_adapters()));
             Ok(())
         }
+        Some(Command::Presets) => {
+            for p in job::PRESETS {
+                println!("{:<13} {}", p.name, p.about);
+            }
+            Ok(())
+        }
         None => train_command(&cli.train),
     }
 }
@@ -26,24 +32,37 @@ pub fn run(cli: Cli) -> Result<()> {
 /// The job and its initial state from the flags: seeded, or loaded from `--init` (whose shapes
 /// fill in `--layers`/`--batch` where those are not given, and must match them where they are).
 pub fn resolve(args: &TrainArgs) -> Result<(Job, HostState)> {
-    let mut job = Job {
-        seed: args.seed,
-        log_every: job::parse_count("--log-every", &args.log_every)?,
-        ..Job::default()
+    let mut job = match &args.preset {
+        Some(name) => job::preset(name)?,
+        None => Job::default(),
     };
+    job.seed = args.seed;
+    if let Some(n) = &args.log_every {
+        job.log_every = job::parse_count("--log-every", n)?;
+    }
     if let Some(e) = &args.epochs {
         job.epochs = job::parse_count("--epochs", e)?;
     }
     if let Some(lr) = &args.lr {
         job.lr = job::parse_lr(lr)?;
     }
-    job.activation = Activation::parse(&args.activation)?;
-    job.loss = Loss::parse(&args.loss)?;
-    job.init_scheme = InitScheme::parse(&args.init_scheme)?;
-    job.bias = args.bias;
+    if let Some(a) = &args.activation {
+        job.activation = Activation::parse(a)?;
+    }
+    if let Some(l) = &args.loss {
+        job.loss = Loss::parse(l)?;
+    }
+    if let Some(i) = &args.init_scheme {
+        job.init_scheme = InitScheme::parse(i)?;
+    }
+    if args.bias || args.no_bias {
+        job.bias = args.bias;
+    }
     let opt = &mut job.optimizer;
-    opt.kind = OptimizerKind::parse(&args.optimizer)?;
-    opt.nesterov = args.nesterov;
+    if let Some(o) = &args.optimizer {
+        opt.kind = OptimizerKind::parse(o)?;
+    }
+    opt.nesterov |= args.nesterov;
     for (flag, value, field) in [
         ("--momentum", &args.momentum, &mut opt.momentum),
         ("--beta1", &args.beta1, &mut opt.beta1),

@@ -26,10 +26,17 @@ pub enum Command {
     /// List every GPU adapter (index, name, vendor, type, backend, driver) and the one `--device
     /// auto` would choose.
     Devices,
+    /// List the presets (`--preset NAME`), one line each.
+    Presets,
 }
 
 #[derive(Debug, Args, Clone)]
 pub struct TrainArgs {
+    /// Start from a named job (see `gpu-train presets`); every other flag given overrides its
+    /// setting [default: tutorial].
+    #[arg(long, value_name = "NAME")]
+    pub preset: Option<String>,
+
     /// Where to train: `auto` (best GPU adapter, else the CPU), `cpu`, `gpu` (any adapter, error if
     /// none), an adapter index or a case-insensitive substring of its name (see `gpu-train devices`).
     #[arg(long, default_value = "auto", value_name = "DEVICE")]
@@ -57,21 +64,21 @@ pub struct TrainArgs {
     pub lr: Option<String>,
 
     /// Function between layers: `relu` (max(z, 0)) or `none` (a purely linear net). There is none
-    /// after the last layer.
-    #[arg(long, default_value = "relu", value_name = "NAME")]
-    pub activation: String,
+    /// after the last layer [default: relu].
+    #[arg(long, value_name = "NAME")]
+    pub activation: Option<String>,
 
     /// Loss, with d = prediction - target over all N = batch x output elements: `sse` (sum of d²),
     /// `mse` (mean of d², PyTorch's MSELoss), `half-sse` (½ sum of d², gradient d: the delta
-    /// rule), `l1` (mean of |d|, PyTorch's L1Loss).
-    #[arg(long, default_value = "sse", value_name = "NAME")]
-    pub loss: String,
+    /// rule), `l1` (mean of |d|, PyTorch's L1Loss) [default: sse].
+    #[arg(long, value_name = "NAME")]
+    pub loss: Option<String>,
 
     /// Optimizer: `sgd` (plain), `momentum` (PyTorch's SGD with momentum, see --momentum and
     /// --nesterov), `adam` (PyTorch's Adam, see --beta1, --beta2, --eps). Its state stays on the
-    /// device.
-    #[arg(long, default_value = "sgd", value_name = "NAME")]
-    pub optimizer: String,
+    /// device [default: sgd].
+    #[arg(long, value_name = "NAME")]
+    pub optimizer: Option<String>,
 
     /// Momentum factor of `--optimizer momentum`, in [0, 1) [default: 0.9].
     #[arg(long, value_name = "MU", allow_hyphen_values = true)]
@@ -97,19 +104,25 @@ pub struct TrainArgs {
     /// by --init-scheme (torch: uniform in ±1/sqrt(fan_in); normal: standard normal; xavier and
     /// kaiming: zeros; constant: the constant). With --init, biases come from b1.npy, b2.npy, ...
     /// when those files exist.
-    #[arg(long)]
+    #[arg(long, overrides_with = "no_bias")]
     pub bias: bool,
+
+    /// No biases (to override a preset that has them).
+    #[arg(long, overrides_with = "bias")]
+    pub no_bias: bool,
 
     /// How the initial weights are drawn (x and y are always standard normal): `normal` (standard
     /// normal), `torch` (uniform in ±1/sqrt(fan_in), PyTorch's nn.Linear default), `xavier`
     /// (uniform in ±sqrt(6/(fan_in+fan_out))), `kaiming` (normal with std sqrt(2/fan_in)),
-    /// `constant:<value>` (every weight the same). Ignored with --init, which loads the weights.
-    #[arg(long, default_value = "normal", value_name = "SCHEME")]
-    pub init_scheme: String,
+    /// `constant:<value>` (every weight the same). Ignored with --init, which loads the weights
+    /// [default: normal].
+    #[arg(long, value_name = "SCHEME")]
+    pub init_scheme: Option<String>,
 
-    /// Print the loss every N epochs (0: only the summary). Also how often the GPU path reads back.
-    #[arg(long, default_value = "50", value_name = "N")]
-    pub log_every: String,
+    /// Print the loss every N epochs (0: only the summary). Also how often the GPU path reads back
+    /// [default: 50].
+    #[arg(long, value_name = "N")]
+    pub log_every: Option<String>,
 
     /// Write the initial x, y and weights as x.npy, y.npy, w1.npy, w2.npy, ... into DIR (created if
     /// missing), in numpy's layout: x is [batch, d0], w1 is [d0, d1].

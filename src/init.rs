@@ -1,7 +1,7 @@
 //! Host-side state of a run (x, y and the weights as row-major f32) and its seeded initialisation,
 //! identical for every device.
 
-use crate::job::{InitScheme, Job};
+use crate::job::{DataSource, InitScheme, Job};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal, Uniform};
@@ -121,16 +121,25 @@ pub struct HostState {
 }
 
 impl HostState {
-    /// Draw x, y, w1, w2, ..., then (with `job.bias`) b1, b2, ... in that order from a ChaCha8
-    /// generator seeded with `job.seed`, each row-major: x and y from a standard normal, the
-    /// parameters by `job.init_scheme`. ChaCha8 is portable, so every machine and device gets the
+    /// Draw x, y (unless the job gives them), w1, w2, ..., then (with `job.bias`) b1, b2, ... in
+    /// that order from a ChaCha8 generator seeded with `job.seed`, each row-major: x and y from a
+    /// standard normal, the parameters by `job.init_scheme`. A validated job's fixed data fits its
+    /// shapes. ChaCha8 is portable, so every machine and device gets the
     /// same numbers; a net without biases draws exactly what it drew before biases existed.
     pub fn seeded(job: &Job) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(job.seed);
         let [b, d0] = job.x_shape();
-        let x = Matrix::randn(b, d0, &mut rng);
         let [_, dl] = job.y_shape();
-        let y = Matrix::randn(b, dl, &mut rng);
+        let (x, y) = match &job.data {
+            DataSource::Normal => {
+                let x = Matrix::randn(b, d0, &mut rng);
+                (x, Matrix::randn(b, dl, &mut rng))
+            }
+            DataSource::Fixed { x, y } => (
+                Matrix::from_vec(b, d0, x.clone()),
+                Matrix::from_vec(b, dl, y.clone()),
+            ),
+        };
         let weights = (0..job.depth())
             .map(|l| {
                 let [i, o] = job.weight_shape(l);

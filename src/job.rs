@@ -287,6 +287,31 @@ fn by_display<T: fmt::Display, S: Serializer>(v: &T, s: S) -> std::result::Resul
     s.collect_str(v)
 }
 
+/// Where x and y come from.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum DataSource {
+    /// Drawn from a standard normal with the job's seed.
+    #[default]
+    Normal,
+    /// Given: `x` is `[batch, d0]` and `y` is `[batch, dL]`, row-major (a preset's worked example).
+    Fixed { x: Vec<f32>, y: Vec<f32> },
+}
+
+impl Serialize for DataSource {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        match self {
+            DataSource::Normal => s.serialize_str("normal"),
+            DataSource::Fixed { x, y } => {
+                let mut st = s.serialize_struct("fixed", 2)?;
+                st.serialize_field("x", x)?;
+                st.serialize_field("y", y)?;
+                st.end()
+            }
+        }
+    }
+}
+
 /// One training run: a fully connected net over one fixed batch, plain SGD; by default ReLU
 /// between layers (none after the last), no bias, sum-of-squared-errors loss.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -308,6 +333,7 @@ pub struct Job {
     /// A bias per layer, added before the activation, trained like the weights.
     pub bias: bool,
     pub optimizer: Optimizer,
+    pub data: DataSource,
 }
 
 impl Default for Job {
@@ -324,6 +350,7 @@ impl Default for Job {
             init_scheme: InitScheme::default(),
             bias: false,
             optimizer: Optimizer::default(),
+            data: DataSource::Normal,
         }
     }
 }
@@ -387,6 +414,23 @@ impl Job {
             return Err(Error::arg("--epochs", "must be at least 1"));
         }
         self.optimizer.validate()?;
+        if let DataSource::Fixed { x, y } = &self.data {
+            let [xr, xc] = self.x_shape();
+            let [yr, yc] = self.y_shape();
+            if x.len() != xr * xc || y.len() != yr * yc {
+                return Err(Error::arg(
+                    "--preset",
+                    format!(
+                        "its fixed x ({} values) and y ({} values) do not fit --batch {} and \
+                         --layers {:?}; keep the preset's sizes",
+                        x.len(),
+                        y.len(),
+                        self.batch,
+                        self.layers
+                    ),
+                ));
+            }
+        }
         if !self.lr.is_finite() || self.lr <= 0.0 {
             return Err(Error::arg(
                 "--lr",
@@ -414,6 +458,94 @@ impl Job {
         }
         Ok(())
     }
+}
+
+/// A named starting point for a job; any flag given with it overrides its setting.
+pub struct Preset {
+    pub name: &'static str,
+    pub about: &'static str,
+    pub job: fn() -> Job,
+}
+
+/// Every preset, as `gpu-train presets` lists them.
+pub const PRESETS: &[Preset] = &[
+    Preset {
+        name: "tutorial",
+        about: "the default job: batch 64, 1000 -> 100 -> 10, ReLU, no bias, standard normal \
+                init, sum of squared errors, SGD lr 1e-6, 500 epochs",
+        job: Job::default,
+    },
+    Preset {
+        name: "bias-sgd",
+        about: "the tutorial net as nn.Linear layers: biases, PyTorch's init, sum of squared \
+                errors, SGD lr 1e-4",
+        job: || Job {
+            bias: true,
+            init_scheme: InitScheme::Torch,
+            lr: 1e-4,
+            ..Job::default()
+        },
+    },
+    Preset {
+        name: "adam",
+        about: "the tutorial net as nn.Linear layers (biases, PyTorch's init), sum of squared \
+                errors, Adam lr 1e-4",
+        job: || Job {
+            bias: true,
+            init_scheme: InitScheme::Torch,
+            lr: 1e-4,
+            optimizer: Optimizer {
+                kind: OptimizerKind::Adam,
+                ..Optimizer::default()
+            },
+            ..Job::default()
+        },
+    },
+    Preset {
+        name: "linear-delta",
+        about: "the hand-worked linear net 2 -> 3 -> 2 -> 1, every weight 0.5, x = [1, 1], \
+                y = [1], half the sum of squared errors (the delta rule), SGD lr 0.1, 50 epochs",
+        job: || Job {
+            layers: vec![2, 3, 2, 1],
+            batch: 1,
+            lr: 0.1,
+            epochs: 50,
+            log_every: 5,
+            activation: Activation::None,
+            loss: Loss::HalfSse,
+            init_scheme: InitScheme::Constant(0.5),
+            data: DataSource::Fixed {
+                x: vec![1.0, 1.0],
+                y: vec![1.0],
+            },
+            ..Job::default()
+        },
+    },
+    Preset {
+        name: "l1",
+        about: "the tutorial net with the mean absolute error (PyTorch's L1Loss), SGD lr 0.1",
+        job: || Job {
+            loss: Loss::L1,
+            lr: 0.1,
+            ..Job::default()
+        },
+    },
+];
+
+/// The job a preset starts from.
+pub fn preset(name: &str) -> Result<Job> {
+    let t = name.trim().to_ascii_lowercase();
+    PRESETS
+        .iter()
+        .find(|p| p.name == t)
+        .map(|p| (p.job)())
+        .ok_or_else(|| {
+            let names: Vec<&str> = PRESETS.iter().map(|p| p.name).collect();
+            Error::arg(
+                "--preset",
+                format!("unknown preset `{name}`; valid: {}", names.join(", ")),
+            )
+        })
 }
 
 /// Parse a positive integer flag value.
@@ -508,6 +640,24 @@ mod tests {
             let e = InitScheme::parse(bad).unwrap_err().to_string();
             assert!(e.contains("--init-scheme"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn every_preset_is_valid_and_unknown_ones_list_the_names() {
+        for p in PRESETS {
+            (p.job)()
+                .validate()
+                .unwrap_or_else(|e| panic!("{}: {e}", p.name));
+        }
+        assert_eq!(preset("tutorial").unwrap(), Job::default());
+        let e = preset("nope").unwrap_err().to_string();
+        assert!(e.contains("--preset") && e.contains("linear-delta"), "{e}");
+        // A fixed-data preset refuses sizes its data does not fit.
+        let j = Job {
+            batch: 2,
+            ..preset("linear-delta").unwrap()
+        };
+        assert!(j.validate().unwrap_err().to_string().contains("--preset"));
     }
 
     #[test]

@@ -362,6 +362,68 @@ fn init_with_wrong_shape_bias_exits_2_naming_file_and_shapes() {
 }
 
 #[test]
+fn cli_presets_lists_every_preset_with_a_line_each() {
+    let r = run(["presets"]).success();
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(
+        lines.len(),
+        gpu_train::job::PRESETS.len(),
+        "{}",
+        r.describe()
+    );
+    for (line, p) in lines.iter().zip(gpu_train::job::PRESETS) {
+        assert!(line.starts_with(p.name), "{line}");
+        assert!(line.len() > p.name.len() + 10, "no description: {line}");
+    }
+}
+
+/// A preset sets the job; any flag given with it wins.
+#[test]
+fn cli_preset_is_overridden_by_explicit_flags() {
+    let tmp = tempfile::tempdir().unwrap();
+    let j = tmp.path().join("run.json");
+    run([
+        "--device",
+        "cpu",
+        "--preset",
+        "adam",
+        "--lr",
+        "1e-3",
+        "--epochs",
+        "3",
+        "--layers",
+        "20,8,3",
+        "--no-bias",
+        "--summary-json",
+        p(&j),
+        "--quiet",
+    ])
+    .success();
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&j).unwrap()).unwrap();
+    let c = &v["config"];
+    assert_eq!(c["optimizer"]["kind"], "adam", "from the preset: {c:#}");
+    assert_eq!(c["init_scheme"], "torch", "from the preset: {c:#}");
+    assert!(
+        (c["lr"].as_f64().unwrap() - 1e-3).abs() < 1e-9,
+        "flag wins: {c:#}"
+    );
+    assert_eq!(c["bias"], false, "--no-bias wins: {c:#}");
+    assert_eq!(c["epochs"], 3);
+    assert_eq!(c["data"], "normal");
+}
+
+#[test]
+fn cli_linear_delta_preset_prints_the_worked_example() {
+    let r = run(["--device", "cpu", "--preset", "linear-delta"]).success();
+    let lines = r.epoch_lines();
+    assert_eq!(lines[0], (0, 0.125), "{}", r.describe());
+    assert_eq!(lines.len(), 10, "every 5th of 50 epochs: {}", r.describe());
+    let (_, epochs, loss) = r.summary();
+    assert_eq!(epochs, 50);
+    assert!(loss < 1e-10, "{}", r.describe());
+}
+
+#[test]
 fn cli_history_csv_has_a_header_and_one_line_per_epoch() {
     let tmp = tempfile::tempdir().unwrap();
     let h = tmp.path().join("history.csv");
@@ -646,6 +708,20 @@ bad_flag!(
 );
 bad_flag!(bad_log_every_exits_2, ["--log-every", "x"], ["--log-every"]);
 bad_flag!(unknown_flag_exits_2, ["--frobnicate"], ["--frobnicate"]);
+bad_flag!(
+    unknown_preset_exits_2_listing_the_presets,
+    ["--preset", "resnet"],
+    [
+        "--preset",
+        "resnet",
+        "tutorial, bias-sgd, adam, linear-delta, l1"
+    ]
+);
+bad_flag!(
+    fixed_data_preset_with_other_sizes_exits_2,
+    ["--preset", "linear-delta", "--batch", "4"],
+    ["--preset", "fit"]
+);
 bad_flag!(
     unknown_optimizer_exits_2_listing_the_optimizers,
     ["--optimizer", "rmsprop"],
