@@ -6,10 +6,9 @@
 //! Tolerance: PyTorch ran in float64 from the f32 arrays the trainer loads, so what differs is
 //! the trainer's f32 arithmetic: a few ulps per operation on a net of widths <= 20, compounded
 //! over 20 steps: measured at most 1.7e-6 relative (Adam), 1e-7 for the others, on the CPU and on
-//! lavapipe. We allow 1e-4 relative on every loss and 1e-4
-//! normwise on every parameter tensor; a wrong formula (momentum without dampening-free
-//! accumulation, Adam without bias correction, a mean taken over the batch only) moves the
-//! losses by more than 1e-2 relative within a few epochs.
+//! lavapipe. We allow 1e-4 relative on every loss and 1e-4 normwise on every parameter tensor,
+//! far below what a different formula gives (momentum against plain SGD: a final loss of 14.0
+//! against 31.1; Nesterov against momentum: 11.7 against 14.0).
 
 mod common;
 
