@@ -243,21 +243,22 @@ pub fn optimizer_update(
         }
         OptimizerKind::Momentum => {
             let mu = opt.momentum;
-            for i in 0..p.len() {
-                m[i] = mu * m[i] + g[i];
-                let step = if opt.nesterov { g[i] + mu * m[i] } else { m[i] };
-                p[i] -= lr * step;
+            for ((p, &g), m) in p.iter_mut().zip(g).zip(m.iter_mut()) {
+                *m = mu * *m + g;
+                let step = if opt.nesterov { g + mu * *m } else { *m };
+                *p -= lr * step;
             }
         }
         OptimizerKind::Adam => {
-            let (b1, b2) = (opt.beta1, opt.beta2);
+            let (b1, b2, eps) = (opt.beta1, opt.beta2, opt.eps);
             let step_size = lr / (1.0 - c.beta1_t);
             let bc2_sqrt = (1.0 - c.beta2_t).sqrt();
-            for i in 0..p.len() {
-                m[i] = b1 * m[i] + (1.0 - b1) * g[i];
-                v[i] = b2 * v[i] + (1.0 - b2) * (g[i] * g[i]);
-                let denom = v[i].sqrt() / bc2_sqrt + opt.eps;
-                p[i] -= step_size * (m[i] / denom);
+            // Iterators rather than indices, so the loop vectorises (sqrt and division included).
+            for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+                *m = b1 * *m + (1.0 - b1) * g;
+                *v = b2 * *v + (1.0 - b2) * (g * g);
+                let denom = v.sqrt() / bc2_sqrt + eps;
+                *p -= step_size * (*m / denom);
             }
         }
     }
