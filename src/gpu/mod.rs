@@ -284,6 +284,43 @@ struct MatmulBind<'a> {
     hyper: [f32; 3],
 }
 
+/// A bind group whose binding `i` is `resources[i]`.
+fn bind_group(
+    ctx: &GpuContext,
+    label: &str,
+    layout: &wgpu::BindGroupLayout,
+    resources: Vec<wgpu::BindingResource<'_>>,
+) -> wgpu::BindGroup {
+    let entries: Vec<wgpu::BindGroupEntry> = resources
+        .into_iter()
+        .enumerate()
+        .map(|(i, resource)| wgpu::BindGroupEntry {
+            binding: i as u32,
+            resource,
+        })
+        .collect();
+    ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: Some(label),
+        layout,
+        entries: &entries,
+    })
+}
+
+/// The optimizer's two state buffers and the step counters, as the last three bindings of the
+/// kernels that update parameters (dummies where the step keeps no state).
+fn optimizer_bindings<'a>(
+    ctx: &'a GpuContext,
+    state: [Option<&'a wgpu::Buffer>; 2],
+    counters: Option<&'a wgpu::Buffer>,
+) -> [wgpu::BindingResource<'a>; 3] {
+    let kn = &ctx.kernels;
+    [
+        state[0].unwrap_or(&kn.dummy_opt[0]).as_entire_binding(),
+        state[1].unwrap_or(&kn.dummy_opt[1]).as_entire_binding(),
+        counters.unwrap_or(&kn.dummy_bias).as_entire_binding(),
+    ]
+}
+
 fn matmul_dispatch(
     ctx: &GpuContext,
     key: MatmulKey,
@@ -322,7 +359,7 @@ fn matmul_dispatch(
     );
     let kn = &ctx.kernels;
     let view = wgpu::BindingResource::TextureView;
-    let entries = [
+    let mut resources = vec![
         params.as_entire_binding(),
         view(&bind.a.view),
         view(&bind.b.view),
@@ -330,27 +367,9 @@ fn matmul_dispatch(
         view(bind.aux.map_or(&kn.dummy_read, |m| &m.view)),
         bind.aux_out.unwrap_or(&kn.dummy_rw).as_entire_binding(),
         bind.bias.unwrap_or(&kn.dummy_bias).as_entire_binding(),
-        bind.opt_state[0]
-            .unwrap_or(&kn.dummy_opt[0])
-            .as_entire_binding(),
-        bind.opt_state[1]
-            .unwrap_or(&kn.dummy_opt[1])
-            .as_entire_binding(),
-        bind.counters.unwrap_or(&kn.dummy_bias).as_entire_binding(),
     ];
-    let entries: Vec<wgpu::BindGroupEntry> = entries
-        .into_iter()
-        .enumerate()
-        .map(|(i, resource)| wgpu::BindGroupEntry {
-            binding: i as u32,
-            resource,
-        })
-        .collect();
-    let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-        label: Some("matmul"),
-        layout: &kn.matmul_layout,
-        entries: &entries,
-    });
+    resources.extend(optimizer_bindings(ctx, bind.opt_state, bind.counters));
+    let bind_group = bind_group(ctx, "matmul", &kn.matmul_layout, resources);
     Ok(Dispatch {
         pipeline: kn.matmul(&ctx.device, key),
         bind_group,
@@ -383,28 +402,13 @@ fn loss_reduce_dispatch(
         },
     );
     let kn = &ctx.kernels;
-    let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-        label: Some("loss_reduce"),
-        layout: &kn.loss_reduce_layout,
-        entries: &[
-            wgpu::BindGroupEntry {
-                binding: 0,
-                resource: params.as_entire_binding(),
-            },
-            wgpu::BindGroupEntry {
-                binding: 1,
-                resource: values.as_entire_binding(),
-            },
-            wgpu::BindGroupEntry {
-                binding: 2,
-                resource: history.as_entire_binding(),
-            },
-            wgpu::BindGroupEntry {
-                binding: 3,
-                resource: state.as_entire_binding(),
-            },
-        ],
-    });
+    let resources = vec![
+        params.as_entire_binding(),
+        values.as_entire_binding(),
+        history.as_entire_binding(),
+        state.as_entire_binding(),
+    ];
+    let bind_group = bind_group(ctx, "loss_reduce", &kn.loss_reduce_layout, resources);
     Dispatch {
         pipeline: kn.loss_reduce(advance.is_some()),
         bind_group,
@@ -445,31 +449,13 @@ fn bias_update_dispatch(
         },
     );
     let kn = &ctx.kernels;
-    let resources = [
+    let mut resources = vec![
         params.as_entire_binding(),
         wgpu::BindingResource::TextureView(&g.view),
         b.as_entire_binding(),
-        step.opt_state[0]
-            .unwrap_or(&kn.dummy_opt[0])
-            .as_entire_binding(),
-        step.opt_state[1]
-            .unwrap_or(&kn.dummy_opt[1])
-            .as_entire_binding(),
-        step.counters.unwrap_or(&kn.dummy_bias).as_entire_binding(),
     ];
-    let entries: Vec<wgpu::BindGroupEntry> = resources
-        .into_iter()
-        .enumerate()
-        .map(|(i, resource)| wgpu::BindGroupEntry {
-            binding: i as u32,
-            resource,
-        })
-        .collect();
-    let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-        label: Some("bias_update"),
-        layout: &kn.bias_update_layout,
-        entries: &entries,
-    });
+    resources.extend(optimizer_bindings(ctx, step.opt_state, step.counters));
+    let bind_group = bind_group(ctx, "bias_update", &kn.bias_update_layout, resources);
     Dispatch {
         pipeline: kn.bias_update(&ctx.device, step.store, step.opt),
         bind_group,
