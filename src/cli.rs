@@ -46,7 +46,7 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
 
-    /// Number of epochs (full passes over the batch), each one SGD step [default: 500].
+    /// Number of epochs (full passes over the batch), each one optimizer step [default: 500].
     #[arg(long, value_name = "N", allow_hyphen_values = true)]
     pub epochs: Option<String>,
 
@@ -111,7 +111,7 @@ pub struct TrainArgs {
     #[arg(long, overrides_with = "bias")]
     pub no_bias: bool,
 
-    /// How the initial weights are drawn (x and y are always standard normal): `normal` (standard
+    /// How the initial weights are drawn (x and y are standard normal, unless a preset fixes them): `normal` (standard
     /// normal), `torch` (uniform in ±1/sqrt(fan_in), PyTorch's nn.Linear default), `xavier`
     /// (uniform in ±sqrt(6/(fan_in+fan_out))), `kaiming` (normal with std sqrt(2/fan_in)),
     /// `constant:<value>` (every weight the same). Ignored with --init, which loads the weights
@@ -124,16 +124,19 @@ pub struct TrainArgs {
     #[arg(long, value_name = "N")]
     pub log_every: Option<String>,
 
-    /// Write the initial x, y and weights as x.npy, y.npy, w1.npy, w2.npy, ... into DIR (created if
-    /// missing), in numpy's layout: x is [batch, d0], w1 is [d0, d1].
+    /// Write the initial x, y and weights as x.npy, y.npy, w1.npy, w2.npy, ... (and biases as
+    /// b1.npy, ...) into DIR (created if missing), in numpy's layout: x is [batch, d0], w1 is
+    /// [d0, d1], b1 is [d1].
     #[arg(long, value_name = "DIR")]
     pub save_init: Option<PathBuf>,
 
-    /// Start from x.npy, y.npy, w1.npy, ... in DIR (f32 or f64, C order) instead of the seed.
+    /// Start from x.npy, y.npy, w1.npy, ... (and b1.npy, ... if present) in DIR (f32 or f64, C
+    /// order) instead of the seed.
     #[arg(long, value_name = "DIR")]
     pub init: Option<PathBuf>,
 
-    /// Write the trained weights as w1.npy, w2.npy, ... into DIR (created if missing).
+    /// Write the trained weights as w1.npy, w2.npy, ... (and biases as b1.npy, ...) into DIR
+    /// (created if missing).
     #[arg(long, value_name = "DIR")]
     pub save_final: Option<PathBuf>,
 
