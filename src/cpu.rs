@@ -427,9 +427,10 @@ impl CpuBackend {
         loss_forward(g, &mut self.sq, &self.pred, &self.y, self.loss)
     }
 
-    /// Backward pass. With `update`, each weight gets its SGD step fused into its gradient product
-    /// (after the layer below's input gradient has used the old weight), and each bias its step
-    /// after its gradient; without, the gradients are returned and the parameters left alone.
+    /// Backward pass. With `update`, each weight gets its optimizer step (fused into its gradient
+    /// product for plain SGD, right after it otherwise) once the layer below's input gradient has
+    /// used the old weight, and each bias its step after its gradient; without, the gradients are
+    /// returned and the parameters left alone.
     fn backward(&mut self, update: bool) -> Params {
         let depth = self.weights.len();
         let b = self.batch;
@@ -515,7 +516,7 @@ impl CpuBackend {
         }
     }
 
-    /// One epoch: forward, loss, backward with the fused SGD update. Returns the loss.
+    /// One epoch: forward, loss, backward with the optimizer's updates. Returns the loss.
     pub fn epoch(&mut self) -> f32 {
         let loss = self.forward();
         self.counters.advance(&self.optimizer);

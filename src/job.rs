@@ -312,8 +312,9 @@ impl Serialize for DataSource {
     }
 }
 
-/// One training run: a fully connected net over one fixed batch, plain SGD; by default ReLU
-/// between layers (none after the last), no bias, sum-of-squared-errors loss.
+/// One training run: a fully connected net trained over one fixed batch; by default the tutorial's
+/// job (ReLU between layers and none after the last, no bias, sum-of-squared-errors loss, plain
+/// SGD).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Job {
     /// Widths from input to output: `[d0, d1, ..., dL]`, at least two entries.

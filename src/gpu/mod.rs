@@ -5,15 +5,18 @@
 //! Every matrix lives on the GPU as an rgba32float texture (a texel holds 4 consecutive elements
 //! of a row) with both dimensions padded to a multiple of 4 and the padding zero (see
 //! `shaders/matmul.wgsl`); uploads pad and readbacks strip it. A kernel cannot read and write one
-//! texture, so each weight matrix has two: an epoch reads one and its SGD step writes the other,
-//! and the next epoch swaps them (two recorded plans, chosen by the epoch's parity).
+//! texture, so each weight matrix has two: an epoch reads one and its optimizer step writes the
+//! other, and the next epoch swaps them (two recorded plans, chosen by the epoch's parity).
+//! Biases and the optimizer's state are storage buffers, updated in place.
 //!
-//! One epoch of an L-layer net is 3L dispatches (L forward + 1 reduce + (L-1) + L backward):
-//! - forward: `matmul[relu]` for each hidden layer, `matmul[sse]` for the output layer (fused with
-//!   the loss and its gradient), `loss_reduce` (deterministic sum into the history);
+//! One epoch of an L-layer net is 3L dispatches (L forward + 1 reduce + (L-1) + L backward), plus
+//! L `bias_update` with biases:
+//! - forward: `matmul[relu]` (or `[store]` without activation) for each hidden layer,
+//!   `matmul[sq-err]` or `[abs-err]` for the output layer (fused with the loss and its gradient),
+//!   `loss_reduce` (deterministic sum into the history, and the optimizer's step counters);
 //! - backward, from the last layer down: `matmul[mask]` (input gradient g·wᵀ through the ReLU,
-//!   while w is still the old weight), then `matmul[sgd]` (weight gradient aᵀ·g fused with the SGD
-//!   step, into the other texture of the pair).
+//!   while w is still the old weight), then `matmul[update]` (weight gradient aᵀ·g fused with the
+//!   optimizer step, into the other texture of the pair), then `bias_update`.
 
 pub mod context;
 pub mod kernels;
