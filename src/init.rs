@@ -41,17 +41,20 @@ impl Matrix {
         Matrix { rows, cols, data }
     }
 
+    /// Entries uniform in [-bound, bound) drawn from `rng`, row by row.
+    fn uniform(rows: usize, cols: usize, bound: f32, rng: &mut ChaCha8Rng) -> Self {
+        let u = Uniform::new(-bound, bound).expect("the bound is finite and positive");
+        let data = (0..rows * cols).map(|_| u.sample(rng)).collect();
+        Matrix { rows, cols, data }
+    }
+
     /// A `[1, n]` bias of a layer with `fan_in` inputs drawn by `scheme`: uniform in
     /// ±1/sqrt(fan_in) for `torch` (as nn.Linear), standard normal for `normal`, the constant for
     /// `constant`, zeros for `xavier` and `kaiming` (as their usual setups).
     pub fn init_bias(fan_in: usize, n: usize, scheme: InitScheme, rng: &mut ChaCha8Rng) -> Self {
         match scheme {
             InitScheme::Normal => Self::randn(1, n, rng),
-            InitScheme::Torch => {
-                let bound = 1.0 / (fan_in as f32).sqrt();
-                let u = Uniform::new(-bound, bound).expect("the bound is finite and positive");
-                Matrix::from_vec(1, n, (0..n).map(|_| u.sample(rng)).collect())
-            }
+            InitScheme::Torch => Self::uniform(1, n, 1.0 / (fan_in as f32).sqrt(), rng),
             InitScheme::Xavier | InitScheme::Kaiming => Matrix::zeros(1, n),
             InitScheme::Constant(c) => Matrix::from_vec(1, n, vec![c; n]),
         }
@@ -60,26 +63,18 @@ impl Matrix {
     /// A `[fan_in, fan_out]` weight matrix drawn by `scheme` from `rng`, row by row.
     pub fn init(rows: usize, cols: usize, scheme: InitScheme, rng: &mut ChaCha8Rng) -> Self {
         let (fan_in, fan_out) = (rows as f32, cols as f32);
-        let uniform = |bound: f32, rng: &mut ChaCha8Rng| {
-            let u = Uniform::new(-bound, bound).expect("the bound is finite and positive");
-            (0..rows * cols).map(|_| u.sample(rng)).collect()
-        };
-        let data = match scheme {
-            InitScheme::Normal => return Self::randn(rows, cols, rng),
-            InitScheme::Torch => uniform(1.0 / fan_in.sqrt(), rng),
-            InitScheme::Xavier => uniform((6.0 / (fan_in + fan_out)).sqrt(), rng),
+        match scheme {
+            InitScheme::Normal => Self::randn(rows, cols, rng),
+            InitScheme::Torch => Self::uniform(rows, cols, 1.0 / fan_in.sqrt(), rng),
+            InitScheme::Xavier => Self::uniform(rows, cols, (6.0 / (fan_in + fan_out)).sqrt(), rng),
             InitScheme::Kaiming => {
                 let std = (2.0 / fan_in).sqrt();
-                (0..rows * cols)
-                    .map(|_| {
-                        let z: f32 = StandardNormal.sample(rng);
-                        std * z
-                    })
-                    .collect()
+                let mut m = Self::randn(rows, cols, rng);
+                m.data.iter_mut().for_each(|v| *v *= std);
+                m
             }
-            InitScheme::Constant(c) => vec![c; rows * cols],
-        };
-        Matrix { rows, cols, data }
+            InitScheme::Constant(c) => Matrix::from_vec(rows, cols, vec![c; rows * cols]),
+        }
     }
 
     pub fn shape(&self) -> [usize; 2] {
