@@ -1,7 +1,7 @@
 // A layer's bias gradient and its update: db[j] = sum over the batch rows of g[r, j], summed row
 // by row in order (deterministic, no atomics; the CPU's `bias_update` follows the same order),
 // then b = db (STORE: the gradient alone, for checks) or the optimizer step of optimizer.wgsl
-// (put in front of this file) with its state in opt_m and opt_v.
+// (put in front of this file).
 //
 // g is the gradient w.r.t. the layer's output, an rgba32float matrix texture (see matmul.wgsl);
 // b is n/4 vec4 in a storage buffer (read by the forward product's epilogue). One invocation per
@@ -23,10 +23,7 @@ struct Params {
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var g: texture_storage_2d<rgba32float, read>;
 @group(0) @binding(2) var<storage, read_write> b: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read_write> opt_m: array<vec4<f32>>;
-@group(0) @binding(4) var<storage, read_write> opt_v: array<vec4<f32>>;
-// loss_reduce.wgsl's state: [epoch in chunk, step t, bits of beta1^t, bits of beta2^t].
-@group(0) @binding(5) var<storage, read> counters: array<u32>;
+// Bindings 7-9: the optimizer's state of the bias, declared in optimizer.wgsl.
 
 @compute @workgroup_size(64)
 fn bias_update(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -42,23 +39,6 @@ fn bias_update(@builtin(global_invocation_id) gid: vec3<u32>) {
         b[c4] = s;
         return;
     }
-    var m = vec4<f32>(0.0);
-    var v = vec4<f32>(0.0);
-    if (OPT != 0u) {
-        m = opt_m[c4];
-    }
-    if (OPT == 3u) {
-        v = opt_v[c4];
-    }
-    let b1t = bitcast<f32>(counters[2]);
-    let b2t = bitcast<f32>(counters[3]);
-    let r = optimizer_step(b[c4], s, m, v, params.lr, vec3<f32>(params.h0, params.h1, params.h2),
-                           b1t, b2t);
-    b[c4] = r.p;
-    if (OPT != 0u) {
-        opt_m[c4] = r.m;
-    }
-    if (OPT == 3u) {
-        opt_v[c4] = r.v;
-    }
+    let h = vec3<f32>(params.h0, params.h1, params.h2);
+    b[c4] = optimizer_apply(b[c4], s, c4, params.lr, h);
 }

@@ -61,11 +61,8 @@ struct Params {
 @group(0) @binding(5) var<storage, read_write> aux_out: array<vec4<f32>>;
 // The layer's bias, n/4 vec4 (zero-padded), read when BIAS.
 @group(0) @binding(6) var<storage, read> bias: array<vec4<f32>>;
-// The optimizer's state of the weights being updated (MODE 3), in the layout of aux_out.
-@group(0) @binding(7) var<storage, read_write> opt_m: array<vec4<f32>>;
-@group(0) @binding(8) var<storage, read_write> opt_v: array<vec4<f32>>;
-// loss_reduce.wgsl's state: [epoch in chunk, step t, bits of beta1^t, bits of beta2^t].
-@group(0) @binding(9) var<storage, read> counters: array<u32>;
+// Bindings 7-9: the optimizer's state of the weights being updated (MODE 3), in the layout of
+// aux_out, declared in optimizer.wgsl.
 
 // Texel (q, row): elements 4q..4q+3 of row `row`.
 fn texel(t: texture_storage_2d<rgba32float, read>, q: u32, row: u32) -> vec4<f32> {
@@ -124,26 +121,9 @@ fn epilogue(row: u32, c4: u32, product: vec4<f32>) {
         case 1u: { textureStore(c, at, max(v, vec4<f32>(0.0))); }
         case 2u: { textureStore(c, at, select(vec4<f32>(0.0), v, textureLoad(aux, at) > vec4<f32>(0.0))); }
         case 3u: {
+            let h = vec3<f32>(params.h0, params.h1, params.h2);
             let i = row * (params.n / 4u) + c4;
-            var m = vec4<f32>(0.0);
-            var s = vec4<f32>(0.0);
-            if (OPT != 0u) {
-                m = opt_m[i];
-            }
-            if (OPT == 3u) {
-                s = opt_v[i];
-            }
-            let b1t = bitcast<f32>(counters[2]);
-            let b2t = bitcast<f32>(counters[3]);
-            let r = optimizer_step(textureLoad(aux, at), v, m, s, params.scalar,
-                                   vec3<f32>(params.h0, params.h1, params.h2), b1t, b2t);
-            textureStore(c, at, r.p);
-            if (OPT != 0u) {
-                opt_m[i] = r.m;
-            }
-            if (OPT == 3u) {
-                opt_v[i] = r.v;
-            }
+            textureStore(c, at, optimizer_apply(textureLoad(aux, at), v, i, params.scalar, h));
         }
         case 4u: {
             let d = v - textureLoad(aux, at);

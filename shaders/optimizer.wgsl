@@ -6,40 +6,47 @@
 //   OPT 2 nesterov  m = mu*m + g; p = p - lr*(g + mu*m)
 //   OPT 3 adam      m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g*g;
 //                   p = p - (lr / (1 - b1^t)) * (m / (sqrt(v) / sqrt(1 - b2^t) + eps))
-// h holds (mu or b1, b2, eps); b1t, b2t are b1^t and b2^t at this step, kept on the GPU by
-// loss_reduce.wgsl.
+// h holds (mu or b1, b2, eps); b1^t and b2^t at this step are kept on the GPU by loss_reduce.wgsl.
+//
+// The state lives at the same bindings in every kernel that includes this file: m (momentum
+// buffer or Adam's first moment) and v (Adam's second moment) in the layout of the parameters,
+// and loss_reduce's state [epoch in chunk, step t, bits of b1^t, bits of b2^t]. Plain SGD reads
+// none of them (the host binds small dummies then).
 
 override OPT: u32 = 0u;
 
-struct OptStep {
-    p: vec4<f32>,
-    m: vec4<f32>,
-    v: vec4<f32>,
-}
+@group(0) @binding(7) var<storage, read_write> opt_m: array<vec4<f32>>;
+@group(0) @binding(8) var<storage, read_write> opt_v: array<vec4<f32>>;
+@group(0) @binding(9) var<storage, read> counters: array<u32>;
 
-fn optimizer_step(p: vec4<f32>, g: vec4<f32>, m: vec4<f32>, v: vec4<f32>, lr: f32, h: vec3<f32>,
-                  b1t: f32, b2t: f32) -> OptStep {
+// The parameters p stepped by their gradient g; the state at index i is read and written back.
+fn optimizer_apply(p: vec4<f32>, g: vec4<f32>, i: u32, lr: f32, h: vec3<f32>) -> vec4<f32> {
     switch OPT {
         case 1u, 2u: {
             let mu = h.x;
-            let m1 = mu * m + g;
-            var s = m1;
+            let m = mu * opt_m[i] + g;
+            opt_m[i] = m;
+            var s = m;
             if (OPT == 2u) {
-                s = g + mu * m1;
+                s = g + mu * m;
             }
-            return OptStep(p - lr * s, m1, v);
+            return p - lr * s;
         }
         case 3u: {
             let b1 = h.x;
             let b2 = h.y;
-            let m1 = b1 * m + (1.0 - b1) * g;
-            let v1 = b2 * v + (1.0 - b2) * (g * g);
+            let b1t = bitcast<f32>(counters[2]);
+            let b2t = bitcast<f32>(counters[3]);
+            let m = b1 * opt_m[i] + (1.0 - b1) * g;
+            let v = b2 * opt_v[i] + (1.0 - b2) * (g * g);
+            opt_m[i] = m;
+            opt_v[i] = v;
             let step_size = lr / (1.0 - b1t);
-            let denom = sqrt(v1) / sqrt(1.0 - b2t) + h.z;
-            return OptStep(p - step_size * (m1 / denom), m1, v1);
+            let denom = sqrt(v) / sqrt(1.0 - b2t) + h.z;
+            return p - step_size * (m / denom);
         }
         default: {
-            return OptStep(p - lr * g, m, v);
+            return p - lr * g;
         }
     }
 }

@@ -15,6 +15,10 @@ pub const BIAS_UPDATE_WGSL: &str = concat!(
     include_str!("../../shaders/bias_update.wgsl")
 );
 
+/// The first of the three bindings `shaders/optimizer.wgsl` declares (the optimizer's two state
+/// buffers and the step counters), the same in every kernel that includes it.
+pub const OPT_BINDING: u32 = 7;
+
 /// The format of every matrix on the GPU: one texel holds 4 consecutive elements of a row (see
 /// `shaders/matmul.wgsl`).
 pub const MATRIX_FORMAT: wgpu::TextureFormat = wgpu::TextureFormat::Rgba32Float;
@@ -198,6 +202,27 @@ fn texture_entry(binding: u32, access: wgpu::StorageTextureAccess) -> wgpu::Bind
     }
 }
 
+/// The compute pipeline of `entry` in `module`, its override constants set to `constants`.
+fn pipeline(
+    device: &wgpu::Device,
+    layout: &wgpu::PipelineLayout,
+    module: &wgpu::ShaderModule,
+    entry: &str,
+    constants: &[(&str, f64)],
+) -> wgpu::ComputePipeline {
+    device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        label: Some(entry),
+        layout: Some(layout),
+        module,
+        entry_point: Some(entry),
+        compilation_options: wgpu::PipelineCompilationOptions {
+            constants,
+            zero_initialize_workgroup_memory: false,
+        },
+        cache: None,
+    })
+}
+
 const TEX_READ: wgpu::StorageTextureAccess = wgpu::StorageTextureAccess::ReadOnly;
 const TEX_WRITE: wgpu::StorageTextureAccess = wgpu::StorageTextureAccess::WriteOnly;
 const UNIFORM: wgpu::BufferBindingType = wgpu::BufferBindingType::Uniform;
@@ -231,9 +256,9 @@ impl Kernels {
                 texture_entry(4, TEX_READ),
                 entry(5, RW),
                 entry(6, READ),
-                entry(7, RW),
-                entry(8, RW),
-                entry(9, READ),
+                entry(OPT_BINDING, RW),
+                entry(OPT_BINDING + 1, RW),
+                entry(OPT_BINDING + 2, READ),
             ],
         });
         let matmul_pipeline_layout =
@@ -264,17 +289,14 @@ impl Kernels {
                 immediate_size: 0,
             });
         let loss_reduce = [false, true].map(|advance| {
-            device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some("loss_reduce"),
-                layout: Some(&reduce_pipeline_layout),
-                module: &reduce_module,
-                entry_point: Some("loss_reduce"),
-                compilation_options: wgpu::PipelineCompilationOptions {
-                    constants: &[("ADVANCE", advance as u8 as f64)],
-                    zero_initialize_workgroup_memory: false,
-                },
-                cache: None,
-            })
+            let constants = [("ADVANCE", advance as u8 as f64)];
+            pipeline(
+                device,
+                &reduce_pipeline_layout,
+                &reduce_module,
+                "loss_reduce",
+                &constants,
+            )
         });
 
         let bias_module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
@@ -288,9 +310,9 @@ impl Kernels {
                     entry(0, UNIFORM),
                     texture_entry(1, TEX_READ),
                     entry(2, RW),
-                    entry(3, RW),
-                    entry(4, RW),
-                    entry(5, READ),
+                    entry(OPT_BINDING, RW),
+                    entry(OPT_BINDING + 1, RW),
+                    entry(OPT_BINDING + 2, READ),
                 ],
             });
         let bias_pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
@@ -315,26 +337,17 @@ impl Kernels {
                 view_formats: &[],
             })
             .create_view(&Default::default());
-        let dummy_rw = device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("unused aux_out"),
-            size: 16,
-            usage: wgpu::BufferUsages::STORAGE,
-            mapped_at_creation: false,
-        });
-        let dummy_bias = device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("unused bias"),
-            size: 16,
-            usage: wgpu::BufferUsages::STORAGE,
-            mapped_at_creation: false,
-        });
-        let dummy_opt = ["unused optimizer state m", "unused optimizer state v"].map(|label| {
+        let dummy = |label| {
             device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(label),
                 size: 16,
                 usage: wgpu::BufferUsages::STORAGE,
                 mapped_at_creation: false,
             })
-        });
+        };
+        let dummy_rw = dummy("unused aux_out");
+        let dummy_bias = dummy("unused bias");
+        let dummy_opt = ["unused optimizer state m", "unused optimizer state v"].map(dummy);
         Kernels {
             dummy_read,
             dummy_rw,
@@ -372,17 +385,9 @@ impl Kernels {
         cache
             .entry((store, opt))
             .or_insert_with(|| {
-                device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                    label: Some("bias_update"),
-                    layout: Some(&self.bias_pipeline_layout),
-                    module: &self.bias_module,
-                    entry_point: Some("bias_update"),
-                    compilation_options: wgpu::PipelineCompilationOptions {
-                        constants: &[("STORE", store as u8 as f64), ("OPT", opt as u32 as f64)],
-                        zero_initialize_workgroup_memory: false,
-                    },
-                    cache: None,
-                })
+                let constants = [("STORE", store as u8 as f64), ("OPT", opt as u32 as f64)];
+                let (layout, module) = (&self.bias_pipeline_layout, &self.bias_module);
+                pipeline(device, layout, module, "bias_update", &constants)
             })
             .clone()
     }
@@ -403,17 +408,8 @@ impl Kernels {
                     ("BIAS", key.bias as u8 as f64),
                     ("OPT", key.opt as u32 as f64),
                 ];
-                device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                    label: Some(key.block.entry_point()),
-                    layout: Some(&self.matmul_pipeline_layout),
-                    module: &self.matmul_module,
-                    entry_point: Some(key.block.entry_point()),
-                    compilation_options: wgpu::PipelineCompilationOptions {
-                        constants: &constants,
-                        zero_initialize_workgroup_memory: false,
-                    },
-                    cache: None,
-                })
+                let (layout, module) = (&self.matmul_pipeline_layout, &self.matmul_module);
+                pipeline(device, layout, module, key.block.entry_point(), &constants)
             })
             .clone()
     }

@@ -29,7 +29,7 @@ use crate::error::{Error, Result};
 use crate::init::{HostState, Matrix, Params};
 use crate::io::summary::DeviceSummary;
 use crate::job::{Activation, Job};
-use kernels::MATRIX_FORMAT;
+use kernels::{MATRIX_FORMAT, OPT_BINDING};
 use std::sync::Arc;
 use wgpu::util::DeviceExt;
 
@@ -178,6 +178,22 @@ fn matrix(
     padded_matrix(ctx, label, rows, cols, padded.as_deref())
 }
 
+/// A vector of `n` f32 (a bias) in a storage buffer of `pad4(n)`, the padding set to `fill`,
+/// holding `data` if given (else `fill` throughout).
+fn vector(
+    ctx: &GpuContext,
+    label: &str,
+    n: usize,
+    data: Option<&[f32]>,
+    fill: f32,
+) -> Result<wgpu::Buffer> {
+    let mut v = vec![fill; pad4(n)];
+    if let Some(d) = data {
+        v[..n].copy_from_slice(d);
+    }
+    storage(ctx, label, v.len(), Some(&v))
+}
+
 /// A `[rows, cols]` matrix filled with `padded` (`[pad4(rows), pad4(cols)]`, padding included) if
 /// given, else zeros; checked against the adapter's texture limits first.
 fn padded_matrix(
@@ -280,27 +296,36 @@ struct MatmulBind<'a> {
     aux: Option<&'a GpuMatrix>,
     aux_out: Option<&'a wgpu::Buffer>,
     bias: Option<&'a wgpu::Buffer>,
-    /// The optimizer's state of C's parameters (`Mode::Update`), as many as the step keeps.
-    opt_state: [Option<&'a wgpu::Buffer>; 2],
-    /// The step counters (`loss_reduce`'s state) and the hyperparameters (mu or beta1, beta2, eps).
-    counters: Option<&'a wgpu::Buffer>,
+    /// The optimizer of `Mode::Update` (None: plain SGD, or another mode).
+    opt: Option<OptBind<'a>>,
+}
+
+/// What an optimizer step binds besides the parameters and their gradient.
+#[derive(Clone, Copy)]
+struct OptBind<'a> {
+    /// The optimizer's state of the parameters, as many buffers as the step keeps.
+    state: [Option<&'a wgpu::Buffer>; 2],
+    /// The step counters (`loss_reduce`'s state).
+    counters: &'a wgpu::Buffer,
+    /// mu, or beta1, beta2, eps.
     hyper: [f32; 3],
 }
 
-/// A bind group whose binding `i` is `resources[i]`.
+/// A bind group whose binding `i` is `resources[i]`, and, for the kernels that update parameters,
+/// the optimizer's bindings from `OPT_BINDING` on.
 fn bind_group(
     ctx: &GpuContext,
     label: &str,
     layout: &wgpu::BindGroupLayout,
     resources: Vec<wgpu::BindingResource<'_>>,
+    optimizer: Option<[wgpu::BindingResource<'_>; 3]>,
 ) -> wgpu::BindGroup {
-    let entries: Vec<wgpu::BindGroupEntry> = resources
-        .into_iter()
-        .enumerate()
-        .map(|(i, resource)| wgpu::BindGroupEntry {
-            binding: i as u32,
-            resource,
-        })
+    debug_assert!(optimizer.is_none() || resources.len() <= OPT_BINDING as usize);
+    let numbered = (0..).zip(resources);
+    let opt = (OPT_BINDING..).zip(optimizer.into_iter().flatten());
+    let entries: Vec<wgpu::BindGroupEntry> = numbered
+        .chain(opt)
+        .map(|(binding, resource)| wgpu::BindGroupEntry { binding, resource })
         .collect();
     ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
         label: Some(label),
@@ -309,19 +334,25 @@ fn bind_group(
     })
 }
 
-/// The optimizer's two state buffers and the step counters, as the last three bindings of the
-/// kernels that update parameters (dummies where the step keeps no state).
+/// The optimizer's two state buffers and the step counters, at `OPT_BINDING` on in the kernels
+/// that update parameters (dummies where the step keeps no state: plain SGD reads none).
 fn optimizer_bindings<'a>(
     ctx: &'a GpuContext,
-    state: [Option<&'a wgpu::Buffer>; 2],
-    counters: Option<&'a wgpu::Buffer>,
+    opt: Option<OptBind<'a>>,
 ) -> [wgpu::BindingResource<'a>; 3] {
     let kn = &ctx.kernels;
+    let state = opt.map_or([None, None], |o| o.state);
     [
         state[0].unwrap_or(&kn.dummy_opt[0]).as_entire_binding(),
         state[1].unwrap_or(&kn.dummy_opt[1]).as_entire_binding(),
-        counters.unwrap_or(&kn.dummy_bias).as_entire_binding(),
+        opt.map_or(&kn.dummy_bias, |o| o.counters)
+            .as_entire_binding(),
     ]
+}
+
+/// The optimizer's hyperparameters as the kernels' uniforms take them (zeros for plain SGD).
+fn hyper(opt: Option<OptBind<'_>>) -> [f32; 3] {
+    opt.map_or([0.0; 3], |o| o.hyper)
 }
 
 fn matmul_dispatch(
@@ -332,6 +363,9 @@ fn matmul_dispatch(
     bind: MatmulBind<'_>,
 ) -> Result<Dispatch> {
     debug_assert_eq!(key.bias, bind.bias.is_some());
+    // An optimizer that keeps state must be given it: the unchecked shader indexes it.
+    let given = bind.opt.map_or(0, |o| o.state.iter().flatten().count());
+    debug_assert_eq!(key.opt.state_buffers(), given);
     let rows = m;
     let (m, n, k) = (pad4(m), pad4(n), pad4(k));
     let (tile_rows, tile_cols) = key.block.tile();
@@ -357,12 +391,12 @@ fn matmul_dispatch(
             k: k as u32,
             scalar,
             rows: rows as u32,
-            hyper: bind.hyper,
+            hyper: hyper(bind.opt),
         },
     );
     let kn = &ctx.kernels;
     let view = wgpu::BindingResource::TextureView;
-    let mut resources = vec![
+    let resources = vec![
         params.as_entire_binding(),
         view(&bind.a.view),
         view(&bind.b.view),
@@ -371,8 +405,8 @@ fn matmul_dispatch(
         bind.aux_out.unwrap_or(&kn.dummy_rw).as_entire_binding(),
         bind.bias.unwrap_or(&kn.dummy_bias).as_entire_binding(),
     ];
-    resources.extend(optimizer_bindings(ctx, bind.opt_state, bind.counters));
-    let bind_group = bind_group(ctx, "matmul", &kn.matmul_layout, resources);
+    let optimizer = Some(optimizer_bindings(ctx, bind.opt));
+    let bind_group = bind_group(ctx, "matmul", &kn.matmul_layout, resources, optimizer);
     Ok(Dispatch {
         pipeline: kn.matmul(&ctx.device, key),
         bind_group,
@@ -411,7 +445,7 @@ fn loss_reduce_dispatch(
         history.as_entire_binding(),
         state.as_entire_binding(),
     ];
-    let bind_group = bind_group(ctx, "loss_reduce", &kn.loss_reduce_layout, resources);
+    let bind_group = bind_group(ctx, "loss_reduce", &kn.loss_reduce_layout, resources, None);
     Dispatch {
         pipeline: kn.loss_reduce(advance.is_some()),
         bind_group,
@@ -424,10 +458,9 @@ struct BiasStep<'a> {
     lr: f32,
     /// Store the gradient alone instead of stepping.
     store: bool,
-    opt: Opt,
-    opt_state: [Option<&'a wgpu::Buffer>; 2],
-    counters: Option<&'a wgpu::Buffer>,
-    hyper: [f32; 3],
+    kind: Opt,
+    /// The optimizer's bindings (None: plain SGD).
+    opt: Option<OptBind<'a>>,
 }
 
 /// `bias_update` of a `[rows, cols]` output gradient into the bias buffer `b`: the optimizer
@@ -447,20 +480,23 @@ fn bias_update_dispatch(
             rows: rows as u32,
             cols4: cols4 as u32,
             lr: step.lr,
-            hyper: step.hyper,
+            hyper: hyper(step.opt),
             _pad: [0; 2],
         },
     );
     let kn = &ctx.kernels;
-    let mut resources = vec![
+    let resources = vec![
         params.as_entire_binding(),
         wgpu::BindingResource::TextureView(&g.view),
         b.as_entire_binding(),
     ];
-    resources.extend(optimizer_bindings(ctx, step.opt_state, step.counters));
-    let bind_group = bind_group(ctx, "bias_update", &kn.bias_update_layout, resources);
+    let given = step.opt.map_or(0, |o| o.state.iter().flatten().count());
+    debug_assert_eq!(step.kind.state_buffers(), given);
+    let optimizer = Some(optimizer_bindings(ctx, step.opt));
+    let layout = &kn.bias_update_layout;
+    let bind_group = bind_group(ctx, "bias_update", layout, resources, optimizer);
     Dispatch {
-        pipeline: kn.bias_update(&ctx.device, step.store, step.opt),
+        pipeline: kn.bias_update(&ctx.device, step.store, step.kind),
         bind_group,
         groups: [cols4.div_ceil(64) as u32, 1, 1],
     }
@@ -507,7 +543,7 @@ pub struct GpuBackend {
     parity: usize,
     /// Loss of each epoch of the current chunk.
     history: wgpu::Buffer,
-    /// `[epoch index within the chunk]`
+    /// `[epoch index within the chunk, optimizer step t, bits of beta1^t, bits of beta2^t]`
     state: wgpu::Buffer,
     staging: wgpu::Buffer,
     /// One epoch for each parity.
@@ -576,9 +612,13 @@ impl GpuBackend {
                 .enumerate()
                 .map(|(l, bias)| {
                     let label = format!("{name}{} ({} f32)", l + 1, bias.cols);
-                    let padded = to_padded(1, bias.cols, &bias.data, 0.0);
-                    let len = pad4(bias.cols);
-                    storage(&ctx, &label, len, upload.then_some(&padded[..len]))
+                    vector(
+                        &ctx,
+                        &label,
+                        bias.cols,
+                        upload.then_some(&bias.data[..]),
+                        0.0,
+                    )
                 })
                 .collect::<Result<Vec<_>>>()
         };
@@ -602,12 +642,7 @@ impl GpuBackend {
                     .collect::<Result<Vec<_>>>()
             })
             .collect::<Result<Vec<_>>>()?;
-        let state_of = |i: usize| [opt_state[i].first(), opt_state[i].get(1)];
         let o = &job.optimizer;
-        let hyper = match opt {
-            Opt::Adam => [o.beta1, o.beta2, o.eps],
-            _ => [o.momentum, 0.0, 0.0],
-        };
         let advance = (opt == Opt::Adam).then_some((o.beta1, o.beta2));
         // acts[l]: ReLU output of hidden layer l; grads[l]: gradient w.r.t. layer l's output.
         let acts = (0..depth - 1)
@@ -682,9 +717,16 @@ impl GpuBackend {
             aux,
             aux_out,
             bias: None,
-            opt_state: [None, None],
-            counters: None,
-            hyper: [0.0; 3],
+            opt: None,
+        };
+        // The optimizer's bindings for tensor `i` (weights, then biases).
+        let opt_of = |i: usize| OptBind {
+            state: [opt_state[i].first(), opt_state[i].get(1)],
+            counters: &state,
+            hyper: match opt {
+                Opt::Adam => [o.beta1, o.beta2, o.eps],
+                _ => [o.momentum, 0.0, 0.0],
+            },
         };
         // One epoch that reads the weights from texture `p` of each pair and, when `update`,
         // writes the stepped weights to texture `1 - p`.
@@ -745,9 +787,7 @@ impl GpuBackend {
                         dims,
                         job.lr,
                         MatmulBind {
-                            opt_state: state_of(l),
-                            counters: Some(&state),
-                            hyper,
+                            opt: Some(opt_of(l)),
                             ..bind(input, &grads[l], &weights[l][1 - p], Some(w(l)), None)
                         },
                     )?
@@ -765,10 +805,8 @@ impl GpuBackend {
                     let step = BiasStep {
                         lr: job.lr,
                         store: !update,
-                        opt,
-                        opt_state: state_of(depth + l),
-                        counters: Some(&state),
-                        hyper,
+                        kind: opt,
+                        opt: Some(opt_of(depth + l)),
                     };
                     let target = if update { b_l } else { &dbs[l] };
                     plan.push(bias_update_dispatch(&ctx, rc, step, &grads[l], target));
@@ -985,16 +1023,8 @@ pub fn run_matmul(
         let auxb = aux.map(|v| matrix(ctx, "aux", m, n, Some(v))).transpose()?;
         let nan = vec![f32::NAN; pad4(m) * pad4(n)];
         let outb = storage(ctx, "aux_out", nan.len(), Some(&nan))?;
-        let counters = counters_buffer(ctx);
         let biasb = bias
-            .map(|v| {
-                storage(
-                    ctx,
-                    "bias",
-                    pad4(n),
-                    Some(&to_padded(1, n, v, 0.0)[..pad4(n)]),
-                )
-            })
+            .map(|v| vector(ctx, "bias", n, Some(v), 0.0))
             .transpose()?;
         let d = matmul_dispatch(
             ctx,
@@ -1008,9 +1038,7 @@ pub fn run_matmul(
                 aux: auxb.as_ref(),
                 aux_out: key.mode.is_loss().then_some(&outb),
                 bias: biasb.as_ref(),
-                opt_state: [None, None],
-                counters: Some(&counters),
-                hyper: [0.0; 3],
+                opt: None,
             },
         )?;
         let mut enc = ctx.device.create_command_encoder(&Default::default());
@@ -1073,16 +1101,6 @@ pub fn run_loss_reduce(
     })
 }
 
-/// Step counters at their start, for the standalone runners (plain SGD reads none of them).
-fn counters_buffer(ctx: &GpuContext) -> wgpu::Buffer {
-    ctx.device
-        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("counters"),
-            contents: bytemuck::cast_slice(&INITIAL_COUNTERS),
-            usage: STORAGE,
-        })
-}
-
 /// Run `bias_update` once on a `[rows, cols]` output gradient `g` (row-major, unpadded; padded
 /// with NaN, which the kernel must not read) and a bias `b` (`[cols]`): the SGD step with `lr`, or
 /// (`store`) the gradient alone into a NaN-poisoned buffer. Returns the new `[cols]` values.
@@ -1102,20 +1120,16 @@ pub fn run_bias_update(
             cols,
             Some(&to_padded(rows, cols, g, f32::NAN)),
         )?;
-        let init = if store {
-            vec![f32::NAN; pad4(cols)]
+        let bb = if store {
+            vector(ctx, "b", cols, None, f32::NAN)?
         } else {
-            to_padded(1, cols, b, 0.0)[..pad4(cols)].to_vec()
+            vector(ctx, "b", cols, Some(b), 0.0)?
         };
-        let bb = storage(ctx, "b", pad4(cols), Some(&init))?;
-        let counters = counters_buffer(ctx);
         let step = BiasStep {
             lr,
             store,
-            opt: Opt::Sgd,
-            opt_state: [None, None],
-            counters: Some(&counters),
-            hyper: [0.0; 3],
+            kind: Opt::Sgd,
+            opt: None,
         };
         let d = bias_update_dispatch(ctx, (rows, cols), step, &gm, &bb);
         let mut enc = ctx.device.create_command_encoder(&Default::default());
@@ -1143,7 +1157,6 @@ pub fn time_matmul(
         let auxb = matrix(ctx, "aux", m, n, None)?;
         let outb = storage(ctx, "aux_out", pad4(m) * pad4(n), None)?;
         let biasb = storage(ctx, "bias", pad4(n), None)?;
-        let counters = counters_buffer(ctx);
         let d = matmul_dispatch(
             ctx,
             key,
@@ -1157,9 +1170,7 @@ pub fn time_matmul(
                     .then_some(&auxb),
                 aux_out: key.mode.is_loss().then_some(&outb),
                 bias: key.bias.then_some(&biasb),
-                opt_state: [None, None],
-                counters: Some(&counters),
-                hyper: [0.0; 3],
+                opt: None,
             },
         )?;
         let plan = [d];
