@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::{assert_close_normwise, fixture_path, gpu_or_skip};
+use common::{assert_close_normwise, fixture_path, gpu_or_skip, json_f32};
 use gpu_train::backend::Backend;
 use gpu_train::cpu::CpuBackend;
 use gpu_train::gpu::GpuBackend;
@@ -31,25 +31,12 @@ fn fixture(bias: bool) -> serde_json::Value {
     serde_json::from_str(&text).unwrap()
 }
 
-/// The fixture's parameters as flat f32 in numpy's row-major order, named w1.., b1...
-fn flat(v: &serde_json::Value, name: &str) -> Vec<f32> {
-    fn walk(v: &serde_json::Value, out: &mut Vec<f32>) {
-        match v {
-            serde_json::Value::Array(a) => a.iter().for_each(|x| walk(x, out)),
-            x => out.push(x.as_f64().unwrap() as f32),
-        }
-    }
-    let mut out = Vec::new();
-    walk(&v[name], &mut out);
-    out
-}
-
 fn check_params(label: &str, got: &Params, want: &serde_json::Value) {
     for (name, m) in got.named() {
         assert_close_normwise(
             &format!("{label}: {name}"),
             &m.data,
-            &flat(want, &name),
+            &json_f32(&want[&name]),
             1e-5,
         );
     }

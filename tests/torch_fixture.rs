@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::{assert_close_normwise, fixture_path, gpu_or_skip};
+use common::{assert_close_normwise, fixture_path, gpu_or_skip, json_f32};
 use gpu_train::backend::Backend;
 use gpu_train::cpu::CpuBackend;
 use gpu_train::gpu::GpuBackend;
@@ -66,20 +66,13 @@ fn load(case: &str) -> (Job, HostState, serde_json::Value) {
     (job, state, v)
 }
 
-fn flat(v: &serde_json::Value) -> Vec<f32> {
-    match v {
-        serde_json::Value::Array(a) => a.iter().flat_map(flat).collect(),
-        x => vec![x.as_f64().unwrap() as f32],
-    }
-}
-
 fn check(label: &str, make: &mut dyn FnMut(&Job, &HostState) -> Box<dyn Backend>) {
     for case in CASES {
         let (job, state, want) = load(case);
         let label = format!("{label} {case}");
         let mut backend = make(&job, &state);
         let got = backend.run(job.epochs).unwrap();
-        let want_losses = flat(&want["losses"]);
+        let want_losses = json_f32(&want["losses"]);
         assert_eq!(got.len(), want_losses.len(), "{label}: epochs");
         let worst = got
             .iter()
@@ -102,7 +95,7 @@ fn check(label: &str, make: &mut dyn FnMut(&Job, &HostState) -> Box<dyn Backend>
             assert_close_normwise(
                 &format!("{label}: {name}"),
                 &m.data,
-                &flat(&want["final"][&name]),
+                &json_f32(&want["final"][&name]),
                 1e-4,
             );
         }

@@ -169,6 +169,15 @@ pub fn fixture_path(rel: &str) -> std::path::PathBuf {
         .join(rel)
 }
 
+/// The numbers of a JSON value (a number, or nested arrays of numbers in numpy's row-major
+/// order, as the fixture scripts write matrices) as f32.
+pub fn json_f32(v: &serde_json::Value) -> Vec<f32> {
+    match v {
+        serde_json::Value::Array(a) => a.iter().flat_map(json_f32).collect(),
+        x => vec![x.as_f64().expect("a number") as f32],
+    }
+}
+
 /// Read a `epoch,loss` CSV (as `--history` writes and the fixture script writes) into the losses,
 /// checking that the epochs run 0, 1, 2, ... in order.
 pub fn read_history_csv(path: &std::path::Path) -> Vec<f64> {
