@@ -5,7 +5,7 @@
 //! timed until the GPU is idle.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use gpu_train::gpu::{time_matmul, Block, GpuContext, MatmulKey, Mode, Opt};
+use gpu_train::gpu::{time_matmul, Acc, Block, GpuContext, MatmulKey, Mode, Opt};
 use std::time::Duration;
 
 fn benches(c: &mut Criterion) {
@@ -21,6 +21,7 @@ fn benches(c: &mut Criterion) {
         block: Block::for_shape(dev, dims),
         bias: false,
         opt: Opt::Sgd,
+        acc: Acc::default(),
     };
     let training = [
         (
@@ -76,6 +77,7 @@ fn benches(c: &mut Criterion) {
             block,
             bias: false,
             opt: Opt::Sgd,
+            acc: Acc::default(),
         };
         g.bench_function(block.entry_point(), |b| {
             b.iter_custom(|iters| {

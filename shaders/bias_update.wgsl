@@ -6,8 +6,13 @@
 // g is the gradient w.r.t. the layer's output, an rgba32float matrix texture (see matmul.wgsl);
 // b is n/4 vec4 in a storage buffer (read by the forward product's epilogue). One invocation per
 // 4 columns.
+//
+// A shared layer's bias gradient is summed over its uses in acc (as matmul.wgsl sums its weight
+// gradient): ACC_IN adds the sum so far (db = acc + db), ACC_OUT writes db to acc and stops there.
 
 override STORE: bool = false;
+override ACC_IN: bool = false;
+override ACC_OUT: bool = false;
 
 struct Params {
     rows: u32,   // real batch rows of g
@@ -23,6 +28,7 @@ struct Params {
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var g: texture_storage_2d<rgba32float, read>;
 @group(0) @binding(2) var<storage, read_write> b: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> acc: array<vec4<f32>>;
 // Bindings 7-9: the optimizer's state of the bias, declared in optimizer.wgsl.
 
 @compute @workgroup_size(64)
@@ -34,6 +40,13 @@ fn bias_update(@builtin(global_invocation_id) gid: vec3<u32>) {
     var s = vec4<f32>(0.0);
     for (var r = 0u; r < params.rows; r++) {
         s += textureLoad(g, vec2<u32>(c4, r));
+    }
+    if (ACC_IN) {
+        s = acc[c4] + s;
+    }
+    if (ACC_OUT) {
+        acc[c4] = s;
+        return;
     }
     if (STORE) {
         b[c4] = s;

@@ -12,8 +12,15 @@
 // always give the same bits, and the CPU path's `loss_reduce` follows the same order.
 //
 // The loss of this epoch goes to history[state[0]], then the index moves on.
+//
+// With ADVANCE_SHARED (an epoch that uses the shared layer of a dynamic-depth net, with an
+// optimizer that counts steps), state[SHARED + 1 .. SHARED + 3] are that layer's own step t and
+// powers, advanced the same way: the layer has no step in epochs that do not use it. The host
+// binds them to the layer's updates at byte offset 4 * SHARED.
 
 override ADVANCE: bool = false;
+override ADVANCE_SHARED: bool = false;
+const SHARED: u32 = 64u;
 
 struct Params {
     len: u32,          // rows * cols
@@ -57,6 +64,11 @@ fn loss_reduce(@builtin(local_invocation_index) lid: u32) {
             state[1] = state[1] + 1u;
             state[2] = bitcast<u32>(bitcast<f32>(state[2]) * params.beta1);
             state[3] = bitcast<u32>(bitcast<f32>(state[3]) * params.beta2);
+        }
+        if (ADVANCE_SHARED) {
+            state[SHARED + 1u] = state[SHARED + 1u] + 1u;
+            state[SHARED + 2u] = bitcast<u32>(bitcast<f32>(state[SHARED + 2u]) * params.beta1);
+            state[SHARED + 3u] = bitcast<u32>(bitcast<f32>(state[SHARED + 3u]) * params.beta2);
         }
     }
 }

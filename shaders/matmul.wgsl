@@ -35,11 +35,17 @@
 //   5 abs-err d = v - AUX; C = s*sign(d); AUX_OUT = |d|  (the same for L1: s = 1/N)
 // `params.scalar` is lr for the update and s for the two error modes. With BIAS (forward products only),
 // the layer's bias is added to v first, on the real rows: the padding rows stay zero.
+//
+// A shared layer's weight gradient is summed over its uses in AUX_OUT (same layout), with store
+// or update: ACC_IN adds the sum so far to v first (v = AUX_OUT + v), ACC_OUT writes v to the
+// sum and stops there (C is not written: more uses follow, and the step waits for the last).
 
 override TRANS_A: bool = false;
 override TRANS_B: bool = false;
 override MODE: u32 = 0u;
 override BIAS: bool = false;
+override ACC_IN: bool = false;
+override ACC_OUT: bool = false;
 
 struct Params {
     m: u32,  // padded: multiples of 4
@@ -57,7 +63,8 @@ struct Params {
 @group(0) @binding(2) var b: texture_storage_2d<rgba32float, read>;
 @group(0) @binding(3) var c: texture_storage_2d<rgba32float, write>;
 @group(0) @binding(4) var aux: texture_storage_2d<rgba32float, read>;
-// Squared errors in the padded layout: element (row, 4*c4..4*c4+3) at row * n/4 + c4.
+// Squared errors (or, with ACC_IN/ACC_OUT, a shared layer's gradient summed so far) in the
+// padded layout: element (row, 4*c4..4*c4+3) at row * n/4 + c4.
 @group(0) @binding(5) var<storage, read_write> aux_out: array<vec4<f32>>;
 // The layer's bias, n/4 vec4 (zero-padded), read when BIAS.
 @group(0) @binding(6) var<storage, read> bias: array<vec4<f32>>;
@@ -115,6 +122,13 @@ fn epilogue(row: u32, c4: u32, product: vec4<f32>) {
     var v = product;
     if (BIAS && row < params.rows) {
         v += bias[c4];
+    }
+    if (ACC_IN) {
+        v = aux_out[row * (params.n / 4u) + c4] + v;
+    }
+    if (ACC_OUT) {
+        aux_out[row * (params.n / 4u) + c4] = v;
+        return;
     }
     let at = vec2<u32>(c4, row);
     switch MODE {

@@ -55,6 +55,13 @@ pub fn resolve(args: &TrainArgs) -> Result<(Job, HostState)> {
     if let Some(i) = &args.init_scheme {
         job.init_scheme = InitScheme::parse(i)?;
     }
+    if let Some(m) = &args.dynamic_depth {
+        let max = job::parse_count("--dynamic-depth", m)?;
+        job.dynamic = Some(job::DynamicDepth {
+            max,
+            schedule: Vec::new(),
+        });
+    }
     if args.bias || args.no_bias {
         job.bias = args.bias;
     }
@@ -180,8 +187,12 @@ fn describe_net(job: &Job) -> String {
         other => format!(", {other} init"),
     };
     let bias = if job.bias { ", bias" } else { "" };
+    let dynamic = match (job.shared_layer(), &job.dynamic) {
+        (Some(s), Some(d)) => format!(", w{} shared and run 0-{} times per epoch", s + 1, d.max),
+        _ => String::new(),
+    };
     format!(
-        "batch {} x [{}]{bias}, {activation}, {}{init}, {} lr {:e}, {} epochs",
+        "batch {} x [{}]{bias}{dynamic}, {activation}, {}{init}, {} lr {:e}, {} epochs",
         job.batch,
         widths.join(" -> "),
         job.loss.describe(),
@@ -237,7 +248,7 @@ fn train_command(args: &TrainArgs) -> Result<()> {
             setup_s,
             train_s: report.train_s,
             epochs_per_s: eps,
-            gflops: job.flops_per_epoch() * eps / 1e9,
+            gflops: job.flops_of_epochs(epochs_run) / report.train_s.max(1e-12) / 1e9,
         },
         dispatches_per_epoch: backend.dispatches_per_epoch(),
         submits: backend.submits(),

@@ -111,6 +111,13 @@ pub struct TrainArgs {
     #[arg(long, overrides_with = "bias")]
     pub no_bias: bool,
 
+    /// Dynamic depth with weight sharing (PyTorch's control-flow example): the last hidden ->
+    /// hidden layer of --layers (e.g. the 100 -> 100 of 1000,100,100,10) is shared and runs a
+    /// number of times drawn each epoch from 0..=MAX with the seed (the same on every device);
+    /// its gradient is the sum over its uses, and an epoch that does not use it leaves it alone.
+    #[arg(long, value_name = "MAX", allow_hyphen_values = true)]
+    pub dynamic_depth: Option<String>,
+
     /// How the initial weights are drawn (x and y are standard normal, unless a preset fixes them): `normal` (standard
     /// normal), `torch` (uniform in ±1/sqrt(fan_in), PyTorch's nn.Linear default), `xavier`
     /// (uniform in ±sqrt(6/(fan_in+fan_out))), `kaiming` (normal with std sqrt(2/fan_in)),

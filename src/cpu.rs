@@ -20,6 +20,8 @@ pub enum Epilogue {
     Store,
     /// `c = c - lr·(a·b)`: the SGD step fused into the weight gradient.
     Sgd(f32),
+    /// `c = c + a·b`: a shared layer's gradient summed over its uses.
+    Accumulate,
 }
 
 /// `c[m,n] = op(a)[m,k] · op(b)[k,n]` (or the SGD update of `c`, see [`Epilogue`]).
@@ -129,6 +131,7 @@ impl Product {
         let (read_dst, alpha, beta) = match epilogue {
             Epilogue::Store => (false, 0.0, 1.0),
             Epilogue::Sgd(lr) => (true, 1.0, -lr),
+            Epilogue::Accumulate => (true, 1.0, 1.0),
         };
         gemm::gemm(
             self.m,
@@ -177,8 +180,8 @@ pub fn bias_forward(c: &mut [f32], b: &[f32]) {
 }
 
 /// The bias gradient `db[j] = Σ_r g[r, j]` of a `[rows, b.len()]` output gradient `g`, summed over
-/// the rows in order (as `shaders/bias_update.wgsl` does), then `b = db` (`Epilogue::Store`) or
-/// the SGD step `b = b - lr·db`.
+/// the rows in order (as `shaders/bias_update.wgsl` does), then `b = db` (`Epilogue::Store`),
+/// `b = b + db` (`Epilogue::Accumulate`) or the SGD step `b = b - lr·db`.
 pub fn bias_update(b: &mut [f32], g: &[f32], epilogue: Epilogue) {
     let n = b.len();
     for (j, bj) in b.iter_mut().enumerate() {
@@ -189,6 +192,7 @@ pub fn bias_update(b: &mut [f32], g: &[f32], epilogue: Epilogue) {
         *bj = match epilogue {
             Epilogue::Store => s,
             Epilogue::Sgd(lr) => *bj - lr * s,
+            Epilogue::Accumulate => s + *bj,
         };
     }
 }
@@ -332,27 +336,33 @@ pub fn loss_reduce(v: &[f32]) -> f32 {
 
 /// The CPU backend: the whole state in host memory.
 pub struct CpuBackend {
-    layers: Vec<usize>,
-    batch: usize,
-    lr: f32,
-    activation: Activation,
-    loss: Loss,
+    job: Job,
     x: Vec<f32>,
     y: Vec<f32>,
     /// `weights[l]`: `[d_l, d_{l+1}]`
     weights: Vec<Vec<f32>>,
     /// `biases[l]`: `[d_{l+1}]`, empty without biases
     biases: Vec<Vec<f32>>,
-    optimizer: Optimizer,
+    /// Epochs trained so far (the dynamic depth of the next one is `job.uses(epoch)`).
+    epoch: usize,
     counters: OptCounters,
+    /// The shared layer's own step counters, advanced only in epochs that use it (as PyTorch
+    /// counts Adam's steps per parameter, and skips a parameter without a gradient).
+    shared_counters: OptCounters,
     /// Optimizer state (m, v) of each weight, then of each bias; empty for plain SGD.
     opt_state: Vec<(Vec<f32>, Vec<f32>)>,
-    /// `acts[l]`: activation output of layer l, `[batch, d_{l+1}]`, for every layer but the last
+    /// `acts[j]`: activation output of the j-th product of an epoch, `[batch, width]`, for every
+    /// product but the last (sized for the most uses of a shared layer)
     acts: Vec<Vec<f32>>,
     /// Network output `[batch, dL]`
     pred: Vec<f32>,
-    /// `grads[l]`: gradient of the loss w.r.t. layer l's output, `[batch, d_{l+1}]`
+    /// `grads[j]`: gradient of the loss w.r.t. the j-th product's output, as `acts`; the last
+    /// entry is the output layer's
     grads: Vec<Vec<f32>>,
+    /// Weight and bias gradients (summed over the uses of a shared layer) where they are not
+    /// fused into the step
+    dw: Vec<Vec<f32>>,
+    db: Vec<Vec<f32>>,
     /// Per-element losses (`d²` or `|d|`) `[batch, dL]`
     sq: Vec<f32>,
 }
@@ -361,56 +371,62 @@ impl CpuBackend {
     pub fn new(job: &Job, state: &HostState) -> Self {
         let b = job.batch;
         let depth = job.depth();
-        let out = |l: usize| vec![0.0f32; b * job.layers[l + 1]];
+        let zeros = |m: &Matrix| vec![0.0f32; m.data.len()];
+        // Widths of the products' outputs with the most uses of a shared layer.
+        let apps = job.applications(job.max_uses());
+        let hidden: Vec<Vec<f32>> = (apps[..apps.len() - 1].iter())
+            .map(|&l| vec![0.0f32; b * job.layers[l + 1]])
+            .collect();
+        let out = vec![0.0f32; b * job.layers[depth]];
+        let mut grads = hidden.clone();
+        grads.push(out.clone());
         CpuBackend {
-            layers: job.layers.clone(),
-            batch: b,
-            lr: job.lr,
-            activation: job.activation,
-            loss: job.loss,
+            job: job.clone(),
             x: state.x.data.clone(),
             y: state.y.data.clone(),
             weights: state.weights.iter().map(|w| w.data.clone()).collect(),
             biases: state.biases.iter().map(|b| b.data.clone()).collect(),
-            optimizer: job.optimizer,
+            epoch: 0,
             counters: OptCounters::default(),
+            shared_counters: OptCounters::default(),
             opt_state: if job.optimizer.kind == OptimizerKind::Sgd {
                 Vec::new()
             } else {
-                let zeros = |m: &Matrix| (vec![0.0; m.data.len()], vec![0.0; m.data.len()]);
-                state
-                    .weights
-                    .iter()
-                    .chain(&state.biases)
-                    .map(zeros)
+                (state.weights.iter().chain(&state.biases))
+                    .map(|m| (zeros(m), zeros(m)))
                     .collect()
             },
-            acts: (0..depth - 1).map(out).collect(),
-            pred: out(depth - 1),
-            grads: (0..depth).map(out).collect(),
-            sq: out(depth - 1),
+            acts: hidden,
+            pred: out.clone(),
+            grads,
+            dw: state.weights.iter().map(zeros).collect(),
+            db: state.biases.iter().map(zeros).collect(),
+            sq: out,
         }
     }
 
-    /// Forward pass and loss; leaves the output gradient in `grads[last]`.
-    fn forward(&mut self) -> f32 {
-        let depth = self.weights.len();
-        let b = self.batch;
-        for l in 0..depth {
-            let (k, n) = (self.layers[l], self.layers[l + 1]);
-            let (done, rest) = self.acts.split_at_mut(l.min(depth - 1));
-            let input: &[f32] = if l == 0 { &self.x } else { &done[l - 1] };
-            let out: &mut [f32] = if l + 1 == depth {
+    /// Forward pass of the products `apps` (weight indices, see [`Job::applications`]) and the
+    /// loss; leaves the output gradient in `grads[last]`.
+    fn forward(&mut self, apps: &[usize]) -> f32 {
+        let n = apps.len();
+        let b = self.job.batch;
+        for (j, &l) in apps.iter().enumerate() {
+            let (k, w) = (self.job.layers[l], self.job.layers[l + 1]);
+            let hidden = self.acts.len();
+            let (done, rest) = self.acts.split_at_mut(j.min(hidden));
+            let input: &[f32] = if j == 0 { &self.x } else { &done[j - 1] };
+            let last = j + 1 == n;
+            let out: &mut [f32] = if last {
                 &mut self.pred
             } else {
-                &mut rest[0]
+                &mut rest[0][..b * w]
             };
             matmul(
                 out,
                 input,
                 &self.weights[l],
                 b,
-                n,
+                w,
                 k,
                 false,
                 false,
@@ -419,127 +435,156 @@ impl CpuBackend {
             if let Some(bias) = self.biases.get(l) {
                 bias_forward(out, bias);
             }
-            if l + 1 < depth && self.activation == Activation::Relu {
+            if !last && self.job.activation == Activation::Relu {
                 relu_forward(out);
             }
         }
-        let g = &mut self.grads[depth - 1];
-        loss_forward(g, &mut self.sq, &self.pred, &self.y, self.loss)
+        let g = self.grads.last_mut().expect("the output gradient");
+        loss_forward(g, &mut self.sq, &self.pred, &self.y, self.job.loss)
     }
 
-    /// Backward pass. With `update`, each weight gets its optimizer step (fused into its gradient
-    /// product for plain SGD, right after it otherwise) once the layer below's input gradient has
-    /// used the old weight, and each bias its step after its gradient; without, the gradients are
-    /// returned and the parameters left alone.
-    fn backward(&mut self, update: bool) -> Params {
-        let depth = self.weights.len();
-        let b = self.batch;
-        let mut dws = Vec::new();
-        let mut dbs = Vec::new();
-        for l in (0..depth).rev() {
-            let (k, n) = (self.layers[l], self.layers[l + 1]);
-            let (below, this) = self.grads.split_at_mut(l);
-            let g = &this[0];
-            if l > 0 {
-                // dL/d(a_{l-1}) = g · w_lᵀ, masked by the ReLU of layer l-1 if there is one
+    /// Backward pass of the products `apps`, from the last down. Each product first gives the
+    /// gradient of its input (through the ReLU below) with the weights before any step, then
+    /// its weight and bias gradients. A weight's gradient is summed over its uses (in backward
+    /// order); after its last one, with `update`, the weight gets its optimizer step (fused into
+    /// the gradient product for plain SGD when used once), and so does its bias. Without
+    /// `update`, the summed gradients are returned (zeros for a weight not used) and the
+    /// parameters left alone.
+    fn backward(&mut self, apps: &[usize], update: bool) -> Params {
+        let depth = self.job.depth();
+        let b = self.job.batch;
+        let n = apps.len();
+        let (lr, opt) = (self.job.lr, self.job.optimizer);
+        let sgd = opt.kind == OptimizerKind::Sgd;
+        let shared = self.job.shared_layer();
+        let mut used = vec![false; depth];
+        for j in (0..n).rev() {
+            let l = apps[j];
+            used[l] = true;
+            let (k, w) = (self.job.layers[l], self.job.layers[l + 1]);
+            let gi = if j + 1 == n { self.grads.len() - 1 } else { j };
+            let (below, this) = self.grads.split_at_mut(gi);
+            let g = &this[0][..b * w];
+            if j > 0 {
+                // dL/d(a_{j-1}) = g · w_lᵀ, masked by the ReLU below if there is one
+                let gb = &mut below[j - 1][..b * k];
                 matmul(
-                    &mut below[l - 1],
+                    gb,
                     g,
                     &self.weights[l],
                     b,
                     k,
-                    n,
+                    w,
                     false,
                     true,
                     Epilogue::Store,
                 );
-                if self.activation == Activation::Relu {
-                    relu_backward(&mut below[l - 1], &self.acts[l - 1]);
+                if self.job.activation == Activation::Relu {
+                    relu_backward(gb, &self.acts[j - 1][..b * k]);
                 }
             }
-            let input: &[f32] = if l == 0 { &self.x } else { &self.acts[l - 1] };
-            let fused = self.optimizer.kind == OptimizerKind::Sgd;
-            if update && fused {
-                matmul(
-                    &mut self.weights[l],
-                    input,
-                    g,
-                    k,
-                    n,
-                    b,
-                    true,
-                    false,
-                    Epilogue::Sgd(self.lr),
-                );
+            let input: &[f32] = if j == 0 { &self.x } else { &self.acts[j - 1] };
+            // Uses of this weight still to come (below) and already summed (above).
+            let more = j > 0 && apps[j - 1] == l;
+            let summed = j + 1 < n && apps[j + 1] == l;
+            let counters = if shared == Some(l) {
+                self.shared_counters
             } else {
-                let mut dw = Matrix::zeros(k, n);
-                matmul(
-                    &mut dw.data,
-                    input,
-                    g,
-                    k,
-                    n,
-                    b,
-                    true,
-                    false,
-                    Epilogue::Store,
-                );
-                if update {
-                    let (m, v) = &mut self.opt_state[l];
-                    let (opt, lr, c) = (&self.optimizer, self.lr, self.counters);
-                    optimizer_update(&mut self.weights[l], &dw.data, (m, v), opt, lr, c);
-                } else {
-                    dws.push(dw);
+                self.counters
+            };
+            let fused = update && sgd && !more && !summed;
+            let sum = if summed {
+                Epilogue::Accumulate
+            } else {
+                Epilogue::Store
+            };
+            if fused {
+                let wl = &mut self.weights[l];
+                matmul(wl, input, g, k, w, b, true, false, Epilogue::Sgd(lr));
+            } else {
+                matmul(&mut self.dw[l], input, g, k, w, b, true, false, sum);
+                if update && !more {
+                    let state = opt_state(&mut self.opt_state, l);
+                    optimizer_update(&mut self.weights[l], &self.dw[l], state, &opt, lr, counters);
                 }
             }
             if let Some(bias) = self.biases.get_mut(l) {
-                if update && fused {
-                    bias_update(bias, g, Epilogue::Sgd(self.lr));
+                if fused {
+                    bias_update(bias, g, Epilogue::Sgd(lr));
                 } else {
-                    let mut db = Matrix::zeros(1, n);
-                    bias_update(&mut db.data, g, Epilogue::Store);
-                    if update {
-                        let (m, v) = &mut self.opt_state[depth + l];
-                        let (opt, lr, c) = (&self.optimizer, self.lr, self.counters);
-                        optimizer_update(bias, &db.data, (m, v), opt, lr, c);
-                    } else {
-                        dbs.push(db);
+                    bias_update(&mut self.db[l], g, sum);
+                    if update && !more {
+                        let state = opt_state(&mut self.opt_state, depth + l);
+                        optimizer_update(bias, &self.db[l], state, &opt, lr, counters);
                     }
                 }
             }
         }
-        dws.reverse();
-        dbs.reverse();
+        if update {
+            return Params {
+                weights: Vec::new(),
+                biases: Vec::new(),
+            };
+        }
+        let grad = |l: usize, v: &[f32], rows: usize| {
+            let cols = self.job.layers[l + 1];
+            let data = if used[l] {
+                v.to_vec()
+            } else {
+                vec![0.0; rows * cols]
+            };
+            Matrix::from_vec(rows, cols, data)
+        };
         Params {
-            weights: dws,
-            biases: dbs,
+            weights: (0..depth)
+                .map(|l| grad(l, &self.dw[l], self.job.layers[l]))
+                .collect(),
+            biases: (0..self.biases.len())
+                .map(|l| grad(l, &self.db[l], 1))
+                .collect(),
         }
     }
 
     /// One epoch: forward, loss, backward with the optimizer's updates. Returns the loss.
     pub fn epoch(&mut self) -> f32 {
-        let loss = self.forward();
-        self.counters.advance(&self.optimizer);
-        self.backward(true);
+        let uses = self.job.uses(self.epoch);
+        let apps = self.job.applications(uses);
+        let loss = self.forward(&apps);
+        self.counters.advance(&self.job.optimizer);
+        if uses > 0 {
+            self.shared_counters.advance(&self.job.optimizer);
+        }
+        self.backward(&apps, true);
+        self.epoch += 1;
         loss
     }
 
-    /// The loss and the gradients at the current parameters, without updating them.
+    /// The loss and the gradients at the current parameters, without updating them, with the
+    /// next epoch's dynamic depth.
     pub fn gradients(&mut self) -> (f32, Params) {
-        let loss = self.forward();
-        (loss, self.backward(false))
+        let apps = self.job.applications(self.job.uses(self.epoch));
+        let loss = self.forward(&apps);
+        (loss, self.backward(&apps, false))
     }
 
     fn params(&self) -> Params {
-        let n = |l: usize| self.layers[l + 1];
+        let d = &self.job.layers;
         Params {
             weights: (self.weights.iter().enumerate())
-                .map(|(l, w)| Matrix::from_vec(self.layers[l], n(l), w.clone()))
+                .map(|(l, w)| Matrix::from_vec(d[l], d[l + 1], w.clone()))
                 .collect(),
             biases: (self.biases.iter().enumerate())
-                .map(|(l, b)| Matrix::from_vec(1, n(l), b.clone()))
+                .map(|(l, b)| Matrix::from_vec(1, d[l + 1], b.clone()))
                 .collect(),
         }
+    }
+}
+
+/// The optimizer's state of tensor `i` (empty slices for plain SGD, which keeps none).
+fn opt_state(state: &mut [(Vec<f32>, Vec<f32>)], i: usize) -> (&mut [f32], &mut [f32]) {
+    match state.get_mut(i) {
+        Some((m, v)) => (m, v),
+        None => (&mut [], &mut []),
     }
 }
 
@@ -620,7 +665,7 @@ mod tests {
             let b: Vec<f32> = (0..k * n).map(|i| (i as f32 * 0.11).cos()).collect();
             for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
                 let want = naive(&a, &b, m, n, k, ta, tb);
-                for epilogue in [Epilogue::Store, Epilogue::Sgd(0.5)] {
+                for epilogue in [Epilogue::Store, Epilogue::Sgd(0.5), Epilogue::Accumulate] {
                     let mut c = vec![1.0f32; m * n];
                     let p = Product::new(&mut c, &a, &b, (m, n, k), ta, tb);
                     // SAFETY: the vectors have exactly the strided shapes described.
@@ -629,6 +674,7 @@ mod tests {
                         let w = match epilogue {
                             Epilogue::Store => *w,
                             Epilogue::Sgd(lr) => 1.0 - lr * w,
+                            Epilogue::Accumulate => 1.0 + w,
                         };
                         assert!(
                             (g - w).abs() < 1e-3,
@@ -652,6 +698,8 @@ mod tests {
         let mut b = vec![1.0; 3];
         bias_update(&mut b, &g, Epilogue::Sgd(0.5));
         assert_eq!(b, vec![-1.5, -2.5, -3.5]);
+        bias_update(&mut b, &g, Epilogue::Accumulate);
+        assert_eq!(b, vec![3.5, 4.5, 5.5]);
     }
 
     #[test]

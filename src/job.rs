@@ -2,6 +2,9 @@
 //! and can be trusted afterwards: sizes are non-zero, the learning rate is finite and positive.
 
 use crate::error::{Error, Result};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Uniform};
 use serde::{Serialize, Serializer};
 use std::fmt;
 
@@ -11,6 +14,8 @@ pub const DEFAULT_BATCH: usize = 64;
 pub const DEFAULT_LR: f32 = 1e-6;
 pub const DEFAULT_EPOCHS: usize = 500;
 pub const DEFAULT_LOG_EVERY: usize = 50;
+/// Most uses of the shared layer `--dynamic-depth` allows in one epoch.
+pub const MAX_DYNAMIC_DEPTH: usize = 32;
 
 /// The function between layers (none after the last).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -312,6 +317,22 @@ impl Serialize for DataSource {
     }
 }
 
+/// Dynamic depth with weight sharing, as in the control-flow example of PyTorch's tutorial: the
+/// last hidden -> hidden layer (weight `L-1` of `L`) is one shared layer that each epoch runs a
+/// number of times drawn from `0..=max`, one after the other; the net before and after it runs
+/// once. Its gradient is the sum over its uses. In an epoch where it is not used it gets no
+/// gradient and no optimizer step at all (as PyTorch skips a parameter whose `.grad` is None:
+/// no momentum decay, and Adam's step count for it does not advance).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DynamicDepth {
+    /// Most uses in one epoch (`--dynamic-depth MAX`).
+    pub max: usize,
+    /// Uses per epoch, cycled, given instead of drawn (to replay a reference run's depths);
+    /// empty: drawn from the seed (see [`Job::uses`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub schedule: Vec<usize>,
+}
+
 /// One training run: a fully connected net trained over one fixed batch; by default the tutorial's
 /// job (ReLU between layers and none after the last, no bias, sum-of-squared-errors loss, plain
 /// SGD).
@@ -335,6 +356,8 @@ pub struct Job {
     pub bias: bool,
     pub optimizer: Optimizer,
     pub data: DataSource,
+    /// A shared layer run a varying number of times per epoch (`--dynamic-depth`).
+    pub dynamic: Option<DynamicDepth>,
 }
 
 impl Default for Job {
@@ -352,6 +375,7 @@ impl Default for Job {
             bias: false,
             optimizer: Optimizer::default(),
             data: DataSource::Normal,
+            dynamic: None,
         }
     }
 }
@@ -375,22 +399,80 @@ impl Job {
         [self.batch, self.layers[self.depth()]]
     }
 
-    /// Floating-point operations of one epoch (forward and backward products, 2 per multiply-add),
-    /// the input-gradient of the first layer excluded since it is never computed; the element-wise
-    /// work (activations, loss, biases) is not counted.
-    pub fn flops_per_epoch(&self) -> f64 {
+    /// The weight shared by the uses of a dynamic-depth net: the last hidden -> hidden one.
+    pub fn shared_layer(&self) -> Option<usize> {
+        self.dynamic.as_ref().map(|_| self.depth() - 2)
+    }
+
+    /// Most uses of the shared layer in one epoch (0 without dynamic depth).
+    pub fn max_uses(&self) -> usize {
+        self.dynamic.as_ref().map_or(0, |d| d.max)
+    }
+
+    /// How many times epoch `epoch` (0-based) runs the shared layer (0 without dynamic depth):
+    /// the schedule's entry if one is given, else uniform in `0..=max`, drawn from a ChaCha8
+    /// generator seeded with the job's seed on stream `1 + epoch` (the initial state is drawn on
+    /// stream 0). One generator per epoch makes the draw a pure function of (seed, epoch): the
+    /// CPU and GPU paths, and a run resumed mid-way, all get the same depths.
+    pub fn uses(&self, epoch: usize) -> usize {
+        match &self.dynamic {
+            None => 0,
+            Some(d) if !d.schedule.is_empty() => d.schedule[epoch % d.schedule.len()],
+            Some(d) => {
+                let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
+                rng.set_stream(1 + epoch as u64);
+                let max = d.max.min(MAX_DYNAMIC_DEPTH) as u32;
+                Uniform::new_inclusive(0, max).map_or(0, |u| u.sample(&mut rng) as usize)
+            }
+        }
+    }
+
+    /// The weights an epoch applies, in order, when the shared layer runs `uses` times: every
+    /// layer once without dynamic depth, else the layers before the shared one, the shared one
+    /// `uses` times, then the output layer.
+    pub fn applications(&self, uses: usize) -> Vec<usize> {
+        match self.shared_layer() {
+            None => (0..self.depth()).collect(),
+            Some(s) => (0..s)
+                .chain(std::iter::repeat_n(s, uses))
+                .chain([self.depth() - 1])
+                .collect(),
+        }
+    }
+
+    /// Floating-point operations of an epoch that runs the shared layer `uses` times (forward
+    /// and backward products, 2 per multiply-add), the input gradient of the first product
+    /// excluded since it is never computed; the element-wise work (activations, loss, biases) is
+    /// not counted.
+    pub fn flops_with_uses(&self, uses: usize) -> f64 {
         let b = self.batch as f64;
-        (0..self.depth())
-            .map(|l| {
+        (self.applications(uses).iter().enumerate())
+            .map(|(j, &l)| {
                 let [i, o] = self.weight_shape(l);
                 let mac = b * i as f64 * o as f64;
-                // forward + weight gradient, + input gradient for every layer but the first
-                if l == 0 {
+                // forward + weight gradient, + input gradient for every product but the first
+                if j == 0 {
                     4.0 * mac
                 } else {
                     6.0 * mac
                 }
             })
+            .sum()
+    }
+
+    /// Floating-point operations of one epoch (see [`Job::flops_with_uses`]); with dynamic depth,
+    /// the mean over the uniform draw of uses.
+    pub fn flops_per_epoch(&self) -> f64 {
+        (self.flops_with_uses(0) + self.flops_with_uses(self.max_uses())) / 2.0
+    }
+
+    /// Floating-point operations of the epochs `0..epochs`, with each one's drawn depth.
+    pub fn flops_of_epochs(&self, epochs: usize) -> f64 {
+        if self.dynamic.is_none() {
+            return self.flops_per_epoch() * epochs as f64;
+        }
+        (0..epochs)
+            .map(|e| self.flops_with_uses(self.uses(e)))
             .sum()
     }
 
@@ -415,6 +497,9 @@ impl Job {
             return Err(Error::arg("--epochs", "must be at least 1"));
         }
         self.optimizer.validate()?;
+        if let Some(d) = &self.dynamic {
+            self.validate_dynamic(d)?;
+        }
         if let DataSource::Fixed { x, y } = &self.data {
             let [xr, xc] = self.x_shape();
             let [yr, yc] = self.y_shape();
@@ -461,6 +546,55 @@ impl Job {
     }
 }
 
+impl Job {
+    fn validate_dynamic(&self, d: &DynamicDepth) -> Result<()> {
+        let flag = "--dynamic-depth";
+        let widths: Vec<String> = self.layers.iter().map(|w| w.to_string()).collect();
+        let depth = self.depth();
+        if depth < 3 || self.layers[depth - 2] != self.layers[depth - 1] {
+            return Err(Error::arg(
+                flag,
+                format!(
+                    "needs a hidden -> hidden layer to share: at least two hidden layers, the \
+                     last two of the same width (e.g. --layers 1000,100,100,10, as in the \
+                     `dynamic` preset); --layers {} has {}",
+                    widths.join(","),
+                    if depth < 3 {
+                        format!(
+                            "{} hidden layer{}",
+                            depth - 1,
+                            if depth == 2 { "" } else { "s" }
+                        )
+                    } else {
+                        format!(
+                            "{} -> {} there",
+                            self.layers[depth - 2],
+                            self.layers[depth - 1]
+                        )
+                    }
+                ),
+            ));
+        }
+        if d.max == 0 || d.max > MAX_DYNAMIC_DEPTH {
+            return Err(Error::arg(
+                flag,
+                format!(
+                    "must be in 1..={MAX_DYNAMIC_DEPTH}, got {} (without the flag every layer \
+                     runs once)",
+                    d.max
+                ),
+            ));
+        }
+        if let Some(&u) = d.schedule.iter().find(|&&u| u > d.max) {
+            return Err(Error::arg(
+                flag,
+                format!("the schedule's {u} uses exceed the maximum {}", d.max),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// A named starting point for a job; any flag given with it overrides its setting.
 pub struct Preset {
     pub name: &'static str,
@@ -499,6 +633,28 @@ pub const PRESETS: &[Preset] = &[
                 kind: OptimizerKind::Adam,
                 ..Optimizer::default()
             },
+            ..Job::default()
+        },
+    },
+    Preset {
+        name: "dynamic",
+        about: "PyTorch's control-flow example: 1000 -> 100 -> [100 -> 100 shared, run 0-3 times \
+                per epoch] -> 10 with biases and PyTorch's init, sum of squared errors, SGD \
+                momentum 0.9, lr 1e-4",
+        job: || Job {
+            layers: vec![1000, 100, 100, 10],
+            bias: true,
+            init_scheme: InitScheme::Torch,
+            lr: 1e-4,
+            optimizer: Optimizer {
+                kind: OptimizerKind::Momentum,
+                momentum: 0.9,
+                ..Optimizer::default()
+            },
+            dynamic: Some(DynamicDepth {
+                max: 3,
+                schedule: Vec::new(),
+            }),
             ..Job::default()
         },
     },
@@ -659,6 +815,71 @@ mod tests {
             ..preset("linear-delta").unwrap()
         };
         assert!(j.validate().unwrap_err().to_string().contains("--preset"));
+    }
+
+    fn dynamic(layers: &[usize], max: usize) -> Job {
+        Job {
+            layers: layers.to_vec(),
+            dynamic: Some(DynamicDepth {
+                max,
+                schedule: Vec::new(),
+            }),
+            ..Job::default()
+        }
+    }
+
+    #[test]
+    fn dynamic_depth_draws_are_seeded_uniform_and_need_a_shared_layer() {
+        let j = dynamic(&[6, 4, 4, 2], 3);
+        j.validate().unwrap();
+        assert_eq!(j.shared_layer(), Some(1));
+        assert_eq!(j.applications(0), vec![0, 2]);
+        assert_eq!(j.applications(3), vec![0, 1, 1, 1, 2]);
+        let draws: Vec<usize> = (0..4000).map(|e| j.uses(e)).collect();
+        assert_eq!(draws, (0..4000).map(|e| j.uses(e)).collect::<Vec<_>>());
+        for k in 0..=3 {
+            let n = draws.iter().filter(|&&u| u == k).count();
+            assert!((900..1100).contains(&n), "{k} drawn {n} times of 4000");
+        }
+        let other = Job {
+            seed: 1,
+            ..j.clone()
+        };
+        assert_ne!(
+            draws[..64],
+            (0..64).map(|e| other.uses(e)).collect::<Vec<_>>()[..]
+        );
+        // Flops count each use; the mean is over the uniform draw.
+        let per_use = 6.0 * 64.0 * 16.0;
+        assert_eq!(j.flops_with_uses(2) - j.flops_with_uses(0), 2.0 * per_use);
+        assert_eq!(j.flops_per_epoch(), j.flops_with_uses(0) + 1.5 * per_use);
+        // A schedule replaces the draws, cycled.
+        let s = Job {
+            dynamic: Some(DynamicDepth {
+                max: 3,
+                schedule: vec![2, 0],
+            }),
+            ..j.clone()
+        };
+        assert_eq!((0..4).map(|e| s.uses(e)).collect::<Vec<_>>(), [2, 0, 2, 0]);
+        for (layers, max) in [
+            (&[6, 4, 2][..], 3),
+            (&[6, 2][..], 3),
+            (&[6, 4, 5, 2][..], 3),
+        ] {
+            let e = dynamic(layers, max).validate().unwrap_err().to_string();
+            assert!(e.contains("--dynamic-depth") && e.contains("hidden"), "{e}");
+        }
+        for max in [0, MAX_DYNAMIC_DEPTH + 1] {
+            let e = dynamic(&[6, 4, 4, 2], max)
+                .validate()
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("--dynamic-depth"), "{e}");
+        }
+        // A static net applies every layer once.
+        assert_eq!(Job::default().applications(0), vec![0, 1]);
+        assert_eq!(Job::default().uses(7), 0);
     }
 
     #[test]

@@ -714,7 +714,7 @@ bad_flag!(
     [
         "--preset",
         "resnet",
-        "tutorial, bias-sgd, adam, linear-delta, l1"
+        "tutorial, bias-sgd, adam, dynamic, linear-delta, l1"
     ]
 );
 bad_flag!(
@@ -791,6 +791,78 @@ bad_flag!(
     ["--init-scheme", "constant:nan"],
     ["--init-scheme", "finite"]
 );
+
+bad_flag!(
+    dynamic_depth_with_one_hidden_layer_exits_2,
+    ["--dynamic-depth", "3"],
+    [
+        "--dynamic-depth",
+        "hidden -> hidden",
+        "1000,100,10 has 1 hidden layer"
+    ]
+);
+bad_flag!(
+    dynamic_depth_without_hidden_layers_exits_2,
+    ["--dynamic-depth", "3", "--layers", "1000,10"],
+    ["--dynamic-depth", "0 hidden layers"]
+);
+bad_flag!(
+    dynamic_depth_with_unequal_last_hidden_widths_exits_2,
+    ["--dynamic-depth", "3", "--layers", "1000,100,50,10"],
+    ["--dynamic-depth", "100 -> 50"]
+);
+bad_flag!(
+    dynamic_depth_zero_exits_2,
+    ["--preset", "dynamic", "--dynamic-depth", "0"],
+    ["--dynamic-depth", "1..=32"]
+);
+bad_flag!(
+    dynamic_depth_not_a_number_exits_2,
+    ["--preset", "dynamic", "--dynamic-depth", "-1"],
+    ["--dynamic-depth", "`-1`"]
+);
+
+/// The `dynamic` preset end to end: the description names the shared layer, the files hold every
+/// layer (w2 is the shared one), the summary's config records the maximum depth, and the
+/// reported GFLOP/s count each epoch's drawn depth.
+#[test]
+fn cli_dynamic_preset_trains_and_writes_every_layer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, j) = (tmp.path().join("final"), tmp.path().join("run.json"));
+    let r = run([
+        "--device",
+        "cpu",
+        "--preset",
+        "dynamic",
+        "--epochs",
+        "60",
+        "--save-final",
+        p(&dir),
+        "--summary-json",
+        p(&j),
+    ])
+    .success();
+    assert!(
+        r.stdout.contains("w2 shared and run 0-3 times per epoch"),
+        "{}",
+        r.describe()
+    );
+    let lines = r.epoch_lines();
+    assert_eq!(lines.len(), 2, "{}", r.describe());
+    let (_, epochs, last) = r.summary();
+    assert_eq!(epochs, 60);
+    assert!(last < lines[0].1 / 2.0, "must train: {}", r.describe());
+    for (name, shape) in [("w1", [1000, 100]), ("w2", [100, 100]), ("w3", [100, 10])] {
+        let m = npy::read_matrix(&dir.join(format!("{name}.npy"))).unwrap();
+        assert_eq!(m.shape(), shape, "{name}");
+    }
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&j).unwrap()).unwrap();
+    assert_eq!(v["config"]["dynamic"]["max"], 3, "{v:#}");
+    assert_eq!(
+        v["config"]["layers"],
+        serde_json::json!([1000, 100, 100, 10])
+    );
+}
 
 #[test]
 fn bad_device_name_exits_2_and_lists_the_choices() {

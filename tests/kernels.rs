@@ -18,7 +18,8 @@ mod common;
 use common::{assert_within, gpu_or_skip, randn, rng, U32};
 use gpu_train::cpu::{self, Epilogue};
 use gpu_train::gpu::{
-    run_bias_update, run_loss_reduce, run_matmul, Block, GpuContext, MatmulKey, Mode, Opt,
+    run_bias_sum, run_bias_update, run_loss_reduce, run_matmul, Acc, Block, GpuContext, MatmulKey,
+    Mode, Opt,
 };
 use gpu_train::job::Loss;
 use proptest::prelude::*;
@@ -139,6 +140,27 @@ impl Case {
         self.gpu_bias(ctx, block, lr, c_init, aux, None)
     }
 
+    /// Run on the GPU with `block` and the gradient summed so far (`key.acc`); returns C and the
+    /// sum after the kernel.
+    fn gpu_sum(
+        &self,
+        ctx: &GpuContext,
+        block: Block,
+        lr: f32,
+        c_init: &[f32],
+        sum: Option<&[f32]>,
+    ) -> (Vec<f32>, Vec<f32>) {
+        self.run(
+            ctx,
+            MatmulKey { block, ..self.key },
+            lr,
+            c_init,
+            None,
+            None,
+            sum,
+        )
+    }
+
     /// [`Case::gpu`] with a bias added in the epilogue.
     fn gpu_bias(
         &self,
@@ -154,23 +176,29 @@ impl Case {
             bias: bias.is_some(),
             ..self.key
         };
-        let out = run_matmul(
-            ctx,
-            key,
-            &self.a,
-            &self.b,
-            (self.m, self.n, self.k),
-            lr,
-            c_init,
-            aux,
-            bias,
-        )
-        .unwrap_or_else(|e| panic!("{}: {e}", self.label(block)));
+        self.run(ctx, key, lr, c_init, aux, bias, None)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        &self,
+        ctx: &GpuContext,
+        key: MatmulKey,
+        lr: f32,
+        c_init: &[f32],
+        aux: Option<&[f32]>,
+        bias: Option<&[f32]>,
+        sum: Option<&[f32]>,
+    ) -> (Vec<f32>, Vec<f32>) {
+        let dims = (self.m, self.n, self.k);
+        let (a, b) = (&self.a, &self.b);
+        let out = run_matmul(ctx, key, a, b, dims, lr, c_init, aux, bias, sum)
+            .unwrap_or_else(|e| panic!("{}: {e}", self.label(key.block)));
         assert!(
             out.padding_zero,
             "{}: the kernel left non-zero values in the padding of its output (the next kernel \
              reads them)",
-            self.label(block)
+            self.label(key.block)
         );
         (out.c, out.aux_out)
     }
@@ -184,6 +212,7 @@ fn key(trans_a: bool, trans_b: bool, mode: Mode) -> MatmulKey {
         block: Block::B8x8,
         bias: false,
         opt: Opt::Sgd,
+        acc: Acc::default(),
     }
 }
 
@@ -275,6 +304,75 @@ fn gpu_mask_epilogue_trans_b_matches_cpu_and_blocks_where_aux_not_positive() {
                 } else {
                     0.0
                 }
+            });
+        }
+    }
+}
+
+/// A shared layer's weight gradient summed over its uses: the first use writes the product to the
+/// sum (C untouched), a middle one adds it, the last adds the sum to its product and stores it
+/// (gradients only) or steps the weights with it, each against the CPU's `Accumulate` and `Sgd`.
+#[test]
+fn gpu_gradient_sum_epilogues_match_cpu() {
+    let Some(ctx) = gpu_or_skip() else { return };
+    let lr = 0.1f32;
+    for (si, shape) in covering_shapes().into_iter().enumerate() {
+        let seed = 7500 + si as u64;
+        let store = Case::new(key(true, false, Mode::Store), shape, seed);
+        let (m, n) = (store.m, store.n);
+        let product = store.cpu_product();
+        let sum = randn(&mut rng(seed + 50), m * n);
+        let c_init = randn(&mut rng(seed + 90), m * n);
+        let poison = vec![f32::NAN; m * n];
+        let s = store.abs_products();
+        let g = 2.0 * gamma(store.k);
+        // The product's error, plus one rounding of the addition.
+        let tol = |i: usize| g * s[i] + 2.0 * U32 * ((sum[i] as f64).abs() + s[i]);
+        let mut added = sum.clone();
+        cpu::matmul(
+            &mut added,
+            &store.a,
+            &store.b,
+            m,
+            n,
+            store.k,
+            true,
+            false,
+            Epilogue::Accumulate,
+        );
+        let with = |mode, input, output| Case {
+            key: MatmulKey {
+                acc: Acc { input, output },
+                ..key(true, false, mode)
+            },
+            a: store.a.clone(),
+            b: store.b.clone(),
+            ..store
+        };
+        for block in Block::ALL {
+            let label = store.label(block);
+            // First use: sum = v; C (poisoned) is not written.
+            let (c, out) = with(Mode::Store, false, true).gpu_sum(&ctx, block, 0.0, &poison, None);
+            assert_within(&format!("{label}: sum = v"), &out, &product, |i| g * s[i]);
+            assert!(
+                c.iter().all(|v| v.is_nan()),
+                "{label}: C written while summing"
+            );
+            // A middle use: sum = sum + v.
+            let (_, out) =
+                with(Mode::Store, true, true).gpu_sum(&ctx, block, 0.0, &poison, Some(&sum));
+            assert_within(&format!("{label}: sum += v"), &out, &added, tol);
+            // The last use, gradients only: C = sum + v.
+            let (c, _) =
+                with(Mode::Store, true, false).gpu_sum(&ctx, block, 0.0, &poison, Some(&sum));
+            assert_within(&format!("{label}: C = sum + v"), &c, &added, tol);
+            // The last use, training: C = C - lr·(sum + v).
+            let (c, _) =
+                with(Mode::Update, true, false).gpu_sum(&ctx, block, lr, &c_init, Some(&sum));
+            let want: Vec<f32> = c_init.iter().zip(&added).map(|(p, a)| p - lr * a).collect();
+            assert_within(&format!("{label}: C -= lr·(sum + v)"), &c, &want, |i| {
+                lr as f64 * tol(i)
+                    + 4.0 * U32 * ((c_init[i] as f64).abs() + (lr * added[i]).abs() as f64)
             });
         }
     }
@@ -476,6 +574,74 @@ fn gpu_bias_update_matches_cpu_bit_for_bit() {
             |i| 2.0 * U32 * ((b[i] as f64).abs() + (lr * want_db[i]).abs() as f64),
         );
         assert_ne!(got_b, b, "the step did nothing");
+    }
+}
+
+/// A shared layer's bias gradient summed over its uses, bit for bit with the CPU's: the first use
+/// writes the column sums to the sum (b untouched), a middle one adds them, the last adds the sum
+/// and stores (gradients only) or steps.
+#[test]
+fn gpu_bias_gradient_sums_match_cpu_bit_for_bit() {
+    let Some(ctx) = gpu_or_skip() else { return };
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    for (rows, cols) in [(1, 1), (7, 3), (64, 100), (63, 65), (1001, 7)] {
+        let mut r = rng((rows * 20_000 + cols) as u64);
+        let g = randn(&mut r, rows * cols);
+        let b = randn(&mut r, cols);
+        let sum = randn(&mut r, cols);
+        let mut db = vec![f32::NAN; cols];
+        cpu::bias_update(&mut db, &g, Epilogue::Store);
+        let mut added = sum.clone();
+        cpu::bias_update(&mut added, &g, Epilogue::Accumulate);
+        let acc = |input, output| Acc { input, output };
+        let label = format!("{rows}x{cols}");
+        let (got_b, got_sum) = run_bias_sum(
+            &ctx,
+            &g,
+            (rows, cols),
+            &b,
+            (0.5, false),
+            acc(false, true),
+            None,
+        )
+        .unwrap();
+        assert_eq!(bits(&got_sum), bits(&db), "{label}: sum = db");
+        assert_eq!(got_b, b, "{label}: b changed while summing");
+        let (_, got_sum) = run_bias_sum(
+            &ctx,
+            &g,
+            (rows, cols),
+            &b,
+            (0.5, false),
+            acc(true, true),
+            Some(&sum),
+        )
+        .unwrap();
+        assert_eq!(bits(&got_sum), bits(&added), "{label}: sum += db");
+        let (got_db, _) = run_bias_sum(
+            &ctx,
+            &g,
+            (rows, cols),
+            &b,
+            (0.0, true),
+            acc(true, false),
+            Some(&sum),
+        )
+        .unwrap();
+        assert_eq!(bits(&got_db), bits(&added), "{label}: db = sum + db");
+        let lr = 0.125;
+        let (got_b, _) = run_bias_sum(
+            &ctx,
+            &g,
+            (rows, cols),
+            &b,
+            (lr, false),
+            acc(true, false),
+            Some(&sum),
+        )
+        .unwrap();
+        let want: Vec<f32> = b.iter().zip(&added).map(|(b, a)| b - lr * a).collect();
+        assert_eq!(bits(&got_b), bits(&want), "{label}: b -= lr·(sum + db)");
     }
 }
 

@@ -18,7 +18,9 @@ use gpu_train::backend::Backend;
 use gpu_train::cpu::CpuBackend;
 use gpu_train::gpu::GpuBackend;
 use gpu_train::init::{HostState, Params};
-use gpu_train::job::{Activation, InitScheme, Job, Loss, Optimizer, OptimizerKind};
+use gpu_train::job::{
+    self, Activation, DynamicDepth, InitScheme, Job, Loss, Optimizer, OptimizerKind,
+};
 use gpu_train::train;
 
 /// Loss and gradient tolerance (normwise relative), see the file comment.
@@ -80,11 +82,23 @@ fn check_one_step(job: &Job) {
     for (l, g) in gpu_grads.biases.iter().enumerate() {
         assert_eq!(g.shape(), [1, job.layers[l + 1]]);
     }
+    // A dynamic-depth net's shared layer (w_{L-1}, b_{L-1}) in an epoch that does not use it.
+    let unused = |name: &str| {
+        let shared = job.shared_layer().map(|s| format!("{}", s + 1));
+        job.uses(0) == 0 && shared.is_some_and(|s| name[1..] == s)
+    };
     for ((name, g), (_, c)) in gpu_grads.named().into_iter().zip(cpu_grads.named()) {
         eprintln!(
             "{label}: d{name} normwise rel diff {:e}",
             max_rel_err(&g.data, &c.data)
         );
+        if unused(&name) {
+            assert!(
+                g.data.iter().chain(&c.data).all(|&v| v == 0.0),
+                "{label}: d{name}"
+            );
+            continue;
+        }
         assert!(
             c.data.iter().any(|&v| v != 0.0),
             "{label}: CPU gradient d{name} is all zero, the test would prove nothing"
@@ -116,6 +130,14 @@ fn check_one_step(job: &Job) {
             "{label}: {name} after one step, normwise rel diff {:e}",
             max_rel_err(&g.data, &w.data)
         );
+        if unused(&name) {
+            assert_eq!(
+                (&w.data, &g.data),
+                (&w0.data, &w0.data),
+                "{label}: unused {name} moved"
+            );
+            continue;
+        }
         // The step really moved the parameters (else comparing them would prove nothing).
         assert_ne!(w.data, w0.data, "CPU step left {name} as is");
     }
@@ -456,6 +478,93 @@ fn gpu_matches_cpu_every_optimizer_over_several_epochs_and_chunks() {
         let mut pieces = GpuBackend::new(ctx.clone(), &job, &state).unwrap();
         let mut parts = Vec::new();
         for n in [1, 2, 4, 5] {
+            parts.extend(pieces.run(n).unwrap());
+        }
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(
+            bits(&parts),
+            bits(&g),
+            "{label}: chunking changed the losses"
+        );
+        let pp = pieces.read_params().unwrap();
+        for ((name, x), (_, y)) in pp.named().into_iter().zip(gp.named()) {
+            assert_eq!(
+                bits(&x.data),
+                bits(&y.data),
+                "{label}: chunking changed {name}"
+            );
+        }
+    }
+}
+
+/// The `dynamic` preset's net (1000 -> 100 -> [100 -> 100 shared] -> 10, biases, torch init) for
+/// one step at each number of uses of the shared layer, 0 to 3: the summed gradients, and the
+/// step that leaves an unused layer alone.
+#[test]
+fn gpu_matches_cpu_one_step_dynamic_depth_every_number_of_uses() {
+    for uses in 0..=3 {
+        let mut j = job::preset("dynamic").unwrap();
+        j.optimizer = Optimizer::default();
+        j.dynamic = Some(DynamicDepth {
+            max: 3,
+            schedule: vec![uses],
+        });
+        check_one_step(&j);
+    }
+}
+
+/// The `dynamic` preset's semantics at a small size over 16 epochs of seeded depths (0 to 3 uses,
+/// drawn alike on both paths) with momentum and Adam: every loss, the parameters at the end, and
+/// chunking (depths, texture parities and the shared layer's step counters carry across
+/// submissions) changing no bit.
+#[test]
+fn gpu_matches_cpu_dynamic_depth_over_seeded_epochs_and_chunks() {
+    let Some(ctx) = gpu_or_skip() else { return };
+    for (kind, lr) in [(OptimizerKind::Momentum, 3e-3), (OptimizerKind::Adam, 1e-2)] {
+        let job = Job {
+            optimizer: Optimizer {
+                kind,
+                ..Optimizer::default()
+            },
+            lr,
+            ..job(&[65, 33, 33, 7], 37, lr, 16)
+        };
+        let job = Job {
+            layers: job.layers.clone(),
+            batch: job.batch,
+            epochs: job.epochs,
+            log_every: 0,
+            ..Job {
+                optimizer: job.optimizer,
+                lr,
+                ..job::preset("dynamic").unwrap()
+            }
+        };
+        let uses: Vec<usize> = (0..job.epochs).map(|e| job.uses(e)).collect();
+        assert!(
+            uses.contains(&0) && uses.iter().any(|&u| u >= 2),
+            "{uses:?}"
+        );
+        let label = format!("dynamic {kind:?}, uses {uses:?}");
+        let state = HostState::seeded(&job);
+        let mut cpu = CpuBackend::new(&job, &state);
+        let mut gpu = GpuBackend::new(ctx.clone(), &job, &state).unwrap();
+        let c = cpu.run(job.epochs).unwrap();
+        let g = gpu.run(job.epochs).unwrap();
+        eprintln!("{label}: {c:?}");
+        // The loss of a net whose depth changes every epoch jumps about; it must still go down.
+        let best = c.iter().fold(f32::INFINITY, |m, &l| m.min(l));
+        assert!(best < 0.8 * c[0], "{label}: must train: {c:?}");
+        assert_within(&format!("{label}: losses"), &g, &c, |i| {
+            trajectory_tol(c[i])
+        });
+        let (cp, gp) = (cpu.read_params().unwrap(), gpu.read_params().unwrap());
+        for ((name, x), (_, y)) in gp.named().into_iter().zip(cp.named()) {
+            assert_close_normwise(&format!("{label}: {name}"), &x.data, &y.data, 1e-4);
+        }
+        let mut pieces = GpuBackend::new(ctx.clone(), &job, &state).unwrap();
+        let mut parts = Vec::new();
+        for n in [1, 2, 4, 5, 4] {
             parts.extend(pieces.run(n).unwrap());
         }
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();

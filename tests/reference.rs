@@ -21,7 +21,7 @@ use gpu_train::backend::Backend;
 use gpu_train::cpu::CpuBackend;
 use gpu_train::gpu::GpuBackend;
 use gpu_train::init::{HostState, Matrix};
-use gpu_train::job::{Activation, Job, Loss, Named, Optimizer, OptimizerKind};
+use gpu_train::job::{Activation, DynamicDepth, Job, Loss, Named, Optimizer, OptimizerKind};
 
 /// A net in f64: `x [b, d0]`, `y [b, dL]`, `w[l] [d_l, d_{l+1}]`, all row-major.
 #[derive(Clone)]
@@ -35,6 +35,9 @@ struct Net64 {
     w: Vec<Vec<f64>>,
     /// Biases, `[d_{l+1}]` each; empty without.
     b: Vec<Vec<f64>>,
+    /// The weights applied in order: every layer once, or a dynamic-depth net's shared layer
+    /// several times (`Job::applications`).
+    apps: Vec<usize>,
 }
 
 /// `c[m,n] = a[m,k]·b[k,n]`.
@@ -78,9 +81,9 @@ fn mm_nt(a: &[f64], b: &[f64], m: usize, n: usize, k: usize) -> Vec<f64> {
 
 /// What the forward pass keeps for the backward pass.
 struct Forward {
-    /// Pre-activations `z_l = a_l · w_l` of the hidden layers.
+    /// Pre-activations `z_j = a_j · w_{apps[j]} + b` of the hidden products.
     pre: Vec<Vec<f64>>,
-    /// Inputs of each layer: `a_0 = x`, `a_{l+1} = relu(z_l)`.
+    /// Inputs of each product: `a_0 = x`, `a_{j+1} = relu(z_j)`.
     inputs: Vec<Vec<f64>>,
     pred: Vec<f64>,
     loss: f64,
@@ -88,19 +91,19 @@ struct Forward {
 
 impl Net64 {
     fn forward(&self) -> Forward {
-        let (b, depth) = (self.batch, self.w.len());
+        let b = self.batch;
         let mut inputs = vec![self.x.clone()];
         let mut pre = Vec::new();
         let mut pred = Vec::new();
-        for l in 0..depth {
+        for (j, &l) in self.apps.iter().enumerate() {
             let (k, n) = (self.layers[l], self.layers[l + 1]);
-            let mut z = mm(&inputs[l], &self.w[l], b, n, k);
+            let mut z = mm(&inputs[j], &self.w[l], b, n, k);
             if let Some(bias) = self.b.get(l) {
                 for (i, v) in z.iter_mut().enumerate() {
                     *v += bias[i % n];
                 }
             }
-            if l + 1 < depth {
+            if j + 1 < self.apps.len() {
                 let act = |v: f64| if self.relu { v.max(0.0) } else { v };
                 inputs.push(z.iter().map(|&v| act(v)).collect());
                 pre.push(z);
@@ -129,10 +132,11 @@ impl Net64 {
     }
 
     /// The loss and the gradients of every parameter (`dL/dw_l` for every layer, then `dL/db_l`),
-    /// by backpropagation.
+    /// by backpropagation: a weight applied several times gets the sum over its uses, one not
+    /// applied gets zeros.
     fn gradients(&self) -> (f64, Vec<Vec<f64>>) {
         let f = self.forward();
-        let (b, depth) = (self.batch, self.w.len());
+        let b = self.batch;
         let n = f.pred.len() as f64;
         let mut g: Vec<f64> = f
             .pred
@@ -148,17 +152,21 @@ impl Net64 {
                 }
             })
             .collect();
-        let mut dw = vec![Vec::new(); depth];
-        let mut db = vec![Vec::new(); self.b.len()];
-        for l in (0..depth).rev() {
+        let mut dw: Vec<Vec<f64>> = self.w.iter().map(|w| vec![0.0; w.len()]).collect();
+        let mut db: Vec<Vec<f64>> = self.b.iter().map(|b| vec![0.0; b.len()]).collect();
+        for (j, &l) in self.apps.iter().enumerate().rev() {
             let (k, n) = (self.layers[l], self.layers[l + 1]);
-            dw[l] = mm_tn(&f.inputs[l], &g, k, n, b);
-            if l < self.b.len() {
-                db[l] = (0..n).map(|j| (0..b).map(|r| g[r * n + j]).sum()).collect();
+            for (s, v) in dw[l].iter_mut().zip(mm_tn(&f.inputs[j], &g, k, n, b)) {
+                *s += v;
             }
-            if l > 0 {
+            if l < self.b.len() {
+                for (c, s) in db[l].iter_mut().enumerate() {
+                    *s += (0..b).map(|r| g[r * n + c]).sum::<f64>();
+                }
+            }
+            if j > 0 {
                 let mut gp = mm_nt(&g, &self.w[l], b, k, n);
-                for (v, &z) in gp.iter_mut().zip(&f.pre[l - 1]) {
+                for (v, &z) in gp.iter_mut().zip(&f.pre[j - 1]) {
                     if self.relu && z <= 0.0 {
                         *v = 0.0;
                     }
@@ -244,6 +252,7 @@ fn tiny(
         y: wide(&y),
         w: weights.iter().map(wide).collect(),
         b: biases.iter().map(wide).collect(),
+        apps: job.applications(0),
     };
     (
         job,
@@ -428,7 +437,12 @@ fn check_step_against_f64(
             &narrow(p64),
             1e-5,
         );
-        assert_ne!(p.data, p0.data, "{label}: step did nothing to {name}");
+        if grads64[t].iter().any(|&g| g != 0.0) {
+            assert_ne!(p.data, p0.data, "{label}: step did nothing to {name}");
+        } else {
+            // A layer the epoch does not use has no gradient and no step.
+            assert_eq!(p.data, p0.data, "{label}: {name} moved without a gradient");
+        }
     }
     // And the loss after the step is the f64 loss at the f64-stepped parameters.
     let next = backend.run(1).unwrap()[0];
@@ -482,11 +496,13 @@ fn gpu_f32_gradients_and_step_match_f64_reference() {
     }
 }
 
-/// One optimizer step in f64 of every parameter tensor (PyTorch's formulas), with its state.
+/// One optimizer step in f64 of every parameter tensor (PyTorch's formulas), with its state and
+/// its own step count per tensor (PyTorch skips a tensor without a gradient, so a dynamic-depth
+/// net's shared layer counts only the epochs that use it).
 struct Opt64 {
     opt: Optimizer,
     lr: f64,
-    t: i32,
+    t: Vec<i32>,
     m: Vec<Vec<f64>>,
     v: Vec<Vec<f64>>,
 }
@@ -502,14 +518,14 @@ impl Opt64 {
         Opt64 {
             opt,
             lr: lr as f64,
-            t: 0,
+            t: vec![0; zeros.len()],
             m: zeros.clone(),
             v: zeros,
         }
     }
 
-    fn step(&mut self, net: &mut Net64, grads: &[Vec<f64>]) {
-        self.t += 1;
+    /// Step every tensor `active` says has a gradient this epoch.
+    fn step(&mut self, net: &mut Net64, grads: &[Vec<f64>], active: &dyn Fn(usize) -> bool) {
         let o = &self.opt;
         let (mu, b1, b2, eps) = (
             o.momentum as f64,
@@ -517,13 +533,19 @@ impl Opt64 {
             o.beta2 as f64,
             o.eps as f64,
         );
-        for (((p, g), m), v) in net
+        for (tensor, (((p, g), m), v)) in net
             .params_mut()
             .into_iter()
             .zip(grads)
             .zip(&mut self.m)
             .zip(&mut self.v)
+            .enumerate()
         {
+            if !active(tensor) {
+                continue;
+            }
+            self.t[tensor] += 1;
+            let t = self.t[tensor];
             for i in 0..p.len() {
                 p[i] -= match o.kind {
                     OptimizerKind::Sgd => self.lr * g[i],
@@ -534,8 +556,8 @@ impl Opt64 {
                     OptimizerKind::Adam => {
                         m[i] = b1 * m[i] + (1.0 - b1) * g[i];
                         v[i] = b2 * v[i] + (1.0 - b2) * g[i] * g[i];
-                        let mhat = m[i] / (1.0 - b1.powi(self.t));
-                        let vhat = v[i] / (1.0 - b2.powi(self.t));
+                        let mhat = m[i] / (1.0 - b1.powi(t));
+                        let vhat = v[i] / (1.0 - b2.powi(t));
                         self.lr * mhat / (vhat.sqrt() + eps)
                     }
                 };
@@ -578,7 +600,7 @@ fn check_optimizer_steps_against_f64(make: &mut dyn FnMut(&Job, &HostState) -> B
             for _ in 0..steps {
                 let (loss, grads) = net64.gradients();
                 want.push(loss as f32);
-                opt.step(&mut net64, &grads);
+                opt.step(&mut net64, &grads, &|_| true);
             }
             eprintln!("{label}: losses {got:?} vs f64 {want:?}");
             assert_close(&format!("{label}: losses"), &got, &want, 1e-5, 0.0);
@@ -598,7 +620,7 @@ fn check_optimizer_steps_against_f64(make: &mut dyn FnMut(&Job, &HostState) -> B
             let mut plain = Opt64::new(Optimizer::default(), job.lr, &sgd);
             for _ in 0..steps {
                 let (_, grads) = sgd.gradients();
-                plain.step(&mut sgd, &grads);
+                plain.step(&mut sgd, &grads, &|_| true);
             }
             assert!(
                 max_rel_err(&after.weights[0].data, &narrow(&sgd.w[0])) > 1e-3,
@@ -617,6 +639,146 @@ fn cpu_optimizers_match_f64_reference_over_several_steps() {
 fn gpu_optimizers_match_f64_reference_over_several_steps() {
     let Some(ctx) = gpu_or_skip() else { return };
     check_optimizer_steps_against_f64(&mut |job, state| {
+        Box::new(GpuBackend::new(ctx.clone(), job, state).unwrap())
+    });
+}
+
+/// A tiny dynamic-depth net, 4 -> 5 -> [5 -> 5 shared] -> 3 with ReLU, whose shared layer runs
+/// `schedule[e % len]` times in epoch e.
+fn tiny_dynamic(schedule: Vec<usize>, bias: bool, seed: u64) -> (Job, HostState, Net64) {
+    let variant = (Activation::Relu, Loss::Sse, bias);
+    let (mut job, state, mut net) = tiny(&[4, 5, 5, 3], 3, seed, variant);
+    job.dynamic = Some(DynamicDepth { max: 3, schedule });
+    job.validate().unwrap();
+    net.apps = job.applications(job.uses(0));
+    (job, state, net)
+}
+
+/// The f64 reference of a dynamic-depth net (the shared layer's gradient summed over its uses)
+/// against central finite differences, for every number of uses; an unused layer's is zero.
+#[test]
+fn f64_dynamic_depth_gradients_match_finite_differences() {
+    for uses in 0..=3 {
+        for bias in [false, true] {
+            let (_, _, net) = tiny_dynamic(vec![uses], bias, 21);
+            let name = format!("dynamic, {uses} uses, bias {bias}");
+            for z in &net.forward().pre {
+                let min = z.iter().fold(f64::INFINITY, |m, v| m.min(v.abs()));
+                assert!(
+                    min > 1e-3,
+                    "{name}: a pre-activation is {min:e} from the kink"
+                );
+            }
+            let (_, grads) = net.gradients();
+            let fd = net.finite_differences(1e-6);
+            for t in 0..grads.len() {
+                let label = format!("{name}: d{}", tensor_name(t, net.w.len()));
+                let shared = t % net.w.len() == 1;
+                if shared && uses == 0 {
+                    assert!(grads[t].iter().all(|&g| g == 0.0), "{label}");
+                    assert!(
+                        fd[t].iter().all(|&g| g.abs() < 1e-9),
+                        "{label}: {:?}",
+                        fd[t]
+                    );
+                    continue;
+                }
+                let scale = grads[t].iter().fold(0.0f64, |m, v| m.max(v.abs()));
+                assert!(scale > 1e-3, "{label}: zero gradient");
+                for (i, (a, b)) in grads[t].iter().zip(&fd[t]).enumerate() {
+                    assert!(
+                        (a - b).abs() <= 1e-7 * scale,
+                        "{label}: element {i}: backprop {a:e}, finite differences {b:e}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn check_dynamic_step(make: &mut dyn FnMut(&Job, &HostState) -> Box<dyn Backend>, device: &str) {
+    for uses in 0..=3 {
+        let (job, state, net) = tiny_dynamic(vec![uses], true, 21);
+        let mut backend = make(&job, &state);
+        let label = format!("{device} dynamic, {uses} uses");
+        check_step_against_f64(&label, backend.as_mut(), &job, &state, &net);
+    }
+}
+
+#[test]
+fn cpu_dynamic_depth_gradients_and_step_match_f64_reference() {
+    check_dynamic_step(
+        &mut |job, state| Box::new(CpuBackend::new(job, state)),
+        "CPU",
+    );
+}
+
+#[test]
+fn gpu_dynamic_depth_gradients_and_step_match_f64_reference() {
+    let Some(ctx) = gpu_or_skip() else { return };
+    check_dynamic_step(
+        &mut |job, state| Box::new(GpuBackend::new(ctx.clone(), job, state).unwrap()),
+        "GPU",
+    );
+}
+
+/// Several epochs of a dynamic-depth net whose depths include epochs without the shared layer,
+/// with each stateful optimizer, against f64 with PyTorch's semantics: the shared layer's
+/// gradient summed over its uses, and no step (no momentum decay, no Adam step count) in epochs
+/// that do not use it.
+fn check_dynamic_optimizers(make: &mut dyn FnMut(&Job, &HostState) -> Box<dyn Backend>) {
+    let schedule = vec![2, 0, 3, 1, 0, 0, 2];
+    let kinds = [
+        (OptimizerKind::Sgd, false),
+        (OptimizerKind::Momentum, false),
+        (OptimizerKind::Momentum, true),
+        (OptimizerKind::Adam, false),
+    ];
+    for (kind, nesterov) in kinds {
+        let (mut job, state, net) = tiny_dynamic(schedule.clone(), true, 22);
+        job.optimizer = Optimizer {
+            kind,
+            nesterov,
+            momentum: 0.8,
+            beta1: 0.85,
+            beta2: 0.99,
+            eps: 1e-6,
+        };
+        job.lr = 1e-3;
+        let label = format!("dynamic {kind:?} nesterov {nesterov}");
+        let mut backend = make(&job, &state);
+        let steps = schedule.len();
+        // In two chunks, so that the depths and parities carry across them.
+        let mut got = backend.run(3).unwrap();
+        got.extend(backend.run(steps - 3).unwrap());
+        let mut net64 = net.clone();
+        let mut opt = Opt64::new(job.optimizer, job.lr, &net64);
+        let mut want = Vec::new();
+        let depth = net64.w.len();
+        for &uses in &schedule {
+            net64.apps = job.applications(uses);
+            let (loss, grads) = net64.gradients();
+            want.push(loss as f32);
+            opt.step(&mut net64, &grads, &|t| uses > 0 || t % depth != 1);
+        }
+        eprintln!("{label}: losses {got:?} vs f64 {want:?}");
+        assert_close(&format!("{label}: losses"), &got, &want, 1e-5, 0.0);
+        let after = backend.read_params().unwrap();
+        for ((name, p), p64) in after.named().into_iter().zip(net64.params_mut()) {
+            assert_close_normwise(&format!("{label}: {name}"), &p.data, &narrow(p64), 1e-5);
+        }
+    }
+}
+
+#[test]
+fn cpu_dynamic_depth_optimizers_match_f64_reference() {
+    check_dynamic_optimizers(&mut |job, state| Box::new(CpuBackend::new(job, state)));
+}
+
+#[test]
+fn gpu_dynamic_depth_optimizers_match_f64_reference() {
+    let Some(ctx) = gpu_or_skip() else { return };
+    check_dynamic_optimizers(&mut |job, state| {
         Box::new(GpuBackend::new(ctx.clone(), job, state).unwrap())
     });
 }

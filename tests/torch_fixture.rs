@@ -1,7 +1,9 @@
 //! PyTorch's own trajectories (tests/fixtures/make_torch_fixture.py, run by hand, output
 //! committed): nn.Linear layers with biases, ReLU or none, MSELoss (sum and mean), L1Loss, and
 //! torch.optim's SGD, SGD with momentum and Nesterov, and Adam, from the same initial arrays. The
-//! CPU and GPU paths reproduce the loss of every epoch and the parameters after 20 epochs.
+//! CPU and GPU paths reproduce the loss of every epoch and the parameters after 20 epochs. Also
+//! the tutorial's control-flow example (DynamicNet, a middle layer shared and run 0-3 times per
+//! epoch) with SGD momentum and Adam, replaying PyTorch's depths.
 //!
 //! Tolerance: PyTorch ran in float64 from the f32 arrays the trainer loads, so what differs is
 //! the trainer's f32 arithmetic: a few ulps per operation on a net of widths <= 20, compounded
@@ -18,9 +20,9 @@ use gpu_train::cpu::CpuBackend;
 use gpu_train::gpu::GpuBackend;
 use gpu_train::init::HostState;
 use gpu_train::io::npy;
-use gpu_train::job::{Activation, Job, Loss, Named, Optimizer, OptimizerKind};
+use gpu_train::job::{Activation, DynamicDepth, Job, Loss, Named, Optimizer, OptimizerKind};
 
-const CASES: [&str; 7] = [
+const CASES: [&str; 9] = [
     "sgd_sse_bias",
     "momentum",
     "nesterov",
@@ -28,21 +30,33 @@ const CASES: [&str; 7] = [
     "mse",
     "l1",
     "linear_momentum_mse",
+    "dynamic_momentum",
+    "dynamic_adam",
 ];
 
 fn load(case: &str) -> (Job, HostState, serde_json::Value) {
     let text = std::fs::read_to_string(fixture_path(&format!("torch/{case}.json")))
         .expect("fixture written by tests/fixtures/make_torch_fixture.py");
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let state = npy::load_state(&fixture_path("torch/init")).unwrap();
+    let s = &v["settings"];
+    let init = if s["dynamic_depth"].is_null() {
+        "torch/init"
+    } else {
+        "torch/dynamic_init"
+    };
+    let state = npy::load_state(&fixture_path(init)).unwrap();
     assert_eq!(
         state.biases.len(),
         state.weights.len(),
         "the fixture has biases"
     );
     let (layers, batch) = state.dims();
-    let s = &v["settings"];
     let f = |k: &str| s[k].as_f64().unwrap() as f32;
+    // PyTorch's depth of every epoch, replayed.
+    let dynamic = s["schedule"].as_array().map(|sched| DynamicDepth {
+        max: s["dynamic_depth"].as_u64().unwrap() as usize,
+        schedule: sched.iter().map(|u| u.as_u64().unwrap() as usize).collect(),
+    });
     let job = Job {
         layers,
         batch,
@@ -60,6 +74,7 @@ fn load(case: &str) -> (Job, HostState, serde_json::Value) {
             eps: f("eps"),
         },
         log_every: 0,
+        dynamic,
         ..Job::default()
     };
     job.validate().unwrap();

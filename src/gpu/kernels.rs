@@ -127,6 +127,17 @@ impl Opt {
     }
 }
 
+/// How a product takes part in summing a shared layer's gradient over its uses (the `ACC_IN` and
+/// `ACC_OUT` overrides of `shaders/matmul.wgsl` and `shaders/bias_update.wgsl`): the sum so far
+/// lives in a storage buffer, the product's AUX_OUT (the bias kernel's ACC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Acc {
+    /// Add the sum so far to the result first.
+    pub input: bool,
+    /// Write the result to the sum and stop there (more uses follow); no output, no step.
+    pub output: bool,
+}
+
 /// One compiled variant of the matmul kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct MatmulKey {
@@ -138,6 +149,8 @@ pub struct MatmulKey {
     pub bias: bool,
     /// The optimizer step of `Mode::Update` (`Opt::Sgd` for the other modes).
     pub opt: Opt,
+    /// Summing a shared layer's gradient (`Mode::Store` and `Mode::Update` only).
+    pub acc: Acc,
 }
 
 impl MatmulKey {
@@ -160,13 +173,14 @@ pub struct Kernels {
     matmul_pipeline_layout: wgpu::PipelineLayout,
     matmul_cache: Mutex<HashMap<MatmulKey, wgpu::ComputePipeline>>,
     pub loss_reduce_layout: wgpu::BindGroupLayout,
-    /// `loss_reduce`, without and with ADVANCE (the optimizer's step counters).
-    loss_reduce: [wgpu::ComputePipeline; 2],
+    /// `loss_reduce` by [ADVANCE][ADVANCE_SHARED] (the optimizer's step counters, and the shared
+    /// layer's).
+    loss_reduce: [[wgpu::ComputePipeline; 2]; 2],
     pub bias_update_layout: wgpu::BindGroupLayout,
     bias_pipeline_layout: wgpu::PipelineLayout,
     bias_module: wgpu::ShaderModule,
-    /// `bias_update` by (STORE, OPT), built on first use.
-    bias_cache: Mutex<HashMap<(bool, Opt), wgpu::ComputePipeline>>,
+    /// `bias_update` by (STORE, OPT, ACC_IN and ACC_OUT), built on first use.
+    bias_cache: Mutex<HashMap<(bool, Opt, Acc), wgpu::ComputePipeline>>,
     /// Bound where a kernel variant does not use its `aux` (read) or `aux_out` (write) binding.
     pub dummy_read: wgpu::TextureView,
     pub dummy_rw: wgpu::Buffer,
@@ -289,14 +303,14 @@ impl Kernels {
                 immediate_size: 0,
             });
         let loss_reduce = [false, true].map(|advance| {
-            let constants = [("ADVANCE", advance as u8 as f64)];
-            pipeline(
-                device,
-                &reduce_pipeline_layout,
-                &reduce_module,
-                "loss_reduce",
-                &constants,
-            )
+            [false, true].map(|shared| {
+                let constants = [
+                    ("ADVANCE", advance as u8 as f64),
+                    ("ADVANCE_SHARED", shared as u8 as f64),
+                ];
+                let (layout, module) = (&reduce_pipeline_layout, &reduce_module);
+                pipeline(device, layout, module, "loss_reduce", &constants)
+            })
         });
 
         let bias_module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
@@ -310,6 +324,7 @@ impl Kernels {
                     entry(0, UNIFORM),
                     texture_entry(1, TEX_READ),
                     entry(2, RW),
+                    entry(3, RW),
                     entry(OPT_BINDING, RW),
                     entry(OPT_BINDING + 1, RW),
                     entry(OPT_BINDING + 2, READ),
@@ -366,26 +381,33 @@ impl Kernels {
         }
     }
 
-    /// `loss_reduce`, advancing the optimizer's step counters or not.
-    pub fn loss_reduce(&self, advance: bool) -> wgpu::ComputePipeline {
-        self.loss_reduce[advance as usize].clone()
+    /// `loss_reduce`, advancing the optimizer's step counters or not, and the shared layer's.
+    pub fn loss_reduce(&self, advance: bool, advance_shared: bool) -> wgpu::ComputePipeline {
+        self.loss_reduce[advance as usize][advance_shared as usize].clone()
     }
 
-    /// `bias_update` with the optimizer step `opt`, or (`store`) storing the gradient alone.
+    /// `bias_update` with the optimizer step `opt`, or (`store`) storing the gradient alone,
+    /// summing over a shared layer's uses by `acc`.
     pub fn bias_update(
         &self,
         device: &wgpu::Device,
         store: bool,
         opt: Opt,
+        acc: Acc,
     ) -> wgpu::ComputePipeline {
         let mut cache = self
             .bias_cache
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         cache
-            .entry((store, opt))
+            .entry((store, opt, acc))
             .or_insert_with(|| {
-                let constants = [("STORE", store as u8 as f64), ("OPT", opt as u32 as f64)];
+                let constants = [
+                    ("STORE", store as u8 as f64),
+                    ("OPT", opt as u32 as f64),
+                    ("ACC_IN", acc.input as u8 as f64),
+                    ("ACC_OUT", acc.output as u8 as f64),
+                ];
                 let (layout, module) = (&self.bias_pipeline_layout, &self.bias_module);
                 pipeline(device, layout, module, "bias_update", &constants)
             })
@@ -407,6 +429,8 @@ impl Kernels {
                     ("MODE", key.mode as u32 as f64),
                     ("BIAS", key.bias as u8 as f64),
                     ("OPT", key.opt as u32 as f64),
+                    ("ACC_IN", key.acc.input as u8 as f64),
+                    ("ACC_OUT", key.acc.output as u8 as f64),
                 ];
                 let (layout, module) = (&self.matmul_pipeline_layout, &self.matmul_module);
                 pipeline(device, layout, module, key.block.entry_point(), &constants)

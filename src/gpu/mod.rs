@@ -17,12 +17,20 @@
 //! - backward, from the last layer down: `matmul[mask]` (input gradient g·wᵀ through the ReLU,
 //!   while w is still the old weight), then `matmul[update]` (weight gradient aᵀ·g fused with the
 //!   optimizer step, into the other texture of the pair), then `bias_update`.
+//!
+//! With dynamic depth (`Job::dynamic`), an epoch runs the products `Job::applications(k)`, the
+//! shared layer k times; each k has its own recorded plan. The shared layer's gradient is summed
+//! over its uses, from the last down, in a storage buffer (`matmul[store, ACC_OUT]` for the first
+//! ones, then `matmul[update, ACC_IN]`, which adds the sum and steps), and its bias's likewise in
+//! `bias_update`. Its texture pair flips only in epochs that use it, and with Adam it has its own
+//! step counters (PyTorch skips a parameter without a gradient), so a plan is keyed by (k, the
+//! parity of the other weights, the parity of the shared one).
 
 pub mod context;
 pub mod kernels;
 
 pub use context::{list_adapters, AdapterEntry, DeviceChoice, GpuContext};
-pub use kernels::{Block, MatmulKey, Mode, Opt};
+pub use kernels::{Acc, Block, MatmulKey, Mode, Opt};
 
 use crate::backend::Backend;
 use crate::error::{Error, Result};
@@ -30,6 +38,7 @@ use crate::init::{HostState, Matrix, Params};
 use crate::io::summary::DeviceSummary;
 use crate::job::{Activation, Job};
 use kernels::{MATRIX_FORMAT, OPT_BINDING};
+use std::collections::HashMap;
 use std::sync::Arc;
 use wgpu::util::DeviceExt;
 
@@ -105,6 +114,20 @@ struct Dispatch {
 
 /// The GPU's `state` at the start: epoch index 0, optimizer step 0, beta1^0 = beta2^0 = 1.
 const INITIAL_COUNTERS: [u32; 4] = [0, 0, 0x3f80_0000, 0x3f80_0000];
+
+/// Byte offset of the shared layer's own step counters in the `state` buffer (`SHARED` in
+/// `shaders/loss_reduce.wgsl`): a multiple of every adapter's
+/// `min_storage_buffer_offset_alignment`, which WebGPU caps at 256.
+const SHARED_COUNTERS_OFFSET: u64 = 256;
+
+/// The whole `state` buffer at the start: [`INITIAL_COUNTERS`], and the shared layer's at
+/// [`SHARED_COUNTERS_OFFSET`].
+fn initial_state() -> Vec<u32> {
+    let mut v = vec![0u32; SHARED_COUNTERS_OFFSET as usize / 4 + 4];
+    v[..4].copy_from_slice(&INITIAL_COUNTERS);
+    v[SHARED_COUNTERS_OFFSET as usize / 4..].copy_from_slice(&INITIAL_COUNTERS);
+    v
+}
 
 const STORAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
     .union(wgpu::BufferUsages::COPY_SRC)
@@ -305,8 +328,9 @@ struct MatmulBind<'a> {
 struct OptBind<'a> {
     /// The optimizer's state of the parameters, as many buffers as the step keeps.
     state: [Option<&'a wgpu::Buffer>; 2],
-    /// The step counters (`loss_reduce`'s state).
-    counters: &'a wgpu::Buffer,
+    /// The step counters (`loss_reduce`'s state) and their byte offset in it: 0, or
+    /// `SHARED_COUNTERS_OFFSET` for a dynamic-depth net's shared layer.
+    counters: (&'a wgpu::Buffer, u64),
     /// mu, or beta1, beta2, eps.
     hyper: [f32; 3],
 }
@@ -345,8 +369,17 @@ fn optimizer_bindings<'a>(
     [
         state[0].unwrap_or(&kn.dummy_opt[0]).as_entire_binding(),
         state[1].unwrap_or(&kn.dummy_opt[1]).as_entire_binding(),
-        opt.map_or(&kn.dummy_bias, |o| o.counters)
-            .as_entire_binding(),
+        match opt {
+            Some(OptBind {
+                counters: (buffer, offset),
+                ..
+            }) => wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer,
+                offset,
+                size: wgpu::BufferSize::new(16),
+            }),
+            None => kn.dummy_bias.as_entire_binding(),
+        },
     ]
 }
 
@@ -366,6 +399,11 @@ fn matmul_dispatch(
     // An optimizer that keeps state must be given it: the unchecked shader indexes it.
     let given = bind.opt.map_or(0, |o| o.state.iter().flatten().count());
     debug_assert_eq!(key.opt.state_buffers(), given);
+    // Summing a gradient needs the sum's buffer, in AUX_OUT.
+    debug_assert!(
+        key.acc == Acc::default()
+            || (matches!(key.mode, Mode::Store | Mode::Update) && bind.aux_out.is_some())
+    );
     let rows = m;
     let (m, n, k) = (pad4(m), pad4(n), pad4(k));
     let (tile_rows, tile_cols) = key.block.tile();
@@ -415,16 +453,17 @@ fn matmul_dispatch(
 }
 
 /// `loss_reduce` of `[rows, cols]` values times `scale`; with `advance = Some((beta1, beta2))` it
-/// also advances the optimizer's step counters.
+/// also advances the optimizer's step counters, and with `advance_shared` the shared layer's.
 fn loss_reduce_dispatch(
     ctx: &GpuContext,
     (rows, cols): (usize, usize),
     scale: f32,
-    advance: Option<(f32, f32)>,
+    (advance, advance_shared): (Option<(f32, f32)>, bool),
     values: &wgpu::Buffer,
     history: &wgpu::Buffer,
     state: &wgpu::Buffer,
 ) -> Dispatch {
+    debug_assert!(advance.is_some() || !advance_shared);
     let params = uniform(
         ctx,
         "loss_reduce params",
@@ -447,7 +486,7 @@ fn loss_reduce_dispatch(
     ];
     let bind_group = bind_group(ctx, "loss_reduce", &kn.loss_reduce_layout, resources, None);
     Dispatch {
-        pipeline: kn.loss_reduce(advance.is_some()),
+        pipeline: kn.loss_reduce(advance.is_some(), advance_shared),
         bind_group,
         groups: [1, 1, 1],
     }
@@ -461,6 +500,9 @@ struct BiasStep<'a> {
     kind: Opt,
     /// The optimizer's bindings (None: plain SGD).
     opt: Option<OptBind<'a>>,
+    /// Summing a shared layer's gradient, in `sum`.
+    acc: Acc,
+    sum: Option<&'a wgpu::Buffer>,
 }
 
 /// `bias_update` of a `[rows, cols]` output gradient into the bias buffer `b`: the optimizer
@@ -485,10 +527,12 @@ fn bias_update_dispatch(
         },
     );
     let kn = &ctx.kernels;
+    debug_assert!(step.acc == Acc::default() || step.sum.is_some());
     let resources = vec![
         params.as_entire_binding(),
         wgpu::BindingResource::TextureView(&g.view),
         b.as_entire_binding(),
+        step.sum.unwrap_or(&kn.dummy_rw).as_entire_binding(),
     ];
     let given = step.opt.map_or(0, |o| o.state.iter().flatten().count());
     debug_assert_eq!(step.kind.state_buffers(), given);
@@ -496,20 +540,20 @@ fn bias_update_dispatch(
     let layout = &kn.bias_update_layout;
     let bind_group = bind_group(ctx, "bias_update", layout, resources, optimizer);
     Dispatch {
-        pipeline: kn.bias_update(&ctx.device, step.store, step.kind),
+        pipeline: kn.bias_update(&ctx.device, step.store, step.kind, step.acc),
         bind_group,
         groups: [cols4.div_ceil(64) as u32, 1, 1],
     }
 }
 
-/// Record `epochs` epochs into one compute pass: epoch `e` runs `plans[(first + e) % 2]`.
-fn record(enc: &mut wgpu::CommandEncoder, plans: [&[Dispatch]; 2], first: usize, epochs: usize) {
+/// Record epochs into one compute pass, each running its plan in order.
+fn record(enc: &mut wgpu::CommandEncoder, epochs: &[&[Dispatch]]) {
     let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
         label: Some("epochs"),
         timestamp_writes: None,
     });
-    for e in 0..epochs {
-        for d in plans[(first + e) % 2] {
+    for plan in epochs {
+        for d in plan.iter() {
             pass.set_pipeline(&d.pipeline);
             pass.set_bind_group(0, &d.bind_group, &[]);
             pass.dispatch_workgroups(d.groups[0], d.groups[1], d.groups[2]);
@@ -533,32 +577,242 @@ fn scoped<T>(ctx: &GpuContext, what: &str, f: impl FnOnce() -> Result<T>) -> Res
     out
 }
 
-/// The GPU backend. Build it with [`GpuBackend::new`] from an open [`GpuContext`].
-pub struct GpuBackend {
-    ctx: Arc<GpuContext>,
-    /// `weights[l][p]`: the two textures of weight matrix l; epochs of parity p read `[p]` and
-    /// write `[1 - p]`.
-    weights: Vec<[GpuMatrix; 2]>,
-    /// Which texture of each pair holds the current weights.
+/// Which recorded epoch: training or gradients only, how many times the shared layer of a
+/// dynamic-depth net runs, and which texture of each weight pair holds the current weights
+/// (`parity` for every weight but the shared one, which flips only in epochs that use it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct PlanKey {
+    update: bool,
+    uses: usize,
     parity: usize,
-    /// Loss of each epoch of the current chunk.
-    history: wgpu::Buffer,
-    /// `[epoch index within the chunk, optimizer step t, bits of beta1^t, bits of beta2^t]`
-    state: wgpu::Buffer,
-    staging: wgpu::Buffer,
-    /// One epoch for each parity.
-    train_plans: [Vec<Dispatch>; 2],
-    /// Same forward and backward, but the gradients stored into `dws` and `dbs`, parameters
-    /// untouched.
-    grad_plans: [Vec<Dispatch>; 2],
+    shared_parity: usize,
+}
+
+/// Every resource the recorded epochs bind, uploaded or allocated once.
+struct Net {
+    job: Job,
+    x: GpuMatrix,
+    y: GpuMatrix,
+    /// `weights[l][p]`: the two textures of weight matrix l; an epoch reading `[p]` writes its
+    /// step to `[1 - p]`.
+    weights: Vec<[GpuMatrix; 2]>,
+    /// The weight gradients, for `gradients()`.
     dws: Vec<GpuMatrix>,
     /// `biases[l]`: `pad4(d_{l+1})` f32, updated in place; empty without biases.
     biases: Vec<wgpu::Buffer>,
     dbs: Vec<wgpu::Buffer>,
-    /// The optimizer's state (kept alive; the plans bind it).
-    _opt_state: Vec<Vec<wgpu::Buffer>>,
-    /// Widths `d_0 .. d_L`, to strip the biases' padding.
-    layers: Vec<usize>,
+    /// The optimizer's state: per weight, then per bias, as many buffers as the step keeps.
+    opt_state: Vec<Vec<wgpu::Buffer>>,
+    /// `acts[j]`: activation output of the j-th product of an epoch, for every product but the
+    /// last (as many as the most uses of a shared layer need).
+    acts: Vec<GpuMatrix>,
+    /// `grads[j]`: gradient w.r.t. the j-th product's output, as `acts`; the last entry is the
+    /// output layer's.
+    grads: Vec<GpuMatrix>,
+    /// Per-element losses of the output layer.
+    sq: wgpu::Buffer,
+    /// A dynamic-depth net's shared weight and bias gradients, summed over its uses.
+    sum_w: Option<wgpu::Buffer>,
+    sum_b: Option<wgpu::Buffer>,
+    /// Loss of each epoch of the current chunk.
+    history: wgpu::Buffer,
+    /// `[epoch index within the chunk, optimizer step t, bits of beta1^t, bits of beta2^t]`, and
+    /// the shared layer's `[_, t, beta1^t, beta2^t]` at `SHARED_COUNTERS_OFFSET`.
+    state: wgpu::Buffer,
+}
+
+impl Net {
+    /// One epoch's dispatches: forward, `loss_reduce`, backward (see the module's description),
+    /// over the products `job.applications(key.uses)`.
+    fn plan(&self, ctx: &GpuContext, key: PlanKey) -> Result<Vec<Dispatch>> {
+        let job = &self.job;
+        let (b, d) = (job.batch, &job.layers);
+        let depth = job.depth();
+        let apps = job.applications(key.uses);
+        let n = apps.len();
+        let shared = job.shared_layer();
+        let opt = Opt::of(&job.optimizer);
+        let o = &job.optimizer;
+        let parity = |l: usize| {
+            if shared == Some(l) {
+                key.shared_parity
+            } else {
+                key.parity
+            }
+        };
+        let w = |l: usize| &self.weights[l][parity(l)];
+        let bias = |l: usize| self.biases.get(l);
+        let relu = job.activation == Activation::Relu;
+        let (hidden_mode, input_grad_mode) = if relu {
+            (Mode::Relu, Mode::Mask)
+        } else {
+            (Mode::Store, Mode::Store)
+        };
+        let grad = |j: usize| {
+            if j + 1 == n {
+                self.grads.last().expect("the output gradient")
+            } else {
+                &self.grads[j]
+            }
+        };
+        // One matmul dispatch of `op(a)[m,k]·op(b)[k,n]`, its block size chosen for the shape.
+        let mm =
+            |(trans_a, trans_b, mode): (bool, bool, Mode), acc, dims, scalar, bind: MatmulBind| {
+                let key = MatmulKey {
+                    trans_a,
+                    trans_b,
+                    mode,
+                    block: Block::for_shape(ctx.info.device_type, dims),
+                    bias: bind.bias.is_some(),
+                    opt: if mode == Mode::Update { opt } else { Opt::Sgd },
+                    acc,
+                };
+                matmul_dispatch(ctx, key, dims, scalar, bind)
+            };
+        let bind = |a, b, c, aux, aux_out| MatmulBind {
+            a,
+            b,
+            c,
+            aux,
+            aux_out,
+            bias: None,
+            opt: None,
+        };
+        // The optimizer's bindings for tensor `i` (weights, then biases) of layer `l`.
+        let opt_of = |i: usize, l: usize| OptBind {
+            state: [self.opt_state[i].first(), self.opt_state[i].get(1)],
+            counters: (
+                &self.state,
+                if shared == Some(l) {
+                    SHARED_COUNTERS_OFFSET
+                } else {
+                    0
+                },
+            ),
+            hyper: match opt {
+                Opt::Adam => [o.beta1, o.beta2, o.eps],
+                _ => [o.momentum, 0.0, 0.0],
+            },
+        };
+        let n_out = b * d[depth];
+        let mut plan = Vec::new();
+        for (j, &l) in apps.iter().enumerate() {
+            let input = if j == 0 { &self.x } else { &self.acts[j - 1] };
+            let dims = (b, d[l + 1], d[l]);
+            let none = Acc::default();
+            plan.push(if j + 1 < n {
+                // a_j = act(a_{j-1} · w_l + b_l)
+                let bd = bind(input, w(l), &self.acts[j], None, None);
+                let bd = MatmulBind {
+                    bias: bias(l),
+                    ..bd
+                };
+                mm((false, false, hidden_mode), none, dims, 0.0, bd)?
+            } else {
+                // g_out = dLoss/d(pred) of pred = a_{j-1} · w_l + b_l, per-element losses into sq
+                let bd = bind(input, w(l), grad(j), Some(&self.y), Some(&self.sq));
+                let bd = MatmulBind {
+                    bias: bias(l),
+                    ..bd
+                };
+                let coef = job.loss.grad_coef(n_out);
+                mm(
+                    (false, false, Mode::for_loss(job.loss)),
+                    none,
+                    dims,
+                    coef,
+                    bd,
+                )?
+            });
+        }
+        let advance = (key.update && opt == Opt::Adam).then_some((o.beta1, o.beta2));
+        let advance_shared = advance.is_some() && shared.is_some() && key.uses > 0;
+        plan.push(loss_reduce_dispatch(
+            ctx,
+            (b, d[depth]),
+            job.loss.scale(n_out),
+            (advance, advance_shared),
+            &self.sq,
+            &self.history,
+            &self.state,
+        ));
+        for j in (0..n).rev() {
+            let l = apps[j];
+            if j > 0 {
+                // g_{j-1} = (g_j · w_lᵀ) ⊙ [a_{j-1} > 0] (no mask without ReLU), from the
+                // weights before any step
+                let dims = (b, d[l], d[l + 1]);
+                let aux = relu.then_some(&self.acts[j - 1]);
+                let bd = bind(grad(j), w(l), &self.grads[j - 1], aux, None);
+                plan.push(mm(
+                    (false, true, input_grad_mode),
+                    Acc::default(),
+                    dims,
+                    0.0,
+                    bd,
+                )?);
+            }
+            // A shared weight's gradient is summed over its uses, from the last down; its step
+            // comes with the first use (the last one the backward pass reaches).
+            let acc = Acc {
+                input: j + 1 < n && apps[j + 1] == l,
+                output: j > 0 && apps[j - 1] == l,
+            };
+            let summing = acc != Acc::default();
+            // w_l' = step(w_l, a_{j-1}ᵀ · g_j [+ sum]) (or dw_l = ..., or sum = ...)
+            let input = if j == 0 { &self.x } else { &self.acts[j - 1] };
+            let dims = (d[l], d[l + 1], b);
+            let sum_w = self.sum_w.as_ref().filter(|_| summing);
+            plan.push(if key.update && !acc.output {
+                let old = w(l);
+                let new = &self.weights[l][1 - parity(l)];
+                let bd = MatmulBind {
+                    opt: Some(opt_of(l, l)),
+                    ..bind(input, grad(j), new, Some(old), sum_w)
+                };
+                mm((true, false, Mode::Update), acc, dims, job.lr, bd)?
+            } else {
+                // dws[l] is not written while summing (acc.output).
+                let bd = bind(input, grad(j), &self.dws[l], None, sum_w);
+                mm((true, false, Mode::Store), acc, dims, 0.0, bd)?
+            });
+            // b_l' = step(b_l, Σ_rows g_j [+ sum]) (or db_l = ..., or sum = ...)
+            if let Some(b_l) = bias(l) {
+                let step = BiasStep {
+                    lr: job.lr,
+                    store: !key.update,
+                    kind: opt,
+                    opt: Some(opt_of(depth + l, l)),
+                    acc,
+                    sum: self.sum_b.as_ref().filter(|_| summing),
+                };
+                let target = if key.update { b_l } else { &self.dbs[l] };
+                plan.push(bias_update_dispatch(
+                    ctx,
+                    (b, d[l + 1]),
+                    step,
+                    grad(j),
+                    target,
+                ));
+            }
+        }
+        Ok(plan)
+    }
+}
+
+/// The GPU backend. Build it with [`GpuBackend::new`] from an open [`GpuContext`].
+pub struct GpuBackend {
+    ctx: Arc<GpuContext>,
+    net: Net,
+    /// Recorded epochs, built on first use (those of training at setup).
+    plans: HashMap<PlanKey, Vec<Dispatch>>,
+    /// Which texture of each weight pair holds the current weights, for every weight but a
+    /// dynamic-depth net's shared one, and for that one.
+    parity: usize,
+    shared_parity: usize,
+    /// Epochs trained so far (the dynamic depth of the next one is `job.uses(epoch)`).
+    epoch: usize,
+    staging: wgpu::Buffer,
     max_chunk: usize,
     submits: usize,
 }
@@ -642,43 +896,59 @@ impl GpuBackend {
                     .collect::<Result<Vec<_>>>()
             })
             .collect::<Result<Vec<_>>>()?;
-        let o = &job.optimizer;
-        let advance = (opt == Opt::Adam).then_some((o.beta1, o.beta2));
-        // acts[l]: ReLU output of hidden layer l; grads[l]: gradient w.r.t. layer l's output.
-        let acts = (0..depth - 1)
-            .map(|l| {
-                matrix(
-                    &ctx,
-                    &format!("a{} ({b}x{} f32)", l + 1, d[l + 1]),
-                    b,
-                    d[l + 1],
-                    None,
-                )
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let grads = (0..depth)
-            .map(|l| {
-                matrix(
-                    &ctx,
-                    &format!("g{} ({b}x{} f32)", l + 1, d[l + 1]),
-                    b,
-                    d[l + 1],
-                    None,
-                )
-            })
-            .collect::<Result<Vec<_>>>()?;
+        // One activation and one gradient per product but the last, for the most uses of a
+        // shared layer, then the output gradient.
+        let apps = job.applications(job.max_uses());
+        let hidden = |name: &str| {
+            (apps[..apps.len() - 1].iter().enumerate())
+                .map(|(j, &l)| {
+                    let label = format!("{name}{} ({b}x{} f32)", j + 1, d[l + 1]);
+                    matrix(&ctx, &label, b, d[l + 1], None)
+                })
+                .collect::<Result<Vec<_>>>()
+        };
+        let acts = hidden("a")?;
+        let mut grads = hidden("g")?;
+        let label = format!("output gradient ({b}x{} f32)", d[depth]);
+        grads.push(matrix(&ctx, &label, b, d[depth], None)?);
         let sq = storage(&ctx, "squared errors", pad4(b) * pad4(d[depth]), None)?;
+        let (sum_w, sum_b) = match job.shared_layer() {
+            Some(s) => (
+                Some(storage(
+                    &ctx,
+                    "shared weight gradient sum",
+                    pad4(d[s]) * pad4(d[s + 1]),
+                    None,
+                )?),
+                match job.bias {
+                    true => Some(vector(
+                        &ctx,
+                        "shared bias gradient sum",
+                        d[s + 1],
+                        None,
+                        0.0,
+                    )?),
+                    false => None,
+                },
+            ),
+            None => (None, None),
+        };
 
-        let flops = job.flops_per_epoch().max(1.0);
+        let flops = job.flops_with_uses(job.max_uses()).max(1.0);
         // Bound one submission's work (about 20 GFLOP) so no driver watchdog fires on big jobs.
         let max_chunk = ((2e10 / flops) as usize).clamp(1, 100_000);
-        let history = storage(&ctx, "loss history", max_chunk, None)?;
-        // [epoch in chunk, optimizer step t, bits of beta1^t, bits of beta2^t]
+        // The warm-up below runs one epoch of each dynamic depth.
+        let history = storage(
+            &ctx,
+            "loss history",
+            max_chunk.max(job.max_uses() + 1),
+            None,
+        )?;
         let state = ctx
             .device
             .create_buffer_init(&wgpu::util::BufferInitDescriptor {
                 label: Some("epoch index and optimizer counters"),
-                contents: bytemuck::cast_slice(&INITIAL_COUNTERS),
+                contents: bytemuck::cast_slice(&initial_state()),
                 usage: STORAGE,
             });
         let staging = ctx.device.create_buffer(&wgpu::BufferDescriptor {
@@ -687,231 +957,122 @@ impl GpuBackend {
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-
-        // One matmul dispatch of `op(a)[m,k]·op(b)[k,n]`, its block size chosen for the shape.
-        let mm = |(trans_a, trans_b, mode): (bool, bool, Mode), dims, scalar, bind: MatmulBind| {
-            let block = Block::for_shape(ctx.info.device_type, dims);
-            let key = MatmulKey {
-                trans_a,
-                trans_b,
-                mode,
-                block,
-                bias: bind.bias.is_some(),
-                opt: if mode == Mode::Update { opt } else { Opt::Sgd },
-            };
-            matmul_dispatch(&ctx, key, dims, scalar, bind)
-        };
-        let bias = |l: usize| biases.get(l);
-        let relu = job.activation == Activation::Relu;
-        let (hidden_mode, input_grad_mode) = if relu {
-            (Mode::Relu, Mode::Mask)
-        } else {
-            (Mode::Store, Mode::Store)
-        };
-        let n_out = b * d[depth];
-        let loss_mode = Mode::for_loss(job.loss);
-        let bind = |a, b, c, aux, aux_out| MatmulBind {
-            a,
-            b,
-            c,
-            aux,
-            aux_out,
-            bias: None,
-            opt: None,
-        };
-        // The optimizer's bindings for tensor `i` (weights, then biases).
-        let opt_of = |i: usize| OptBind {
-            state: [opt_state[i].first(), opt_state[i].get(1)],
-            counters: &state,
-            hyper: match opt {
-                Opt::Adam => [o.beta1, o.beta2, o.eps],
-                _ => [o.momentum, 0.0, 0.0],
-            },
-        };
-        // One epoch that reads the weights from texture `p` of each pair and, when `update`,
-        // writes the stepped weights to texture `1 - p`.
-        let plan = |update: bool, p: usize| -> Result<Vec<Dispatch>> {
-            let w = |l: usize| &weights[l][p];
-            let mut plan = Vec::new();
-            for l in 0..depth {
-                let input = if l == 0 { &x } else { &acts[l - 1] };
-                let dims = (b, d[l + 1], d[l]);
-                plan.push(if l + 1 < depth {
-                    // a_l = act(a_{l-1} · w_l)
-                    mm(
-                        (false, false, hidden_mode),
-                        dims,
-                        0.0,
-                        MatmulBind {
-                            bias: bias(l),
-                            ..bind(input, w(l), &acts[l], None, None)
-                        },
-                    )?
-                } else {
-                    // g_L = dLoss/d(pred) of pred = a_{L-1} · w_L, per-element losses into sq
-                    mm(
-                        (false, false, loss_mode),
-                        dims,
-                        job.loss.grad_coef(n_out),
-                        MatmulBind {
-                            bias: bias(l),
-                            ..bind(input, w(l), &grads[l], Some(&y), Some(&sq))
-                        },
-                    )?
-                });
-            }
-            plan.push(loss_reduce_dispatch(
-                &ctx,
-                (b, d[depth]),
-                job.loss.scale(n_out),
-                if update { advance } else { None },
-                &sq,
-                &history,
-                &state,
-            ));
-            for l in (0..depth).rev() {
-                if l > 0 {
-                    // g_{l-1} = (g_l · w_lᵀ) ⊙ [a_{l-1} > 0] (no mask without ReLU), from the
-                    // weights before the step
-                    let dims = (b, d[l], d[l + 1]);
-                    let aux = relu.then_some(&acts[l - 1]);
-                    let bd = bind(&grads[l], w(l), &grads[l - 1], aux, None);
-                    plan.push(mm((false, true, input_grad_mode), dims, 0.0, bd)?);
-                }
-                // w_l' = step(w_l, a_{l-1}ᵀ · g_l) (or dw_l = a_{l-1}ᵀ · g_l)
-                let input = if l == 0 { &x } else { &acts[l - 1] };
-                let dims = (d[l], d[l + 1], b);
-                plan.push(if update {
-                    mm(
-                        (true, false, Mode::Update),
-                        dims,
-                        job.lr,
-                        MatmulBind {
-                            opt: Some(opt_of(l)),
-                            ..bind(input, &grads[l], &weights[l][1 - p], Some(w(l)), None)
-                        },
-                    )?
-                } else {
-                    mm(
-                        (true, false, Mode::Store),
-                        dims,
-                        0.0,
-                        bind(input, &grads[l], &dws[l], None, None),
-                    )?
-                });
-                // b_l' = step(b_l, Σ_rows g_l) (or db_l = Σ_rows g_l)
-                if let Some(b_l) = bias(l) {
-                    let rc = (b, d[l + 1]);
-                    let step = BiasStep {
-                        lr: job.lr,
-                        store: !update,
-                        kind: opt,
-                        opt: Some(opt_of(depth + l)),
-                    };
-                    let target = if update { b_l } else { &dbs[l] };
-                    plan.push(bias_update_dispatch(&ctx, rc, step, &grads[l], target));
-                }
-            }
-            Ok(plan)
-        };
-        let train_plans = [plan(true, 0)?, plan(true, 1)?];
-        let grad_plans = [plan(false, 0)?, plan(false, 1)?];
-
-        // Warm-up: one epoch of the parity-0 plan, so that implementations which compile a
-        // pipeline at its first dispatch (lavapipe: about 1 s for each 16x16 variant) do it here
-        // and not in the timed training. It changes nothing training can see: it reads the
-        // weights from texture 0 and writes only scratch (activations, gradients, texture 1 of
-        // each pair, history slot 0 and the epoch index, which every chunk resets), the biases,
-        // updated in place, are saved before and restored after, and the optimizer's state and
-        // counters are reset to their start after.
-        let mut enc = ctx.device.create_command_encoder(&Default::default());
-        let saved = biases
-            .iter()
-            .map(|b| {
-                let copy = ctx.device.create_buffer(&wgpu::BufferDescriptor {
-                    label: Some("bias during warm-up"),
-                    size: b.size(),
-                    usage: wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
-                    mapped_at_creation: false,
-                });
-                enc.copy_buffer_to_buffer(b, 0, &copy, 0, b.size());
-                copy
-            })
-            .collect::<Vec<_>>();
-        record(&mut enc, [&train_plans[0], &train_plans[0]], 0, 1);
-        for (b, copy) in biases.iter().zip(&saved) {
-            enc.copy_buffer_to_buffer(copy, 0, b, 0, b.size());
-        }
-        for buf in opt_state.iter().flatten() {
-            enc.clear_buffer(buf, 0, None);
-        }
-        ctx.queue.submit([enc.finish()]);
-        ctx.queue
-            .write_buffer(&state, 0, bytemuck::cast_slice(&INITIAL_COUNTERS));
-        ctx.wait()?;
-
-        Ok(GpuBackend {
-            ctx,
+        let net = Net {
+            job: job.clone(),
+            x,
+            y,
             weights,
-            parity: 0,
-            history,
-            state,
-            staging,
-            train_plans,
-            grad_plans,
             dws,
             biases,
             dbs,
-            _opt_state: opt_state,
-            layers: job.layers.clone(),
+            opt_state,
+            acts,
+            grads,
+            sq,
+            sum_w,
+            sum_b,
+            history,
+            state,
+        };
+        let mut plans = HashMap::new();
+        for uses in 0..=job.max_uses() {
+            let key = PlanKey {
+                update: true,
+                uses,
+                parity: 0,
+                shared_parity: 0,
+            };
+            plans.insert(key, net.plan(&ctx, key)?);
+        }
+        warm_up(&ctx, &net, &plans)?;
+        Ok(GpuBackend {
+            ctx,
+            net,
+            plans,
+            parity: 0,
+            shared_parity: 0,
+            epoch: 0,
+            staging,
             max_chunk,
             submits: 0,
         })
     }
 
+    /// The recorded epochs of `epochs` epochs from the current one (training, or with
+    /// `grad_only` the gradients of the next epoch), built where missing, and the parities after.
+    fn chunk_keys(
+        &mut self,
+        grad_only: bool,
+        epochs: usize,
+    ) -> Result<(Vec<PlanKey>, usize, usize)> {
+        let (mut p, mut ps) = (self.parity, self.shared_parity);
+        let mut keys = Vec::with_capacity(epochs);
+        for e in 0..epochs {
+            let uses = self.net.job.uses(self.epoch + e);
+            let key = PlanKey {
+                update: !grad_only,
+                uses,
+                parity: p,
+                shared_parity: ps,
+            };
+            if !self.plans.contains_key(&key) {
+                let (ctx, net) = (&self.ctx, &self.net);
+                let plan = scoped(ctx, "recording an epoch", || net.plan(ctx, key))?;
+                self.plans.insert(key, plan);
+            }
+            keys.push(key);
+            if !grad_only {
+                p = 1 - p;
+                if uses > 0 {
+                    ps = 1 - ps;
+                }
+            }
+        }
+        Ok((keys, p, ps))
+    }
+
     /// Record `epochs` epochs in one encoder, submit once, read the losses back once.
     fn submit_chunk(&mut self, grad_only: bool, epochs: usize) -> Result<Vec<f32>> {
         assert!(epochs >= 1 && epochs <= self.max_chunk);
+        let (keys, parity, shared_parity) = self.chunk_keys(grad_only, epochs)?;
         let ctx = &self.ctx;
         ctx.queue
-            .write_buffer(&self.state, 0, bytemuck::bytes_of(&0u32));
+            .write_buffer(&self.net.state, 0, bytemuck::bytes_of(&0u32));
         let mut enc = ctx
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("chunk"),
             });
-        let plans = if grad_only {
-            &self.grad_plans
-        } else {
-            &self.train_plans
-        };
-        record(&mut enc, [&plans[0], &plans[1]], self.parity, epochs);
+        let plans: Vec<&[Dispatch]> = keys.iter().map(|k| &self.plans[k][..]).collect();
+        record(&mut enc, &plans);
         let bytes = (epochs * 4) as u64;
-        enc.copy_buffer_to_buffer(&self.history, 0, &self.staging, 0, bytes);
+        enc.copy_buffer_to_buffer(&self.net.history, 0, &self.staging, 0, bytes);
         ctx.queue.submit([enc.finish()]);
         self.submits += 1;
         let losses = ctx.map_f32(&self.staging, bytes)?;
         if !grad_only {
-            self.parity = (self.parity + epochs) % 2;
+            (self.parity, self.shared_parity) = (parity, shared_parity);
+            self.epoch += epochs;
         }
         Ok(losses)
     }
 
-    /// The loss and the gradients at the current parameters (no update): for parity tests.
+    /// The loss and the gradients at the current parameters (no update), with the next epoch's
+    /// dynamic depth (a shared layer it does not use gets zeros): for parity tests.
     pub fn gradients(&mut self) -> Result<(f32, Params)> {
         let loss = self.submit_chunk(true, 1)?[0];
-        let weights = self
-            .dws
-            .iter()
+        let mut weights = (self.net.dws.iter())
             .map(|m| m.read(&self.ctx))
-            .collect::<Result<_>>()?;
-        Ok((
-            loss,
-            Params {
-                weights,
-                biases: self.read_biases(&self.dbs)?,
-            },
-        ))
+            .collect::<Result<Vec<_>>>()?;
+        let mut biases = self.read_biases(&self.net.dbs)?;
+        let job = &self.net.job;
+        if let (Some(s), 0) = (job.shared_layer(), job.uses(self.epoch)) {
+            weights[s].data.fill(0.0);
+            if let Some(b) = biases.get_mut(s) {
+                b.data.fill(0.0);
+            }
+        }
+        Ok((loss, Params { weights, biases }))
     }
 
     /// Read back one `[1, d_{l+1}]` bias (or bias gradient) per layer.
@@ -919,7 +1080,7 @@ impl GpuBackend {
         bufs.iter()
             .enumerate()
             .map(|(l, buf)| {
-                let n = self.layers[l + 1];
+                let n = self.net.job.layers[l + 1];
                 let v = self.ctx.read_f32(buf, (pad4(n) * 4) as u64)?;
                 Ok(Matrix::from_vec(1, n, v[..n].to_vec()))
             })
@@ -929,6 +1090,41 @@ impl GpuBackend {
     pub fn context(&self) -> &Arc<GpuContext> {
         &self.ctx
     }
+}
+
+/// Run one epoch of each recorded plan at setup, so that implementations which compile a pipeline
+/// at its first dispatch (lavapipe: about 1 s for each 16x16 variant) do it here and not in the
+/// timed training. It changes nothing training can see: every plan reads the weights from
+/// texture 0 and writes only scratch (activations, gradients, sums, texture 1 of each pair,
+/// history slots and the epoch index, which every chunk resets); the biases, updated in place,
+/// are saved before and restored after, and the optimizer's state and counters are reset to
+/// their start.
+fn warm_up(ctx: &GpuContext, net: &Net, plans: &HashMap<PlanKey, Vec<Dispatch>>) -> Result<()> {
+    let mut enc = ctx.device.create_command_encoder(&Default::default());
+    let saved = (net.biases.iter())
+        .map(|b| {
+            let copy = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("bias during warm-up"),
+                size: b.size(),
+                usage: wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            enc.copy_buffer_to_buffer(b, 0, &copy, 0, b.size());
+            copy
+        })
+        .collect::<Vec<_>>();
+    let all: Vec<&[Dispatch]> = plans.values().map(|p| &p[..]).collect();
+    record(&mut enc, &all);
+    for (b, copy) in net.biases.iter().zip(&saved) {
+        enc.copy_buffer_to_buffer(copy, 0, b, 0, b.size());
+    }
+    for buf in net.opt_state.iter().flatten() {
+        enc.clear_buffer(buf, 0, None);
+    }
+    ctx.queue.submit([enc.finish()]);
+    ctx.queue
+        .write_buffer(&net.state, 0, bytemuck::cast_slice(&initial_state()));
+    ctx.wait()
 }
 
 impl Backend for GpuBackend {
@@ -955,13 +1151,19 @@ impl Backend for GpuBackend {
     }
 
     fn read_params(&mut self) -> Result<Params> {
+        let shared = self.net.job.shared_layer();
         Ok(Params {
-            weights: self
-                .weights
-                .iter()
-                .map(|pair| pair[self.parity].read(&self.ctx))
+            weights: (self.net.weights.iter().enumerate())
+                .map(|(l, pair)| {
+                    let p = if shared == Some(l) {
+                        self.shared_parity
+                    } else {
+                        self.parity
+                    };
+                    pair[p].read(&self.ctx)
+                })
                 .collect::<Result<_>>()?,
-            biases: self.read_biases(&self.biases)?,
+            biases: self.read_biases(&self.net.biases)?,
         })
     }
 
@@ -973,8 +1175,9 @@ impl Backend for GpuBackend {
         self.max_chunk
     }
 
+    /// With dynamic depth, that of the deepest epoch.
     fn dispatches_per_epoch(&self) -> usize {
-        self.train_plans[0].len()
+        self.plans.values().map(Vec::len).max().unwrap_or(0)
     }
 
     fn submits(&self) -> usize {
@@ -986,7 +1189,8 @@ impl Backend for GpuBackend {
 pub struct MatmulOutput {
     /// C, `[m, n]` row-major.
     pub c: Vec<f32>,
-    /// AUX_OUT for the error modes (`[m, n]`, NaN where unwritten), empty otherwise.
+    /// AUX_OUT for the error modes and for summing a gradient (`[m, n]`, NaN where unwritten),
+    /// empty otherwise.
     pub aux_out: Vec<f32>,
     /// Whether the padding of C (and of AUX_OUT) holds exact zeros afterwards, as the next kernel
     /// relies on. It was poisoned with NaN before.
@@ -997,7 +1201,8 @@ pub struct MatmulOutput {
 /// shader), `scalar` the lr (`Mode::Update`) or the loss gradient's factor (error modes), `c_init`
 /// C's content before the kernel (poison it to catch unwritten elements; for
 /// `Mode::Update`, the weights before the step, which go to AUX as in training while C, the other
-/// texture of the pair, is poisoned with NaN), `aux` the AUX input where the mode needs it.
+/// texture of the pair, is poisoned with NaN), `aux` the AUX input where the mode needs it, `sum`
+/// the gradient summed so far for `key.acc.input` (`[m, n]`; AUX_OUT is NaN-poisoned without it).
 #[allow(clippy::too_many_arguments)]
 pub fn run_matmul(
     ctx: &GpuContext,
@@ -1009,6 +1214,7 @@ pub fn run_matmul(
     c_init: &[f32],
     aux: Option<&[f32]>,
     bias: Option<&[f32]>,
+    sum: Option<&[f32]>,
 ) -> Result<MatmulOutput> {
     let ((a_rows, a_cols), (b_rows, b_cols)) = key.stored_shapes((m, n, k));
     let (c_init, aux) = if key.mode == Mode::Update {
@@ -1022,7 +1228,10 @@ pub fn run_matmul(
         let cb = padded_matrix(ctx, "c", m, n, Some(&to_padded(m, n, &c_init, f32::NAN)))?;
         let auxb = aux.map(|v| matrix(ctx, "aux", m, n, Some(v))).transpose()?;
         let nan = vec![f32::NAN; pad4(m) * pad4(n)];
-        let outb = storage(ctx, "aux_out", nan.len(), Some(&nan))?;
+        let out_init = sum.map_or(nan.clone(), |s| to_padded(m, n, s, 0.0));
+        let outb = storage(ctx, "aux_out", nan.len(), Some(&out_init))?;
+        let summing = key.acc != Acc::default();
+        let reads_out = key.mode.is_loss() || summing;
         let biasb = bias
             .map(|v| vector(ctx, "bias", n, Some(v), 0.0))
             .transpose()?;
@@ -1036,17 +1245,18 @@ pub fn run_matmul(
                 b: &bb,
                 c: &cb,
                 aux: auxb.as_ref(),
-                aux_out: key.mode.is_loss().then_some(&outb),
+                aux_out: reads_out.then_some(&outb),
                 bias: biasb.as_ref(),
                 opt: None,
             },
         )?;
         let mut enc = ctx.device.create_command_encoder(&Default::default());
-        record(&mut enc, [&[d], &[]], 0, 1);
+        record(&mut enc, &[&[d]]);
         ctx.queue.submit([enc.finish()]);
         let c = cb.read_padded(ctx)?;
-        let mut padding_zero = padding_is_zero(m, n, &c);
-        let aux_out = if key.mode.is_loss() {
+        // C is not written while summing: its NaN poison stays, padding included.
+        let mut padding_zero = key.acc.output || padding_is_zero(m, n, &c);
+        let aux_out = if reads_out {
             let o = ctx.read_f32(&outb, (nan.len() * 4) as u64)?;
             padding_zero &= padding_is_zero(m, n, &o);
             from_padded(m, n, &o)
@@ -1091,9 +1301,9 @@ pub fn run_loss_reduce(
                 contents: bytemuck::cast_slice(&[2u32, 0, 0, 0]),
                 usage: STORAGE,
             });
-        let d = loss_reduce_dispatch(ctx, (rows, cols), 1.0, None, &vb, &hb, &sb);
+        let d = loss_reduce_dispatch(ctx, (rows, cols), 1.0, (None, false), &vb, &hb, &sb);
         let mut enc = ctx.device.create_command_encoder(&Default::default());
-        record(&mut enc, [&[d], &[]], 0, 1);
+        record(&mut enc, &[&[d]]);
         ctx.queue.submit([enc.finish()]);
         let h = ctx.read_f32(&hb, 16)?;
         let s = ctx.read_f32(&sb, 4)?;
@@ -1112,6 +1322,20 @@ pub fn run_bias_update(
     lr: f32,
     store: bool,
 ) -> Result<Vec<f32>> {
+    run_bias_sum(ctx, g, (rows, cols), b, (lr, store), Acc::default(), None).map(|(b, _)| b)
+}
+
+/// [`run_bias_update`] summing a shared layer's gradient by `acc`, with the sum so far `sum`
+/// (`[cols]`; NaN-poisoned without it). Returns the bias and the sum after the kernel.
+pub fn run_bias_sum(
+    ctx: &GpuContext,
+    g: &[f32],
+    (rows, cols): (usize, usize),
+    b: &[f32],
+    (lr, store): (f32, bool),
+    acc: Acc,
+    sum: Option<&[f32]>,
+) -> Result<(Vec<f32>, Vec<f32>)> {
     scoped(ctx, "running bias_update", || {
         let gm = padded_matrix(
             ctx,
@@ -1125,18 +1349,25 @@ pub fn run_bias_update(
         } else {
             vector(ctx, "b", cols, Some(b), 0.0)?
         };
+        let sb = match sum {
+            Some(s) => vector(ctx, "sum", cols, Some(s), 0.0)?,
+            None => vector(ctx, "sum", cols, None, f32::NAN)?,
+        };
         let step = BiasStep {
             lr,
             store,
             kind: Opt::Sgd,
             opt: None,
+            acc,
+            sum: Some(&sb),
         };
         let d = bias_update_dispatch(ctx, (rows, cols), step, &gm, &bb);
         let mut enc = ctx.device.create_command_encoder(&Default::default());
-        record(&mut enc, [&[d], &[]], 0, 1);
+        record(&mut enc, &[&[d]]);
         ctx.queue.submit([enc.finish()]);
         let out = ctx.read_f32(&bb, (pad4(cols) * 4) as u64)?;
-        Ok(out[..cols].to_vec())
+        let summed = ctx.read_f32(&sb, (pad4(cols) * 4) as u64)?;
+        Ok((out[..cols].to_vec(), summed[..cols].to_vec()))
     })
 }
 
@@ -1175,12 +1406,12 @@ pub fn time_matmul(
         )?;
         let plan = [d];
         let mut enc = ctx.device.create_command_encoder(&Default::default());
-        record(&mut enc, [&plan, &plan], 0, 1);
+        record(&mut enc, &[&plan]);
         ctx.queue.submit([enc.finish()]);
         ctx.wait()?;
         let start = std::time::Instant::now();
         let mut enc = ctx.device.create_command_encoder(&Default::default());
-        record(&mut enc, [&plan, &plan], 0, reps.max(1));
+        record(&mut enc, &vec![&plan[..]; reps.max(1)]);
         ctx.queue.submit([enc.finish()]);
         ctx.wait()?;
         Ok(start.elapsed().as_secs_f64() / reps.max(1) as f64)
