@@ -98,8 +98,11 @@ pub fn resolve(args: &TrainArgs) -> Result<(Job, HostState)> {
         let state = HostState::seeded(&job);
         return Ok((job, state));
     };
-    // Validate what the flags say before reading files, so a bad flag is reported as such.
+    // Validate what the flags say before reading files, so a bad flag is reported as such (all but
+    // dynamic depth, which depends on the widths the files may give).
+    let dynamic = job.dynamic.take();
     job.validate()?;
+    job.dynamic = dynamic;
     let state = npy::load_state(dir)?;
     let (file_layers, file_batch) = state.dims();
     // A flag that is given must match the files; one that is not comes from them.

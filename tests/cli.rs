@@ -864,6 +864,41 @@ fn cli_dynamic_preset_trains_and_writes_every_layer() {
     );
 }
 
+/// `--init` gives the widths `--dynamic-depth` needs: a dynamic run set up from files (without
+/// `--layers`) starts from them, and files without a shared layer are refused.
+#[test]
+fn cli_dynamic_depth_takes_its_widths_from_init_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("init");
+    let small = ["--layers", "12,6,6,3", "--batch", "5", "--epochs", "3"];
+    let base = ["--device", "cpu", "--preset", "dynamic", "--quiet"];
+    let a = run(base.iter().chain(&small).chain(&["--save-init", p(&dir)])).success();
+    let b = run(base.iter().chain(&["--epochs", "3", "--init", p(&dir)])).success();
+    assert_eq!(
+        a.summary().2,
+        b.summary().2,
+        "{}\n{}",
+        a.describe(),
+        b.describe()
+    );
+    let flat = tmp.path().join("flat");
+    run([
+        "--device", "cpu", "--layers", "12,6,3", "--batch", "5", "--epochs", "1",
+    ]
+    .iter()
+    .chain(&["--quiet", "--save-init", p(&flat)]))
+    .success();
+    let r = run([
+        "--device",
+        "cpu",
+        "--dynamic-depth",
+        "2",
+        "--init",
+        p(&flat),
+    ]);
+    assert_bad_input(&r, &["--dynamic-depth", "12,6,3"]);
+}
+
 #[test]
 fn bad_device_name_exits_2_and_lists_the_choices() {
     let r = run(["--device", "bogus", "--epochs", "1"]);
