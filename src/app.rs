@@ -6,9 +6,9 @@ use crate::cli::{Cli, Command, TrainArgs};
 use crate::cpu::CpuBackend;
 use crate::error::{Error, Result};
 use crate::gpu::{context, DeviceChoice, GpuBackend, GpuContext};
-use crate::init::HostState;
-use crate::io::{npy, summary};
-use crate::job::{self, Activation, InitScheme, Job, Loss, Named, OptimizerKind};
+use crate::init::{HostState, Matrix};
+use crate::io::{data, npy, summary};
+use crate::job::{self, Activation, DataSource, InitScheme, Job, Loss, Named, OptimizerKind};
 use crate::train::{self, Report};
 use std::time::Instant;
 
@@ -80,17 +80,49 @@ pub fn resolve(args: &TrainArgs) -> Result<(Job, HostState)> {
             *field = job::parse_f32(flag, v)?;
         }
     }
+    if args.shuffle || args.no_shuffle {
+        job.shuffle = args.shuffle;
+    }
     let layers = args.layers.as_deref().map(job::parse_layers).transpose()?;
     let batch = args
         .batch
         .as_deref()
         .map(|b| job::parse_count("--batch", b))
         .transpose()?;
+    let rows = args
+        .rows
+        .as_deref()
+        .map(|r| job::parse_count("--rows", r))
+        .transpose()?;
     if let Some(l) = &layers {
         job.layers = l.clone();
     }
     if let Some(b) = batch {
         job.batch = b;
+    }
+
+    if let Some((x, y, source)) = load_data(args)? {
+        for (flag, given) in [("--init", args.init.is_some()), ("--rows", rows.is_some())] {
+            if given {
+                return Err(Error::arg(
+                    flag,
+                    "cannot be combined with a dataset from files (--x/--y or --data)",
+                ));
+            }
+        }
+        return with_data(job, (x, y, source), layers.is_some(), batch.is_some());
+    }
+    if let Some(r) = rows {
+        if args.init.is_some() {
+            return Err(Error::arg(
+                "--rows",
+                "the --init files give the dataset's rows",
+            ));
+        }
+        job.rows = Some(r);
+        if batch.is_none() {
+            job.batch = job.batch.min(r.max(1));
+        }
     }
 
     let Some(dir) = &args.init else {
@@ -104,10 +136,12 @@ pub fn resolve(args: &TrainArgs) -> Result<(Job, HostState)> {
     job.validate()?;
     job.dynamic = dynamic;
     let state = npy::load_state(dir)?;
-    let (file_layers, file_batch) = state.dims();
-    // A flag that is given must match the files; one that is not comes from them.
+    let (file_layers, file_rows) = state.dims();
+    // A flag that is given must match the files; one that is not comes from them. The files'
+    // rows are the dataset; --batch may split it into mini-batches.
     job.layers = layers.unwrap_or(file_layers);
-    job.batch = batch.unwrap_or(file_batch);
+    job.batch = batch.unwrap_or(file_rows);
+    job.rows = Some(file_rows);
     check_init_matches(dir, &job, &state)?;
     // The files define the net: biases there mean a net with biases.
     if job.bias && state.biases.is_empty() {
@@ -118,6 +152,89 @@ pub fn resolve(args: &TrainArgs) -> Result<(Job, HostState)> {
     }
     job.bias = !state.biases.is_empty();
     job.validate()?;
+    Ok((job, state))
+}
+
+/// The dataset of `--x`/`--y` or `--data`, if given, with the source to record.
+fn load_data(args: &TrainArgs) -> Result<Option<(Matrix, Matrix, DataSource)>> {
+    let shown = |p: &std::path::Path| p.display().to_string();
+    if args.targets.is_some() && args.data.is_none() {
+        return Err(Error::arg("--targets", "only applies to --data FILE.csv"));
+    }
+    match (&args.x, &args.y, &args.data) {
+        (None, None, None) => Ok(None),
+        (Some(_), _, Some(_)) | (_, Some(_), Some(_)) => Err(Error::arg(
+            "--data",
+            "give the dataset either as --data FILE.csv or as --x/--y, not both",
+        )),
+        (Some(_), None, None) => Err(Error::arg("--x", "needs --y FILE.npy (the targets)")),
+        (None, Some(_), None) => Err(Error::arg("--y", "needs --x FILE.npy (the inputs)")),
+        (Some(x), Some(y), None) => {
+            let (xm, ym) = data::load_npy_pair(x, y)?;
+            let source = DataSource::Files {
+                x: shown(x),
+                y: shown(y),
+            };
+            Ok(Some((xm, ym, source)))
+        }
+        (None, None, Some(csv)) => {
+            let Some(k) = &args.targets else {
+                return Err(Error::arg(
+                    "--targets",
+                    "--data needs --targets K: how many of the last columns are targets",
+                ));
+            };
+            let k = job::parse_count("--targets", k)?;
+            let (xm, ym) = data::load_csv(csv, k)?;
+            let source = DataSource::Files {
+                x: format!("{} (all but the last {k} columns)", shown(csv)),
+                y: format!("{} (the last {k} columns)", shown(csv)),
+            };
+            Ok(Some((xm, ym, source)))
+        }
+    }
+}
+
+/// A job on a dataset from files: its widths are the net's input and output (`--layers`, if
+/// given, must agree; else the job's hidden widths go between them), its rows the dataset's,
+/// trained in batches of `--batch` rows (default: the job's batch, at most the rows).
+fn with_data(
+    mut job: Job,
+    (x, y, source): (Matrix, Matrix, DataSource),
+    layers_given: bool,
+    batch_given: bool,
+) -> Result<(Job, HostState)> {
+    let depth = job.depth();
+    let DataSource::Files {
+        x: x_file,
+        y: y_file,
+    } = &source
+    else {
+        unreachable!("a dataset from files")
+    };
+    if layers_given {
+        for (file, has, what, width, which) in [
+            (x_file, x.cols, "inputs", job.layers[0], "first"),
+            (y_file, y.cols, "targets", job.layers[depth], "last"),
+        ] {
+            if has != width {
+                return Err(Error::arg(
+                    "--layers",
+                    format!("{file} has {has} {what} per row, but the {which} width is {width}"),
+                ));
+            }
+        }
+    } else {
+        job.layers[0] = x.cols;
+        job.layers[depth] = y.cols;
+    }
+    job.rows = Some(x.rows);
+    if !batch_given {
+        job.batch = job.batch.min(x.rows);
+    }
+    job.data = source;
+    job.validate()?;
+    let state = HostState::with_data(&job, x, y);
     Ok((job, state))
 }
 
@@ -194,9 +311,18 @@ fn describe_net(job: &Job) -> String {
         (Some(s), Some(d)) => format!(", w{} shared and run 0-{} times per epoch", s + 1, d.max),
         _ => String::new(),
     };
+    let data = if job.minibatched() {
+        let order = if job.shuffle { "shuffled" } else { "in order" };
+        format!(
+            "{} rows in batches of {} ({order})",
+            job.dataset_rows(),
+            job.batch
+        )
+    } else {
+        format!("batch {}", job.batch)
+    };
     format!(
-        "batch {} x [{}]{bias}{dynamic}, {activation}, {}{init}, {} lr {:e}, {} epochs",
-        job.batch,
+        "{data} x [{}]{bias}{dynamic}, {activation}, {}{init}, {} lr {:e}, {} epochs",
         widths.join(" -> "),
         job.loss.describe(),
         job.optimizer.describe(),

@@ -46,13 +46,46 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
 
-    /// Number of epochs (full passes over the batch), each one optimizer step [default: 500].
+    /// Number of epochs (full passes over the dataset, one optimizer step per batch)
+    /// [default: 500].
     #[arg(long, value_name = "N", allow_hyphen_values = true)]
     pub epochs: Option<String>,
 
-    /// Rows of x and y: the batch size [default: 64, or the row count of the --init files].
+    /// Rows per optimizer step. A dataset with more rows is trained in mini-batches of this many
+    /// rows, the last one shorter if need be [default: 64 (at most the dataset's rows), or the
+    /// row count of the --init files].
     #[arg(long, value_name = "N", allow_hyphen_values = true)]
     pub batch: Option<String>,
+
+    /// Inputs from a 2-D .npy file (f32 or f64, C order), one row per sample; with --y.
+    #[arg(long, value_name = "FILE.npy")]
+    pub x: Option<PathBuf>,
+
+    /// Targets from a 2-D .npy file with as many rows as --x.
+    #[arg(long, value_name = "FILE.npy")]
+    pub y: Option<PathBuf>,
+
+    /// Inputs and targets from a CSV file of numbers (a first line without numbers is a header);
+    /// the last --targets columns are the targets.
+    #[arg(long, value_name = "FILE.csv")]
+    pub data: Option<PathBuf>,
+
+    /// How many of the last columns of --data are targets.
+    #[arg(long, value_name = "K")]
+    pub targets: Option<String>,
+
+    /// Rows of the generated (standard normal) dataset, trained in mini-batches of --batch rows
+    /// [default: one batch].
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    pub rows: Option<String>,
+
+    /// With mini-batches, visit the rows in a new seeded order every epoch (the default).
+    #[arg(long, overrides_with = "no_shuffle")]
+    pub shuffle: bool,
+
+    /// With mini-batches, visit the rows in their order every epoch.
+    #[arg(long, overrides_with = "shuffle")]
+    pub no_shuffle: bool,
 
     /// Layer widths from input to output, comma-separated; the activation between layers, none
     /// after the last [default: 1000,100,10, or the shapes of the --init files].

@@ -337,14 +337,21 @@ pub fn loss_reduce(v: &[f32]) -> f32 {
 /// The CPU backend: the whole state in host memory.
 pub struct CpuBackend {
     job: Job,
+    /// The whole dataset, `[rows, d0]` and `[rows, dL]`.
+    x_all: Vec<f32>,
+    y_all: Vec<f32>,
+    /// The current batch's rows, gathered from the dataset in the epoch's order (unused when the
+    /// dataset is one batch: the products read `x_all` and `y_all`).
     x: Vec<f32>,
     y: Vec<f32>,
+    /// The epoch whose row order `order` holds.
+    order: Option<(usize, Vec<u32>)>,
     /// `weights[l]`: `[d_l, d_{l+1}]`
     weights: Vec<Vec<f32>>,
     /// `biases[l]`: `[d_{l+1}]`, empty without biases
     biases: Vec<Vec<f32>>,
-    /// Epochs trained so far (the dynamic depth of the next one is `job.uses(epoch)`).
-    epoch: usize,
+    /// Optimizer steps taken so far (the dynamic depth of the next one is `job.uses(step)`).
+    step: usize,
     counters: OptCounters,
     /// The shared layer's own step counters, advanced only in epochs that use it (as PyTorch
     /// counts Adam's steps per parameter, and skips a parameter without a gradient).
@@ -382,11 +389,22 @@ impl CpuBackend {
         grads.push(out.clone());
         CpuBackend {
             job: job.clone(),
-            x: state.x.data.clone(),
-            y: state.y.data.clone(),
+            x_all: state.x.data.clone(),
+            y_all: state.y.data.clone(),
+            x: if job.minibatched() {
+                vec![0.0; b * job.layers[0]]
+            } else {
+                Vec::new()
+            },
+            y: if job.minibatched() {
+                vec![0.0; b * job.layers[depth]]
+            } else {
+                Vec::new()
+            },
+            order: None,
             weights: state.weights.iter().map(|w| w.data.clone()).collect(),
             biases: state.biases.iter().map(|b| b.data.clone()).collect(),
-            epoch: 0,
+            step: 0,
             counters: OptCounters::default(),
             shared_counters: OptCounters::default(),
             opt_state: if job.optimizer.kind == OptimizerKind::Sgd {
@@ -405,19 +423,46 @@ impl CpuBackend {
         }
     }
 
-    /// Forward pass of the products `apps` (weight indices, see [`Job::applications`]) and the
-    /// loss; leaves the output gradient in `grads[last]`.
-    fn forward(&mut self, apps: &[usize]) -> f32 {
+    /// Gather the next step's batch from the dataset, in its epoch's order; returns its rows.
+    fn load_batch(&mut self) -> usize {
+        let job = &self.job;
+        let steps = job.steps_per_epoch();
+        let (epoch, j) = (self.step / steps, self.step % steps);
+        let rows = job.batch_rows(j);
+        if !job.minibatched() {
+            return rows;
+        }
+        if self.order.as_ref().is_none_or(|(e, _)| *e != epoch) {
+            self.order = Some((epoch, job.order(epoch)));
+        }
+        let order = &self.order.as_ref().expect("set above").1;
+        let (d0, dl) = (job.layers[0], job.layers[job.depth()]);
+        for (i, &src) in order[j * job.batch..][..rows].iter().enumerate() {
+            let src = src as usize;
+            self.x[i * d0..(i + 1) * d0].copy_from_slice(&self.x_all[src * d0..(src + 1) * d0]);
+            self.y[i * dl..(i + 1) * dl].copy_from_slice(&self.y_all[src * dl..(src + 1) * dl]);
+        }
+        rows
+    }
+
+    /// Forward pass of the products `apps` (weight indices, see [`Job::applications`]) over the
+    /// batch's first `b` rows, and the loss; leaves the output gradient in `grads[last]`.
+    fn forward(&mut self, apps: &[usize], b: usize) -> f32 {
         let n = apps.len();
-        let b = self.job.batch;
+        let out_w = self.job.layers[self.job.depth()];
         for (j, &l) in apps.iter().enumerate() {
             let (k, w) = (self.job.layers[l], self.job.layers[l + 1]);
             let hidden = self.acts.len();
             let (done, rest) = self.acts.split_at_mut(j.min(hidden));
-            let input: &[f32] = if j == 0 { &self.x } else { &done[j - 1] };
+            let x = if self.job.minibatched() {
+                &self.x
+            } else {
+                &self.x_all
+            };
+            let input: &[f32] = if j == 0 { x } else { &done[j - 1] };
             let last = j + 1 == n;
             let out: &mut [f32] = if last {
-                &mut self.pred
+                &mut self.pred[..b * out_w]
             } else {
                 &mut rest[0][..b * w]
             };
@@ -439,8 +484,15 @@ impl CpuBackend {
                 relu_forward(out);
             }
         }
-        let g = self.grads.last_mut().expect("the output gradient");
-        loss_forward(g, &mut self.sq, &self.pred, &self.y, self.job.loss)
+        let g = &mut self.grads.last_mut().expect("the output gradient")[..b * out_w];
+        let y = if self.job.minibatched() {
+            &self.y
+        } else {
+            &self.y_all
+        };
+        let y = &y[..b * out_w];
+        let (pred, sq) = (&self.pred[..b * out_w], &mut self.sq[..b * out_w]);
+        loss_forward(g, sq, pred, y, self.job.loss)
     }
 
     /// Backward pass of the products `apps`, from the last down. Each product first gives the
@@ -450,9 +502,8 @@ impl CpuBackend {
     /// the gradient product for plain SGD when used once), and so does its bias. Without
     /// `update`, the summed gradients are returned (zeros for a weight not used) and the
     /// parameters left alone.
-    fn backward(&mut self, apps: &[usize], update: bool) -> Params {
+    fn backward(&mut self, apps: &[usize], b: usize, update: bool) -> Params {
         let depth = self.job.depth();
-        let b = self.job.batch;
         let n = apps.len();
         let (lr, opt) = (self.job.lr, self.job.optimizer);
         let sgd = opt.kind == OptimizerKind::Sgd;
@@ -483,7 +534,12 @@ impl CpuBackend {
                     relu_backward(gb, &self.acts[j - 1][..b * k]);
                 }
             }
-            let input: &[f32] = if j == 0 { &self.x } else { &self.acts[j - 1] };
+            let x = if self.job.minibatched() {
+                &self.x
+            } else {
+                &self.x_all
+            };
+            let input: &[f32] = if j == 0 { x } else { &self.acts[j - 1] };
             // Uses of this weight still to come (below) and already summed (above).
             let more = j > 0 && apps[j - 1] == l;
             let summed = j + 1 < n && apps[j + 1] == l;
@@ -545,26 +601,37 @@ impl CpuBackend {
         }
     }
 
-    /// One epoch: forward, loss, backward with the optimizer's updates. Returns the loss.
-    pub fn epoch(&mut self) -> f32 {
-        let uses = self.job.uses(self.epoch);
+    /// One optimizer step on the next batch: forward, loss, backward with the optimizer's
+    /// updates. Returns the batch's loss.
+    pub fn step(&mut self) -> f32 {
+        let rows = self.load_batch();
+        let uses = self.job.uses(self.step);
         let apps = self.job.applications(uses);
-        let loss = self.forward(&apps);
+        let loss = self.forward(&apps, rows);
         self.counters.advance(&self.job.optimizer);
         if uses > 0 {
             self.shared_counters.advance(&self.job.optimizer);
         }
-        self.backward(&apps, true);
-        self.epoch += 1;
+        self.backward(&apps, rows, true);
+        self.step += 1;
         loss
     }
 
-    /// The loss and the gradients at the current parameters, without updating them, with the
-    /// next epoch's dynamic depth.
+    /// One epoch: a step on every batch. Returns the epoch's loss ([`Job::epoch_loss`]).
+    pub fn epoch(&mut self) -> f32 {
+        let losses: Vec<f32> = (0..self.job.steps_per_epoch())
+            .map(|_| self.step())
+            .collect();
+        self.job.epoch_loss(&losses)
+    }
+
+    /// The loss and the gradients at the current parameters on the next step's batch, with its
+    /// dynamic depth, without updating anything.
     pub fn gradients(&mut self) -> (f32, Params) {
-        let apps = self.job.applications(self.job.uses(self.epoch));
-        let loss = self.forward(&apps);
-        (loss, self.backward(&apps, false))
+        let rows = self.load_batch();
+        let apps = self.job.applications(self.job.uses(self.step));
+        let loss = self.forward(&apps, rows);
+        (loss, self.backward(&apps, rows, false))
     }
 
     fn params(&self) -> Params {

@@ -118,22 +118,37 @@ pub struct HostState {
 impl HostState {
     /// Draw x, y (unless the job gives them), w1, w2, ..., then (with `job.bias`) b1, b2, ... in
     /// that order from a ChaCha8 generator seeded with `job.seed`, each row-major: x and y from a
-    /// standard normal, the parameters by `job.init_scheme`. A validated job's fixed data fits its
-    /// shapes. ChaCha8 is portable, so every machine and device gets the
-    /// same numbers; a net without biases draws exactly what it drew before biases existed.
+    /// standard normal (`[rows, d0]` and `[rows, dL]`), the parameters by `job.init_scheme`. A
+    /// validated job's fixed data fits its shapes. ChaCha8 is portable, so every machine and
+    /// device gets the same numbers; a net without biases draws exactly what it drew before
+    /// biases existed. A job whose data comes from files is set up with [`HostState::with_data`].
     pub fn seeded(job: &Job) -> Self {
+        Self::draw(job, None)
+    }
+
+    /// The dataset given (`x` `[rows, d0]`, `y` `[rows, dL]`), the parameters drawn from the seed
+    /// as [`HostState::seeded`] draws them after x and y.
+    pub fn with_data(job: &Job, x: Matrix, y: Matrix) -> Self {
+        Self::draw(job, Some((x, y)))
+    }
+
+    fn draw(job: &Job, data: Option<(Matrix, Matrix)>) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(job.seed);
         let [b, d0] = job.x_shape();
         let [_, dl] = job.y_shape();
-        let (x, y) = match &job.data {
-            DataSource::Normal => {
+        let (x, y) = match (data, &job.data) {
+            (Some(xy), _) => xy,
+            (None, DataSource::Normal) => {
                 let x = Matrix::randn(b, d0, &mut rng);
                 (x, Matrix::randn(b, dl, &mut rng))
             }
-            DataSource::Fixed { x, y } => (
+            (None, DataSource::Fixed { x, y }) => (
                 Matrix::from_vec(b, d0, x.clone()),
                 Matrix::from_vec(b, dl, y.clone()),
             ),
+            (None, DataSource::Files { .. }) => {
+                unreachable!("a job with data from files is set up with HostState::with_data")
+            }
         };
         let weights = (0..job.depth())
             .map(|l| {

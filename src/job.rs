@@ -300,6 +300,8 @@ pub enum DataSource {
     Normal,
     /// Given: `x` is `[batch, d0]` and `y` is `[batch, dL]`, row-major (a preset's worked example).
     Fixed { x: Vec<f32>, y: Vec<f32> },
+    /// Loaded from files (`--x`/`--y`, `--data`, `--init`); the paths are recorded for the summary.
+    Files { x: String, y: String },
 }
 
 impl Serialize for DataSource {
@@ -311,6 +313,12 @@ impl Serialize for DataSource {
                 let mut st = s.serialize_struct("fixed", 2)?;
                 st.serialize_field("x", x)?;
                 st.serialize_field("y", y)?;
+                st.end()
+            }
+            DataSource::Files { x, y } => {
+                let mut st = s.serialize_struct("files", 2)?;
+                st.serialize_field("x_file", x)?;
+                st.serialize_field("y_file", y)?;
                 st.end()
             }
         }
@@ -356,8 +364,13 @@ pub struct Job {
     pub bias: bool,
     pub optimizer: Optimizer,
     pub data: DataSource,
-    /// A shared layer run a varying number of times per epoch (`--dynamic-depth`).
+    /// A shared layer run a varying number of times per step (`--dynamic-depth`).
     pub dynamic: Option<DynamicDepth>,
+    /// Rows of the dataset (x is `[rows, d0]`), trained in mini-batches of `batch` rows, the last
+    /// one shorter when `batch` does not divide it. None: one batch (the tutorial's job).
+    pub rows: Option<usize>,
+    /// With more than one batch, visit the rows in a new seeded order every epoch.
+    pub shuffle: bool,
 }
 
 impl Default for Job {
@@ -376,6 +389,8 @@ impl Default for Job {
             optimizer: Optimizer::default(),
             data: DataSource::Normal,
             dynamic: None,
+            rows: None,
+            shuffle: true,
         }
     }
 }
@@ -391,12 +406,72 @@ impl Job {
         [self.layers[l], self.layers[l + 1]]
     }
 
-    pub fn x_shape(&self) -> [usize; 2] {
-        [self.batch, self.layers[0]]
+    /// Rows of the dataset: `rows`, or one batch.
+    pub fn dataset_rows(&self) -> usize {
+        self.rows.unwrap_or(self.batch)
     }
 
+    /// Whether an epoch is more than one step (mini-batches).
+    pub fn minibatched(&self) -> bool {
+        self.dataset_rows() > self.batch
+    }
+
+    /// Optimizer steps (batches) per epoch.
+    pub fn steps_per_epoch(&self) -> usize {
+        self.dataset_rows().div_ceil(self.batch)
+    }
+
+    /// Rows of batch `j` of an epoch: `batch`, or fewer for the last one.
+    pub fn batch_rows(&self, j: usize) -> usize {
+        self.batch.min(self.dataset_rows() - j * self.batch)
+    }
+
+    /// Rows of the last batch of an epoch (`batch` when it divides the dataset).
+    pub fn last_batch_rows(&self) -> usize {
+        self.batch_rows(self.steps_per_epoch() - 1)
+    }
+
+    /// The order in which epoch `epoch` visits the dataset's rows: with more than one batch and
+    /// `shuffle`, a permutation drawn by Fisher-Yates from a ChaCha8 generator seeded with the
+    /// job's seed on stream `2^32 + epoch` (a pure function of seed and epoch, like [`Job::uses`]);
+    /// else the rows in order.
+    pub fn order(&self, epoch: usize) -> Vec<u32> {
+        let mut order: Vec<u32> = (0..self.dataset_rows() as u32).collect();
+        if self.shuffle && self.minibatched() {
+            let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
+            rng.set_stream((1 << 32) + epoch as u64);
+            rand::seq::SliceRandom::shuffle(&mut order[..], &mut rng);
+        }
+        order
+    }
+
+    /// An epoch's loss from its steps' losses (each over its batch, before its step): for the
+    /// summed losses (sse, half-sse) their sum, for the means (mse, l1) their mean weighted by
+    /// the batches' rows; that is the loss over the whole dataset if the parameters had not moved
+    /// during the epoch. With one batch, that batch's loss.
+    pub fn epoch_loss(&self, steps: &[f32]) -> f32 {
+        if steps.len() == 1 {
+            return steps[0];
+        }
+        match self.loss {
+            Loss::Sse | Loss::HalfSse => steps.iter().sum(),
+            Loss::Mse | Loss::L1 => {
+                let weighted: f32 = (steps.iter().enumerate())
+                    .map(|(j, &l)| l * self.batch_rows(j) as f32)
+                    .sum();
+                weighted / self.dataset_rows() as f32
+            }
+        }
+    }
+
+    /// Shape of the whole dataset's inputs, `[rows, d0]`.
+    pub fn x_shape(&self) -> [usize; 2] {
+        [self.dataset_rows(), self.layers[0]]
+    }
+
+    /// Shape of the whole dataset's targets, `[rows, dL]`.
     pub fn y_shape(&self) -> [usize; 2] {
-        [self.batch, self.layers[self.depth()]]
+        [self.dataset_rows(), self.layers[self.depth()]]
     }
 
     /// The weight shared by the uses of a dynamic-depth net: the last hidden -> hidden one.
@@ -409,18 +484,19 @@ impl Job {
         self.dynamic.as_ref().map_or(0, |d| d.max)
     }
 
-    /// How many times epoch `epoch` (0-based) runs the shared layer (0 without dynamic depth):
-    /// the schedule's entry if one is given, else uniform in `0..=max`, drawn from a ChaCha8
-    /// generator seeded with the job's seed on stream `1 + epoch` (the initial state is drawn on
-    /// stream 0). One generator per epoch makes the draw a pure function of (seed, epoch): the
-    /// CPU and GPU paths, and a run resumed mid-way, all get the same depths.
-    pub fn uses(&self, epoch: usize) -> usize {
+    /// How many times optimizer step `step` (0-based; the epoch, with one batch per epoch) runs
+    /// the shared layer (0 without dynamic depth): the schedule's entry if one is given, else
+    /// uniform in `0..=max`, drawn from a ChaCha8 generator seeded with the job's seed on stream
+    /// `1 + step` (the initial state is drawn on stream 0). One generator per step makes the draw
+    /// a pure function of (seed, step): the CPU and GPU paths, and a run resumed mid-way, all get
+    /// the same depths.
+    pub fn uses(&self, step: usize) -> usize {
         match &self.dynamic {
             None => 0,
-            Some(d) if !d.schedule.is_empty() => d.schedule[epoch % d.schedule.len()],
+            Some(d) if !d.schedule.is_empty() => d.schedule[step % d.schedule.len()],
             Some(d) => {
                 let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
-                rng.set_stream(1 + epoch as u64);
+                rng.set_stream(1 + step as u64);
                 let max = d.max.min(MAX_DYNAMIC_DEPTH) as u32;
                 Uniform::new_inclusive(0, max).map_or(0, |u| u.sample(&mut rng) as usize)
             }
@@ -440,16 +516,15 @@ impl Job {
         }
     }
 
-    /// Floating-point operations of an epoch that runs the shared layer `uses` times (forward
-    /// and backward products, 2 per multiply-add), the input gradient of the first product
-    /// excluded since it is never computed; the element-wise work (activations, loss, biases) is
-    /// not counted.
-    pub fn flops_with_uses(&self, uses: usize) -> f64 {
-        let b = self.batch as f64;
+    /// Floating-point operations of a step over `rows` rows that runs the shared layer `uses`
+    /// times (forward and backward products, 2 per multiply-add), the input gradient of the first
+    /// product excluded since it is never computed; the element-wise work (activations, loss,
+    /// biases) is not counted.
+    pub fn flops_of_step(&self, rows: usize, uses: usize) -> f64 {
         (self.applications(uses).iter().enumerate())
             .map(|(j, &l)| {
                 let [i, o] = self.weight_shape(l);
-                let mac = b * i as f64 * o as f64;
+                let mac = rows as f64 * i as f64 * o as f64;
                 // forward + weight gradient, + input gradient for every product but the first
                 if j == 0 {
                     4.0 * mac
@@ -460,19 +535,27 @@ impl Job {
             .sum()
     }
 
-    /// Floating-point operations of one epoch (see [`Job::flops_with_uses`]); with dynamic depth,
-    /// the mean over the uniform draw of uses.
-    pub fn flops_per_epoch(&self) -> f64 {
-        (self.flops_with_uses(0) + self.flops_with_uses(self.max_uses())) / 2.0
+    /// Floating-point operations of one full-batch step (see [`Job::flops_of_step`]) that runs
+    /// the shared layer `uses` times.
+    pub fn flops_with_uses(&self, uses: usize) -> f64 {
+        self.flops_of_step(self.batch, uses)
     }
 
-    /// Floating-point operations of the epochs `0..epochs`, with each one's drawn depth.
+    /// Floating-point operations of one epoch (every row once, see [`Job::flops_of_step`]); with
+    /// dynamic depth, the mean over the uniform draw of uses.
+    pub fn flops_per_epoch(&self) -> f64 {
+        let rows = self.dataset_rows();
+        (self.flops_of_step(rows, 0) + self.flops_of_step(rows, self.max_uses())) / 2.0
+    }
+
+    /// Floating-point operations of the epochs `0..epochs`, with each step's drawn depth.
     pub fn flops_of_epochs(&self, epochs: usize) -> f64 {
         if self.dynamic.is_none() {
             return self.flops_per_epoch() * epochs as f64;
         }
-        (0..epochs)
-            .map(|e| self.flops_with_uses(self.uses(e)))
+        let steps = self.steps_per_epoch();
+        (0..epochs * steps)
+            .map(|s| self.flops_of_step(self.batch_rows(s % steps), self.uses(s)))
             .sum()
     }
 
@@ -492,6 +575,19 @@ impl Job {
         }
         if self.batch == 0 {
             return Err(Error::arg("--batch", "must be at least 1"));
+        }
+        if self.rows == Some(0) {
+            return Err(Error::arg("--rows", "the dataset must have at least 1 row"));
+        }
+        if self.dataset_rows() < self.batch {
+            return Err(Error::arg(
+                "--batch",
+                format!(
+                    "{} is more than the dataset's {} rows",
+                    self.batch,
+                    self.dataset_rows()
+                ),
+            ));
         }
         if self.epochs == 0 {
             return Err(Error::arg("--epochs", "must be at least 1"));
@@ -539,6 +635,15 @@ impl Job {
                 return Err(Error::arg(
                     "--batch",
                     format!("a {}x{d} activation is too large", self.batch),
+                ));
+            }
+        }
+        let rows = self.dataset_rows();
+        for d in [self.layers[0], self.layers[self.depth()]] {
+            if rows.checked_mul(d).is_none_or(too_big) {
+                return Err(Error::arg(
+                    "--rows",
+                    format!("a dataset of {rows}x{d} values is too large"),
                 ));
             }
         }
@@ -880,6 +985,51 @@ mod tests {
         // A static net applies every layer once.
         assert_eq!(Job::default().applications(0), vec![0, 1]);
         assert_eq!(Job::default().uses(7), 0);
+    }
+
+    #[test]
+    fn each_epoch_visits_every_row_once_in_a_seeded_order() {
+        let j = Job {
+            rows: Some(1001),
+            batch: 64,
+            ..Job::default()
+        };
+        assert_eq!(j.steps_per_epoch(), 16);
+        assert_eq!((j.batch_rows(0), j.last_batch_rows()), (64, 1001 - 15 * 64));
+        let (a, b) = (j.order(0), j.order(1));
+        for o in [&a, &b] {
+            let mut sorted = o.clone();
+            sorted.sort_unstable();
+            assert_eq!(sorted, (0..1001).collect::<Vec<u32>>());
+        }
+        assert_ne!(a, b, "a new order every epoch");
+        assert_ne!(a, (0..1001).collect::<Vec<u32>>(), "shuffled");
+        assert_eq!(a, j.order(0), "seeded");
+        assert_ne!(
+            a,
+            Job {
+                seed: 1,
+                ..j.clone()
+            }
+            .order(0)
+        );
+        let plain = Job {
+            shuffle: false,
+            ..j.clone()
+        };
+        assert_eq!(plain.order(3), (0..1001).collect::<Vec<u32>>());
+        // One batch: the order is the rows' own (it cannot change the math).
+        assert_eq!(Job::default().order(5), (0..64).collect::<Vec<u32>>());
+        // The epoch's loss: summed for sse, weighted by rows for the means.
+        let steps: Vec<f32> = (0..16).map(|i| i as f32).collect();
+        assert_eq!(j.epoch_loss(&steps), 120.0);
+        let mse = Job {
+            loss: Loss::Mse,
+            ..j.clone()
+        };
+        let want = (0..15).map(|i| i as f32 * 64.0).sum::<f32>() + 15.0 * 41.0;
+        assert_eq!(mse.epoch_loss(&steps), want / 1001.0);
+        assert_eq!(mse.epoch_loss(&[2.5]), 2.5);
     }
 
     #[test]

@@ -583,3 +583,116 @@ fn gpu_matches_cpu_dynamic_depth_over_seeded_epochs_and_chunks() {
         }
     }
 }
+
+/// A mini-batch job on a generated dataset.
+fn minibatch_job(rows: usize, batch: usize, layers: &[usize], kind: OptimizerKind) -> Job {
+    Job {
+        rows: Some(rows),
+        bias: true,
+        loss: Loss::Mse,
+        init_scheme: InitScheme::Torch,
+        optimizer: Optimizer {
+            kind,
+            ..Optimizer::default()
+        },
+        ..job(layers, batch, 1e-2, 3)
+    }
+}
+
+/// The CPU's mini-batch epoch is, bit for bit, a sequence of one-batch steps on the rows of the
+/// epoch's order (the last batch short), each from the parameters the previous one left, and its
+/// loss is the batches' losses combined by `Job::epoch_loss`.
+#[test]
+fn cpu_minibatch_epochs_are_steps_over_the_shuffled_batches() {
+    let job = minibatch_job(203, 50, &[7, 6, 3], OptimizerKind::Sgd);
+    let state = HostState::seeded(&job);
+    let mut cpu = CpuBackend::new(&job, &state);
+    let losses = cpu.run(2).unwrap();
+    let got = cpu.read_params().unwrap();
+    let (d0, dl) = (7, 3);
+    let mut params = state.params();
+    for (epoch, loss) in losses.iter().enumerate() {
+        let order = job.order(epoch);
+        let mut steps = Vec::new();
+        for j in 0..job.steps_per_epoch() {
+            let rows = &order[j * 50..][..job.batch_rows(j)];
+            let pick = |m: &gpu_train::init::Matrix, w: usize| {
+                let data = rows
+                    .iter()
+                    .flat_map(|&r| m.data[r as usize * w..][..w].iter().copied())
+                    .collect();
+                gpu_train::init::Matrix::from_vec(rows.len(), w, data)
+            };
+            let one = Job {
+                rows: None,
+                batch: rows.len(),
+                epochs: 1,
+                ..job.clone()
+            };
+            let step_state = HostState {
+                x: pick(&state.x, d0),
+                y: pick(&state.y, dl),
+                weights: params.weights.clone(),
+                biases: params.biases.clone(),
+            };
+            let mut single = CpuBackend::new(&one, &step_state);
+            steps.push(single.run(1).unwrap()[0]);
+            params = single.read_params().unwrap();
+        }
+        assert_eq!(steps.len(), 5);
+        assert_eq!(
+            loss.to_bits(),
+            job.epoch_loss(&steps).to_bits(),
+            "epoch {epoch}"
+        );
+    }
+    assert_eq!(got, params);
+}
+
+/// GPU against CPU with mini-batches: shuffled, a short last batch, the dataset resident on the
+/// GPU and gathered per step; once with more rows than a texture may be high (so the dataset
+/// spans several texture layers). Losses, parameters, and chunking changing no bit.
+#[test]
+fn gpu_matches_cpu_minibatches_shuffled_with_a_short_last_batch() {
+    let Some(ctx) = gpu_or_skip() else { return };
+    let tall = ctx.limits.max_texture_dimension_2d as usize + 5;
+    for (job, label) in [
+        (
+            minibatch_job(1000, 64, &[20, 16, 3], OptimizerKind::Sgd),
+            "1000 rows SGD",
+        ),
+        (
+            minibatch_job(130, 7, &[9, 5, 5, 2], OptimizerKind::Adam),
+            "130 rows Adam",
+        ),
+        (
+            minibatch_job(tall, 2000, &[5, 8, 3], OptimizerKind::Momentum),
+            "tall momentum",
+        ),
+    ] {
+        assert_ne!(job.last_batch_rows(), job.batch, "{label}: no short batch");
+        let state = HostState::seeded(&job);
+        let mut cpu = CpuBackend::new(&job, &state);
+        let mut gpu = GpuBackend::new(ctx.clone(), &job, &state).unwrap();
+        let c = cpu.run(job.epochs).unwrap();
+        let g = gpu.run(job.epochs).unwrap();
+        eprintln!("{label}: cpu {c:?} gpu {g:?}");
+        assert!(c[job.epochs - 1] < c[0], "{label}: must train: {c:?}");
+        assert_within(&format!("{label}: losses"), &g, &c, |i| {
+            trajectory_tol(c[i])
+        });
+        let (cp, gp) = (cpu.read_params().unwrap(), gpu.read_params().unwrap());
+        for ((name, x), (_, y)) in gp.named().into_iter().zip(cp.named()) {
+            assert_close_normwise(&format!("{label}: {name}"), &x.data, &y.data, 1e-4);
+        }
+        let mut pieces = GpuBackend::new(ctx.clone(), &job, &state).unwrap();
+        let mut parts = pieces.run(1).unwrap();
+        parts.extend(pieces.run(2).unwrap());
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(
+            bits(&parts),
+            bits(&g),
+            "{label}: chunking changed the losses"
+        );
+    }
+}

@@ -10,6 +10,7 @@ pub const MATMUL_WGSL: &str = concat!(
     include_str!("../../shaders/matmul.wgsl")
 );
 pub const LOSS_REDUCE_WGSL: &str = include_str!("../../shaders/loss_reduce.wgsl");
+pub const GATHER_WGSL: &str = include_str!("../../shaders/gather.wgsl");
 pub const BIAS_UPDATE_WGSL: &str = concat!(
     include_str!("../../shaders/optimizer.wgsl"),
     include_str!("../../shaders/bias_update.wgsl")
@@ -181,6 +182,9 @@ pub struct Kernels {
     bias_module: wgpu::ShaderModule,
     /// `bias_update` by (STORE, OPT, ACC_IN and ACC_OUT), built on first use.
     bias_cache: Mutex<HashMap<(bool, Opt, Acc), wgpu::ComputePipeline>>,
+    pub gather_layout: wgpu::BindGroupLayout,
+    /// `gather`: a mini-batch's rows from the dataset resident on the GPU.
+    pub gather: wgpu::ComputePipeline,
     /// Bound where a kernel variant does not use its `aux` (read) or `aux_out` (write) binding.
     pub dummy_read: wgpu::TextureView,
     pub dummy_rw: wgpu::Buffer,
@@ -336,6 +340,45 @@ impl Kernels {
             immediate_size: 0,
         });
 
+        let gather_module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some("gather"),
+            source: wgpu::ShaderSource::Wgsl(GATHER_WGSL.into()),
+        });
+        let array_entry = |binding| wgpu::BindGroupLayoutEntry {
+            binding,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::StorageTexture {
+                access: TEX_READ,
+                format: MATRIX_FORMAT,
+                view_dimension: wgpu::TextureViewDimension::D2Array,
+            },
+            count: None,
+        };
+        let gather_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("gather"),
+            entries: &[
+                entry(0, UNIFORM),
+                array_entry(1),
+                array_entry(2),
+                texture_entry(3, TEX_WRITE),
+                texture_entry(4, TEX_WRITE),
+                entry(5, READ),
+                entry(6, READ),
+            ],
+        });
+        let gather_pipeline_layout =
+            device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some("gather"),
+                bind_group_layouts: &[Some(&gather_layout)],
+                immediate_size: 0,
+            });
+        let gather = pipeline(
+            device,
+            &gather_pipeline_layout,
+            &gather_module,
+            "gather",
+            &[],
+        );
         let dummy_read = device
             .create_texture(&wgpu::TextureDescriptor {
                 label: Some("unused aux"),
@@ -364,6 +407,8 @@ impl Kernels {
         let dummy_bias = dummy("unused bias");
         let dummy_opt = ["unused optimizer state m", "unused optimizer state v"].map(dummy);
         Kernels {
+            gather_layout,
+            gather,
             dummy_read,
             dummy_rw,
             dummy_bias,

@@ -583,9 +583,104 @@ fn scoped<T>(ctx: &GpuContext, what: &str, f: impl FnOnce() -> Result<T>) -> Res
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct PlanKey {
     update: bool,
+    /// Rows of the step's batch (fewer than `job.batch` for a short last batch).
+    rows: usize,
     uses: usize,
     parity: usize,
     shared_parity: usize,
+}
+
+/// A dataset resident on the GPU, its batches gathered by `shaders/gather.wgsl`.
+struct Dataset {
+    x: DataArray,
+    y: DataArray,
+    /// The rows of each step of the current chunk, `job.batch` entries per step (uploaded once
+    /// per chunk).
+    index: wgpu::Buffer,
+}
+
+/// A `[rows, cols]` matrix as an rgba32float 2D-array texture: `layer_rows` rows per layer (the
+/// matrix layout of `shaders/matmul.wgsl` in each).
+struct DataArray {
+    _texture: wgpu::Texture,
+    view: wgpu::TextureView,
+    layer_rows: usize,
+}
+
+/// Upload a `[rows, cols]` row-major matrix as a [`DataArray`], in layers of at most
+/// `max_texture_dimension_2d` rows.
+fn data_array(
+    ctx: &GpuContext,
+    label: &str,
+    rows: usize,
+    cols: usize,
+    data: &[f32],
+) -> Result<DataArray> {
+    let l = &ctx.limits;
+    let max = l.max_texture_dimension_2d as usize;
+    let width = pad4(cols) / 4;
+    let layer_rows = rows.min(max);
+    let layers = rows.div_ceil(layer_rows);
+    if width > max || layers > l.max_texture_array_layers as usize {
+        return Err(Error::TooLarge {
+            buffer: label.into(),
+            needed: format!("{layers} layers of {width}x{layer_rows} texels"),
+            limit: "max_texture_array_layers and max_texture_dimension_2d",
+            allowed: format!("{} layers of {max}x{max}", l.max_texture_array_layers),
+        });
+    }
+    let size = wgpu::Extent3d {
+        width: width as u32,
+        height: layer_rows as u32,
+        depth_or_array_layers: layers as u32,
+    };
+    let texture = ctx.device.create_texture(&wgpu::TextureDescriptor {
+        label: Some(label),
+        size,
+        mip_level_count: 1,
+        sample_count: 1,
+        dimension: wgpu::TextureDimension::D2,
+        format: MATRIX_FORMAT,
+        usage: wgpu::TextureUsages::STORAGE_BINDING | wgpu::TextureUsages::COPY_DST,
+        view_formats: &[],
+    });
+    let pc = pad4(cols);
+    let mut padded = vec![0.0f32; layers * layer_rows * pc];
+    for r in 0..rows {
+        padded[r * pc..r * pc + cols].copy_from_slice(&data[r * cols..(r + 1) * cols]);
+    }
+    ctx.queue.write_texture(
+        texture.as_image_copy(),
+        bytemuck::cast_slice(&padded),
+        wgpu::TexelCopyBufferLayout {
+            offset: 0,
+            bytes_per_row: Some(size.width * 16),
+            rows_per_image: Some(size.height),
+        },
+        size,
+    );
+    let view = texture.create_view(&wgpu::TextureViewDescriptor {
+        dimension: Some(wgpu::TextureViewDimension::D2Array),
+        ..Default::default()
+    });
+    Ok(DataArray {
+        _texture: texture,
+        view,
+        layer_rows,
+    })
+}
+
+/// Uniform block of `shaders/gather.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct GatherParams {
+    rows: u32,
+    batch: u32,
+    padded_rows: u32,
+    layer_rows: u32,
+    x_cols4: u32,
+    y_cols4: u32,
+    _pad: [u32; 2],
 }
 
 /// Every resource the recorded epochs bind, uploaded or allocated once.
@@ -614,9 +709,12 @@ struct Net {
     /// A dynamic-depth net's shared weight and bias gradients, summed over its uses.
     sum_w: Option<wgpu::Buffer>,
     sum_b: Option<wgpu::Buffer>,
-    /// Loss of each epoch of the current chunk.
+    /// The dataset resident on the GPU, for mini-batches (None: the dataset is one batch, in x
+    /// and y).
+    data: Option<Dataset>,
+    /// Loss of each step of the current chunk.
     history: wgpu::Buffer,
-    /// `[epoch index within the chunk, optimizer step t, bits of beta1^t, bits of beta2^t]`, and
+    /// `[step index within the chunk, optimizer step t, bits of beta1^t, bits of beta2^t]`, and
     /// the shared layer's `[_, t, beta1^t, beta2^t]` at `SHARED_COUNTERS_OFFSET`.
     state: wgpu::Buffer,
 }
@@ -626,7 +724,9 @@ impl Net {
     /// over the products `job.applications(key.uses)`.
     fn plan(&self, ctx: &GpuContext, key: PlanKey) -> Result<Vec<Dispatch>> {
         let job = &self.job;
-        let (b, d) = (job.batch, &job.layers);
+        // A short last batch runs over its own rows only: the products, the loss and the bias
+        // sums cover `pad4(rows)` rows, which the gather filled (zeros below `rows`).
+        let (b, d) = (key.rows, &job.layers);
         let depth = job.depth();
         let apps = job.applications(key.uses);
         let n = apps.len();
@@ -696,6 +796,9 @@ impl Net {
         };
         let n_out = b * d[depth];
         let mut plan = Vec::new();
+        if let Some(data) = &self.data {
+            plan.push(self.gather_dispatch(ctx, data, b));
+        }
         for (j, &l) in apps.iter().enumerate() {
             let input = if j == 0 { &self.x } else { &self.acts[j - 1] };
             let dims = (b, d[l + 1], d[l]);
@@ -800,6 +903,49 @@ impl Net {
     }
 }
 
+impl Net {
+    /// The gather of a step's `rows` rows into x and y.
+    fn gather_dispatch(&self, ctx: &GpuContext, data: &Dataset, rows: usize) -> Dispatch {
+        let job = &self.job;
+        let (x_cols4, y_cols4) = (pad4(job.layers[0]) / 4, pad4(job.layers[job.depth()]) / 4);
+        let padded_rows = pad4(job.batch);
+        let params = uniform(
+            ctx,
+            "gather params",
+            &GatherParams {
+                rows: rows as u32,
+                batch: job.batch as u32,
+                padded_rows: padded_rows as u32,
+                layer_rows: data.x.layer_rows as u32,
+                x_cols4: x_cols4 as u32,
+                y_cols4: y_cols4 as u32,
+                _pad: [0; 2],
+            },
+        );
+        debug_assert_eq!(data.x.layer_rows, data.y.layer_rows);
+        let view = wgpu::BindingResource::TextureView;
+        let resources = vec![
+            params.as_entire_binding(),
+            view(&data.x.view),
+            view(&data.y.view),
+            view(&self.x.view),
+            view(&self.y.view),
+            data.index.as_entire_binding(),
+            self.state.as_entire_binding(),
+        ];
+        let kn = &ctx.kernels;
+        Dispatch {
+            pipeline: kn.gather.clone(),
+            bind_group: bind_group(ctx, "gather", &kn.gather_layout, resources, None),
+            groups: [
+                x_cols4.max(y_cols4).div_ceil(64) as u32,
+                padded_rows as u32,
+                1,
+            ],
+        }
+    }
+}
+
 /// The GPU backend. Build it with [`GpuBackend::new`] from an open [`GpuContext`].
 pub struct GpuBackend {
     ctx: Arc<GpuContext>,
@@ -810,10 +956,11 @@ pub struct GpuBackend {
     /// dynamic-depth net's shared one, and for that one.
     parity: usize,
     shared_parity: usize,
-    /// Epochs trained so far (the dynamic depth of the next one is `job.uses(epoch)`).
-    epoch: usize,
+    /// Optimizer steps taken so far (the dynamic depth of the next one is `job.uses(step)`).
+    step: usize,
     staging: wgpu::Buffer,
-    max_chunk: usize,
+    /// Most steps in one submission.
+    max_steps: usize,
     submits: usize,
 }
 
@@ -828,19 +975,22 @@ impl GpuBackend {
         let b = job.batch;
         let depth = job.depth();
         let d = &job.layers;
+        // The dataset is x and y themselves when it is one batch; else it stays resident in
+        // texture arrays and each step gathers its batch into x and y.
+        let upload = !job.minibatched();
         let x = matrix(
             &ctx,
             &format!("x ({b}x{} f32)", d[0]),
             b,
             d[0],
-            Some(&host.x.data),
+            upload.then_some(&host.x.data[..]),
         )?;
         let y = matrix(
             &ctx,
             &format!("y ({b}x{} f32)", d[depth]),
             b,
             d[depth],
-            Some(&host.y.data),
+            upload.then_some(&host.y.data[..]),
         )?;
         // w1, w2, ... as uploaded (and the second texture of each pair), and dw1, dw2, ... (the
         // gradients, for `gradients()`).
@@ -935,13 +1085,40 @@ impl GpuBackend {
         };
 
         let flops = job.flops_with_uses(job.max_uses()).max(1.0);
-        // Bound one submission's work (about 20 GFLOP) so no driver watchdog fires on big jobs.
-        let max_chunk = ((2e10 / flops) as usize).clamp(1, 100_000);
-        // The warm-up below runs one epoch of each dynamic depth.
+        // Bound one submission's work (about 20 GFLOP) so no driver watchdog fires on big jobs,
+        // and its row indices to 16 MiB.
+        let max_steps = ((2e10 / flops) as usize)
+            .clamp(1, 100_000)
+            .min((1 << 22) / b)
+            .max(1);
+        let rows = job.dataset_rows();
+        let data = if job.minibatched() {
+            let index = storage(&ctx, "batch rows", max_steps * b, None)?;
+            Some(Dataset {
+                x: data_array(
+                    &ctx,
+                    &format!("dataset x ({rows}x{} f32)", d[0]),
+                    rows,
+                    d[0],
+                    &host.x.data,
+                )?,
+                y: data_array(
+                    &ctx,
+                    &format!("dataset y ({rows}x{} f32)", d[depth]),
+                    rows,
+                    d[depth],
+                    &host.y.data,
+                )?,
+                index,
+            })
+        } else {
+            None
+        };
+        // The warm-up below runs one step of each plan.
         let history = storage(
             &ctx,
             "loss history",
-            max_chunk.max(job.max_uses() + 1),
+            max_steps.max(2 * job.max_uses() + 2),
             None,
         )?;
         let state = ctx
@@ -953,7 +1130,7 @@ impl GpuBackend {
             });
         let staging = ctx.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("history readback"),
-            size: (max_chunk * 4) as u64,
+            size: (max_steps * 4) as u64,
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
@@ -971,18 +1148,26 @@ impl GpuBackend {
             sq,
             sum_w,
             sum_b,
+            data,
             history,
             state,
         };
         let mut plans = HashMap::new();
-        for uses in 0..=job.max_uses() {
-            let key = PlanKey {
-                update: true,
-                uses,
-                parity: 0,
-                shared_parity: 0,
-            };
-            plans.insert(key, net.plan(&ctx, key)?);
+        let mut batch_rows = vec![b];
+        if job.last_batch_rows() != b {
+            batch_rows.push(job.last_batch_rows());
+        }
+        for rows in batch_rows {
+            for uses in 0..=job.max_uses() {
+                let key = PlanKey {
+                    update: true,
+                    rows,
+                    uses,
+                    parity: 0,
+                    shared_parity: 0,
+                };
+                plans.insert(key, net.plan(&ctx, key)?);
+            }
         }
         warm_up(&ctx, &net, &plans)?;
         Ok(GpuBackend {
@@ -991,33 +1176,36 @@ impl GpuBackend {
             plans,
             parity: 0,
             shared_parity: 0,
-            epoch: 0,
+            step: 0,
             staging,
-            max_chunk,
+            max_steps,
             submits: 0,
         })
     }
 
-    /// The recorded epochs of `epochs` epochs from the current one (training, or with
-    /// `grad_only` the gradients of the next epoch), built where missing, and the parities after.
+    /// The recorded steps of `steps` steps from the current one (training, or with `grad_only`
+    /// the gradients of the next step), built where missing, and the parities after.
     fn chunk_keys(
         &mut self,
         grad_only: bool,
-        epochs: usize,
+        steps: usize,
     ) -> Result<(Vec<PlanKey>, usize, usize)> {
         let (mut p, mut ps) = (self.parity, self.shared_parity);
-        let mut keys = Vec::with_capacity(epochs);
-        for e in 0..epochs {
-            let uses = self.net.job.uses(self.epoch + e);
+        let job = &self.net.job;
+        let per_epoch = job.steps_per_epoch();
+        let mut keys = Vec::with_capacity(steps);
+        for s in self.step..self.step + steps {
+            let uses = job.uses(s);
             let key = PlanKey {
                 update: !grad_only,
+                rows: job.batch_rows(s % per_epoch),
                 uses,
                 parity: p,
                 shared_parity: ps,
             };
             if !self.plans.contains_key(&key) {
                 let (ctx, net) = (&self.ctx, &self.net);
-                let plan = scoped(ctx, "recording an epoch", || net.plan(ctx, key))?;
+                let plan = scoped(ctx, "recording a step", || net.plan(ctx, key))?;
                 self.plans.insert(key, plan);
             }
             keys.push(key);
@@ -1031,10 +1219,32 @@ impl GpuBackend {
         Ok((keys, p, ps))
     }
 
-    /// Record `epochs` epochs in one encoder, submit once, read the losses back once.
-    fn submit_chunk(&mut self, grad_only: bool, epochs: usize) -> Result<Vec<f32>> {
-        assert!(epochs >= 1 && epochs <= self.max_chunk);
-        let (keys, parity, shared_parity) = self.chunk_keys(grad_only, epochs)?;
+    /// Upload the rows of the steps `first..first + steps` for the gather (mini-batches only):
+    /// `job.batch` entries per step, from its epoch's order.
+    fn upload_rows(&self, first: usize, steps: usize) {
+        let Some(data) = &self.net.data else { return };
+        let job = &self.net.job;
+        let (b, per_epoch) = (job.batch, job.steps_per_epoch());
+        let mut index = vec![0u32; steps * b];
+        let mut order: Option<(usize, Vec<u32>)> = None;
+        for (i, s) in (first..first + steps).enumerate() {
+            let (epoch, j) = (s / per_epoch, s % per_epoch);
+            if order.as_ref().is_none_or(|(e, _)| *e != epoch) {
+                order = Some((epoch, job.order(epoch)));
+            }
+            let rows = &order.as_ref().expect("set above").1[j * b..][..job.batch_rows(j)];
+            index[i * b..i * b + rows.len()].copy_from_slice(rows);
+        }
+        self.ctx
+            .queue
+            .write_buffer(&data.index, 0, bytemuck::cast_slice(&index));
+    }
+
+    /// Record `steps` steps in one encoder, submit once, read the losses back once.
+    fn submit_chunk(&mut self, grad_only: bool, steps: usize) -> Result<Vec<f32>> {
+        assert!(steps >= 1 && steps <= self.max_steps);
+        let (keys, parity, shared_parity) = self.chunk_keys(grad_only, steps)?;
+        self.upload_rows(self.step, steps);
         let ctx = &self.ctx;
         ctx.queue
             .write_buffer(&self.net.state, 0, bytemuck::bytes_of(&0u32));
@@ -1045,20 +1255,21 @@ impl GpuBackend {
             });
         let plans: Vec<&[Dispatch]> = keys.iter().map(|k| &self.plans[k][..]).collect();
         record(&mut enc, &plans);
-        let bytes = (epochs * 4) as u64;
+        let bytes = (steps * 4) as u64;
         enc.copy_buffer_to_buffer(&self.net.history, 0, &self.staging, 0, bytes);
         ctx.queue.submit([enc.finish()]);
         self.submits += 1;
         let losses = ctx.map_f32(&self.staging, bytes)?;
         if !grad_only {
             (self.parity, self.shared_parity) = (parity, shared_parity);
-            self.epoch += epochs;
+            self.step += steps;
         }
         Ok(losses)
     }
 
-    /// The loss and the gradients at the current parameters (no update), with the next epoch's
-    /// dynamic depth (a shared layer it does not use gets zeros): for parity tests.
+    /// The loss and the gradients at the current parameters on the next step's batch, with its
+    /// dynamic depth (a shared layer it does not use gets zeros), without updating anything: for
+    /// parity tests.
     pub fn gradients(&mut self) -> Result<(f32, Params)> {
         let loss = self.submit_chunk(true, 1)?[0];
         let mut weights = (self.net.dws.iter())
@@ -1066,7 +1277,7 @@ impl GpuBackend {
             .collect::<Result<Vec<_>>>()?;
         let mut biases = self.read_biases(&self.net.dbs)?;
         let job = &self.net.job;
-        if let (Some(s), 0) = (job.shared_layer(), job.uses(self.epoch)) {
+        if let (Some(s), 0) = (job.shared_layer(), job.uses(self.step)) {
             weights[s].data.fill(0.0);
             if let Some(b) = biases.get_mut(s) {
                 b.data.fill(0.0);
@@ -1140,14 +1351,16 @@ impl Backend for GpuBackend {
     }
 
     fn run(&mut self, epochs: usize) -> Result<Vec<f32>> {
-        let mut out = Vec::with_capacity(epochs);
-        let mut left = epochs;
+        let per_epoch = self.net.job.steps_per_epoch();
+        let mut steps = Vec::with_capacity(epochs * per_epoch);
+        let mut left = epochs * per_epoch;
         while left > 0 {
-            let n = left.min(self.max_chunk);
-            out.extend(self.submit_chunk(false, n)?);
+            let n = left.min(self.max_steps);
+            steps.extend(self.submit_chunk(false, n)?);
             left -= n;
         }
-        Ok(out)
+        let job = &self.net.job;
+        Ok(steps.chunks(per_epoch).map(|s| job.epoch_loss(s)).collect())
     }
 
     fn read_params(&mut self) -> Result<Params> {
@@ -1172,12 +1385,13 @@ impl Backend for GpuBackend {
     }
 
     fn max_chunk(&self) -> usize {
-        self.max_chunk
+        (self.max_steps / self.net.job.steps_per_epoch()).max(1)
     }
 
-    /// With dynamic depth, that of the deepest epoch.
+    /// Every step of an epoch; with dynamic depth, each as deep as it can be.
     fn dispatches_per_epoch(&self) -> usize {
-        self.plans.values().map(Vec::len).max().unwrap_or(0)
+        let per_step = self.plans.values().map(Vec::len).max().unwrap_or(0);
+        per_step * self.net.job.steps_per_epoch()
     }
 
     fn submits(&self) -> usize {

@@ -2,6 +2,7 @@
 //! written to a temporary name beside its destination and renamed into place, so an existing file
 //! is only replaced by a complete new one.
 
+pub mod data;
 pub mod npy;
 pub mod summary;
 

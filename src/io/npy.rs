@@ -46,7 +46,8 @@ fn read_array(path: &Path, ndim: usize) -> Result<(Vec<usize>, Vec<f32>)> {
         path: path.to_path_buf(),
         msg,
     };
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    // An input that cannot be read is bad input (exit 2), like one that cannot be parsed.
+    let bytes = std::fs::read(path).map_err(|e| bad(format!("cannot read: {e}")))?;
     let npy =
         npyz::NpyFile::new(&bytes[..]).map_err(|e| bad(format!("not a valid .npy file ({e})")))?;
     let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();

@@ -1,0 +1,57 @@
+// The rows of one mini-batch, gathered from the dataset resident on the GPU: x[r] = X[index[r]]
+// and y[r] = Y[index[r]] for the batch's rows, zeros below them (a short last batch).
+//
+// The dataset X ([rows, d0]) and Y ([rows, dL]) are rgba32float 2D-array textures in the matrix
+// layout of matmul.wgsl (a texel holds 4 consecutive elements of a row, columns zero-padded to a
+// multiple of 4), `layer_rows` rows per layer, so that a dataset may have more rows than a
+// texture may be high. The host uploads the order of the rows once per submission, `batch`
+// entries per step; the step within the submission is state[0] (advanced by loss_reduce.wgsl), so
+// one recorded dispatch serves every step.
+
+struct Params {
+    rows: u32,        // real rows of this step's batch
+    batch: u32,       // index entries per step
+    padded_rows: u32, // rows of the batch textures (a multiple of 4)
+    layer_rows: u32,  // dataset rows per texture layer
+    x_cols4: u32,     // texels per row of x
+    y_cols4: u32,     // texels per row of y
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var data_x: texture_storage_2d_array<rgba32float, read>;
+@group(0) @binding(2) var data_y: texture_storage_2d_array<rgba32float, read>;
+@group(0) @binding(3) var x: texture_storage_2d<rgba32float, write>;
+@group(0) @binding(4) var y: texture_storage_2d<rgba32float, write>;
+@group(0) @binding(5) var<storage, read> index: array<u32>;
+@group(0) @binding(6) var<storage, read> state: array<u32>;
+
+@compute @workgroup_size(64, 1)
+fn gather(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let c4 = gid.x;
+    let r = gid.y;
+    if (r >= params.padded_rows) {
+        return;
+    }
+    let real = r < params.rows;
+    var src = 0u;
+    if (real) {
+        src = index[state[0] * params.batch + r];
+    }
+    let at = vec2<u32>(src % params.layer_rows, src / params.layer_rows);
+    if (c4 < params.x_cols4) {
+        var v = vec4<f32>(0.0);
+        if (real) {
+            v = textureLoad(data_x, vec2<u32>(c4, at.x), at.y);
+        }
+        textureStore(x, vec2<u32>(c4, r), v);
+    }
+    if (c4 < params.y_cols4) {
+        var v = vec4<f32>(0.0);
+        if (real) {
+            v = textureLoad(data_y, vec2<u32>(c4, at.x), at.y);
+        }
+        textureStore(y, vec2<u32>(c4, r), v);
+    }
+}
