@@ -2,14 +2,16 @@
 //! print, write files.
 
 use crate::backend::Backend;
-use crate::cli::{Cli, Command, TrainArgs};
+use crate::cli::{Cli, Command, PlotArgs, TrainArgs};
 use crate::cpu::CpuBackend;
 use crate::error::{Error, Result};
 use crate::gpu::{context, DeviceChoice, GpuBackend, GpuContext};
 use crate::init::{HostState, Matrix};
+use crate::io::history::{self, History};
 use crate::io::{data, npy, summary};
 use crate::job::{self, Activation, DataSource, InitScheme, Job, Loss, Named, OptimizerKind};
 use crate::train::{self, Report};
+use std::io::IsTerminal;
 use std::time::Instant;
 
 /// Run what the command line asks for.
@@ -25,6 +27,7 @@ pub fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Some(Command::Plot(args)) => plot_command(&args),
         None => train_command(&cli.train),
     }
 }
@@ -334,7 +337,10 @@ fn describe_net(job: &Job) -> String {
 fn train_command(args: &TrainArgs) -> Result<()> {
     let (job, state) = resolve(args)?;
     // Fail on an unwritable output before training, not after.
-    for p in [&args.history, &args.summary_json].into_iter().flatten() {
+    for p in [&args.history, &args.summary_json, &args.plot]
+        .into_iter()
+        .flatten()
+    {
         crate::io::check_writable(p)?;
     }
     for dir in [&args.save_init, &args.save_final].into_iter().flatten() {
@@ -357,11 +363,24 @@ fn train_command(args: &TrainArgs) -> Result<()> {
         );
     }
     let quiet = args.quiet;
-    let report = train::train(&job, backend.as_mut(), |epoch, loss| {
-        if !quiet {
-            println!("epoch {epoch:>6}  loss {loss:.6e}");
-        }
-    })?;
+    // A progress bar on an interactive terminal, unless only the summary or explicit log lines
+    // were asked for; loss lines go above it.
+    let interactive = !quiet
+        && args.log_every.is_none()
+        && std::io::stdout().is_terminal()
+        && std::io::stderr().is_terminal();
+    let progress = Progress::new(interactive, job.epochs);
+    let report = train::train_observed(
+        &job,
+        backend.as_mut(),
+        |epoch, loss| {
+            if !quiet {
+                progress.line(&format!("epoch {epoch:>6}  loss {loss:.6e}"));
+            }
+        },
+        |done, loss| progress.update(done, loss),
+    )?;
+    progress.finish();
 
     let epochs_run = report.losses.len();
     let eps = epochs_run as f64 / report.train_s.max(1e-12);
@@ -396,6 +415,92 @@ fn train_command(args: &TrainArgs) -> Result<()> {
     }
 }
 
+/// `gpu-train plot`: every history's curve in one plot, labelled by file name (and device).
+fn plot_command(args: &PlotArgs) -> Result<()> {
+    crate::io::check_writable(&args.output)?;
+    let runs = (args.histories.iter())
+        .map(|p| History::read(p).map(|h| (p, h)))
+        .collect::<Result<Vec<_>>>()?;
+    let labelled: Vec<(String, &History)> = (runs.iter())
+        .map(|(p, h)| {
+            let stem = p
+                .file_stem()
+                .map_or_else(String::new, |s| s.to_string_lossy().into());
+            let label = if h.device.is_empty() || h.device == stem {
+                stem
+            } else {
+                format!("{stem} ({})", h.device)
+            };
+            (label, h)
+        })
+        .collect();
+    let title = args.title.as_deref().unwrap_or("loss");
+    history::plot(&args.output, title, &labelled)?;
+    println!("wrote {}", args.output.display());
+    Ok(())
+}
+
+/// An indicatif progress bar (epochs, loss, epochs/s, ETA) for runs that take more than about a
+/// second, shown only when asked for (an interactive terminal).
+struct Progress {
+    enabled: bool,
+    epochs: usize,
+    start: Instant,
+    bar: std::cell::RefCell<Option<indicatif::ProgressBar>>,
+}
+
+impl Progress {
+    fn new(enabled: bool, epochs: usize) -> Self {
+        Progress {
+            enabled,
+            epochs,
+            start: Instant::now(),
+            bar: std::cell::RefCell::new(None),
+        }
+    }
+
+    /// A log line, above the bar if there is one.
+    fn line(&self, text: &str) {
+        match &*self.bar.borrow() {
+            Some(bar) => bar.suspend(|| println!("{text}")),
+            None => println!("{text}"),
+        }
+    }
+
+    fn update(&self, done: usize, loss: f32) {
+        if !self.enabled || done >= self.epochs {
+            return;
+        }
+        let mut bar = self.bar.borrow_mut();
+        if bar.is_none() {
+            // Show it once the run looks like it will take more than a second in all.
+            let elapsed = self.start.elapsed().as_secs_f64();
+            if elapsed * self.epochs as f64 / done.max(1) as f64 <= 1.0 {
+                return;
+            }
+            let b = indicatif::ProgressBar::new(self.epochs as u64);
+            let style = indicatif::ProgressStyle::with_template(
+                "{bar:40} {pos}/{len} epochs  {msg}  ETA {eta}",
+            );
+            if let Ok(style) = style {
+                b.set_style(style);
+            }
+            *bar = Some(b);
+        }
+        if let Some(b) = &*bar {
+            b.set_position(done as u64);
+            let rate = done as f64 / self.start.elapsed().as_secs_f64().max(1e-9);
+            b.set_message(format!("loss {loss:.4e}  {rate:.1} epochs/s"));
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(b) = self.bar.borrow_mut().take() {
+            b.finish_and_clear();
+        }
+    }
+}
+
 /// The one line every run ends with.
 pub fn summary_line(s: &summary::Summary) -> String {
     let loss = s
@@ -413,8 +518,13 @@ pub fn summary_line(s: &summary::Summary) -> String {
 }
 
 fn write_outputs(args: &TrainArgs, s: &summary::Summary, report: &Report) -> Result<()> {
+    let history = History::new(&s.device.name, report.losses.clone());
     if let Some(p) = &args.history {
-        summary::write_history(p, &report.losses)?;
+        history.write(p)?;
+    }
+    if let Some(p) = &args.plot {
+        let title = format!("gpu-train on {}", s.device.name);
+        history::plot(p, &title, &[(s.device.name.clone(), &history)])?;
     }
     if let Some(p) = &args.summary_json {
         summary::write_summary(p, s)?;

@@ -28,6 +28,24 @@ pub enum Command {
     Devices,
     /// List the presets (`--preset NAME`), one line each.
     Presets,
+    /// Draw the loss curves of one or more saved histories (`--history` files, CSV or JSON) into
+    /// one plot, to compare devices or settings.
+    Plot(PlotArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct PlotArgs {
+    /// History files written by `--history` (CSV or JSON), one curve each.
+    #[arg(required = true, value_name = "HISTORY")]
+    pub histories: Vec<PathBuf>,
+
+    /// The plot: SVG, or PNG for a .png name.
+    #[arg(long, short, value_name = "FILE")]
+    pub output: PathBuf,
+
+    /// Title of the plot [default: loss].
+    #[arg(long, value_name = "TEXT")]
+    pub title: Option<String>,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -180,16 +198,20 @@ pub struct TrainArgs {
     #[arg(long, value_name = "DIR")]
     pub save_final: Option<PathBuf>,
 
-    /// Write `epoch,loss` for every epoch to FILE (CSV).
+    /// Write every epoch's loss to FILE: JSON for a .json name, else CSV (`epoch,loss`).
     #[arg(long, value_name = "FILE")]
     pub history: Option<PathBuf>,
+
+    /// Draw the loss curve (log scale) into FILE: SVG, or PNG for a .png name.
+    #[arg(long, value_name = "FILE")]
+    pub plot: Option<PathBuf>,
 
     /// Write the device, the configuration, every epoch's loss and the timings to FILE as one JSON
     /// object.
     #[arg(long, value_name = "FILE")]
     pub summary_json: Option<PathBuf>,
 
-    /// Print only the summary line.
+    /// Print only the summary line (no loss lines, no progress bar).
     #[arg(long, short)]
     pub quiet: bool,
 }

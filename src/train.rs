@@ -31,7 +31,18 @@ impl Report {
 pub fn train(
     job: &Job,
     backend: &mut dyn Backend,
+    on_log: impl FnMut(usize, f32),
+) -> Result<Report> {
+    train_observed(job, backend, on_log, |_, _| {})
+}
+
+/// [`train`], also calling `on_chunk(epochs done, last loss)` after every chunk of epochs (for a
+/// progress display).
+pub fn train_observed(
+    job: &Job,
+    backend: &mut dyn Backend,
     mut on_log: impl FnMut(usize, f32),
+    mut on_chunk: impl FnMut(usize, f32),
 ) -> Result<Report> {
     let start = Instant::now();
     let mut losses = Vec::with_capacity(job.epochs);
@@ -54,6 +65,9 @@ pub fn train(
                 diverged = Some((epoch, loss));
                 break;
             }
+        }
+        if let Some(&last) = losses.last() {
+            on_chunk(losses.len(), last);
         }
     }
     let train_s = start.elapsed().as_secs_f64();

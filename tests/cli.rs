@@ -1299,3 +1299,70 @@ fn cli_rows_trains_a_generated_dataset_in_minibatches() {
     ]);
     assert_bad_input(&r, &["--batch", "30", "10 rows"]);
 }
+
+/// `--history` in JSON, `--plot` as SVG and PNG, and `gpu-train plot` overlaying a CSV and a JSON
+/// history: valid files, one curve per run.
+#[test]
+fn cli_history_json_plots_and_the_plot_command() {
+    let tmp = tempfile::tempdir().unwrap();
+    let f = |name: &str| tmp.path().join(name);
+    let small = [
+        "--device", "cpu", "--quiet", "--layers", "12,7,3", "--batch", "5",
+    ];
+    run(small.iter().chain(&[
+        "--epochs",
+        "30",
+        "--history",
+        p(&f("a.json")),
+        "--plot",
+        p(&f("a.svg")),
+    ]))
+    .success();
+    run(small.iter().chain(&[
+        "--epochs",
+        "20",
+        "--lr",
+        "1e-3",
+        "--history",
+        p(&f("b.csv")),
+        "--plot",
+        p(&f("b.png")),
+    ]))
+    .success();
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(f("a.json")).unwrap()).unwrap();
+    assert_eq!(v["loss"].as_array().unwrap().len(), 30, "{v:#}");
+    assert_eq!(v["device"], "cpu");
+    assert_eq!(read_history_csv(&f("b.csv")).len(), 20);
+    let svg = std::fs::read_to_string(f("a.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    let png = std::fs::read(f("b.png")).unwrap();
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "a PNG signature");
+    let r = run([
+        "plot",
+        p(&f("a.json")),
+        p(&f("b.csv")),
+        "-o",
+        p(&f("both.svg")),
+    ])
+    .success();
+    assert!(r.stdout.contains("both.svg"), "{}", r.describe());
+    let both = std::fs::read_to_string(f("both.svg")).unwrap();
+    assert_eq!(
+        both.matches(r#"stroke-width="2" points="#).count(),
+        4,
+        "two curves, two legend marks"
+    );
+    assert!(
+        both.contains("a (cpu)") && both.contains(">\nb\n<"),
+        "labelled by file"
+    );
+    // Bad input: a file that is not a history, an output in a missing directory.
+    std::fs::write(f("junk.csv"), "hello\n").unwrap();
+    let r = run(["plot", p(&f("junk.csv")), "-o", p(&f("x.svg"))]);
+    assert_bad_input(&r, &["junk.csv", "epoch,loss"]);
+    let r = run(small
+        .iter()
+        .chain(&["--epochs", "2", "--plot", p(&f("no/such/dir/p.svg"))]));
+    assert_bad_input(&r, &["p.svg", "does not exist"]);
+}

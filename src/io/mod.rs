@@ -3,6 +3,7 @@
 //! is only replaced by a complete new one.
 
 pub mod data;
+pub mod history;
 pub mod npy;
 pub mod summary;
 

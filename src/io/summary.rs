@@ -1,4 +1,4 @@
-//! The loss history (CSV) and the run summary (one JSON object that scripts and benchmarks read).
+//! The run summary (one JSON object that scripts and benchmarks read).
 
 use crate::error::{Error, Result};
 use crate::job::Job;
@@ -47,16 +47,6 @@ pub struct Summary {
     pub submits: usize,
     /// `Some(epoch)` if the loss became NaN or infinite there.
     pub diverged_at: Option<usize>,
-}
-
-pub fn write_history(path: &Path, losses: &[f32]) -> Result<()> {
-    super::atomic_write(path, |w| {
-        writeln!(w, "epoch,loss")?;
-        for (e, l) in losses.iter().enumerate() {
-            writeln!(w, "{e},{l:?}")?;
-        }
-        Ok(())
-    })
 }
 
 pub fn write_summary(path: &Path, summary: &Summary) -> Result<()> {

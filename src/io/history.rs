@@ -1,0 +1,271 @@
+//! The loss history of a run, as CSV (`epoch,loss`) or JSON (by the file's extension), and loss
+//! curves drawn from one or several histories (SVG or PNG, log scale on the loss axis).
+
+use crate::error::{Error, Result};
+use plotters::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// One run's losses: every epoch's training loss (NaN or infinite where it diverged).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct History {
+    pub tool: String,
+    pub version: String,
+    /// Where the run ran (the device's name), for labelling curves.
+    pub device: String,
+    /// The training loss of epoch `i` at `loss[i]`; JSON holds a non-finite loss as null.
+    #[serde(with = "nullable")]
+    pub loss: Vec<f32>,
+}
+
+/// f32s with JSON's null for NaN and infinities (which JSON cannot hold).
+mod nullable {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[f32], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(v.iter().map(|x| x.is_finite().then_some(*x)))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<f32>, D::Error> {
+        let v: Vec<Option<f32>> = Vec::deserialize(d)?;
+        Ok(v.into_iter().map(|x| x.unwrap_or(f32::NAN)).collect())
+    }
+}
+
+fn is_json(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("json"))
+}
+
+impl History {
+    pub fn new(device: &str, loss: Vec<f32>) -> Self {
+        History {
+            tool: "gpu-train".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            device: device.into(),
+            loss,
+        }
+    }
+
+    /// Write as JSON (a `.json` path) or CSV (`epoch,loss`, one line per epoch), atomically.
+    pub fn write(&self, path: &Path) -> Result<()> {
+        if is_json(path) {
+            let json = serde_json::to_vec_pretty(self)
+                .map_err(|e| Error::io(path, std::io::Error::other(e)))?;
+            return super::atomic_write(path, |w| {
+                w.write_all(&json)?;
+                w.write_all(b"\n")
+            });
+        }
+        super::atomic_write(path, |w| {
+            writeln!(w, "epoch,loss")?;
+            for (e, l) in self.loss.iter().enumerate() {
+                writeln!(w, "{e},{l:?}")?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Read a history written by [`History::write`] (JSON or CSV by extension).
+    pub fn read(path: &Path) -> Result<Self> {
+        let bad = |msg: String| Error::BadFile {
+            path: path.to_path_buf(),
+            msg,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read: {e}")))?;
+        if is_json(path) {
+            return serde_json::from_str(&text)
+                .map_err(|e| bad(format!("not a gpu-train history: {e}")));
+        }
+        let mut lines = text.lines().enumerate();
+        match lines.next() {
+            Some((_, h)) if h.trim() == "epoch,loss" => {}
+            other => {
+                return Err(bad(format!(
+                    "line 1 is {:?}; a history CSV starts with `epoch,loss`",
+                    other.map_or("", |(_, h)| h)
+                )))
+            }
+        }
+        let mut loss = Vec::new();
+        for (i, line) in lines {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let value = line
+                .split_once(',')
+                .and_then(|(e, l)| Some((e.trim().parse::<usize>().ok()?, l.trim().parse().ok()?)));
+            match value {
+                Some((e, l)) if e == loss.len() => loss.push(l),
+                _ => {
+                    return Err(bad(format!(
+                        "line {}: expected `{},<loss>`, found {line:?}",
+                        i + 1,
+                        loss.len()
+                    )))
+                }
+            }
+        }
+        let device = path
+            .file_stem()
+            .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+        Ok(History {
+            tool: "gpu-train".into(),
+            version: String::new(),
+            device,
+            loss,
+        })
+    }
+}
+
+/// Draw the loss curves of `runs` (label, history) into `path`: SVG, or PNG for a `.png` path;
+/// epochs across, the loss on a log scale (non-finite and non-positive losses are left out).
+/// Written atomically.
+pub fn plot(path: &Path, title: &str, runs: &[(String, &History)]) -> Result<()> {
+    const SIZE: (u32, u32) = (900, 560);
+    let png = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("png"));
+    let err = |e: String| Error::io(path, std::io::Error::other(e));
+    register_font();
+    if png {
+        let mut pixels = vec![0u8; (SIZE.0 * SIZE.1 * 3) as usize];
+        {
+            let root = BitMapBackend::with_buffer(&mut pixels, SIZE).into_drawing_area();
+            draw(root, title, runs).map_err(err)?;
+        }
+        let image = image::RgbImage::from_raw(SIZE.0, SIZE.1, pixels)
+            .ok_or_else(|| err("the plot's buffer has the wrong size".into()))?;
+        let mut bytes = std::io::Cursor::new(Vec::new());
+        image
+            .write_to(&mut bytes, image::ImageFormat::Png)
+            .map_err(|e| err(e.to_string()))?;
+        return super::atomic_write(path, |w| w.write_all(bytes.get_ref()));
+    }
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
+        draw(root, title, runs).map_err(err)?;
+    }
+    super::atomic_write(path, |w| w.write_all(svg.as_bytes()))
+}
+
+/// Both backends lay out (and the bitmap one draws) text with a font registered at run time:
+/// DejaVu Sans, embedded, so that plots need no system fonts.
+fn register_font() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // Registering a valid embedded font cannot fail; if it did, text would be left out.
+        let _ = plotters::style::register_font(
+            "sans-serif",
+            FontStyle::Normal,
+            dejavu::sans::regular(),
+        );
+    });
+}
+
+fn draw<DB: DrawingBackend>(
+    root: DrawingArea<DB, plotters::coord::Shift>,
+    title: &str,
+    runs: &[(String, &History)],
+) -> std::result::Result<(), String> {
+    let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+    root.fill(&WHITE).map_err(e)?;
+    let points = |h: &History| -> Vec<(f64, f64)> {
+        (h.loss.iter().enumerate())
+            .filter(|(_, l)| l.is_finite() && **l > 0.0)
+            .map(|(i, &l)| (i as f64, l as f64))
+            .collect()
+    };
+    let all: Vec<(f64, f64)> = runs.iter().flat_map(|(_, h)| points(h)).collect();
+    let epochs = runs
+        .iter()
+        .map(|(_, h)| h.loss.len())
+        .max()
+        .unwrap_or(1)
+        .max(2);
+    let (lo, hi) = all.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), p| {
+        (lo.min(p.1), hi.max(p.1))
+    });
+    let (lo, hi) = if all.is_empty() {
+        (0.1, 10.0)
+    } else {
+        (lo / 1.5, hi * 1.5)
+    };
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(80)
+        .build_cartesian_2d(0f64..(epochs - 1) as f64, (lo..hi).log_scale())
+        .map_err(e)?;
+    chart
+        .configure_mesh()
+        .x_desc("epoch")
+        .y_desc("loss (log scale)")
+        .y_label_formatter(&|v| format!("{v:.1e}"))
+        .draw()
+        .map_err(e)?;
+    for (i, (label, h)) in runs.iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        chart
+            .draw_series(LineSeries::new(points(h), color.stroke_width(2)))
+            .map_err(e)?
+            .label(label.as_str())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(e)?;
+    root.present().map_err(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn history_round_trips_as_csv_and_json_nan_included() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = History::new("cpu", vec![3.5, 1.25, 0.5, f32::NAN]);
+        for name in ["h.csv", "h.json"] {
+            let p = dir.path().join(name);
+            h.write(&p).unwrap();
+            let back = History::read(&p).unwrap();
+            assert_eq!(back.loss.len(), 4, "{name}");
+            assert_eq!(back.loss[..3], h.loss[..3], "{name}");
+            assert!(back.loss[3].is_nan(), "{name}");
+        }
+        let p = dir.path().join("bad.csv");
+        std::fs::write(&p, "epoch,loss\n0,1.0\n2,0.5\n").unwrap();
+        let e = History::read(&p).unwrap_err().to_string();
+        assert!(e.contains("line 3"), "{e}");
+    }
+
+    #[test]
+    fn plots_are_valid_svg_and_png() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = History::new("cpu", (0..50).map(|i| 100.0 / (1.0 + i as f32)).collect());
+        let b = History::new("gpu", (0..40).map(|i| 90.0 / (1.0 + i as f32)).collect());
+        let runs = [("a".to_string(), &a), ("b".to_string(), &b)];
+        let svg = dir.path().join("p.svg");
+        plot(&svg, "loss", &runs).unwrap();
+        let text = std::fs::read_to_string(&svg).unwrap();
+        assert!(text.starts_with("<svg") && text.trim_end().ends_with("</svg>"));
+        let curves = text.matches(r#"stroke-width="2" points="#).count();
+        assert_eq!(curves, 4, "two curves and their two legend marks");
+        assert!(
+            text.contains(">\na\n<") && text.contains(">\nb\n<"),
+            "labelled"
+        );
+        let png = dir.path().join("p.png");
+        plot(&png, "loss", &runs).unwrap();
+        let img = image::open(&png).unwrap();
+        assert_eq!((img.width(), img.height()), (900, 560));
+    }
+}
