@@ -8,10 +8,12 @@ use crate::error::{Error, Result};
 use crate::gpu::{context, DeviceChoice, GpuBackend, GpuContext};
 use crate::init::{HostState, Matrix};
 use crate::io::history::{self, History};
-use crate::io::{data, npy, summary};
+use crate::io::{checkpoint, data, npy, summary};
 use crate::job::{self, Activation, DataSource, InitScheme, Job, Loss, Named, OptimizerKind};
 use crate::train::{self, Report};
 use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Run what the command line asks for.
@@ -337,7 +339,7 @@ fn describe_net(job: &Job) -> String {
 fn train_command(args: &TrainArgs) -> Result<()> {
     let (job, state) = resolve(args)?;
     // Fail on an unwritable output before training, not after.
-    for p in [&args.history, &args.summary_json, &args.plot]
+    for p in [&args.history, &args.summary_json, &args.plot, &args.save]
         .into_iter()
         .flatten()
     {
@@ -349,6 +351,23 @@ fn train_command(args: &TrainArgs) -> Result<()> {
     if let Some(dir) = &args.save_init {
         npy::save_state(dir, &state)?;
     }
+    // A checkpoint to continue from is checked against the flags before anything is set up.
+    let resumed = match &args.resume {
+        Some(path) => {
+            let (state, epoch) = checkpoint::load(path, &job)?;
+            if epoch >= job.epochs {
+                return Err(Error::arg(
+                    "--epochs",
+                    format!(
+                        "{} has already trained {epoch} epochs; raise --epochs to continue",
+                        path.display()
+                    ),
+                ));
+            }
+            Some((state, epoch))
+        }
+        None => None,
+    };
     let setup = Instant::now();
     let mut backend = open_backend(&args.device, &job, &state)?;
     let setup_s = setup.elapsed().as_secs_f64();
@@ -362,6 +381,24 @@ fn train_command(args: &TrainArgs) -> Result<()> {
             device.backend
         );
     }
+    let first_epoch = match resumed {
+        Some(state) => {
+            backend.restore(&state.0)?;
+            state.1
+        }
+        None => 0,
+    };
+    let every = match &args.checkpoint_every {
+        Some(n) if args.save.is_none() => {
+            return Err(Error::arg(
+                "--checkpoint-every",
+                format!("`{n}` needs --save FILE, the checkpoint to write"),
+            ))
+        }
+        Some(n) => job::parse_count("--checkpoint-every", n)?,
+        None => 0,
+    };
+    let interrupted = interrupt_flag();
     let quiet = args.quiet;
     // A progress bar on an interactive terminal, unless only the summary or explicit log lines
     // were asked for; loss lines go above it.
@@ -369,18 +406,41 @@ fn train_command(args: &TrainArgs) -> Result<()> {
         && args.log_every.is_none()
         && std::io::stdout().is_terminal()
         && std::io::stderr().is_terminal();
-    let progress = Progress::new(interactive, job.epochs);
+    let progress = Progress::new(interactive, job.epochs - first_epoch);
     let report = train::train_observed(
         &job,
         backend.as_mut(),
-        |epoch, loss| {
-            if !quiet {
-                progress.line(&format!("epoch {epoch:>6}  loss {loss:.6e}"));
-            }
+        train::Hooks {
+            on_log: &mut |epoch, loss| {
+                if !quiet {
+                    progress.line(&format!("epoch {epoch:>6}  loss {loss:.6e}"));
+                }
+            },
+            on_chunk: &mut |backend, done, loss| {
+                progress.update(done - first_epoch, loss);
+                if interrupted.load(Ordering::SeqCst) {
+                    return Ok(true);
+                }
+                if let (Some(path), true) = (&args.save, every > 0 && done % every == 0) {
+                    if done < job.epochs {
+                        checkpoint::save(path, &job, &backend.state()?, done)?;
+                    }
+                }
+                Ok(false)
+            },
+            every,
         },
-        |done, loss| progress.update(done, loss),
     )?;
     progress.finish();
+    // The checkpoint at the end, or where an interrupt stopped the run.
+    let saved = match (&args.save, report.stopped) {
+        (Some(path), _) => Some(path.clone()),
+        (None, true) => Some(std::path::PathBuf::from(INTERRUPTED_CHECKPOINT)),
+        (None, false) => None,
+    };
+    if let (Some(path), None) = (&saved, report.diverged) {
+        checkpoint::save(path, &job, &backend.state()?, report.end_epoch())?;
+    }
 
     let epochs_run = report.losses.len();
     let eps = epochs_run as f64 / report.train_s.max(1e-12);
@@ -404,6 +464,19 @@ fn train_command(args: &TrainArgs) -> Result<()> {
     };
     println!("{}", summary_line(&s));
     write_outputs(args, &s, &report)?;
+    if report.stopped {
+        let saved = saved.map_or_else(String::new, |p| {
+            format!(
+                "checkpoint written to {} (continue with the same flags and --resume {})",
+                p.display(),
+                p.display()
+            )
+        });
+        return Err(Error::Interrupted {
+            epoch: report.end_epoch(),
+            saved,
+        });
+    }
     match report.diverged {
         Some((epoch, loss)) => Err(Error::Diverged {
             epoch,
@@ -438,6 +511,28 @@ fn plot_command(args: &PlotArgs) -> Result<()> {
     history::plot(&args.output, title, &labelled)?;
     println!("wrote {}", args.output.display());
     Ok(())
+}
+
+/// Where an interrupted run without --save leaves its checkpoint.
+pub const INTERRUPTED_CHECKPOINT: &str = "gpu-train-interrupted.safetensors";
+
+/// Set by SIGINT or SIGTERM: the training loop stops after the chunk in flight and the run writes
+/// its files. A second signal exits at once.
+fn interrupt_flag() -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let set = flag.clone();
+    let installed = ctrlc::set_handler(move || {
+        if set.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("interrupted: finishing the epochs in flight, then writing the files (again to quit at once)");
+    });
+    if let Err(e) = installed {
+        log::warn!(
+            "cannot catch Ctrl-C ({e}): an interrupt will stop the run without a checkpoint"
+        );
+    }
+    flag
 }
 
 /// An indicatif progress bar (epochs, loss, epochs/s, ETA) for runs that take more than about a
@@ -518,7 +613,7 @@ pub fn summary_line(s: &summary::Summary) -> String {
 }
 
 fn write_outputs(args: &TrainArgs, s: &summary::Summary, report: &Report) -> Result<()> {
-    let history = History::new(&s.device.name, report.losses.clone());
+    let history = History::new(&s.device.name, report.first_epoch, report.losses.clone());
     if let Some(p) = &args.history {
         history.write(p)?;
     }

@@ -1,9 +1,26 @@
 //! The one trait both paths implement. The training loop, logging and files are written once,
 //! above it, in `train.rs`.
 
+use crate::cpu::OptCounters;
 use crate::error::Result;
-use crate::init::Params;
+use crate::init::{Matrix, Params};
 use crate::io::summary::DeviceSummary;
+
+/// Everything a run needs to continue exactly where it stopped (a checkpoint's content): the
+/// random draws (data order, dynamic depths) are pure functions of the seed and the step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainState {
+    /// Weights `[d_l, d_{l+1}]` and biases `[1, d_{l+1}]`.
+    pub params: Params,
+    /// The optimizer's per-element state of each tensor (weights, then biases), in the tensor's
+    /// shape: none for SGD, the momentum buffer, or Adam's first and second moments.
+    pub opt_state: Vec<Vec<Matrix>>,
+    /// Optimizer steps taken.
+    pub step: usize,
+    /// The optimizer's step counters, and a dynamic-depth net's shared layer's own.
+    pub counters: OptCounters,
+    pub shared_counters: OptCounters,
+}
 
 /// A device that holds a run's state and trains it.
 pub trait Backend {
@@ -20,6 +37,15 @@ pub trait Backend {
     /// updating them: what an epoch would compute before its step (for checking a device against
     /// a reference).
     fn gradients(&mut self) -> Result<(f32, Params)>;
+
+    /// The whole training state, for a checkpoint.
+    fn state(&mut self) -> Result<TrainState>;
+
+    /// Continue from `state` (a checkpoint of the same job).
+    fn restore(&mut self, state: &TrainState) -> Result<()>;
+
+    /// Optimizer steps taken so far.
+    fn steps(&self) -> usize;
 
     /// Most epochs one `run` call should cover (the GPU bounds the work in one submission).
     fn max_chunk(&self) -> usize {

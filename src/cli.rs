@@ -198,6 +198,22 @@ pub struct TrainArgs {
     #[arg(long, value_name = "DIR")]
     pub save_final: Option<PathBuf>,
 
+    /// Write a checkpoint to FILE (safetensors) at the end: the weights and biases under
+    /// PyTorch's state_dict names and layouts ("0.weight" [out, in], "0.bias", "2.weight", ...),
+    /// so `model.load_state_dict(load_file(FILE))` works, the config, epoch and step in its
+    /// metadata; the optimizer's state, if any, beside it as NAME.optim.safetensors.
+    #[arg(long, value_name = "FILE")]
+    pub save: Option<PathBuf>,
+
+    /// Also write the --save checkpoint every N epochs.
+    #[arg(long, value_name = "N")]
+    pub checkpoint_every: Option<String>,
+
+    /// Continue from a checkpoint written by --save, up to --epochs in all: give the flags of the
+    /// run that wrote it; the continued run is bit-identical to an uninterrupted one.
+    #[arg(long, value_name = "FILE")]
+    pub resume: Option<PathBuf>,
+
     /// Write every epoch's loss to FILE: JSON for a .json name, else CSV (`epoch,loss`).
     #[arg(long, value_name = "FILE")]
     pub history: Option<PathBuf>,

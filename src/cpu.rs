@@ -3,7 +3,7 @@
 //! operations as the GPU path, so that parity tolerances stay tight. The products go through the
 //! `gemm` crate, with strides standing in for transposes (no copies).
 
-use crate::backend::Backend;
+use crate::backend::{Backend, TrainState};
 use crate::error::Result;
 use crate::init::{HostState, Matrix, Params};
 use crate::io::summary::DeviceSummary;
@@ -655,7 +655,64 @@ fn opt_state(state: &mut [(Vec<f32>, Vec<f32>)], i: usize) -> (&mut [f32], &mut 
     }
 }
 
+impl CpuBackend {
+    /// The optimizer's buffers each tensor keeps (momentum 1, Adam 2).
+    fn kept(&self) -> usize {
+        match self.job.optimizer.kind {
+            OptimizerKind::Sgd => 0,
+            OptimizerKind::Momentum => 1,
+            OptimizerKind::Adam => 2,
+        }
+    }
+}
+
 impl Backend for CpuBackend {
+    fn state(&mut self) -> Result<TrainState> {
+        let params = self.params();
+        let shapes: Vec<[usize; 2]> = (params.weights.iter().chain(&params.biases))
+            .map(Matrix::shape)
+            .collect();
+        let kept = self.kept();
+        let opt_state = (self.opt_state.iter().zip(&shapes))
+            .map(|((m, v), &[r, c])| {
+                [m, v][..kept]
+                    .iter()
+                    .map(|b| Matrix::from_vec(r, c, b.to_vec()))
+                    .collect()
+            })
+            .collect();
+        Ok(TrainState {
+            params,
+            opt_state,
+            step: self.step,
+            counters: self.counters,
+            shared_counters: self.shared_counters,
+        })
+    }
+
+    fn restore(&mut self, s: &TrainState) -> Result<()> {
+        for (w, m) in self.weights.iter_mut().zip(&s.params.weights) {
+            w.copy_from_slice(&m.data);
+        }
+        for (b, m) in self.biases.iter_mut().zip(&s.params.biases) {
+            b.copy_from_slice(&m.data);
+        }
+        for ((m, v), saved) in self.opt_state.iter_mut().zip(&s.opt_state) {
+            for (buf, from) in [m, v].into_iter().zip(saved) {
+                buf.copy_from_slice(&from.data);
+            }
+        }
+        self.step = s.step;
+        self.counters = s.counters;
+        self.shared_counters = s.shared_counters;
+        self.order = None;
+        Ok(())
+    }
+
+    fn steps(&self) -> usize {
+        self.step
+    }
+
     fn describe(&self) -> DeviceSummary {
         DeviceSummary {
             kind: "cpu".into(),

@@ -53,6 +53,10 @@ pub enum Error {
         suggest: f32,
     },
 
+    /// SIGINT or SIGTERM: the run stopped after the chunk in flight, its files written.
+    #[error("interrupted after epoch {epoch}; {saved}")]
+    Interrupted { epoch: usize, saved: String },
+
     /// The GPU failed at run time (device lost, out of memory, validation).
     #[error("GPU error: {0}")]
     Gpu(String),
@@ -69,6 +73,7 @@ impl Error {
             | Error::BadFile { .. }
             | Error::Shape { .. } => 2,
             Error::Diverged { .. } => 3,
+            Error::Interrupted { .. } => 130,
             Error::Io { .. } | Error::Gpu(_) => 1,
         }
     }

@@ -1,5 +1,5 @@
 //! The training loop, written once above the [`Backend`] trait: chunks of epochs between log
-//! points, the divergence check, timing.
+//! points (and checkpoints), the divergence check, timing.
 
 use crate::backend::Backend;
 use crate::error::Result;
@@ -10,12 +10,16 @@ use std::time::Instant;
 /// What a training run produced.
 #[derive(Debug, Clone)]
 pub struct Report {
+    /// The epoch the run started at (0, or a checkpoint's epoch when resumed).
+    pub first_epoch: usize,
     /// The loss of every epoch run (up to and including a non-finite one).
     pub losses: Vec<f32>,
     /// Seconds from the first epoch to the last loss read back.
     pub train_s: f64,
     /// `(epoch, loss)` where the loss first became NaN or infinite.
     pub diverged: Option<(usize, f32)>,
+    /// Whether `on_chunk` asked to stop before the last epoch.
+    pub stopped: bool,
     /// The weights and biases at the end.
     pub params: Params,
 }
@@ -24,6 +28,11 @@ impl Report {
     pub fn final_loss(&self) -> Option<f32> {
         self.losses.last().copied()
     }
+
+    /// The epoch after the last one run.
+    pub fn end_epoch(&self) -> usize {
+        self.first_epoch + self.losses.len()
+    }
 }
 
 /// Train `job.epochs` epochs on `backend`, calling `on_log(epoch, loss)` for every `log_every`-th
@@ -31,51 +40,71 @@ impl Report {
 pub fn train(
     job: &Job,
     backend: &mut dyn Backend,
-    on_log: impl FnMut(usize, f32),
+    mut on_log: impl FnMut(usize, f32),
 ) -> Result<Report> {
-    train_observed(job, backend, on_log, |_, _| {})
+    train_observed(
+        job,
+        backend,
+        Hooks {
+            on_log: &mut on_log,
+            on_chunk: &mut |_, _, _| Ok(false),
+            every: 0,
+        },
+    )
 }
 
-/// [`train`], also calling `on_chunk(epochs done, last loss)` after every chunk of epochs (for a
-/// progress display).
-pub fn train_observed(
-    job: &Job,
-    backend: &mut dyn Backend,
-    mut on_log: impl FnMut(usize, f32),
-    mut on_chunk: impl FnMut(usize, f32),
-) -> Result<Report> {
+/// What [`train_observed`] calls back.
+pub struct Hooks<'a> {
+    /// `(epoch, loss)` of every `log_every`-th epoch.
+    pub on_log: &'a mut dyn FnMut(usize, f32),
+    /// After every chunk: `(backend, epochs done in all, last loss)`; returns whether to stop.
+    pub on_chunk: &'a mut dyn FnMut(&mut dyn Backend, usize, f32) -> Result<bool>,
+    /// Also end a chunk at every multiple of this many epochs (checkpoints); 0: never.
+    pub every: usize,
+}
+
+/// [`train`] from the epoch the backend is at (a resumed run continues its numbering) up to
+/// `job.epochs`, with the hooks.
+pub fn train_observed(job: &Job, backend: &mut dyn Backend, hooks: Hooks<'_>) -> Result<Report> {
+    let first_epoch = backend.steps() / job.steps_per_epoch();
     let start = Instant::now();
-    let mut losses = Vec::with_capacity(job.epochs);
+    let mut losses = Vec::with_capacity(job.epochs.saturating_sub(first_epoch));
     let mut diverged = None;
-    while losses.len() < job.epochs && diverged.is_none() {
-        let done = losses.len();
+    let mut stopped = false;
+    while first_epoch + losses.len() < job.epochs && diverged.is_none() && !stopped {
+        let done = first_epoch + losses.len();
         let mut n = job.epochs - done;
-        if job.log_every > 0 {
-            // Read back at every log point, so a line appears as soon as its epoch is done.
-            n = n.min(job.log_every - done % job.log_every);
+        // Read back at every log point, so a line appears as soon as its epoch is done.
+        for every in [job.log_every, hooks.every] {
+            if every > 0 {
+                n = n.min(every - done % every);
+            }
         }
         n = n.min(backend.max_chunk()).max(1);
         for loss in backend.run(n)? {
-            let epoch = losses.len();
+            let epoch = first_epoch + losses.len();
             losses.push(loss);
-            if job.log_every > 0 && epoch % job.log_every == 0 {
-                on_log(epoch, loss);
+            if job.log_every > 0 && epoch.is_multiple_of(job.log_every) {
+                (hooks.on_log)(epoch, loss);
             }
             if !loss.is_finite() {
                 diverged = Some((epoch, loss));
                 break;
             }
         }
-        if let Some(&last) = losses.last() {
-            on_chunk(losses.len(), last);
+        if let (Some(&last), None) = (losses.last(), diverged) {
+            stopped = (hooks.on_chunk)(backend, first_epoch + losses.len(), last)?
+                && first_epoch + losses.len() < job.epochs;
         }
     }
     let train_s = start.elapsed().as_secs_f64();
     let params = backend.read_params()?;
     Ok(Report {
+        first_epoch,
         losses,
         train_s,
         diverged,
+        stopped,
         params,
     })
 }

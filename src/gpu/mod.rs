@@ -32,7 +32,7 @@ pub mod kernels;
 pub use context::{list_adapters, AdapterEntry, DeviceChoice, GpuContext};
 pub use kernels::{Acc, Block, MatmulKey, Mode, Opt};
 
-use crate::backend::Backend;
+use crate::backend::{Backend, TrainState};
 use crate::error::{Error, Result};
 use crate::init::{HostState, Matrix, Params};
 use crate::io::summary::DeviceSummary;
@@ -175,6 +175,22 @@ impl GpuMatrix {
     /// The whole padded matrix, `[pad4(rows), pad4(cols)]` row-major.
     pub fn read_padded(&self, ctx: &GpuContext) -> Result<Vec<f32>> {
         ctx.read_texture(&self.texture)
+    }
+
+    /// Overwrite with the `[rows, cols]` row-major `data` (padding zero).
+    pub fn write(&self, ctx: &GpuContext, data: &[f32]) {
+        let padded = to_padded(self.rows, self.cols, data, 0.0);
+        let size = Self::extent(self.rows, self.cols);
+        ctx.queue.write_texture(
+            self.texture.as_image_copy(),
+            bytemuck::cast_slice(&padded),
+            wgpu::TexelCopyBufferLayout {
+                offset: 0,
+                bytes_per_row: Some(size.width * 16),
+                rows_per_image: Some(size.height),
+            },
+            size,
+        );
     }
 
     /// The `[rows, cols]` matrix, padding stripped.
@@ -1338,7 +1354,96 @@ fn warm_up(ctx: &GpuContext, net: &Net, plans: &HashMap<PlanKey, Vec<Dispatch>>)
     ctx.wait()
 }
 
+impl GpuBackend {
+    /// The texture of weight `l`'s pair that holds its current values.
+    fn current(&self, l: usize) -> usize {
+        if self.net.job.shared_layer() == Some(l) {
+            self.shared_parity
+        } else {
+            self.parity
+        }
+    }
+
+    /// Every tensor's shape: weights, then biases.
+    fn shapes(&self) -> Vec<[usize; 2]> {
+        let d = &self.net.job.layers;
+        let w = (0..self.net.weights.len()).map(|l| [d[l], d[l + 1]]);
+        let b = (0..self.net.biases.len()).map(|l| [1, d[l + 1]]);
+        w.chain(b).collect()
+    }
+}
+
+/// Step counters from the words `[_, t, bits of beta1^t, bits of beta2^t]`.
+fn counters_of(words: &[f32]) -> crate::cpu::OptCounters {
+    crate::cpu::OptCounters {
+        t: words[1].to_bits(),
+        beta1_t: words[2],
+        beta2_t: words[3],
+    }
+}
+
 impl Backend for GpuBackend {
+    fn state(&mut self) -> Result<TrainState> {
+        let params = self.read_params()?;
+        let ctx = &self.ctx;
+        let opt_state = (self.net.opt_state.iter().zip(self.shapes()))
+            .map(|(bufs, [r, c])| {
+                bufs.iter()
+                    .map(|buf| {
+                        let padded = ctx.read_f32(buf, (pad4(r) * pad4(c) * 4) as u64)?;
+                        Ok(Matrix::from_vec(r, c, from_padded(r, c, &padded)))
+                    })
+                    .collect::<Result<Vec<_>>>()
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let words = ctx.read_f32(&self.net.state, (initial_state().len() * 4) as u64)?;
+        let shared = SHARED_COUNTERS_OFFSET as usize / 4;
+        Ok(TrainState {
+            params,
+            opt_state,
+            step: self.step,
+            counters: counters_of(&words[..4]),
+            shared_counters: counters_of(&words[shared..shared + 4]),
+        })
+    }
+
+    fn restore(&mut self, s: &TrainState) -> Result<()> {
+        let ctx = &self.ctx;
+        for (pair, m) in self.net.weights.iter().zip(&s.params.weights) {
+            pair[0].write(ctx, &m.data);
+        }
+        let q = &ctx.queue;
+        for (buf, m) in self.net.biases.iter().zip(&s.params.biases) {
+            let mut v = m.data.clone();
+            v.resize(pad4(v.len()), 0.0);
+            q.write_buffer(buf, 0, bytemuck::cast_slice(&v));
+        }
+        for ((bufs, saved), [r, c]) in self
+            .net
+            .opt_state
+            .iter()
+            .zip(&s.opt_state)
+            .zip(self.shapes())
+        {
+            for (buf, m) in bufs.iter().zip(saved) {
+                q.write_buffer(buf, 0, bytemuck::cast_slice(&to_padded(r, c, &m.data, 0.0)));
+            }
+        }
+        let word = |c: &crate::cpu::OptCounters| [0, c.t, c.beta1_t.to_bits(), c.beta2_t.to_bits()];
+        q.write_buffer(&self.net.state, 0, bytemuck::cast_slice(&word(&s.counters)));
+        q.write_buffer(
+            &self.net.state,
+            SHARED_COUNTERS_OFFSET,
+            bytemuck::cast_slice(&word(&s.shared_counters)),
+        );
+        (self.parity, self.shared_parity, self.step) = (0, 0, s.step);
+        ctx.wait()
+    }
+
+    fn steps(&self) -> usize {
+        self.step
+    }
+
     fn describe(&self) -> DeviceSummary {
         let i = &self.ctx.info;
         DeviceSummary {
@@ -1364,17 +1469,9 @@ impl Backend for GpuBackend {
     }
 
     fn read_params(&mut self) -> Result<Params> {
-        let shared = self.net.job.shared_layer();
         Ok(Params {
             weights: (self.net.weights.iter().enumerate())
-                .map(|(l, pair)| {
-                    let p = if shared == Some(l) {
-                        self.shared_parity
-                    } else {
-                        self.parity
-                    };
-                    pair[p].read(&self.ctx)
-                })
+                .map(|(l, pair)| pair[self.current(l)].read(&self.ctx))
                 .collect::<Result<_>>()?,
             biases: self.read_biases(&self.net.biases)?,
         })

@@ -13,6 +13,9 @@ pub struct History {
     pub version: String,
     /// Where the run ran (the device's name), for labelling curves.
     pub device: String,
+    /// The epoch of `loss[0]` (a resumed run continues its numbering).
+    #[serde(default)]
+    pub first_epoch: usize,
     /// The training loss of epoch `i` at `loss[i]`; JSON holds a non-finite loss as null.
     #[serde(with = "nullable")]
     pub loss: Vec<f32>,
@@ -38,11 +41,12 @@ fn is_json(path: &Path) -> bool {
 }
 
 impl History {
-    pub fn new(device: &str, loss: Vec<f32>) -> Self {
+    pub fn new(device: &str, first_epoch: usize, loss: Vec<f32>) -> Self {
         History {
             tool: "gpu-train".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             device: device.into(),
+            first_epoch,
             loss,
         }
     }
@@ -60,7 +64,7 @@ impl History {
         super::atomic_write(path, |w| {
             writeln!(w, "epoch,loss")?;
             for (e, l) in self.loss.iter().enumerate() {
-                writeln!(w, "{e},{l:?}")?;
+                writeln!(w, "{},{l:?}", self.first_epoch + e)?;
             }
             Ok(())
         })
@@ -88,6 +92,7 @@ impl History {
             }
         }
         let mut loss = Vec::new();
+        let mut first_epoch = None;
         for (i, line) in lines {
             if line.trim().is_empty() {
                 continue;
@@ -95,13 +100,14 @@ impl History {
             let value = line
                 .split_once(',')
                 .and_then(|(e, l)| Some((e.trim().parse::<usize>().ok()?, l.trim().parse().ok()?)));
+            let first = *first_epoch.get_or_insert(value.map_or(0, |(e, _)| e));
             match value {
-                Some((e, l)) if e == loss.len() => loss.push(l),
+                Some((e, l)) if e == first + loss.len() => loss.push(l),
                 _ => {
                     return Err(bad(format!(
                         "line {}: expected `{},<loss>`, found {line:?}",
                         i + 1,
-                        loss.len()
+                        first + loss.len()
                     )))
                 }
             }
@@ -113,6 +119,7 @@ impl History {
             tool: "gpu-train".into(),
             version: String::new(),
             device,
+            first_epoch: first_epoch.unwrap_or(0),
             loss,
         })
     }
@@ -174,7 +181,7 @@ fn draw<DB: DrawingBackend>(
     let points = |h: &History| -> Vec<(f64, f64)> {
         (h.loss.iter().enumerate())
             .filter(|(_, l)| l.is_finite() && **l > 0.0)
-            .map(|(i, &l)| (i as f64, l as f64))
+            .map(|(i, &l)| ((h.first_epoch + i) as f64, l as f64))
             .collect()
     };
     let all: Vec<(f64, f64)> = runs.iter().flat_map(|(_, h)| points(h)).collect();
@@ -232,7 +239,7 @@ mod tests {
     #[test]
     fn history_round_trips_as_csv_and_json_nan_included() {
         let dir = tempfile::tempdir().unwrap();
-        let h = History::new("cpu", vec![3.5, 1.25, 0.5, f32::NAN]);
+        let h = History::new("cpu", 0, vec![3.5, 1.25, 0.5, f32::NAN]);
         for name in ["h.csv", "h.json"] {
             let p = dir.path().join(name);
             h.write(&p).unwrap();
@@ -250,8 +257,16 @@ mod tests {
     #[test]
     fn plots_are_valid_svg_and_png() {
         let dir = tempfile::tempdir().unwrap();
-        let a = History::new("cpu", (0..50).map(|i| 100.0 / (1.0 + i as f32)).collect());
-        let b = History::new("gpu", (0..40).map(|i| 90.0 / (1.0 + i as f32)).collect());
+        let a = History::new(
+            "cpu",
+            0,
+            (0..50).map(|i| 100.0 / (1.0 + i as f32)).collect(),
+        );
+        let b = History::new(
+            "gpu",
+            10,
+            (0..40).map(|i| 90.0 / (1.0 + i as f32)).collect(),
+        );
         let runs = [("a".to_string(), &a), ("b".to_string(), &b)];
         let svg = dir.path().join("p.svg");
         plot(&svg, "loss", &runs).unwrap();

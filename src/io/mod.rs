@@ -2,6 +2,7 @@
 //! written to a temporary name beside its destination and renamed into place, so an existing file
 //! is only replaced by a complete new one.
 
+pub mod checkpoint;
 pub mod data;
 pub mod history;
 pub mod npy;
@@ -18,11 +19,13 @@ pub fn atomic_write(
     fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
 ) -> Result<()> {
     let dir = check_writable(path)?;
-    let tmp = tempfile::Builder::new()
-        .prefix(".gpu-train-")
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .map_err(|e| Error::io(path, e))?;
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".gpu-train-").suffix(".tmp");
+    // Created with the mode of an ordinary new file (0666 less the umask), not the 0600 of a
+    // temporary one, since it becomes the user's file.
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+    let tmp = builder.tempfile_in(dir).map_err(|e| Error::io(path, e))?;
     {
         let mut w = BufWriter::new(tmp.as_file());
         fill(&mut w).map_err(|e| Error::io(path, e))?;
@@ -64,4 +67,23 @@ pub fn ensure_dir(dir: &Path) -> Result<()> {
         path: dir.to_path_buf(),
         msg: format!("cannot create this output directory ({e})"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    /// A file written here gets the mode of an ordinary new file, not a temporary file's 0600.
+    #[cfg(unix)]
+    #[test]
+    fn atomic_writes_make_ordinary_files() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("out.txt");
+        super::atomic_write(&p, |w| w.write_all(b"hi")).unwrap();
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        let probe = dir.path().join("probe.txt");
+        std::fs::write(&probe, b"x").unwrap();
+        let ordinary = std::fs::metadata(&probe).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, ordinary, "{mode:o} vs {ordinary:o}");
+        assert_eq!(std::fs::read(&p).unwrap(), b"hi");
+    }
 }

@@ -1,0 +1,357 @@
+//! Checkpoints in safetensors. The model file holds the weights and biases under the names and
+//! layouts of PyTorch's `state_dict` (`nn.Sequential` of `nn.Linear` and `nn.ReLU`: "0.weight"
+//! `[out, in]`, "0.bias", "2.weight", ...; the tutorial's `DynamicNet` names, "input_linear.weight"
+//! ..., for a dynamic-depth net of three layers), so that
+//! `model.load_state_dict(safetensors.torch.load_file(F))` works as it is; its metadata records the
+//! format, the tool's version, the job's configuration (JSON), the epoch and step, and the
+//! optimizer's step counters (exact bits). The optimizer's per-element state (PyTorch's
+//! `momentum_buffer`, `exp_avg`, `exp_avg_sq`) cannot share that file (a strict `load_state_dict`
+//! refuses unknown keys), so it goes to a second file beside it, `NAME.optim.safetensors`, written
+//! first and tied to the model file by the step. Both are written atomically.
+
+use crate::backend::TrainState;
+use crate::cpu::OptCounters;
+use crate::error::{Error, Result};
+use crate::init::{Matrix, Params};
+use crate::job::{Activation, Job, Named, OptimizerKind};
+use safetensors::{tensor::TensorView, Dtype, SafeTensors};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// The `format` metadata of a model file written here.
+pub const FORMAT: &str = "gpu-train checkpoint 1";
+
+/// The PyTorch name of layer `l`'s module: its index in `nn.Sequential` (Linear, ReLU, Linear ...
+/// or consecutive without activation), or `DynamicNet`'s attribute.
+pub fn module_name(job: &Job, l: usize) -> String {
+    if job.dynamic.is_some() && job.depth() == 3 {
+        return ["input_linear", "middle_linear", "output_linear"][l].to_string();
+    }
+    match job.activation {
+        Activation::Relu => (2 * l).to_string(),
+        Activation::None => l.to_string(),
+    }
+}
+
+/// The optimizer-state file beside a model file: `run.safetensors` -> `run.optim.safetensors`.
+pub fn optimizer_path(path: &Path) -> PathBuf {
+    let stem = path
+        .file_stem()
+        .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+    path.with_file_name(format!("{stem}.optim.safetensors"))
+}
+
+/// The names PyTorch gives the optimizer's state buffers.
+fn state_names(kind: OptimizerKind) -> &'static [&'static str] {
+    match kind {
+        OptimizerKind::Sgd => &[],
+        OptimizerKind::Momentum => &["momentum_buffer"],
+        OptimizerKind::Adam => &["exp_avg", "exp_avg_sq"],
+    }
+}
+
+/// Every parameter tensor: (PyTorch name, our matrix). Weights are transposed to `[out, in]`.
+fn named_tensors(job: &Job, params: &Params) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    let mut out = Vec::new();
+    for (l, w) in params.weights.iter().enumerate() {
+        let m = module_name(job, l);
+        out.push((format!("{m}.weight"), vec![w.cols, w.rows], transpose(w)));
+        if let Some(b) = params.biases.get(l) {
+            out.push((format!("{m}.bias"), vec![b.cols], b.data.clone()));
+        }
+    }
+    out
+}
+
+fn transpose(m: &Matrix) -> Vec<f32> {
+    let mut t = vec![0.0; m.data.len()];
+    for r in 0..m.rows {
+        for c in 0..m.cols {
+            t[c * m.rows + r] = m.data[r * m.cols + c];
+        }
+    }
+    t
+}
+
+fn counters_text(c: &OptCounters) -> String {
+    format!("{},{},{}", c.t, c.beta1_t.to_bits(), c.beta2_t.to_bits())
+}
+
+fn parse_counters(s: &str) -> Option<OptCounters> {
+    let v: Vec<u32> = s
+        .split(',')
+        .map(|p| p.parse().ok())
+        .collect::<Option<_>>()?;
+    match v[..] {
+        [t, b1, b2] => Some(OptCounters {
+            t,
+            beta1_t: f32::from_bits(b1),
+            beta2_t: f32::from_bits(b2),
+        }),
+        _ => None,
+    }
+}
+
+fn write_file(
+    path: &Path,
+    tensors: &[(String, Vec<usize>, Vec<f32>)],
+    meta: HashMap<String, String>,
+) -> Result<()> {
+    let bytes: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect())
+        .collect();
+    let views = tensors
+        .iter()
+        .zip(&bytes)
+        .map(|((name, shape, _), b)| {
+            TensorView::new(Dtype::F32, shape.clone(), b).map(|v| (name.clone(), v))
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| Error::io(path, std::io::Error::other(e)))?;
+    let data = safetensors::serialize(views, Some(meta))
+        .map_err(|e| Error::io(path, std::io::Error::other(e)))?;
+    super::atomic_write(path, |w| w.write_all(&data))
+}
+
+/// Write the checkpoint of `job` at `state` (after `epoch` epochs) to `path`, and its optimizer
+/// state beside it when the optimizer keeps any.
+pub fn save(path: &Path, job: &Job, state: &TrainState, epoch: usize) -> Result<()> {
+    let config =
+        serde_json::to_string(job).map_err(|e| Error::io(path, std::io::Error::other(e)))?;
+    let mut meta = HashMap::from([
+        ("format".to_string(), FORMAT.to_string()),
+        ("gpu_train_version".into(), env!("CARGO_PKG_VERSION").into()),
+        ("config".into(), config),
+        ("epoch".into(), epoch.to_string()),
+        ("step".into(), state.step.to_string()),
+        ("optimizer".into(), job.optimizer.kind.name()),
+        ("counters".into(), counters_text(&state.counters)),
+        (
+            "shared_counters".into(),
+            counters_text(&state.shared_counters),
+        ),
+    ]);
+    let names = state_names(job.optimizer.kind);
+    if !names.is_empty() {
+        let params = named_tensors(job, &state.params);
+        let mut tensors = Vec::new();
+        for ((name, shape, _), bufs) in params.iter().zip(tensor_order(job, &state.opt_state)) {
+            for (buf_name, m) in names.iter().zip(bufs) {
+                let data = if shape.len() == 2 {
+                    transpose(m)
+                } else {
+                    m.data.clone()
+                };
+                tensors.push((format!("{name}.{buf_name}"), shape.clone(), data));
+            }
+        }
+        let opt_path = optimizer_path(path);
+        let opt_meta = HashMap::from([
+            ("format".to_string(), format!("{FORMAT} optimizer state")),
+            ("step".into(), state.step.to_string()),
+        ]);
+        write_file(&opt_path, &tensors, opt_meta)?;
+        let file = opt_path
+            .file_name()
+            .map_or_else(String::new, |f| f.to_string_lossy().into());
+        meta.insert("optimizer_file".into(), file);
+    }
+    write_file(path, &named_tensors(job, &state.params), meta)
+}
+
+/// `opt_state` (weights, then biases) in the interleaved order of [`named_tensors`].
+fn tensor_order<'a>(job: &Job, opt_state: &'a [Vec<Matrix>]) -> Vec<&'a [Matrix]> {
+    let depth = job.depth();
+    let with_bias = opt_state.len() > depth;
+    let mut out = Vec::new();
+    for l in 0..depth {
+        out.push(&opt_state[l][..]);
+        if with_bias {
+            out.push(&opt_state[depth + l][..]);
+        }
+    }
+    out
+}
+
+fn bad(path: &Path, msg: String) -> Error {
+    Error::BadFile {
+        path: path.to_path_buf(),
+        msg,
+    }
+}
+
+/// Tensors by name: shape and values.
+type Tensors = HashMap<String, (Vec<usize>, Vec<f32>)>;
+
+/// Read a safetensors file: its tensors (as f32) and metadata.
+fn read_file(path: &Path) -> Result<(Tensors, HashMap<String, String>)> {
+    let bytes = std::fs::read(path).map_err(|e| bad(path, format!("cannot read: {e}")))?;
+    let corrupt = |e: safetensors::SafeTensorError| {
+        bad(
+            path,
+            format!("not a valid safetensors file (truncated or corrupt?): {e}"),
+        )
+    };
+    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(corrupt)?;
+    let meta = header.metadata().clone().unwrap_or_default();
+    let st = SafeTensors::deserialize(&bytes).map_err(corrupt)?;
+    let mut tensors = HashMap::new();
+    for (name, view) in st.tensors() {
+        let data: Vec<f32> = match view.dtype() {
+            Dtype::F32 => view
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            Dtype::F64 => view
+                .data()
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32)
+                .collect(),
+            other => {
+                return Err(bad(
+                    path,
+                    format!("tensor `{name}` is {other:?}; expected F32 or F64"),
+                ))
+            }
+        };
+        tensors.insert(name, (view.shape().to_vec(), data));
+    }
+    Ok((tensors, meta))
+}
+
+/// Load the checkpoint at `path` for `job`: every tensor the job's net has, with its shape
+/// (errors name the tensor), the optimizer's state from the file beside it, the step and the
+/// counters. Returns the state and the epoch it was written at.
+pub fn load(path: &Path, job: &Job) -> Result<(TrainState, usize)> {
+    let (mut tensors, meta) = read_file(path)?;
+    if meta.get("format").map(String::as_str) != Some(FORMAT) {
+        return Err(bad(
+            path,
+            format!(
+                "not a gpu-train checkpoint (metadata format {:?}, expected {FORMAT:?})",
+                meta.get("format")
+            ),
+        ));
+    }
+    let number = |key: &str| -> Result<usize> {
+        meta.get(key)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| bad(path, format!("metadata `{key}` is missing or not a number")))
+    };
+    let (epoch, step) = (number("epoch")?, number("step")?);
+    let counters = |key: &str| {
+        meta.get(key)
+            .and_then(|v| parse_counters(v))
+            .ok_or_else(|| bad(path, format!("metadata `{key}` is missing or malformed")))
+    };
+    let saved_opt = meta.get("optimizer").cloned().unwrap_or_default();
+    if saved_opt != job.optimizer.kind.name() {
+        return Err(Error::arg(
+            "--optimizer",
+            format!(
+                "{} was trained with `{saved_opt}`; resume it with the same optimizer",
+                path.display()
+            ),
+        ));
+    }
+    let take =
+        |tensors: &mut Tensors, file: &Path, name: &str, shape: &[usize]| -> Result<Vec<f32>> {
+            let (found, data) = tensors.remove(name).ok_or_else(|| {
+                bad(
+                    file,
+                    format!("has no tensor `{name}`, which the net of the flags needs"),
+                )
+            })?;
+            if found != shape {
+                return Err(Error::Shape {
+                    path: file.to_path_buf(),
+                    expected: shape.to_vec(),
+                    found,
+                    hint: format!(" (tensor `{name}`, from --layers and --bias)"),
+                });
+            }
+            Ok(data)
+        };
+    let d = &job.layers;
+    let mut params = Params {
+        weights: Vec::new(),
+        biases: Vec::new(),
+    };
+    for l in 0..job.depth() {
+        let m = module_name(job, l);
+        let w = take(
+            &mut tensors,
+            path,
+            &format!("{m}.weight"),
+            &[d[l + 1], d[l]],
+        )?;
+        let wt = Matrix::from_vec(d[l + 1], d[l], w);
+        params
+            .weights
+            .push(Matrix::from_vec(d[l], d[l + 1], transpose(&wt)));
+        if job.bias {
+            let b = take(&mut tensors, path, &format!("{m}.bias"), &[d[l + 1]])?;
+            params.biases.push(Matrix::from_vec(1, d[l + 1], b));
+        }
+    }
+    if let Some(extra) = tensors.keys().min() {
+        return Err(bad(
+            path,
+            format!("has a tensor `{extra}` the net of the flags does not (check --layers, --bias and --activation)"),
+        ));
+    }
+    // The optimizer's state, per tensor in our order (weights, then biases).
+    let names = state_names(job.optimizer.kind);
+    let n_tensors = params.weights.len() + params.biases.len();
+    let mut opt_state = vec![Vec::new(); n_tensors];
+    if !names.is_empty() {
+        let opt_path = optimizer_path(path);
+        let (mut opt, opt_meta) = read_file(&opt_path)?;
+        if opt_meta.get("step") != Some(&step.to_string()) {
+            return Err(bad(
+                &opt_path,
+                format!(
+                    "is the optimizer state of step {:?}, but {} is at step {step}",
+                    opt_meta.get("step"),
+                    path.display()
+                ),
+            ));
+        }
+        let depth = job.depth();
+        for (i, slot) in opt_state.iter_mut().enumerate() {
+            let (l, is_bias) = if i < depth {
+                (i, false)
+            } else {
+                (i - depth, true)
+            };
+            let m = module_name(job, l);
+            for buf in names {
+                let m = if is_bias {
+                    let v = take(&mut opt, &opt_path, &format!("{m}.bias.{buf}"), &[d[l + 1]])?;
+                    Matrix::from_vec(1, d[l + 1], v)
+                } else {
+                    let name = format!("{m}.weight.{buf}");
+                    let v = take(&mut opt, &opt_path, &name, &[d[l + 1], d[l]])?;
+                    Matrix::from_vec(
+                        d[l],
+                        d[l + 1],
+                        transpose(&Matrix::from_vec(d[l + 1], d[l], v)),
+                    )
+                };
+                slot.push(m);
+            }
+        }
+    }
+    Ok((
+        TrainState {
+            params,
+            opt_state,
+            step,
+            counters: counters("counters")?,
+            shared_counters: counters("shared_counters")?,
+        },
+        epoch,
+    ))
+}
