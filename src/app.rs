@@ -2,12 +2,12 @@
 //! print, write files.
 
 use crate::backend::Backend;
-use crate::cli::{Cli, Command, PlotArgs, TrainArgs};
+use crate::cli::{Cli, Command, EvalArgs, PlotArgs, PredictArgs, TrainArgs};
 use crate::cpu::CpuBackend;
 use crate::error::{Error, Result};
 use crate::gpu::{context, DeviceChoice, GpuBackend, GpuContext};
 use crate::init::{HostState, Matrix};
-use crate::io::history::{self, History};
+use crate::io::history::{self, History, ValPoint};
 use crate::io::{checkpoint, data, npy, summary};
 use crate::job::{self, Activation, DataSource, InitScheme, Job, Loss, Named, OptimizerKind};
 use crate::train::{self, Report};
@@ -30,6 +30,8 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Some(Command::Plot(args)) => plot_command(&args),
+        Some(Command::Eval(args)) => eval_command(&args),
+        Some(Command::Predict(args)) => predict_command(&args),
         None => train_command(&cli.train),
     }
 }
@@ -336,8 +338,77 @@ fn describe_net(job: &Job) -> String {
     )
 }
 
+/// A held-out set from `--val-split` (taken out of the dataset, which shrinks) or
+/// `--val-x`/`--val-y`.
+fn validation(
+    args: &TrainArgs,
+    job: &mut Job,
+    state: &mut HostState,
+) -> Result<Option<(Matrix, Matrix)>> {
+    let files = match (&args.val_x, &args.val_y) {
+        (None, None) => None,
+        (Some(x), Some(y)) => Some(data::load_npy_pair(x, y)?),
+        (Some(_), None) => return Err(Error::arg("--val-x", "needs --val-y FILE.npy")),
+        (None, Some(_)) => return Err(Error::arg("--val-y", "needs --val-x FILE.npy")),
+    };
+    let fraction = match &args.val_split {
+        None => None,
+        Some(_) if files.is_some() => {
+            return Err(Error::arg(
+                "--val-split",
+                "give the held-out set either as --val-split or as --val-x/--val-y",
+            ))
+        }
+        Some(f) => match f.trim().parse::<f64>() {
+            Ok(v) if v > 0.0 && v < 1.0 => Some(v),
+            _ => {
+                return Err(Error::arg(
+                    "--val-split",
+                    format!("`{f}` must be a fraction between 0 and 1, e.g. 0.2"),
+                ))
+            }
+        },
+    };
+    if let Some((x, y)) = files {
+        let depth = job.depth();
+        for (flag, m, want) in [
+            ("--val-x", &x, job.layers[0]),
+            ("--val-y", &y, job.layers[depth]),
+        ] {
+            if m.cols != want {
+                return Err(Error::arg(
+                    flag,
+                    format!("has {} columns per row; the net needs {want}", m.cols),
+                ));
+            }
+        }
+        return Ok(Some((x, y)));
+    }
+    let Some(fraction) = fraction else {
+        return Ok(None);
+    };
+    let Some(((tx, ty), val)) = crate::eval::split(&state.x, &state.y, fraction, job.seed) else {
+        return Err(Error::arg(
+            "--val-split",
+            format!(
+                "{fraction} of {} rows leaves none to train on",
+                state.x.rows
+            ),
+        ));
+    };
+    (state.x, state.y) = (tx, ty);
+    job.rows = Some(state.x.rows);
+    if args.batch.is_none() {
+        job.batch = job.batch.min(state.x.rows);
+    }
+    job.validate()?;
+    Ok(Some(val))
+}
+
 fn train_command(args: &TrainArgs) -> Result<()> {
-    let (job, state) = resolve(args)?;
+    let (mut job, mut state) = resolve(args)?;
+    let val = validation(args, &mut job, &mut state)?;
+    let (job, state) = (job, state);
     // Fail on an unwritable output before training, not after.
     for p in [&args.history, &args.summary_json, &args.plot, &args.save]
         .into_iter()
@@ -400,6 +471,31 @@ fn train_command(args: &TrainArgs) -> Result<()> {
     };
     let interrupted = interrupt_flag();
     let quiet = args.quiet;
+    // The held-out score at the start of every logged epoch and at the end, from the parameters
+    // read back then.
+    let scores = std::cell::RefCell::new(Vec::<ValPoint>::new());
+    let evaluate = |backend: &mut dyn Backend, epoch: usize| -> Result<()> {
+        if let Some((x, y)) = &val {
+            let s = crate::eval::score(&job, &backend.read_params()?, x, y);
+            scores.borrow_mut().push(ValPoint {
+                epoch,
+                loss: s.loss,
+                accuracy: s.accuracy,
+            });
+        }
+        Ok(())
+    };
+    evaluate(backend.as_mut(), first_epoch)?;
+    let val_text = |epoch: usize| {
+        let scores = scores.borrow();
+        let v = scores.iter().find(|v| v.epoch == epoch);
+        v.map_or_else(String::new, |v| {
+            let acc = v
+                .accuracy
+                .map_or_else(String::new, |a| format!("  val_acc {a:.4}"));
+            format!("  val_loss {:.6e}{acc}", v.loss)
+        })
+    };
     // A progress bar on an interactive terminal, unless only the summary or explicit log lines
     // were asked for; loss lines go above it.
     let interactive = !quiet
@@ -413,11 +509,15 @@ fn train_command(args: &TrainArgs) -> Result<()> {
         train::Hooks {
             on_log: &mut |epoch, loss| {
                 if !quiet {
-                    progress.line(&format!("epoch {epoch:>6}  loss {loss:.6e}"));
+                    let v = val_text(epoch);
+                    progress.line(&format!("epoch {epoch:>6}  loss {loss:.6e}{v}"));
                 }
             },
             on_chunk: &mut |backend, done, loss| {
                 progress.update(done - first_epoch, loss);
+                if (job.log_every > 0 && done.is_multiple_of(job.log_every)) || done == job.epochs {
+                    evaluate(backend, done)?;
+                }
                 if interrupted.load(Ordering::SeqCst) {
                     return Ok(true);
                 }
@@ -461,9 +561,16 @@ fn train_command(args: &TrainArgs) -> Result<()> {
         dispatches_per_epoch: backend.dispatches_per_epoch(),
         submits: backend.submits(),
         diverged_at: report.diverged.map(|(e, _)| e),
+        validation: scores.borrow().clone(),
     };
     println!("{}", summary_line(&s));
-    write_outputs(args, &s, &report)?;
+    if let Some(v) = scores.borrow().last() {
+        let acc = v
+            .accuracy
+            .map_or_else(String::new, |a| format!(", accuracy {a:.4}"));
+        println!("held-out loss {:.6e}{acc} after {} epochs", v.loss, v.epoch);
+    }
+    write_outputs(args, &s, &report, &scores.borrow())?;
     if report.stopped {
         let saved = saved.map_or_else(String::new, |p| {
             format!(
@@ -486,6 +593,81 @@ fn train_command(args: &TrainArgs) -> Result<()> {
         }),
         None => Ok(()),
     }
+}
+
+/// A checkpoint's net and parameters, for `eval` and `predict`.
+fn load_net(path: &std::path::Path) -> Result<(Job, crate::init::Params)> {
+    let job = checkpoint::job_of(path)?;
+    let (state, _) = checkpoint::load(path, &job)?;
+    Ok((job, state.params))
+}
+
+/// Inputs whose width must be the net's.
+fn check_width(flag: &'static str, m: &Matrix, want: usize, what: &str) -> Result<()> {
+    if m.cols == want {
+        return Ok(());
+    }
+    Err(Error::arg(
+        flag,
+        format!(
+            "has {} columns per row; the checkpoint's net has {want} {what}",
+            m.cols
+        ),
+    ))
+}
+
+/// `gpu-train eval`: the loss (and accuracy) of a checkpoint on a dataset.
+fn eval_command(args: &EvalArgs) -> Result<()> {
+    let (job, params) = load_net(&args.checkpoint)?;
+    let (x, y) =
+        match (&args.x, &args.y, &args.data) {
+            (Some(x), Some(y), None) => data::load_npy_pair(x, y)?,
+            (None, None, Some(csv)) => {
+                let k = args.targets.as_deref().ok_or_else(|| {
+                    Error::arg(
+                        "--targets",
+                        "--data needs --targets K: how many of the last columns are targets",
+                    )
+                })?;
+                data::load_csv(csv, job::parse_count("--targets", k)?)?
+            }
+            _ => return Err(Error::arg(
+                "--x",
+                "give the dataset as --x FILE.npy --y FILE.npy, or as --data FILE.csv --targets K",
+            )),
+        };
+    let depth = job.depth();
+    check_width("--x", &x, job.layers[0], "inputs")?;
+    check_width("--y", &y, job.layers[depth], "outputs")?;
+    let s = crate::eval::score(&job, &params, &x, &y);
+    let acc = s
+        .accuracy
+        .map_or_else(String::new, |a| format!(" | accuracy {a:.4}"));
+    println!(
+        "rows {} | loss {:.6e} ({}){acc}",
+        x.rows,
+        s.loss,
+        job.loss.describe()
+    );
+    Ok(())
+}
+
+/// `gpu-train predict`: a checkpoint's outputs for the rows of --x, as .npy.
+fn predict_command(args: &PredictArgs) -> Result<()> {
+    crate::io::check_writable(&args.output)?;
+    let (job, params) = load_net(&args.checkpoint)?;
+    let x = npy::read_matrix(&args.x)?;
+    data::check_finite(&args.x, &x)?;
+    check_width("--x", &x, job.layers[0], "inputs")?;
+    let pred = crate::eval::predict(&job, &params, &x);
+    npy::write_matrix(&args.output, &pred)?;
+    println!(
+        "wrote {} ({} x {})",
+        args.output.display(),
+        pred.rows,
+        pred.cols
+    );
+    Ok(())
 }
 
 /// `gpu-train plot`: every history's curve in one plot, labelled by file name (and device).
@@ -612,8 +794,14 @@ pub fn summary_line(s: &summary::Summary) -> String {
     )
 }
 
-fn write_outputs(args: &TrainArgs, s: &summary::Summary, report: &Report) -> Result<()> {
-    let history = History::new(&s.device.name, report.first_epoch, report.losses.clone());
+fn write_outputs(
+    args: &TrainArgs,
+    s: &summary::Summary,
+    report: &Report,
+    validation: &[ValPoint],
+) -> Result<()> {
+    let mut history = History::new(&s.device.name, report.first_epoch, report.losses.clone());
+    history.validation = validation.to_vec();
     if let Some(p) = &args.history {
         history.write(p)?;
     }

@@ -28,9 +28,51 @@ pub enum Command {
     Devices,
     /// List the presets (`--preset NAME`), one line each.
     Presets,
+    /// Score a checkpoint (--save) on a dataset: its loss, and its accuracy for one-hot targets.
+    Eval(EvalArgs),
+    /// Write a checkpoint's predictions for the inputs of --x as a .npy file [rows, outputs].
+    Predict(PredictArgs),
     /// Draw the loss curves of one or more saved histories (`--history` files, CSV or JSON) into
     /// one plot, to compare devices or settings.
     Plot(PlotArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct EvalArgs {
+    /// A checkpoint written by --save.
+    #[arg(long, value_name = "FILE")]
+    pub checkpoint: PathBuf,
+
+    /// Inputs (.npy, [rows, inputs]).
+    #[arg(long, value_name = "FILE.npy")]
+    pub x: Option<PathBuf>,
+
+    /// Targets (.npy, [rows, outputs]).
+    #[arg(long, value_name = "FILE.npy")]
+    pub y: Option<PathBuf>,
+
+    /// Inputs and targets from a CSV file instead (the last --targets columns are targets).
+    #[arg(long, value_name = "FILE.csv")]
+    pub data: Option<PathBuf>,
+
+    /// How many of the last columns of --data are targets.
+    #[arg(long, value_name = "K")]
+    pub targets: Option<String>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct PredictArgs {
+    /// A checkpoint written by --save.
+    #[arg(long, value_name = "FILE")]
+    pub checkpoint: PathBuf,
+
+    /// Inputs (.npy, [rows, inputs]).
+    #[arg(long, value_name = "FILE.npy")]
+    pub x: PathBuf,
+
+    /// Where to write the predictions (.npy, f32).
+    #[arg(long, short, value_name = "FILE.npy")]
+    pub output: PathBuf,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -91,6 +133,19 @@ pub struct TrainArgs {
     /// How many of the last columns of --data are targets.
     #[arg(long, value_name = "K")]
     pub targets: Option<String>,
+
+    /// Hold out this fraction of the dataset's rows (a seeded choice) and report the loss on them
+    /// (and the accuracy, for one-hot targets) at every logged epoch and at the end.
+    #[arg(long, value_name = "FRACTION")]
+    pub val_split: Option<String>,
+
+    /// A held-out set's inputs (.npy), scored like --val-split's; with --val-y.
+    #[arg(long, value_name = "FILE.npy")]
+    pub val_x: Option<PathBuf>,
+
+    /// A held-out set's targets (.npy).
+    #[arg(long, value_name = "FILE.npy")]
+    pub val_y: Option<PathBuf>,
 
     /// Rows of the generated (standard normal) dataset, trained in mini-batches of --batch rows
     /// [default: one batch].

@@ -10,6 +10,7 @@ pub mod backend;
 pub mod cli;
 pub mod cpu;
 pub mod error;
+pub mod eval;
 pub mod gpu;
 pub mod init;
 pub mod io;

@@ -1548,3 +1548,175 @@ fn cli_sigint_writes_a_checkpoint_and_the_history_and_exits_130() {
     .success();
     assert_eq!(r.summary().1, 3, "{} then 3 more: {}", epochs, r.describe());
 }
+
+/// One-hot classes from a seeded linear rule: 300 rows, 6 inputs, 3 classes.
+fn classes(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let mut r = common::rng(91);
+    let x = Matrix::from_vec(300, 6, common::randn(&mut r, 1800));
+    let w = common::randn(&mut r, 18);
+    let mut y = Matrix::zeros(300, 3);
+    for i in 0..300 {
+        let s: Vec<f32> = (0..3)
+            .map(|c| (0..6).map(|k| x.data[i * 6 + k] * w[k * 3 + c]).sum())
+            .collect();
+        let best = (0..3).fold(0, |b, c| if s[c] > s[b] { c } else { b });
+        y.data[i * 3 + best] = 1.0;
+    }
+    let (xp, yp) = (dir.join("cx.npy"), dir.join("cy.npy"));
+    npy::write_matrix(&xp, &x).unwrap();
+    npy::write_matrix(&yp, &y).unwrap();
+    (xp, yp)
+}
+
+/// `--val-split` holds out rows and reports their loss and accuracy on the log lines, in the
+/// history and at the end; `eval` scores the saved checkpoint on the whole set, `predict` writes
+/// its outputs, which agree with `eval`'s accuracy; bad input to both exits 2.
+#[test]
+fn cli_validation_eval_and_predict() {
+    let tmp = tempfile::tempdir().unwrap();
+    let f = |name: &str| tmp.path().join(name);
+    let (x, y) = classes(tmp.path());
+    let r = run([
+        "--device",
+        "cpu",
+        "--x",
+        p(&x),
+        "--y",
+        p(&y),
+        "--layers",
+        "6,16,3",
+        "--batch",
+        "20",
+        "--epochs",
+        "40",
+        "--log-every",
+        "10",
+        "--loss",
+        "mse",
+        "--optimizer",
+        "adam",
+        "--lr",
+        "1e-2",
+        "--bias",
+        "--init-scheme",
+        "torch",
+        "--val-split",
+        "0.25",
+        "--save",
+        p(&f("ck.safetensors")),
+        "--history",
+        p(&f("h.csv")),
+    ])
+    .success();
+    assert!(
+        r.stdout.contains("225 rows in batches of 20"),
+        "{}",
+        r.describe()
+    );
+    let logged: Vec<&str> = r
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("epoch"))
+        .collect();
+    assert_eq!(logged.len(), 4);
+    assert!(
+        logged
+            .iter()
+            .all(|l| l.contains("val_loss") && l.contains("val_acc")),
+        "{logged:?}"
+    );
+    let last = r
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("held-out loss"))
+        .unwrap();
+    let acc: f64 = last
+        .split("accuracy ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(acc > 0.8, "the classes are linear: {last}");
+    let h = std::fs::read_to_string(f("h.csv")).unwrap();
+    assert!(h.starts_with("epoch,loss,val_loss,val_accuracy\n0,"), "{h}");
+    assert_eq!(
+        h.lines().filter(|l| !l.ends_with(",,")).count(),
+        5,
+        "header + 4 scored: {h}"
+    );
+    let e = run([
+        "eval",
+        "--checkpoint",
+        p(&f("ck.safetensors")),
+        "--x",
+        p(&x),
+        "--y",
+        p(&y),
+    ])
+    .success();
+    assert!(
+        e.stdout.contains("rows 300 | loss") && e.stdout.contains("accuracy"),
+        "{}",
+        e.describe()
+    );
+    run([
+        "predict",
+        "--checkpoint",
+        p(&f("ck.safetensors")),
+        "--x",
+        p(&x),
+        "-o",
+        p(&f("pred.npy")),
+    ])
+    .success();
+    let pred = npy::read_matrix(&f("pred.npy")).unwrap();
+    assert_eq!(pred.shape(), [300, 3]);
+    let labels = npy::read_matrix(&y).unwrap();
+    let argmax = |r: &[f32]| (0..3).fold(0, |b, c| if r[c] > r[b] { c } else { b });
+    let hits = (pred.data.chunks(3).zip(labels.data.chunks(3)))
+        .filter(|(p, t)| argmax(p) == argmax(t))
+        .count();
+    let eval_acc: f64 = e
+        .stdout
+        .split("accuracy ")
+        .nth(1)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        (hits as f64 / 300.0 - eval_acc).abs() < 1e-4,
+        "{hits} vs {}",
+        e.stdout
+    );
+    // Bad input.
+    let r = run(["--device", "cpu", "--val-split", "1.5", "--epochs", "1"]);
+    assert_bad_input(&r, &["--val-split", "1.5"]);
+    let r = run(["--device", "cpu", "--val-x", p(&x), "--epochs", "1"]);
+    assert_bad_input(&r, &["--val-x", "--val-y"]);
+    let r = run([
+        "eval",
+        "--checkpoint",
+        p(&f("ck.safetensors")),
+        "--x",
+        p(&y),
+        "--y",
+        p(&y),
+    ]);
+    assert_bad_input(&r, &["--x", "3 columns", "6 inputs"]);
+    let r = run(["eval", "--checkpoint", p(&x), "--x", p(&x), "--y", p(&y)]);
+    assert_bad_input(&r, &["cx.npy"]);
+    let r = run([
+        "predict",
+        "--checkpoint",
+        p(&f("ck.safetensors")),
+        "--x",
+        p(&x),
+        "-o",
+        p(&f("no/dir/p.npy")),
+    ]);
+    assert_bad_input(&r, &["p.npy", "does not exist"]);
+}

@@ -355,3 +355,44 @@ pub fn load(path: &Path, job: &Job) -> Result<(TrainState, usize)> {
         epoch,
     ))
 }
+
+/// The net a checkpoint was trained as (widths, activation, biases, loss, optimizer, dynamic
+/// depth), from the configuration in its metadata: what `gpu-train eval` and `predict` need.
+pub fn job_of(path: &Path) -> Result<Job> {
+    let (_, meta) = read_file(path)?;
+    if meta.get("format").map(String::as_str) != Some(FORMAT) {
+        return Err(bad(
+            path,
+            "not a gpu-train checkpoint (no gpu-train metadata)".into(),
+        ));
+    }
+    let config: serde_json::Value = meta
+        .get("config")
+        .and_then(|c| serde_json::from_str(c).ok())
+        .ok_or_else(|| bad(path, "metadata `config` is missing or not JSON".into()))?;
+    let broken = |what: &str| bad(path, format!("metadata `config` has no valid `{what}`"));
+    let layers: Vec<usize> =
+        serde_json::from_value(config["layers"].clone()).map_err(|_| broken("layers"))?;
+    let name = |key: &str| config[key].as_str().ok_or_else(|| broken(key));
+    let mut job = Job {
+        layers,
+        activation: Activation::parse(name("activation")?).map_err(|_| broken("activation"))?,
+        loss: crate::job::Loss::parse(name("loss")?).map_err(|_| broken("loss"))?,
+        bias: config["bias"].as_bool().ok_or_else(|| broken("bias"))?,
+        ..Job::default()
+    };
+    let kind = config["optimizer"]["kind"]
+        .as_str()
+        .ok_or_else(|| broken("optimizer"))?;
+    job.optimizer.kind = OptimizerKind::parse(kind).map_err(|_| broken("optimizer"))?;
+    if let Some(max) = config["dynamic"]["max"].as_u64() {
+        job.dynamic = Some(crate::job::DynamicDepth {
+            max: max as usize,
+            schedule: Vec::new(),
+        });
+    }
+    if job.layers.len() < 2 || job.layers.contains(&0) {
+        return Err(broken("layers"));
+    }
+    Ok(job)
+}

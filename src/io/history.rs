@@ -19,6 +19,19 @@ pub struct History {
     /// The training loss of epoch `i` at `loss[i]`; JSON holds a non-finite loss as null.
     #[serde(with = "nullable")]
     pub loss: Vec<f32>,
+    /// The held-out loss (and accuracy) at the start of some epochs (at the end: `epoch` = the
+    /// number of epochs trained).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub validation: Vec<ValPoint>,
+}
+
+/// The held-out score at the start of `epoch`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ValPoint {
+    pub epoch: usize,
+    pub loss: f32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accuracy: Option<f32>,
 }
 
 /// f32s with JSON's null for NaN and infinities (which JSON cannot hold).
@@ -48,6 +61,7 @@ impl History {
             device: device.into(),
             first_epoch,
             loss,
+            validation: Vec::new(),
         }
     }
 
@@ -61,10 +75,27 @@ impl History {
                 w.write_all(b"\n")
             });
         }
+        let val: std::collections::HashMap<usize, &ValPoint> =
+            self.validation.iter().map(|v| (v.epoch, v)).collect();
         super::atomic_write(path, |w| {
-            writeln!(w, "epoch,loss")?;
+            if self.validation.is_empty() {
+                writeln!(w, "epoch,loss")?;
+            } else {
+                writeln!(w, "epoch,loss,val_loss,val_accuracy")?;
+            }
             for (e, l) in self.loss.iter().enumerate() {
-                writeln!(w, "{},{l:?}", self.first_epoch + e)?;
+                let epoch = self.first_epoch + e;
+                write!(w, "{epoch},{l:?}")?;
+                if !self.validation.is_empty() {
+                    match val.get(&epoch) {
+                        Some(v) => {
+                            let acc = v.accuracy.map_or_else(String::new, |a| format!("{a:?}"));
+                            write!(w, ",{:?},{acc}", v.loss)?;
+                        }
+                        None => write!(w, ",,")?,
+                    }
+                }
+                writeln!(w)?;
             }
             Ok(())
         })
@@ -83,7 +114,7 @@ impl History {
         }
         let mut lines = text.lines().enumerate();
         match lines.next() {
-            Some((_, h)) if h.trim() == "epoch,loss" => {}
+            Some((_, h)) if h.trim().starts_with("epoch,loss") => {}
             other => {
                 return Err(bad(format!(
                     "line 1 is {:?}; a history CSV starts with `epoch,loss`",
@@ -97,8 +128,8 @@ impl History {
             if line.trim().is_empty() {
                 continue;
             }
-            let value = line
-                .split_once(',')
+            let mut fields = line.split(',');
+            let value = (fields.next().zip(fields.next()))
                 .and_then(|(e, l)| Some((e.trim().parse::<usize>().ok()?, l.trim().parse().ok()?)));
             let first = *first_epoch.get_or_insert(value.map_or(0, |(e, _)| e));
             match value {
@@ -121,6 +152,7 @@ impl History {
             device,
             first_epoch: first_epoch.unwrap_or(0),
             loss,
+            validation: Vec::new(),
         })
     }
 }

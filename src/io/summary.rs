@@ -47,6 +47,8 @@ pub struct Summary {
     pub submits: usize,
     /// `Some(epoch)` if the loss became NaN or infinite there.
     pub diverged_at: Option<usize>,
+    /// The held-out score at the start of each logged epoch and at the end (with a held-out set).
+    pub validation: Vec<super::history::ValPoint>,
 }
 
 pub fn write_summary(path: &Path, summary: &Summary) -> Result<()> {

@@ -1,0 +1,160 @@
+//! Scoring a net on held-out data: the forward pass of the CPU reference over every row, the
+//! job's loss over them (its definition over the whole set: summed for sse and half-sse, the
+//! mean for mse and l1), and the accuracy when the targets are one-hot (every row one 1 and
+//! zeros). Used for the validation loss during training (on the parameters read back at each log
+//! point, from either device), by `gpu-train eval`, and by `gpu-train predict`.
+
+use crate::cpu::{bias_forward, loss_forward, matmul, relu_forward, Epilogue};
+use crate::init::{Matrix, Params};
+use crate::job::{Activation, Job};
+
+/// A held-out set's score.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Score {
+    pub loss: f32,
+    /// The fraction of rows whose largest output is at the target's 1, for one-hot targets.
+    pub accuracy: Option<f32>,
+}
+
+/// The net's outputs `[rows, dL]` for the inputs `x` `[rows, d0]`. A dynamic-depth net runs its
+/// shared layer once.
+pub fn predict(job: &Job, params: &Params, x: &Matrix) -> Matrix {
+    let rows = x.rows;
+    let apps = job.applications(1);
+    let mut input = x.data.clone();
+    for (j, &l) in apps.iter().enumerate() {
+        let (k, n) = (job.layers[l], job.layers[l + 1]);
+        let mut out = vec![0.0f32; rows * n];
+        let w = &params.weights[l].data;
+        matmul(
+            &mut out,
+            &input,
+            w,
+            rows,
+            n,
+            k,
+            false,
+            false,
+            Epilogue::Store,
+        );
+        if let Some(b) = params.biases.get(l) {
+            bias_forward(&mut out, &b.data);
+        }
+        if j + 1 < apps.len() && job.activation == Activation::Relu {
+            relu_forward(&mut out);
+        }
+        input = out;
+    }
+    Matrix::from_vec(rows, job.layers[job.depth()], input)
+}
+
+/// Whether every row of `y` is one-hot (one 1, zeros elsewhere) over at least two columns.
+pub fn one_hot(y: &Matrix) -> bool {
+    y.cols >= 2
+        && y.data.chunks(y.cols).all(|row| {
+            row.iter().filter(|&&v| v == 1.0).count() == 1
+                && row.iter().all(|&v| v == 0.0 || v == 1.0)
+        })
+}
+
+/// The loss of the net on (`x`, `y`) and, for one-hot targets, its accuracy.
+pub fn score(job: &Job, params: &Params, x: &Matrix, y: &Matrix) -> Score {
+    let pred = predict(job, params, x);
+    let n = pred.data.len();
+    let (mut g, mut vals) = (vec![0.0f32; n], vec![0.0f32; n]);
+    let loss = loss_forward(&mut g, &mut vals, &pred.data, &y.data, job.loss);
+    let accuracy = one_hot(y).then(|| {
+        let argmax =
+            |r: &[f32]| (0..r.len()).fold(0, |best, i| if r[i] > r[best] { i } else { best });
+        let hits = (pred.data.chunks(pred.cols).zip(y.data.chunks(y.cols)))
+            .filter(|(p, t)| argmax(p) == argmax(t))
+            .count();
+        hits as f32 / y.rows as f32
+    });
+    Score { loss, accuracy }
+}
+
+/// Split `(x, y)` into a training part and the held-out `fraction` of its rows (at least one of
+/// each), chosen by a seeded shuffle (ChaCha8, the seed's stream `2^33`): `(train, held out)`.
+pub fn split(
+    x: &Matrix,
+    y: &Matrix,
+    fraction: f64,
+    seed: u64,
+) -> Option<((Matrix, Matrix), (Matrix, Matrix))> {
+    use rand::SeedableRng;
+    let rows = x.rows;
+    let held = ((rows as f64 * fraction).round() as usize).max(1);
+    if held >= rows {
+        return None;
+    }
+    let mut order: Vec<usize> = (0..rows).collect();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(1 << 33);
+    rand::seq::SliceRandom::shuffle(&mut order[..], &mut rng);
+    let pick = |m: &Matrix, rows: &[usize]| {
+        let data = rows
+            .iter()
+            .flat_map(|&r| m.data[r * m.cols..(r + 1) * m.cols].iter().copied())
+            .collect();
+        Matrix::from_vec(rows.len(), m.cols, data)
+    };
+    let (train, val) = order.split_at(rows - held);
+    Some((
+        (pick(x, train), pick(y, train)),
+        (pick(x, val), pick(y, val)),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::CpuBackend;
+    use crate::init::HostState;
+    use crate::job::Loss;
+
+    #[test]
+    fn score_is_the_training_loss_and_accuracy_counts_argmax_hits() {
+        let job = Job {
+            layers: vec![5, 4, 3],
+            batch: 7,
+            bias: true,
+            loss: Loss::Mse,
+            ..Job::default()
+        };
+        let state = HostState::seeded(&job);
+        let (loss, _) = CpuBackend::new(&job, &state).gradients();
+        let s = score(&job, &state.params(), &state.x, &state.y);
+        assert_eq!(s.loss, loss, "the same forward pass and loss as training");
+        assert_eq!(s.accuracy, None, "normal targets are not one-hot");
+        let pred = predict(&job, &state.params(), &state.x);
+        let mut y = Matrix::zeros(7, 3);
+        for r in 0..7 {
+            let row = &pred.data[r * 3..r * 3 + 3];
+            let best = (0..3).fold(0, |b, i| if row[i] > row[b] { i } else { b });
+            // Rows 0..4 labelled with the prediction's argmax, the rest with another class.
+            y.data[r * 3 + if r < 4 { best } else { (best + 1) % 3 }] = 1.0;
+        }
+        assert!(one_hot(&y));
+        let s = score(&job, &state.params(), &state.x, &y);
+        assert_eq!(s.accuracy, Some(4.0 / 7.0));
+    }
+
+    #[test]
+    fn split_holds_out_a_seeded_fraction_and_keeps_every_row_once() {
+        let x = Matrix::from_vec(10, 1, (0..10).map(|v| v as f32).collect());
+        let y = x.clone();
+        let ((tx, ty), (vx, vy)) = split(&x, &y, 0.2, 3).unwrap();
+        assert_eq!((tx.rows, vx.rows), (8, 2));
+        assert_eq!(
+            (tx.data.clone(), vx.data.clone()),
+            (ty.data, vy.data),
+            "rows stay paired"
+        );
+        let mut all: Vec<f32> = tx.data.iter().chain(&vx.data).copied().collect();
+        all.sort_by(f32::total_cmp);
+        assert_eq!(all, x.data);
+        assert_eq!(split(&x, &y, 0.2, 3).unwrap().1 .0, vx, "seeded");
+        assert!(split(&x, &y, 0.99, 3).is_none(), "nothing left to train on");
+    }
+}
