@@ -177,7 +177,9 @@ fn load_data(args: &TrainArgs) -> Result<Option<(Matrix, Matrix, DataSource)>> {
         (Some(_), None, None) => Err(Error::arg("--x", "needs --y FILE.npy (the targets)")),
         (None, Some(_), None) => Err(Error::arg("--y", "needs --x FILE.npy (the inputs)")),
         (Some(x), Some(y), None) => {
-            let (xm, ym) = data::load_npy_pair(x, y)?;
+            // Class indices become one-hot over the outputs of --layers, if given.
+            let classes = args.layers.as_ref().map(|_| layers_out(args)).transpose()?;
+            let (xm, ym) = data::load_npy_pair(x, y, classes)?;
             let source = DataSource::Files {
                 x: shown(x),
                 y: shown(y),
@@ -200,6 +202,15 @@ fn load_data(args: &TrainArgs) -> Result<Option<(Matrix, Matrix, DataSource)>> {
             Ok(Some((xm, ym, source)))
         }
     }
+}
+
+/// The last width of `--layers`.
+fn layers_out(args: &TrainArgs) -> Result<usize> {
+    let layers = job::parse_layers(args.layers.as_deref().unwrap_or_default())?;
+    layers
+        .last()
+        .copied()
+        .ok_or_else(|| Error::arg("--layers", "is empty"))
 }
 
 /// A job on a dataset from files: its widths are the net's input and output (`--layers`, if
@@ -347,7 +358,7 @@ fn validation(
 ) -> Result<Option<(Matrix, Matrix)>> {
     let files = match (&args.val_x, &args.val_y) {
         (None, None) => None,
-        (Some(x), Some(y)) => Some(data::load_npy_pair(x, y)?),
+        (Some(x), Some(y)) => Some(data::load_npy_pair(x, y, Some(job.layers[job.depth()]))?),
         (Some(_), None) => return Err(Error::arg("--val-x", "needs --val-y FILE.npy")),
         (None, Some(_)) => return Err(Error::arg("--val-y", "needs --val-x FILE.npy")),
     };
@@ -621,7 +632,7 @@ fn eval_command(args: &EvalArgs) -> Result<()> {
     let (job, params) = load_net(&args.checkpoint)?;
     let (x, y) =
         match (&args.x, &args.y, &args.data) {
-            (Some(x), Some(y), None) => data::load_npy_pair(x, y)?,
+            (Some(x), Some(y), None) => data::load_npy_pair(x, y, Some(job.layers[job.depth()]))?,
             (None, None, Some(csv)) => {
                 let k = args.targets.as_deref().ok_or_else(|| {
                     Error::arg(

@@ -1720,3 +1720,72 @@ fn cli_validation_eval_and_predict() {
     ]);
     assert_bad_input(&r, &["p.npy", "does not exist"]);
 }
+
+/// Targets given as integer class indices (1-D, as numpy's `np.int64` labels) train as one-hot
+/// rows over the classes, and report accuracy; out-of-range or 2-D integer labels exit 2.
+#[test]
+fn cli_class_index_targets_become_one_hot() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (x, y) = classes(tmp.path());
+    let onehot = npy::read_matrix(&y).unwrap();
+    let labels: Vec<u8> = (onehot.data.chunks(3))
+        .flat_map(|r| ((0..3).position(|c| r[c] == 1.0).unwrap() as i64).to_le_bytes())
+        .collect();
+    let lp = tmp.path().join("labels.npy");
+    write_npy(&lp, "<i8", &[300], &labels);
+    let args = |y: &Path| {
+        run([
+            "--device",
+            "cpu",
+            "--x",
+            p(&x),
+            "--y",
+            p(y),
+            "--batch",
+            "30",
+            "--epochs",
+            "20",
+            "--loss",
+            "mse",
+            "--optimizer",
+            "adam",
+            "--lr",
+            "1e-2",
+            "--bias",
+            "--init-scheme",
+            "torch",
+            "--val-split",
+            "0.2",
+            "--quiet",
+        ])
+    };
+    let a = args(&lp).success();
+    let b = args(&y).success();
+    let held = |r: &Run| {
+        r.stdout
+            .lines()
+            .find(|l| l.starts_with("held-out"))
+            .map(String::from)
+    };
+    assert_eq!(
+        a.summary().2,
+        b.summary().2,
+        "labels train exactly as their one-hot rows"
+    );
+    assert_eq!(held(&a), held(&b));
+    assert!(a.stdout.contains("accuracy"), "{}", a.describe());
+    let r = run([
+        "--device",
+        "cpu",
+        "--x",
+        p(&x),
+        "--y",
+        p(&lp),
+        "--layers",
+        "6,8,2",
+    ]);
+    assert_bad_input(&r, &["labels.npy", "class index 2", "2 outputs"]);
+    write_npy(&lp, "<i8", &[100, 3], &[0u8; 2400]);
+    let r = run(["--device", "cpu", "--x", p(&x), "--y", p(&lp)]);
+    assert_bad_input(&r, &["labels.npy", "[100, 3]"]);
+}

@@ -30,10 +30,16 @@ pub fn check_finite(path: &Path, m: &Matrix) -> Result<()> {
     }
 }
 
-/// `x` (`[rows, d0]`) and `y` (`[rows, dL]`) from two .npy files with the same number of rows.
-pub fn load_npy_pair(x_path: &Path, y_path: &Path) -> Result<(Matrix, Matrix)> {
+/// `x` (`[rows, d0]`) and `y` (`[rows, dL]`) from two .npy files with the same number of rows;
+/// integer class indices in `y` become one-hot rows over `classes` classes (see
+/// [`super::npy::read_targets`]).
+pub fn load_npy_pair(
+    x_path: &Path,
+    y_path: &Path,
+    classes: Option<usize>,
+) -> Result<(Matrix, Matrix)> {
     let x = super::npy::read_matrix(x_path)?;
-    let y = super::npy::read_matrix(y_path)?;
+    let y = super::npy::read_targets(y_path, classes)?;
     if x.rows != y.rows {
         return Err(bad(
             y_path,

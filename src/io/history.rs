@@ -216,7 +216,15 @@ fn draw<DB: DrawingBackend>(
             .map(|(i, &l)| ((h.first_epoch + i) as f64, l as f64))
             .collect()
     };
-    let all: Vec<(f64, f64)> = runs.iter().flat_map(|(_, h)| points(h)).collect();
+    let held = |h: &History| -> Vec<(f64, f64)> {
+        (h.validation.iter())
+            .filter(|v| v.loss.is_finite() && v.loss > 0.0)
+            .map(|v| (v.epoch as f64, v.loss as f64))
+            .collect()
+    };
+    let all: Vec<(f64, f64)> = (runs.iter())
+        .flat_map(|(_, h)| points(h).into_iter().chain(held(h)))
+        .collect();
     let epochs = runs
         .iter()
         .map(|(_, h)| h.loss.len())
@@ -254,6 +262,21 @@ fn draw<DB: DrawingBackend>(
             .legend(move |(x, y)| {
                 PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
             });
+        // The held-out loss, where scored: a thin line through circles.
+        let held = held(h);
+        if !held.is_empty() {
+            chart
+                .draw_series(LineSeries::new(held.clone(), color.stroke_width(1)))
+                .map_err(e)?
+                .label(format!("{label} (held out)"))
+                .legend(move |(x, y)| Circle::new((x + 10, y), 3, color.stroke_width(1)));
+            chart
+                .draw_series(
+                    held.into_iter()
+                        .map(|p| Circle::new(p, 3, color.stroke_width(1))),
+                )
+                .map_err(e)?;
+        }
     }
     chart
         .configure_series_labels()

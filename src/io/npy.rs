@@ -42,6 +42,23 @@ pub fn read_matrix(path: &Path) -> Result<Matrix> {
 
 /// An f32 or f64 C-order array of `ndim` dimensions, as its shape and f32 values.
 fn read_array(path: &Path, ndim: usize) -> Result<(Vec<usize>, Vec<f32>)> {
+    match read_any(path, &[ndim])? {
+        (shape, Values::Float(v)) => Ok((shape, v)),
+        (_, Values::Int(_)) => Err(Error::BadFile {
+            path: path.to_path_buf(),
+            msg: "dtype is an integer type; expected f32 or f64".into(),
+        }),
+    }
+}
+
+/// The values of an array: floats (as f32), or integers (class labels).
+enum Values {
+    Float(Vec<f32>),
+    Int(Vec<i64>),
+}
+
+/// A C-order array of one of the dimension counts `ndims`: f32, f64, or any integer type.
+fn read_any(path: &Path, ndims: &[usize]) -> Result<(Vec<usize>, Values)> {
     let bad = |msg: String| Error::BadFile {
         path: path.to_path_buf(),
         msg,
@@ -51,9 +68,11 @@ fn read_array(path: &Path, ndim: usize) -> Result<(Vec<usize>, Vec<f32>)> {
     let npy =
         npyz::NpyFile::new(&bytes[..]).map_err(|e| bad(format!("not a valid .npy file ({e})")))?;
     let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
-    if shape.len() != ndim {
+    if !ndims.contains(&shape.len()) {
+        let want: Vec<String> = ndims.iter().map(|d| format!("{d}-D")).collect();
         return Err(bad(format!(
-            "expected a {ndim}-D array, found {} dimension(s) with shape {shape:?}",
+            "expected a {} array, found {} dimension(s) with shape {shape:?}",
+            want.join(" or "),
             shape.len()
         )));
     }
@@ -63,26 +82,126 @@ fn read_array(path: &Path, ndim: usize) -> Result<(Vec<usize>, Vec<f32>)> {
         ));
     }
     let dtype = npy.dtype();
+    let unsupported = || {
+        bad(format!(
+            "dtype {} is not f32, f64 or an integer type",
+            dtype.descr()
+        ))
+    };
     let (kind, size) = match &dtype {
         DType::Plain(ts) => (ts.type_char(), ts.size_field()),
-        _ => return Err(bad(format!("dtype {} is not f32 or f64", dtype.descr()))),
+        _ => return Err(unsupported()),
     };
-    let data: Vec<f32> = match (kind, size) {
-        (TypeChar::Float, 4) => npy.into_vec::<f32>(),
-        (TypeChar::Float, 8) => npy
-            .into_vec::<f64>()
-            .map(|v| v.into_iter().map(|x| x as f32).collect()),
-        _ => return Err(bad(format!("dtype {} is not f32 or f64", dtype.descr()))),
-    }
-    .map_err(|e| bad(format!("truncated or unreadable data ({e})")))?;
-    if data.len() != shape.iter().product::<usize>() {
+    let unreadable = |e: std::io::Error| bad(format!("truncated or unreadable data ({e})"));
+    let ints = |v: Vec<i64>| Values::Int(v);
+    let values = match (kind, size) {
+        (TypeChar::Float, 4) => Values::Float(npy.into_vec::<f32>().map_err(unreadable)?),
+        (TypeChar::Float, 8) => Values::Float(
+            (npy.into_vec::<f64>().map_err(unreadable)?)
+                .into_iter()
+                .map(|x| x as f32)
+                .collect(),
+        ),
+        (TypeChar::Int, 1) => ints(
+            npy.into_vec::<i8>()
+                .map_err(unreadable)?
+                .into_iter()
+                .map(i64::from)
+                .collect(),
+        ),
+        (TypeChar::Int, 2) => ints(
+            npy.into_vec::<i16>()
+                .map_err(unreadable)?
+                .into_iter()
+                .map(i64::from)
+                .collect(),
+        ),
+        (TypeChar::Int, 4) => ints(
+            npy.into_vec::<i32>()
+                .map_err(unreadable)?
+                .into_iter()
+                .map(i64::from)
+                .collect(),
+        ),
+        (TypeChar::Int, 8) => ints(npy.into_vec::<i64>().map_err(unreadable)?),
+        (TypeChar::Uint, 1) => ints(
+            npy.into_vec::<u8>()
+                .map_err(unreadable)?
+                .into_iter()
+                .map(i64::from)
+                .collect(),
+        ),
+        (TypeChar::Uint, 2) => ints(
+            npy.into_vec::<u16>()
+                .map_err(unreadable)?
+                .into_iter()
+                .map(i64::from)
+                .collect(),
+        ),
+        (TypeChar::Uint, 4) => ints(
+            npy.into_vec::<u32>()
+                .map_err(unreadable)?
+                .into_iter()
+                .map(i64::from)
+                .collect(),
+        ),
+        _ => return Err(unsupported()),
+    };
+    let len = match &values {
+        Values::Float(v) => v.len(),
+        Values::Int(v) => v.len(),
+    };
+    if len != shape.iter().product::<usize>() {
         return Err(bad(format!(
-            "holds {} values, but its shape {shape:?} needs {}",
-            data.len(),
+            "holds {len} values, but its shape {shape:?} needs {}",
             shape.iter().product::<usize>()
         )));
     }
-    Ok((shape, data))
+    Ok((shape, values))
+}
+
+/// Targets from a .npy file: a 2-D float array as it is, or class indices (an integer array of
+/// shape `[rows]` or `[rows, 1]`) as one-hot rows over `classes` classes (default: the largest
+/// index + 1).
+pub fn read_targets(path: &Path, classes: Option<usize>) -> Result<Matrix> {
+    let bad = |msg: String| Error::BadFile {
+        path: path.to_path_buf(),
+        msg,
+    };
+    match read_any(path, &[1, 2])? {
+        (shape, Values::Float(v)) if shape.len() == 2 => {
+            Ok(Matrix::from_vec(shape[0], shape[1], v))
+        }
+        (shape, Values::Float(_)) => Err(bad(format!(
+            "a 1-D float array {shape:?}: targets are 2-D floats, or 1-D integer class indices"
+        ))),
+        (shape, Values::Int(labels)) => {
+            if shape.len() == 2 && shape[1] != 1 {
+                return Err(bad(format!(
+                    "integer targets of shape {shape:?}: class indices are [rows] or [rows, 1]"
+                )));
+            }
+            if let Some(i) = labels.iter().position(|&c| c < 0) {
+                return Err(bad(format!(
+                    "class index {} at row {i} is negative",
+                    labels[i]
+                )));
+            }
+            let most = labels.iter().max().map_or(0, |&m| m as usize + 1);
+            let k = classes.unwrap_or(most);
+            if let Some(i) = labels.iter().position(|&c| c as usize >= k) {
+                return Err(bad(format!(
+                    "class index {} at row {i} is out of range for a net with {k} outputs",
+                    labels[i]
+                )));
+            }
+            let mut m = Matrix::zeros(labels.len(), k);
+            for (r, &c) in labels.iter().enumerate() {
+                m.data[r * k + c as usize] = 1.0;
+            }
+            Ok(m)
+        }
+    }
 }
 
 /// File name of weight `l` (0-based): `w1.npy`, `w2.npy`, ...
