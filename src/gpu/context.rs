@@ -243,6 +243,18 @@ impl GpuContext {
                 slot.get_or_insert_with(|| e.to_string());
             }
         }));
+        log::info!(
+            "opened {} ({:?}, {}, driver {} {}): max_texture_dimension_2d {}, \
+             max_storage_buffer_binding_size {}, max_buffer_size {}",
+            info.name,
+            info.device_type,
+            info.backend,
+            info.driver,
+            info.driver_info,
+            limits.max_texture_dimension_2d,
+            limits.max_storage_buffer_binding_size,
+            limits.max_buffer_size
+        );
         let kernels = Kernels::new(&device);
         Ok(Arc::new(GpuContext {
             device,

@@ -1185,6 +1185,17 @@ impl GpuBackend {
                 plans.insert(key, net.plan(&ctx, key)?);
             }
         }
+        log::info!(
+            "recorded {} plans of {} dispatches per step, at most {max_steps} steps per \
+             submission{}",
+            plans.len(),
+            plans.values().map(Vec::len).max().unwrap_or(0),
+            if net.data.is_some() {
+                " (dataset resident, batches gathered on the GPU)"
+            } else {
+                ""
+            }
+        );
         warm_up(&ctx, &net, &plans)?;
         Ok(GpuBackend {
             ctx,
@@ -1275,6 +1286,12 @@ impl GpuBackend {
         enc.copy_buffer_to_buffer(&self.net.history, 0, &self.staging, 0, bytes);
         ctx.queue.submit([enc.finish()]);
         self.submits += 1;
+        log::debug!(
+            "submission {}: {steps} steps from step {}, {} dispatches",
+            self.submits,
+            self.step,
+            plans.iter().map(|p| p.len()).sum::<usize>()
+        );
         let losses = ctx.map_f32(&self.staging, bytes)?;
         if !grad_only {
             (self.parity, self.shared_parity) = (parity, shared_parity);
