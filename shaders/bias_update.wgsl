@@ -38,7 +38,12 @@ fn bias_update(@builtin(global_invocation_id) gid: vec3<u32>) {
         return;
     }
     var s = vec4<f32>(0.0);
-    for (var r = 0u; r < params.rows; r++) {
+    // params.rows, in a form the compiler cannot treat as a uniform value: Mesa's gallium drivers
+    // (lavapipe) inline uniforms that bound loops and compile a variant per value, which made
+    // this kernel recompile at every dispatch for rows <= 32 (100x slower; benches/README.md).
+    // g has at least `rows` rows, so the min changes nothing.
+    let rows = min(params.rows, textureDimensions(g).y);
+    for (var r = 0u; r < rows; r++) {
         s += textureLoad(g, vec2<u32>(c4, r));
     }
     if (ACC_IN) {

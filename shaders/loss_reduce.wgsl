@@ -45,7 +45,10 @@ var<workgroup> partial: array<f32, 256>;
 @compute @workgroup_size(256)
 fn loss_reduce(@builtin(local_invocation_index) lid: u32) {
     var s = 0.0;
-    for (var i = lid; i < params.len; i += WIDTH) {
+    // The bound in a form the compiler cannot treat as a uniform value (see bias_update.wgsl);
+    // values holds at least len elements (padded), so the min changes nothing.
+    let len = min(params.len, arrayLength(&values));
+    for (var i = lid; i < len; i += WIDTH) {
         s += values[(i / params.cols) * params.cols_padded + i % params.cols];
     }
     partial[lid] = s;

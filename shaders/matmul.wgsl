@@ -104,6 +104,15 @@ fn load_b(k: u32, c0: u32) -> mat4x4<f32> {
     return transpose(mat4x4<f32>(texel(b, q, k), texel(b, q, k + 1u), texel(b, q, k + 2u), texel(b, q, k + 3u)));
 }
 
+// params.k, computed so that the compiler cannot treat it as a uniform value: Mesa's gallium
+// drivers (lavapipe) inline uniforms that bound loops and compile a variant per value (see
+// bias_update.wgsl). K is 4x A's width (stored [M, K]) or A's height (stored [K, M]), so the min
+// changes nothing.
+fn k_end() -> u32 {
+    let d = textureDimensions(a);
+    return min(params.k, 4u * max(d.x, d.y));
+}
+
 // acc + x·y for 4x4 blocks, as explicit fused multiply-adds in k order.
 fn mac(acc: mat4x4<f32>, x: mat4x4<f32>, y: mat4x4<f32>) -> mat4x4<f32> {
     return mat4x4<f32>(
@@ -175,7 +184,7 @@ fn matmul_8x8(@builtin(global_invocation_id) gid: vec3<u32>) {
     var c01 = mat4x4<f32>();
     var c10 = mat4x4<f32>();
     var c11 = mat4x4<f32>();
-    for (var k = 0u; k < params.k; k += 4u) {
+    for (var k = 0u; k < k_end(); k += 4u) {
         let a0 = load_a(r, k);
         let a1 = load_a(r + 4u, k);
         let b0 = load_b(k, c0);
@@ -221,7 +230,7 @@ fn matmul_16x16(@builtin(global_invocation_id) gid: vec3<u32>) {
     var c3_1 = mat4x4<f32>();
     var c3_2 = mat4x4<f32>();
     var c3_3 = mat4x4<f32>();
-    for (var k = 0u; k < params.k; k += 4u) {
+    for (var k = 0u; k < k_end(); k += 4u) {
         let a0 = load_a(r + 0u, k);
         let a1 = load_a(r + 4u, k);
         let a2 = load_a(r + 8u, k);
