@@ -180,16 +180,11 @@ impl GpuMatrix {
     /// Overwrite with the `[rows, cols]` row-major `data` (padding zero).
     pub fn write(&self, ctx: &GpuContext, data: &[f32]) {
         let padded = to_padded(self.rows, self.cols, data, 0.0);
-        let size = Self::extent(self.rows, self.cols);
-        ctx.queue.write_texture(
-            self.texture.as_image_copy(),
-            bytemuck::cast_slice(&padded),
-            wgpu::TexelCopyBufferLayout {
-                offset: 0,
-                bytes_per_row: Some(size.width * 16),
-                rows_per_image: Some(size.height),
-            },
-            size,
+        write_texels(
+            ctx,
+            &self.texture,
+            &padded,
+            Self::extent(self.rows, self.cols),
         );
     }
 
@@ -202,6 +197,21 @@ impl GpuMatrix {
             from_padded(self.rows, self.cols, &padded),
         ))
     }
+}
+
+/// Upload `padded` (rgba32float texels, row after row, layer after layer) into the whole of
+/// `texture`, of `size`.
+fn write_texels(ctx: &GpuContext, texture: &wgpu::Texture, padded: &[f32], size: wgpu::Extent3d) {
+    ctx.queue.write_texture(
+        texture.as_image_copy(),
+        bytemuck::cast_slice(padded),
+        wgpu::TexelCopyBufferLayout {
+            offset: 0,
+            bytes_per_row: Some(size.width * 16),
+            rows_per_image: Some(size.height),
+        },
+        size,
+    );
 }
 
 /// A `[rows, cols]` matrix in the padded GPU layout, zero-filled, or holding `data` (row-major,
@@ -272,16 +282,7 @@ fn padded_matrix(
     });
     if let Some(p) = padded {
         debug_assert_eq!(p.len(), pad4(rows) * pad4(cols));
-        ctx.queue.write_texture(
-            texture.as_image_copy(),
-            bytemuck::cast_slice(p),
-            wgpu::TexelCopyBufferLayout {
-                offset: 0,
-                bytes_per_row: Some(size.width * 16),
-                rows_per_image: Some(size.height),
-            },
-            size,
-        );
+        write_texels(ctx, &texture, p, size);
     }
     let view = texture.create_view(&Default::default());
     Ok(GpuMatrix {
@@ -660,21 +661,10 @@ fn data_array(
         usage: wgpu::TextureUsages::STORAGE_BINDING | wgpu::TextureUsages::COPY_DST,
         view_formats: &[],
     });
-    let pc = pad4(cols);
-    let mut padded = vec![0.0f32; layers * layer_rows * pc];
-    for r in 0..rows {
-        padded[r * pc..r * pc + cols].copy_from_slice(&data[r * cols..(r + 1) * cols]);
-    }
-    ctx.queue.write_texture(
-        texture.as_image_copy(),
-        bytemuck::cast_slice(&padded),
-        wgpu::TexelCopyBufferLayout {
-            offset: 0,
-            bytes_per_row: Some(size.width * 16),
-            rows_per_image: Some(size.height),
-        },
-        size,
-    );
+    // The matrix layout, with zero rows up to the end of the last layer.
+    let mut padded = to_padded(rows, cols, data, 0.0);
+    padded.resize(layers * layer_rows * pad4(cols), 0.0);
+    write_texels(ctx, &texture, &padded, size);
     let view = texture.create_view(&wgpu::TextureViewDescriptor {
         dimension: Some(wgpu::TextureViewDimension::D2Array),
         ..Default::default()
