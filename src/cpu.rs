@@ -337,11 +337,11 @@ pub fn loss_reduce(v: &[f32]) -> f32 {
 /// The CPU backend: the whole state in host memory.
 pub struct CpuBackend {
     job: Job,
-    /// The whole dataset, `[rows, d0]` and `[rows, dL]`.
+    /// The dataset, `[rows, d0]` and `[rows, dL]`, when it is more than one batch (empty else).
     x_all: Vec<f32>,
     y_all: Vec<f32>,
-    /// The current batch's rows, gathered from the dataset in the epoch's order (unused when the
-    /// dataset is one batch: the products read `x_all` and `y_all`).
+    /// The current batch, gathered from `x_all` and `y_all` in the epoch's order; or, when the
+    /// dataset is one batch, the dataset itself.
     x: Vec<f32>,
     y: Vec<f32>,
     /// The epoch whose row order `order` holds.
@@ -387,20 +387,21 @@ impl CpuBackend {
         let out = vec![0.0f32; b * job.layers[depth]];
         let mut grads = hidden.clone();
         grads.push(out.clone());
+        // The products read x and y: the dataset itself when it is one batch, else each step's
+        // rows, gathered from x_all and y_all.
+        let (xs, ys) = (state.x.data.clone(), state.y.data.clone());
+        let (x_all, y_all, x, y) = if job.minibatched() {
+            let batch = |w: usize| vec![0.0f32; b * w];
+            (xs, ys, batch(job.layers[0]), batch(job.layers[depth]))
+        } else {
+            (Vec::new(), Vec::new(), xs, ys)
+        };
         CpuBackend {
             job: job.clone(),
-            x_all: state.x.data.clone(),
-            y_all: state.y.data.clone(),
-            x: if job.minibatched() {
-                vec![0.0; b * job.layers[0]]
-            } else {
-                Vec::new()
-            },
-            y: if job.minibatched() {
-                vec![0.0; b * job.layers[depth]]
-            } else {
-                Vec::new()
-            },
+            x_all,
+            y_all,
+            x,
+            y,
             order: None,
             weights: state.weights.iter().map(|w| w.data.clone()).collect(),
             biases: state.biases.iter().map(|b| b.data.clone()).collect(),
@@ -454,12 +455,7 @@ impl CpuBackend {
             let (k, w) = (self.job.layers[l], self.job.layers[l + 1]);
             let hidden = self.acts.len();
             let (done, rest) = self.acts.split_at_mut(j.min(hidden));
-            let x = if self.job.minibatched() {
-                &self.x
-            } else {
-                &self.x_all
-            };
-            let input: &[f32] = if j == 0 { x } else { &done[j - 1] };
+            let input: &[f32] = if j == 0 { &self.x } else { &done[j - 1] };
             let last = j + 1 == n;
             let out: &mut [f32] = if last {
                 &mut self.pred[..b * out_w]
@@ -485,12 +481,7 @@ impl CpuBackend {
             }
         }
         let g = &mut self.grads.last_mut().expect("the output gradient")[..b * out_w];
-        let y = if self.job.minibatched() {
-            &self.y
-        } else {
-            &self.y_all
-        };
-        let y = &y[..b * out_w];
+        let y = &self.y[..b * out_w];
         let (pred, sq) = (&self.pred[..b * out_w], &mut self.sq[..b * out_w]);
         loss_forward(g, sq, pred, y, self.job.loss)
     }
@@ -534,12 +525,7 @@ impl CpuBackend {
                     relu_backward(gb, &self.acts[j - 1][..b * k]);
                 }
             }
-            let x = if self.job.minibatched() {
-                &self.x
-            } else {
-                &self.x_all
-            };
-            let input: &[f32] = if j == 0 { x } else { &self.acts[j - 1] };
+            let input: &[f32] = if j == 0 { &self.x } else { &self.acts[j - 1] };
             // Uses of this weight still to come (below) and already summed (above).
             let more = j > 0 && apps[j - 1] == l;
             let summed = j + 1 < n && apps[j + 1] == l;
