@@ -75,22 +75,20 @@ pub fn score(job: &Job, params: &Params, x: &Matrix, y: &Matrix) -> Score {
 }
 
 /// Split `(x, y)` into a training part and the held-out `fraction` of its rows (at least one of
-/// each), chosen by a seeded shuffle (ChaCha8, the seed's stream `2^33`): `(train, held out)`.
+/// each), chosen by a seeded shuffle (`Stream::Holdout`): `(train, held out)`.
 pub fn split(
     x: &Matrix,
     y: &Matrix,
     fraction: f64,
     seed: u64,
 ) -> Option<((Matrix, Matrix), (Matrix, Matrix))> {
-    use rand::SeedableRng;
     let rows = x.rows;
     let held = ((rows as f64 * fraction).round() as usize).max(1);
     if held >= rows {
         return None;
     }
     let mut order: Vec<usize> = (0..rows).collect();
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    rng.set_stream(1 << 33);
+    let mut rng = crate::job::seeded_stream(seed, crate::job::Stream::Holdout);
     rand::seq::SliceRandom::shuffle(&mut order[..], &mut rng);
     let pick = |m: &Matrix, rows: &[usize]| {
         let data = rows

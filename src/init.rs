@@ -2,7 +2,6 @@
 //! identical for every device.
 
 use crate::job::{DataSource, InitScheme, Job};
-use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal, Uniform};
 
@@ -133,7 +132,7 @@ impl HostState {
     }
 
     fn draw(job: &Job, data: Option<(Matrix, Matrix)>) -> Self {
-        let mut rng = ChaCha8Rng::seed_from_u64(job.seed);
+        let mut rng = crate::job::seeded_stream(job.seed, crate::job::Stream::Init);
         let [b, d0] = job.x_shape();
         let [_, dl] = job.y_shape();
         let (x, y) = match (data, &job.data) {
@@ -193,6 +192,7 @@ impl HostState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand::SeedableRng;
 
     #[test]
     fn same_seed_same_state_other_seed_other_state() {

@@ -325,6 +325,32 @@ impl Serialize for DataSource {
     }
 }
 
+/// The streams of a run's ChaCha8 generator (seeded with the job's seed), one per kind of draw,
+/// so that each draw is a pure function of the seed and its index.
+#[derive(Debug, Clone, Copy)]
+pub enum Stream {
+    /// x, y and the initial parameters (`init::HostState`): stream 0.
+    Init,
+    /// The dynamic depth of step `n`: stream 1 + n.
+    Depth(usize),
+    /// The row order of epoch `n`: stream 2^32 + n.
+    Order(usize),
+    /// Which rows `--val-split` holds out: stream 2^33.
+    Holdout,
+}
+
+/// A ChaCha8 generator seeded with `seed`, at the start of `stream`.
+pub fn seeded_stream(seed: u64, stream: Stream) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(match stream {
+        Stream::Init => 0,
+        Stream::Depth(n) => 1 + n as u64,
+        Stream::Order(n) => (1 << 32) + n as u64,
+        Stream::Holdout => 1 << 33,
+    });
+    rng
+}
+
 /// Dynamic depth with weight sharing, as in the control-flow example of PyTorch's tutorial: the
 /// last hidden -> hidden layer (weight `L-1` of `L`) is one shared layer that each epoch runs a
 /// number of times drawn from `0..=max`, one after the other; the net before and after it runs
@@ -438,8 +464,7 @@ impl Job {
     pub fn order(&self, epoch: usize) -> Vec<u32> {
         let mut order: Vec<u32> = (0..self.dataset_rows() as u32).collect();
         if self.shuffle && self.minibatched() {
-            let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
-            rng.set_stream((1 << 32) + epoch as u64);
+            let mut rng = seeded_stream(self.seed, Stream::Order(epoch));
             rand::seq::SliceRandom::shuffle(&mut order[..], &mut rng);
         }
         order
@@ -495,8 +520,7 @@ impl Job {
             None => 0,
             Some(d) if !d.schedule.is_empty() => d.schedule[step % d.schedule.len()],
             Some(d) => {
-                let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
-                rng.set_stream(1 + step as u64);
+                let mut rng = seeded_stream(self.seed, Stream::Depth(step));
                 let max = d.max.min(MAX_DYNAMIC_DEPTH) as u32;
                 Uniform::new_inclusive(0, max).map_or(0, |u| u.sample(&mut rng) as usize)
             }
