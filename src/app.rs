@@ -2,7 +2,7 @@
 //! print, write files.
 
 use crate::backend::Backend;
-use crate::cli::{Cli, Command, EvalArgs, PlotArgs, PredictArgs, TrainArgs};
+use crate::cli::{Cli, Command, DatasetArgs, EvalArgs, PlotArgs, PredictArgs, TrainArgs};
 use crate::cpu::CpuBackend;
 use crate::error::{Error, Result};
 use crate::gpu::{context, DeviceChoice, GpuBackend, GpuContext};
@@ -108,7 +108,9 @@ pub fn resolve(args: &TrainArgs) -> Result<(Job, HostState)> {
         job.batch = b;
     }
 
-    if let Some((x, y, source)) = load_data(args)? {
+    // Class indices become one-hot over the outputs of --layers, if given.
+    let classes = layers.as_ref().and_then(|l| l.last().copied());
+    if let Some((x, y, source)) = load_data(&args.dataset, classes)? {
         for (flag, given) in [("--init", args.init.is_some()), ("--rows", rows.is_some())] {
             if given {
                 return Err(Error::arg(
@@ -162,8 +164,12 @@ pub fn resolve(args: &TrainArgs) -> Result<(Job, HostState)> {
     Ok((job, state))
 }
 
-/// The dataset of `--x`/`--y` or `--data`, if given, with the source to record.
-fn load_data(args: &TrainArgs) -> Result<Option<(Matrix, Matrix, DataSource)>> {
+/// The dataset of `--x`/`--y` or `--data`, if given, with the source to record; integer class
+/// indices become one-hot rows over `classes` classes (default: the largest index + 1).
+fn load_data(
+    args: &DatasetArgs,
+    classes: Option<usize>,
+) -> Result<Option<(Matrix, Matrix, DataSource)>> {
     let shown = |p: &std::path::Path| p.display().to_string();
     if args.targets.is_some() && args.data.is_none() {
         return Err(Error::arg("--targets", "only applies to --data FILE.csv"));
@@ -177,8 +183,6 @@ fn load_data(args: &TrainArgs) -> Result<Option<(Matrix, Matrix, DataSource)>> {
         (Some(_), None, None) => Err(Error::arg("--x", "needs --y FILE.npy (the targets)")),
         (None, Some(_), None) => Err(Error::arg("--y", "needs --x FILE.npy (the inputs)")),
         (Some(x), Some(y), None) => {
-            // Class indices become one-hot over the outputs of --layers, if given.
-            let classes = args.layers.as_ref().map(|_| layers_out(args)).transpose()?;
             let (xm, ym) = data::load_npy_pair(x, y, classes)?;
             let source = DataSource::Files {
                 x: shown(x),
@@ -202,15 +206,6 @@ fn load_data(args: &TrainArgs) -> Result<Option<(Matrix, Matrix, DataSource)>> {
             Ok(Some((xm, ym, source)))
         }
     }
-}
-
-/// The last width of `--layers`.
-fn layers_out(args: &TrainArgs) -> Result<usize> {
-    let layers = job::parse_layers(args.layers.as_deref().unwrap_or_default())?;
-    layers
-        .last()
-        .copied()
-        .ok_or_else(|| Error::arg("--layers", "is empty"))
 }
 
 /// A job on a dataset from files: its widths are the net's input and output (`--layers`, if
@@ -381,18 +376,8 @@ fn validation(
         },
     };
     if let Some((x, y)) = files {
-        let depth = job.depth();
-        for (flag, m, want) in [
-            ("--val-x", &x, job.layers[0]),
-            ("--val-y", &y, job.layers[depth]),
-        ] {
-            if m.cols != want {
-                return Err(Error::arg(
-                    flag,
-                    format!("has {} columns per row; the net needs {want}", m.cols),
-                ));
-            }
-        }
+        check_width("--val-x", &x, job.layers[0], "inputs")?;
+        check_width("--val-y", &y, job.layers[job.depth()], "outputs")?;
         return Ok(Some((x, y)));
     }
     let Some(fraction) = fraction else {
@@ -613,40 +598,26 @@ fn load_net(path: &std::path::Path) -> Result<(Job, crate::init::Params)> {
     Ok((job, state.params))
 }
 
-/// Inputs whose width must be the net's.
+/// Data whose width must be the net's (`what`: inputs or outputs).
 fn check_width(flag: &'static str, m: &Matrix, want: usize, what: &str) -> Result<()> {
     if m.cols == want {
         return Ok(());
     }
     Err(Error::arg(
         flag,
-        format!(
-            "has {} columns per row; the checkpoint's net has {want} {what}",
-            m.cols
-        ),
+        format!("has {} columns per row; the net has {want} {what}", m.cols),
     ))
 }
 
 /// `gpu-train eval`: the loss (and accuracy) of a checkpoint on a dataset.
 fn eval_command(args: &EvalArgs) -> Result<()> {
     let (job, params) = load_net(&args.checkpoint)?;
-    let (x, y) =
-        match (&args.x, &args.y, &args.data) {
-            (Some(x), Some(y), None) => data::load_npy_pair(x, y, Some(job.layers[job.depth()]))?,
-            (None, None, Some(csv)) => {
-                let k = args.targets.as_deref().ok_or_else(|| {
-                    Error::arg(
-                        "--targets",
-                        "--data needs --targets K: how many of the last columns are targets",
-                    )
-                })?;
-                data::load_csv(csv, job::parse_count("--targets", k)?)?
-            }
-            _ => return Err(Error::arg(
-                "--x",
-                "give the dataset as --x FILE.npy --y FILE.npy, or as --data FILE.csv --targets K",
-            )),
-        };
+    let Some((x, y, _)) = load_data(&args.dataset, Some(job.layers[job.depth()]))? else {
+        return Err(Error::arg(
+            "--x",
+            "give the dataset as --x FILE.npy --y FILE.npy, or as --data FILE.csv --targets K",
+        ));
+    };
     let depth = job.depth();
     check_width("--x", &x, job.layers[0], "inputs")?;
     check_width("--y", &y, job.layers[depth], "outputs")?;

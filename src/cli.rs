@@ -43,15 +43,24 @@ pub struct EvalArgs {
     #[arg(long, value_name = "FILE")]
     pub checkpoint: PathBuf,
 
-    /// Inputs (.npy, [rows, inputs]).
+    #[command(flatten)]
+    pub dataset: DatasetArgs,
+}
+
+/// A dataset from files: `--x`/`--y` (.npy) or `--data`/`--targets` (CSV).
+#[derive(Debug, Args, Clone)]
+pub struct DatasetArgs {
+    /// Inputs from a 2-D .npy file (f32 or f64, C order), one row per sample; with --y.
     #[arg(long, value_name = "FILE.npy")]
     pub x: Option<PathBuf>,
 
-    /// Targets (.npy, [rows, outputs]).
+    /// Targets from a .npy file with as many rows as --x: 2-D floats, or integer class indices
+    /// ([rows] or [rows, 1]) taken as one-hot rows.
     #[arg(long, value_name = "FILE.npy")]
     pub y: Option<PathBuf>,
 
-    /// Inputs and targets from a CSV file instead (the last --targets columns are targets).
+    /// Inputs and targets from a CSV file of numbers (a first line without numbers is a header);
+    /// the last --targets columns are the targets.
     #[arg(long, value_name = "FILE.csv")]
     pub data: Option<PathBuf>,
 
@@ -117,22 +126,8 @@ pub struct TrainArgs {
     #[arg(long, value_name = "N", allow_hyphen_values = true)]
     pub batch: Option<String>,
 
-    /// Inputs from a 2-D .npy file (f32 or f64, C order), one row per sample; with --y.
-    #[arg(long, value_name = "FILE.npy")]
-    pub x: Option<PathBuf>,
-
-    /// Targets from a 2-D .npy file with as many rows as --x.
-    #[arg(long, value_name = "FILE.npy")]
-    pub y: Option<PathBuf>,
-
-    /// Inputs and targets from a CSV file of numbers (a first line without numbers is a header);
-    /// the last --targets columns are the targets.
-    #[arg(long, value_name = "FILE.csv")]
-    pub data: Option<PathBuf>,
-
-    /// How many of the last columns of --data are targets.
-    #[arg(long, value_name = "K")]
-    pub targets: Option<String>,
+    #[command(flatten)]
+    pub dataset: DatasetArgs,
 
     /// Hold out this fraction of the dataset's rows (a seeded choice) and report the loss on them
     /// (and the accuracy, for one-hot targets) at every logged epoch and at the end.
