@@ -93,7 +93,6 @@ fn read_any(path: &Path, ndims: &[usize]) -> Result<(Vec<usize>, Values)> {
         _ => return Err(unsupported()),
     };
     let unreadable = |e: std::io::Error| bad(format!("truncated or unreadable data ({e})"));
-    let ints = |v: Vec<i64>| Values::Int(v);
     let values = match (kind, size) {
         (TypeChar::Float, 4) => Values::Float(npy.into_vec::<f32>().map_err(unreadable)?),
         (TypeChar::Float, 8) => Values::Float(
@@ -102,49 +101,13 @@ fn read_any(path: &Path, ndims: &[usize]) -> Result<(Vec<usize>, Values)> {
                 .map(|x| x as f32)
                 .collect(),
         ),
-        (TypeChar::Int, 1) => ints(
-            npy.into_vec::<i8>()
-                .map_err(unreadable)?
-                .into_iter()
-                .map(i64::from)
-                .collect(),
-        ),
-        (TypeChar::Int, 2) => ints(
-            npy.into_vec::<i16>()
-                .map_err(unreadable)?
-                .into_iter()
-                .map(i64::from)
-                .collect(),
-        ),
-        (TypeChar::Int, 4) => ints(
-            npy.into_vec::<i32>()
-                .map_err(unreadable)?
-                .into_iter()
-                .map(i64::from)
-                .collect(),
-        ),
-        (TypeChar::Int, 8) => ints(npy.into_vec::<i64>().map_err(unreadable)?),
-        (TypeChar::Uint, 1) => ints(
-            npy.into_vec::<u8>()
-                .map_err(unreadable)?
-                .into_iter()
-                .map(i64::from)
-                .collect(),
-        ),
-        (TypeChar::Uint, 2) => ints(
-            npy.into_vec::<u16>()
-                .map_err(unreadable)?
-                .into_iter()
-                .map(i64::from)
-                .collect(),
-        ),
-        (TypeChar::Uint, 4) => ints(
-            npy.into_vec::<u32>()
-                .map_err(unreadable)?
-                .into_iter()
-                .map(i64::from)
-                .collect(),
-        ),
+        (TypeChar::Int, 1) => Values::Int(widen::<i8>(npy).map_err(unreadable)?),
+        (TypeChar::Int, 2) => Values::Int(widen::<i16>(npy).map_err(unreadable)?),
+        (TypeChar::Int, 4) => Values::Int(widen::<i32>(npy).map_err(unreadable)?),
+        (TypeChar::Int, 8) => Values::Int(widen::<i64>(npy).map_err(unreadable)?),
+        (TypeChar::Uint, 1) => Values::Int(widen::<u8>(npy).map_err(unreadable)?),
+        (TypeChar::Uint, 2) => Values::Int(widen::<u16>(npy).map_err(unreadable)?),
+        (TypeChar::Uint, 4) => Values::Int(widen::<u32>(npy).map_err(unreadable)?),
         _ => return Err(unsupported()),
     };
     let len = match &values {
@@ -158,6 +121,11 @@ fn read_any(path: &Path, ndims: &[usize]) -> Result<(Vec<usize>, Values)> {
         )));
     }
     Ok((shape, values))
+}
+
+/// An integer array's values, widened to i64.
+fn widen<T: npyz::Deserialize + Into<i64>>(npy: npyz::NpyFile<&[u8]>) -> std::io::Result<Vec<i64>> {
+    Ok(npy.into_vec::<T>()?.into_iter().map(Into::into).collect())
 }
 
 /// Targets from a .npy file: a 2-D float array as it is, or class indices (an integer array of
