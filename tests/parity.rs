@@ -16,12 +16,13 @@ mod common;
 use common::{assert_close, assert_close_normwise, assert_within, gpu_or_skip, max_rel_err, U32};
 use gpu_train::backend::Backend;
 use gpu_train::cpu::CpuBackend;
-use gpu_train::gpu::GpuBackend;
+use gpu_train::gpu::{GpuBackend, GpuContext};
 use gpu_train::init::{HostState, Params};
 use gpu_train::job::{
     self, Activation, DynamicDepth, InitScheme, Job, Loss, Optimizer, OptimizerKind,
 };
 use gpu_train::train;
+use std::sync::Arc;
 
 /// Loss and gradient tolerance (normwise relative), see the file comment.
 const STEP_GRAD_TOL: f64 = 2e-5;
@@ -438,6 +439,52 @@ fn seeded_state_is_pinned_across_machines() {
     );
 }
 
+/// The GPU against the CPU over `job.epochs` epochs from `state`: every loss within the
+/// trajectory tolerance and the parameters at the end within 1e-4 normwise; then the GPU again in
+/// the chunks `chunks` (epochs per `run`, summing to `job.epochs`), which must give the same losses
+/// and parameters bit for bit (what the GPU keeps across submissions carries over). Returns the
+/// CPU's losses.
+fn check_gpu_against_cpu_and_chunking(
+    ctx: &Arc<GpuContext>,
+    job: &Job,
+    state: &HostState,
+    label: &str,
+    chunks: &[usize],
+) -> Vec<f32> {
+    assert_eq!(chunks.iter().sum::<usize>(), job.epochs, "{label}: chunks");
+    let mut cpu = CpuBackend::new(job, state);
+    let mut gpu = GpuBackend::new(ctx.clone(), job, state).unwrap();
+    let c = cpu.run(job.epochs).unwrap();
+    let g = gpu.run(job.epochs).unwrap();
+    assert_within(&format!("{label}: losses"), &g, &c, |i| {
+        trajectory_tol(c[i])
+    });
+    let (cp, gp) = (cpu.read_params().unwrap(), gpu.read_params().unwrap());
+    for ((name, x), (_, y)) in gp.named().into_iter().zip(cp.named()) {
+        assert_close_normwise(&format!("{label}: {name}"), &x.data, &y.data, 1e-4);
+    }
+    let mut pieces = GpuBackend::new(ctx.clone(), job, state).unwrap();
+    let mut parts = Vec::new();
+    for &n in chunks {
+        parts.extend(pieces.run(n).unwrap());
+    }
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(
+        bits(&parts),
+        bits(&g),
+        "{label}: chunking changed the losses"
+    );
+    let pp = pieces.read_params().unwrap();
+    for ((name, x), (_, y)) in pp.named().into_iter().zip(gp.named()) {
+        assert_eq!(
+            bits(&x.data),
+            bits(&y.data),
+            "{label}: chunking changed {name}"
+        );
+    }
+    c
+}
+
 /// Each optimizer (with biases, on odd sizes) over several epochs on both paths: the losses of
 /// every epoch and the parameters at the end, within the trajectory tolerance; and chunking the
 /// epochs (the step counters live on the GPU across submissions) changes no bit.
@@ -462,38 +509,9 @@ fn gpu_matches_cpu_every_optimizer_over_several_epochs_and_chunks() {
         };
         let label = format!("{kind:?} nesterov {nesterov}");
         let state = HostState::seeded(&job);
-        let mut cpu = CpuBackend::new(&job, &state);
-        let mut gpu = GpuBackend::new(ctx.clone(), &job, &state).unwrap();
-        let c = cpu.run(job.epochs).unwrap();
-        let g = gpu.run(job.epochs).unwrap();
+        let c = check_gpu_against_cpu_and_chunking(&ctx, &job, &state, &label, &[1, 2, 4, 5]);
         eprintln!("{label}: {:e} -> {:e}", c[0], c[job.epochs - 1]);
         assert!(c[job.epochs - 1] < 0.5 * c[0], "{label}: must train: {c:?}");
-        assert_within(&format!("{label}: losses"), &g, &c, |i| {
-            trajectory_tol(c[i])
-        });
-        let (cp, gp) = (cpu.read_params().unwrap(), gpu.read_params().unwrap());
-        for ((name, x), (_, y)) in gp.named().into_iter().zip(cp.named()) {
-            assert_close_normwise(&format!("{label}: {name}"), &x.data, &y.data, 1e-4);
-        }
-        let mut pieces = GpuBackend::new(ctx.clone(), &job, &state).unwrap();
-        let mut parts = Vec::new();
-        for n in [1, 2, 4, 5] {
-            parts.extend(pieces.run(n).unwrap());
-        }
-        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-        assert_eq!(
-            bits(&parts),
-            bits(&g),
-            "{label}: chunking changed the losses"
-        );
-        let pp = pieces.read_params().unwrap();
-        for ((name, x), (_, y)) in pp.named().into_iter().zip(gp.named()) {
-            assert_eq!(
-                bits(&x.data),
-                bits(&y.data),
-                "{label}: chunking changed {name}"
-            );
-        }
     }
 }
 
@@ -522,23 +540,16 @@ fn gpu_matches_cpu_dynamic_depth_over_seeded_epochs_and_chunks() {
     let Some(ctx) = gpu_or_skip() else { return };
     for (kind, lr) in [(OptimizerKind::Momentum, 3e-3), (OptimizerKind::Adam, 1e-2)] {
         let job = Job {
+            layers: vec![65, 33, 33, 7],
+            batch: 37,
+            epochs: 16,
+            log_every: 0,
+            lr,
             optimizer: Optimizer {
                 kind,
                 ..Optimizer::default()
             },
-            lr,
-            ..job(&[65, 33, 33, 7], 37, lr, 16)
-        };
-        let job = Job {
-            layers: job.layers.clone(),
-            batch: job.batch,
-            epochs: job.epochs,
-            log_every: 0,
-            ..Job {
-                optimizer: job.optimizer,
-                lr,
-                ..job::preset("dynamic").unwrap()
-            }
+            ..job::preset("dynamic").unwrap()
         };
         let uses: Vec<usize> = (0..job.epochs).map(|e| job.uses(e)).collect();
         assert!(
@@ -547,40 +558,11 @@ fn gpu_matches_cpu_dynamic_depth_over_seeded_epochs_and_chunks() {
         );
         let label = format!("dynamic {kind:?}, uses {uses:?}");
         let state = HostState::seeded(&job);
-        let mut cpu = CpuBackend::new(&job, &state);
-        let mut gpu = GpuBackend::new(ctx.clone(), &job, &state).unwrap();
-        let c = cpu.run(job.epochs).unwrap();
-        let g = gpu.run(job.epochs).unwrap();
+        let c = check_gpu_against_cpu_and_chunking(&ctx, &job, &state, &label, &[1, 2, 4, 5, 4]);
         eprintln!("{label}: {c:?}");
         // The loss of a net whose depth changes every epoch jumps about; it must still go down.
         let best = c.iter().fold(f32::INFINITY, |m, &l| m.min(l));
         assert!(best < 0.8 * c[0], "{label}: must train: {c:?}");
-        assert_within(&format!("{label}: losses"), &g, &c, |i| {
-            trajectory_tol(c[i])
-        });
-        let (cp, gp) = (cpu.read_params().unwrap(), gpu.read_params().unwrap());
-        for ((name, x), (_, y)) in gp.named().into_iter().zip(cp.named()) {
-            assert_close_normwise(&format!("{label}: {name}"), &x.data, &y.data, 1e-4);
-        }
-        let mut pieces = GpuBackend::new(ctx.clone(), &job, &state).unwrap();
-        let mut parts = Vec::new();
-        for n in [1, 2, 4, 5, 4] {
-            parts.extend(pieces.run(n).unwrap());
-        }
-        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-        assert_eq!(
-            bits(&parts),
-            bits(&g),
-            "{label}: chunking changed the losses"
-        );
-        let pp = pieces.read_params().unwrap();
-        for ((name, x), (_, y)) in pp.named().into_iter().zip(gp.named()) {
-            assert_eq!(
-                bits(&x.data),
-                bits(&y.data),
-                "{label}: chunking changed {name}"
-            );
-        }
     }
 }
 
@@ -672,28 +654,8 @@ fn gpu_matches_cpu_minibatches_shuffled_with_a_short_last_batch() {
     ] {
         assert_ne!(job.last_batch_rows(), job.batch, "{label}: no short batch");
         let state = HostState::seeded(&job);
-        let mut cpu = CpuBackend::new(&job, &state);
-        let mut gpu = GpuBackend::new(ctx.clone(), &job, &state).unwrap();
-        let c = cpu.run(job.epochs).unwrap();
-        let g = gpu.run(job.epochs).unwrap();
-        eprintln!("{label}: cpu {c:?} gpu {g:?}");
+        let c = check_gpu_against_cpu_and_chunking(&ctx, &job, &state, label, &[1, 2]);
         assert!(c[job.epochs - 1] < c[0], "{label}: must train: {c:?}");
-        assert_within(&format!("{label}: losses"), &g, &c, |i| {
-            trajectory_tol(c[i])
-        });
-        let (cp, gp) = (cpu.read_params().unwrap(), gpu.read_params().unwrap());
-        for ((name, x), (_, y)) in gp.named().into_iter().zip(cp.named()) {
-            assert_close_normwise(&format!("{label}: {name}"), &x.data, &y.data, 1e-4);
-        }
-        let mut pieces = GpuBackend::new(ctx.clone(), &job, &state).unwrap();
-        let mut parts = pieces.run(1).unwrap();
-        parts.extend(pieces.run(2).unwrap());
-        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-        assert_eq!(
-            bits(&parts),
-            bits(&g),
-            "{label}: chunking changed the losses"
-        );
     }
 }
 
