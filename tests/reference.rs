@@ -566,6 +566,19 @@ impl Opt64 {
     }
 }
 
+/// The optimizer the multi-step checks use, its hyperparameters away from the defaults so that a
+/// default left in by mistake shows.
+fn optimizer(kind: OptimizerKind, nesterov: bool) -> Optimizer {
+    Optimizer {
+        kind,
+        nesterov,
+        momentum: 0.8,
+        beta1: 0.85,
+        beta2: 0.99,
+        eps: 1e-6,
+    }
+}
+
 /// Several epochs with each optimizer (and biases) against the same optimizer run in f64: the
 /// loss of every epoch and the parameters at the end. Momentum's and Nesterov's first step equals
 /// SGD's, so it takes a few steps to tell them apart; Adam's moments and bias corrections change
@@ -582,14 +595,7 @@ fn check_optimizer_steps_against_f64(make: &mut dyn FnMut(&Job, &HostState) -> B
         for (kind, nesterov) in kinds {
             let (mut job, state, net) =
                 tiny(layers, batch, seed, (Activation::Relu, Loss::Mse, true));
-            job.optimizer = Optimizer {
-                kind,
-                nesterov,
-                momentum: 0.8,
-                beta1: 0.85,
-                beta2: 0.99,
-                eps: 1e-6,
-            };
+            job.optimizer = optimizer(kind, nesterov);
             job.lr = 1e-2;
             let label = format!("{layers:?} {kind:?} nesterov {nesterov}");
             let mut backend = make(&job, &state);
@@ -736,14 +742,7 @@ fn check_dynamic_optimizers(make: &mut dyn FnMut(&Job, &HostState) -> Box<dyn Ba
     ];
     for (kind, nesterov) in kinds {
         let (mut job, state, net) = tiny_dynamic(schedule.clone(), true, 22);
-        job.optimizer = Optimizer {
-            kind,
-            nesterov,
-            momentum: 0.8,
-            beta1: 0.85,
-            beta2: 0.99,
-            eps: 1e-6,
-        };
+        job.optimizer = optimizer(kind, nesterov);
         job.lr = 1e-3;
         let label = format!("dynamic {kind:?} nesterov {nesterov}");
         let mut backend = make(&job, &state);
