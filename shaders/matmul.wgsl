@@ -36,6 +36,10 @@
 // `params.scalar` is lr for the update and s for the two error modes. With BIAS (forward products only),
 // the layer's bias is added to v first, on the real rows: the padding rows stay zero.
 //
+// Bands: a dispatch computes the rows row0..row_end of C (all of them, unless the host split a
+// product whose per-element buffers exceed the adapter's storage-buffer limits). AUX_OUT and the
+// optimizer's state then hold only the band: element (row, c4) is at (row - row0) * n/4 + c4.
+//
 // A shared layer's weight gradient is summed over its uses in AUX_OUT (same layout), with store
 // or update: ACC_IN adds the sum so far to v first (v = AUX_OUT + v), ACC_OUT writes v to the
 // sum and stops there (C is not written: more uses follow, and the step waits for the last).
@@ -56,6 +60,8 @@ struct Params {
     h0: f32,      // the optimizer's mu or beta1
     h1: f32,      // beta2
     h2: f32,      // eps
+    row0: u32,    // this dispatch computes rows row0..row_end of C (a band: see below)
+    row_end: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -72,8 +78,14 @@ struct Params {
 // aux_out, declared in optimizer.wgsl.
 
 // Texel (q, row): elements 4q..4q+3 of row `row`.
-fn texel(t: texture_storage_2d<rgba32float, read>, q: u32, row: u32) -> vec4<f32> {
-    return textureLoad(t, vec2<u32>(q, row));
+// (One function per texture rather than one taking the texture: GLSL, which the GL backend
+// translates to, allows no image as a function parameter.)
+fn texel_a(q: u32, row: u32) -> vec4<f32> {
+    return textureLoad(a, vec2<u32>(q, row));
+}
+
+fn texel_b(q: u32, row: u32) -> vec4<f32> {
+    return textureLoad(b, vec2<u32>(q, row));
 }
 
 // The 4x4 block of op(A) at rows r..r+3, depth k..k+3, as a matrix whose column kk is
@@ -83,11 +95,11 @@ fn load_a(r: u32, k: u32) -> mat4x4<f32> {
     if (TRANS_A) {
         // stored [K, M]: row k+kk of memory is column k+kk of op(A)
         let q = rr / 4u;
-        return mat4x4<f32>(texel(a, q, k), texel(a, q, k + 1u), texel(a, q, k + 2u), texel(a, q, k + 3u));
+        return mat4x4<f32>(texel_a(q, k), texel_a(q, k + 1u), texel_a(q, k + 2u), texel_a(q, k + 3u));
     }
     // stored [M, K]: row r+i of memory holds A[r+i, k..k+3], a row of the block
     let q = k / 4u;
-    return transpose(mat4x4<f32>(texel(a, q, rr), texel(a, q, rr + 1u), texel(a, q, rr + 2u), texel(a, q, rr + 3u)));
+    return transpose(mat4x4<f32>(texel_a(q, rr), texel_a(q, rr + 1u), texel_a(q, rr + 2u), texel_a(q, rr + 3u)));
 }
 
 // The 4x4 block of op(B) at depth k..k+3, columns c0..c0+3, as a matrix whose column j is
@@ -97,11 +109,11 @@ fn load_b(k: u32, c0: u32) -> mat4x4<f32> {
     if (TRANS_B) {
         // stored [N, K]: row c0+j of memory holds B[k..k+3, c0+j], a column of the block
         let q = k / 4u;
-        return mat4x4<f32>(texel(b, q, cc), texel(b, q, cc + 1u), texel(b, q, cc + 2u), texel(b, q, cc + 3u));
+        return mat4x4<f32>(texel_b(q, cc), texel_b(q, cc + 1u), texel_b(q, cc + 2u), texel_b(q, cc + 3u));
     }
     // stored [K, N]: row k+kk of memory holds B[k+kk, c0..c0+3], a row of the block
     let q = cc / 4u;
-    return transpose(mat4x4<f32>(texel(b, q, k), texel(b, q, k + 1u), texel(b, q, k + 2u), texel(b, q, k + 3u)));
+    return transpose(mat4x4<f32>(texel_b(q, k), texel_b(q, k + 1u), texel_b(q, k + 2u), texel_b(q, k + 3u)));
 }
 
 // params.k, computed so that the compiler cannot treat it as a uniform value: Mesa's gallium
@@ -125,18 +137,19 @@ fn mac(acc: mat4x4<f32>, x: mat4x4<f32>, y: mat4x4<f32>) -> mat4x4<f32> {
 
 // Apply the epilogue to C[row, 4*c4 .. 4*c4+3].
 fn epilogue(row: u32, c4: u32, product: vec4<f32>) {
-    if (row >= params.m || c4 >= params.n / 4u) {
+    if (row >= params.row_end || c4 >= params.n / 4u) {
         return;
     }
+    let i = (row - params.row0) * (params.n / 4u) + c4;
     var v = product;
     if (BIAS && row < params.rows) {
         v += bias[c4];
     }
     if (ACC_IN) {
-        v = aux_out[row * (params.n / 4u) + c4] + v;
+        v = aux_out[i] + v;
     }
     if (ACC_OUT) {
-        aux_out[row * (params.n / 4u) + c4] = v;
+        aux_out[i] = v;
         return;
     }
     let at = vec2<u32>(c4, row);
@@ -145,18 +158,17 @@ fn epilogue(row: u32, c4: u32, product: vec4<f32>) {
         case 2u: { textureStore(c, at, select(vec4<f32>(0.0), v, textureLoad(aux, at) > vec4<f32>(0.0))); }
         case 3u: {
             let h = vec3<f32>(params.h0, params.h1, params.h2);
-            let i = row * (params.n / 4u) + c4;
             textureStore(c, at, optimizer_apply(textureLoad(aux, at), v, i, params.scalar, h));
         }
         case 4u: {
             let d = v - textureLoad(aux, at);
             textureStore(c, at, params.scalar * d);
-            aux_out[row * (params.n / 4u) + c4] = d * d;
+            aux_out[i] = d * d;
         }
         case 5u: {
             let d = v - textureLoad(aux, at);
             textureStore(c, at, params.scalar * sign(d));
-            aux_out[row * (params.n / 4u) + c4] = abs(d);
+            aux_out[i] = abs(d);
         }
         default: { textureStore(c, at, v); }
     }
@@ -172,12 +184,28 @@ fn store(r: u32, c0: u32, acc: mat4x4<f32>) {
     epilogue(r + 3u, c4, t[3]);
 }
 
+// 4x4 results per invocation (one block), 8x8 invocations per workgroup: a 32x32 tile of C. The
+// most invocations per product, for GPUs with many cores and small products.
+@compute @workgroup_size(8, 8)
+fn matmul_4x4(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let r = params.row0 + gid.y * 4u;
+    let c0 = gid.x * 4u;
+    if (r >= params.row_end || c0 >= params.n) {
+        return;
+    }
+    var acc = mat4x4<f32>();
+    for (var k = 0u; k < k_end(); k += 4u) {
+        acc = mac(acc, load_a(r, k), load_b(k, c0));
+    }
+    store(r, c0, acc);
+}
+
 // 8x8 results per invocation, 8x8 invocations per workgroup: a 64x64 tile of C.
 @compute @workgroup_size(8, 8)
 fn matmul_8x8(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let r = gid.y * 8u;
+    let r = params.row0 + gid.y * 8u;
     let c0 = gid.x * 8u;
-    if (r >= params.m || c0 >= params.n) {
+    if (r >= params.row_end || c0 >= params.n) {
         return;
     }
     var c00 = mat4x4<f32>();
@@ -209,9 +237,9 @@ fn matmul_8x8(@builtin(global_invocation_id) gid: vec3<u32>) {
 // (Generated pattern: the same lines as `matmul_8x8`, written out for each block.)
 @compute @workgroup_size(16, 1)
 fn matmul_16x16(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let r = gid.y * 16u;
+    let r = params.row0 + gid.y * 16u;
     let c0 = gid.x * 16u;
-    if (r >= params.m || c0 >= params.n) {
+    if (r >= params.row_end || c0 >= params.n) {
         return;
     }
     var c0_0 = mat4x4<f32>();

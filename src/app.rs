@@ -32,6 +32,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Plot(args)) => plot_command(&args),
         Some(Command::Eval(args)) => eval_command(&args),
         Some(Command::Predict(args)) => predict_command(&args),
+        Some(Command::Bench(args)) => bench_command(&args),
+        Some(Command::Tune(args)) => tune_command(&args),
         None => train_command(&cli.train),
     }
 }
@@ -448,6 +450,11 @@ fn train_command(args: &TrainArgs) -> Result<()> {
             device.backend
         );
     }
+    if args.profile {
+        if let Err(why) = backend.enable_profiling() {
+            eprintln!("profile: {why}; wall-clock times only");
+        }
+    }
     let first_epoch = match resumed {
         Some(state) => {
             backend.restore(&state.0)?;
@@ -553,13 +560,24 @@ fn train_command(args: &TrainArgs) -> Result<()> {
             train_s: report.train_s,
             epochs_per_s: eps,
             gflops: job.flops_of_epochs(epochs_run) / report.train_s.max(1e-12) / 1e9,
+            encode_s_per_epoch: backend.encode_seconds() / epochs_run.max(1) as f64,
         },
         dispatches_per_epoch: backend.dispatches_per_epoch(),
         submits: backend.submits(),
         diverged_at: report.diverged.map(|(e, _)| e),
         validation: scores.borrow().clone(),
+        profile: match backend.kernel_times() {
+            (0, _) => None,
+            (steps_timed, kernels) => Some(summary::Profile {
+                steps_timed,
+                kernels,
+            }),
+        },
     };
     println!("{}", summary_line(&s));
+    if let Some(p) = &s.profile {
+        print!("{}", profile_table(p, job.steps_per_epoch()));
+    }
     if let Some(v) = scores.borrow().last() {
         let acc = v
             .accuracy
@@ -588,6 +606,115 @@ fn train_command(args: &TrainArgs) -> Result<()> {
             suggest: job.lr / 10.0,
         }),
         None => Ok(()),
+    }
+}
+
+fn bench_command(args: &crate::cli::BenchArgs) -> Result<()> {
+    use crate::bench::results::{compare_plot, compare_table, Results, Status};
+    if let Some(crate::cli::BenchAction::Compare(c)) = &args.action {
+        if let Some(p) = &c.plot {
+            crate::io::check_writable(p)?;
+        }
+        let files = (c.files.iter())
+            .map(|p| Results::load(p).map(|r| (p.clone(), r)))
+            .collect::<Result<Vec<_>>>()?;
+        print!("{}", compare_table(&files));
+        if let Some(p) = &c.plot {
+            compare_plot(p, &files)?;
+            println!("plot written to {}", p.display());
+        }
+        return Ok(());
+    }
+    if let Some(p) = &args.out {
+        crate::io::check_writable(p)?;
+    }
+    let plan = crate::bench::Plan {
+        quick: args.quick,
+        devices: args.devices.clone(),
+    };
+    let r = crate::bench::run(&plan, false)?;
+    for (d, shape, ratio) in crate::bench::tuned_over_naive(&r) {
+        println!(
+            "{}: tuned matmul at {shape} is {ratio:.1}x the naive kernel",
+            r.devices[d].label()
+        );
+    }
+    for row in r.rows.iter().filter(|row| row.case == "train/default") {
+        if let Some(h) = row.host_overhead {
+            println!(
+                "{}: default job host overhead: {} submit(s) and {} readback(s) per 500 epochs, \
+                 {:.1} µs encoding per epoch",
+                r.devices[row.device].label(),
+                h.submits_per_sample,
+                h.readbacks_per_sample,
+                h.encode_s_per_epoch * 1e6
+            );
+        }
+    }
+    if let Some(p) = &args.out {
+        r.save(p)?;
+        println!("results written to {}", p.display());
+    }
+    let failed = r.rows.iter().filter(|x| x.status == Status::Failed).count();
+    let errors = r.rows.iter().filter(|x| x.status == Status::Error).count();
+    let unusable = r.devices.iter().filter(|d| d.error.is_some()).count();
+    if failed + errors + unusable > 0 {
+        return Err(Error::Bench(format!(
+            "bench: {failed} row(s) failed their parity check, {errors} could not run, \
+             {unusable} device(s) could not be opened (see above)"
+        )));
+    }
+    Ok(())
+}
+
+fn tune_command(args: &crate::cli::TuneArgs) -> Result<()> {
+    let mut job = Job::default();
+    if let Some(l) = &args.layers {
+        job.layers = job::parse_layers(l)?;
+    }
+    if let Some(b) = &args.batch {
+        job.batch = job::parse_count("--batch", b)?;
+    }
+    let mut shapes = crate::bench::products(&job);
+    let squares = if args.shapes.is_empty() {
+        vec![(1024, 1024, 1024)]
+    } else {
+        (args.shapes.iter())
+            .map(|s| parse_shape(s))
+            .collect::<Result<Vec<_>>>()?
+    };
+    shapes.extend(squares.into_iter().map(|d| ((false, false), d)));
+    let choice = DeviceChoice::parse(&args.device)?;
+    if choice == DeviceChoice::Cpu {
+        return Err(Error::arg(
+            "--device",
+            "the CPU path has no kernel variants to tune; pick a GPU adapter",
+        ));
+    }
+    let entry = context::choose(&choice, context::list_adapters())?.ok_or_else(|| {
+        Error::Device(
+            "gpu-train tune: no GPU adapter to tune (see `gpu-train devices`)".to_string(),
+        )
+    })?;
+    let ctx = GpuContext::new(&entry.adapter)?;
+    crate::bench::tune_command(&ctx, &shapes, 0.1)
+}
+
+/// `MxNxK`, three positive sizes.
+fn parse_shape(s: &str) -> Result<(usize, usize, usize)> {
+    let bad = || {
+        Error::arg(
+            "--shape",
+            format!("`{s}` is not MxNxK (e.g. 1024x1024x1024)"),
+        )
+    };
+    let v: Vec<usize> = (s.split(['x', 'X']))
+        .map(|p| p.trim().parse::<usize>().ok().filter(|&n| n > 0))
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(bad)?;
+    match v[..] {
+        [m, n, k] => Ok((m, n, k)),
+        _ => Err(bad()),
     }
 }
 
@@ -761,6 +888,39 @@ impl Progress {
 }
 
 /// The one line every run ends with.
+/// The `--profile` breakdown: one line per kernel (variant and shape), slowest first.
+pub fn profile_table(p: &summary::Profile, steps_per_epoch: usize) -> String {
+    let total: f64 = p.kernels.iter().map(|k| k.seconds).sum();
+    let mut rows = p.kernels.clone();
+    rows.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
+    let width = rows
+        .iter()
+        .map(|k| k.name.chars().count())
+        .max()
+        .unwrap_or(6);
+    let mut s = format!(
+        "profile: GPU timestamps over {} steps ({:.1} epochs), {:.3} ms of kernels per step\n",
+        p.steps_timed,
+        p.steps_timed as f64 / steps_per_epoch.max(1) as f64,
+        total / p.steps_timed.max(1) as f64 * 1e3
+    );
+    s += &format!(
+        "  {:<width$}  {:>8}  {:>11}  {:>10}  {:>6}\n",
+        "kernel", "calls", "total ms", "mean µs", "share"
+    );
+    for k in rows {
+        s += &format!(
+            "  {:<width$}  {:>8}  {:>11.3}  {:>10.1}  {:>5.1}%\n",
+            k.name,
+            k.calls,
+            k.seconds * 1e3,
+            k.seconds / k.calls.max(1) as f64 * 1e6,
+            100.0 * k.seconds / total.max(1e-30)
+        );
+    }
+    s
+}
+
 pub fn summary_line(s: &summary::Summary) -> String {
     let loss = s
         .final_loss

@@ -22,6 +22,14 @@ pub struct TrainState {
     pub shared_counters: OptCounters,
 }
 
+/// GPU time of one kernel (variant and shape) over the steps `--profile` timed.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct KernelTime {
+    pub name: String,
+    pub calls: usize,
+    pub seconds: f64,
+}
+
 /// A device that holds a run's state and trains it.
 pub trait Backend {
     /// Which device this is, for the summary line and JSON.
@@ -57,8 +65,24 @@ pub trait Backend {
         0
     }
 
-    /// Queue submissions so far (0 on the CPU).
+    /// Queue submissions so far (0 on the CPU); each is followed by one readback.
     fn submits(&self) -> usize {
         0
+    }
+
+    /// Seconds the host spent recording and submitting command buffers so far (0 on the CPU).
+    fn encode_seconds(&self) -> f64 {
+        0.0
+    }
+
+    /// Time every kernel of the steps to come with the device's timestamp queries (`--profile`).
+    /// Fails, saying why, where there are none.
+    fn enable_profiling(&mut self) -> std::result::Result<(), String> {
+        Err("the CPU path runs no GPU kernels to time".into())
+    }
+
+    /// Steps timed so far and the time of each kernel over them.
+    fn kernel_times(&self) -> (usize, Vec<KernelTime>) {
+        (0, Vec::new())
     }
 }

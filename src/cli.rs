@@ -35,6 +35,71 @@ pub enum Command {
     /// Draw the loss curves of one or more saved histories (`--history` files, CSV or JSON) into
     /// one plot, to compare devices or settings.
     Plot(PlotArgs),
+    /// Benchmark every device (each GPU adapter and the CPU path) on the same verified suite: the
+    /// default job, a size sweep of the training step, the matmul kernel at square and skinny
+    /// shapes against a naive reference kernel. `bench compare a.json b.json` compares results.
+    Bench(BenchArgs),
+    /// Measure every matmul variant on an adapter for the products of a net (and 1024³), check
+    /// each against the CPU, and cache the fastest correct one per shape for that adapter and
+    /// driver.
+    Tune(TuneArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub action: Option<BenchAction>,
+
+    /// A device to benchmark (auto, cpu, gpu, an index or a name); repeat for several
+    /// [default: every adapter that can run compute shaders, and the CPU].
+    #[arg(long = "device", value_name = "DEVICE")]
+    pub devices: Vec<String>,
+
+    /// A reduced suite (about a minute on a software adapter), for smoke tests and CI.
+    #[arg(long)]
+    pub quick: bool,
+
+    /// Write every configuration and sample as a versioned JSON file.
+    #[arg(long, value_name = "FILE.json")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand, Clone)]
+pub enum BenchAction {
+    /// Print results files (`bench --out`) side by side, as ratios to the first file's first
+    /// device.
+    Compare(CompareArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct CompareArgs {
+    /// Results files written by `gpu-train bench --out`.
+    #[arg(required = true, value_name = "FILE.json")]
+    pub files: Vec<PathBuf>,
+
+    /// Also draw the ratios as a bar chart (SVG, or PNG for a .png path).
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct TuneArgs {
+    /// The adapter to tune (auto, gpu, an index or a name).
+    #[arg(long, default_value = "auto", value_name = "DEVICE")]
+    pub device: String,
+
+    /// Tune the products of this net [default: 1000,100,10].
+    #[arg(long, value_name = "D0,D1,...")]
+    pub layers: Option<String>,
+
+    /// ... at this batch size [default: 64].
+    #[arg(long, value_name = "N")]
+    pub batch: Option<String>,
+
+    /// Also tune a plain product MxNxK (repeatable) [default: 1024x1024x1024].
+    #[arg(long = "shape", value_name = "MxNxK")]
+    pub shapes: Vec<String>,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -280,4 +345,9 @@ pub struct TrainArgs {
     /// Print only the summary line (no loss lines, no progress bar).
     #[arg(long, short)]
     pub quiet: bool,
+
+    /// Time every GPU kernel with the adapter's timestamp queries and print the breakdown (time
+    /// per kernel and shape, calls, share) after training.
+    #[arg(long)]
+    pub profile: bool,
 }

@@ -44,6 +44,10 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// `gpu-train bench` finished, but some of its rows failed or could not run.
+    #[error("{0}")]
+    Bench(String),
+
     /// The loss became NaN or infinite.
     #[error("the loss became {loss} at epoch {epoch}: the learning rate {lr:e} is probably too high (try --lr {suggest:e} or smaller)")]
     Diverged {
@@ -74,7 +78,7 @@ impl Error {
             | Error::Shape { .. } => 2,
             Error::Diverged { .. } => 3,
             Error::Interrupted { .. } => 130,
-            Error::Io { .. } | Error::Gpu(_) => 1,
+            Error::Io { .. } | Error::Gpu(_) | Error::Bench(_) => 1,
         }
     }
 

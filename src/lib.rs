@@ -7,6 +7,7 @@
 
 pub mod app;
 pub mod backend;
+pub mod bench;
 pub mod cli;
 pub mod cpu;
 pub mod error;

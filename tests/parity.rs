@@ -712,3 +712,116 @@ fn resumed_runs_continue_bit_identically_on_cpu_and_gpu() {
         );
     }
 }
+
+/// A job whose per-weight buffers exceed a reduced `max_storage_buffer_binding_size` (16 KiB,
+/// requested on the adapter): the optimizer's state and the shared layer's gradient sum are split
+/// in bands of rows, each product that writes them runs once per band, and the history and the
+/// batch rows are bounded by the limit. It must train exactly like the same job on the adapter's
+/// own limits (bit for bit: banding changes no arithmetic), and so match the CPU.
+#[test]
+fn gpu_job_past_a_reduced_storage_binding_limit_is_split_and_matches() {
+    let Some(full) = gpu_or_skip() else { return };
+    let adapter = gpu_train::gpu::context::choose(
+        &gpu_train::gpu::DeviceChoice::Auto,
+        gpu_train::gpu::list_adapters(),
+    )
+    .unwrap()
+    .expect("the adapter gpu_or_skip opened");
+    const LIMIT: u64 = 16 << 10;
+    let small = GpuContext::with_limits(&adapter.adapter, |l| {
+        l.max_storage_buffer_binding_size = LIMIT;
+        l.max_buffer_size = LIMIT;
+    })
+    .unwrap();
+    assert_eq!(small.limits.max_storage_buffer_binding_size, LIMIT);
+    let adam = Optimizer {
+        kind: OptimizerKind::Adam,
+        ..Optimizer::default()
+    };
+    let jobs = [
+        // w1's Adam moments: 300 x 72 (padded) f32 = 86 KB each, 6 bands; mini-batches, so the
+        // batch rows of a submission are bounded too.
+        Job {
+            layers: vec![300, 70, 5],
+            batch: 64,
+            rows: Some(200),
+            epochs: 6,
+            lr: 1e-3,
+            bias: true,
+            optimizer: adam,
+            ..job(&[300, 70, 5], 64, 1e-3, 6)
+        },
+        // The shared 72x72 layer's gradient sum (20.7 KB) and its momentum, banded.
+        Job {
+            layers: vec![50, 72, 72, 5],
+            batch: 16,
+            epochs: 8,
+            log_every: 0,
+            lr: 1e-3,
+            optimizer: Optimizer {
+                kind: OptimizerKind::Momentum,
+                ..Optimizer::default()
+            },
+            ..job::preset("dynamic").unwrap()
+        },
+    ];
+    for job in jobs {
+        job.validate().unwrap();
+        let label = format!("{:?} {:?}", job.layers, job.optimizer.kind);
+        let state = HostState::seeded(&job);
+        let mut big = GpuBackend::new(full.clone(), &job, &state).unwrap();
+        let mut banded = GpuBackend::new(small.clone(), &job, &state).unwrap();
+        assert!(
+            banded.dispatches_per_epoch() > big.dispatches_per_epoch(),
+            "{label}: the products writing banded buffers run once per band"
+        );
+        let want = big.run(job.epochs).unwrap();
+        let got = banded.run(job.epochs).unwrap();
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&got), bits(&want), "{label}: losses");
+        let (gs, ws) = (banded.state().unwrap(), big.state().unwrap());
+        assert_eq!(gs, ws, "{label}: parameters and optimizer state");
+        let mut cpu = CpuBackend::new(&job, &state);
+        let c = cpu.run(job.epochs).unwrap();
+        assert_within(&format!("{label}: against the CPU"), &got, &c, |i| {
+            trajectory_tol(c[i])
+        });
+        // A restore writes the banded state back: the next epochs still agree.
+        banded.restore(&ws).unwrap();
+        big.restore(&ws).unwrap();
+        assert_eq!(bits(&banded.run(2).unwrap()), bits(&big.run(2).unwrap()));
+    }
+}
+
+/// A per-element buffer whose smallest band (4 rows) exceeds the limit is refused with the
+/// sizes, not failed on.
+#[test]
+fn gpu_job_that_cannot_fit_the_limits_is_refused_with_sizes() {
+    let Some(_) = gpu_or_skip() else { return };
+    let adapter = gpu_train::gpu::context::choose(
+        &gpu_train::gpu::DeviceChoice::Auto,
+        gpu_train::gpu::list_adapters(),
+    )
+    .unwrap()
+    .unwrap();
+    let small = GpuContext::with_limits(&adapter.adapter, |l| {
+        l.max_storage_buffer_binding_size = 1024;
+        l.max_buffer_size = 1024;
+    })
+    .unwrap();
+    let job = Job {
+        optimizer: Optimizer {
+            kind: OptimizerKind::Momentum,
+            ..Optimizer::default()
+        },
+        ..job(&[8, 100, 3], 4, 1e-3, 1)
+    };
+    let err = GpuBackend::new(small, &job, &HostState::seeded(&job))
+        .err()
+        .expect("must not fit")
+        .to_string();
+    assert!(
+        err.contains("max_storage_buffer_binding_size") && err.contains("1024 bytes"),
+        "{err}"
+    );
+}

@@ -1,9 +1,19 @@
 //! Adapters: listing them, choosing one (`--device`), and opening a device with its limits. Kept
 //! apart from the work so tests and benches can open one context and share it.
 
-use super::kernels::Kernels;
+use super::kernels::{Block, Kernels};
 use crate::error::{Error, Result};
 use std::sync::{Arc, Mutex};
+
+/// Whether an adapter's own clock can time kernels: timestamps inside compute passes (native
+/// feature), at the start and end of each pass (WebGPU's), or not at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Timestamps {
+    InsidePasses,
+    PerPass,
+    None,
+}
 
 /// One adapter as `gpu-train devices` shows it.
 pub struct AdapterEntry {
@@ -203,6 +213,8 @@ pub struct GpuContext {
     pub info: wgpu::AdapterInfo,
     pub limits: wgpu::Limits,
     pub kernels: Kernels,
+    /// Matmul variants measured by `gpu-train tune` on this adapter and driver (from the cache).
+    pub tuning: super::tune::Table,
     /// The first error the device reported outside an error scope, if any.
     errors: Arc<Mutex<Option<String>>>,
 }
@@ -211,8 +223,22 @@ impl GpuContext {
     /// Open a device on `adapter` with the adapter's own limits (not the conservative defaults), so
     /// that large jobs fit wherever the hardware allows.
     pub fn new(adapter: &wgpu::Adapter) -> Result<Arc<Self>> {
+        Self::with_limits(adapter, |_| {})
+    }
+
+    /// [`GpuContext::new`] with the adapter's limits changed by `adjust` first (tests request
+    /// small limits to exercise the splitting of large buffers).
+    pub fn with_limits(
+        adapter: &wgpu::Adapter,
+        adjust: impl FnOnce(&mut wgpu::Limits),
+    ) -> Result<Arc<Self>> {
         let info = adapter.get_info();
-        let limits = adapter.limits();
+        let mut limits = adapter.limits();
+        adjust(&mut limits);
+        // Timestamp queries for `--profile` and the bench, where the adapter has them: per pass
+        // (WebGPU's) and inside passes (native).
+        let features = adapter.features()
+            & (wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES);
         let needed = wgpu::TextureFormatFeatureFlags::STORAGE_READ_ONLY
             | wgpu::TextureFormatFeatureFlags::STORAGE_WRITE_ONLY;
         let format = adapter.get_texture_format_features(super::kernels::MATRIX_FORMAT);
@@ -230,7 +256,7 @@ impl GpuContext {
         }
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("gpu-train"),
-            required_features: wgpu::Features::empty(),
+            required_features: features,
             required_limits: limits.clone(),
             ..Default::default()
         }))
@@ -243,6 +269,18 @@ impl GpuContext {
                 slot.get_or_insert_with(|| e.to_string());
             }
         }));
+        let sink = errors.clone();
+        device.set_device_lost_callback(move |reason, msg| {
+            log::error!("wgpu: device lost ({reason:?}): {msg}");
+            if let Ok(mut slot) = sink.lock() {
+                // Lost supersedes any earlier error: nothing on the device can be trusted.
+                *slot = Some(
+                    format!("the device was lost ({reason:?}) {msg}")
+                        .trim()
+                        .to_string(),
+                );
+            }
+        });
         log::info!(
             "opened {} ({:?}, {}, driver {} {}): max_texture_dimension_2d {}, \
              max_storage_buffer_binding_size {}, max_buffer_size {}",
@@ -256,14 +294,40 @@ impl GpuContext {
             limits.max_buffer_size
         );
         let kernels = Kernels::new(&device);
+        let tuning = super::tune::Table::load(&info);
         Ok(Arc::new(GpuContext {
             device,
             queue,
             info,
             limits,
             kernels,
+            tuning,
             errors,
         }))
+    }
+
+    /// How the GPU's own clock can time kernels here.
+    pub fn timestamps(&self) -> Timestamps {
+        let f = self.device.features();
+        if !f.contains(wgpu::Features::TIMESTAMP_QUERY) {
+            Timestamps::None
+        } else if f.contains(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES) {
+            Timestamps::InsidePasses
+        } else {
+            Timestamps::PerPass
+        }
+    }
+
+    /// The matmul variant for a product `[m, k]·[k, n]` with these transposes: the one `gpu-train
+    /// tune` measured fastest here, else the untuned choice.
+    pub fn block_for(
+        &self,
+        (trans_a, trans_b): (bool, bool),
+        dims: (usize, usize, usize),
+    ) -> Block {
+        self.tuning
+            .get(trans_a, trans_b, dims)
+            .unwrap_or_else(|| Block::for_shape(self.info.device_type, dims))
     }
 
     /// Open the adapter `--device auto` would pick, if any.
@@ -305,39 +369,54 @@ impl GpuContext {
     }
 
     /// The texels of a matrix texture (rgba32float, see `shaders/matmul.wgsl`) as row-major f32,
-    /// `4 * width` per row.
+    /// `4 * width` per row. Read in bands of rows that each fit `max_buffer_size`.
     pub fn read_texture(&self, tex: &wgpu::Texture) -> Result<Vec<f32>> {
         let size = tex.size();
         let row_bytes = size.width as u64 * 16;
         let align = wgpu::COPY_BYTES_PER_ROW_ALIGNMENT as u64;
         let stride = row_bytes.div_ceil(align) * align;
-        let bytes = stride * size.height as u64;
-        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("texture readback"),
-            size: bytes,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        let mut enc = self.device.create_command_encoder(&Default::default());
-        enc.copy_texture_to_buffer(
-            tex.as_image_copy(),
-            wgpu::TexelCopyBufferInfo {
-                buffer: &staging,
-                layout: wgpu::TexelCopyBufferLayout {
-                    offset: 0,
-                    bytes_per_row: Some(stride as u32),
-                    rows_per_image: Some(size.height),
+        let band =
+            (self.limits.max_buffer_size / stride).clamp(1, size.height.max(1) as u64) as u32;
+        let width = (row_bytes / 4) as usize;
+        let mut out = Vec::with_capacity(width * size.height as usize);
+        for y0 in (0..size.height).step_by(band as usize) {
+            let rows = band.min(size.height - y0);
+            let bytes = stride * rows as u64;
+            let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("texture readback"),
+                size: bytes,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            let mut enc = self.device.create_command_encoder(&Default::default());
+            enc.copy_texture_to_buffer(
+                wgpu::TexelCopyTextureInfo {
+                    origin: wgpu::Origin3d { x: 0, y: y0, z: 0 },
+                    ..tex.as_image_copy()
                 },
-            },
-            size,
-        );
-        self.queue.submit([enc.finish()]);
-        let rows = self.map_f32(&staging, bytes)?;
-        let (stride, width) = ((stride / 4) as usize, (row_bytes / 4) as usize);
-        Ok(rows
-            .chunks(stride)
-            .flat_map(|r| r[..width].iter().copied())
-            .collect())
+                wgpu::TexelCopyBufferInfo {
+                    buffer: &staging,
+                    layout: wgpu::TexelCopyBufferLayout {
+                        offset: 0,
+                        bytes_per_row: Some(stride as u32),
+                        rows_per_image: Some(rows),
+                    },
+                },
+                wgpu::Extent3d {
+                    height: rows,
+                    ..size
+                },
+            );
+            self.queue.submit([enc.finish()]);
+            let texels = self.map_f32(&staging, bytes)?;
+            let stride = (stride / 4) as usize;
+            out.extend(
+                texels
+                    .chunks(stride)
+                    .flat_map(|r| r[..width].iter().copied()),
+            );
+        }
+        Ok(out)
     }
 
     /// Map a MAP_READ buffer (after the copies into it were submitted) and return its contents.

@@ -9,6 +9,7 @@ pub const MATMUL_WGSL: &str = concat!(
     include_str!("../../shaders/optimizer.wgsl"),
     include_str!("../../shaders/matmul.wgsl")
 );
+pub const MATMUL_NAIVE_WGSL: &str = include_str!("../../shaders/matmul_naive.wgsl");
 pub const LOSS_REDUCE_WGSL: &str = include_str!("../../shaders/loss_reduce.wgsl");
 pub const GATHER_WGSL: &str = include_str!("../../shaders/gather.wgsl");
 pub const BIAS_UPDATE_WGSL: &str = concat!(
@@ -58,8 +59,11 @@ impl Mode {
 }
 
 /// Results per invocation of the matmul kernel: the entry point of `shaders/matmul.wgsl`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Block {
+    /// `matmul_4x4`: one 4x4 block per invocation, 8x8 invocations per workgroup (the most
+    /// parallelism: GPUs with many cores on small products).
+    B4x4,
     /// `matmul_8x8`: 8x8 results per invocation, 8x8 invocations per workgroup (GPUs).
     B8x8,
     /// `matmul_16x16`: 16x16 results per invocation, 4x4 invocations per workgroup (CPU
@@ -68,10 +72,11 @@ pub enum Block {
 }
 
 impl Block {
-    pub const ALL: [Block; 2] = [Block::B8x8, Block::B16x16];
+    pub const ALL: [Block; 3] = [Block::B4x4, Block::B8x8, Block::B16x16];
 
     pub fn entry_point(self) -> &'static str {
         match self {
+            Block::B4x4 => "matmul_4x4",
             Block::B8x8 => "matmul_8x8",
             Block::B16x16 => "matmul_16x16",
         }
@@ -80,12 +85,19 @@ impl Block {
     /// Rows and columns of C computed by one workgroup of this variant.
     pub fn tile(self) -> (u32, u32) {
         match self {
+            Block::B4x4 => (32, 32),
             Block::B8x8 => (64, 64),
             Block::B16x16 => (16, 256),
         }
     }
 
-    /// The variant for a product of `[m, k]·[k, n]` on an adapter. On CPU implementations a
+    /// The name `gpu-train tune` and the bench results use: `4x4`, `8x8`, `16x16`.
+    pub fn name(self) -> &'static str {
+        self.entry_point().trim_start_matches("matmul_")
+    }
+
+    /// The untuned choice for a product of `[m, k]·[k, n]` on an adapter (what runs where `gpu-train
+    /// tune` has measured nothing for the shape). On CPU implementations a
     /// texel fetch costs more than an accumulator, so big blocks win once the k loop dominates;
     /// small products and GPUs get 8x8. Measured on lavapipe: benches/README.md.
     pub fn for_shape(device_type: wgpu::DeviceType, (m, n, k): (usize, usize, usize)) -> Self {
@@ -182,6 +194,9 @@ pub struct Kernels {
     bias_module: wgpu::ShaderModule,
     /// `bias_update` by (STORE, OPT, ACC_IN and ACC_OUT), built on first use.
     bias_cache: Mutex<HashMap<(bool, Opt, Acc), wgpu::ComputePipeline>>,
+    /// `matmul_naive` (shaders/matmul_naive.wgsl), the bench's reference kernel, built on first
+    /// use.
+    naive: Mutex<Option<(wgpu::BindGroupLayout, wgpu::ComputePipeline)>>,
     pub gather_layout: wgpu::BindGroupLayout,
     /// `gather`: a mini-batch's rows from the dataset resident on the GPU.
     pub gather: wgpu::ComputePipeline,
@@ -407,6 +422,7 @@ impl Kernels {
         let dummy_bias = dummy("unused bias");
         let dummy_opt = ["unused optimizer state m", "unused optimizer state v"].map(dummy);
         Kernels {
+            naive: Mutex::default(),
             gather_layout,
             gather,
             dummy_read,
@@ -457,6 +473,37 @@ impl Kernels {
                 pipeline(device, layout, module, "bias_update", &constants)
             })
             .clone()
+    }
+
+    /// The layout and pipeline of `matmul_naive`, compiled on first use.
+    pub fn naive(&self, device: &wgpu::Device) -> (wgpu::BindGroupLayout, wgpu::ComputePipeline) {
+        let mut slot = self
+            .naive
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        slot.get_or_insert_with(|| {
+            let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some("matmul_naive"),
+                source: wgpu::ShaderSource::Wgsl(MATMUL_NAIVE_WGSL.into()),
+            });
+            let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some("matmul_naive"),
+                entries: &[
+                    entry(0, UNIFORM),
+                    entry(1, READ),
+                    entry(2, READ),
+                    entry(3, RW),
+                ],
+            });
+            let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some("matmul_naive"),
+                bind_group_layouts: &[Some(&layout)],
+                immediate_size: 0,
+            });
+            let p = pipeline(device, &pipeline_layout, &module, "matmul_naive", &[]);
+            (layout, p)
+        })
+        .clone()
     }
 
     /// The matmul pipeline for `key`, compiled on first use.

@@ -28,8 +28,9 @@
 
 pub mod context;
 pub mod kernels;
+pub mod tune;
 
-pub use context::{list_adapters, AdapterEntry, DeviceChoice, GpuContext};
+pub use context::{list_adapters, AdapterEntry, DeviceChoice, GpuContext, Timestamps};
 pub use kernels::{Acc, Block, MatmulKey, Mode, Opt};
 
 use crate::backend::{Backend, TrainState};
@@ -55,6 +56,10 @@ struct MatmulParams {
     rows: u32,
     /// The optimizer's hyperparameters (mu or beta1, beta2, eps) for `Mode::Update`.
     hyper: [f32; 3],
+    /// The band of rows of C this dispatch computes (see [`Banded`]).
+    row0: u32,
+    row_end: u32,
+    _pad: [u32; 2],
 }
 
 /// Uniform block of `shaders/bias_update.wgsl`.
@@ -107,6 +112,8 @@ pub fn from_padded(rows: usize, cols: usize, padded: &[f32]) -> Vec<f32> {
 
 /// One recorded dispatch: built once, replayed every epoch.
 struct Dispatch {
+    /// What `--profile` reports the dispatch's time under: the kernel, its variant and shape.
+    label: String,
     pipeline: wgpu::ComputePipeline,
     bind_group: wgpu::BindGroup,
     groups: [u32; 3],
@@ -319,6 +326,105 @@ fn storage(
     })
 }
 
+/// A per-element buffer in the padded layout of a `[rows, cols]` matrix (`pad4(rows)·pad4(cols)`
+/// f32: a weight's optimizer state, a shared weight's gradient sum), split into bands of
+/// `band_rows` rows, one buffer each, so that no buffer exceeds the adapter's
+/// `max_storage_buffer_binding_size` or `max_buffer_size`. A product writing such a buffer runs
+/// as one dispatch per band (`row0..row_end` in `shaders/matmul.wgsl`). Most jobs have one band.
+pub struct Banded {
+    band_rows: usize,
+    bufs: Vec<wgpu::Buffer>,
+    cols: usize,
+}
+
+impl Banded {
+    /// Zeros, or the padded `data` (`[pad4(rows), pad4(cols)]`).
+    fn new(
+        ctx: &GpuContext,
+        label: &str,
+        rows: usize,
+        cols: usize,
+        data: Option<&[f32]>,
+    ) -> Result<Self> {
+        let l = &ctx.limits;
+        let limit = l.max_storage_buffer_binding_size.min(l.max_buffer_size);
+        let row_bytes = (pad4(cols) * 4) as u64;
+        let fit = ((limit / row_bytes) as usize / 4) * 4;
+        if fit == 0 {
+            let which = if l.max_storage_buffer_binding_size <= l.max_buffer_size {
+                "max_storage_buffer_binding_size"
+            } else {
+                "max_buffer_size"
+            };
+            return Err(Error::TooLarge {
+                buffer: label.into(),
+                needed: format!("{} bytes for its smallest band (4 rows)", 4 * row_bytes),
+                limit: which,
+                allowed: format!("{limit} bytes"),
+            });
+        }
+        let total = pad4(rows);
+        let band_rows = fit.min(total).max(4);
+        let bufs = (0..total.div_ceil(band_rows))
+            .map(|j| {
+                let r0 = j * band_rows;
+                let n = (total - r0).min(band_rows) * pad4(cols);
+                let part = data.map(|d| &d[r0 * pad4(cols)..][..n]);
+                let name = format!("{label} (band {})", j + 1);
+                storage(ctx, &name, n, part)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if bufs.len() > 1 {
+            log::info!("{label}: {} bands of {band_rows} rows", bufs.len());
+        }
+        Ok(Banded {
+            band_rows,
+            bufs,
+            cols,
+        })
+    }
+
+    /// One buffer holding the whole matrix (already checked against the limits).
+    fn whole(buf: wgpu::Buffer, rows: usize, cols: usize) -> Self {
+        Banded {
+            band_rows: pad4(rows).max(4),
+            bufs: vec![buf],
+            cols,
+        }
+    }
+
+    /// `(row0, row_end)` of each band, in padded rows.
+    fn bands(&self) -> Vec<(usize, usize)> {
+        (self.bufs.iter())
+            .enumerate()
+            .map(|(j, b)| {
+                let r0 = j * self.band_rows;
+                (r0, r0 + b.size() as usize / 4 / pad4(self.cols))
+            })
+            .collect()
+    }
+
+    /// The whole padded matrix.
+    fn read(&self, ctx: &GpuContext) -> Result<Vec<f32>> {
+        let mut out = Vec::new();
+        for b in &self.bufs {
+            out.extend(ctx.read_f32(b, b.size())?);
+        }
+        Ok(out)
+    }
+
+    /// Overwrite with the whole padded matrix.
+    fn write(&self, ctx: &GpuContext, padded: &[f32]) {
+        let mut at = 0;
+        for b in &self.bufs {
+            let n = b.size() as usize / 4;
+            ctx.queue
+                .write_buffer(b, 0, bytemuck::cast_slice(&padded[at..at + n]));
+            at += n;
+        }
+    }
+}
+
 fn uniform<T: bytemuck::Pod>(ctx: &GpuContext, label: &str, v: &T) -> wgpu::Buffer {
     ctx.device
         .create_buffer_init(&wgpu::util::BufferInitDescriptor {
@@ -334,7 +440,7 @@ struct MatmulBind<'a> {
     b: &'a GpuMatrix,
     c: &'a GpuMatrix,
     aux: Option<&'a GpuMatrix>,
-    aux_out: Option<&'a wgpu::Buffer>,
+    aux_out: Option<&'a Banded>,
     bias: Option<&'a wgpu::Buffer>,
     /// The optimizer of `Mode::Update` (None: plain SGD, or another mode).
     opt: Option<OptBind<'a>>,
@@ -344,7 +450,7 @@ struct MatmulBind<'a> {
 #[derive(Clone, Copy)]
 struct OptBind<'a> {
     /// The optimizer's state of the parameters, as many buffers as the step keeps.
-    state: [Option<&'a wgpu::Buffer>; 2],
+    state: [Option<&'a Banded>; 2],
     /// The step counters (`loss_reduce`'s state) and their byte offset in it: 0, or
     /// `SHARED_COUNTERS_OFFSET` for a dynamic-depth net's shared layer.
     counters: (&'a wgpu::Buffer, u64),
@@ -375,17 +481,20 @@ fn bind_group(
     })
 }
 
-/// The optimizer's two state buffers and the step counters, at `OPT_BINDING` on in the kernels
-/// that update parameters (dummies where the step keeps no state: plain SGD reads none).
+/// The optimizer's two state buffers (of band `band`) and the step counters, at `OPT_BINDING` on
+/// in the kernels that update parameters (dummies where the step keeps no state: plain SGD reads
+/// none).
 fn optimizer_bindings<'a>(
     ctx: &'a GpuContext,
     opt: Option<OptBind<'a>>,
+    band: usize,
 ) -> [wgpu::BindingResource<'a>; 3] {
     let kn = &ctx.kernels;
     let state = opt.map_or([None, None], |o| o.state);
+    let buf = |s: usize| state[s].map_or(&kn.dummy_opt[s], |b| &b.bufs[band]);
     [
-        state[0].unwrap_or(&kn.dummy_opt[0]).as_entire_binding(),
-        state[1].unwrap_or(&kn.dummy_opt[1]).as_entire_binding(),
+        buf(0).as_entire_binding(),
+        buf(1).as_entire_binding(),
         match opt {
             Some(OptBind {
                 counters: (buffer, offset),
@@ -405,13 +514,15 @@ fn hyper(opt: Option<OptBind<'_>>) -> [f32; 3] {
     opt.map_or([0.0; 3], |o| o.hyper)
 }
 
+/// The dispatches of one product: one, or one per band of the per-element buffers it writes
+/// (see [`Banded`]).
 fn matmul_dispatch(
     ctx: &GpuContext,
     key: MatmulKey,
     (m, n, k): (usize, usize, usize),
     scalar: f32,
     bind: MatmulBind<'_>,
-) -> Result<Dispatch> {
+) -> Result<Vec<Dispatch>> {
     debug_assert_eq!(key.bias, bind.bias.is_some());
     // An optimizer that keeps state must be given it: the unchecked shader indexes it.
     let given = bind.opt.map_or(0, |o| o.state.iter().flatten().count());
@@ -422,51 +533,84 @@ fn matmul_dispatch(
             || (matches!(key.mode, Mode::Store | Mode::Update) && bind.aux_out.is_some())
     );
     let rows = m;
+    let shape = format!("{m}x{n}x{k}");
     let (m, n, k) = (pad4(m), pad4(n), pad4(k));
+    // Every per-element buffer of the product is banded alike (same rows, columns and limits).
+    let banded = (bind.aux_out.into_iter())
+        .chain(
+            bind.opt
+                .into_iter()
+                .flat_map(|o| o.state.into_iter().flatten()),
+        )
+        .next();
+    let bands = banded.map_or(vec![(0, m)], |b| b.bands());
     let (tile_rows, tile_cols) = key.block.tile();
-    let groups = [
-        n.div_ceil(tile_cols as usize),
-        m.div_ceil(tile_rows as usize),
-    ];
+    let pipeline = ctx.kernels.matmul(&ctx.device, key);
     let max = ctx.limits.max_compute_workgroups_per_dimension;
-    if groups.iter().any(|&g| g > max as usize) {
-        return Err(Error::TooLarge {
-            buffer: format!("the {m}x{k}·{k}x{n} product"),
-            needed: format!("{}x{} workgroups", groups[0], groups[1]),
-            limit: "max_compute_workgroups_per_dimension",
-            allowed: max.to_string(),
-        });
-    }
-    let params = uniform(
-        ctx,
-        "matmul params",
-        &MatmulParams {
-            m: m as u32,
-            n: n as u32,
-            k: k as u32,
-            scalar,
-            rows: rows as u32,
-            hyper: hyper(bind.opt),
-        },
-    );
-    let kn = &ctx.kernels;
-    let view = wgpu::BindingResource::TextureView;
-    let resources = vec![
-        params.as_entire_binding(),
-        view(&bind.a.view),
-        view(&bind.b.view),
-        view(&bind.c.view),
-        view(bind.aux.map_or(&kn.dummy_read, |m| &m.view)),
-        bind.aux_out.unwrap_or(&kn.dummy_rw).as_entire_binding(),
-        bind.bias.unwrap_or(&kn.dummy_bias).as_entire_binding(),
-    ];
-    let optimizer = Some(optimizer_bindings(ctx, bind.opt));
-    let bind_group = bind_group(ctx, "matmul", &kn.matmul_layout, resources, optimizer);
-    Ok(Dispatch {
-        pipeline: kn.matmul(&ctx.device, key),
-        bind_group,
-        groups: [groups[0] as u32, groups[1] as u32, 1],
-    })
+    bands
+        .iter()
+        .enumerate()
+        .map(|(band, &(row0, row_end))| {
+            let groups = [
+                n.div_ceil(tile_cols as usize),
+                (row_end - row0).div_ceil(tile_rows as usize),
+            ];
+            if groups.iter().any(|&g| g > max as usize) {
+                return Err(Error::TooLarge {
+                    buffer: format!("the {m}x{k}·{k}x{n} product"),
+                    needed: format!("{}x{} workgroups", groups[0], groups[1]),
+                    limit: "max_compute_workgroups_per_dimension",
+                    allowed: max.to_string(),
+                });
+            }
+            let params = uniform(
+                ctx,
+                "matmul params",
+                &MatmulParams {
+                    m: m as u32,
+                    n: n as u32,
+                    k: k as u32,
+                    scalar,
+                    rows: rows as u32,
+                    hyper: hyper(bind.opt),
+                    row0: row0 as u32,
+                    row_end: row_end as u32,
+                    _pad: [0; 2],
+                },
+            );
+            let kn = &ctx.kernels;
+            let view = wgpu::BindingResource::TextureView;
+            let resources = vec![
+                params.as_entire_binding(),
+                view(&bind.a.view),
+                view(&bind.b.view),
+                view(&bind.c.view),
+                view(bind.aux.map_or(&kn.dummy_read, |m| &m.view)),
+                bind.aux_out
+                    .map_or(&kn.dummy_rw, |b| &b.bufs[band])
+                    .as_entire_binding(),
+                bind.bias.unwrap_or(&kn.dummy_bias).as_entire_binding(),
+            ];
+            let optimizer = Some(optimizer_bindings(ctx, bind.opt, band));
+            let bind_group = bind_group(ctx, "matmul", &kn.matmul_layout, resources, optimizer);
+            let t = |b: bool| if b { "ᵀ" } else { "" };
+            let label = format!(
+                "matmul {} {:?}{} A{}·B{} {shape}{}",
+                key.block.name(),
+                key.mode,
+                if key.bias { "+bias" } else { "" },
+                t(key.trans_a),
+                t(key.trans_b),
+                if bands.len() > 1 { " (banded)" } else { "" },
+            );
+            Ok(Dispatch {
+                label,
+                pipeline: pipeline.clone(),
+                bind_group,
+                groups: [groups[0] as u32, groups[1] as u32, 1],
+            })
+        })
+        .collect()
 }
 
 /// `loss_reduce` of `[rows, cols]` values times `scale`; with `advance = Some((beta1, beta2))` it
@@ -503,6 +647,7 @@ fn loss_reduce_dispatch(
     ];
     let bind_group = bind_group(ctx, "loss_reduce", &kn.loss_reduce_layout, resources, None);
     Dispatch {
+        label: format!("loss_reduce {rows}x{cols}"),
         pipeline: kn.loss_reduce(advance.is_some(), advance_shared),
         bind_group,
         groups: [1, 1, 1],
@@ -553,10 +698,11 @@ fn bias_update_dispatch(
     ];
     let given = step.opt.map_or(0, |o| o.state.iter().flatten().count());
     debug_assert_eq!(step.kind.state_buffers(), given);
-    let optimizer = Some(optimizer_bindings(ctx, step.opt));
+    let optimizer = Some(optimizer_bindings(ctx, step.opt, 0));
     let layout = &kn.bias_update_layout;
     let bind_group = bind_group(ctx, "bias_update", layout, resources, optimizer);
     Dispatch {
+        label: format!("bias_update {rows}x{cols}"),
         pipeline: kn.bias_update(&ctx.device, step.store, step.kind, step.acc),
         bind_group,
         groups: [cols4.div_ceil(64) as u32, 1, 1],
@@ -577,6 +723,40 @@ fn record(enc: &mut wgpu::CommandEncoder, epochs: &[&[Dispatch]]) {
         }
     }
 }
+
+/// Record `plans` with each dispatch in a compute pass of its own that writes timestamps at its
+/// start and end into `queries` (two per dispatch, from 0): for `--profile`. The results are the
+/// same as [`record`]'s; only the passes differ.
+fn record_timed(enc: &mut wgpu::CommandEncoder, plans: &[&[Dispatch]], queries: &wgpu::QuerySet) {
+    for (i, d) in plans.iter().flat_map(|p| p.iter()).enumerate() {
+        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some(&d.label),
+            timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                query_set: queries,
+                beginning_of_pass_write_index: Some(2 * i as u32),
+                end_of_pass_write_index: Some(2 * i as u32 + 1),
+            }),
+        });
+        pass.set_pipeline(&d.pipeline);
+        pass.set_bind_group(0, &d.bind_group, &[]);
+        pass.dispatch_workgroups(d.groups[0], d.groups[1], d.groups[2]);
+    }
+}
+
+/// Timestamp queries of `--profile` and what they measured so far.
+struct Profiler {
+    queries: wgpu::QuerySet,
+    resolve: wgpu::Buffer,
+    staging: wgpu::Buffer,
+    /// Nanoseconds per timestamp tick.
+    period: f64,
+    /// Per label: calls and seconds, in the order first seen.
+    totals: Vec<crate::backend::KernelTime>,
+    steps: usize,
+}
+
+/// Timestamps one query set holds (wgpu's `QUERY_SET_MAX_QUERIES`).
+const MAX_QUERIES: usize = 4096;
 
 /// Run an error scope around `f`: out-of-memory and validation errors become `Error::Gpu`.
 fn scoped<T>(ctx: &GpuContext, what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
@@ -703,7 +883,7 @@ struct Net {
     biases: Vec<wgpu::Buffer>,
     dbs: Vec<wgpu::Buffer>,
     /// The optimizer's state: per weight, then per bias, as many buffers as the step keeps.
-    opt_state: Vec<Vec<wgpu::Buffer>>,
+    opt_state: Vec<Vec<Banded>>,
     /// `acts[j]`: activation output of the j-th product of an epoch, for every product but the
     /// last (as many as the most uses of a shared layer need).
     acts: Vec<GpuMatrix>,
@@ -711,9 +891,9 @@ struct Net {
     /// output layer's.
     grads: Vec<GpuMatrix>,
     /// Per-element losses of the output layer.
-    sq: wgpu::Buffer,
+    sq: Banded,
     /// A dynamic-depth net's shared weight and bias gradients, summed over its uses.
-    sum_w: Option<wgpu::Buffer>,
+    sum_w: Option<Banded>,
     sum_b: Option<wgpu::Buffer>,
     /// The dataset resident on the GPU, for mini-batches (None: the dataset is one batch, in x
     /// and y).
@@ -768,7 +948,7 @@ impl Net {
                     trans_a,
                     trans_b,
                     mode,
-                    block: Block::for_shape(ctx.info.device_type, dims),
+                    block: ctx.block_for((trans_a, trans_b), dims),
                     bias: bind.bias.is_some(),
                     opt: if mode == Mode::Update { opt } else { Opt::Sgd },
                     acc,
@@ -809,7 +989,7 @@ impl Net {
             let input = if j == 0 { &self.x } else { &self.acts[j - 1] };
             let dims = (b, d[l + 1], d[l]);
             let none = Acc::default();
-            plan.push(if j + 1 < n {
+            plan.extend(if j + 1 < n {
                 // a_j = act(a_{j-1} · w_l + b_l)
                 let bd = bind(input, w(l), &self.acts[j], None, None);
                 let bd = MatmulBind {
@@ -841,7 +1021,7 @@ impl Net {
             (b, d[depth]),
             job.loss.scale(n_out),
             (advance, advance_shared),
-            &self.sq,
+            &self.sq.bufs[0],
             &self.history,
             &self.state,
         ));
@@ -853,7 +1033,7 @@ impl Net {
                 let dims = (b, d[l], d[l + 1]);
                 let aux = relu.then_some(&self.acts[j - 1]);
                 let bd = bind(grad(j), w(l), &self.grads[j - 1], aux, None);
-                plan.push(mm(
+                plan.extend(mm(
                     (false, true, input_grad_mode),
                     Acc::default(),
                     dims,
@@ -872,7 +1052,7 @@ impl Net {
             let input = if j == 0 { &self.x } else { &self.acts[j - 1] };
             let dims = (d[l], d[l + 1], b);
             let sum_w = self.sum_w.as_ref().filter(|_| summing);
-            plan.push(if key.update && !acc.output {
+            plan.extend(if key.update && !acc.output {
                 let old = w(l);
                 let new = &self.weights[l][1 - parity(l)];
                 let bd = MatmulBind {
@@ -941,6 +1121,7 @@ impl Net {
         ];
         let kn = &ctx.kernels;
         Dispatch {
+            label: format!("gather {rows} rows"),
             pipeline: kn.gather.clone(),
             bind_group: bind_group(ctx, "gather", &kn.gather_layout, resources, None),
             groups: [
@@ -968,6 +1149,9 @@ pub struct GpuBackend {
     /// Most steps in one submission.
     max_steps: usize,
     submits: usize,
+    /// Seconds spent recording and submitting.
+    encode_s: f64,
+    profiler: Option<Profiler>,
 }
 
 impl GpuBackend {
@@ -1043,11 +1227,10 @@ impl GpuBackend {
             .chain(&host.biases)
             .enumerate()
             .map(|(i, m)| {
-                let len = pad4(m.rows) * pad4(m.cols);
                 (0..opt.state_buffers())
                     .map(|s| {
                         let label = format!("optimizer state {} of tensor {}", s + 1, i + 1);
-                        storage(&ctx, &label, len, None)
+                        Banded::new(&ctx, &label, m.rows, m.cols, None)
                     })
                     .collect::<Result<Vec<_>>>()
             })
@@ -1068,12 +1251,14 @@ impl GpuBackend {
         let label = format!("output gradient ({b}x{} f32)", d[depth]);
         grads.push(matrix(&ctx, &label, b, d[depth], None)?);
         let sq = storage(&ctx, "squared errors", pad4(b) * pad4(d[depth]), None)?;
+        let sq = Banded::whole(sq, b, d[depth]);
         let (sum_w, sum_b) = match job.shared_layer() {
             Some(s) => (
-                Some(storage(
+                Some(Banded::new(
                     &ctx,
                     "shared weight gradient sum",
-                    pad4(d[s]) * pad4(d[s + 1]),
+                    d[s],
+                    d[s + 1],
                     None,
                 )?),
                 match job.bias {
@@ -1093,9 +1278,13 @@ impl GpuBackend {
         let flops = job.flops_with_uses(job.max_uses()).max(1.0);
         // Bound one submission's work (about 20 GFLOP) so no driver watchdog fires on big jobs,
         // and its row indices to 16 MiB.
+        // The loss history (4 bytes a step) and the batch rows (4 a row) are single buffers.
+        let l = &ctx.limits;
+        let limit = l.max_storage_buffer_binding_size.min(l.max_buffer_size) as usize;
         let max_steps = ((2e10 / flops) as usize)
             .clamp(1, 100_000)
             .min((1 << 22) / b)
+            .min(limit / 4 / b)
             .max(1);
         let rows = job.dataset_rows();
         let data = if job.minibatched() {
@@ -1197,6 +1386,8 @@ impl GpuBackend {
             staging,
             max_steps,
             submits: 0,
+            encode_s: 0.0,
+            profiler: None,
         })
     }
 
@@ -1263,6 +1454,7 @@ impl GpuBackend {
         let (keys, parity, shared_parity) = self.chunk_keys(grad_only, steps)?;
         self.upload_rows(self.step, steps);
         let ctx = &self.ctx;
+        let start = std::time::Instant::now();
         ctx.queue
             .write_buffer(&self.net.state, 0, bytemuck::bytes_of(&0u32));
         let mut enc = ctx
@@ -1271,10 +1463,27 @@ impl GpuBackend {
                 label: Some("chunk"),
             });
         let plans: Vec<&[Dispatch]> = keys.iter().map(|k| &self.plans[k][..]).collect();
-        record(&mut enc, &plans);
+        // With --profile, the first steps of the chunk that fit the query set are timed.
+        let timed = match &self.profiler {
+            Some(p) => {
+                let per_step = plans.iter().map(|p| p.len()).max().unwrap_or(1).max(1);
+                let t = (MAX_QUERIES / 2 / per_step).min(steps);
+                let n = plans[..t].iter().map(|p| p.len()).sum::<usize>();
+                record_timed(&mut enc, &plans[..t], &p.queries);
+                enc.resolve_query_set(&p.queries, 0..2 * n as u32, &p.resolve, 0);
+                enc.copy_buffer_to_buffer(&p.resolve, 0, &p.staging, 0, 16 * n as u64);
+                record(&mut enc, &plans[t..]);
+                Some((t, n))
+            }
+            None => {
+                record(&mut enc, &plans);
+                None
+            }
+        };
         let bytes = (steps * 4) as u64;
         enc.copy_buffer_to_buffer(&self.net.history, 0, &self.staging, 0, bytes);
         ctx.queue.submit([enc.finish()]);
+        self.encode_s += start.elapsed().as_secs_f64();
         self.submits += 1;
         log::debug!(
             "submission {}: {steps} steps from step {}, {} dispatches",
@@ -1283,6 +1492,27 @@ impl GpuBackend {
             plans.iter().map(|p| p.len()).sum::<usize>()
         );
         let losses = ctx.map_f32(&self.staging, bytes)?;
+        if let (Some(p), Some((t, n))) = (&mut self.profiler, timed) {
+            // The GPU is idle after the map above: these timestamps are written.
+            let words = ctx.map_f32(&p.staging, 16 * n as u64)?;
+            let ticks: Vec<u64> = bytemuck::pod_collect_to_vec(&words);
+            let labels = plans[..t].iter().flat_map(|p| p.iter()).map(|d| &d.label);
+            for (label, pair) in labels.zip(ticks.chunks(2)) {
+                let s = pair[1].saturating_sub(pair[0]) as f64 * p.period * 1e-9;
+                match p.totals.iter_mut().find(|k| &k.name == label) {
+                    Some(k) => {
+                        k.calls += 1;
+                        k.seconds += s;
+                    }
+                    None => p.totals.push(crate::backend::KernelTime {
+                        name: label.clone(),
+                        calls: 1,
+                        seconds: s,
+                    }),
+                }
+            }
+            p.steps += t;
+        }
         if !grad_only {
             (self.parity, self.shared_parity) = (parity, shared_parity);
             self.step += steps;
@@ -1352,7 +1582,7 @@ fn warm_up(ctx: &GpuContext, net: &Net, plans: &HashMap<PlanKey, Vec<Dispatch>>)
     for (b, copy) in net.biases.iter().zip(&saved) {
         enc.copy_buffer_to_buffer(copy, 0, b, 0, b.size());
     }
-    for buf in net.opt_state.iter().flatten() {
+    for buf in net.opt_state.iter().flatten().flat_map(|b| &b.bufs) {
         enc.clear_buffer(buf, 0, None);
     }
     ctx.queue.submit([enc.finish()]);
@@ -1397,7 +1627,7 @@ impl Backend for GpuBackend {
             .map(|(bufs, [r, c])| {
                 bufs.iter()
                     .map(|buf| {
-                        let padded = ctx.read_f32(buf, (pad4(r) * pad4(c) * 4) as u64)?;
+                        let padded = buf.read(ctx)?;
                         Ok(Matrix::from_vec(r, c, from_padded(r, c, &padded)))
                     })
                     .collect::<Result<Vec<_>>>()
@@ -1433,7 +1663,7 @@ impl Backend for GpuBackend {
             .zip(self.shapes())
         {
             for (buf, m) in bufs.iter().zip(saved) {
-                q.write_buffer(buf, 0, bytemuck::cast_slice(&to_padded(r, c, &m.data, 0.0)));
+                buf.write(ctx, &to_padded(r, c, &m.data, 0.0));
             }
         }
         let word = |c: &crate::cpu::OptCounters| [0, c.t, c.beta1_t.to_bits(), c.beta2_t.to_bits()];
@@ -1501,6 +1731,53 @@ impl Backend for GpuBackend {
     fn submits(&self) -> usize {
         self.submits
     }
+
+    fn encode_seconds(&self) -> f64 {
+        self.encode_s
+    }
+
+    fn enable_profiling(&mut self) -> std::result::Result<(), String> {
+        let ctx = &self.ctx;
+        if ctx.timestamps() == Timestamps::None {
+            return Err(format!(
+                "{} has no timestamp queries (wgpu feature TIMESTAMP_QUERY)",
+                ctx.info.name
+            ));
+        }
+        let queries = ctx.device.create_query_set(&wgpu::QuerySetDescriptor {
+            label: Some("profile"),
+            ty: wgpu::QueryType::Timestamp,
+            count: MAX_QUERIES as u32,
+        });
+        let bytes = (MAX_QUERIES * 8) as u64;
+        let resolve = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("profile resolve"),
+            size: bytes,
+            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let staging = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("profile readback"),
+            size: bytes,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        self.profiler = Some(Profiler {
+            queries,
+            resolve,
+            staging,
+            period: ctx.queue.get_timestamp_period() as f64,
+            totals: Vec::new(),
+            steps: 0,
+        });
+        Ok(())
+    }
+
+    fn kernel_times(&self) -> (usize, Vec<crate::backend::KernelTime>) {
+        self.profiler
+            .as_ref()
+            .map_or((0, Vec::new()), |p| (p.steps, p.totals.clone()))
+    }
 }
 
 /// What [`run_matmul`] produced.
@@ -1548,6 +1825,7 @@ pub fn run_matmul(
         let nan = vec![f32::NAN; pad4(m) * pad4(n)];
         let out_init = sum.map_or(nan.clone(), |s| to_padded(m, n, s, 0.0));
         let outb = storage(ctx, "aux_out", nan.len(), Some(&out_init))?;
+        let outb = Banded::whole(outb, m, n);
         let summing = key.acc != Acc::default();
         let reads_out = key.mode.is_loss() || summing;
         let biasb = bias
@@ -1569,13 +1847,13 @@ pub fn run_matmul(
             },
         )?;
         let mut enc = ctx.device.create_command_encoder(&Default::default());
-        record(&mut enc, &[&[d]]);
+        record(&mut enc, &[&d]);
         ctx.queue.submit([enc.finish()]);
         let c = cb.read_padded(ctx)?;
         // C is not written while summing: its NaN poison stays, padding included.
         let mut padding_zero = key.acc.output || padding_is_zero(m, n, &c);
         let aux_out = if reads_out {
-            let o = ctx.read_f32(&outb, (nan.len() * 4) as u64)?;
+            let o = outb.read(ctx)?;
             padding_zero &= padding_is_zero(m, n, &o);
             from_padded(m, n, &o)
         } else {
@@ -1705,6 +1983,7 @@ pub fn time_matmul(
         let cb = matrix(ctx, "c", m, n, None)?;
         let auxb = matrix(ctx, "aux", m, n, None)?;
         let outb = storage(ctx, "aux_out", pad4(m) * pad4(n), None)?;
+        let outb = Banded::whole(outb, m, n);
         let biasb = storage(ctx, "bias", pad4(n), None)?;
         let d = matmul_dispatch(
             ctx,
@@ -1722,6 +2001,84 @@ pub fn time_matmul(
                 opt: None,
             },
         )?;
+        let plan = d;
+        let mut enc = ctx.device.create_command_encoder(&Default::default());
+        record(&mut enc, &[&plan]);
+        ctx.queue.submit([enc.finish()]);
+        ctx.wait()?;
+        let start = std::time::Instant::now();
+        let mut enc = ctx.device.create_command_encoder(&Default::default());
+        record(&mut enc, &vec![&plan[..]; reps.max(1)]);
+        ctx.queue.submit([enc.finish()]);
+        ctx.wait()?;
+        Ok(start.elapsed().as_secs_f64() / reps.max(1) as f64)
+    })
+}
+
+/// `matmul_naive` (shaders/matmul_naive.wgsl) bound to `[m, k]` and `[k, n]` row-major inputs:
+/// the dispatch, and the output buffer `[m, n]`.
+fn naive_dispatch(
+    ctx: &GpuContext,
+    a: &wgpu::Buffer,
+    b: &wgpu::Buffer,
+    (m, n, k): (usize, usize, usize),
+) -> Result<(Dispatch, wgpu::Buffer)> {
+    let c = storage(ctx, "c", m * n, Some(&vec![f32::NAN; m * n]))?;
+    let params = uniform(ctx, "naive params", &[m as u32, n as u32, k as u32, 0]);
+    let (layout, pipeline) = ctx.kernels.naive(&ctx.device);
+    let resources = vec![
+        params.as_entire_binding(),
+        a.as_entire_binding(),
+        b.as_entire_binding(),
+        c.as_entire_binding(),
+    ];
+    let groups = [n.div_ceil(8) as u32, m.div_ceil(8) as u32, 1];
+    let max = ctx.limits.max_compute_workgroups_per_dimension;
+    if groups.iter().any(|&g| g > max) {
+        return Err(Error::TooLarge {
+            buffer: format!("the naive {m}x{k}·{k}x{n} product"),
+            needed: format!("{}x{} workgroups", groups[0], groups[1]),
+            limit: "max_compute_workgroups_per_dimension",
+            allowed: max.to_string(),
+        });
+    }
+    let bind_group = bind_group(ctx, "matmul_naive", &layout, resources, None);
+    Ok((
+        Dispatch {
+            label: format!("matmul_naive {m}x{n}x{k}"),
+            pipeline,
+            bind_group,
+            groups,
+        },
+        c,
+    ))
+}
+
+/// Run the bench's reference kernel once: `C = A·B`, row-major `[m, k]` and `[k, n]`, its output
+/// poisoned with NaN first. Returns C `[m, n]`.
+pub fn run_naive(
+    ctx: &GpuContext,
+    a: &[f32],
+    b: &[f32],
+    (m, n, k): (usize, usize, usize),
+) -> Result<Vec<f32>> {
+    scoped(ctx, "running matmul_naive", || {
+        let ab = storage(ctx, "a", m * k, Some(a))?;
+        let bb = storage(ctx, "b", k * n, Some(b))?;
+        let (d, c) = naive_dispatch(ctx, &ab, &bb, (m, n, k))?;
+        let mut enc = ctx.device.create_command_encoder(&Default::default());
+        record(&mut enc, &[&[d]]);
+        ctx.queue.submit([enc.finish()]);
+        ctx.read_f32(&c, (m * n * 4) as u64)
+    })
+}
+
+/// [`time_matmul`] for the reference kernel.
+pub fn time_naive(ctx: &GpuContext, (m, n, k): (usize, usize, usize), reps: usize) -> Result<f64> {
+    scoped(ctx, "timing matmul_naive", || {
+        let ab = storage(ctx, "a", m * k, None)?;
+        let bb = storage(ctx, "b", k * n, None)?;
+        let (d, _c) = naive_dispatch(ctx, &ab, &bb, (m, n, k))?;
         let plan = [d];
         let mut enc = ctx.device.create_command_encoder(&Default::default());
         record(&mut enc, &[&plan]);

@@ -161,19 +161,38 @@ impl History {
 /// epochs across, the loss on a log scale (non-finite and non-positive losses are left out).
 /// Written atomically.
 pub fn plot(path: &Path, title: &str, runs: &[(String, &History)]) -> Result<()> {
-    const SIZE: (u32, u32) = (900, 560);
-    let png = path
+    save_plot(
+        path,
+        (900, 560),
+        |root| draw(root, title, runs),
+        |root| draw(root, title, runs),
+    )
+}
+
+/// Render a plot of `size` into `path`, atomically: SVG by `svg`, or PNG by `png` for a `.png`
+/// path (the same drawing, one function per plotters backend).
+pub fn save_plot(
+    path: &Path,
+    size: (u32, u32),
+    draw_svg: impl FnOnce(
+        DrawingArea<SVGBackend, plotters::coord::Shift>,
+    ) -> std::result::Result<(), String>,
+    draw_png: impl FnOnce(
+        DrawingArea<BitMapBackend, plotters::coord::Shift>,
+    ) -> std::result::Result<(), String>,
+) -> Result<()> {
+    let is_png = path
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("png"));
     let err = |e: String| Error::io(path, std::io::Error::other(e));
     register_font();
-    if png {
-        let mut pixels = vec![0u8; (SIZE.0 * SIZE.1 * 3) as usize];
+    if is_png {
+        let mut pixels = vec![0u8; (size.0 * size.1 * 3) as usize];
         {
-            let root = BitMapBackend::with_buffer(&mut pixels, SIZE).into_drawing_area();
-            draw(root, title, runs).map_err(err)?;
+            let root = BitMapBackend::with_buffer(&mut pixels, size).into_drawing_area();
+            draw_png(root).map_err(err)?;
         }
-        let image = image::RgbImage::from_raw(SIZE.0, SIZE.1, pixels)
+        let image = image::RgbImage::from_raw(size.0, size.1, pixels)
             .ok_or_else(|| err("the plot's buffer has the wrong size".into()))?;
         let mut bytes = std::io::Cursor::new(Vec::new());
         image
@@ -183,8 +202,8 @@ pub fn plot(path: &Path, title: &str, runs: &[(String, &History)]) -> Result<()>
     }
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
-        draw(root, title, runs).map_err(err)?;
+        let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
+        draw_svg(root).map_err(err)?;
     }
     super::atomic_write(path, |w| w.write_all(svg.as_bytes()))
 }

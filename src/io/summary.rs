@@ -26,6 +26,8 @@ pub struct Timings {
     pub epochs_per_s: f64,
     /// Achieved throughput of the products, from the job's FLOP count.
     pub gflops: f64,
+    /// Host time spent recording and submitting GPU work, per epoch (0 on the CPU).
+    pub encode_s_per_epoch: f64,
 }
 
 /// Everything a script needs about one run.
@@ -49,6 +51,17 @@ pub struct Summary {
     pub diverged_at: Option<usize>,
     /// The held-out score at the start of each logged epoch and at the end (with a held-out set).
     pub validation: Vec<super::history::ValPoint>,
+    /// With `--profile`: the GPU time of each kernel over the steps timed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile: Option<Profile>,
+}
+
+/// The per-kernel breakdown of `--profile`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Profile {
+    /// Steps whose kernels were timed (the first of each submission that fit the query set).
+    pub steps_timed: usize,
+    pub kernels: Vec<crate::backend::KernelTime>,
 }
 
 pub fn write_summary(path: &Path, summary: &Summary) -> Result<()> {

@@ -1,0 +1,828 @@
+//! `gpu-train bench`: the same verified suite on every device (each GPU adapter and the CPU path),
+//! with warm-up, repeated samples, median and spread, and the parity of every GPU result against
+//! the CPU path (a failed check marks the row failed); and `gpu-train tune`, the per-adapter
+//! matmul tuning (see `gpu::tune`).
+//!
+//! The suite:
+//! - `train/default`: the default job, 500 epochs a sample, one submission and one readback a
+//!   sample on the GPU (log interval = the sample);
+//! - `train/h{H}-b{B}`: a sweep of the training step, hidden width 100 → 4096 at batch 64 and
+//!   batch 64 → 4096 at hidden 100 (`1000 -> H -> 10`), each sample as many epochs as take about
+//!   half a second;
+//! - `matmul/{M}x{N}x{K}{/ᵀ}/tuned`: the matmul kernel alone at square and skinny shapes, with the
+//!   variant tuning chose (tuned on the spot, and cached, where the cache has none), and
+//!   `matmul/1024x1024x1024/naive` (512³ with `--quick`): a one-output-per-invocation kernel, the
+//!   reference row. On the CPU the products are the CPU path's.
+
+pub mod results;
+
+use crate::backend::Backend;
+use crate::cpu::CpuBackend;
+use crate::error::{Error, Result};
+use crate::gpu::context::{self, DeviceChoice};
+use crate::gpu::tune::{self, Parity};
+use crate::gpu::{GpuBackend, GpuContext};
+use crate::init::HostState;
+use crate::job::Job;
+use results::{DeviceInfo, Host, HostOverhead, Results, Row, Status};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What one bench run covers.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub quick: bool,
+    /// `--device` values; empty: every adapter and the CPU.
+    pub devices: Vec<String>,
+}
+
+/// One case of the suite.
+#[derive(Debug, Clone)]
+enum Case {
+    Train {
+        name: String,
+        job: Job,
+        /// Epochs per sample; 0: calibrated to about `target_s`.
+        epochs: usize,
+    },
+    Matmul {
+        name: String,
+        trans: (bool, bool),
+        dims: (usize, usize, usize),
+        naive: bool,
+    },
+}
+
+impl Case {
+    fn name(&self) -> &str {
+        match self {
+            Case::Train { name, .. } | Case::Matmul { name, .. } => name,
+        }
+    }
+}
+
+/// The `1000 -> hidden -> 10` net at `batch`, with an lr scaled so every size trains stably.
+fn sweep_job(hidden: usize, batch: usize) -> Job {
+    let base = Job::default();
+    Job {
+        layers: vec![1000, hidden, 10],
+        batch,
+        lr: base.lr * (64.0 * 100.0) / (batch * hidden) as f32,
+        log_every: 0,
+        ..base
+    }
+}
+
+fn matmul_case(trans: (bool, bool), (m, n, k): (usize, usize, usize), naive: bool) -> Case {
+    let t = match trans {
+        (false, false) => "",
+        (true, false) => "/Aᵀ",
+        (false, true) => "/Bᵀ",
+        (true, true) => "/AᵀBᵀ",
+    };
+    let kernel = if naive { "naive" } else { "tuned" };
+    Case::Matmul {
+        name: format!("matmul/{m}x{n}x{k}{t}/{kernel}"),
+        trans,
+        dims: (m, n, k),
+        naive,
+    }
+}
+
+fn suite(quick: bool) -> Vec<Case> {
+    let mut cases = vec![Case::Train {
+        name: "train/default".into(),
+        job: Job {
+            log_every: 0,
+            ..Job::default()
+        },
+        epochs: 500,
+    }];
+    let (hidden, batch): (&[usize], &[usize]) = if quick {
+        (&[1024], &[1024])
+    } else {
+        (&[256, 1024, 4096], &[256, 1024, 4096])
+    };
+    for &h in hidden {
+        cases.push(Case::Train {
+            name: format!("train/h{h}-b64"),
+            job: sweep_job(h, 64),
+            epochs: 0,
+        });
+    }
+    for &b in batch {
+        cases.push(Case::Train {
+            name: format!("train/h100-b{b}"),
+            job: sweep_job(100, b),
+            epochs: 0,
+        });
+    }
+    let nn = (false, false);
+    // The naive kernel is ~100x slower than the tuned one on a software adapter (16 s for one
+    // 1024³ product on lavapipe), so --quick compares the two at 512³.
+    let (square, reference): (&[usize], usize) = if quick {
+        (&[256, 512], 512)
+    } else {
+        (&[256, 1024, 2048], 1024)
+    };
+    for &s in square {
+        cases.push(matmul_case(nn, (s, s, s), false));
+    }
+    cases.push(matmul_case(nn, (reference, reference, reference), true));
+    // Skinny: the default job's forward and weight-gradient products, and those of hidden 4096.
+    let mut skinny = vec![(nn, (64, 100, 1000)), ((true, false), (1000, 100, 64))];
+    if !quick {
+        skinny.extend([
+            (nn, (64, 4096, 1000)),
+            ((true, false), (1000, 4096, 64)),
+            ((false, true), (64, 1000, 4096)),
+        ]);
+    }
+    for (t, dims) in skinny {
+        cases.push(matmul_case(t, dims, false));
+    }
+    cases
+}
+
+/// Samples and warm-up runs per case, and the time a calibrated sample aims at.
+struct Budget {
+    samples: usize,
+    warmup: usize,
+    target_s: f64,
+}
+
+impl Budget {
+    fn of(quick: bool) -> Self {
+        if quick {
+            Budget {
+                samples: 3,
+                warmup: 1,
+                target_s: 0.15,
+            }
+        } else {
+            Budget {
+                samples: 7,
+                warmup: 2,
+                target_s: 0.5,
+            }
+        }
+    }
+}
+
+/// A device of the run, opened.
+enum Device {
+    Cpu,
+    Gpu(Arc<GpuContext>),
+}
+
+fn host() -> Host {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    Host {
+        cpu,
+        threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        os: std::env::consts::OS.into(),
+        arch: std::env::consts::ARCH.into(),
+    }
+}
+
+fn cpu_info() -> DeviceInfo {
+    DeviceInfo {
+        name: host().cpu,
+        kind: "cpu".into(),
+        vendor: 0,
+        device: 0,
+        device_type: "Cpu".into(),
+        backend: "cpu".into(),
+        driver: format!("gpu-train {} (gemm)", env!("CARGO_PKG_VERSION")),
+        driver_info: String::new(),
+        timestamps: "none".into(),
+        tuned_shapes: 0,
+        error: None,
+    }
+}
+
+fn gpu_info(info: &wgpu::AdapterInfo) -> DeviceInfo {
+    DeviceInfo {
+        name: info.name.clone(),
+        kind: "gpu".into(),
+        vendor: info.vendor,
+        device: info.device,
+        device_type: format!("{:?}", info.device_type),
+        backend: info.backend.to_string(),
+        driver: info.driver.clone(),
+        driver_info: info.driver_info.clone(),
+        timestamps: "none".into(),
+        tuned_shapes: 0,
+        error: None,
+    }
+}
+
+/// The devices to run on, in order: `--device` values, or every adapter that can run compute
+/// shaders and then the CPU. An adapter that cannot be opened is listed with its error.
+fn open_devices(choices: &[String]) -> Result<Vec<(DeviceInfo, Option<Device>)>> {
+    let mut out = Vec::new();
+    let open = |entry: context::AdapterEntry| {
+        let mut info = gpu_info(&entry.info);
+        match GpuContext::new(&entry.adapter) {
+            Ok(ctx) => {
+                info.timestamps = serde_json::to_value(ctx.timestamps())
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default();
+                info.tuned_shapes = ctx.tuning.len();
+                (info, Some(Device::Gpu(ctx)))
+            }
+            Err(e) => {
+                info.error = Some(e.to_string());
+                (info, None)
+            }
+        }
+    };
+    if choices.is_empty() {
+        for entry in context::list_adapters().into_iter().filter(|a| a.compute) {
+            out.push(open(entry));
+        }
+        out.push((cpu_info(), Some(Device::Cpu)));
+        return Ok(out);
+    }
+    for c in choices {
+        match DeviceChoice::parse(c)? {
+            DeviceChoice::Cpu => out.push((cpu_info(), Some(Device::Cpu))),
+            choice => match context::choose(&choice, context::list_adapters())? {
+                Some(entry) => out.push(open(entry)),
+                None => {
+                    eprintln!("notice: --device {c}: no GPU adapter; benchmarking the CPU");
+                    out.push((cpu_info(), Some(Device::Cpu)));
+                }
+            },
+        }
+    }
+    Ok(out)
+}
+
+/// `|ΔL|` allowed between two f32 trajectories of one job at loss `l` (the model of
+/// tests/parity.rs: the predictions may drift apart by 3e-3·sqrt(L), plus rounding of L itself).
+pub fn trajectory_tol(l: f32) -> f64 {
+    let l = l as f64;
+    3e-3 * l.sqrt() + 1e-5 * l
+}
+
+/// The parity of a loss trajectory against the CPU's: `error` is the largest
+/// `|ΔL| / trajectory_tol(L)`, which must stay at most 1.
+fn trajectory_parity(got: &[f32], want: &[f32]) -> Parity {
+    let mut error: f64 = if got.len() == want.len() {
+        0.0
+    } else {
+        f64::INFINITY
+    };
+    for (&g, &c) in got.iter().zip(want) {
+        let r = (g as f64 - c as f64).abs() / trajectory_tol(c);
+        error = if r.is_nan() {
+            f64::INFINITY
+        } else {
+            error.max(r)
+        };
+    }
+    Parity {
+        error,
+        tolerance: 1.0,
+        passed: error <= 1.0,
+    }
+}
+
+/// A row with nothing measured: the case could not run.
+fn error_row(device: usize, case: &Case, msg: String) -> Row {
+    Row {
+        device,
+        case: case.name().into(),
+        kind: match case {
+            Case::Train { .. } => "train",
+            Case::Matmul { .. } => "matmul",
+        }
+        .into(),
+        config: serde_json::Value::Null,
+        status: Status::Error,
+        error: Some(msg),
+        warmup: 0,
+        samples_s: Vec::new(),
+        per_sample: 0,
+        flops_per_sample: 0.0,
+        bytes_per_sample: None,
+        parity: None,
+        host_overhead: None,
+        kernels: Vec::new(),
+        steps_timed: 0,
+    }
+}
+
+/// The CPU path's results that GPU rows are checked against, computed once per case.
+#[derive(Default)]
+struct References {
+    losses: HashMap<(String, usize), Vec<f32>>,
+}
+
+impl References {
+    fn losses(&mut self, name: &str, job: &Job, epochs: usize) -> Vec<f32> {
+        self.losses
+            .entry((name.to_string(), epochs))
+            .or_insert_with(|| {
+                let state = HostState::seeded(job);
+                let mut cpu = CpuBackend::new(job, &state);
+                cpu.run(epochs).unwrap_or_default()
+            })
+            .clone()
+    }
+}
+
+/// Run the training case on `backend`: warm-up, calibration, samples from the same start, the
+/// parity of the first sample's losses, and (GPU) a profiled run.
+fn train_row(
+    device: usize,
+    dev: &Device,
+    name: &str,
+    job: &Job,
+    epochs: usize,
+    budget: &Budget,
+    refs: &mut References,
+) -> Result<Row> {
+    let state = HostState::seeded(job);
+    let mut backend: Box<dyn Backend> = match dev {
+        Device::Cpu => Box::new(CpuBackend::new(job, &state)),
+        Device::Gpu(ctx) => Box::new(GpuBackend::new(ctx.clone(), job, &state)?),
+    };
+    let start = backend.state()?;
+    // Warm-up, which also calibrates the epochs of a sample.
+    let t = Instant::now();
+    let probe = if epochs > 0 { epochs.min(50) } else { 1 };
+    backend.run(probe)?;
+    let per_epoch = t.elapsed().as_secs_f64() / probe as f64;
+    let epochs = if epochs > 0 {
+        epochs
+    } else {
+        ((budget.target_s / per_epoch.max(1e-9)) as usize).clamp(1, 500)
+    };
+    for _ in 1..budget.warmup {
+        backend.restore(&start)?;
+        backend.run(epochs.min(50))?;
+    }
+    let mut samples = Vec::new();
+    let mut first = Vec::new();
+    let (submits0, encode0) = (backend.submits(), backend.encode_seconds());
+    for i in 0..budget.samples {
+        backend.restore(&start)?;
+        let t = Instant::now();
+        let mut losses = Vec::with_capacity(epochs);
+        let mut left = epochs;
+        while left > 0 {
+            let n = left.min(backend.max_chunk());
+            losses.extend(backend.run(n)?);
+            left -= n;
+        }
+        samples.push(t.elapsed().as_secs_f64());
+        if i == 0 {
+            first = losses;
+        }
+    }
+    let n = budget.samples as f64;
+    let gpu = matches!(dev, Device::Gpu(_));
+    let host_overhead = gpu.then(|| HostOverhead {
+        submits_per_sample: (backend.submits() - submits0) as f64 / n,
+        readbacks_per_sample: (backend.submits() - submits0) as f64 / n,
+        encode_s_per_epoch: (backend.encode_seconds() - encode0) / n / epochs as f64,
+    });
+    let parity = gpu.then(|| trajectory_parity(&first, &refs.losses(name, job, epochs)));
+    // Per-kernel GPU times from one more (profiled) sample.
+    let (mut kernels, mut steps_timed) = (Vec::new(), 0);
+    if gpu && backend.enable_profiling().is_ok() {
+        backend.restore(&start)?;
+        backend.run(epochs.min(backend.max_chunk()))?;
+        (steps_timed, kernels) = backend.kernel_times();
+    }
+    let config = serde_json::to_value(Job {
+        epochs,
+        ..job.clone()
+    })
+    .unwrap_or_default();
+    Ok(Row {
+        device,
+        case: name.into(),
+        kind: "train".into(),
+        config,
+        status: match &parity {
+            Some(p) if !p.passed => Status::Failed,
+            _ => Status::Ok,
+        },
+        error: None,
+        warmup: budget.warmup,
+        samples_s: samples,
+        per_sample: epochs,
+        flops_per_sample: job.flops_of_epochs(epochs),
+        bytes_per_sample: None,
+        parity,
+        host_overhead,
+        kernels,
+        steps_timed,
+    })
+}
+
+/// Products per sample so that a sample takes about `target_s`, from one timed product.
+fn reps_for(once: f64, target_s: f64) -> usize {
+    ((target_s / once.max(1e-9)) as usize).clamp(1, 10_000)
+}
+
+fn matmul_row(
+    device: usize,
+    dev: &Device,
+    case: &Case,
+    budget: &Budget,
+    tuned_now: &mut Vec<tune::Entry>,
+) -> Result<Row> {
+    let Case::Matmul {
+        name,
+        trans,
+        dims,
+        naive,
+    } = case
+    else {
+        unreachable!("matmul_row of a training case")
+    };
+    let (m, n, k) = *dims;
+    let (samples, per_sample, parity, kernel) = match dev {
+        Device::Cpu => {
+            let key = tune::store_key(trans.0, trans.1, crate::gpu::Block::B8x8);
+            let (a, b) = tune::random_inputs(key, *dims, 1);
+            let mut c = vec![0.0f32; m * n];
+            let mut run = || {
+                crate::cpu::matmul(
+                    &mut c,
+                    &a,
+                    &b,
+                    m,
+                    n,
+                    k,
+                    trans.0,
+                    trans.1,
+                    crate::cpu::Epilogue::Store,
+                )
+            };
+            let t = Instant::now();
+            run();
+            let reps = reps_for(t.elapsed().as_secs_f64(), budget.target_s);
+            for _ in 1..budget.warmup {
+                run();
+            }
+            let samples = (0..budget.samples)
+                .map(|_| {
+                    let t = Instant::now();
+                    for _ in 0..reps {
+                        run();
+                    }
+                    t.elapsed().as_secs_f64()
+                })
+                .collect();
+            (samples, reps, None, "cpu gemm".to_string())
+        }
+        Device::Gpu(ctx) if *naive => {
+            if *trans != (false, false) {
+                return Err(Error::Gpu("the naive kernel has no transposes".into()));
+            }
+            let key = tune::store_key(false, false, crate::gpu::Block::B8x8);
+            let (a, b) = tune::random_inputs(key, *dims, 1);
+            let (want, scale) = tune::cpu_reference(key, &a, &b, *dims);
+            let got = crate::gpu::run_naive(ctx, &a, &b, *dims)?;
+            let parity = Parity::of(&got, &want, &scale, k);
+            let reps = reps_for(crate::gpu::time_naive(ctx, *dims, 1)?, budget.target_s);
+            for _ in 1..budget.warmup {
+                crate::gpu::time_naive(ctx, *dims, reps)?;
+            }
+            let samples = (0..budget.samples)
+                .map(|_| crate::gpu::time_naive(ctx, *dims, reps).map(|s| s * reps as f64))
+                .collect::<Result<Vec<_>>>()?;
+            (samples, reps, Some(parity), "naive".to_string())
+        }
+        Device::Gpu(ctx) => {
+            let block = match ctx.tuning.get(trans.0, trans.1, *dims) {
+                Some(b) => b,
+                None => match tuned_now.iter().find(|e| {
+                    let p = crate::gpu::pad4;
+                    (e.trans_a, e.trans_b, e.m, e.n, e.k) == (trans.0, trans.1, p(m), p(n), p(k))
+                }) {
+                    Some(e) => e.block,
+                    None => {
+                        let e = tune::tune_shape(ctx, *trans, *dims, budget.target_s / 5.0)?;
+                        let b = e.block;
+                        tuned_now.push(e);
+                        b
+                    }
+                },
+            };
+            let key = tune::store_key(trans.0, trans.1, block);
+            let parity = tune::check_variant(ctx, key, *dims)?;
+            let reps = reps_for(
+                crate::gpu::time_matmul(ctx, key, *dims, 1)?,
+                budget.target_s,
+            );
+            for _ in 1..budget.warmup {
+                crate::gpu::time_matmul(ctx, key, *dims, reps)?;
+            }
+            let samples = (0..budget.samples)
+                .map(|_| crate::gpu::time_matmul(ctx, key, *dims, reps).map(|s| s * reps as f64))
+                .collect::<Result<Vec<_>>>()?;
+            (samples, reps, Some(parity), block.name().to_string())
+        }
+    };
+    let config = serde_json::json!({
+        "m": m, "n": n, "k": k,
+        "trans_a": trans.0, "trans_b": trans.1,
+        "kernel": kernel,
+    });
+    Ok(Row {
+        device,
+        case: name.clone(),
+        kind: "matmul".into(),
+        config,
+        status: match &parity {
+            Some(p) if !p.passed => Status::Failed,
+            _ => Status::Ok,
+        },
+        error: None,
+        warmup: budget.warmup,
+        samples_s: samples,
+        per_sample,
+        flops_per_sample: 2.0 * (m * n * k) as f64 * per_sample as f64,
+        bytes_per_sample: Some(4.0 * (m * k + k * n + m * n) as f64 * per_sample as f64),
+        parity,
+        host_overhead: None,
+        kernels: Vec::new(),
+        steps_timed: 0,
+    })
+}
+
+/// One line of the live table.
+pub fn row_line(r: &Results, row: &Row) -> String {
+    let dev = &r.devices[row.device];
+    let head = format!("{:<28} {:<34}", truncate(&dev.label(), 28), row.case);
+    if row.status == Status::Error {
+        let msg = row.error.as_deref().unwrap_or("unknown");
+        return format!("{head} ERROR: {}", one_line(msg));
+    }
+    let (v, unit) = row.headline().unwrap_or((f64::NAN, ""));
+    let gbps = row
+        .gbps()
+        .map_or_else(String::new, |g| format!("  {g:7.2} GB/s"));
+    let gflops = if row.kind == "train" {
+        format!("  {:7.2} GFLOP/s", row.gflops())
+    } else {
+        String::new()
+    };
+    let parity = row.parity.map_or_else(
+        || "   (reference)".to_string(),
+        |p| {
+            format!(
+                "  parity {:.2e}/{:.1e}{}",
+                p.error,
+                p.tolerance,
+                if p.passed { "" } else { " FAILED" }
+            )
+        },
+    );
+    format!(
+        "{head} {v:10.2} {unit:<8} ±{:4.1}%{gflops}{gbps}  median {:.4} s{parity}",
+        50.0 * row.spread(),
+        row.median_s()
+    )
+}
+
+/// A multi-line wgpu error on one line.
+pub fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        s.chars().take(n - 1).chain(['…']).collect()
+    }
+}
+
+/// Testing hook: the case (a substring of its name) before which the bench destroys the GPU
+/// device, to check that a device failing mid-bench is reported and the bench goes on.
+const LOSE_DEVICE_ENV: &str = "GPU_TRAIN_BENCH_LOSE_DEVICE";
+
+/// Run the bench. Rows are printed as they complete (unless `quiet`).
+pub fn run(plan: &Plan, quiet: bool) -> Result<Results> {
+    let budget = Budget::of(plan.quick);
+    let opened = open_devices(&plan.devices)?;
+    let mut results = Results {
+        format: results::FORMAT.into(),
+        schema_version: results::SCHEMA_VERSION,
+        tool_version: env!("CARGO_PKG_VERSION").into(),
+        git_commit: option_env!("GPU_TRAIN_GIT_COMMIT").map(String::from),
+        created_unix_s: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        command: std::env::args().collect(),
+        quick: plan.quick,
+        host: host(),
+        devices: opened.iter().map(|(i, _)| i.clone()).collect(),
+        rows: Vec::new(),
+    };
+    let mut refs = References::default();
+    let lose = std::env::var(LOSE_DEVICE_ENV)
+        .ok()
+        .filter(|s| !s.is_empty());
+    // wgpu panics on some calls to a lost device; each case catches that and reports it in its
+    // row, so the default hook's message and backtrace would only be noise (RUST_LOG=debug shows
+    // them).
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|info| log::debug!("{info}")));
+    let out = run_devices(&opened, &budget, plan, quiet, &mut results, &mut refs, lose);
+    std::panic::set_hook(default_hook);
+    out.map(|()| results)
+}
+
+/// The suite on each opened device, rows appended to `results`.
+fn run_devices(
+    opened: &[(DeviceInfo, Option<Device>)],
+    budget: &Budget,
+    plan: &Plan,
+    quiet: bool,
+    results: &mut Results,
+    refs: &mut References,
+    lose: Option<String>,
+) -> Result<()> {
+    for (d, (info, dev)) in opened.iter().enumerate() {
+        let Some(dev) = dev else {
+            if !quiet {
+                println!(
+                    "{}: cannot be used: {}",
+                    info.label(),
+                    info.error.as_deref().unwrap_or("")
+                );
+            }
+            continue;
+        };
+        let mut failed: Option<String> = None;
+        let mut tuned_now = Vec::new();
+        for case in suite(plan.quick) {
+            if let (Case::Matmul { naive: true, .. }, Device::Cpu) = (&case, dev) {
+                continue;
+            }
+            let row = if let Some(why) = &failed {
+                error_row(
+                    d,
+                    &case,
+                    format!("not run: the device failed earlier ({why})"),
+                )
+            } else {
+                if let (Some(l), Device::Gpu(ctx)) = (&lose, dev) {
+                    if case.name().contains(l.as_str()) {
+                        ctx.device.destroy();
+                    }
+                }
+                let outcome =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match &case {
+                        Case::Train { name, job, epochs } => {
+                            train_row(d, dev, name, job, *epochs, budget, refs)
+                        }
+                        Case::Matmul { .. } => matmul_row(d, dev, &case, budget, &mut tuned_now),
+                    }));
+                let outcome = match outcome {
+                    Ok(r) => r,
+                    Err(panic) => Err(Error::Gpu(format!(
+                        "panicked: {}",
+                        panic
+                            .downcast_ref::<String>()
+                            .map(String::as_str)
+                            .or_else(|| panic.downcast_ref::<&str>().copied())
+                            .unwrap_or("unknown")
+                    ))),
+                };
+                match outcome {
+                    Ok(row) => row,
+                    Err(e) => {
+                        let msg = e.to_string();
+                        // A device that reported an error outside any case's error scope (lost,
+                        // out of memory, an invalid pipeline) is not trusted with the rest of
+                        // the suite: every later wait would report that error again.
+                        if let Device::Gpu(ctx) = dev {
+                            // A poll delivers a pending device-lost notice.
+                            let _ = ctx.device.poll(wgpu::PollType::Poll);
+                            if let Err(dev_err) = ctx.check() {
+                                failed = Some(one_line(&dev_err.to_string()));
+                            } else if msg.to_lowercase().contains("lost") {
+                                failed = Some(one_line(&msg));
+                            }
+                        }
+                        error_row(d, &case, msg)
+                    }
+                }
+            };
+            if !quiet {
+                println!("{}", row_line(results, &row));
+            }
+            results.rows.push(row);
+        }
+        if let (Device::Gpu(ctx), false) = (dev, tuned_now.is_empty()) {
+            match tune::save(&ctx.info, &tuned_now) {
+                Ok(p) if !quiet => println!(
+                    "{}: tuned {} shapes, cached in {}",
+                    info.label(),
+                    tuned_now.len(),
+                    p.display()
+                ),
+                Ok(_) => {}
+                Err(e) => eprintln!("warning: cannot cache the tuning: {e}"),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The speed target's figure: per device and square size measured with both kernels, the tuned
+/// kernel's GFLOP/s over the naive one's.
+pub fn tuned_over_naive(r: &Results) -> Vec<(usize, String, f64)> {
+    let find = |d: usize, case: &str| {
+        (r.rows.iter())
+            .find(|row| row.device == d && row.case == case && row.status == Status::Ok)
+            .map(|row| row.gflops())
+    };
+    let mut out = Vec::new();
+    for naive in r.rows.iter().filter(|row| row.case.ends_with("/naive")) {
+        let shape = naive
+            .case
+            .trim_start_matches("matmul/")
+            .trim_end_matches("/naive");
+        let (d, tuned) = (naive.device, naive.case.replace("/naive", "/tuned"));
+        if let (Some(t), Some(n)) = (find(d, &tuned), find(d, &naive.case)) {
+            out.push((d, shape.to_string(), t / n));
+        }
+    }
+    out
+}
+
+/// A product to tune: the transposes of A and B, and `(m, n, k)`.
+pub type Product = ((bool, bool), (usize, usize, usize));
+
+/// The products of one step of `job` (each layer's forward, input gradient but the first's, and
+/// weight gradient), as `gpu-train tune` measures them.
+pub fn products(job: &Job) -> Vec<Product> {
+    let (b, d) = (job.batch, &job.layers);
+    let mut v = Vec::new();
+    for l in 0..job.depth() {
+        v.push(((false, false), (b, d[l + 1], d[l])));
+        if l > 0 {
+            v.push(((false, true), (b, d[l], d[l + 1])));
+        }
+        v.push(((true, false), (d[l], d[l + 1], b)));
+    }
+    v.dedup();
+    v
+}
+
+/// `gpu-train tune`: measure every matmul variant on each product of `shapes` and cache the
+/// fastest that passes its check. Prints one line per variant and shape.
+pub fn tune_command(ctx: &GpuContext, shapes: &[Product], target_s: f64) -> Result<()> {
+    println!(
+        "tuning matmul on {} ({}, driver {} {})",
+        ctx.info.name, ctx.info.backend, ctx.info.driver, ctx.info.driver_info
+    );
+    let mut entries = Vec::new();
+    for &(trans, dims) in shapes {
+        let (m, n, k) = dims;
+        let e = tune::tune_shape(ctx, trans, dims, target_s)?;
+        let t = |b: bool| if b { "ᵀ" } else { "" };
+        for v in &e.measured {
+            let speed = v.seconds.map_or_else(
+                || "FAILED its check".to_string(),
+                |s| format!("{:8.2} GFLOP/s", e.gflops(s)),
+            );
+            println!(
+                "  A{}·B{} {m}x{n}x{k}  {:>5}  {speed}  parity {:.2e}{}",
+                t(trans.0),
+                t(trans.1),
+                v.block.name(),
+                v.parity.error,
+                if v.block == e.block {
+                    "  <- chosen"
+                } else {
+                    ""
+                }
+            );
+        }
+        entries.push(e);
+    }
+    let path = tune::save(&ctx.info, &entries)?;
+    println!("cached in {}", path.display());
+    Ok(())
+}

@@ -1,0 +1,597 @@
+//! Matmul tuning per adapter: for each product shape, every variant of `shaders/matmul.wgsl`
+//! ([`Block::ALL`]) is checked against the CPU on random inputs, the ones that pass are timed, and
+//! the fastest is kept. The choices are cached per adapter and driver in the user's cache
+//! directory (`$GPU_TRAIN_CACHE_DIR`, else e.g. `~/.cache/gpu-train`), one JSON file each; training
+//! and the bench read them when they open the adapter. A cache that cannot be read, that another
+//! version of the kernels or of the tool wrote, or that names another adapter or driver is ignored
+//! with a warning: a stale choice can only be slow, never wrong (every variant computes the same
+//! product), but it must not be trusted silently.
+
+use super::kernels::{Acc, Block, MatmulKey, Mode, Opt, MATMUL_WGSL};
+use super::GpuContext;
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::hash::Hasher;
+use std::path::PathBuf;
+
+/// What the cache file says it is.
+pub const CACHE_FORMAT: &str = "gpu-train matmul tuning";
+pub const CACHE_VERSION: u32 = 1;
+
+/// The adapter and driver a tuning belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdapterId {
+    pub name: String,
+    pub vendor: u32,
+    pub device: u32,
+    pub backend: String,
+    pub driver: String,
+    pub driver_info: String,
+}
+
+impl AdapterId {
+    pub fn of(info: &wgpu::AdapterInfo) -> Self {
+        AdapterId {
+            name: info.name.clone(),
+            vendor: info.vendor,
+            device: info.device,
+            backend: info.backend.to_string(),
+            driver: info.driver.clone(),
+            driver_info: info.driver_info.clone(),
+        }
+    }
+}
+
+/// The normwise check of one product against the CPU: `error` is the largest
+/// `|gpu - cpu| / (|A|·|B|)` over the elements, `tolerance` what f32 rounding of two correct
+/// products allows (`2·γ_k`, γ_k = k·u/(1 - k·u)).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Parity {
+    pub error: f64,
+    pub tolerance: f64,
+    pub passed: bool,
+}
+
+impl Parity {
+    /// Compare `got` with `want`, scaled elementwise by `scale` (`|A|·|B|`), for depth `k`.
+    pub fn of(got: &[f32], want: &[f32], scale: &[f32], k: usize) -> Self {
+        let u = f32::EPSILON as f64 / 2.0;
+        let ku = k.max(1) as f64 * u;
+        let tolerance = 2.0 * ku / (1.0 - ku);
+        let mut error = if got.len() == want.len() {
+            0.0f64
+        } else {
+            f64::INFINITY
+        };
+        for ((&g, &w), &s) in got.iter().zip(want).zip(scale) {
+            let d = (g as f64 - w as f64).abs();
+            let e = if d == 0.0 {
+                0.0
+            } else {
+                d / (s as f64).max(f64::MIN_POSITIVE)
+            };
+            // NaN (an unwritten, poisoned element) fails.
+            error = if e.is_nan() {
+                f64::INFINITY
+            } else {
+                error.max(e)
+            };
+        }
+        Parity {
+            error,
+            tolerance,
+            passed: error <= tolerance,
+        }
+    }
+}
+
+/// One variant's result for a shape.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Measured {
+    pub block: Block,
+    pub parity: Parity,
+    /// Seconds per product (median), for the variants that passed.
+    pub seconds: Option<f64>,
+}
+
+/// The choice for one product shape (padded dimensions).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    pub trans_a: bool,
+    pub trans_b: bool,
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub block: Block,
+    pub measured: Vec<Measured>,
+}
+
+impl Entry {
+    pub fn gflops(&self, seconds: f64) -> f64 {
+        2.0 * (self.m * self.n * self.k) as f64 / seconds / 1e9
+    }
+}
+
+/// The cache file of one adapter and driver.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CacheFile {
+    pub format: String,
+    pub version: u32,
+    pub tool_version: String,
+    /// A hash of the kernels' source: a tuning of other kernels is stale.
+    pub kernels: String,
+    pub adapter: AdapterId,
+    pub entries: Vec<Entry>,
+}
+
+type Shape = (bool, bool, usize, usize, usize);
+
+fn shape_of(trans_a: bool, trans_b: bool, (m, n, k): (usize, usize, usize)) -> Shape {
+    use super::pad4;
+    (trans_a, trans_b, pad4(m), pad4(n), pad4(k))
+}
+
+/// The tuned variants of one adapter, by shape.
+#[derive(Debug, Default)]
+pub struct Table {
+    entries: HashMap<Shape, Block>,
+}
+
+fn fnv(bytes: &[u8]) -> u64 {
+    let mut h = fnv::FnvHasher::default();
+    h.write(bytes);
+    h.finish()
+}
+
+/// The hash of the kernels a tuning was measured on.
+pub fn kernels_hash() -> String {
+    format!("{:016x}", fnv(MATMUL_WGSL.as_bytes()))
+}
+
+/// The cache directory: `$GPU_TRAIN_CACHE_DIR`, else the user's cache directory + `gpu-train`.
+pub fn cache_dir() -> Option<PathBuf> {
+    match std::env::var_os("GPU_TRAIN_CACHE_DIR") {
+        Some(d) if !d.is_empty() => Some(PathBuf::from(d)),
+        _ => dirs::cache_dir().map(|d| d.join("gpu-train")),
+    }
+}
+
+/// The cache file of an adapter and driver.
+pub fn cache_path(info: &wgpu::AdapterInfo) -> Option<PathBuf> {
+    let id = AdapterId::of(info);
+    let key = serde_json::to_string(&id).unwrap_or_default();
+    cache_dir().map(|d| d.join(format!("tune-{:016x}.json", fnv(key.as_bytes()))))
+}
+
+/// Why a cache file cannot be used, if it cannot.
+fn stale(file: &CacheFile, id: &AdapterId) -> Option<String> {
+    if file.format != CACHE_FORMAT {
+        return Some(format!(
+            "it is not a tuning cache (format {:?})",
+            file.format
+        ));
+    }
+    if file.version != CACHE_VERSION {
+        return Some(format!(
+            "its version {} is not this tool's {CACHE_VERSION}",
+            file.version
+        ));
+    }
+    if file.kernels != kernels_hash() {
+        return Some("it was measured on other kernels (another gpu-train build)".into());
+    }
+    if &file.adapter != id {
+        return Some(format!(
+            "it is for {} (driver {} {})",
+            file.adapter.name, file.adapter.driver, file.adapter.driver_info
+        ));
+    }
+    None
+}
+
+/// Read the cache file at `path` for adapter `id`: `Ok(None)` if there is none, `Err(reason)` if
+/// it exists and cannot be trusted.
+pub fn read_cache(
+    path: &std::path::Path,
+    id: &AdapterId,
+) -> std::result::Result<Option<CacheFile>, String> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot read it: {e}")),
+    };
+    let file: CacheFile = serde_json::from_str(&text).map_err(|e| format!("it is corrupt: {e}"))?;
+    match stale(&file, id) {
+        Some(why) => Err(why),
+        None => Ok(Some(file)),
+    }
+}
+
+impl Table {
+    /// The cached tuning of this adapter and driver; empty (with a warning) if the cache is
+    /// corrupt or stale, empty and silent if there is none.
+    pub fn load(info: &wgpu::AdapterInfo) -> Self {
+        let Some(path) = cache_path(info) else {
+            return Table::default();
+        };
+        match read_cache(&path, &AdapterId::of(info)) {
+            Ok(Some(file)) => {
+                log::info!(
+                    "matmul tuning: {} shapes from {}",
+                    file.entries.len(),
+                    path.display()
+                );
+                Table::from_entries(&file.entries)
+            }
+            Ok(None) => Table::default(),
+            Err(why) => {
+                log::warn!(
+                    "ignoring the matmul tuning cache {}: {why}; run `gpu-train tune` to \
+                     measure again",
+                    path.display()
+                );
+                Table::default()
+            }
+        }
+    }
+
+    pub fn from_entries(entries: &[Entry]) -> Self {
+        Table {
+            entries: entries
+                .iter()
+                .map(|e| ((e.trans_a, e.trans_b, e.m, e.n, e.k), e.block))
+                .collect(),
+        }
+    }
+
+    /// The tuned variant of a product, if one was measured.
+    pub fn get(&self, trans_a: bool, trans_b: bool, dims: (usize, usize, usize)) -> Option<Block> {
+        self.entries.get(&shape_of(trans_a, trans_b, dims)).copied()
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// Choose among `candidates`: each is checked first (`check`), only those that pass are timed
+/// (`time`, seconds), and the fastest of them is the choice. A variant that fails its check can
+/// never be chosen, however fast. Fails if none passes.
+pub fn search(
+    candidates: &[Block],
+    mut check: impl FnMut(Block) -> Result<Parity>,
+    mut time: impl FnMut(Block) -> Result<f64>,
+) -> Result<(Block, Vec<Measured>)> {
+    let mut measured = Vec::new();
+    for &block in candidates {
+        let parity = check(block)?;
+        let seconds = if parity.passed {
+            Some(time(block)?)
+        } else {
+            log::warn!(
+                "matmul {} failed its check against the CPU (error {:.3e} > {:.3e}): not a \
+                 candidate",
+                block.name(),
+                parity.error,
+                parity.tolerance
+            );
+            None
+        };
+        measured.push(Measured {
+            block,
+            parity,
+            seconds,
+        });
+    }
+    let best = (measured.iter())
+        .filter_map(|m| m.seconds.map(|s| (s, m.block)))
+        .min_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, b)| b)
+        .ok_or_else(|| {
+            Error::Gpu("no matmul variant passed its check against the CPU".to_string())
+        })?;
+    Ok((best, measured))
+}
+
+/// Standard-normal inputs of a product, seeded.
+pub fn random_inputs(
+    key: MatmulKey,
+    (m, n, k): (usize, usize, usize),
+    seed: u64,
+) -> (Vec<f32>, Vec<f32>) {
+    use rand::SeedableRng;
+    use rand_distr::Distribution;
+    let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let ((ar, ac), (br, bc)) = key.stored_shapes((m, n, k));
+    let normal = rand_distr::StandardNormal;
+    let mut draw = |len: usize| -> Vec<f32> { (0..len).map(|_| normal.sample(&mut r)).collect() };
+    let a = draw(ar * ac);
+    let b = draw(br * bc);
+    (a, b)
+}
+
+/// The CPU's product of `a` and `b` (stored as `key`'s transposes say) and `|A|·|B|`, the scale
+/// [`Parity::of`] needs.
+pub fn cpu_reference(
+    key: MatmulKey,
+    a: &[f32],
+    b: &[f32],
+    (m, n, k): (usize, usize, usize),
+) -> (Vec<f32>, Vec<f32>) {
+    let mut want = vec![0.0; m * n];
+    crate::cpu::matmul(
+        &mut want,
+        a,
+        b,
+        m,
+        n,
+        k,
+        key.trans_a,
+        key.trans_b,
+        crate::cpu::Epilogue::Store,
+    );
+    let (aa, ba): (Vec<f32>, Vec<f32>) = (
+        a.iter().map(|v| v.abs()).collect(),
+        b.iter().map(|v| v.abs()).collect(),
+    );
+    let mut scale = vec![0.0; m * n];
+    crate::cpu::matmul(
+        &mut scale,
+        &aa,
+        &ba,
+        m,
+        n,
+        k,
+        key.trans_a,
+        key.trans_b,
+        crate::cpu::Epilogue::Store,
+    );
+    (want, scale)
+}
+
+/// A plain product (`Mode::Store`) of a variant.
+pub fn store_key(trans_a: bool, trans_b: bool, block: Block) -> MatmulKey {
+    MatmulKey {
+        trans_a,
+        trans_b,
+        mode: Mode::Store,
+        block,
+        bias: false,
+        opt: Opt::Sgd,
+        acc: Acc::default(),
+    }
+}
+
+/// Check one variant against the CPU on fresh random inputs, its output poisoned first.
+pub fn check_variant(
+    ctx: &GpuContext,
+    key: MatmulKey,
+    dims: (usize, usize, usize),
+) -> Result<Parity> {
+    let (m, n, k) = dims;
+    let (a, b) = random_inputs(key, dims, (m * 31 + n * 17 + k) as u64);
+    let (want, scale) = cpu_reference(key, &a, &b, dims);
+    let poison = vec![f32::NAN; m * n];
+    let out = super::run_matmul(ctx, key, &a, &b, dims, 0.0, &poison, None, None, None)?;
+    let mut p = Parity::of(&out.c, &want, &scale, k);
+    if !out.padding_zero {
+        p.passed = false;
+        p.error = f64::INFINITY;
+    }
+    Ok(p)
+}
+
+/// Seconds per product of one variant: the median of `samples` timings of as many back-to-back
+/// dispatches as take about `target_s` (at least one).
+pub fn time_variant(
+    ctx: &GpuContext,
+    key: MatmulKey,
+    dims: (usize, usize, usize),
+    samples: usize,
+    target_s: f64,
+) -> Result<Vec<f64>> {
+    let once = super::time_matmul(ctx, key, dims, 1)?;
+    let reps = ((target_s / once.max(1e-9)) as usize).clamp(1, 10_000);
+    (0..samples.max(1))
+        .map(|_| super::time_matmul(ctx, key, dims, reps))
+        .collect()
+}
+
+pub fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    match s.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => s[n / 2],
+        n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
+    }
+}
+
+/// Tune one product shape on `ctx`: check every variant, time those that pass, keep the fastest.
+pub fn tune_shape(
+    ctx: &GpuContext,
+    (trans_a, trans_b): (bool, bool),
+    dims: (usize, usize, usize),
+    target_s: f64,
+) -> Result<Entry> {
+    let (block, measured) = search(
+        &Block::ALL,
+        |b| check_variant(ctx, store_key(trans_a, trans_b, b), dims),
+        |b| {
+            let t = time_variant(ctx, store_key(trans_a, trans_b, b), dims, 3, target_s)?;
+            Ok(median(&t))
+        },
+    )?;
+    let (m, n, k) = dims;
+    use super::pad4;
+    Ok(Entry {
+        trans_a,
+        trans_b,
+        m: pad4(m),
+        n: pad4(n),
+        k: pad4(k),
+        block,
+        measured,
+    })
+}
+
+/// Merge `entries` into the adapter's cache file (replacing the same shapes), written atomically.
+/// Returns the file's path.
+pub fn save(info: &wgpu::AdapterInfo, entries: &[Entry]) -> Result<PathBuf> {
+    let path = cache_path(info).ok_or_else(|| {
+        Error::Gpu("no cache directory (set GPU_TRAIN_CACHE_DIR or HOME)".to_string())
+    })?;
+    let id = AdapterId::of(info);
+    let mut all = match read_cache(&path, &id) {
+        Ok(Some(f)) => f.entries,
+        _ => Vec::new(),
+    };
+    for e in entries {
+        all.retain(|o| {
+            (o.trans_a, o.trans_b, o.m, o.n, o.k) != (e.trans_a, e.trans_b, e.m, e.n, e.k)
+        });
+        all.push(e.clone());
+    }
+    let file = CacheFile {
+        format: CACHE_FORMAT.into(),
+        version: CACHE_VERSION,
+        tool_version: env!("CARGO_PKG_VERSION").into(),
+        kernels: kernels_hash(),
+        adapter: id,
+        entries: all,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    }
+    let text = serde_json::to_string_pretty(&file).map_err(|e| Error::Gpu(e.to_string()))?;
+    crate::io::atomic_write(&path, |w| w.write_all(text.as_bytes()))?;
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parity(passed: bool) -> Parity {
+        Parity {
+            error: if passed { 0.0 } else { 1.0 },
+            tolerance: 1e-6,
+            passed,
+        }
+    }
+
+    #[test]
+    fn search_never_chooses_a_variant_that_failed_its_check() {
+        // 4x4 is the fastest but wrong: 16x16, the fastest correct one, is chosen.
+        let (best, measured) = search(
+            &Block::ALL,
+            |b| Ok(parity(b != Block::B4x4)),
+            |b| {
+                Ok(match b {
+                    Block::B4x4 => 0.1,
+                    Block::B8x8 => 3.0,
+                    Block::B16x16 => 2.0,
+                })
+            },
+        )
+        .unwrap();
+        assert_eq!(best, Block::B16x16);
+        assert_eq!(
+            measured[0].seconds, None,
+            "a failed variant is not even timed"
+        );
+        assert!(search(&Block::ALL, |_| Ok(parity(false)), |_| Ok(1.0)).is_err());
+    }
+
+    #[test]
+    fn parity_catches_nan_and_wrong_values() {
+        let want = [1.0f32, 2.0, 3.0];
+        let scale = [1.0f32, 2.0, 3.0];
+        assert!(Parity::of(&want, &want, &scale, 10).passed);
+        assert!(!Parity::of(&[1.0, f32::NAN, 3.0], &want, &scale, 10).passed);
+        assert!(!Parity::of(&[1.0, 2.001, 3.0], &want, &scale, 10).passed);
+        let close = [1.0, 2.0 + 2.0 * f32::EPSILON, 3.0];
+        assert!(Parity::of(&close, &want, &scale, 10).passed);
+    }
+
+    fn id() -> AdapterId {
+        AdapterId {
+            name: "A".into(),
+            vendor: 1,
+            device: 2,
+            backend: "vulkan".into(),
+            driver: "d".into(),
+            driver_info: "1.0".into(),
+        }
+    }
+
+    #[test]
+    fn cache_is_ignored_when_corrupt_stale_or_foreign() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.json");
+        assert_eq!(
+            read_cache(&path, &id()),
+            Ok(None),
+            "no file: nothing, no error"
+        );
+        std::fs::write(&path, "{ not json").unwrap();
+        assert!(read_cache(&path, &id()).unwrap_err().contains("corrupt"));
+        let good = CacheFile {
+            format: CACHE_FORMAT.into(),
+            version: CACHE_VERSION,
+            tool_version: "0".into(),
+            kernels: kernels_hash(),
+            adapter: id(),
+            entries: vec![Entry {
+                trans_a: true,
+                trans_b: false,
+                m: 1000,
+                n: 100,
+                k: 64,
+                block: Block::B8x8,
+                measured: vec![],
+            }],
+        };
+        let write =
+            |f: &CacheFile| std::fs::write(&path, serde_json::to_string(f).unwrap()).unwrap();
+        write(&good);
+        let read = read_cache(&path, &id()).unwrap().unwrap();
+        assert_eq!(read, good);
+        let table = Table::from_entries(&read.entries);
+        assert_eq!(table.get(true, false, (1000, 100, 64)), Some(Block::B8x8));
+        assert_eq!(
+            table.get(true, false, (999, 99, 63)),
+            Some(Block::B8x8),
+            "padded shapes"
+        );
+        assert_eq!(table.get(false, false, (1000, 100, 64)), None);
+        write(&CacheFile {
+            kernels: "0".into(),
+            ..good.clone()
+        });
+        assert!(read_cache(&path, &id())
+            .unwrap_err()
+            .contains("other kernels"));
+        write(&CacheFile {
+            version: CACHE_VERSION + 1,
+            ..good.clone()
+        });
+        assert!(read_cache(&path, &id()).unwrap_err().contains("version"));
+        write(&good);
+        let other = AdapterId {
+            driver_info: "2.0".into(),
+            ..id()
+        };
+        assert!(read_cache(&path, &other)
+            .unwrap_err()
+            .contains("driver d 1.0"));
+    }
+}
