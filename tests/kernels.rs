@@ -232,6 +232,22 @@ fn check_store(trans_a: bool, trans_b: bool, seed: u64) {
     }
 }
 
+/// The bench's reference kernel (`shaders/matmul_naive.wgsl`, one output per invocation, storage
+/// buffers, its output NaN-poisoned before the run) on every covering shape.
+#[test]
+fn gpu_naive_reference_kernel_matches_cpu_covering_shapes() {
+    let Some(ctx) = gpu_or_skip() else { return };
+    for (si, shape) in covering_shapes().into_iter().enumerate() {
+        let case = Case::new(key(false, false, Mode::Store), shape, 900 + si as u64);
+        let want = case.cpu_product();
+        let s = case.abs_products();
+        let g = 2.0 * gamma(case.k);
+        let got = gpu_train::gpu::run_naive(&ctx, &case.a, &case.b, shape).unwrap();
+        assert_eq!(got.len(), case.m * case.n);
+        assert_within(&format!("naive {shape:?}"), &got, &want, |i| g * s[i]);
+    }
+}
+
 #[test]
 fn gpu_store_matches_cpu_no_transpose_covering_shapes() {
     check_store(false, false, 100);

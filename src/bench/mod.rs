@@ -170,6 +170,19 @@ impl Budget {
     }
 }
 
+impl Budget {
+    /// Extra warm-up runs and samples of a case whose sample takes about `sample_s`: one far
+    /// longer than the target (the naive kernel at 1024³ takes 16 s on lavapipe) gets no warm-up
+    /// beyond the run that measured it and at most 3 samples.
+    fn runs(&self, sample_s: f64) -> (usize, usize) {
+        if sample_s > 4.0 * self.target_s {
+            (0, self.samples.min(3))
+        } else {
+            (self.warmup.saturating_sub(1), self.samples)
+        }
+    }
+}
+
 /// A device of the run, opened.
 enum Device {
     Cpu,
@@ -370,14 +383,15 @@ fn train_row(
     } else {
         ((budget.target_s / per_epoch.max(1e-9)) as usize).clamp(1, 500)
     };
-    for _ in 1..budget.warmup {
+    let (extra, n_samples) = budget.runs(per_epoch * epochs as f64);
+    for _ in 0..extra {
         backend.restore(&start)?;
         backend.run(epochs.min(50))?;
     }
     let mut samples = Vec::new();
     let mut first = Vec::new();
     let (submits0, encode0) = (backend.submits(), backend.encode_seconds());
-    for i in 0..budget.samples {
+    for i in 0..n_samples {
         backend.restore(&start)?;
         let t = Instant::now();
         let mut losses = Vec::with_capacity(epochs);
@@ -392,7 +406,7 @@ fn train_row(
             first = losses;
         }
     }
-    let n = budget.samples as f64;
+    let n = n_samples as f64;
     let gpu = matches!(dev, Device::Gpu(_));
     let host_overhead = gpu.then(|| HostOverhead {
         submits_per_sample: (backend.submits() - submits0) as f64 / n,
@@ -422,7 +436,7 @@ fn train_row(
             _ => Status::Ok,
         },
         error: None,
-        warmup: budget.warmup,
+        warmup: 1 + extra,
         samples_s: samples,
         per_sample: epochs,
         flops_per_sample: job.flops_of_epochs(epochs),
@@ -456,7 +470,7 @@ fn matmul_row(
         unreachable!("matmul_row of a training case")
     };
     let (m, n, k) = *dims;
-    let (samples, per_sample, parity, kernel) = match dev {
+    let (samples, per_sample, warmup, parity, kernel) = match dev {
         Device::Cpu => {
             let key = tune::store_key(trans.0, trans.1, crate::gpu::Block::B8x8);
             let (a, b) = tune::random_inputs(key, *dims, 1);
@@ -476,11 +490,13 @@ fn matmul_row(
             };
             let t = Instant::now();
             run();
-            let reps = reps_for(t.elapsed().as_secs_f64(), budget.target_s);
-            for _ in 1..budget.warmup {
+            let once = t.elapsed().as_secs_f64();
+            let reps = reps_for(once, budget.target_s);
+            let (extra, n_samples) = budget.runs(once * reps as f64);
+            for _ in 0..extra {
                 run();
             }
-            let samples = (0..budget.samples)
+            let samples = (0..n_samples)
                 .map(|_| {
                     let t = Instant::now();
                     for _ in 0..reps {
@@ -489,7 +505,7 @@ fn matmul_row(
                     t.elapsed().as_secs_f64()
                 })
                 .collect();
-            (samples, reps, None, "cpu gemm".to_string())
+            (samples, reps, 1 + extra, None, "cpu gemm".to_string())
         }
         Device::Gpu(ctx) if *naive => {
             if *trans != (false, false) {
@@ -500,14 +516,16 @@ fn matmul_row(
             let (want, scale) = tune::cpu_reference(key, &a, &b, *dims);
             let got = crate::gpu::run_naive(ctx, &a, &b, *dims)?;
             let parity = Parity::of(&got, &want, &scale, k);
-            let reps = reps_for(crate::gpu::time_naive(ctx, *dims, 1)?, budget.target_s);
-            for _ in 1..budget.warmup {
+            let once = crate::gpu::time_naive(ctx, *dims, 1)?;
+            let reps = reps_for(once, budget.target_s);
+            let (extra, n_samples) = budget.runs(once * reps as f64);
+            for _ in 0..extra {
                 crate::gpu::time_naive(ctx, *dims, reps)?;
             }
-            let samples = (0..budget.samples)
+            let samples = (0..n_samples)
                 .map(|_| crate::gpu::time_naive(ctx, *dims, reps).map(|s| s * reps as f64))
                 .collect::<Result<Vec<_>>>()?;
-            (samples, reps, Some(parity), "naive".to_string())
+            (samples, reps, 1 + extra, Some(parity), "naive".to_string())
         }
         Device::Gpu(ctx) => {
             let block = match ctx.tuning.get(trans.0, trans.1, *dims) {
@@ -527,17 +545,22 @@ fn matmul_row(
             };
             let key = tune::store_key(trans.0, trans.1, block);
             let parity = tune::check_variant(ctx, key, *dims)?;
-            let reps = reps_for(
-                crate::gpu::time_matmul(ctx, key, *dims, 1)?,
-                budget.target_s,
-            );
-            for _ in 1..budget.warmup {
+            let once = crate::gpu::time_matmul(ctx, key, *dims, 1)?;
+            let reps = reps_for(once, budget.target_s);
+            let (extra, n_samples) = budget.runs(once * reps as f64);
+            for _ in 0..extra {
                 crate::gpu::time_matmul(ctx, key, *dims, reps)?;
             }
-            let samples = (0..budget.samples)
+            let samples = (0..n_samples)
                 .map(|_| crate::gpu::time_matmul(ctx, key, *dims, reps).map(|s| s * reps as f64))
                 .collect::<Result<Vec<_>>>()?;
-            (samples, reps, Some(parity), block.name().to_string())
+            (
+                samples,
+                reps,
+                1 + extra,
+                Some(parity),
+                block.name().to_string(),
+            )
         }
     };
     let config = serde_json::json!({
@@ -555,7 +578,7 @@ fn matmul_row(
             _ => Status::Ok,
         },
         error: None,
-        warmup: budget.warmup,
+        warmup,
         samples_s: samples,
         per_sample,
         flops_per_sample: 2.0 * (m * n * k) as f64 * per_sample as f64,
