@@ -267,16 +267,28 @@ pub fn compare_table(files: &[(PathBuf, Results)]) -> String {
             }
         }
     }
+    // Short column heads (the name cut, the backend kept), the full ones listed first.
     let heads: Vec<String> = (columns.iter())
-        .map(|c| format!("[{}] {}", c.file + 1, c.results.devices[c.device].label()))
+        .map(|c| {
+            let d = &c.results.devices[c.device];
+            let name = super::truncate(&d.name, 16);
+            format!("[{}] {name} ({})", c.file + 1, d.backend)
+        })
         .collect();
+    for (c, h) in columns.iter().zip(&heads) {
+        let d = &c.results.devices[c.device];
+        out += &format!(
+            "  {h}: {}, {}, driver {} {}\n",
+            d.name, d.device_type, d.driver, d.driver_info
+        );
+    }
     let w0 = cases.iter().map(|(c, _)| c.len()).max().unwrap_or(4).max(4) + 2;
     let wc = heads
         .iter()
         .map(|h| h.chars().count())
         .max()
         .unwrap_or(10)
-        .max(22)
+        .max(18)
         + 2;
     out += &format!("{:<w0$}{:<10}", "case", "unit");
     for h in &heads {
@@ -394,6 +406,8 @@ fn draw_bars<DB: plotters::prelude::DrawingBackend>(
     let (lo, hi) = all.fold((1.0f64, 1.0f64), |(l, h), v| (l.min(v), h.max(v)));
     let per = labels.len().max(1);
     let n = (cases.len() * per) as f64;
+    // Case i's bars fill [n - (i+1)·per, n - i·per]; its name labels the middle of that band.
+    let center = |i: usize| n - (i as f64 + 0.5) * per as f64;
     let mut chart = ChartBuilder::on(&root)
         .caption("speed relative to the first column", ("sans-serif", 20))
         .margin(12)
@@ -401,18 +415,23 @@ fn draw_bars<DB: plotters::prelude::DrawingBackend>(
         .y_label_area_size(260)
         .build_cartesian_2d((lo / 1.5..hi * 1.5).log_scale(), 0.0..n)
         .map_err(e)?;
-    let case_of = |y: f64| {
-        let i = (n - y) as usize / per;
-        cases.get(i).cloned().unwrap_or_default()
-    };
     chart
         .configure_mesh()
         .disable_y_mesh()
-        .y_labels(cases.len().max(1))
-        .y_label_formatter(&|y| case_of(*y + per as f64 / 2.0))
+        .y_labels(0)
         .x_desc("ratio (log scale)")
         .draw()
         .map_err(e)?;
+    // The case names, right-aligned beside their bars.
+    use plotters::style::text_anchor::{HPos, Pos, VPos};
+    let style = ("sans-serif", 13)
+        .into_text_style(&root)
+        .pos(Pos::new(HPos::Right, VPos::Center));
+    for (i, case) in cases.iter().enumerate() {
+        let (x, y) = chart.backend_coord(&(lo / 1.5, center(i)));
+        root.draw(&Text::new(case.clone(), (x - 8, y), style.clone()))
+            .map_err(e)?;
+    }
     for (c, label) in labels.iter().enumerate() {
         let color = Palette99::pick(c).to_rgba();
         let bars = (ratios.iter().enumerate()).filter_map(|(i, row)| {
@@ -429,6 +448,7 @@ fn draw_bars<DB: plotters::prelude::DrawingBackend>(
     }
     chart
         .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .draw()

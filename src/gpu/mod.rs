@@ -338,14 +338,8 @@ pub struct Banded {
 }
 
 impl Banded {
-    /// Zeros, or the padded `data` (`[pad4(rows), pad4(cols)]`).
-    fn new(
-        ctx: &GpuContext,
-        label: &str,
-        rows: usize,
-        cols: usize,
-        data: Option<&[f32]>,
-    ) -> Result<Self> {
+    /// Zeros.
+    fn new(ctx: &GpuContext, label: &str, rows: usize, cols: usize) -> Result<Self> {
         let l = &ctx.limits;
         let limit = l.max_storage_buffer_binding_size.min(l.max_buffer_size);
         let row_bytes = (pad4(cols) * 4) as u64;
@@ -369,9 +363,8 @@ impl Banded {
             .map(|j| {
                 let r0 = j * band_rows;
                 let n = (total - r0).min(band_rows) * pad4(cols);
-                let part = data.map(|d| &d[r0 * pad4(cols)..][..n]);
                 let name = format!("{label} (band {})", j + 1);
-                storage(ctx, &name, n, part)
+                storage(ctx, &name, n, None)
             })
             .collect::<Result<Vec<_>>>()?;
         if bufs.len() > 1 {
@@ -1230,7 +1223,7 @@ impl GpuBackend {
                 (0..opt.state_buffers())
                     .map(|s| {
                         let label = format!("optimizer state {} of tensor {}", s + 1, i + 1);
-                        Banded::new(&ctx, &label, m.rows, m.cols, None)
+                        Banded::new(&ctx, &label, m.rows, m.cols)
                     })
                     .collect::<Result<Vec<_>>>()
             })
@@ -1259,7 +1252,6 @@ impl GpuBackend {
                     "shared weight gradient sum",
                     d[s],
                     d[s + 1],
-                    None,
                 )?),
                 match job.bias {
                     true => Some(vector(
