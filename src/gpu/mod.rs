@@ -717,11 +717,32 @@ fn record(enc: &mut wgpu::CommandEncoder, epochs: &[&[Dispatch]]) {
     }
 }
 
-/// Record `plans` with each dispatch in a compute pass of its own that writes timestamps at its
-/// start and end into `queries` (two per dispatch, from 0): for `--profile`. The results are the
-/// same as [`record`]'s; only the passes differ.
-fn record_timed(enc: &mut wgpu::CommandEncoder, plans: &[&[Dispatch]], queries: &wgpu::QuerySet) {
-    for (i, d) in plans.iter().flat_map(|p| p.iter()).enumerate() {
+/// Record `plans` for `--profile`, with timestamps before and after each dispatch into `queries`
+/// (two per dispatch, from 0): inside one compute pass where the adapter can (`inside`), else
+/// with each dispatch in a pass of its own that writes them at its start and end. The results are
+/// the same as [`record`]'s.
+fn record_timed(
+    enc: &mut wgpu::CommandEncoder,
+    plans: &[&[Dispatch]],
+    queries: &wgpu::QuerySet,
+    inside: bool,
+) {
+    let all = plans.iter().flat_map(|p| p.iter()).enumerate();
+    if inside {
+        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some("profiled steps"),
+            timestamp_writes: None,
+        });
+        for (i, d) in all {
+            pass.write_timestamp(queries, 2 * i as u32);
+            pass.set_pipeline(&d.pipeline);
+            pass.set_bind_group(0, &d.bind_group, &[]);
+            pass.dispatch_workgroups(d.groups[0], d.groups[1], d.groups[2]);
+            pass.write_timestamp(queries, 2 * i as u32 + 1);
+        }
+        return;
+    }
+    for (i, d) in all {
         let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
             label: Some(&d.label),
             timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
@@ -1461,7 +1482,8 @@ impl GpuBackend {
                 let per_step = plans.iter().map(|p| p.len()).max().unwrap_or(1).max(1);
                 let t = (MAX_QUERIES / 2 / per_step).min(steps);
                 let n = plans[..t].iter().map(|p| p.len()).sum::<usize>();
-                record_timed(&mut enc, &plans[..t], &p.queries);
+                let inside = ctx.timestamps() == Timestamps::InsidePasses;
+                record_timed(&mut enc, &plans[..t], &p.queries, inside);
                 enc.resolve_query_set(&p.queries, 0..2 * n as u32, &p.resolve, 0);
                 enc.copy_buffer_to_buffer(&p.resolve, 0, &p.staging, 0, 16 * n as u64);
                 record(&mut enc, &plans[t..]);
