@@ -261,7 +261,16 @@ fn open_devices(choices: &[String]) -> Result<Vec<(DeviceInfo, Option<Device>)>>
         }
     };
     if choices.is_empty() {
-        for entry in context::list_adapters().into_iter().filter(|a| a.compute) {
+        let adapters: Vec<_> = (context::list_adapters().into_iter())
+            .filter(|a| a.compute)
+            .collect();
+        if adapters.is_empty() {
+            eprintln!(
+                "notice: no GPU adapter found, benchmarking the CPU path only (on Linux, `apt-get \
+                 install mesa-vulkan-drivers` gives the software adapter lavapipe)"
+            );
+        }
+        for entry in adapters {
             out.push(open(entry));
         }
         out.push((cpu_info(), Some(Device::Cpu)));
