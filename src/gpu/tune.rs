@@ -93,6 +93,9 @@ pub struct Measured {
     pub parity: Parity,
     /// Seconds per product (median), for the variants that passed.
     pub seconds: Option<f64>,
+    /// (max - min) / median of its timings.
+    #[serde(default)]
+    pub spread: Option<f64>,
 }
 
 /// The choice for one product shape (padded dimensions).
@@ -260,18 +263,26 @@ impl Table {
 }
 
 /// Choose among `candidates`: each is checked first (`check`), only those that pass are timed
-/// (`time`, seconds), and the fastest of them is the choice. A variant that fails its check can
-/// never be chosen, however fast. Fails if none passes.
+/// (`time`, seconds per product of each sample), and the fastest median is the choice, unless
+/// `default` (the untuned choice) passed and the fastest beats it by less than the relative spread
+/// of either's samples: a difference within the noise keeps the default, so that choices do not
+/// flip between runs. A variant that fails its check can never be chosen, however fast. Fails if
+/// none passes.
 pub fn search(
     candidates: &[Block],
+    default: Block,
     mut check: impl FnMut(Block) -> Result<Parity>,
-    mut time: impl FnMut(Block) -> Result<f64>,
+    mut time: impl FnMut(Block) -> Result<Vec<f64>>,
 ) -> Result<(Block, Vec<Measured>)> {
     let mut measured = Vec::new();
     for &block in candidates {
         let parity = check(block)?;
-        let seconds = if parity.passed {
-            Some(time(block)?)
+        let (seconds, spread) = if parity.passed {
+            let t = time(block)?;
+            let mid = median(&t);
+            let lo = t.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = t.iter().copied().fold(0.0, f64::max);
+            (Some(mid), Some((hi - lo) / mid))
         } else {
             log::warn!(
                 "matmul {} failed its check against the CPU (error {:.3e} > {:.3e}): not a \
@@ -280,14 +291,20 @@ pub fn search(
                 parity.error,
                 parity.tolerance
             );
-            None
+            (None, None)
         };
         measured.push(Measured {
             block,
             parity,
             seconds,
+            spread,
         });
     }
+    let timed = |b: Block| {
+        (measured.iter())
+            .find(|m| m.block == b)
+            .and_then(|m| Some((m.seconds?, m.spread.unwrap_or(0.0))))
+    };
     let best = (measured.iter())
         .filter_map(|m| m.seconds.map(|s| (s, m.block)))
         .min_by(|a, b| a.0.total_cmp(&b.0))
@@ -295,7 +312,11 @@ pub fn search(
         .ok_or_else(|| {
             Error::Gpu("no matmul variant passed its check against the CPU".to_string())
         })?;
-    Ok((best, measured))
+    let choice = match (timed(best), timed(default)) {
+        (Some((t, s)), Some((td, sd))) if t > td * (1.0 - s.max(sd)) => default,
+        _ => best,
+    };
+    Ok((choice, measured))
 }
 
 /// Standard-normal inputs of a product, seeded.
@@ -412,7 +433,8 @@ pub fn median(v: &[f64]) -> f64 {
     }
 }
 
-/// Tune one product shape on `ctx`: check every variant, time those that pass, keep the fastest.
+/// Tune one product shape on `ctx`: check every variant, time those that pass, keep the fastest
+/// (or the untuned choice, where the fastest is not faster beyond the noise: [`search`]).
 pub fn tune_shape(
     ctx: &GpuContext,
     (trans_a, trans_b): (bool, bool),
@@ -421,11 +443,9 @@ pub fn tune_shape(
 ) -> Result<Entry> {
     let (block, measured) = search(
         &Block::ALL,
+        Block::for_shape(ctx.info.device_type, dims),
         |b| check_variant(ctx, store_key(trans_a, trans_b, b), dims),
-        |b| {
-            let t = time_variant(ctx, store_key(trans_a, trans_b, b), dims, 3, target_s)?;
-            Ok(median(&t))
-        },
+        |b| time_variant(ctx, store_key(trans_a, trans_b, b), dims, 3, target_s),
     )?;
     let (m, n, k) = dims;
     use super::pad4;
@@ -493,12 +513,13 @@ mod tests {
         // 4x4 is the fastest but wrong: 16x16, the fastest correct one, is chosen.
         let (best, measured) = search(
             &Block::ALL,
+            Block::B8x8,
             |b| Ok(parity(b != Block::B4x4)),
             |b| {
                 Ok(match b {
-                    Block::B4x4 => 0.1,
-                    Block::B8x8 => 3.0,
-                    Block::B16x16 => 2.0,
+                    Block::B4x4 => vec![0.1; 3],
+                    Block::B8x8 => vec![3.0; 3],
+                    Block::B16x16 => vec![2.0; 3],
                 })
             },
         )
@@ -508,7 +529,42 @@ mod tests {
             measured[0].seconds, None,
             "a failed variant is not even timed"
         );
-        assert!(search(&Block::ALL, |_| Ok(parity(false)), |_| Ok(1.0)).is_err());
+        let none = search(
+            &Block::ALL,
+            Block::B8x8,
+            |_| Ok(parity(false)),
+            |_| Ok(vec![1.0]),
+        );
+        assert!(none.is_err());
+    }
+
+    #[test]
+    fn search_keeps_the_default_unless_another_variant_wins_beyond_the_noise() {
+        // 8x8 is 7% faster by the medians, but the default's samples spread 10%: kept.
+        let times = |b: Block| match b {
+            Block::B4x4 => vec![5.0, 5.0, 5.0],
+            Block::B8x8 => vec![1.85, 1.86, 1.87],
+            Block::B16x16 => vec![1.9, 2.0, 2.1],
+        };
+        let pass = |_| Ok(parity(true));
+        let (b, _) = search(&Block::ALL, Block::B16x16, pass, |b| Ok(times(b))).unwrap();
+        assert_eq!(b, Block::B16x16);
+        // Twice as fast, well beyond the spread: chosen.
+        let faster = |b: Block| match b {
+            Block::B8x8 => vec![0.95, 1.0, 1.05],
+            other => times(other),
+        };
+        let (b, _) = search(&Block::ALL, Block::B16x16, pass, |b| Ok(faster(b))).unwrap();
+        assert_eq!(b, Block::B8x8);
+        // A default that fails its check gives way to the fastest correct variant.
+        let (b, _) = search(
+            &Block::ALL,
+            Block::B16x16,
+            |b| Ok(parity(b != Block::B16x16)),
+            |b| Ok(times(b)),
+        )
+        .unwrap();
+        assert_eq!(b, Block::B8x8);
     }
 
     #[test]
