@@ -713,6 +713,15 @@ fn resumed_runs_continue_bit_identically_on_cpu_and_gpu() {
     }
 }
 
+/// The adapter `gpu_or_skip` opened, to open again with other limits.
+fn auto_adapter() -> gpu_train::gpu::AdapterEntry {
+    let list = gpu_train::gpu::list_adapters();
+    let choice = &gpu_train::gpu::DeviceChoice::Auto;
+    gpu_train::gpu::context::choose(choice, list)
+        .unwrap()
+        .expect("the adapter gpu_or_skip opened")
+}
+
 /// A job whose per-weight buffers exceed a reduced `max_storage_buffer_binding_size` (16 KiB,
 /// requested on the adapter): the optimizer's state and the shared layer's gradient sum are split
 /// in bands of rows, each product that writes them runs once per band, and the history and the
@@ -721,12 +730,7 @@ fn resumed_runs_continue_bit_identically_on_cpu_and_gpu() {
 #[test]
 fn gpu_job_past_a_reduced_storage_binding_limit_is_split_and_matches() {
     let Some(full) = gpu_or_skip() else { return };
-    let adapter = gpu_train::gpu::context::choose(
-        &gpu_train::gpu::DeviceChoice::Auto,
-        gpu_train::gpu::list_adapters(),
-    )
-    .unwrap()
-    .expect("the adapter gpu_or_skip opened");
+    let adapter = auto_adapter();
     const LIMIT: u64 = 16 << 10;
     let small = GpuContext::with_limits(&adapter.adapter, |l| {
         l.max_storage_buffer_binding_size = LIMIT;
@@ -798,12 +802,7 @@ fn gpu_job_past_a_reduced_storage_binding_limit_is_split_and_matches() {
 #[test]
 fn gpu_job_that_cannot_fit_the_limits_is_refused_with_sizes() {
     let Some(_) = gpu_or_skip() else { return };
-    let adapter = gpu_train::gpu::context::choose(
-        &gpu_train::gpu::DeviceChoice::Auto,
-        gpu_train::gpu::list_adapters(),
-    )
-    .unwrap()
-    .unwrap();
+    let adapter = auto_adapter();
     let small = GpuContext::with_limits(&adapter.adapter, |l| {
         l.max_storage_buffer_binding_size = 1024;
         l.max_buffer_size = 1024;

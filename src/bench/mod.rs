@@ -457,9 +457,24 @@ fn train_row(
     })
 }
 
-/// Products per sample so that a sample takes about `target_s`, from one timed product.
-fn reps_for(once: f64, target_s: f64) -> usize {
-    ((target_s / once.max(1e-9)) as usize).clamp(1, 10_000)
+/// Time a product: `per_product(reps)` runs it `reps` times back to back and returns seconds
+/// per product. One run measures it (and warms up); then as many products per sample as take
+/// about `budget.target_s`, the extra warm-up, and the samples (seconds each). Returns the
+/// samples, the products per sample and the warm-up runs.
+fn sample_product(
+    budget: &Budget,
+    mut per_product: impl FnMut(usize) -> Result<f64>,
+) -> Result<(Vec<f64>, usize, usize)> {
+    let once = per_product(1)?;
+    let reps = tune::reps_for(once, budget.target_s);
+    let (extra, n_samples) = budget.runs(once * reps as f64);
+    for _ in 0..extra {
+        per_product(reps)?;
+    }
+    let samples = (0..n_samples)
+        .map(|_| per_product(reps).map(|s| s * reps as f64))
+        .collect::<Result<Vec<_>>>()?;
+    Ok((samples, reps, 1 + extra))
 }
 
 fn matmul_row(
@@ -497,24 +512,14 @@ fn matmul_row(
                     crate::cpu::Epilogue::Store,
                 )
             };
-            let t = Instant::now();
-            run();
-            let once = t.elapsed().as_secs_f64();
-            let reps = reps_for(once, budget.target_s);
-            let (extra, n_samples) = budget.runs(once * reps as f64);
-            for _ in 0..extra {
-                run();
-            }
-            let samples = (0..n_samples)
-                .map(|_| {
-                    let t = Instant::now();
-                    for _ in 0..reps {
-                        run();
-                    }
-                    t.elapsed().as_secs_f64()
-                })
-                .collect();
-            (samples, reps, 1 + extra, None, "cpu gemm".to_string())
+            let (samples, reps, warmup) = sample_product(budget, |reps| {
+                let t = Instant::now();
+                for _ in 0..reps {
+                    run();
+                }
+                Ok(t.elapsed().as_secs_f64() / reps as f64)
+            })?;
+            (samples, reps, warmup, None, "cpu gemm".to_string())
         }
         Device::Gpu(ctx) if *naive => {
             if *trans != (false, false) {
@@ -525,48 +530,30 @@ fn matmul_row(
             let (want, scale) = tune::cpu_reference(key, &a, &b, *dims);
             let got = crate::gpu::run_naive(ctx, &a, &b, *dims)?;
             let parity = Parity::of(&got, &want, &scale, k);
-            let once = crate::gpu::time_naive(ctx, *dims, 1)?;
-            let reps = reps_for(once, budget.target_s);
-            let (extra, n_samples) = budget.runs(once * reps as f64);
-            for _ in 0..extra {
-                crate::gpu::time_naive(ctx, *dims, reps)?;
-            }
-            let samples = (0..n_samples)
-                .map(|_| crate::gpu::time_naive(ctx, *dims, reps).map(|s| s * reps as f64))
-                .collect::<Result<Vec<_>>>()?;
-            (samples, reps, 1 + extra, Some(parity), "naive".to_string())
+            let (samples, reps, warmup) =
+                sample_product(budget, |reps| crate::gpu::time_naive(ctx, *dims, reps))?;
+            (samples, reps, warmup, Some(parity), "naive".to_string())
         }
         Device::Gpu(ctx) => {
-            let block = match ctx.tuning.get(trans.0, trans.1, *dims) {
+            let tuned = tune::Table::from_entries(tuned_now).get(trans.0, trans.1, *dims);
+            let block = match ctx.tuning.get(trans.0, trans.1, *dims).or(tuned) {
                 Some(b) => b,
-                None => match tuned_now.iter().find(|e| {
-                    let p = crate::gpu::pad4;
-                    (e.trans_a, e.trans_b, e.m, e.n, e.k) == (trans.0, trans.1, p(m), p(n), p(k))
-                }) {
-                    Some(e) => e.block,
-                    None => {
-                        let e = tune::tune_shape(ctx, *trans, *dims, budget.target_s / 5.0)?;
-                        let b = e.block;
-                        tuned_now.push(e);
-                        b
-                    }
-                },
+                None => {
+                    let e = tune::tune_shape(ctx, *trans, *dims, budget.target_s / 5.0)?;
+                    let b = e.block;
+                    tuned_now.push(e);
+                    b
+                }
             };
             let key = tune::store_key(trans.0, trans.1, block);
             let parity = tune::check_variant(ctx, key, *dims)?;
-            let once = crate::gpu::time_matmul(ctx, key, *dims, 1)?;
-            let reps = reps_for(once, budget.target_s);
-            let (extra, n_samples) = budget.runs(once * reps as f64);
-            for _ in 0..extra {
-                crate::gpu::time_matmul(ctx, key, *dims, reps)?;
-            }
-            let samples = (0..n_samples)
-                .map(|_| crate::gpu::time_matmul(ctx, key, *dims, reps).map(|s| s * reps as f64))
-                .collect::<Result<Vec<_>>>()?;
+            let (samples, reps, warmup) = sample_product(budget, |reps| {
+                crate::gpu::time_matmul(ctx, key, *dims, reps)
+            })?;
             (
                 samples,
                 reps,
-                1 + extra,
+                warmup,
                 Some(parity),
                 block.name().to_string(),
             )

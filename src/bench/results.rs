@@ -135,13 +135,9 @@ pub struct HostOverhead {
     pub encode_s_per_epoch: f64,
 }
 
-pub fn median(v: &[f64]) -> f64 {
-    crate::gpu::tune::median(v)
-}
-
 impl Row {
     pub fn median_s(&self) -> f64 {
-        median(&self.samples_s)
+        crate::gpu::tune::median(&self.samples_s)
     }
 
     /// (max - min) / median of the samples.

@@ -539,7 +539,6 @@ fn matmul_dispatch(
     let bands = banded.map_or(vec![(0, m)], |b| b.bands());
     let (tile_rows, tile_cols) = key.block.tile();
     let pipeline = ctx.kernels.matmul(&ctx.device, key);
-    let max = ctx.limits.max_compute_workgroups_per_dimension;
     bands
         .iter()
         .enumerate()
@@ -548,14 +547,7 @@ fn matmul_dispatch(
                 n.div_ceil(tile_cols as usize),
                 (row_end - row0).div_ceil(tile_rows as usize),
             ];
-            if groups.iter().any(|&g| g > max as usize) {
-                return Err(Error::TooLarge {
-                    buffer: format!("the {m}x{k}·{k}x{n} product"),
-                    needed: format!("{}x{} workgroups", groups[0], groups[1]),
-                    limit: "max_compute_workgroups_per_dimension",
-                    allowed: max.to_string(),
-                });
-            }
+            check_groups(ctx, format!("the {m}x{k}·{k}x{n} product"), groups)?;
             let params = uniform(
                 ctx,
                 "matmul params",
@@ -771,6 +763,38 @@ struct Profiler {
 
 /// Timestamps one query set holds (wgpu's `QUERY_SET_MAX_QUERIES`).
 const MAX_QUERIES: usize = 4096;
+
+/// Record `plans` in one encoder and submit it.
+fn submit(ctx: &GpuContext, plans: &[&[Dispatch]]) {
+    let mut enc = ctx.device.create_command_encoder(&Default::default());
+    record(&mut enc, plans);
+    ctx.queue.submit([enc.finish()]);
+}
+
+/// Seconds per run of `plan`: `reps` runs back to back in one submission, timed from submit to
+/// idle, after one untimed run.
+fn time_plan(ctx: &GpuContext, plan: &[Dispatch], reps: usize) -> Result<f64> {
+    submit(ctx, &[plan]);
+    ctx.wait()?;
+    let start = std::time::Instant::now();
+    submit(ctx, &vec![plan; reps.max(1)]);
+    ctx.wait()?;
+    Ok(start.elapsed().as_secs_f64() / reps.max(1) as f64)
+}
+
+/// Fail with the sizes if a dispatch of `groups` workgroups exceeds the adapter's limit.
+fn check_groups(ctx: &GpuContext, what: String, groups: [usize; 2]) -> Result<()> {
+    let max = ctx.limits.max_compute_workgroups_per_dimension;
+    if groups.iter().any(|&g| g > max as usize) {
+        return Err(Error::TooLarge {
+            buffer: what,
+            needed: format!("{}x{} workgroups", groups[0], groups[1]),
+            limit: "max_compute_workgroups_per_dimension",
+            allowed: max.to_string(),
+        });
+    }
+    Ok(())
+}
 
 /// Run an error scope around `f`: out-of-memory and validation errors become `Error::Gpu`.
 fn scoped<T>(ctx: &GpuContext, what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
@@ -1860,9 +1884,7 @@ pub fn run_matmul(
                 opt: None,
             },
         )?;
-        let mut enc = ctx.device.create_command_encoder(&Default::default());
-        record(&mut enc, &[&d]);
-        ctx.queue.submit([enc.finish()]);
+        submit(ctx, &[&d]);
         let c = cb.read_padded(ctx)?;
         // C is not written while summing: its NaN poison stays, padding included.
         let mut padding_zero = key.acc.output || padding_is_zero(m, n, &c);
@@ -1912,9 +1934,7 @@ pub fn run_loss_reduce(
                 usage: STORAGE,
             });
         let d = loss_reduce_dispatch(ctx, (rows, cols), 1.0, (None, false), &vb, &hb, &sb);
-        let mut enc = ctx.device.create_command_encoder(&Default::default());
-        record(&mut enc, &[&[d]]);
-        ctx.queue.submit([enc.finish()]);
+        submit(ctx, &[&[d]]);
         let h = ctx.read_f32(&hb, 16)?;
         let s = ctx.read_f32(&sb, 4)?;
         Ok((h[2], s[0].to_bits()))
@@ -1972,9 +1992,7 @@ pub fn run_bias_sum(
             sum: Some(&sb),
         };
         let d = bias_update_dispatch(ctx, (rows, cols), step, &gm, &bb);
-        let mut enc = ctx.device.create_command_encoder(&Default::default());
-        record(&mut enc, &[&[d]]);
-        ctx.queue.submit([enc.finish()]);
+        submit(ctx, &[&[d]]);
         let out = ctx.read_f32(&bb, (pad4(cols) * 4) as u64)?;
         let summed = ctx.read_f32(&sb, (pad4(cols) * 4) as u64)?;
         Ok((out[..cols].to_vec(), summed[..cols].to_vec()))
@@ -2015,17 +2033,7 @@ pub fn time_matmul(
                 opt: None,
             },
         )?;
-        let plan = d;
-        let mut enc = ctx.device.create_command_encoder(&Default::default());
-        record(&mut enc, &[&plan]);
-        ctx.queue.submit([enc.finish()]);
-        ctx.wait()?;
-        let start = std::time::Instant::now();
-        let mut enc = ctx.device.create_command_encoder(&Default::default());
-        record(&mut enc, &vec![&plan[..]; reps.max(1)]);
-        ctx.queue.submit([enc.finish()]);
-        ctx.wait()?;
-        Ok(start.elapsed().as_secs_f64() / reps.max(1) as f64)
+        time_plan(ctx, &d, reps)
     })
 }
 
@@ -2046,23 +2054,15 @@ fn naive_dispatch(
         b.as_entire_binding(),
         c.as_entire_binding(),
     ];
-    let groups = [n.div_ceil(8) as u32, m.div_ceil(8) as u32, 1];
-    let max = ctx.limits.max_compute_workgroups_per_dimension;
-    if groups.iter().any(|&g| g > max) {
-        return Err(Error::TooLarge {
-            buffer: format!("the naive {m}x{k}·{k}x{n} product"),
-            needed: format!("{}x{} workgroups", groups[0], groups[1]),
-            limit: "max_compute_workgroups_per_dimension",
-            allowed: max.to_string(),
-        });
-    }
+    let groups = [n.div_ceil(8), m.div_ceil(8)];
+    check_groups(ctx, format!("the naive {m}x{k}·{k}x{n} product"), groups)?;
     let bind_group = bind_group(ctx, "matmul_naive", &layout, resources, None);
     Ok((
         Dispatch {
             label: format!("matmul_naive {m}x{n}x{k}"),
             pipeline,
             bind_group,
-            groups,
+            groups: [groups[0] as u32, groups[1] as u32, 1],
         },
         c,
     ))
@@ -2080,9 +2080,7 @@ pub fn run_naive(
         let ab = storage(ctx, "a", m * k, Some(a))?;
         let bb = storage(ctx, "b", k * n, Some(b))?;
         let (d, c) = naive_dispatch(ctx, &ab, &bb, (m, n, k))?;
-        let mut enc = ctx.device.create_command_encoder(&Default::default());
-        record(&mut enc, &[&[d]]);
-        ctx.queue.submit([enc.finish()]);
+        submit(ctx, &[&[d]]);
         ctx.read_f32(&c, (m * n * 4) as u64)
     })
 }
@@ -2093,16 +2091,6 @@ pub fn time_naive(ctx: &GpuContext, (m, n, k): (usize, usize, usize), reps: usiz
         let ab = storage(ctx, "a", m * k, None)?;
         let bb = storage(ctx, "b", k * n, None)?;
         let (d, _c) = naive_dispatch(ctx, &ab, &bb, (m, n, k))?;
-        let plan = [d];
-        let mut enc = ctx.device.create_command_encoder(&Default::default());
-        record(&mut enc, &[&plan]);
-        ctx.queue.submit([enc.finish()]);
-        ctx.wait()?;
-        let start = std::time::Instant::now();
-        let mut enc = ctx.device.create_command_encoder(&Default::default());
-        record(&mut enc, &vec![&plan[..]; reps.max(1)]);
-        ctx.queue.submit([enc.finish()]);
-        ctx.wait()?;
-        Ok(start.elapsed().as_secs_f64() / reps.max(1) as f64)
+        time_plan(ctx, &[d], reps)
     })
 }

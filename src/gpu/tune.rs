@@ -417,10 +417,15 @@ pub fn time_variant(
     target_s: f64,
 ) -> Result<Vec<f64>> {
     let once = super::time_matmul(ctx, key, dims, 1)?;
-    let reps = ((target_s / once.max(1e-9)) as usize).clamp(1, 10_000);
+    let reps = reps_for(once, target_s);
     (0..samples.max(1))
         .map(|_| super::time_matmul(ctx, key, dims, reps))
         .collect()
+}
+
+/// Products per sample so that a sample takes about `target_s`, from one timed product.
+pub fn reps_for(once: f64, target_s: f64) -> usize {
+    ((target_s / once.max(1e-9)) as usize).clamp(1, 10_000)
 }
 
 pub fn median(v: &[f64]) -> f64 {
