@@ -6,15 +6,15 @@ use std::sync::Mutex;
 
 /// `shaders/optimizer.wgsl` is put in front of the two kernels that update parameters.
 pub const MATMUL_WGSL: &str = concat!(
-    include_str!("../../shaders/optimizer.wgsl"),
-    include_str!("../../shaders/matmul.wgsl")
+    include_str!("../../../shaders/optimizer.wgsl"),
+    include_str!("../../../shaders/matmul.wgsl")
 );
-pub const MATMUL_NAIVE_WGSL: &str = include_str!("../../shaders/matmul_naive.wgsl");
-pub const LOSS_REDUCE_WGSL: &str = include_str!("../../shaders/loss_reduce.wgsl");
-pub const GATHER_WGSL: &str = include_str!("../../shaders/gather.wgsl");
+pub const MATMUL_NAIVE_WGSL: &str = include_str!("../../../shaders/matmul_naive.wgsl");
+pub const LOSS_REDUCE_WGSL: &str = include_str!("../../../shaders/loss_reduce.wgsl");
+pub const GATHER_WGSL: &str = include_str!("../../../shaders/gather.wgsl");
 pub const BIAS_UPDATE_WGSL: &str = concat!(
-    include_str!("../../shaders/optimizer.wgsl"),
-    include_str!("../../shaders/bias_update.wgsl")
+    include_str!("../../../shaders/optimizer.wgsl"),
+    include_str!("../../../shaders/bias_update.wgsl")
 );
 
 /// The first of the three bindings `shaders/optimizer.wgsl` declares (the optimizer's two state
@@ -25,159 +25,15 @@ pub const OPT_BINDING: u32 = 7;
 /// `shaders/matmul.wgsl`).
 pub const MATRIX_FORMAT: wgpu::TextureFormat = wgpu::TextureFormat::Rgba32Float;
 
-/// The matmul kernel's epilogue, the `MODE` override of `shaders/matmul.wgsl`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Mode {
-    /// `C = v`
-    Store = 0,
-    /// `C = max(v, 0)`
-    Relu = 1,
-    /// `C = v where AUX > 0, else 0`
-    Mask = 2,
-    /// `C = step(AUX, v)`: the optimizer step (`Opt`) of the weights before the step (AUX)
-    Update = 3,
-    /// `d = v - AUX; C = s·d; AUX_OUT = d²` (squared-error losses; AUX = y)
-    SquaredError = 4,
-    /// `d = v - AUX; C = s·sign(d); AUX_OUT = |d|` (L1 loss; AUX = y)
-    AbsError = 5,
-}
+pub mod bias_update;
+pub mod gather;
+pub mod loss_reduce;
+pub mod matmul;
+pub mod matmul_naive;
+pub mod optimizer;
 
-impl Mode {
-    /// The output layer's mode for a loss.
-    pub fn for_loss(loss: crate::job::Loss) -> Self {
-        if loss.is_abs() {
-            Mode::AbsError
-        } else {
-            Mode::SquaredError
-        }
-    }
-
-    /// Whether the mode writes per-element losses to AUX_OUT.
-    pub fn is_loss(self) -> bool {
-        matches!(self, Mode::SquaredError | Mode::AbsError)
-    }
-}
-
-/// Results per invocation of the matmul kernel: the entry point of `shaders/matmul.wgsl`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-pub enum Block {
-    /// `matmul_4x4`: one 4x4 block per invocation, 8x8 invocations per workgroup (the most
-    /// parallelism: GPUs with many cores on small products).
-    B4x4,
-    /// `matmul_8x8`: 8x8 results per invocation, 8x8 invocations per workgroup (GPUs).
-    B8x8,
-    /// `matmul_16x16`: 16x16 results per invocation, 4x4 invocations per workgroup (CPU
-    /// implementations such as lavapipe, where loads cost far more than registers).
-    B16x16,
-}
-
-impl Block {
-    pub const ALL: [Block; 3] = [Block::B4x4, Block::B8x8, Block::B16x16];
-
-    pub fn entry_point(self) -> &'static str {
-        match self {
-            Block::B4x4 => "matmul_4x4",
-            Block::B8x8 => "matmul_8x8",
-            Block::B16x16 => "matmul_16x16",
-        }
-    }
-
-    /// Rows and columns of C computed by one workgroup of this variant.
-    pub fn tile(self) -> (u32, u32) {
-        match self {
-            Block::B4x4 => (32, 32),
-            Block::B8x8 => (64, 64),
-            Block::B16x16 => (16, 256),
-        }
-    }
-
-    /// The name `gpu-train tune` and the bench results use: `4x4`, `8x8`, `16x16`.
-    pub fn name(self) -> &'static str {
-        self.entry_point().trim_start_matches("matmul_")
-    }
-
-    /// The untuned choice for a product of `[m, k]·[k, n]` on an adapter (what runs where `gpu-train
-    /// tune` has measured nothing for the shape). On CPU implementations a
-    /// texel fetch costs more than an accumulator, so big blocks win once the k loop dominates;
-    /// small products and GPUs get 8x8. Measured on lavapipe: benches/README.md.
-    pub fn for_shape(device_type: wgpu::DeviceType, (m, n, k): (usize, usize, usize)) -> Self {
-        if device_type == wgpu::DeviceType::Cpu && m >= 32 && n >= 32 && k >= 64 {
-            Block::B16x16
-        } else {
-            Block::B8x8
-        }
-    }
-}
-
-/// The optimizer step of `shaders/optimizer.wgsl` (its `OPT` override).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum Opt {
-    #[default]
-    Sgd = 0,
-    Momentum = 1,
-    Nesterov = 2,
-    Adam = 3,
-}
-
-impl Opt {
-    pub fn of(o: &crate::job::Optimizer) -> Self {
-        use crate::job::OptimizerKind;
-        match o.kind {
-            OptimizerKind::Sgd => Opt::Sgd,
-            OptimizerKind::Momentum if o.nesterov => Opt::Nesterov,
-            OptimizerKind::Momentum => Opt::Momentum,
-            OptimizerKind::Adam => Opt::Adam,
-        }
-    }
-
-    /// Whether the step keeps a first (momentum) buffer, and a second (Adam) one.
-    pub fn state_buffers(self) -> usize {
-        match self {
-            Opt::Sgd => 0,
-            Opt::Momentum | Opt::Nesterov => 1,
-            Opt::Adam => 2,
-        }
-    }
-}
-
-/// How a product takes part in summing a shared layer's gradient over its uses (the `ACC_IN` and
-/// `ACC_OUT` overrides of `shaders/matmul.wgsl` and `shaders/bias_update.wgsl`): the sum so far
-/// lives in a storage buffer, the product's AUX_OUT (the bias kernel's ACC).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub struct Acc {
-    /// Add the sum so far to the result first.
-    pub input: bool,
-    /// Write the result to the sum and stop there (more uses follow); no output, no step.
-    pub output: bool,
-}
-
-/// One compiled variant of the matmul kernel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct MatmulKey {
-    pub trans_a: bool,
-    pub trans_b: bool,
-    pub mode: Mode,
-    pub block: Block,
-    /// Add the layer's bias in the epilogue (forward products only).
-    pub bias: bool,
-    /// The optimizer step of `Mode::Update` (`Opt::Sgd` for the other modes).
-    pub opt: Opt,
-    /// Summing a shared layer's gradient (`Mode::Store` and `Mode::Update` only).
-    pub acc: Acc,
-}
-
-impl MatmulKey {
-    /// How A and B of an `[m, k]·[k, n]` product are stored, `(rows, cols)` each: `[m, k]` or
-    /// `[k, m]` for A, `[k, n]` or `[n, k]` for B, by the transposes.
-    pub fn stored_shapes(
-        &self,
-        (m, n, k): (usize, usize, usize),
-    ) -> ((usize, usize), (usize, usize)) {
-        let a = if self.trans_a { (k, m) } else { (m, k) };
-        let b = if self.trans_b { (n, k) } else { (k, n) };
-        (a, b)
-    }
-}
+pub use matmul::{Acc, Block, MatmulKey, Mode};
+pub use optimizer::Opt;
 
 /// Shader modules, layouts and the pipeline cache of one device.
 pub struct Kernels {

@@ -1,0 +1,659 @@
+//! The GPU backend: the [`Backend`] trait over a [`Net`] and its recorded plans, chunks of steps
+//! submitted at once, the ping-pong bookkeeping of the weight textures, state and restore.
+
+use super::kernels::loss_reduce::{counters_of, initial_state, SHARED_COUNTERS_OFFSET};
+use super::layout::{from_padded, pad4, to_padded};
+use super::memory::{data_array, matrix, storage, vector, Banded, GpuMatrix, STORAGE};
+use super::plan::{Dataset, Net, PlanKey};
+use super::record::{record, record_timed, scoped, Dispatch, Profiler, MAX_QUERIES};
+use super::{GpuContext, Opt, Timestamps};
+use crate::backend::{Backend, TrainState};
+use crate::error::Result;
+use crate::init::{HostState, Matrix, Params};
+use crate::io::summary::DeviceSummary;
+use crate::job::Job;
+use std::collections::HashMap;
+use std::sync::Arc;
+use wgpu::util::DeviceExt;
+
+/// The GPU backend. Build it with [`GpuBackend::new`] from an open [`GpuContext`].
+pub struct GpuBackend {
+    pub(crate) ctx: Arc<GpuContext>,
+    pub(crate) net: Net,
+    /// Recorded epochs, built on first use (those of training at setup).
+    pub(crate) plans: HashMap<PlanKey, Vec<Dispatch>>,
+    /// Which texture of each weight pair holds the current weights, for every weight but a
+    /// dynamic-depth net's shared one, and for that one.
+    pub(crate) parity: usize,
+    pub(crate) shared_parity: usize,
+    /// Optimizer steps taken so far (the dynamic depth of the next one is `job.uses(step)`).
+    pub(crate) step: usize,
+    pub(crate) staging: wgpu::Buffer,
+    /// Most steps in one submission.
+    pub(crate) max_steps: usize,
+    pub(crate) submits: usize,
+    /// Seconds spent recording and submitting.
+    pub(crate) encode_s: f64,
+    pub(crate) profiler: Option<Profiler>,
+}
+
+impl GpuBackend {
+    /// Upload x, y and the weights once and build every dispatch of an epoch.
+    pub fn new(ctx: Arc<GpuContext>, job: &Job, state: &HostState) -> Result<Self> {
+        let c = ctx.clone();
+        scoped(&c, "setting up the job", || Self::build(ctx, job, state))
+    }
+
+    fn build(ctx: Arc<GpuContext>, job: &Job, host: &HostState) -> Result<Self> {
+        let b = job.batch;
+        let depth = job.depth();
+        let d = &job.layers;
+        // The dataset is x and y themselves when it is one batch; else it stays resident in
+        // texture arrays and each step gathers its batch into x and y.
+        let upload = !job.minibatched();
+        let x = matrix(
+            &ctx,
+            &format!("x ({b}x{} f32)", d[0]),
+            b,
+            d[0],
+            upload.then_some(&host.x.data[..]),
+        )?;
+        let y = matrix(
+            &ctx,
+            &format!("y ({b}x{} f32)", d[depth]),
+            b,
+            d[depth],
+            upload.then_some(&host.y.data[..]),
+        )?;
+        // w1, w2, ... as uploaded (and the second texture of each pair), and dw1, dw2, ... (the
+        // gradients, for `gradients()`).
+        let per_weight = |name: &str, upload: bool| {
+            host.weights
+                .iter()
+                .enumerate()
+                .map(|(l, w)| {
+                    let label = format!("{name}{} ({}x{} f32)", l + 1, w.rows, w.cols);
+                    matrix(&ctx, &label, w.rows, w.cols, upload.then_some(&w.data[..]))
+                })
+                .collect::<Result<Vec<_>>>()
+        };
+        let weights: Vec<[GpuMatrix; 2]> = per_weight("w", true)?
+            .into_iter()
+            .zip(per_weight("w", false)?)
+            .map(|(w0, w1)| [w0, w1])
+            .collect();
+        let dws = per_weight("dw", false)?;
+        let per_bias = |name: &str, upload: bool| {
+            host.biases
+                .iter()
+                .enumerate()
+                .map(|(l, bias)| {
+                    let label = format!("{name}{} ({} f32)", l + 1, bias.cols);
+                    vector(
+                        &ctx,
+                        &label,
+                        bias.cols,
+                        upload.then_some(&bias.data[..]),
+                        0.0,
+                    )
+                })
+                .collect::<Result<Vec<_>>>()
+        };
+        let biases = per_bias("b", true)?;
+        let dbs = per_bias("db", false)?;
+        // The optimizer's state: per weight, then per bias, as many zeroed buffers as the step
+        // keeps (momentum: 1, Adam: 2), in the padded layout of what they follow.
+        let opt = Opt::of(&job.optimizer);
+        let opt_state = host
+            .weights
+            .iter()
+            .chain(&host.biases)
+            .enumerate()
+            .map(|(i, m)| {
+                (0..opt.state_buffers())
+                    .map(|s| {
+                        let label = format!("optimizer state {} of tensor {}", s + 1, i + 1);
+                        Banded::new(&ctx, &label, m.rows, m.cols)
+                    })
+                    .collect::<Result<Vec<_>>>()
+            })
+            .collect::<Result<Vec<_>>>()?;
+        // One activation and one gradient per product but the last, for the most uses of a
+        // shared layer, then the output gradient.
+        let apps = job.applications(job.max_uses());
+        let hidden = |name: &str| {
+            (apps[..apps.len() - 1].iter().enumerate())
+                .map(|(j, &l)| {
+                    let label = format!("{name}{} ({b}x{} f32)", j + 1, d[l + 1]);
+                    matrix(&ctx, &label, b, d[l + 1], None)
+                })
+                .collect::<Result<Vec<_>>>()
+        };
+        let acts = hidden("a")?;
+        let mut grads = hidden("g")?;
+        let label = format!("output gradient ({b}x{} f32)", d[depth]);
+        grads.push(matrix(&ctx, &label, b, d[depth], None)?);
+        let sq = storage(&ctx, "squared errors", pad4(b) * pad4(d[depth]), None)?;
+        let sq = Banded::whole(sq, b, d[depth]);
+        let (sum_w, sum_b) = match job.shared_layer() {
+            Some(s) => (
+                Some(Banded::new(
+                    &ctx,
+                    "shared weight gradient sum",
+                    d[s],
+                    d[s + 1],
+                )?),
+                match job.bias {
+                    true => Some(vector(
+                        &ctx,
+                        "shared bias gradient sum",
+                        d[s + 1],
+                        None,
+                        0.0,
+                    )?),
+                    false => None,
+                },
+            ),
+            None => (None, None),
+        };
+
+        let flops = job.flops_with_uses(job.max_uses()).max(1.0);
+        // Bound one submission's work (about 20 GFLOP) so no driver watchdog fires on big jobs,
+        // and its row indices to 16 MiB.
+        // The loss history (4 bytes a step) and the batch rows (4 a row) are single buffers.
+        let l = &ctx.limits;
+        let limit = l.max_storage_buffer_binding_size.min(l.max_buffer_size) as usize;
+        let max_steps = ((2e10 / flops) as usize)
+            .clamp(1, 100_000)
+            .min((1 << 22) / b)
+            .min(limit / 4 / b)
+            .max(1);
+        let rows = job.dataset_rows();
+        let data = if job.minibatched() {
+            let index = storage(&ctx, "batch rows", max_steps * b, None)?;
+            Some(Dataset {
+                x: data_array(
+                    &ctx,
+                    &format!("dataset x ({rows}x{} f32)", d[0]),
+                    rows,
+                    d[0],
+                    &host.x.data,
+                )?,
+                y: data_array(
+                    &ctx,
+                    &format!("dataset y ({rows}x{} f32)", d[depth]),
+                    rows,
+                    d[depth],
+                    &host.y.data,
+                )?,
+                index,
+            })
+        } else {
+            None
+        };
+        // The warm-up below runs one step of each plan.
+        let history = storage(
+            &ctx,
+            "loss history",
+            max_steps.max(2 * job.max_uses() + 2),
+            None,
+        )?;
+        let state = ctx
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("epoch index and optimizer counters"),
+                contents: bytemuck::cast_slice(&initial_state()),
+                usage: STORAGE,
+            });
+        let staging = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("history readback"),
+            size: (max_steps * 4) as u64,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let net = Net {
+            job: job.clone(),
+            x,
+            y,
+            weights,
+            dws,
+            biases,
+            dbs,
+            opt_state,
+            acts,
+            grads,
+            sq,
+            sum_w,
+            sum_b,
+            data,
+            history,
+            state,
+        };
+        let mut plans = HashMap::new();
+        let mut batch_rows = vec![b];
+        if job.last_batch_rows() != b {
+            batch_rows.push(job.last_batch_rows());
+        }
+        for rows in batch_rows {
+            for uses in 0..=job.max_uses() {
+                let key = PlanKey {
+                    update: true,
+                    rows,
+                    uses,
+                    parity: 0,
+                    shared_parity: 0,
+                };
+                plans.insert(key, net.plan(&ctx, key)?);
+            }
+        }
+        log::info!(
+            "recorded {} plans of {} dispatches per step, at most {max_steps} steps per \
+             submission{}",
+            plans.len(),
+            plans.values().map(Vec::len).max().unwrap_or(0),
+            if net.data.is_some() {
+                " (dataset resident, batches gathered on the GPU)"
+            } else {
+                ""
+            }
+        );
+        warm_up(&ctx, &net, &plans)?;
+        Ok(GpuBackend {
+            ctx,
+            net,
+            plans,
+            parity: 0,
+            shared_parity: 0,
+            step: 0,
+            staging,
+            max_steps,
+            submits: 0,
+            encode_s: 0.0,
+            profiler: None,
+        })
+    }
+
+    /// The recorded steps of `steps` steps from the current one (training, or with `grad_only`
+    /// the gradients of the next step), built where missing, and the parities after.
+    fn chunk_keys(
+        &mut self,
+        grad_only: bool,
+        steps: usize,
+    ) -> Result<(Vec<PlanKey>, usize, usize)> {
+        let (mut p, mut ps) = (self.parity, self.shared_parity);
+        let job = &self.net.job;
+        let per_epoch = job.steps_per_epoch();
+        let mut keys = Vec::with_capacity(steps);
+        for s in self.step..self.step + steps {
+            let uses = job.uses(s);
+            let key = PlanKey {
+                update: !grad_only,
+                rows: job.batch_rows(s % per_epoch),
+                uses,
+                parity: p,
+                shared_parity: ps,
+            };
+            if !self.plans.contains_key(&key) {
+                let (ctx, net) = (&self.ctx, &self.net);
+                let plan = scoped(ctx, "recording a step", || net.plan(ctx, key))?;
+                self.plans.insert(key, plan);
+            }
+            keys.push(key);
+            if !grad_only {
+                p = 1 - p;
+                if uses > 0 {
+                    ps = 1 - ps;
+                }
+            }
+        }
+        Ok((keys, p, ps))
+    }
+
+    /// Upload the rows of the steps `first..first + steps` for the gather (mini-batches only):
+    /// `job.batch` entries per step, from its epoch's order.
+    fn upload_rows(&self, first: usize, steps: usize) {
+        let Some(data) = &self.net.data else { return };
+        let job = &self.net.job;
+        let (b, per_epoch) = (job.batch, job.steps_per_epoch());
+        let mut index = vec![0u32; steps * b];
+        let mut order: Option<(usize, Vec<u32>)> = None;
+        for (i, s) in (first..first + steps).enumerate() {
+            let (epoch, j) = (s / per_epoch, s % per_epoch);
+            if order.as_ref().is_none_or(|(e, _)| *e != epoch) {
+                order = Some((epoch, job.order(epoch)));
+            }
+            let rows = &order.as_ref().expect("set above").1[j * b..][..job.batch_rows(j)];
+            index[i * b..i * b + rows.len()].copy_from_slice(rows);
+        }
+        self.ctx
+            .queue
+            .write_buffer(&data.index, 0, bytemuck::cast_slice(&index));
+    }
+
+    /// Record `steps` steps in one encoder, submit once, read the losses back once.
+    fn submit_chunk(&mut self, grad_only: bool, steps: usize) -> Result<Vec<f32>> {
+        assert!(steps >= 1 && steps <= self.max_steps);
+        let (keys, parity, shared_parity) = self.chunk_keys(grad_only, steps)?;
+        self.upload_rows(self.step, steps);
+        let ctx = &self.ctx;
+        let start = std::time::Instant::now();
+        ctx.queue
+            .write_buffer(&self.net.state, 0, bytemuck::bytes_of(&0u32));
+        let mut enc = ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("chunk"),
+            });
+        let plans: Vec<&[Dispatch]> = keys.iter().map(|k| &self.plans[k][..]).collect();
+        // With --profile, the first steps of the chunk that fit the query set are timed.
+        let timed = match &self.profiler {
+            Some(p) => {
+                let per_step = plans.iter().map(|p| p.len()).max().unwrap_or(1).max(1);
+                let t = (MAX_QUERIES / 2 / per_step).min(steps);
+                let n = plans[..t].iter().map(|p| p.len()).sum::<usize>();
+                let inside = ctx.timestamps() == Timestamps::InsidePasses;
+                record_timed(&mut enc, &plans[..t], &p.queries, inside);
+                enc.resolve_query_set(&p.queries, 0..2 * n as u32, &p.resolve, 0);
+                enc.copy_buffer_to_buffer(&p.resolve, 0, &p.staging, 0, 16 * n as u64);
+                record(&mut enc, &plans[t..]);
+                Some((t, n))
+            }
+            None => {
+                record(&mut enc, &plans);
+                None
+            }
+        };
+        let bytes = (steps * 4) as u64;
+        enc.copy_buffer_to_buffer(&self.net.history, 0, &self.staging, 0, bytes);
+        ctx.queue.submit([enc.finish()]);
+        self.encode_s += start.elapsed().as_secs_f64();
+        self.submits += 1;
+        log::debug!(
+            "submission {}: {steps} steps from step {}, {} dispatches",
+            self.submits,
+            self.step,
+            plans.iter().map(|p| p.len()).sum::<usize>()
+        );
+        let losses = ctx.map_f32(&self.staging, bytes)?;
+        if let (Some(p), Some((t, n))) = (&mut self.profiler, timed) {
+            // The GPU is idle after the map above: these timestamps are written.
+            let words = ctx.map_f32(&p.staging, 16 * n as u64)?;
+            let ticks: Vec<u64> = bytemuck::pod_collect_to_vec(&words);
+            let labels = plans[..t].iter().flat_map(|p| p.iter()).map(|d| &d.label);
+            for (label, pair) in labels.zip(ticks.chunks(2)) {
+                let s = pair[1].saturating_sub(pair[0]) as f64 * p.period * 1e-9;
+                match p.totals.iter_mut().find(|k| &k.name == label) {
+                    Some(k) => {
+                        k.calls += 1;
+                        k.seconds += s;
+                    }
+                    None => p.totals.push(crate::backend::KernelTime {
+                        name: label.clone(),
+                        calls: 1,
+                        seconds: s,
+                    }),
+                }
+            }
+            p.steps += t;
+        }
+        if !grad_only {
+            (self.parity, self.shared_parity) = (parity, shared_parity);
+            self.step += steps;
+        }
+        Ok(losses)
+    }
+
+    /// The loss and the gradients at the current parameters on the next step's batch, with its
+    /// dynamic depth (a shared layer it does not use gets zeros), without updating anything: for
+    /// parity tests.
+    pub fn gradients(&mut self) -> Result<(f32, Params)> {
+        let loss = self.submit_chunk(true, 1)?[0];
+        let mut weights = (self.net.dws.iter())
+            .map(|m| m.read(&self.ctx))
+            .collect::<Result<Vec<_>>>()?;
+        let mut biases = self.read_biases(&self.net.dbs)?;
+        let job = &self.net.job;
+        if let (Some(s), 0) = (job.shared_layer(), job.uses(self.step)) {
+            weights[s].data.fill(0.0);
+            if let Some(b) = biases.get_mut(s) {
+                b.data.fill(0.0);
+            }
+        }
+        Ok((loss, Params { weights, biases }))
+    }
+
+    /// Read back one `[1, d_{l+1}]` bias (or bias gradient) per layer.
+    fn read_biases(&self, bufs: &[wgpu::Buffer]) -> Result<Vec<Matrix>> {
+        bufs.iter()
+            .enumerate()
+            .map(|(l, buf)| {
+                let n = self.net.job.layers[l + 1];
+                let v = self.ctx.read_f32(buf, (pad4(n) * 4) as u64)?;
+                Ok(Matrix::from_vec(1, n, v[..n].to_vec()))
+            })
+            .collect()
+    }
+
+    pub fn context(&self) -> &Arc<GpuContext> {
+        &self.ctx
+    }
+}
+
+/// Run one epoch of each recorded plan at setup, so that implementations which compile a pipeline
+/// at its first dispatch (lavapipe: about 1 s for each 16x16 variant) do it here and not in the
+/// timed training. It changes nothing training can see: every plan reads the weights from
+/// texture 0 and writes only scratch (activations, gradients, sums, texture 1 of each pair,
+/// history slots and the epoch index, which every chunk resets); the biases, updated in place,
+/// are saved before and restored after, and the optimizer's state and counters are reset to
+/// their start.
+pub(crate) fn warm_up(
+    ctx: &GpuContext,
+    net: &Net,
+    plans: &HashMap<PlanKey, Vec<Dispatch>>,
+) -> Result<()> {
+    let mut enc = ctx.device.create_command_encoder(&Default::default());
+    let saved = (net.biases.iter())
+        .map(|b| {
+            let copy = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("bias during warm-up"),
+                size: b.size(),
+                usage: wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            enc.copy_buffer_to_buffer(b, 0, &copy, 0, b.size());
+            copy
+        })
+        .collect::<Vec<_>>();
+    let all: Vec<&[Dispatch]> = plans.values().map(|p| &p[..]).collect();
+    record(&mut enc, &all);
+    for (b, copy) in net.biases.iter().zip(&saved) {
+        enc.copy_buffer_to_buffer(copy, 0, b, 0, b.size());
+    }
+    for buf in net.opt_state.iter().flatten().flat_map(|b| &b.bufs) {
+        enc.clear_buffer(buf, 0, None);
+    }
+    ctx.queue.submit([enc.finish()]);
+    ctx.queue
+        .write_buffer(&net.state, 0, bytemuck::cast_slice(&initial_state()));
+    ctx.wait()
+}
+
+impl GpuBackend {
+    /// The texture of weight `l`'s pair that holds its current values.
+    fn current(&self, l: usize) -> usize {
+        if self.net.job.shared_layer() == Some(l) {
+            self.shared_parity
+        } else {
+            self.parity
+        }
+    }
+
+    /// Every tensor's shape: weights, then biases.
+    fn shapes(&self) -> Vec<[usize; 2]> {
+        let d = &self.net.job.layers;
+        let w = (0..self.net.weights.len()).map(|l| [d[l], d[l + 1]]);
+        let b = (0..self.net.biases.len()).map(|l| [1, d[l + 1]]);
+        w.chain(b).collect()
+    }
+}
+
+impl Backend for GpuBackend {
+    fn state(&mut self) -> Result<TrainState> {
+        let params = self.read_params()?;
+        let ctx = &self.ctx;
+        let opt_state = (self.net.opt_state.iter().zip(self.shapes()))
+            .map(|(bufs, [r, c])| {
+                bufs.iter()
+                    .map(|buf| {
+                        let padded = buf.read(ctx)?;
+                        Ok(Matrix::from_vec(r, c, from_padded(r, c, &padded)))
+                    })
+                    .collect::<Result<Vec<_>>>()
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let words = ctx.read_f32(&self.net.state, (initial_state().len() * 4) as u64)?;
+        let shared = SHARED_COUNTERS_OFFSET as usize / 4;
+        Ok(TrainState {
+            params,
+            opt_state,
+            step: self.step,
+            counters: counters_of(&words[..4]),
+            shared_counters: counters_of(&words[shared..shared + 4]),
+        })
+    }
+
+    fn restore(&mut self, s: &TrainState) -> Result<()> {
+        let ctx = &self.ctx;
+        for (pair, m) in self.net.weights.iter().zip(&s.params.weights) {
+            pair[0].write(ctx, &m.data);
+        }
+        let q = &ctx.queue;
+        for (buf, m) in self.net.biases.iter().zip(&s.params.biases) {
+            let mut v = m.data.clone();
+            v.resize(pad4(v.len()), 0.0);
+            q.write_buffer(buf, 0, bytemuck::cast_slice(&v));
+        }
+        for ((bufs, saved), [r, c]) in self
+            .net
+            .opt_state
+            .iter()
+            .zip(&s.opt_state)
+            .zip(self.shapes())
+        {
+            for (buf, m) in bufs.iter().zip(saved) {
+                buf.write(ctx, &to_padded(r, c, &m.data, 0.0));
+            }
+        }
+        let word = |c: &crate::cpu::OptCounters| [0, c.t, c.beta1_t.to_bits(), c.beta2_t.to_bits()];
+        q.write_buffer(&self.net.state, 0, bytemuck::cast_slice(&word(&s.counters)));
+        q.write_buffer(
+            &self.net.state,
+            SHARED_COUNTERS_OFFSET,
+            bytemuck::cast_slice(&word(&s.shared_counters)),
+        );
+        (self.parity, self.shared_parity, self.step) = (0, 0, s.step);
+        ctx.wait()
+    }
+
+    fn steps(&self) -> usize {
+        self.step
+    }
+
+    fn describe(&self) -> DeviceSummary {
+        let i = &self.ctx.info;
+        DeviceSummary {
+            kind: "gpu".into(),
+            name: i.name.clone(),
+            device_type: format!("{:?}", i.device_type),
+            backend: i.backend.to_string(),
+            driver: format!("{} {}", i.driver, i.driver_info).trim().to_string(),
+        }
+    }
+
+    fn run(&mut self, epochs: usize) -> Result<Vec<f32>> {
+        let per_epoch = self.net.job.steps_per_epoch();
+        let mut steps = Vec::with_capacity(epochs * per_epoch);
+        let mut left = epochs * per_epoch;
+        while left > 0 {
+            let n = left.min(self.max_steps);
+            steps.extend(self.submit_chunk(false, n)?);
+            left -= n;
+        }
+        let job = &self.net.job;
+        Ok(steps.chunks(per_epoch).map(|s| job.epoch_loss(s)).collect())
+    }
+
+    fn read_params(&mut self) -> Result<Params> {
+        Ok(Params {
+            weights: (self.net.weights.iter().enumerate())
+                .map(|(l, pair)| pair[self.current(l)].read(&self.ctx))
+                .collect::<Result<_>>()?,
+            biases: self.read_biases(&self.net.biases)?,
+        })
+    }
+
+    fn gradients(&mut self) -> Result<(f32, Params)> {
+        GpuBackend::gradients(self)
+    }
+
+    fn max_chunk(&self) -> usize {
+        (self.max_steps / self.net.job.steps_per_epoch()).max(1)
+    }
+
+    /// Every step of an epoch; with dynamic depth, each as deep as it can be.
+    fn dispatches_per_epoch(&self) -> usize {
+        let per_step = self.plans.values().map(Vec::len).max().unwrap_or(0);
+        per_step * self.net.job.steps_per_epoch()
+    }
+
+    fn submits(&self) -> usize {
+        self.submits
+    }
+
+    fn encode_seconds(&self) -> f64 {
+        self.encode_s
+    }
+
+    fn enable_profiling(&mut self) -> std::result::Result<(), String> {
+        let ctx = &self.ctx;
+        if ctx.timestamps() == Timestamps::None {
+            return Err(format!(
+                "{} has no timestamp queries (wgpu feature TIMESTAMP_QUERY)",
+                ctx.info.name
+            ));
+        }
+        let queries = ctx.device.create_query_set(&wgpu::QuerySetDescriptor {
+            label: Some("profile"),
+            ty: wgpu::QueryType::Timestamp,
+            count: MAX_QUERIES as u32,
+        });
+        let bytes = (MAX_QUERIES * 8) as u64;
+        let resolve = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("profile resolve"),
+            size: bytes,
+            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let staging = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("profile readback"),
+            size: bytes,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        self.profiler = Some(Profiler {
+            queries,
+            resolve,
+            staging,
+            period: ctx.queue.get_timestamp_period() as f64,
+            totals: Vec::new(),
+            steps: 0,
+        });
+        Ok(())
+    }
+
+    fn kernel_times(&self) -> (usize, Vec<crate::backend::KernelTime>) {
+        self.profiler
+            .as_ref()
+            .map_or((0, Vec::new()), |p| (p.steps, p.totals.clone()))
+    }
+}

@@ -1,0 +1,134 @@
+//! `shaders/bias_update.wgsl`: a layer's bias gradient summed over the batch rows in order, and
+//! its optimizer step; its uniform block, dispatch and standalone run.
+
+use super::optimizer::{hyper, optimizer_bindings, OptBind};
+use super::{Acc, Opt};
+use crate::error::Result;
+use crate::gpu::layout::{pad4, to_padded};
+use crate::gpu::memory::{padded_matrix, uniform, vector, GpuMatrix};
+use crate::gpu::record::{bind_group, scoped, submit, Dispatch};
+use crate::gpu::GpuContext;
+
+/// Uniform block of `shaders/bias_update.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct BiasParams {
+    pub(crate) rows: u32,
+    pub(crate) cols4: u32,
+    pub(crate) lr: f32,
+    pub(crate) hyper: [f32; 3],
+    pub(crate) _pad: [u32; 2],
+}
+
+/// What one `bias_update` dispatch binds besides the gradient and the bias.
+pub(crate) struct BiasStep<'a> {
+    pub(crate) lr: f32,
+    /// Store the gradient alone instead of stepping.
+    pub(crate) store: bool,
+    pub(crate) kind: Opt,
+    /// The optimizer's bindings (None: plain SGD).
+    pub(crate) opt: Option<OptBind<'a>>,
+    /// Summing a shared layer's gradient, in `sum`.
+    pub(crate) acc: Acc,
+    pub(crate) sum: Option<&'a wgpu::Buffer>,
+}
+
+/// `bias_update` of a `[rows, cols]` output gradient into the bias buffer `b`: the optimizer
+/// step, or (`store`) the gradient alone.
+pub(crate) fn bias_update_dispatch(
+    ctx: &GpuContext,
+    (rows, cols): (usize, usize),
+    step: BiasStep<'_>,
+    g: &GpuMatrix,
+    b: &wgpu::Buffer,
+) -> Dispatch {
+    let cols4 = pad4(cols) / 4;
+    let params = uniform(
+        ctx,
+        "bias_update params",
+        &BiasParams {
+            rows: rows as u32,
+            cols4: cols4 as u32,
+            lr: step.lr,
+            hyper: hyper(step.opt),
+            _pad: [0; 2],
+        },
+    );
+    let kn = &ctx.kernels;
+    debug_assert!(step.acc == Acc::default() || step.sum.is_some());
+    let resources = vec![
+        params.as_entire_binding(),
+        wgpu::BindingResource::TextureView(&g.view),
+        b.as_entire_binding(),
+        step.sum.unwrap_or(&kn.dummy_rw).as_entire_binding(),
+    ];
+    let given = step.opt.map_or(0, |o| o.state.iter().flatten().count());
+    debug_assert_eq!(step.kind.state_buffers(), given);
+    let optimizer = Some(optimizer_bindings(ctx, step.opt, 0));
+    let layout = &kn.bias_update_layout;
+    let bind_group = bind_group(ctx, "bias_update", layout, resources, optimizer);
+    Dispatch {
+        label: format!("bias_update {rows}x{cols}"),
+        pipeline: kn.bias_update(&ctx.device, step.store, step.kind, step.acc),
+        bind_group,
+        groups: [cols4.div_ceil(64) as u32, 1, 1],
+    }
+}
+
+/// Run `bias_update` once on a `[rows, cols]` output gradient `g` (row-major, unpadded; padded
+/// with NaN, which the kernel must not read) and a bias `b` (`[cols]`): the SGD step with `lr`, or
+/// (`store`) the gradient alone into a NaN-poisoned buffer. Returns the new `[cols]` values.
+pub fn run_bias_update(
+    ctx: &GpuContext,
+    g: &[f32],
+    (rows, cols): (usize, usize),
+    b: &[f32],
+    lr: f32,
+    store: bool,
+) -> Result<Vec<f32>> {
+    run_bias_sum(ctx, g, (rows, cols), b, (lr, store), Acc::default(), None).map(|(b, _)| b)
+}
+
+/// [`run_bias_update`] summing a shared layer's gradient by `acc`, with the sum so far `sum`
+/// (`[cols]`; NaN-poisoned without it). Returns the bias and the sum after the kernel.
+pub fn run_bias_sum(
+    ctx: &GpuContext,
+    g: &[f32],
+    (rows, cols): (usize, usize),
+    b: &[f32],
+    (lr, store): (f32, bool),
+    acc: Acc,
+    sum: Option<&[f32]>,
+) -> Result<(Vec<f32>, Vec<f32>)> {
+    scoped(ctx, "running bias_update", || {
+        let gm = padded_matrix(
+            ctx,
+            "g",
+            rows,
+            cols,
+            Some(&to_padded(rows, cols, g, f32::NAN)),
+        )?;
+        let bb = if store {
+            vector(ctx, "b", cols, None, f32::NAN)?
+        } else {
+            vector(ctx, "b", cols, Some(b), 0.0)?
+        };
+        let sb = match sum {
+            Some(s) => vector(ctx, "sum", cols, Some(s), 0.0)?,
+            None => vector(ctx, "sum", cols, None, f32::NAN)?,
+        };
+        let step = BiasStep {
+            lr,
+            store,
+            kind: Opt::Sgd,
+            opt: None,
+            acc,
+            sum: Some(&sb),
+        };
+        let d = bias_update_dispatch(ctx, (rows, cols), step, &gm, &bb);
+        submit(ctx, &[&[d]]);
+        let out = ctx.read_f32(&bb, (pad4(cols) * 4) as u64)?;
+        let summed = ctx.read_f32(&sb, (pad4(cols) * 4) as u64)?;
+        Ok((out[..cols].to_vec(), summed[..cols].to_vec()))
+    })
+}

@@ -1,0 +1,69 @@
+//! `shaders/gather.wgsl`: a mini-batch's rows gathered from the dataset resident on the GPU.
+
+use crate::gpu::layout::pad4;
+use crate::gpu::memory::uniform;
+use crate::gpu::plan::{Dataset, Net};
+use crate::gpu::record::{bind_group, Dispatch};
+use crate::gpu::GpuContext;
+
+/// Uniform block of `shaders/gather.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct GatherParams {
+    pub(crate) rows: u32,
+    pub(crate) batch: u32,
+    pub(crate) padded_rows: u32,
+    pub(crate) layer_rows: u32,
+    pub(crate) x_cols4: u32,
+    pub(crate) y_cols4: u32,
+    pub(crate) _pad: [u32; 2],
+}
+
+impl Net {
+    /// The gather of a step's `rows` rows into x and y.
+    pub(crate) fn gather_dispatch(
+        &self,
+        ctx: &GpuContext,
+        data: &Dataset,
+        rows: usize,
+    ) -> Dispatch {
+        let job = &self.job;
+        let (x_cols4, y_cols4) = (pad4(job.layers[0]) / 4, pad4(job.layers[job.depth()]) / 4);
+        let padded_rows = pad4(job.batch);
+        let params = uniform(
+            ctx,
+            "gather params",
+            &GatherParams {
+                rows: rows as u32,
+                batch: job.batch as u32,
+                padded_rows: padded_rows as u32,
+                layer_rows: data.x.layer_rows as u32,
+                x_cols4: x_cols4 as u32,
+                y_cols4: y_cols4 as u32,
+                _pad: [0; 2],
+            },
+        );
+        debug_assert_eq!(data.x.layer_rows, data.y.layer_rows);
+        let view = wgpu::BindingResource::TextureView;
+        let resources = vec![
+            params.as_entire_binding(),
+            view(&data.x.view),
+            view(&data.y.view),
+            view(&self.x.view),
+            view(&self.y.view),
+            data.index.as_entire_binding(),
+            self.state.as_entire_binding(),
+        ];
+        let kn = &ctx.kernels;
+        Dispatch {
+            label: format!("gather {rows} rows"),
+            pipeline: kn.gather.clone(),
+            bind_group: bind_group(ctx, "gather", &kn.gather_layout, resources, None),
+            groups: [
+                x_cols4.max(y_cols4).div_ceil(64) as u32,
+                padded_rows as u32,
+                1,
+            ],
+        }
+    }
+}

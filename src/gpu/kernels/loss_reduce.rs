@@ -1,0 +1,119 @@
+//! `shaders/loss_reduce.wgsl`: the deterministic sum of the per-element losses into the history,
+//! and the step counters it keeps on the GPU; its uniform block, dispatch and standalone run.
+
+use crate::error::Result;
+use crate::gpu::layout::{pad4, to_padded};
+use crate::gpu::memory::{storage, uniform, STORAGE};
+use crate::gpu::record::{bind_group, scoped, submit, Dispatch};
+use crate::gpu::GpuContext;
+use wgpu::util::DeviceExt;
+
+/// Uniform block of `shaders/loss_reduce.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct ReduceParams {
+    pub(crate) len: u32,
+    pub(crate) cols: u32,
+    pub(crate) cols_padded: u32,
+    pub(crate) scale: f32,
+    pub(crate) beta1: f32,
+    pub(crate) beta2: f32,
+    pub(crate) _pad: [u32; 2],
+}
+
+/// The GPU's `state` at the start: epoch index 0, optimizer step 0, beta1^0 = beta2^0 = 1.
+pub(crate) const INITIAL_COUNTERS: [u32; 4] = [0, 0, 0x3f80_0000, 0x3f80_0000];
+
+/// Byte offset of the shared layer's own step counters in the `state` buffer (`SHARED` in
+/// `shaders/loss_reduce.wgsl`): a multiple of every adapter's
+/// `min_storage_buffer_offset_alignment`, which WebGPU caps at 256.
+pub(crate) const SHARED_COUNTERS_OFFSET: u64 = 256;
+
+/// The whole `state` buffer at the start: [`INITIAL_COUNTERS`], and the shared layer's at
+/// [`SHARED_COUNTERS_OFFSET`].
+pub(crate) fn initial_state() -> Vec<u32> {
+    let mut v = vec![0u32; SHARED_COUNTERS_OFFSET as usize / 4 + 4];
+    v[..4].copy_from_slice(&INITIAL_COUNTERS);
+    v[SHARED_COUNTERS_OFFSET as usize / 4..].copy_from_slice(&INITIAL_COUNTERS);
+    v
+}
+
+/// `loss_reduce` of `[rows, cols]` values times `scale`; with `advance = Some((beta1, beta2))` it
+/// also advances the optimizer's step counters, and with `advance_shared` the shared layer's.
+pub(crate) fn loss_reduce_dispatch(
+    ctx: &GpuContext,
+    (rows, cols): (usize, usize),
+    scale: f32,
+    (advance, advance_shared): (Option<(f32, f32)>, bool),
+    values: &wgpu::Buffer,
+    history: &wgpu::Buffer,
+    state: &wgpu::Buffer,
+) -> Dispatch {
+    debug_assert!(advance.is_some() || !advance_shared);
+    let params = uniform(
+        ctx,
+        "loss_reduce params",
+        &ReduceParams {
+            len: (rows * cols) as u32,
+            cols: cols as u32,
+            cols_padded: pad4(cols) as u32,
+            scale,
+            beta1: advance.map_or(1.0, |a| a.0),
+            beta2: advance.map_or(1.0, |a| a.1),
+            _pad: [0; 2],
+        },
+    );
+    let kn = &ctx.kernels;
+    let resources = vec![
+        params.as_entire_binding(),
+        values.as_entire_binding(),
+        history.as_entire_binding(),
+        state.as_entire_binding(),
+    ];
+    let bind_group = bind_group(ctx, "loss_reduce", &kn.loss_reduce_layout, resources, None);
+    Dispatch {
+        label: format!("loss_reduce {rows}x{cols}"),
+        pipeline: kn.loss_reduce(advance.is_some(), advance_shared),
+        bind_group,
+        groups: [1, 1, 1],
+    }
+}
+
+/// Step counters from the words `[_, t, bits of beta1^t, bits of beta2^t]`.
+pub(crate) fn counters_of(words: &[f32]) -> crate::cpu::OptCounters {
+    crate::cpu::OptCounters {
+        t: words[1].to_bits(),
+        beta1_t: words[2],
+        beta2_t: words[3],
+    }
+}
+
+/// Run `loss_reduce` once on a `[rows, cols]` matrix (row-major, unpadded; it is padded with NaN,
+/// which the kernel must skip). Returns what it wrote to the history and the epoch index it left.
+pub fn run_loss_reduce(
+    ctx: &GpuContext,
+    values: &[f32],
+    (rows, cols): (usize, usize),
+) -> Result<(f32, u32)> {
+    scoped(ctx, "running loss_reduce", || {
+        let vb = storage(
+            ctx,
+            "values",
+            pad4(rows) * pad4(cols),
+            Some(&to_padded(rows, cols, values, f32::NAN)),
+        )?;
+        let hb = storage(ctx, "history", 4, Some(&[f32::NAN; 4]))?;
+        let sb = ctx
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("state"),
+                contents: bytemuck::cast_slice(&[2u32, 0, 0, 0]),
+                usage: STORAGE,
+            });
+        let d = loss_reduce_dispatch(ctx, (rows, cols), 1.0, (None, false), &vb, &hb, &sb);
+        submit(ctx, &[&[d]]);
+        let h = ctx.read_f32(&hb, 16)?;
+        let s = ctx.read_f32(&sb, 4)?;
+        Ok((h[2], s[0].to_bits()))
+    })
+}

@@ -1,0 +1,378 @@
+//! The matmul kernel family (`shaders/matmul.wgsl`): its variants and epilogues, uniform block,
+//! bindings and dispatch, and the kernel run on its own for tests, tuning and the bench.
+
+use super::optimizer::{hyper, optimizer_bindings, OptBind};
+use super::Opt;
+use crate::error::Result;
+use crate::gpu::layout::{from_padded, pad4, padding_is_zero, to_padded};
+use crate::gpu::memory::{matrix, padded_matrix, storage, uniform, vector, Banded, GpuMatrix};
+use crate::gpu::record::{bind_group, check_groups, scoped, submit, time_plan, Dispatch};
+use crate::gpu::GpuContext;
+
+/// The matmul kernel's epilogue, the `MODE` override of `shaders/matmul.wgsl`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Mode {
+    /// `C = v`
+    Store = 0,
+    /// `C = max(v, 0)`
+    Relu = 1,
+    /// `C = v where AUX > 0, else 0`
+    Mask = 2,
+    /// `C = step(AUX, v)`: the optimizer step (`Opt`) of the weights before the step (AUX)
+    Update = 3,
+    /// `d = v - AUX; C = s·d; AUX_OUT = d²` (squared-error losses; AUX = y)
+    SquaredError = 4,
+    /// `d = v - AUX; C = s·sign(d); AUX_OUT = |d|` (L1 loss; AUX = y)
+    AbsError = 5,
+}
+
+impl Mode {
+    /// The output layer's mode for a loss.
+    pub fn for_loss(loss: crate::job::Loss) -> Self {
+        if loss.is_abs() {
+            Mode::AbsError
+        } else {
+            Mode::SquaredError
+        }
+    }
+
+    /// Whether the mode writes per-element losses to AUX_OUT.
+    pub fn is_loss(self) -> bool {
+        matches!(self, Mode::SquaredError | Mode::AbsError)
+    }
+}
+
+/// Results per invocation of the matmul kernel: the entry point of `shaders/matmul.wgsl`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum Block {
+    /// `matmul_4x4`: one 4x4 block per invocation, 8x8 invocations per workgroup (the most
+    /// parallelism: GPUs with many cores on small products).
+    B4x4,
+    /// `matmul_8x8`: 8x8 results per invocation, 8x8 invocations per workgroup (GPUs).
+    B8x8,
+    /// `matmul_16x16`: 16x16 results per invocation, 4x4 invocations per workgroup (CPU
+    /// implementations such as lavapipe, where loads cost far more than registers).
+    B16x16,
+}
+
+impl Block {
+    pub const ALL: [Block; 3] = [Block::B4x4, Block::B8x8, Block::B16x16];
+
+    pub fn entry_point(self) -> &'static str {
+        match self {
+            Block::B4x4 => "matmul_4x4",
+            Block::B8x8 => "matmul_8x8",
+            Block::B16x16 => "matmul_16x16",
+        }
+    }
+
+    /// Rows and columns of C computed by one workgroup of this variant.
+    pub fn tile(self) -> (u32, u32) {
+        match self {
+            Block::B4x4 => (32, 32),
+            Block::B8x8 => (64, 64),
+            Block::B16x16 => (16, 256),
+        }
+    }
+
+    /// The name `gpu-train tune` and the bench results use: `4x4`, `8x8`, `16x16`.
+    pub fn name(self) -> &'static str {
+        self.entry_point().trim_start_matches("matmul_")
+    }
+
+    /// The untuned choice for a product of `[m, k]·[k, n]` on an adapter (what runs where `gpu-train
+    /// tune` has measured nothing for the shape). On CPU implementations a
+    /// texel fetch costs more than an accumulator, so big blocks win once the k loop dominates;
+    /// small products and GPUs get 8x8. Measured on lavapipe: benches/README.md.
+    pub fn for_shape(device_type: wgpu::DeviceType, (m, n, k): (usize, usize, usize)) -> Self {
+        if device_type == wgpu::DeviceType::Cpu && m >= 32 && n >= 32 && k >= 64 {
+            Block::B16x16
+        } else {
+            Block::B8x8
+        }
+    }
+}
+
+/// How a product takes part in summing a shared layer's gradient over its uses (the `ACC_IN` and
+/// `ACC_OUT` overrides of `shaders/matmul.wgsl` and `shaders/bias_update.wgsl`): the sum so far
+/// lives in a storage buffer, the product's AUX_OUT (the bias kernel's ACC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Acc {
+    /// Add the sum so far to the result first.
+    pub input: bool,
+    /// Write the result to the sum and stop there (more uses follow); no output, no step.
+    pub output: bool,
+}
+
+/// One compiled variant of the matmul kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MatmulKey {
+    pub trans_a: bool,
+    pub trans_b: bool,
+    pub mode: Mode,
+    pub block: Block,
+    /// Add the layer's bias in the epilogue (forward products only).
+    pub bias: bool,
+    /// The optimizer step of `Mode::Update` (`Opt::Sgd` for the other modes).
+    pub opt: Opt,
+    /// Summing a shared layer's gradient (`Mode::Store` and `Mode::Update` only).
+    pub acc: Acc,
+}
+
+impl MatmulKey {
+    /// How A and B of an `[m, k]·[k, n]` product are stored, `(rows, cols)` each: `[m, k]` or
+    /// `[k, m]` for A, `[k, n]` or `[n, k]` for B, by the transposes.
+    pub fn stored_shapes(
+        &self,
+        (m, n, k): (usize, usize, usize),
+    ) -> ((usize, usize), (usize, usize)) {
+        let a = if self.trans_a { (k, m) } else { (m, k) };
+        let b = if self.trans_b { (n, k) } else { (k, n) };
+        (a, b)
+    }
+}
+
+/// Uniform block of `shaders/matmul.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct MatmulParams {
+    pub(crate) m: u32,
+    pub(crate) n: u32,
+    pub(crate) k: u32,
+    /// lr for `Mode::Update`, the loss gradient's factor for the error modes.
+    pub(crate) scalar: f32,
+    /// Real (unpadded) rows of C: the bias is added to these only.
+    pub(crate) rows: u32,
+    /// The optimizer's hyperparameters (mu or beta1, beta2, eps) for `Mode::Update`.
+    pub(crate) hyper: [f32; 3],
+    /// The band of rows of C this dispatch computes (see [`Banded`]).
+    pub(crate) row0: u32,
+    pub(crate) row_end: u32,
+    pub(crate) _pad: [u32; 2],
+}
+
+/// The matrices one matmul dispatch binds.
+pub(crate) struct MatmulBind<'a> {
+    pub(crate) a: &'a GpuMatrix,
+    pub(crate) b: &'a GpuMatrix,
+    pub(crate) c: &'a GpuMatrix,
+    pub(crate) aux: Option<&'a GpuMatrix>,
+    pub(crate) aux_out: Option<&'a Banded>,
+    pub(crate) bias: Option<&'a wgpu::Buffer>,
+    /// The optimizer of `Mode::Update` (None: plain SGD, or another mode).
+    pub(crate) opt: Option<OptBind<'a>>,
+}
+
+/// The dispatches of one product: one, or one per band of the per-element buffers it writes
+/// (see [`Banded`]).
+pub(crate) fn matmul_dispatch(
+    ctx: &GpuContext,
+    key: MatmulKey,
+    (m, n, k): (usize, usize, usize),
+    scalar: f32,
+    bind: MatmulBind<'_>,
+) -> Result<Vec<Dispatch>> {
+    debug_assert_eq!(key.bias, bind.bias.is_some());
+    // An optimizer that keeps state must be given it: the unchecked shader indexes it.
+    let given = bind.opt.map_or(0, |o| o.state.iter().flatten().count());
+    debug_assert_eq!(key.opt.state_buffers(), given);
+    // Summing a gradient needs the sum's buffer, in AUX_OUT.
+    debug_assert!(
+        key.acc == Acc::default()
+            || (matches!(key.mode, Mode::Store | Mode::Update) && bind.aux_out.is_some())
+    );
+    let rows = m;
+    let shape = format!("{m}x{n}x{k}");
+    let (m, n, k) = (pad4(m), pad4(n), pad4(k));
+    // Every per-element buffer of the product is banded alike (same rows, columns and limits).
+    let banded = (bind.aux_out.into_iter())
+        .chain(
+            bind.opt
+                .into_iter()
+                .flat_map(|o| o.state.into_iter().flatten()),
+        )
+        .next();
+    let bands = banded.map_or(vec![(0, m)], |b| b.bands());
+    let (tile_rows, tile_cols) = key.block.tile();
+    let pipeline = ctx.kernels.matmul(&ctx.device, key);
+    bands
+        .iter()
+        .enumerate()
+        .map(|(band, &(row0, row_end))| {
+            let groups = [
+                n.div_ceil(tile_cols as usize),
+                (row_end - row0).div_ceil(tile_rows as usize),
+            ];
+            check_groups(ctx, format!("the {m}x{k}·{k}x{n} product"), groups)?;
+            let params = uniform(
+                ctx,
+                "matmul params",
+                &MatmulParams {
+                    m: m as u32,
+                    n: n as u32,
+                    k: k as u32,
+                    scalar,
+                    rows: rows as u32,
+                    hyper: hyper(bind.opt),
+                    row0: row0 as u32,
+                    row_end: row_end as u32,
+                    _pad: [0; 2],
+                },
+            );
+            let kn = &ctx.kernels;
+            let view = wgpu::BindingResource::TextureView;
+            let resources = vec![
+                params.as_entire_binding(),
+                view(&bind.a.view),
+                view(&bind.b.view),
+                view(&bind.c.view),
+                view(bind.aux.map_or(&kn.dummy_read, |m| &m.view)),
+                bind.aux_out
+                    .map_or(&kn.dummy_rw, |b| &b.bufs[band])
+                    .as_entire_binding(),
+                bind.bias.unwrap_or(&kn.dummy_bias).as_entire_binding(),
+            ];
+            let optimizer = Some(optimizer_bindings(ctx, bind.opt, band));
+            let bind_group = bind_group(ctx, "matmul", &kn.matmul_layout, resources, optimizer);
+            let t = |b: bool| if b { "ᵀ" } else { "" };
+            let label = format!(
+                "matmul {} {:?}{} A{}·B{} {shape}{}",
+                key.block.name(),
+                key.mode,
+                if key.bias { "+bias" } else { "" },
+                t(key.trans_a),
+                t(key.trans_b),
+                if bands.len() > 1 { " (banded)" } else { "" },
+            );
+            Ok(Dispatch {
+                label,
+                pipeline: pipeline.clone(),
+                bind_group,
+                groups: [groups[0] as u32, groups[1] as u32, 1],
+            })
+        })
+        .collect()
+}
+
+/// What [`run_matmul`] produced.
+pub struct MatmulOutput {
+    /// C, `[m, n]` row-major.
+    pub c: Vec<f32>,
+    /// AUX_OUT for the error modes and for summing a gradient (`[m, n]`, NaN where unwritten),
+    /// empty otherwise.
+    pub aux_out: Vec<f32>,
+    /// Whether the padding of C (and of AUX_OUT) holds exact zeros afterwards, as the next kernel
+    /// relies on. It was poisoned with NaN before.
+    pub padding_zero: bool,
+}
+
+/// Run one matmul variant on its own, for kernel tests: `a`, `b` row-major as stored (see the
+/// shader), `scalar` the lr (`Mode::Update`) or the loss gradient's factor (error modes), `c_init`
+/// C's content before the kernel (poison it to catch unwritten elements; for
+/// `Mode::Update`, the weights before the step, which go to AUX as in training while C, the other
+/// texture of the pair, is poisoned with NaN), `aux` the AUX input where the mode needs it, `sum`
+/// the gradient summed so far for `key.acc.input` (`[m, n]`; AUX_OUT is NaN-poisoned without it).
+#[allow(clippy::too_many_arguments)]
+pub fn run_matmul(
+    ctx: &GpuContext,
+    key: MatmulKey,
+    a: &[f32],
+    b: &[f32],
+    (m, n, k): (usize, usize, usize),
+    scalar: f32,
+    c_init: &[f32],
+    aux: Option<&[f32]>,
+    bias: Option<&[f32]>,
+    sum: Option<&[f32]>,
+) -> Result<MatmulOutput> {
+    let ((a_rows, a_cols), (b_rows, b_cols)) = key.stored_shapes((m, n, k));
+    let (c_init, aux) = if key.mode == Mode::Update {
+        (vec![f32::NAN; m * n], Some(c_init))
+    } else {
+        (c_init.to_vec(), aux)
+    };
+    scoped(ctx, "running matmul", || {
+        let ab = matrix(ctx, "a", a_rows, a_cols, Some(a))?;
+        let bb = matrix(ctx, "b", b_rows, b_cols, Some(b))?;
+        let cb = padded_matrix(ctx, "c", m, n, Some(&to_padded(m, n, &c_init, f32::NAN)))?;
+        let auxb = aux.map(|v| matrix(ctx, "aux", m, n, Some(v))).transpose()?;
+        let nan = vec![f32::NAN; pad4(m) * pad4(n)];
+        let out_init = sum.map_or(nan.clone(), |s| to_padded(m, n, s, 0.0));
+        let outb = storage(ctx, "aux_out", nan.len(), Some(&out_init))?;
+        let outb = Banded::whole(outb, m, n);
+        let summing = key.acc != Acc::default();
+        let reads_out = key.mode.is_loss() || summing;
+        let biasb = bias
+            .map(|v| vector(ctx, "bias", n, Some(v), 0.0))
+            .transpose()?;
+        let d = matmul_dispatch(
+            ctx,
+            key,
+            (m, n, k),
+            scalar,
+            MatmulBind {
+                a: &ab,
+                b: &bb,
+                c: &cb,
+                aux: auxb.as_ref(),
+                aux_out: reads_out.then_some(&outb),
+                bias: biasb.as_ref(),
+                opt: None,
+            },
+        )?;
+        submit(ctx, &[&d]);
+        let c = cb.read_padded(ctx)?;
+        // C is not written while summing: its NaN poison stays, padding included.
+        let mut padding_zero = key.acc.output || padding_is_zero(m, n, &c);
+        let aux_out = if reads_out {
+            let o = outb.read(ctx)?;
+            padding_zero &= padding_is_zero(m, n, &o);
+            from_padded(m, n, &o)
+        } else {
+            Vec::new()
+        };
+        Ok(MatmulOutput {
+            c: from_padded(m, n, &c),
+            aux_out,
+            padding_zero,
+        })
+    })
+}
+
+/// Time `reps` back-to-back dispatches of one matmul variant on resident matrices (zeros: the
+/// kernel's speed does not depend on the values). Returns seconds per dispatch, from submit to
+/// completion of all `reps`, after one warm-up dispatch.
+pub fn time_matmul(
+    ctx: &GpuContext,
+    key: MatmulKey,
+    (m, n, k): (usize, usize, usize),
+    reps: usize,
+) -> Result<f64> {
+    scoped(ctx, "timing matmul", || {
+        let ((a_rows, a_cols), (b_rows, b_cols)) = key.stored_shapes((m, n, k));
+        let ab = matrix(ctx, "a", a_rows, a_cols, None)?;
+        let bb = matrix(ctx, "b", b_rows, b_cols, None)?;
+        let cb = matrix(ctx, "c", m, n, None)?;
+        let auxb = matrix(ctx, "aux", m, n, None)?;
+        let outb = storage(ctx, "aux_out", pad4(m) * pad4(n), None)?;
+        let outb = Banded::whole(outb, m, n);
+        let biasb = storage(ctx, "bias", pad4(n), None)?;
+        let d = matmul_dispatch(
+            ctx,
+            key,
+            (m, n, k),
+            0.0,
+            MatmulBind {
+                a: &ab,
+                b: &bb,
+                c: &cb,
+                aux: (key.mode.is_loss() || matches!(key.mode, Mode::Mask | Mode::Update))
+                    .then_some(&auxb),
+                aux_out: key.mode.is_loss().then_some(&outb),
+                bias: key.bias.then_some(&biasb),
+                opt: None,
+            },
+        )?;
+        time_plan(ctx, &d, reps)
+    })
+}

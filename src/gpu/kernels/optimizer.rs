@@ -1,0 +1,81 @@
+//! The optimizer step fused into the kernels that update parameters (`shaders/optimizer.wgsl`,
+//! put in front of `matmul.wgsl` and `bias_update.wgsl`): its variants and its bindings.
+
+use crate::gpu::memory::Banded;
+use crate::gpu::GpuContext;
+
+/// The optimizer step of `shaders/optimizer.wgsl` (its `OPT` override).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Opt {
+    #[default]
+    Sgd = 0,
+    Momentum = 1,
+    Nesterov = 2,
+    Adam = 3,
+}
+
+impl Opt {
+    pub fn of(o: &crate::job::Optimizer) -> Self {
+        use crate::job::OptimizerKind;
+        match o.kind {
+            OptimizerKind::Sgd => Opt::Sgd,
+            OptimizerKind::Momentum if o.nesterov => Opt::Nesterov,
+            OptimizerKind::Momentum => Opt::Momentum,
+            OptimizerKind::Adam => Opt::Adam,
+        }
+    }
+
+    /// Whether the step keeps a first (momentum) buffer, and a second (Adam) one.
+    pub fn state_buffers(self) -> usize {
+        match self {
+            Opt::Sgd => 0,
+            Opt::Momentum | Opt::Nesterov => 1,
+            Opt::Adam => 2,
+        }
+    }
+}
+
+/// What an optimizer step binds besides the parameters and their gradient.
+#[derive(Clone, Copy)]
+pub(crate) struct OptBind<'a> {
+    /// The optimizer's state of the parameters, as many buffers as the step keeps.
+    pub(crate) state: [Option<&'a Banded>; 2],
+    /// The step counters (`loss_reduce`'s state) and their byte offset in it: 0, or
+    /// `SHARED_COUNTERS_OFFSET` for a dynamic-depth net's shared layer.
+    pub(crate) counters: (&'a wgpu::Buffer, u64),
+    /// mu, or beta1, beta2, eps.
+    pub(crate) hyper: [f32; 3],
+}
+
+/// The optimizer's two state buffers (of band `band`) and the step counters, at `OPT_BINDING` on
+/// in the kernels that update parameters (dummies where the step keeps no state: plain SGD reads
+/// none).
+pub(crate) fn optimizer_bindings<'a>(
+    ctx: &'a GpuContext,
+    opt: Option<OptBind<'a>>,
+    band: usize,
+) -> [wgpu::BindingResource<'a>; 3] {
+    let kn = &ctx.kernels;
+    let state = opt.map_or([None, None], |o| o.state);
+    let buf = |s: usize| state[s].map_or(&kn.dummy_opt[s], |b| &b.bufs[band]);
+    [
+        buf(0).as_entire_binding(),
+        buf(1).as_entire_binding(),
+        match opt {
+            Some(OptBind {
+                counters: (buffer, offset),
+                ..
+            }) => wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer,
+                offset,
+                size: wgpu::BufferSize::new(16),
+            }),
+            None => kn.dummy_bias.as_entire_binding(),
+        },
+    ]
+}
+
+/// The optimizer's hyperparameters as the kernels' uniforms take them (zeros for plain SGD).
+pub(crate) fn hyper(opt: Option<OptBind<'_>>) -> [f32; 3] {
+    opt.map_or([0.0; 3], |o| o.hyper)
+}

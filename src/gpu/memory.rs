@@ -1,0 +1,366 @@
+//! Device memory: matrices (rgba32float textures), vectors and storage buffers, per-element
+//! buffers split into bands past the adapter's binding limits, and the dataset's texture arrays.
+//! Every allocation is checked against the limits first, so a job too large names the buffer.
+
+use super::kernels::MATRIX_FORMAT;
+use super::layout::{from_padded, pad4, to_padded};
+use super::GpuContext;
+use crate::error::{Error, Result};
+use crate::init::Matrix;
+use wgpu::util::DeviceExt;
+
+pub(crate) const STORAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
+    .union(wgpu::BufferUsages::COPY_SRC)
+    .union(wgpu::BufferUsages::COPY_DST);
+
+pub(crate) fn too_large(ctx: &GpuContext, label: &str, bytes: u64) -> Result<()> {
+    let l = &ctx.limits;
+    let fmt = |b: u64| format!("{b} bytes ({:.1} MiB)", b as f64 / (1u64 << 20) as f64);
+    if bytes > l.max_storage_buffer_binding_size {
+        return Err(Error::TooLarge {
+            buffer: label.into(),
+            needed: fmt(bytes),
+            limit: "max_storage_buffer_binding_size",
+            allowed: fmt(l.max_storage_buffer_binding_size),
+        });
+    }
+    if bytes > l.max_buffer_size {
+        return Err(Error::TooLarge {
+            buffer: label.into(),
+            needed: fmt(bytes),
+            limit: "max_buffer_size",
+            allowed: fmt(l.max_buffer_size),
+        });
+    }
+    Ok(())
+}
+
+/// A matrix on the GPU: an rgba32float texture `pad4(cols) / 4` texels wide and `pad4(rows)` high.
+pub struct GpuMatrix {
+    pub texture: wgpu::Texture,
+    pub view: wgpu::TextureView,
+    pub rows: usize,
+    pub cols: usize,
+}
+
+impl GpuMatrix {
+    fn extent(rows: usize, cols: usize) -> wgpu::Extent3d {
+        wgpu::Extent3d {
+            width: (pad4(cols) / 4) as u32,
+            height: pad4(rows) as u32,
+            depth_or_array_layers: 1,
+        }
+    }
+
+    /// The whole padded matrix, `[pad4(rows), pad4(cols)]` row-major.
+    pub fn read_padded(&self, ctx: &GpuContext) -> Result<Vec<f32>> {
+        ctx.read_texture(&self.texture)
+    }
+
+    /// Overwrite with the `[rows, cols]` row-major `data` (padding zero).
+    pub fn write(&self, ctx: &GpuContext, data: &[f32]) {
+        let padded = to_padded(self.rows, self.cols, data, 0.0);
+        write_texels(
+            ctx,
+            &self.texture,
+            &padded,
+            Self::extent(self.rows, self.cols),
+        );
+    }
+
+    /// The `[rows, cols]` matrix, padding stripped.
+    pub fn read(&self, ctx: &GpuContext) -> Result<Matrix> {
+        let padded = self.read_padded(ctx)?;
+        Ok(Matrix::from_vec(
+            self.rows,
+            self.cols,
+            from_padded(self.rows, self.cols, &padded),
+        ))
+    }
+}
+
+/// Upload `padded` (rgba32float texels, row after row, layer after layer) into the whole of
+/// `texture`, of `size`.
+pub(crate) fn write_texels(
+    ctx: &GpuContext,
+    texture: &wgpu::Texture,
+    padded: &[f32],
+    size: wgpu::Extent3d,
+) {
+    ctx.queue.write_texture(
+        texture.as_image_copy(),
+        bytemuck::cast_slice(padded),
+        wgpu::TexelCopyBufferLayout {
+            offset: 0,
+            bytes_per_row: Some(size.width * 16),
+            rows_per_image: Some(size.height),
+        },
+        size,
+    );
+}
+
+/// A `[rows, cols]` matrix in the padded GPU layout, zero-filled, or holding `data` (row-major,
+/// unpadded) if given.
+pub(crate) fn matrix(
+    ctx: &GpuContext,
+    label: &str,
+    rows: usize,
+    cols: usize,
+    data: Option<&[f32]>,
+) -> Result<GpuMatrix> {
+    let padded = data.map(|d| to_padded(rows, cols, d, 0.0));
+    padded_matrix(ctx, label, rows, cols, padded.as_deref())
+}
+
+/// A vector of `n` f32 (a bias) in a storage buffer of `pad4(n)`, the padding set to `fill`,
+/// holding `data` if given (else `fill` throughout).
+pub(crate) fn vector(
+    ctx: &GpuContext,
+    label: &str,
+    n: usize,
+    data: Option<&[f32]>,
+    fill: f32,
+) -> Result<wgpu::Buffer> {
+    let mut v = vec![fill; pad4(n)];
+    if let Some(d) = data {
+        v[..n].copy_from_slice(d);
+    }
+    storage(ctx, label, v.len(), Some(&v))
+}
+
+/// A `[rows, cols]` matrix filled with `padded` (`[pad4(rows), pad4(cols)]`, padding included) if
+/// given, else zeros; checked against the adapter's texture limits first.
+pub(crate) fn padded_matrix(
+    ctx: &GpuContext,
+    label: &str,
+    rows: usize,
+    cols: usize,
+    padded: Option<&[f32]>,
+) -> Result<GpuMatrix> {
+    let size = GpuMatrix::extent(rows, cols);
+    let max = ctx.limits.max_texture_dimension_2d;
+    if size.width > max || size.height > max {
+        return Err(Error::TooLarge {
+            buffer: label.into(),
+            needed: format!(
+                "a {}x{} texture ({} rows, {} columns / 4)",
+                size.width,
+                size.height,
+                pad4(rows),
+                pad4(cols)
+            ),
+            limit: "max_texture_dimension_2d",
+            allowed: max.to_string(),
+        });
+    }
+    let texture = ctx.device.create_texture(&wgpu::TextureDescriptor {
+        label: Some(label),
+        size,
+        mip_level_count: 1,
+        sample_count: 1,
+        dimension: wgpu::TextureDimension::D2,
+        format: MATRIX_FORMAT,
+        usage: wgpu::TextureUsages::STORAGE_BINDING
+            | wgpu::TextureUsages::COPY_SRC
+            | wgpu::TextureUsages::COPY_DST,
+        view_formats: &[],
+    });
+    if let Some(p) = padded {
+        debug_assert_eq!(p.len(), pad4(rows) * pad4(cols));
+        write_texels(ctx, &texture, p, size);
+    }
+    let view = texture.create_view(&Default::default());
+    Ok(GpuMatrix {
+        texture,
+        view,
+        rows,
+        cols,
+    })
+}
+
+/// A storage buffer of `len` f32, filled with `data` if given; checked against the limits first.
+pub(crate) fn storage(
+    ctx: &GpuContext,
+    label: &str,
+    len: usize,
+    data: Option<&[f32]>,
+) -> Result<wgpu::Buffer> {
+    let bytes = (len.max(1) * 4) as u64;
+    too_large(ctx, label, bytes)?;
+    Ok(match data {
+        Some(d) => ctx
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents: bytemuck::cast_slice(d),
+                usage: STORAGE,
+            }),
+        None => ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: bytes,
+            usage: STORAGE,
+            mapped_at_creation: false,
+        }),
+    })
+}
+
+/// A per-element buffer in the padded layout of a `[rows, cols]` matrix (`pad4(rows)·pad4(cols)`
+/// f32: a weight's optimizer state, a shared weight's gradient sum), split into bands of
+/// `band_rows` rows, one buffer each, so that no buffer exceeds the adapter's
+/// `max_storage_buffer_binding_size` or `max_buffer_size`. A product writing such a buffer runs
+/// as one dispatch per band (`row0..row_end` in `shaders/matmul.wgsl`). Most jobs have one band.
+pub struct Banded {
+    pub(crate) band_rows: usize,
+    pub(crate) bufs: Vec<wgpu::Buffer>,
+    pub(crate) cols: usize,
+}
+
+impl Banded {
+    /// Zeros.
+    pub(crate) fn new(ctx: &GpuContext, label: &str, rows: usize, cols: usize) -> Result<Self> {
+        let l = &ctx.limits;
+        let limit = l.max_storage_buffer_binding_size.min(l.max_buffer_size);
+        let row_bytes = (pad4(cols) * 4) as u64;
+        let fit = ((limit / row_bytes) as usize / 4) * 4;
+        if fit == 0 {
+            let which = if l.max_storage_buffer_binding_size <= l.max_buffer_size {
+                "max_storage_buffer_binding_size"
+            } else {
+                "max_buffer_size"
+            };
+            return Err(Error::TooLarge {
+                buffer: label.into(),
+                needed: format!("{} bytes for its smallest band (4 rows)", 4 * row_bytes),
+                limit: which,
+                allowed: format!("{limit} bytes"),
+            });
+        }
+        let total = pad4(rows);
+        let band_rows = fit.min(total).max(4);
+        let bufs = (0..total.div_ceil(band_rows))
+            .map(|j| {
+                let r0 = j * band_rows;
+                let n = (total - r0).min(band_rows) * pad4(cols);
+                let name = format!("{label} (band {})", j + 1);
+                storage(ctx, &name, n, None)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if bufs.len() > 1 {
+            log::info!("{label}: {} bands of {band_rows} rows", bufs.len());
+        }
+        Ok(Banded {
+            band_rows,
+            bufs,
+            cols,
+        })
+    }
+
+    /// One buffer holding the whole matrix (already checked against the limits).
+    pub(crate) fn whole(buf: wgpu::Buffer, rows: usize, cols: usize) -> Self {
+        Banded {
+            band_rows: pad4(rows).max(4),
+            bufs: vec![buf],
+            cols,
+        }
+    }
+
+    /// `(row0, row_end)` of each band, in padded rows.
+    pub(crate) fn bands(&self) -> Vec<(usize, usize)> {
+        (self.bufs.iter())
+            .enumerate()
+            .map(|(j, b)| {
+                let r0 = j * self.band_rows;
+                (r0, r0 + b.size() as usize / 4 / pad4(self.cols))
+            })
+            .collect()
+    }
+
+    /// The whole padded matrix.
+    pub(crate) fn read(&self, ctx: &GpuContext) -> Result<Vec<f32>> {
+        let mut out = Vec::new();
+        for b in &self.bufs {
+            out.extend(ctx.read_f32(b, b.size())?);
+        }
+        Ok(out)
+    }
+
+    /// Overwrite with the whole padded matrix.
+    pub(crate) fn write(&self, ctx: &GpuContext, padded: &[f32]) {
+        let mut at = 0;
+        for b in &self.bufs {
+            let n = b.size() as usize / 4;
+            ctx.queue
+                .write_buffer(b, 0, bytemuck::cast_slice(&padded[at..at + n]));
+            at += n;
+        }
+    }
+}
+
+pub(crate) fn uniform<T: bytemuck::Pod>(ctx: &GpuContext, label: &str, v: &T) -> wgpu::Buffer {
+    ctx.device
+        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(label),
+            contents: bytemuck::bytes_of(v),
+            usage: wgpu::BufferUsages::UNIFORM,
+        })
+}
+
+/// A `[rows, cols]` matrix as an rgba32float 2D-array texture: `layer_rows` rows per layer (the
+/// matrix layout of `shaders/matmul.wgsl` in each).
+pub(crate) struct DataArray {
+    pub(crate) _texture: wgpu::Texture,
+    pub(crate) view: wgpu::TextureView,
+    pub(crate) layer_rows: usize,
+}
+
+/// Upload a `[rows, cols]` row-major matrix as a [`DataArray`], in layers of at most
+/// `max_texture_dimension_2d` rows.
+pub(crate) fn data_array(
+    ctx: &GpuContext,
+    label: &str,
+    rows: usize,
+    cols: usize,
+    data: &[f32],
+) -> Result<DataArray> {
+    let l = &ctx.limits;
+    let max = l.max_texture_dimension_2d as usize;
+    let width = pad4(cols) / 4;
+    let layer_rows = rows.min(max);
+    let layers = rows.div_ceil(layer_rows);
+    if width > max || layers > l.max_texture_array_layers as usize {
+        return Err(Error::TooLarge {
+            buffer: label.into(),
+            needed: format!("{layers} layers of {width}x{layer_rows} texels"),
+            limit: "max_texture_array_layers and max_texture_dimension_2d",
+            allowed: format!("{} layers of {max}x{max}", l.max_texture_array_layers),
+        });
+    }
+    let size = wgpu::Extent3d {
+        width: width as u32,
+        height: layer_rows as u32,
+        depth_or_array_layers: layers as u32,
+    };
+    let texture = ctx.device.create_texture(&wgpu::TextureDescriptor {
+        label: Some(label),
+        size,
+        mip_level_count: 1,
+        sample_count: 1,
+        dimension: wgpu::TextureDimension::D2,
+        format: MATRIX_FORMAT,
+        usage: wgpu::TextureUsages::STORAGE_BINDING | wgpu::TextureUsages::COPY_DST,
+        view_formats: &[],
+    });
+    // The matrix layout, with zero rows up to the end of the last layer.
+    let mut padded = to_padded(rows, cols, data, 0.0);
+    padded.resize(layers * layer_rows * pad4(cols), 0.0);
+    write_texels(ctx, &texture, &padded, size);
+    let view = texture.create_view(&wgpu::TextureViewDescriptor {
+        dimension: Some(wgpu::TextureViewDimension::D2Array),
+        ..Default::default()
+    });
+    Ok(DataArray {
+        _texture: texture,
+        view,
+        layer_rows,
+    })
+}

@@ -1,0 +1,254 @@
+//! The step plan: every resource the recorded steps bind ([`Net`]), and the dispatches of one
+//! step in order (forward, `loss_reduce`, backward; see the module description of `gpu`).
+
+use super::kernels::bias_update::{bias_update_dispatch, BiasStep};
+use super::kernels::loss_reduce::{loss_reduce_dispatch, SHARED_COUNTERS_OFFSET};
+use super::kernels::matmul::{matmul_dispatch, MatmulBind};
+use super::kernels::optimizer::OptBind;
+use super::memory::{Banded, DataArray, GpuMatrix};
+use super::record::Dispatch;
+use super::{Acc, GpuContext, MatmulKey, Mode, Opt};
+use crate::error::Result;
+use crate::job::{Activation, Job};
+
+/// Which recorded epoch: training or gradients only, how many times the shared layer of a
+/// dynamic-depth net runs, and which texture of each weight pair holds the current weights
+/// (`parity` for every weight but the shared one, which flips only in epochs that use it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct PlanKey {
+    pub(crate) update: bool,
+    /// Rows of the step's batch (fewer than `job.batch` for a short last batch).
+    pub(crate) rows: usize,
+    pub(crate) uses: usize,
+    pub(crate) parity: usize,
+    pub(crate) shared_parity: usize,
+}
+
+/// A dataset resident on the GPU, its batches gathered by `shaders/gather.wgsl`.
+pub(crate) struct Dataset {
+    pub(crate) x: DataArray,
+    pub(crate) y: DataArray,
+    /// The rows of each step of the current chunk, `job.batch` entries per step (uploaded once
+    /// per chunk).
+    pub(crate) index: wgpu::Buffer,
+}
+
+/// Every resource the recorded epochs bind, uploaded or allocated once.
+pub(crate) struct Net {
+    pub(crate) job: Job,
+    pub(crate) x: GpuMatrix,
+    pub(crate) y: GpuMatrix,
+    /// `weights[l][p]`: the two textures of weight matrix l; an epoch reading `[p]` writes its
+    /// step to `[1 - p]`.
+    pub(crate) weights: Vec<[GpuMatrix; 2]>,
+    /// The weight gradients, for `gradients()`.
+    pub(crate) dws: Vec<GpuMatrix>,
+    /// `biases[l]`: `pad4(d_{l+1})` f32, updated in place; empty without biases.
+    pub(crate) biases: Vec<wgpu::Buffer>,
+    pub(crate) dbs: Vec<wgpu::Buffer>,
+    /// The optimizer's state: per weight, then per bias, as many buffers as the step keeps.
+    pub(crate) opt_state: Vec<Vec<Banded>>,
+    /// `acts[j]`: activation output of the j-th product of an epoch, for every product but the
+    /// last (as many as the most uses of a shared layer need).
+    pub(crate) acts: Vec<GpuMatrix>,
+    /// `grads[j]`: gradient w.r.t. the j-th product's output, as `acts`; the last entry is the
+    /// output layer's.
+    pub(crate) grads: Vec<GpuMatrix>,
+    /// Per-element losses of the output layer.
+    pub(crate) sq: Banded,
+    /// A dynamic-depth net's shared weight and bias gradients, summed over its uses.
+    pub(crate) sum_w: Option<Banded>,
+    pub(crate) sum_b: Option<wgpu::Buffer>,
+    /// The dataset resident on the GPU, for mini-batches (None: the dataset is one batch, in x
+    /// and y).
+    pub(crate) data: Option<Dataset>,
+    /// Loss of each step of the current chunk.
+    pub(crate) history: wgpu::Buffer,
+    /// `[step index within the chunk, optimizer step t, bits of beta1^t, bits of beta2^t]`, and
+    /// the shared layer's `[_, t, beta1^t, beta2^t]` at `SHARED_COUNTERS_OFFSET`.
+    pub(crate) state: wgpu::Buffer,
+}
+
+impl Net {
+    /// One epoch's dispatches: forward, `loss_reduce`, backward (see the module's description),
+    /// over the products `job.applications(key.uses)`.
+    pub(crate) fn plan(&self, ctx: &GpuContext, key: PlanKey) -> Result<Vec<Dispatch>> {
+        let job = &self.job;
+        // A short last batch runs over its own rows only: the products, the loss and the bias
+        // sums cover `pad4(rows)` rows, which the gather filled (zeros below `rows`).
+        let (b, d) = (key.rows, &job.layers);
+        let depth = job.depth();
+        let apps = job.applications(key.uses);
+        let n = apps.len();
+        let shared = job.shared_layer();
+        let opt = Opt::of(&job.optimizer);
+        let o = &job.optimizer;
+        let parity = |l: usize| {
+            if shared == Some(l) {
+                key.shared_parity
+            } else {
+                key.parity
+            }
+        };
+        let w = |l: usize| &self.weights[l][parity(l)];
+        let bias = |l: usize| self.biases.get(l);
+        let relu = job.activation == Activation::Relu;
+        let (hidden_mode, input_grad_mode) = if relu {
+            (Mode::Relu, Mode::Mask)
+        } else {
+            (Mode::Store, Mode::Store)
+        };
+        let grad = |j: usize| {
+            if j + 1 == n {
+                self.grads.last().expect("the output gradient")
+            } else {
+                &self.grads[j]
+            }
+        };
+        // One matmul dispatch of `op(a)[m,k]·op(b)[k,n]`, its block size chosen for the shape.
+        let mm =
+            |(trans_a, trans_b, mode): (bool, bool, Mode), acc, dims, scalar, bind: MatmulBind| {
+                let key = MatmulKey {
+                    trans_a,
+                    trans_b,
+                    mode,
+                    block: ctx.block_for((trans_a, trans_b), dims),
+                    bias: bind.bias.is_some(),
+                    opt: if mode == Mode::Update { opt } else { Opt::Sgd },
+                    acc,
+                };
+                matmul_dispatch(ctx, key, dims, scalar, bind)
+            };
+        let bind = |a, b, c, aux, aux_out| MatmulBind {
+            a,
+            b,
+            c,
+            aux,
+            aux_out,
+            bias: None,
+            opt: None,
+        };
+        // The optimizer's bindings for tensor `i` (weights, then biases) of layer `l`.
+        let opt_of = |i: usize, l: usize| OptBind {
+            state: [self.opt_state[i].first(), self.opt_state[i].get(1)],
+            counters: (
+                &self.state,
+                if shared == Some(l) {
+                    SHARED_COUNTERS_OFFSET
+                } else {
+                    0
+                },
+            ),
+            hyper: match opt {
+                Opt::Adam => [o.beta1, o.beta2, o.eps],
+                _ => [o.momentum, 0.0, 0.0],
+            },
+        };
+        let n_out = b * d[depth];
+        let mut plan = Vec::new();
+        if let Some(data) = &self.data {
+            plan.push(self.gather_dispatch(ctx, data, b));
+        }
+        for (j, &l) in apps.iter().enumerate() {
+            let input = if j == 0 { &self.x } else { &self.acts[j - 1] };
+            let dims = (b, d[l + 1], d[l]);
+            let none = Acc::default();
+            plan.extend(if j + 1 < n {
+                // a_j = act(a_{j-1} · w_l + b_l)
+                let bd = bind(input, w(l), &self.acts[j], None, None);
+                let bd = MatmulBind {
+                    bias: bias(l),
+                    ..bd
+                };
+                mm((false, false, hidden_mode), none, dims, 0.0, bd)?
+            } else {
+                // g_out = dLoss/d(pred) of pred = a_{j-1} · w_l + b_l, per-element losses into sq
+                let bd = bind(input, w(l), grad(j), Some(&self.y), Some(&self.sq));
+                let bd = MatmulBind {
+                    bias: bias(l),
+                    ..bd
+                };
+                let coef = job.loss.grad_coef(n_out);
+                mm(
+                    (false, false, Mode::for_loss(job.loss)),
+                    none,
+                    dims,
+                    coef,
+                    bd,
+                )?
+            });
+        }
+        let advance = (key.update && opt == Opt::Adam).then_some((o.beta1, o.beta2));
+        let advance_shared = advance.is_some() && shared.is_some() && key.uses > 0;
+        plan.push(loss_reduce_dispatch(
+            ctx,
+            (b, d[depth]),
+            job.loss.scale(n_out),
+            (advance, advance_shared),
+            &self.sq.bufs[0],
+            &self.history,
+            &self.state,
+        ));
+        for j in (0..n).rev() {
+            let l = apps[j];
+            if j > 0 {
+                // g_{j-1} = (g_j · w_lᵀ) ⊙ [a_{j-1} > 0] (no mask without ReLU), from the
+                // weights before any step
+                let dims = (b, d[l], d[l + 1]);
+                let aux = relu.then_some(&self.acts[j - 1]);
+                let bd = bind(grad(j), w(l), &self.grads[j - 1], aux, None);
+                plan.extend(mm(
+                    (false, true, input_grad_mode),
+                    Acc::default(),
+                    dims,
+                    0.0,
+                    bd,
+                )?);
+            }
+            // A shared weight's gradient is summed over its uses, from the last down; its step
+            // comes with the first use (the last one the backward pass reaches).
+            let acc = Acc {
+                input: j + 1 < n && apps[j + 1] == l,
+                output: j > 0 && apps[j - 1] == l,
+            };
+            let summing = acc != Acc::default();
+            // w_l' = step(w_l, a_{j-1}ᵀ · g_j [+ sum]) (or dw_l = ..., or sum = ...)
+            let input = if j == 0 { &self.x } else { &self.acts[j - 1] };
+            let dims = (d[l], d[l + 1], b);
+            let sum_w = self.sum_w.as_ref().filter(|_| summing);
+            plan.extend(if key.update && !acc.output {
+                let old = w(l);
+                let new = &self.weights[l][1 - parity(l)];
+                let bd = MatmulBind {
+                    opt: Some(opt_of(l, l)),
+                    ..bind(input, grad(j), new, Some(old), sum_w)
+                };
+                mm((true, false, Mode::Update), acc, dims, job.lr, bd)?
+            } else {
+                // dws[l] is not written while summing (acc.output).
+                let bd = bind(input, grad(j), &self.dws[l], None, sum_w);
+                mm((true, false, Mode::Store), acc, dims, 0.0, bd)?
+            });
+            // b_l' = step(b_l, Σ_rows g_j [+ sum]) (or db_l = ..., or sum = ...)
+            if let Some(b_l) = bias(l) {
+                let step = BiasStep {
+                    lr: job.lr,
+                    store: !key.update,
+                    kind: opt,
+                    opt: Some(opt_of(depth + l, l)),
+                    acc,
+                    sum: self.sum_b.as_ref().filter(|_| summing),
+                };
+                let target = if key.update { b_l } else { &self.dbs[l] };
+                plan.push(bias_update_dispatch(
+                    ctx,
+                    (b, d[l + 1]),
+                    step,
+                    grad(j),
+                    target,
+                ));
+            }
+        }
+        Ok(plan)
+    }
+}
