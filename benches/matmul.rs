@@ -14,6 +14,7 @@ fn benches(c: &mut Criterion) {
         return;
     };
     let dev = ctx.info.device_type;
+    let layout = ctx.auto_layout();
     let key = |trans_a, trans_b, mode, dims| MatmulKey {
         trans_a,
         trans_b,
@@ -22,6 +23,7 @@ fn benches(c: &mut Criterion) {
         bias: false,
         opt: Opt::Sgd,
         acc: Acc::default(),
+        layout,
     };
     let training = [
         (
@@ -78,6 +80,7 @@ fn benches(c: &mut Criterion) {
             bias: false,
             opt: Opt::Sgd,
             acc: Acc::default(),
+            layout,
         };
         g.bench_function(block.entry_point(), |b| {
             b.iter_custom(|iters| {

@@ -3,7 +3,8 @@
 // then b = db (STORE: the gradient alone, for checks) or the optimizer step of optimizer.wgsl
 // (put in front of this file).
 //
-// g is the gradient w.r.t. the layer's output, an rgba32float matrix texture (see matmul.wgsl);
+// g is the gradient w.r.t. the layer's output, a matrix in the layout of matmul.wgsl (declared,
+// with load_g and g_rows, by the layout's prelude shaders/layout/<layout>/bias_update.wgsl);
 // b is n/4 vec4 in a storage buffer (read by the forward product's epilogue). One invocation per
 // 4 columns.
 //
@@ -26,10 +27,10 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var g: texture_storage_2d<rgba32float, read>;
+// Binding 1 (g): the layout's prelude.
 @group(0) @binding(2) var<storage, read_write> b: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> acc: array<vec4<f32>>;
-// Bindings 7-9: the optimizer's state of the bias, declared in optimizer.wgsl.
+// Bindings 7-8: the optimizer's state of the bias, declared in optimizer.wgsl.
 
 @compute @workgroup_size(64)
 fn bias_update(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -42,9 +43,9 @@ fn bias_update(@builtin(global_invocation_id) gid: vec3<u32>) {
     // (lavapipe) inline uniforms that bound loops and compile a variant per value, which made
     // this kernel recompile at every dispatch for rows <= 32 (100x slower; benches/README.md).
     // g has at least `rows` rows, so the min changes nothing.
-    let rows = min(params.rows, textureDimensions(g).y);
+    let rows = min(params.rows, g_rows());
     for (var r = 0u; r < rows; r++) {
-        s += textureLoad(g, vec2<u32>(c4, r));
+        s += load_g(c4, r);
     }
     if (ACC_IN) {
         s = acc[c4] + s;

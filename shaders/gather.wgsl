@@ -1,10 +1,11 @@
 // The rows of one mini-batch, gathered from the dataset resident on the GPU: x[r] = X[index[r]]
 // and y[r] = Y[index[r]] for the batch's rows, zeros below them (a short last batch).
 //
-// The dataset X ([rows, d0]) and Y ([rows, dL]) are rgba32float 2D-array textures in the matrix
-// layout of matmul.wgsl (a texel holds 4 consecutive elements of a row, columns zero-padded to a
-// multiple of 4), `layer_rows` rows per layer, so that a dataset may have more rows than a
-// texture may be high. The host uploads the order of the rows once per submission, `batch`
+// The dataset X ([rows, d0]) and Y ([rows, dL]) and the batch x and y are in the layout of
+// matmul.wgsl (columns zero-padded to a multiple of 4), declared with their access functions by
+// the layout's prelude shaders/layout/<layout>/gather.wgsl (in the texels layout the dataset is a
+// 2D-array texture of `layer_rows` rows per layer, so that it may have more rows than a texture
+// may be high). The host uploads the order of the rows once per submission, `batch`
 // entries per step; the step within the submission is state[0] (advanced by loss_reduce.wgsl), so
 // one recorded dispatch serves every step.
 
@@ -20,10 +21,7 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var data_x: texture_storage_2d_array<rgba32float, read>;
-@group(0) @binding(2) var data_y: texture_storage_2d_array<rgba32float, read>;
-@group(0) @binding(3) var x: texture_storage_2d<rgba32float, write>;
-@group(0) @binding(4) var y: texture_storage_2d<rgba32float, write>;
+// Bindings 1-4 (data_x, data_y, x, y): the layout's prelude.
 @group(0) @binding(5) var<storage, read> index: array<u32>;
 @group(0) @binding(6) var<storage, read> state: array<u32>;
 
@@ -39,19 +37,18 @@ fn gather(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (real) {
         src = index[state[0] * params.batch + r];
     }
-    let at = vec2<u32>(src % params.layer_rows, src / params.layer_rows);
     if (c4 < params.x_cols4) {
         var v = vec4<f32>(0.0);
         if (real) {
-            v = textureLoad(data_x, vec2<u32>(c4, at.x), at.y);
+            v = load_data_x(c4, src);
         }
-        textureStore(x, vec2<u32>(c4, r), v);
+        store_x(c4, r, v);
     }
     if (c4 < params.y_cols4) {
         var v = vec4<f32>(0.0);
         if (real) {
-            v = textureLoad(data_y, vec2<u32>(c4, at.x), at.y);
+            v = load_data_y(c4, src);
         }
-        textureStore(y, vec2<u32>(c4, r), v);
+        store_y(c4, r, v);
     }
 }

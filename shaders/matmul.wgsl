@@ -5,16 +5,19 @@
 // A is stored [M,K] row-major, or [K,M] when TRANS_A (so xᵀ·g reads x as it is);
 // B is stored [K,N], or [N,K] when TRANS_B (so g·wᵀ reads w as it is). No transposed copies.
 //
-// Layout: on the GPU every matrix is an rgba32float texture, one texel per 4 consecutive elements
-// of a row: a [rows, cols] matrix is a texture `cols/4` texels wide and `rows` high, both
-// dimensions padded to a multiple of 4 with zeros. So M, N and K here are multiples of 4. Zero
-// padding keeps the products exact, and every epilogue below maps a zero result to zero, so the
-// padding of each output stays zero for the next kernel to read. Textures rather than storage
-// buffers because that is what CPU implementations such as lavapipe load fastest: a texel fetch
-// there is a branch-free vector gather, while a storage-buffer load is a loop over the SIMD lanes
-// with a branch and a bounds check for each (9x slower measured on the big products:
-// benches/README.md). On GPUs, read-only storage textures go through the texture cache.
-//
+// Layout: every matrix is padded with zeros to a multiple of 4 in both dimensions, so M, N and K
+// here are multiples of 4 and a row is a whole number of vec4. Zero padding keeps the products
+// exact, and every epilogue below maps a zero result to zero, so the padding of each output stays
+// zero for the next kernel to read. Where the vec4 live is the layout's: a prelude put in front of
+// this file (shaders/layout/<layout>/matmul.wgsl) declares A, B, C and AUX and provides the few
+// functions this body reads and writes through (texel_a, texel_b, load_aux, load_old, store_c,
+// a_extent):
+//   texels  rgba32float storage textures, one texel per vec4 (CPU implementations such as lavapipe
+//           load these fastest: a texel fetch is a branch-free vector gather, a storage-buffer
+//           load a loop over the SIMD lanes with a branch and a bounds check for each; 9x on the
+//           big products, benches/README.md); the weight update writes the other texture of a pair;
+//   buffer  row-major vec4 storage buffers (real GPUs and every browser); weights updated in place.
+
 // Work split: each invocation computes a block of C made of 4x4 blocks (mat4x4), walking K four at
 // a time: per step it loads a 4x4 block of A and of B for each of its block rows and columns
 // (four texel fetches each) and does 64 multiply-adds per pair. Few, wide loads per multiply-add
@@ -24,11 +27,11 @@
 //   0 store   C = v                                  (plain product, tests and gradients)
 //   1 relu    C = max(v, 0)                          (hidden layer forward)
 //   2 mask    C = v if AUX > 0 else 0                (input gradient through the ReLU: AUX = a)
-//   3 update  C = step(AUX, v)                       (weight gradient fused with the optimizer
+//   3 update  C = step(old, v)                       (weight gradient fused with the optimizer
 //                                                     step of optimizer.wgsl, its state in OPT_M
-//                                                     and OPT_V: AUX = the weights before the
-//                                                     step; C is the other texture of the pair,
-//                                                     see src/gpu)
+//                                                     and OPT_V: `old` = the weights before the
+//                                                     step, load_old of the layout: AUX, or C
+//                                                     itself where C is updated in place)
 //   4 sq-err  d = v - AUX; C = s*d; AUX_OUT = d*d    (output layer fused with a squared-error
 //                                                     loss and its gradient: AUX = y, s = 2 for
 //                                                     sse, 1 for half-sse, 2/N for mse)
@@ -65,28 +68,12 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var a: texture_storage_2d<rgba32float, read>;
-@group(0) @binding(2) var b: texture_storage_2d<rgba32float, read>;
-@group(0) @binding(3) var c: texture_storage_2d<rgba32float, write>;
-@group(0) @binding(4) var aux: texture_storage_2d<rgba32float, read>;
-// Squared errors (or, with ACC_IN/ACC_OUT, a shared layer's gradient summed so far) in the
-// padded layout: element (row, 4*c4..4*c4+3) at row * n/4 + c4.
+// Bindings 1-4 (A, B, C, AUX): the layout's prelude.
 @group(0) @binding(5) var<storage, read_write> aux_out: array<vec4<f32>>;
 // The layer's bias, n/4 vec4 (zero-padded), read when BIAS.
 @group(0) @binding(6) var<storage, read> bias: array<vec4<f32>>;
-// Bindings 7-9: the optimizer's state of the weights being updated (MODE 3), in the layout of
+// Bindings 7-8: the optimizer's state of the weights being updated (MODE 3), in the layout of
 // aux_out, declared in optimizer.wgsl.
-
-// Texel (q, row): elements 4q..4q+3 of row `row`.
-// (One function per texture rather than one taking the texture: GLSL, which the GL backend
-// translates to, allows no image as a function parameter.)
-fn texel_a(q: u32, row: u32) -> vec4<f32> {
-    return textureLoad(a, vec2<u32>(q, row));
-}
-
-fn texel_b(q: u32, row: u32) -> vec4<f32> {
-    return textureLoad(b, vec2<u32>(q, row));
-}
 
 // The 4x4 block of op(A) at rows r..r+3, depth k..k+3, as a matrix whose column kk is
 // A[r..r+3, k+kk]. A block past the last row is read from the last one and never stored.
@@ -118,11 +105,10 @@ fn load_b(k: u32, c0: u32) -> mat4x4<f32> {
 
 // params.k, computed so that the compiler cannot treat it as a uniform value: Mesa's gallium
 // drivers (lavapipe) inline uniforms that bound loops and compile a variant per value (see
-// bias_update.wgsl). K is 4x A's width (stored [M, K]) or A's height (stored [K, M]), so the min
-// changes nothing.
+// bias_update.wgsl). a_extent() is at least K (A holds M·K elements, M >= 4), so the min changes
+// nothing.
 fn k_end() -> u32 {
-    let d = textureDimensions(a);
-    return min(params.k, 4u * max(d.x, d.y));
+    return min(params.k, a_extent());
 }
 
 // acc + x·y for 4x4 blocks, as explicit fused multiply-adds in k order.
@@ -152,25 +138,24 @@ fn epilogue(row: u32, c4: u32, product: vec4<f32>) {
         aux_out[i] = v;
         return;
     }
-    let at = vec2<u32>(c4, row);
     switch MODE {
-        case 1u: { textureStore(c, at, max(v, vec4<f32>(0.0))); }
-        case 2u: { textureStore(c, at, select(vec4<f32>(0.0), v, textureLoad(aux, at) > vec4<f32>(0.0))); }
+        case 1u: { store_c(c4, row, max(v, vec4<f32>(0.0))); }
+        case 2u: { store_c(c4, row, select(vec4<f32>(0.0), v, load_aux(c4, row) > vec4<f32>(0.0))); }
         case 3u: {
             let h = vec3<f32>(params.h0, params.h1, params.h2);
-            textureStore(c, at, optimizer_apply(textureLoad(aux, at), v, i, params.scalar, h));
+            store_c(c4, row, optimizer_apply(load_old(c4, row), v, i, params.scalar, h));
         }
         case 4u: {
-            let d = v - textureLoad(aux, at);
-            textureStore(c, at, params.scalar * d);
+            let d = v - load_aux(c4, row);
+            store_c(c4, row, params.scalar * d);
             aux_out[i] = d * d;
         }
         case 5u: {
-            let d = v - textureLoad(aux, at);
-            textureStore(c, at, params.scalar * sign(d));
+            let d = v - load_aux(c4, row);
+            store_c(c4, row, params.scalar * sign(d));
             aux_out[i] = abs(d);
         }
-        default: { textureStore(c, at, v); }
+        default: { store_c(c4, row, v); }
     }
 }
 

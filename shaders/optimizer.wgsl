@@ -8,24 +8,25 @@
 //                   p = p - (lr / (1 - b1^t)) * (m / (sqrt(v) / sqrt(1 - b2^t) + eps))
 // h holds (mu or b1, b2, eps); b1^t and b2^t at this step are kept on the GPU by loss_reduce.wgsl.
 //
-// The state lives at the same bindings in every kernel that includes this file: m (momentum
-// buffer or Adam's first moment) and v (Adam's second moment) in the layout of the parameters,
-// and loss_reduce's state [epoch in chunk, step t, bits of b1^t, bits of b2^t]. Plain SGD reads
-// none of them (the host binds small dummies then).
+// The state lives at the same bindings in every kernel that includes this file: one buffer with
+// m (momentum buffer or Adam's first moment) in the layout of the parameters and, for Adam, v (the
+// second moment) after it in the same layout (one binding rather than two, so that the buffer
+// layout's matmul kernel binds 8 storage buffers, WebGPU's default limit per stage), and
+// loss_reduce's state [epoch in chunk, step t, bits of b1^t, bits of b2^t]. Plain SGD reads none of
+// them (the host binds small dummies then).
 
 override OPT: u32 = 0u;
 
-@group(0) @binding(7) var<storage, read_write> opt_m: array<vec4<f32>>;
-@group(0) @binding(8) var<storage, read_write> opt_v: array<vec4<f32>>;
-@group(0) @binding(9) var<storage, read> counters: array<u32>;
+@group(0) @binding(7) var<storage, read_write> opt_state: array<vec4<f32>>;
+@group(0) @binding(8) var<storage, read> counters: array<u32>;
 
 // The parameters p stepped by their gradient g; the state at index i is read and written back.
 fn optimizer_apply(p: vec4<f32>, g: vec4<f32>, i: u32, lr: f32, h: vec3<f32>) -> vec4<f32> {
     switch OPT {
         case 1u, 2u: {
             let mu = h.x;
-            let m = mu * opt_m[i] + g;
-            opt_m[i] = m;
+            let m = mu * opt_state[i] + g;
+            opt_state[i] = m;
             var s = m;
             if (OPT == 2u) {
                 s = g + mu * m;
@@ -37,10 +38,12 @@ fn optimizer_apply(p: vec4<f32>, g: vec4<f32>, i: u32, lr: f32, h: vec3<f32>) ->
             let b2 = h.y;
             let b1t = bitcast<f32>(counters[2]);
             let b2t = bitcast<f32>(counters[3]);
-            let m = b1 * opt_m[i] + (1.0 - b1) * g;
-            let v = b2 * opt_v[i] + (1.0 - b2) * (g * g);
-            opt_m[i] = m;
-            opt_v[i] = v;
+            // v of element i is in the second half of the buffer.
+            let iv = i + arrayLength(&opt_state) / 2u;
+            let m = b1 * opt_state[i] + (1.0 - b1) * g;
+            let v = b2 * opt_state[iv] + (1.0 - b2) * (g * g);
+            opt_state[i] = m;
+            opt_state[iv] = v;
             let step_size = lr / (1.0 - b1t);
             let denom = sqrt(v) / sqrt(1.0 - b2t) + h.z;
             return p - step_size * (m / denom);

@@ -5,7 +5,7 @@ use crate::backend::Backend;
 use crate::cli::{Cli, Command, DatasetArgs, EvalArgs, PlotArgs, PredictArgs, TrainArgs};
 use crate::cpu::CpuBackend;
 use crate::error::{Error, Result};
-use crate::gpu::{context, DeviceChoice, GpuBackend, GpuContext};
+use crate::gpu::{context, DeviceChoice, GpuBackend, GpuContext, GpuOptions};
 use crate::init::{HostState, Matrix};
 use crate::io::history::{self, History, ValPoint};
 use crate::io::{checkpoint, data, npy, summary};
@@ -290,16 +290,23 @@ fn check_init_matches(dir: &std::path::Path, job: &Job, state: &HostState) -> Re
     mismatch("y.npy".into(), job.y_shape(), state.y.shape())
 }
 
-/// Build the backend `--device` asks for. `auto` falls back to the CPU with a notice.
-pub fn open_backend(device: &str, job: &Job, state: &HostState) -> Result<Box<dyn Backend>> {
+/// Build the backend `--device` asks for, a GPU one with `gpu`'s layout and limits. `auto`
+/// falls back to the CPU with a notice.
+pub fn open_backend(
+    device: &str,
+    gpu: GpuOptions,
+    job: &Job,
+    state: &HostState,
+) -> Result<Box<dyn Backend>> {
     let choice = DeviceChoice::parse(device)?;
     if choice == DeviceChoice::Cpu {
         return Ok(Box::new(CpuBackend::new(job, state)));
     }
     match context::choose(&choice, context::list_adapters())? {
         Some(entry) => {
-            let ctx = GpuContext::new(&entry.adapter)?;
-            Ok(Box::new(GpuBackend::new(ctx, job, state)?))
+            let ctx = GpuContext::open(&entry.adapter, gpu.limits)?;
+            let layout = gpu.layout.unwrap_or_else(|| ctx.auto_layout());
+            Ok(Box::new(GpuBackend::with_layout(ctx, job, state, layout)?))
         }
         None => {
             eprintln!(
@@ -438,7 +445,7 @@ fn train_command(args: &TrainArgs) -> Result<()> {
         None => None,
     };
     let setup = Instant::now();
-    let mut backend = open_backend(&args.device, &job, &state)?;
+    let mut backend = open_backend(&args.device, args.gpu.options(), &job, &state)?;
     let setup_s = setup.elapsed().as_secs_f64();
     let device = backend.describe();
     if !args.quiet {
@@ -628,9 +635,12 @@ fn bench_command(args: &crate::cli::BenchArgs) -> Result<()> {
     if let Some(p) = &args.out {
         crate::io::check_writable(p)?;
     }
+    let gpu = args.gpu.options();
     let plan = crate::bench::Plan {
         quick: args.quick,
         devices: args.devices.clone(),
+        layout: gpu.layout,
+        limits: gpu.limits,
     };
     let r = crate::bench::run(&plan, false)?;
     for (d, shape, ratio) in crate::bench::tuned_over_naive(&r) {
@@ -696,8 +706,11 @@ fn tune_command(args: &crate::cli::TuneArgs) -> Result<()> {
             "gpu-train tune: no GPU adapter to tune (see `gpu-train devices`)".to_string(),
         )
     })?;
-    let ctx = GpuContext::new(&entry.adapter)?;
-    crate::bench::tune_command(&ctx, &shapes, 0.1)
+    let gpu = args.gpu.options();
+    let ctx = GpuContext::open(&entry.adapter, gpu.limits)?;
+    let layout = gpu.layout.unwrap_or_else(|| ctx.auto_layout());
+    ctx.kernels.layout(layout)?;
+    crate::bench::tune_command(&ctx, layout, &shapes, 0.1)
 }
 
 /// `MxNxK`, three positive sizes.

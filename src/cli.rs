@@ -3,7 +3,7 @@
 //!
 //! [`Job`]: crate::job::Job
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
 /// Train small fully connected networks on any GPU through WebGPU compute shaders, with a CPU
@@ -63,6 +63,9 @@ pub struct BenchArgs {
     /// Write every configuration and sample as a versioned JSON file.
     #[arg(long, value_name = "FILE.json")]
     pub out: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub gpu: GpuArgs,
 }
 
 #[derive(Debug, Subcommand, Clone)]
@@ -100,6 +103,58 @@ pub struct TuneArgs {
     /// Also tune a plain product MxNxK (repeatable) [default: 1024x1024x1024].
     #[arg(long = "shape", value_name = "MxNxK")]
     pub shapes: Vec<String>,
+
+    #[command(flatten)]
+    pub gpu: GpuArgs,
+}
+
+/// How the GPU is used, for every command that runs kernels.
+#[derive(Debug, Args, Clone, Default)]
+pub struct GpuArgs {
+    /// Where the matrices live on the GPU: `auto` (texels on software adapters such as lavapipe,
+    /// buffer on every other), `texels` (rgba32float storage textures, weights ping-ponged) or
+    /// `buffer` (vec4 storage buffers, weights updated in place: real GPUs and browsers).
+    #[arg(long, value_enum, default_value_t = LayoutArg::Auto)]
+    pub layout: LayoutArg,
+
+    /// The device limits to request: `adapter` (everything the adapter offers) or `webgpu`
+    /// (WebGPU's defaults, what a browser grants: 8 storage buffers and 4 storage textures per
+    /// stage, 128 MiB per binding, 8192 texture side).
+    #[arg(long, value_enum, default_value_t = LimitsArg::Adapter)]
+    pub limits: LimitsArg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum LayoutArg {
+    #[default]
+    Auto,
+    Texels,
+    Buffer,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum LimitsArg {
+    #[default]
+    Adapter,
+    Webgpu,
+}
+
+impl GpuArgs {
+    /// The library's options.
+    pub fn options(&self) -> crate::gpu::GpuOptions {
+        use crate::gpu::{layout::Layout, LimitsChoice};
+        crate::gpu::GpuOptions {
+            layout: match self.layout {
+                LayoutArg::Auto => None,
+                LayoutArg::Texels => Some(Layout::Texels),
+                LayoutArg::Buffer => Some(Layout::Buffer),
+            },
+            limits: match self.limits {
+                LimitsArg::Adapter => LimitsChoice::Adapter,
+                LimitsArg::Webgpu => LimitsChoice::Webgpu,
+            },
+        }
+    }
 }
 
 #[derive(Debug, Args, Clone)]
@@ -175,6 +230,9 @@ pub struct TrainArgs {
     /// none), an adapter index or a case-insensitive substring of its name (see `gpu-train devices`).
     #[arg(long, default_value = "auto", value_name = "DEVICE")]
     pub device: String,
+
+    #[command(flatten)]
+    pub gpu: GpuArgs,
 
     /// Seed of the generator that draws x, y and the initial weights (identical on every device).
     #[arg(long, default_value_t = 0)]

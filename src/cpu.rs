@@ -709,6 +709,8 @@ impl Backend for CpuBackend {
                 "gemm crate, {} threads available",
                 std::thread::available_parallelism().map_or(1, |n| n.get())
             ),
+            layout: None,
+            limits: None,
         }
     }
 

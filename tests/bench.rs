@@ -45,6 +45,7 @@ fn device(name: &str, kind: &str) -> DeviceInfo {
         timestamps: "inside-passes".into(),
         tuned_shapes: 3,
         error: None,
+        layout: (kind == "gpu").then_some(gpu_train::gpu::layout::Layout::Buffer),
     }
 }
 

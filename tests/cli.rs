@@ -933,10 +933,74 @@ fn job_beyond_the_adapters_texture_limit_exits_2_naming_matrix_and_limit() {
     let rows = ctx.limits.max_texture_dimension_2d as usize + 4;
     let layers = format!("{rows},3");
     let r = run([
-        "--device", "gpu", "--layers", &layers, "--batch", "1", "--epochs", "1",
+        "--device", "gpu", "--layout", "texels", "--layers", &layers, "--batch", "1", "--epochs",
+        "1",
     ]);
     assert_bad_input(&r, &["w1", &rows.to_string(), "max_texture_dimension_2d"]);
+    // The buffer layout has no texture-size ceiling: the same job trains.
+    let r = run([
+        "--device", "gpu", "--layout", "buffer", "--layers", &layers, "--batch", "1", "--epochs",
+        "1", "--quiet",
+    ]);
+    r.success();
 }
+
+/// `--layout buffer` and `--layout texels` train the same job to the same trajectory (within the
+/// parity tolerance), and the summary names the layout and the limits.
+#[test]
+fn cli_each_layout_trains_and_the_summary_names_it() {
+    let Some(ctx) = gpu_or_skip() else { return };
+    let auto = ctx.auto_layout().name();
+    let dir = tempfile::tempdir().unwrap();
+    let mut finals = Vec::new();
+    for (layout, limits) in [
+        ("buffer", "webgpu"),
+        ("texels", "adapter"),
+        ("auto", "adapter"),
+    ] {
+        let j = dir.path().join(format!("{layout}.json"));
+        let r = run([
+            "--device",
+            "gpu",
+            "--layout",
+            layout,
+            "--limits",
+            limits,
+            "--epochs",
+            "60",
+            "--quiet",
+            "--summary-json",
+            p(&j),
+        ])
+        .success();
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&j).unwrap()).unwrap();
+        let want = if layout == "auto" { auto } else { layout };
+        assert_eq!(v["device"]["layout"], want, "{}", r.describe());
+        assert_eq!(v["device"]["limits"], limits, "{}", r.describe());
+        finals.push(r.summary().2);
+    }
+    let rel = (finals[0] - finals[1]).abs() / finals[1];
+    assert!(rel < 1e-3, "final losses of the two layouts: {finals:?}");
+    let same = if auto == "texels" {
+        finals[1]
+    } else {
+        finals[0]
+    };
+    assert_eq!(finals[2], same, "auto is {auto} here");
+}
+
+bad_flag!(
+    bad_layout_exits_2_and_lists_the_layouts,
+    ["--layout", "tiles"],
+    ["--layout", "auto", "texels", "buffer"]
+);
+
+bad_flag!(
+    bad_limits_exits_2_and_lists_the_choices,
+    ["--limits", "browser"],
+    ["--limits", "adapter", "webgpu"]
+);
 
 #[test]
 fn bad_device_index_exits_2() {

@@ -17,6 +17,7 @@ mod common;
 
 use common::{assert_within, gpu_or_skip, randn, rng, U32};
 use gpu_train::cpu::{self, Epilogue};
+use gpu_train::gpu::layout::Layout;
 use gpu_train::gpu::{
     run_bias_sum, run_bias_update, run_loss_reduce, run_matmul, Acc, Block, GpuContext, MatmulKey,
     Mode, Opt,
@@ -43,6 +44,37 @@ fn covering_shapes() -> Vec<(usize, usize, usize)> {
         (33, 17, 130),
     ]);
     v
+}
+
+/// One variant of the matmul kernel: a memory layout and a block size. Every test of the kernel
+/// runs every variant.
+#[derive(Debug, Clone, Copy)]
+struct Variant {
+    layout: Layout,
+    block: Block,
+}
+
+fn variants() -> impl Iterator<Item = Variant> {
+    Layout::ALL
+        .into_iter()
+        .flat_map(|layout| Block::ALL.map(|block| Variant { layout, block }))
+}
+
+impl Variant {
+    fn of(key: MatmulKey) -> Self {
+        Variant {
+            layout: key.layout,
+            block: key.block,
+        }
+    }
+
+    fn key(self, key: MatmulKey) -> MatmulKey {
+        MatmulKey {
+            layout: self.layout,
+            block: self.block,
+            ..key
+        }
+    }
 }
 
 /// `γ_k = k·u / (1 - k·u)`.
@@ -74,10 +106,17 @@ impl Case {
         }
     }
 
-    fn label(&self, block: Block) -> String {
+    fn label(&self, v: Variant) -> String {
         format!(
-            "{:?} trans_a={} trans_b={} {:?} m={} n={} k={}",
-            self.key.mode, self.key.trans_a, self.key.trans_b, block, self.m, self.n, self.k
+            "{:?} trans_a={} trans_b={} {:?} {:?} m={} n={} k={}",
+            self.key.mode,
+            self.key.trans_a,
+            self.key.trans_b,
+            v.layout,
+            v.block,
+            self.m,
+            self.n,
+            self.k
         )
     }
 
@@ -132,7 +171,7 @@ impl Case {
     fn gpu(
         &self,
         ctx: &GpuContext,
-        block: Block,
+        block: Variant,
         lr: f32,
         c_init: &[f32],
         aux: Option<&[f32]>,
@@ -145,36 +184,27 @@ impl Case {
     fn gpu_sum(
         &self,
         ctx: &GpuContext,
-        block: Block,
+        block: Variant,
         lr: f32,
         c_init: &[f32],
         sum: Option<&[f32]>,
     ) -> (Vec<f32>, Vec<f32>) {
-        self.run(
-            ctx,
-            MatmulKey { block, ..self.key },
-            lr,
-            c_init,
-            None,
-            None,
-            sum,
-        )
+        self.run(ctx, block.key(self.key), lr, c_init, None, None, sum)
     }
 
     /// [`Case::gpu`] with a bias added in the epilogue.
     fn gpu_bias(
         &self,
         ctx: &GpuContext,
-        block: Block,
+        block: Variant,
         lr: f32,
         c_init: &[f32],
         aux: Option<&[f32]>,
         bias: Option<&[f32]>,
     ) -> (Vec<f32>, Vec<f32>) {
         let key = MatmulKey {
-            block,
             bias: bias.is_some(),
-            ..self.key
+            ..block.key(self.key)
         };
         self.run(ctx, key, lr, c_init, aux, bias, None)
     }
@@ -193,12 +223,12 @@ impl Case {
         let dims = (self.m, self.n, self.k);
         let (a, b) = (&self.a, &self.b);
         let out = run_matmul(ctx, key, a, b, dims, lr, c_init, aux, bias, sum)
-            .unwrap_or_else(|e| panic!("{}: {e}", self.label(key.block)));
+            .unwrap_or_else(|e| panic!("{}: {e}", self.label(Variant::of(key))));
         assert!(
             out.padding_zero,
             "{}: the kernel left non-zero values in the padding of its output (the next kernel \
              reads them)",
-            self.label(key.block)
+            self.label(Variant::of(key))
         );
         (out.c, out.aux_out)
     }
@@ -213,6 +243,7 @@ fn key(trans_a: bool, trans_b: bool, mode: Mode) -> MatmulKey {
         bias: false,
         opt: Opt::Sgd,
         acc: Acc::default(),
+        layout: Layout::Texels,
     }
 }
 
@@ -224,7 +255,7 @@ fn check_store(trans_a: bool, trans_b: bool, seed: u64) {
         let want = case.cpu_product();
         let s = case.abs_products();
         let g = 2.0 * gamma(case.k);
-        for block in Block::ALL {
+        for block in variants() {
             let poison = vec![f32::NAN; case.m * case.n];
             let (got, _) = case.gpu(&ctx, block, 0.0, &poison, None);
             assert_within(&case.label(block), &got, &want, |i| g * s[i]);
@@ -278,7 +309,7 @@ fn gpu_relu_epilogue_matches_cpu_and_zeroes_negatives() {
         cpu::relu_forward(&mut want);
         let s = case.abs_products();
         let g = 2.0 * gamma(case.k);
-        for block in Block::ALL {
+        for block in variants() {
             let poison = vec![f32::NAN; case.m * case.n];
             let (got, _) = case.gpu(&ctx, block, 0.0, &poison, None);
             assert_within(&case.label(block), &got, &want, |i| g * s[i]);
@@ -310,7 +341,7 @@ fn gpu_mask_epilogue_trans_b_matches_cpu_and_blocks_where_aux_not_positive() {
         cpu::relu_backward(&mut want, &aux);
         let s = case.abs_products();
         let g = 2.0 * gamma(case.k);
-        for block in Block::ALL {
+        for block in variants() {
             let poison = vec![f32::NAN; case.m * case.n];
             let (got, _) = case.gpu(&ctx, block, 0.0, &poison, Some(&aux));
             // Masked elements must be exactly zero, the others within the product's bound.
@@ -365,7 +396,7 @@ fn gpu_gradient_sum_epilogues_match_cpu() {
             b: store.b.clone(),
             ..store
         };
-        for block in Block::ALL {
+        for block in variants() {
             let label = store.label(block);
             // First use: sum = v; C (poisoned) is not written.
             let (c, out) = with(Mode::Store, false, true).gpu_sum(&ctx, block, 0.0, &poison, None);
@@ -418,7 +449,7 @@ fn gpu_sgd_epilogue_trans_a_updates_c_in_place_like_cpu() {
         let s = case.abs_products();
         let g = 2.0 * gamma(case.k);
         let lr64 = lr as f64;
-        for block in Block::ALL {
+        for block in variants() {
             let (got, _) = case.gpu(&ctx, block, lr, &c_init, None);
             // The product's error scaled by lr, plus a few roundings of the multiply and the
             // subtraction on either side (relative to the operands' size).
@@ -459,7 +490,7 @@ fn gpu_squared_error_epilogue_matches_cpu_loss_gradient_and_squares() {
         let mut want_g = vec![f32::NAN; v.len()];
         let mut want_sq = vec![f32::NAN; v.len()];
         cpu::loss_forward(&mut want_g, &mut want_sq, &v, &y, loss);
-        for block in Block::ALL {
+        for block in variants() {
             let poison = vec![f32::NAN; case.m * case.n];
             let (got_g, got_sq) = case.gpu(&ctx, block, coef, &poison, Some(&y));
             let label = format!("{} {loss:?}", case.label(block));
@@ -497,7 +528,7 @@ fn gpu_abs_error_epilogue_matches_cpu_sign_gradient_and_magnitudes() {
         let mut want_g = vec![f32::NAN; v.len()];
         let mut want_abs = vec![f32::NAN; v.len()];
         cpu::loss_forward(&mut want_g, &mut want_abs, &v, &y, Loss::L1);
-        for block in Block::ALL {
+        for block in variants() {
             let poison = vec![f32::NAN; case.m * case.n];
             let (got_g, got_abs) = case.gpu(&ctx, block, coef, &poison, Some(&y));
             let label = case.label(block);
@@ -550,7 +581,7 @@ fn gpu_bias_epilogue_matches_cpu_and_keeps_padding_rows_zero() {
         }
         let s = case.abs_products();
         let g = 2.0 * gamma(case.k);
-        for block in Block::ALL {
+        for block in variants() {
             let poison = vec![f32::NAN; case.m * case.n];
             let (got, _) = case.gpu_bias(&ctx, block, 0.0, &poison, None, Some(&bias));
             let label = format!("{} with bias", case.label(block));
@@ -566,25 +597,26 @@ fn gpu_bias_epilogue_matches_cpu_and_keeps_padding_rows_zero() {
 #[test]
 fn gpu_bias_update_matches_cpu_bit_for_bit() {
     let Some(ctx) = gpu_or_skip() else { return };
-    for (rows, cols) in [(1, 1), (7, 3), (64, 100), (63, 65), (1001, 7), (5, 1000)] {
+    let shapes = [(1, 1), (7, 3), (64, 100), (63, 65), (1001, 7), (5, 1000)];
+    for ((rows, cols), layout) in shapes.into_iter().flat_map(|s| Layout::ALL.map(|l| (s, l))) {
         let mut r = rng((rows * 10_000 + cols) as u64);
         let g = randn(&mut r, rows * cols);
         let b = randn(&mut r, cols);
         let mut want_db = vec![f32::NAN; cols];
         cpu::bias_update(&mut want_db, &g, Epilogue::Store);
-        let got_db = run_bias_update(&ctx, &g, (rows, cols), &b, 0.0, true).unwrap();
+        let got_db = run_bias_update(&ctx, layout, &g, (rows, cols), &b, 0.0, true).unwrap();
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         assert_eq!(
             bits(&got_db),
             bits(&want_db),
-            "db of a {rows}x{cols} gradient"
+            "db of a {rows}x{cols} gradient {layout:?}"
         );
         let lr = 0.125;
         let mut want_b = b.clone();
         cpu::bias_update(&mut want_b, &g, Epilogue::Sgd(lr));
-        let got_b = run_bias_update(&ctx, &g, (rows, cols), &b, lr, false).unwrap();
+        let got_b = run_bias_update(&ctx, layout, &g, (rows, cols), &b, lr, false).unwrap();
         assert_within(
-            &format!("b after a step, {rows}x{cols}"),
+            &format!("b after a step, {rows}x{cols} {layout:?}"),
             &got_b,
             &want_b,
             |i| 2.0 * U32 * ((b[i] as f64).abs() + (lr * want_db[i]).abs() as f64),
@@ -600,7 +632,8 @@ fn gpu_bias_update_matches_cpu_bit_for_bit() {
 fn gpu_bias_gradient_sums_match_cpu_bit_for_bit() {
     let Some(ctx) = gpu_or_skip() else { return };
     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-    for (rows, cols) in [(1, 1), (7, 3), (64, 100), (63, 65), (1001, 7)] {
+    let shapes = [(1, 1), (7, 3), (64, 100), (63, 65), (1001, 7)];
+    for ((rows, cols), layout) in shapes.into_iter().flat_map(|s| Layout::ALL.map(|l| (s, l))) {
         let mut r = rng((rows * 20_000 + cols) as u64);
         let g = randn(&mut r, rows * cols);
         let b = randn(&mut r, cols);
@@ -610,9 +643,10 @@ fn gpu_bias_gradient_sums_match_cpu_bit_for_bit() {
         let mut added = sum.clone();
         cpu::bias_update(&mut added, &g, Epilogue::Accumulate);
         let acc = |input, output| Acc { input, output };
-        let label = format!("{rows}x{cols}");
+        let label = format!("{rows}x{cols} {layout:?}");
         let (got_b, got_sum) = run_bias_sum(
             &ctx,
+            layout,
             &g,
             (rows, cols),
             &b,
@@ -625,6 +659,7 @@ fn gpu_bias_gradient_sums_match_cpu_bit_for_bit() {
         assert_eq!(got_b, b, "{label}: b changed while summing");
         let (_, got_sum) = run_bias_sum(
             &ctx,
+            layout,
             &g,
             (rows, cols),
             &b,
@@ -636,6 +671,7 @@ fn gpu_bias_gradient_sums_match_cpu_bit_for_bit() {
         assert_eq!(bits(&got_sum), bits(&added), "{label}: sum += db");
         let (got_db, _) = run_bias_sum(
             &ctx,
+            layout,
             &g,
             (rows, cols),
             &b,
@@ -648,6 +684,7 @@ fn gpu_bias_gradient_sums_match_cpu_bit_for_bit() {
         let lr = 0.125;
         let (got_b, _) = run_bias_sum(
             &ctx,
+            layout,
             &g,
             (rows, cols),
             &b,
@@ -677,7 +714,7 @@ fn gpu_training_products_of_default_job_match_cpu() {
         let want = case.cpu_product();
         let s = case.abs_products();
         let g = 2.0 * gamma(case.k);
-        for block in Block::ALL {
+        for block in variants() {
             let poison = vec![f32::NAN; case.m * case.n];
             let (got, _) = case.gpu(&ctx, block, 0.0, &poison, None);
             assert_within(&case.label(block), &got, &want, |i| g * s[i]);

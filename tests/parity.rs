@@ -16,6 +16,7 @@ mod common;
 use common::{assert_close, assert_close_normwise, assert_within, gpu_or_skip, max_rel_err, U32};
 use gpu_train::backend::Backend;
 use gpu_train::cpu::CpuBackend;
+use gpu_train::gpu::layout::Layout;
 use gpu_train::gpu::{GpuBackend, GpuContext};
 use gpu_train::init::{HostState, Params};
 use gpu_train::job::{
@@ -58,97 +59,102 @@ fn assert_stepped_params_close(label: &str, lr: f32, got: &Params, want: &Params
 /// the parameters it leaves.
 fn check_one_step(job: &Job) {
     let Some(ctx) = gpu_or_skip() else { return };
-    job.validate().unwrap();
-    let state = HostState::seeded(job);
-    let label = format!("batch {} x {:?} bias {}", job.batch, job.layers, job.bias);
-    let mut cpu = CpuBackend::new(job, &state);
-    let mut gpu = GpuBackend::new(ctx, job, &state).unwrap();
+    for layout in Layout::ALL {
+        job.validate().unwrap();
+        let state = HostState::seeded(job);
+        let label = format!(
+            "batch {} x {:?} bias {} {layout:?}",
+            job.batch, job.layers, job.bias
+        );
+        let mut cpu = CpuBackend::new(job, &state);
+        let mut gpu = GpuBackend::with_layout(ctx.clone(), job, &state, layout).unwrap();
 
-    let (cpu_loss, cpu_grads) = cpu.gradients();
-    let (gpu_loss, gpu_grads) = gpu.gradients().unwrap();
-    eprintln!("{label}: loss cpu {cpu_loss:e} gpu {gpu_loss:e}");
-    assert_close(
-        &format!("{label}: loss"),
-        &[gpu_loss],
-        &[cpu_loss],
-        STEP_GRAD_TOL,
-        0.0,
-    );
-    assert_eq!(gpu_grads.weights.len(), job.depth());
-    let n_bias = if job.bias { job.depth() } else { 0 };
-    assert_eq!(gpu_grads.biases.len(), n_bias);
-    for (l, g) in gpu_grads.weights.iter().enumerate() {
-        assert_eq!(g.shape(), job.weight_shape(l));
-    }
-    for (l, g) in gpu_grads.biases.iter().enumerate() {
-        assert_eq!(g.shape(), [1, job.layers[l + 1]]);
-    }
-    // A dynamic-depth net's shared layer (w_{L-1}, b_{L-1}) in an epoch that does not use it.
-    let unused = |name: &str| {
-        let shared = job.shared_layer().map(|s| format!("{}", s + 1));
-        job.uses(0) == 0 && shared.is_some_and(|s| name[1..] == s)
-    };
-    for ((name, g), (_, c)) in gpu_grads.named().into_iter().zip(cpu_grads.named()) {
-        eprintln!(
-            "{label}: d{name} normwise rel diff {:e}",
-            max_rel_err(&g.data, &c.data)
-        );
-        if unused(&name) {
-            assert!(
-                g.data.iter().chain(&c.data).all(|&v| v == 0.0),
-                "{label}: d{name}"
-            );
-            continue;
-        }
-        assert!(
-            c.data.iter().any(|&v| v != 0.0),
-            "{label}: CPU gradient d{name} is all zero, the test would prove nothing"
-        );
-        assert_close_normwise(
-            &format!("{label}: d{name}"),
-            &g.data,
-            &c.data,
+        let (cpu_loss, cpu_grads) = cpu.gradients();
+        let (gpu_loss, gpu_grads) = gpu.gradients().unwrap();
+        eprintln!("{label}: loss cpu {cpu_loss:e} gpu {gpu_loss:e}");
+        assert_close(
+            &format!("{label}: loss"),
+            &[gpu_loss],
+            &[cpu_loss],
             STEP_GRAD_TOL,
+            0.0,
         );
-    }
-
-    // gradients() must not have moved the parameters: the next epoch's loss is the same loss.
-    let cpu_l = cpu.run(1).unwrap();
-    let gpu_l = gpu.run(1).unwrap();
-    assert_eq!(cpu_l, vec![cpu_loss], "CPU gradients() changed the state");
-    assert_eq!(gpu_l, vec![gpu_loss], "GPU gradients() changed the state");
-
-    let cpu_p = cpu.read_params().unwrap();
-    let gpu_p = gpu.read_params().unwrap();
-    let before = state.params();
-    for (((name, w), (_, g)), (_, w0)) in cpu_p
-        .named()
-        .into_iter()
-        .zip(gpu_p.named())
-        .zip(before.named())
-    {
-        eprintln!(
-            "{label}: {name} after one step, normwise rel diff {:e}",
-            max_rel_err(&g.data, &w.data)
-        );
-        if unused(&name) {
-            assert_eq!(
-                (&w.data, &g.data),
-                (&w0.data, &w0.data),
-                "{label}: unused {name} moved"
-            );
-            continue;
+        assert_eq!(gpu_grads.weights.len(), job.depth());
+        let n_bias = if job.bias { job.depth() } else { 0 };
+        assert_eq!(gpu_grads.biases.len(), n_bias);
+        for (l, g) in gpu_grads.weights.iter().enumerate() {
+            assert_eq!(g.shape(), job.weight_shape(l));
         }
-        // The step really moved the parameters (else comparing them would prove nothing).
-        assert_ne!(w.data, w0.data, "CPU step left {name} as is");
+        for (l, g) in gpu_grads.biases.iter().enumerate() {
+            assert_eq!(g.shape(), [1, job.layers[l + 1]]);
+        }
+        // A dynamic-depth net's shared layer (w_{L-1}, b_{L-1}) in an epoch that does not use it.
+        let unused = |name: &str| {
+            let shared = job.shared_layer().map(|s| format!("{}", s + 1));
+            job.uses(0) == 0 && shared.is_some_and(|s| name[1..] == s)
+        };
+        for ((name, g), (_, c)) in gpu_grads.named().into_iter().zip(cpu_grads.named()) {
+            eprintln!(
+                "{label}: d{name} normwise rel diff {:e}",
+                max_rel_err(&g.data, &c.data)
+            );
+            if unused(&name) {
+                assert!(
+                    g.data.iter().chain(&c.data).all(|&v| v == 0.0),
+                    "{label}: d{name}"
+                );
+                continue;
+            }
+            assert!(
+                c.data.iter().any(|&v| v != 0.0),
+                "{label}: CPU gradient d{name} is all zero, the test would prove nothing"
+            );
+            assert_close_normwise(
+                &format!("{label}: d{name}"),
+                &g.data,
+                &c.data,
+                STEP_GRAD_TOL,
+            );
+        }
+
+        // gradients() must not have moved the parameters: the next epoch's loss is the same loss.
+        let cpu_l = cpu.run(1).unwrap();
+        let gpu_l = gpu.run(1).unwrap();
+        assert_eq!(cpu_l, vec![cpu_loss], "CPU gradients() changed the state");
+        assert_eq!(gpu_l, vec![gpu_loss], "GPU gradients() changed the state");
+
+        let cpu_p = cpu.read_params().unwrap();
+        let gpu_p = gpu.read_params().unwrap();
+        let before = state.params();
+        for (((name, w), (_, g)), (_, w0)) in cpu_p
+            .named()
+            .into_iter()
+            .zip(gpu_p.named())
+            .zip(before.named())
+        {
+            eprintln!(
+                "{label}: {name} after one step, normwise rel diff {:e}",
+                max_rel_err(&g.data, &w.data)
+            );
+            if unused(&name) {
+                assert_eq!(
+                    (&w.data, &g.data),
+                    (&w0.data, &w0.data),
+                    "{label}: unused {name} moved"
+                );
+                continue;
+            }
+            // The step really moved the parameters (else comparing them would prove nothing).
+            assert_ne!(w.data, w0.data, "CPU step left {name} as is");
+        }
+        assert_stepped_params_close(
+            &format!("{label}: after one step"),
+            job.lr,
+            &gpu_p,
+            &cpu_p,
+            &cpu_grads,
+        );
     }
-    assert_stepped_params_close(
-        &format!("{label}: after one step"),
-        job.lr,
-        &gpu_p,
-        &cpu_p,
-        &cpu_grads,
-    );
 }
 
 #[test]
@@ -232,42 +238,44 @@ fn trajectory_tol(l: f32) -> f64 {
 #[test]
 fn gpu_matches_cpu_whole_default_trajectory() {
     let Some(ctx) = gpu_or_skip() else { return };
-    let job = Job::default();
-    let state = HostState::seeded(&job);
-    let mut cpu = CpuBackend::new(&job, &state);
-    let mut gpu = GpuBackend::new(ctx, &job, &state).unwrap();
-    let mut logged = Vec::new();
-    let c = train::train(&job, &mut cpu, |_, _| {}).unwrap();
-    let g = train::train(&job, &mut gpu, |e, l| logged.push((e, l))).unwrap();
-    assert_eq!(c.losses.len(), 500);
-    assert_eq!(g.losses.len(), 500);
-    assert!(c.diverged.is_none() && g.diverged.is_none());
-    let epochs: Vec<usize> = logged.iter().map(|&(e, _)| e).collect();
-    assert_eq!(epochs, (0..500).step_by(50).collect::<Vec<_>>());
-    for &(e, l) in &logged {
-        assert_eq!(l, g.losses[e], "logged loss of epoch {e}");
-    }
-    let mut worst = (0, 0.0f64);
-    for (e, (&gl, &cl)) in g.losses.iter().zip(&c.losses).enumerate() {
-        let diff = (gl as f64 - cl as f64).abs();
-        let ratio = diff / trajectory_tol(cl);
-        if ratio > worst.1 {
-            worst = (e, ratio);
+    for layout in Layout::ALL {
+        let job = Job::default();
+        let state = HostState::seeded(&job);
+        let mut cpu = CpuBackend::new(&job, &state);
+        let mut gpu = GpuBackend::with_layout(ctx.clone(), &job, &state, layout).unwrap();
+        let mut logged = Vec::new();
+        let c = train::train(&job, &mut cpu, |_, _| {}).unwrap();
+        let g = train::train(&job, &mut gpu, |e, l| logged.push((e, l))).unwrap();
+        assert_eq!(c.losses.len(), 500);
+        assert_eq!(g.losses.len(), 500);
+        assert!(c.diverged.is_none() && g.diverged.is_none());
+        let epochs: Vec<usize> = logged.iter().map(|&(e, _)| e).collect();
+        assert_eq!(epochs, (0..500).step_by(50).collect::<Vec<_>>());
+        for &(e, l) in &logged {
+            assert_eq!(l, g.losses[e], "logged loss of epoch {e}");
         }
-        assert!(
-            ratio <= 1.0,
-            "epoch {e}: GPU loss {gl:e} vs CPU {cl:e}, difference {diff:e} > allowed {:e}",
-            trajectory_tol(cl)
-        );
-    }
-    eprintln!(
+        let mut worst = (0, 0.0f64);
+        for (e, (&gl, &cl)) in g.losses.iter().zip(&c.losses).enumerate() {
+            let diff = (gl as f64 - cl as f64).abs();
+            let ratio = diff / trajectory_tol(cl);
+            if ratio > worst.1 {
+                worst = (e, ratio);
+            }
+            assert!(
+                ratio <= 1.0,
+                "epoch {e}: GPU loss {gl:e} vs CPU {cl:e}, difference {diff:e} > allowed {:e}",
+                trajectory_tol(cl)
+            );
+        }
+        eprintln!(
         "trajectory: worst difference {:.3} of the allowed, at epoch {} (loss {:e}); final cpu {:e} \
          gpu {:e}",
         worst.1, worst.0, c.losses[worst.0], c.losses[499], g.losses[499]
     );
-    assert!(c.losses[0] > 1e6, "the default job starts at a loss ~3e7");
-    assert!(c.losses[499] < 1e-2, "CPU final loss {:e}", c.losses[499]);
-    assert!(g.losses[499] < 1e-2, "GPU final loss {:e}", g.losses[499]);
+        assert!(c.losses[0] > 1e6, "the default job starts at a loss ~3e7");
+        assert!(c.losses[499] < 1e-2, "CPU final loss {:e}", c.losses[499]);
+        assert!(g.losses[499] < 1e-2, "GPU final loss {:e}", g.losses[499]);
+    }
 }
 
 /// A reduced job for the determinism tests: three layers, sizes that are not multiples of 4.
@@ -283,20 +291,22 @@ fn small_job() -> Job {
 #[test]
 fn gpu_training_is_bit_for_bit_deterministic() {
     let Some(ctx) = gpu_or_skip() else { return };
-    let job = small_job();
-    let state = HostState::seeded(&job);
-    let run = || {
-        let mut gpu = GpuBackend::new(ctx.clone(), &job, &state).unwrap();
-        let losses = gpu.run(job.epochs).unwrap();
-        (losses, gpu.read_params().unwrap())
-    };
-    let (l1, w1) = run();
-    let (l2, w2) = run();
-    assert!(l1[job.epochs - 1] < l1[0], "the job must train: {l1:?}");
-    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-    assert_eq!(bits(&l1), bits(&l2), "GPU losses differ between two runs");
-    for ((name, a), (_, b)) in w1.named().into_iter().zip(w2.named()) {
-        assert_eq!(bits(&a.data), bits(&b.data), "GPU {name} differs");
+    for layout in Layout::ALL {
+        let job = small_job();
+        let state = HostState::seeded(&job);
+        let run = || {
+            let mut gpu = GpuBackend::with_layout(ctx.clone(), &job, &state, layout).unwrap();
+            let losses = gpu.run(job.epochs).unwrap();
+            (losses, gpu.read_params().unwrap())
+        };
+        let (l1, w1) = run();
+        let (l2, w2) = run();
+        assert!(l1[job.epochs - 1] < l1[0], "the job must train: {l1:?}");
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&l1), bits(&l2), "GPU losses differ between two runs");
+        for ((name, a), (_, b)) in w1.named().into_iter().zip(w2.named()) {
+            assert_eq!(bits(&a.data), bits(&b.data), "GPU {name} differs");
+        }
     }
 }
 
@@ -325,28 +335,30 @@ fn cpu_training_is_bit_for_bit_deterministic() {
 #[test]
 fn gpu_losses_do_not_depend_on_chunking() {
     let Some(ctx) = gpu_or_skip() else { return };
-    let job = small_job();
-    let state = HostState::seeded(&job);
-    let mut whole = GpuBackend::new(ctx.clone(), &job, &state).unwrap();
-    let all = whole.run(job.epochs).unwrap();
-    let mut pieces = GpuBackend::new(ctx, &job, &state).unwrap();
-    let mut parts = Vec::new();
-    for n in [1, 7, 1, 13, 18] {
-        parts.extend(pieces.run(n).unwrap());
+    for layout in Layout::ALL {
+        let job = small_job();
+        let state = HostState::seeded(&job);
+        let mut whole = GpuBackend::with_layout(ctx.clone(), &job, &state, layout).unwrap();
+        let all = whole.run(job.epochs).unwrap();
+        let mut pieces = GpuBackend::with_layout(ctx.clone(), &job, &state, layout).unwrap();
+        let mut parts = Vec::new();
+        for n in [1, 7, 1, 13, 18] {
+            parts.extend(pieces.run(n).unwrap());
+        }
+        assert_eq!(parts.len(), job.epochs);
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&all), bits(&parts));
+        let (a, b) = (whole.read_params().unwrap(), pieces.read_params().unwrap());
+        assert_eq!(a.named().len(), 2 * job.depth(), "weights and biases");
+        for ((name, x), (_, y)) in a.named().into_iter().zip(b.named()) {
+            assert_eq!(bits(&x.data), bits(&y.data), "{name}");
+        }
+        // One submission per run() call here (each is within the chunk limit).
+        assert_eq!(pieces.submits(), 5);
+        // Per epoch: L-1 relu products, the sse product, loss_reduce, L-1 mask products, L sgd
+        // products, L bias updates.
+        assert_eq!(pieces.dispatches_per_epoch(), 4 * job.depth());
     }
-    assert_eq!(parts.len(), job.epochs);
-    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-    assert_eq!(bits(&all), bits(&parts));
-    let (a, b) = (whole.read_params().unwrap(), pieces.read_params().unwrap());
-    assert_eq!(a.named().len(), 2 * job.depth(), "weights and biases");
-    for ((name, x), (_, y)) in a.named().into_iter().zip(b.named()) {
-        assert_eq!(bits(&x.data), bits(&y.data), "{name}");
-    }
-    // One submission per run() call here (each is within the chunk limit).
-    assert_eq!(pieces.submits(), 5);
-    // Per epoch: L-1 relu products, the sse product, loss_reduce, L-1 mask products, L sgd
-    // products, L bias updates.
-    assert_eq!(pieces.dispatches_per_epoch(), 4 * job.depth());
 }
 
 /// Reduced-job trajectories of GPU and CPU agree epoch by epoch (a cheap version of the 500-epoch
@@ -354,17 +366,19 @@ fn gpu_losses_do_not_depend_on_chunking() {
 #[test]
 fn gpu_matches_cpu_small_three_layer_trajectory() {
     let Some(ctx) = gpu_or_skip() else { return };
-    let job = small_job();
-    let state = HostState::seeded(&job);
-    let c = CpuBackend::new(&job, &state).run(job.epochs).unwrap();
-    let g = GpuBackend::new(ctx, &job, &state)
-        .unwrap()
-        .run(job.epochs)
-        .unwrap();
-    eprintln!("small trajectory: {:e} -> {:e}", c[0], c[job.epochs - 1]);
-    assert!(c[job.epochs - 1] < 0.1 * c[0], "the job must train: {c:?}");
-    eprintln!("small trajectory: max rel diff {:e}", max_rel_err(&g, &c));
-    assert_within("small job losses", &g, &c, |i| trajectory_tol(c[i]));
+    for layout in Layout::ALL {
+        let job = small_job();
+        let state = HostState::seeded(&job);
+        let c = CpuBackend::new(&job, &state).run(job.epochs).unwrap();
+        let g = GpuBackend::with_layout(ctx.clone(), &job, &state, layout)
+            .unwrap()
+            .run(job.epochs)
+            .unwrap();
+        eprintln!("small trajectory: {:e} -> {:e}", c[0], c[job.epochs - 1]);
+        assert!(c[job.epochs - 1] < 0.1 * c[0], "the job must train: {c:?}");
+        eprintln!("small trajectory: max rel diff {:e}", max_rel_err(&g, &c));
+        assert_within("small job losses", &g, &c, |i| trajectory_tol(c[i]));
+    }
 }
 
 #[test]
@@ -453,34 +467,38 @@ fn check_gpu_against_cpu_and_chunking(
 ) -> Vec<f32> {
     assert_eq!(chunks.iter().sum::<usize>(), job.epochs, "{label}: chunks");
     let mut cpu = CpuBackend::new(job, state);
-    let mut gpu = GpuBackend::new(ctx.clone(), job, state).unwrap();
     let c = cpu.run(job.epochs).unwrap();
-    let g = gpu.run(job.epochs).unwrap();
-    assert_within(&format!("{label}: losses"), &g, &c, |i| {
-        trajectory_tol(c[i])
-    });
-    let (cp, gp) = (cpu.read_params().unwrap(), gpu.read_params().unwrap());
-    for ((name, x), (_, y)) in gp.named().into_iter().zip(cp.named()) {
-        assert_close_normwise(&format!("{label}: {name}"), &x.data, &y.data, 1e-4);
-    }
-    let mut pieces = GpuBackend::new(ctx.clone(), job, state).unwrap();
-    let mut parts = Vec::new();
-    for &n in chunks {
-        parts.extend(pieces.run(n).unwrap());
-    }
-    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-    assert_eq!(
-        bits(&parts),
-        bits(&g),
-        "{label}: chunking changed the losses"
-    );
-    let pp = pieces.read_params().unwrap();
-    for ((name, x), (_, y)) in pp.named().into_iter().zip(gp.named()) {
+    let cp = cpu.read_params().unwrap();
+    for layout in Layout::ALL {
+        let label = format!("{label} {layout:?}");
+        let mut gpu = GpuBackend::with_layout(ctx.clone(), job, state, layout).unwrap();
+        let g = gpu.run(job.epochs).unwrap();
+        assert_within(&format!("{label}: losses"), &g, &c, |i| {
+            trajectory_tol(c[i])
+        });
+        let gp = gpu.read_params().unwrap();
+        for ((name, x), (_, y)) in gp.named().into_iter().zip(cp.named()) {
+            assert_close_normwise(&format!("{label}: {name}"), &x.data, &y.data, 1e-4);
+        }
+        let mut pieces = GpuBackend::with_layout(ctx.clone(), job, state, layout).unwrap();
+        let mut parts = Vec::new();
+        for &n in chunks {
+            parts.extend(pieces.run(n).unwrap());
+        }
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         assert_eq!(
-            bits(&x.data),
-            bits(&y.data),
-            "{label}: chunking changed {name}"
+            bits(&parts),
+            bits(&g),
+            "{label}: chunking changed the losses"
         );
+        let pp = pieces.read_params().unwrap();
+        for ((name, x), (_, y)) in pp.named().into_iter().zip(gp.named()) {
+            assert_eq!(
+                bits(&x.data),
+                bits(&y.data),
+                "{label}: chunking changed {name}"
+            );
+        }
     }
     c
 }
@@ -682,10 +700,18 @@ fn resumed_runs_continue_bit_identically_on_cpu_and_gpu() {
     let mut makers: Vec<(&str, Make)> =
         vec![("CPU", Box::new(|| Box::new(CpuBackend::new(job, state))))];
     if let Some(ctx) = ctx {
-        makers.push((
-            "GPU",
-            Box::new(move || Box::new(GpuBackend::new(ctx.clone(), job, state).unwrap())),
-        ));
+        for (name, layout) in [
+            ("GPU texels", Layout::Texels),
+            ("GPU buffer", Layout::Buffer),
+        ] {
+            let ctx = ctx.clone();
+            makers.push((
+                name,
+                Box::new(move || {
+                    Box::new(GpuBackend::with_layout(ctx.clone(), job, state, layout).unwrap())
+                }),
+            ));
+        }
     }
     for (label, make) in makers {
         let mut whole = make();
@@ -773,8 +799,10 @@ fn gpu_job_past_a_reduced_storage_binding_limit_is_split_and_matches() {
         job.validate().unwrap();
         let label = format!("{:?} {:?}", job.layers, job.optimizer.kind);
         let state = HostState::seeded(&job);
-        let mut big = GpuBackend::new(full.clone(), &job, &state).unwrap();
-        let mut banded = GpuBackend::new(small.clone(), &job, &state).unwrap();
+        // The texels layout: the buffer layout does not split matrices past the binding limit yet.
+        let texels = Layout::Texels;
+        let mut big = GpuBackend::with_layout(full.clone(), &job, &state, texels).unwrap();
+        let mut banded = GpuBackend::with_layout(small.clone(), &job, &state, texels).unwrap();
         assert!(
             banded.dispatches_per_epoch() > big.dispatches_per_epoch(),
             "{label}: the products writing banded buffers run once per band"
@@ -802,25 +830,27 @@ fn gpu_job_past_a_reduced_storage_binding_limit_is_split_and_matches() {
 #[test]
 fn gpu_job_that_cannot_fit_the_limits_is_refused_with_sizes() {
     let Some(_) = gpu_or_skip() else { return };
-    let adapter = auto_adapter();
-    let small = GpuContext::with_limits(&adapter.adapter, |l| {
-        l.max_storage_buffer_binding_size = 1024;
-        l.max_buffer_size = 1024;
-    })
-    .unwrap();
-    let job = Job {
-        optimizer: Optimizer {
-            kind: OptimizerKind::Momentum,
-            ..Optimizer::default()
-        },
-        ..job(&[8, 100, 3], 4, 1e-3, 1)
-    };
-    let err = GpuBackend::new(small, &job, &HostState::seeded(&job))
-        .err()
-        .expect("must not fit")
-        .to_string();
-    assert!(
-        err.contains("max_storage_buffer_binding_size") && err.contains("1024 bytes"),
-        "{err}"
-    );
+    for layout in Layout::ALL {
+        let adapter = auto_adapter();
+        let small = GpuContext::with_limits(&adapter.adapter, |l| {
+            l.max_storage_buffer_binding_size = 1024;
+            l.max_buffer_size = 1024;
+        })
+        .unwrap();
+        let job = Job {
+            optimizer: Optimizer {
+                kind: OptimizerKind::Momentum,
+                ..Optimizer::default()
+            },
+            ..job(&[8, 100, 3], 4, 1e-3, 1)
+        };
+        let err = GpuBackend::with_layout(small.clone(), &job, &HostState::seeded(&job), layout)
+            .err()
+            .expect("must not fit")
+            .to_string();
+        assert!(
+            err.contains("max_storage_buffer_binding_size") && err.contains("1024 bytes"),
+            "{err}"
+        );
+    }
 }

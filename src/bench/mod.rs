@@ -20,8 +20,9 @@ use crate::backend::Backend;
 use crate::cpu::CpuBackend;
 use crate::error::{Error, Result};
 use crate::gpu::context::{self, DeviceChoice};
+use crate::gpu::layout::Layout;
 use crate::gpu::tune::{self, Parity};
-use crate::gpu::{GpuBackend, GpuContext};
+use crate::gpu::{Block, GpuBackend, GpuContext, LimitsChoice};
 use crate::init::HostState;
 use crate::job::Job;
 use results::{DeviceInfo, Host, HostOverhead, Results, Row, Status};
@@ -35,6 +36,10 @@ pub struct Plan {
     pub quick: bool,
     /// `--device` values; empty: every adapter and the CPU.
     pub devices: Vec<String>,
+    /// `--layout`: the memory layout on every adapter (None: each adapter's own choice).
+    pub layout: Option<Layout>,
+    /// `--limits`: the device limits requested.
+    pub limits: LimitsChoice,
 }
 
 /// One case of the suite.
@@ -186,7 +191,8 @@ impl Budget {
 /// A device of the run, opened.
 enum Device {
     Cpu,
-    Gpu(Arc<GpuContext>),
+    /// An adapter and the memory layout its cases run in.
+    Gpu(Arc<GpuContext>, Layout),
 }
 
 fn host() -> Host {
@@ -220,6 +226,7 @@ fn cpu_info() -> DeviceInfo {
         timestamps: "none".into(),
         tuned_shapes: 0,
         error: None,
+        layout: None,
     }
 }
 
@@ -236,23 +243,34 @@ fn gpu_info(info: &wgpu::AdapterInfo) -> DeviceInfo {
         timestamps: "none".into(),
         tuned_shapes: 0,
         error: None,
+        layout: None,
     }
 }
 
 /// The devices to run on, in order: `--device` values, or every adapter that can run compute
 /// shaders and then the CPU. An adapter that cannot be opened is listed with its error.
-fn open_devices(choices: &[String]) -> Result<Vec<(DeviceInfo, Option<Device>)>> {
+fn open_devices(
+    choices: &[String],
+    layout: Option<Layout>,
+    limits: LimitsChoice,
+) -> Result<Vec<(DeviceInfo, Option<Device>)>> {
     let mut out = Vec::new();
     let open = |entry: context::AdapterEntry| {
         let mut info = gpu_info(&entry.info);
-        match GpuContext::new(&entry.adapter) {
-            Ok(ctx) => {
+        let opened = GpuContext::open(&entry.adapter, limits).and_then(|ctx| {
+            let layout = layout.unwrap_or_else(|| ctx.auto_layout());
+            ctx.kernels.layout(layout)?;
+            Ok((ctx, layout))
+        });
+        match opened {
+            Ok((ctx, layout)) => {
+                info.layout = Some(layout);
                 info.timestamps = serde_json::to_value(ctx.timestamps())
                     .ok()
                     .and_then(|v| v.as_str().map(String::from))
                     .unwrap_or_default();
                 info.tuned_shapes = ctx.tuning.len();
-                (info, Some(Device::Gpu(ctx)))
+                (info, Some(Device::Gpu(ctx, layout)))
             }
             Err(e) => {
                 info.error = Some(e.to_string());
@@ -379,7 +397,9 @@ fn train_row(
     let state = HostState::seeded(job);
     let mut backend: Box<dyn Backend> = match dev {
         Device::Cpu => Box::new(CpuBackend::new(job, &state)),
-        Device::Gpu(ctx) => Box::new(GpuBackend::new(ctx.clone(), job, &state)?),
+        Device::Gpu(ctx, layout) => {
+            Box::new(GpuBackend::with_layout(ctx.clone(), job, &state, *layout)?)
+        }
     };
     let start = backend.state()?;
     // Warm-up, which also calibrates the epochs of a sample.
@@ -416,7 +436,7 @@ fn train_row(
         }
     }
     let n = n_samples as f64;
-    let gpu = matches!(dev, Device::Gpu(_));
+    let gpu = matches!(dev, Device::Gpu(..));
     let host_overhead = gpu.then(|| HostOverhead {
         submits_per_sample: (backend.submits() - submits0) as f64 / n,
         readbacks_per_sample: (backend.submits() - submits0) as f64 / n,
@@ -496,7 +516,7 @@ fn matmul_row(
     let (m, n, k) = *dims;
     let (samples, per_sample, warmup, parity, kernel) = match dev {
         Device::Cpu => {
-            let key = tune::store_key(trans.0, trans.1, crate::gpu::Block::B8x8);
+            let key = tune::store_key(Layout::Buffer, trans.0, trans.1, Block::B8x8);
             let (a, b) = tune::random_inputs(key, *dims, 1);
             let mut c = vec![0.0f32; m * n];
             let mut run = || {
@@ -521,11 +541,11 @@ fn matmul_row(
             })?;
             (samples, reps, warmup, None, "cpu gemm".to_string())
         }
-        Device::Gpu(ctx) if *naive => {
+        Device::Gpu(ctx, _) if *naive => {
             if *trans != (false, false) {
                 return Err(Error::Gpu("the naive kernel has no transposes".into()));
             }
-            let key = tune::store_key(false, false, crate::gpu::Block::B8x8);
+            let key = tune::store_key(Layout::Buffer, false, false, Block::B8x8);
             let (a, b) = tune::random_inputs(key, *dims, 1);
             let (want, scale) = tune::cpu_reference(key, &a, &b, *dims);
             let got = crate::gpu::run_naive(ctx, &a, &b, *dims)?;
@@ -534,18 +554,20 @@ fn matmul_row(
                 sample_product(budget, |reps| crate::gpu::time_naive(ctx, *dims, reps))?;
             (samples, reps, warmup, Some(parity), "naive".to_string())
         }
-        Device::Gpu(ctx) => {
-            let tuned = tune::Table::from_entries(tuned_now).get(trans.0, trans.1, *dims);
-            let block = match ctx.tuning.get(trans.0, trans.1, *dims).or(tuned) {
+        Device::Gpu(ctx, layout) => {
+            let layout = *layout;
+            let tuned = tune::Table::from_entries(tuned_now).get(layout, *trans, *dims);
+            let block = match ctx.tuning.get(layout, *trans, *dims).or(tuned) {
                 Some(b) => b,
                 None => {
-                    let e = tune::tune_shape(ctx, *trans, *dims, budget.target_s / 5.0)?;
+                    let target = budget.target_s / 5.0;
+                    let e = tune::tune_shape(ctx, layout, *trans, *dims, target)?;
                     let b = e.block;
                     tuned_now.push(e);
                     b
                 }
             };
-            let key = tune::store_key(trans.0, trans.1, block);
+            let key = tune::store_key(layout, trans.0, trans.1, block);
             let parity = tune::check_variant(ctx, key, *dims)?;
             let (samples, reps, warmup) = sample_product(budget, |reps| {
                 crate::gpu::time_matmul(ctx, key, *dims, reps)
@@ -555,7 +577,7 @@ fn matmul_row(
                 reps,
                 warmup,
                 Some(parity),
-                block.name().to_string(),
+                format!("{layout} {}", block.name()),
             )
         }
     };
@@ -641,7 +663,7 @@ const LOSE_DEVICE_ENV: &str = "GPU_TRAIN_BENCH_LOSE_DEVICE";
 /// Run the bench. Rows are printed as they complete (unless `quiet`).
 pub fn run(plan: &Plan, quiet: bool) -> Result<Results> {
     let budget = Budget::of(plan.quick);
-    let opened = open_devices(&plan.devices)?;
+    let opened = open_devices(&plan.devices, plan.layout, plan.limits)?;
     let mut results = Results {
         format: results::FORMAT.into(),
         schema_version: results::SCHEMA_VERSION,
@@ -704,7 +726,7 @@ fn run_devices(
                     format!("not run: the device failed earlier ({why})"),
                 )
             } else {
-                if let (Some(l), Device::Gpu(ctx)) = (&lose, dev) {
+                if let (Some(l), Device::Gpu(ctx, _)) = (&lose, dev) {
                     if case.name().contains(l.as_str()) {
                         ctx.device.destroy();
                     }
@@ -734,7 +756,7 @@ fn run_devices(
                         // A device that reported an error outside any case's error scope (lost,
                         // out of memory, an invalid pipeline) is not trusted with the rest of
                         // the suite: every later wait would report that error again.
-                        if let Device::Gpu(ctx) = dev {
+                        if let Device::Gpu(ctx, _) = dev {
                             // A poll delivers a pending device-lost notice.
                             let _ = ctx.device.poll(wgpu::PollType::Poll);
                             if let Err(dev_err) = ctx.check() {
@@ -752,7 +774,7 @@ fn run_devices(
             }
             results.rows.push(row);
         }
-        if let (Device::Gpu(ctx), false) = (dev, tuned_now.is_empty()) {
+        if let (Device::Gpu(ctx, _), false) = (dev, tuned_now.is_empty()) {
             match tune::save(&ctx.info, &tuned_now) {
                 Ok(p) if !quiet => println!(
                     "{}: tuned {} shapes, cached in {}",
@@ -811,15 +833,20 @@ pub fn products(job: &Job) -> Vec<Product> {
 
 /// `gpu-train tune`: measure every matmul variant on each product of `shapes` and cache the
 /// fastest that passes its check. Prints one line per variant and shape.
-pub fn tune_command(ctx: &GpuContext, shapes: &[Product], target_s: f64) -> Result<()> {
+pub fn tune_command(
+    ctx: &GpuContext,
+    layout: Layout,
+    shapes: &[Product],
+    target_s: f64,
+) -> Result<()> {
     println!(
-        "tuning matmul on {} ({}, driver {} {})",
+        "tuning matmul on {} ({}, driver {} {}), {layout} layout",
         ctx.info.name, ctx.info.backend, ctx.info.driver, ctx.info.driver_info
     );
     let mut entries = Vec::new();
     for &(trans, dims) in shapes {
         let (m, n, k) = dims;
-        let e = tune::tune_shape(ctx, trans, dims, target_s)?;
+        let e = tune::tune_shape(ctx, layout, trans, dims, target_s)?;
         let t = |b: bool| if b { "ᵀ" } else { "" };
         for v in &e.measured {
             let speed = v.seconds.map_or_else(

@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 pub const FORMAT: &str = "gpu-train bench results";
-pub const SCHEMA_VERSION: u32 = 1;
+/// 2: each GPU device carries the memory layout its cases ran in (`layout`); schema 1 is read
+/// with none.
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// One bench run: where, what, and every sample.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -64,6 +66,9 @@ pub struct DeviceInfo {
     /// Why the device could not be used at all, if it could not.
     #[serde(default)]
     pub error: Option<String>,
+    /// The memory layout of the GPU cases (none for the CPU, and in schema 1).
+    #[serde(default)]
+    pub layout: Option<crate::gpu::layout::Layout>,
 }
 
 impl DeviceInfo {
@@ -72,7 +77,10 @@ impl DeviceInfo {
         if self.kind == "cpu" {
             format!("cpu ({})", self.name)
         } else {
-            format!("{} ({})", self.name, self.backend)
+            match self.layout {
+                Some(l) => format!("{} ({}, {l})", self.name, self.backend),
+                None => format!("{} ({})", self.name, self.backend),
+            }
         }
     }
 }

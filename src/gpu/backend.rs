@@ -2,8 +2,9 @@
 //! submitted at once, the ping-pong bookkeeping of the weight textures, state and restore.
 
 use super::kernels::loss_reduce::{counters_of, initial_state, SHARED_COUNTERS_OFFSET};
+use super::layout::Layout;
 use super::layout::{from_padded, pad4, to_padded};
-use super::memory::{data_array, matrix, storage, vector, Banded, GpuMatrix, STORAGE};
+use super::memory::{data_array, matrix, storage, vector, Banded, GpuMatrix, Storage, STORAGE};
 use super::plan::{Dataset, Net, PlanKey};
 use super::record::{record, record_timed, scoped, Dispatch, Profiler, MAX_QUERIES};
 use super::{GpuContext, Opt, Timestamps};
@@ -38,13 +39,34 @@ pub struct GpuBackend {
 }
 
 impl GpuBackend {
-    /// Upload x, y and the weights once and build every dispatch of an epoch.
+    /// Upload x, y and the weights once and build every dispatch of an epoch, in the layout
+    /// `--layout auto` takes on this adapter ([`GpuContext::auto_layout`]).
     pub fn new(ctx: Arc<GpuContext>, job: &Job, state: &HostState) -> Result<Self> {
-        let c = ctx.clone();
-        scoped(&c, "setting up the job", || Self::build(ctx, job, state))
+        let layout = ctx.auto_layout();
+        Self::with_layout(ctx, job, state, layout)
     }
 
-    fn build(ctx: Arc<GpuContext>, job: &Job, host: &HostState) -> Result<Self> {
+    /// [`GpuBackend::new`] in the given memory layout (an error naming what the adapter lacks if
+    /// it cannot run it).
+    pub fn with_layout(
+        ctx: Arc<GpuContext>,
+        job: &Job,
+        state: &HostState,
+        layout: Layout,
+    ) -> Result<Self> {
+        ctx.kernels.layout(layout)?;
+        let c = ctx.clone();
+        scoped(&c, "setting up the job", || {
+            Self::build(ctx, job, state, layout)
+        })
+    }
+
+    /// The memory layout of the job's matrices.
+    pub fn layout(&self) -> Layout {
+        self.net.layout
+    }
+
+    fn build(ctx: Arc<GpuContext>, job: &Job, host: &HostState, layout: Layout) -> Result<Self> {
         let b = job.batch;
         let depth = job.depth();
         let d = &job.layers;
@@ -53,6 +75,7 @@ impl GpuBackend {
         let upload = !job.minibatched();
         let x = matrix(
             &ctx,
+            layout,
             &format!("x ({b}x{} f32)", d[0]),
             b,
             d[0],
@@ -60,28 +83,39 @@ impl GpuBackend {
         )?;
         let y = matrix(
             &ctx,
+            layout,
             &format!("y ({b}x{} f32)", d[depth]),
             b,
             d[depth],
             upload.then_some(&host.y.data[..]),
         )?;
-        // w1, w2, ... as uploaded (and the second texture of each pair), and dw1, dw2, ... (the
-        // gradients, for `gradients()`).
+        // w1, w2, ... as uploaded (and in the texels layout the second texture of each pair), and
+        // dw1, dw2, ... (the gradients, for `gradients()`).
         let per_weight = |name: &str, upload: bool| {
             host.weights
                 .iter()
                 .enumerate()
                 .map(|(l, w)| {
                     let label = format!("{name}{} ({}x{} f32)", l + 1, w.rows, w.cols);
-                    matrix(&ctx, &label, w.rows, w.cols, upload.then_some(&w.data[..]))
+                    matrix(
+                        &ctx,
+                        layout,
+                        &label,
+                        w.rows,
+                        w.cols,
+                        upload.then_some(&w.data[..]),
+                    )
                 })
                 .collect::<Result<Vec<_>>>()
         };
-        let weights: Vec<[GpuMatrix; 2]> = per_weight("w", true)?
-            .into_iter()
-            .zip(per_weight("w", false)?)
-            .map(|(w0, w1)| [w0, w1])
+        let mut weights: Vec<Vec<GpuMatrix>> = (per_weight("w", true)?.into_iter())
+            .map(|w| vec![w])
             .collect();
+        if layout.pairs() {
+            for (pair, w) in weights.iter_mut().zip(per_weight("w", false)?) {
+                pair.push(w);
+            }
+        }
         let dws = per_weight("dw", false)?;
         let per_bias = |name: &str, upload: bool| {
             host.biases
@@ -101,21 +135,17 @@ impl GpuBackend {
         };
         let biases = per_bias("b", true)?;
         let dbs = per_bias("db", false)?;
-        // The optimizer's state: per weight, then per bias, as many zeroed buffers as the step
-        // keeps (momentum: 1, Adam: 2), in the padded layout of what they follow.
+        // The optimizer's state: per weight, then per bias, one zeroed buffer (banded) with as
+        // many copies as the step keeps (momentum: 1, Adam: 2), in the padded layout of what
+        // they follow.
         let opt = Opt::of(&job.optimizer);
-        let opt_state = host
-            .weights
-            .iter()
-            .chain(&host.biases)
-            .enumerate()
+        let opt_state = (host.weights.iter().chain(&host.biases).enumerate())
             .map(|(i, m)| {
-                (0..opt.state_buffers())
-                    .map(|s| {
-                        let label = format!("optimizer state {} of tensor {}", s + 1, i + 1);
-                        Banded::new(&ctx, &label, m.rows, m.cols)
-                    })
-                    .collect::<Result<Vec<_>>>()
+                let copies = opt.state_buffers();
+                let label = format!("optimizer state of tensor {}", i + 1);
+                (copies > 0)
+                    .then(|| Banded::with_copies(&ctx, &label, m.rows, m.cols, copies))
+                    .transpose()
             })
             .collect::<Result<Vec<_>>>()?;
         // One activation and one gradient per product but the last, for the most uses of a
@@ -125,14 +155,14 @@ impl GpuBackend {
             (apps[..apps.len() - 1].iter().enumerate())
                 .map(|(j, &l)| {
                     let label = format!("{name}{} ({b}x{} f32)", j + 1, d[l + 1]);
-                    matrix(&ctx, &label, b, d[l + 1], None)
+                    matrix(&ctx, layout, &label, b, d[l + 1], None)
                 })
                 .collect::<Result<Vec<_>>>()
         };
         let acts = hidden("a")?;
         let mut grads = hidden("g")?;
         let label = format!("output gradient ({b}x{} f32)", d[depth]);
-        grads.push(matrix(&ctx, &label, b, d[depth], None)?);
+        grads.push(matrix(&ctx, layout, &label, b, d[depth], None)?);
         let sq = storage(&ctx, "squared errors", pad4(b) * pad4(d[depth]), None)?;
         let sq = Banded::whole(sq, b, d[depth]);
         let (sum_w, sum_b) = match job.shared_layer() {
@@ -174,6 +204,7 @@ impl GpuBackend {
             Some(Dataset {
                 x: data_array(
                     &ctx,
+                    layout,
                     &format!("dataset x ({rows}x{} f32)", d[0]),
                     rows,
                     d[0],
@@ -181,6 +212,7 @@ impl GpuBackend {
                 )?,
                 y: data_array(
                     &ctx,
+                    layout,
                     &format!("dataset y ({rows}x{} f32)", d[depth]),
                     rows,
                     d[depth],
@@ -213,6 +245,7 @@ impl GpuBackend {
         });
         let net = Net {
             job: job.clone(),
+            layout,
             x,
             y,
             weights,
@@ -299,7 +332,7 @@ impl GpuBackend {
                 self.plans.insert(key, plan);
             }
             keys.push(key);
-            if !grad_only {
+            if !grad_only && self.net.layout.pairs() {
                 p = 1 - p;
                 if uses > 0 {
                     ps = 1 - ps;
@@ -443,19 +476,24 @@ impl GpuBackend {
 /// at its first dispatch (lavapipe: about 1 s for each 16x16 variant) do it here and not in the
 /// timed training. It changes nothing training can see: every plan reads the weights from
 /// texture 0 and writes only scratch (activations, gradients, sums, texture 1 of each pair,
-/// history slots and the epoch index, which every chunk resets); the biases, updated in place,
-/// are saved before and restored after, and the optimizer's state and counters are reset to
-/// their start.
+/// history slots and the epoch index, which every chunk resets); what is updated in place (the
+/// biases, and the weights in the buffer layout) is saved before and restored after, and the
+/// optimizer's state and counters are reset to their start.
 pub(crate) fn warm_up(
     ctx: &GpuContext,
     net: &Net,
     plans: &HashMap<PlanKey, Vec<Dispatch>>,
 ) -> Result<()> {
     let mut enc = ctx.device.create_command_encoder(&Default::default());
-    let saved = (net.biases.iter())
+    let in_place_weights = (net.weights.iter()).filter_map(|pair| match &pair[0].storage {
+        Storage::Buffer(b) if !net.layout.pairs() => Some(b),
+        _ => None,
+    });
+    let in_place: Vec<&wgpu::Buffer> = net.biases.iter().chain(in_place_weights).collect();
+    let saved = (in_place.iter())
         .map(|b| {
             let copy = ctx.device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("bias during warm-up"),
+                label: Some("saved during warm-up"),
                 size: b.size(),
                 usage: wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
@@ -466,7 +504,7 @@ pub(crate) fn warm_up(
         .collect::<Vec<_>>();
     let all: Vec<&[Dispatch]> = plans.values().map(|p| &p[..]).collect();
     record(&mut enc, &all);
-    for (b, copy) in net.biases.iter().zip(&saved) {
+    for (b, copy) in in_place.iter().zip(&saved) {
         enc.copy_buffer_to_buffer(copy, 0, b, 0, b.size());
     }
     for buf in net.opt_state.iter().flatten().flat_map(|b| &b.bufs) {
@@ -502,13 +540,11 @@ impl Backend for GpuBackend {
         let params = self.read_params()?;
         let ctx = &self.ctx;
         let opt_state = (self.net.opt_state.iter().zip(self.shapes()))
-            .map(|(bufs, [r, c])| {
-                bufs.iter()
-                    .map(|buf| {
-                        let padded = buf.read(ctx)?;
-                        Ok(Matrix::from_vec(r, c, from_padded(r, c, &padded)))
-                    })
-                    .collect::<Result<Vec<_>>>()
+            .map(|(banded, [r, c])| {
+                let copies = banded.as_ref().map(|b| b.read_copies(ctx)).transpose()?;
+                Ok((copies.into_iter().flatten())
+                    .map(|padded| Matrix::from_vec(r, c, from_padded(r, c, &padded)))
+                    .collect())
             })
             .collect::<Result<Vec<_>>>()?;
         let words = ctx.read_f32(&self.net.state, (initial_state().len() * 4) as u64)?;
@@ -540,8 +576,11 @@ impl Backend for GpuBackend {
             .zip(&s.opt_state)
             .zip(self.shapes())
         {
-            for (buf, m) in bufs.iter().zip(saved) {
-                buf.write(ctx, &to_padded(r, c, &m.data, 0.0));
+            if let Some(b) = bufs {
+                let padded: Vec<Vec<f32>> = (saved.iter())
+                    .map(|m| to_padded(r, c, &m.data, 0.0))
+                    .collect();
+                b.write_copies(ctx, &padded);
             }
         }
         let word = |c: &crate::cpu::OptCounters| [0, c.t, c.beta1_t.to_bits(), c.beta2_t.to_bits()];
@@ -567,6 +606,8 @@ impl Backend for GpuBackend {
             device_type: format!("{:?}", i.device_type),
             backend: i.backend.to_string(),
             driver: format!("{} {}", i.driver, i.driver_info).trim().to_string(),
+            layout: Some(self.net.layout.name().into()),
+            limits: Some(self.ctx.limits_choice.name().into()),
         }
     }
 

@@ -1,7 +1,8 @@
 //! Adapters: listing them, choosing one (`--device`), and opening a device with its limits. Kept
 //! apart from the work so tests and benches can open one context and share it.
 
-use super::kernels::{Block, Kernels};
+use super::kernels::{Block, Checks, Kernels};
+use super::layout::Layout;
 use crate::error::{Error, Result};
 use std::sync::{Arc, Mutex};
 
@@ -206,6 +207,65 @@ pub fn choose(choice: &DeviceChoice, list: Vec<AdapterEntry>) -> Result<Option<A
     }
 }
 
+/// What the adapter lacks, with `limits`, to run the texels layout (rgba32float storage textures
+/// read and written, four of them in the matmul kernel), if anything.
+fn texels_missing(adapter: &wgpu::Adapter, limits: &wgpu::Limits) -> Option<String> {
+    let needed = wgpu::TextureFormatFeatureFlags::STORAGE_READ_ONLY
+        | wgpu::TextureFormatFeatureFlags::STORAGE_WRITE_ONLY;
+    let format = adapter.get_texture_format_features(super::kernels::MATRIX_FORMAT);
+    if !format.flags.contains(needed)
+        || !format
+            .allowed_usages
+            .contains(wgpu::TextureUsages::STORAGE_BINDING)
+    {
+        return Some("read-only and write-only rgba32float storage textures".into());
+    }
+    let n = limits.max_storage_textures_per_shader_stage;
+    (n < 4).then(|| format!("4 storage textures per shader stage (the limit is {n})"))
+}
+
+/// The storage buffers per shader stage the buffer layout's matmul kernel binds.
+pub const BUFFER_LAYOUT_STORAGE_BUFFERS: u32 = 8;
+
+/// What the adapter lacks, with `limits`, to run the buffer layout, if anything.
+fn buffer_missing(limits: &wgpu::Limits) -> Option<String> {
+    let n = limits.max_storage_buffers_per_shader_stage;
+    (n < BUFFER_LAYOUT_STORAGE_BUFFERS).then(|| {
+        format!(
+            "{BUFFER_LAYOUT_STORAGE_BUFFERS} storage buffers per shader stage (the limit is {n})"
+        )
+    })
+}
+
+/// Which device limits to request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LimitsChoice {
+    /// The adapter's own limits, so that large jobs fit wherever the hardware allows.
+    #[default]
+    Adapter,
+    /// WebGPU's defaults (`wgpu::Limits::default()`), what a browser grants without asking: the
+    /// proof that the kernels fit a browser.
+    Webgpu,
+}
+
+impl LimitsChoice {
+    pub fn name(self) -> &'static str {
+        match self {
+            LimitsChoice::Adapter => "adapter",
+            LimitsChoice::Webgpu => "webgpu",
+        }
+    }
+}
+
+/// How a GPU is used: the memory layout (None: the adapter's own choice,
+/// [`GpuContext::auto_layout`]) and the limits requested.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct GpuOptions {
+    pub layout: Option<Layout>,
+    pub limits: LimitsChoice,
+}
+
 /// An open device with everything built once: queue, limits, kernels.
 pub struct GpuContext {
     pub device: wgpu::Device,
@@ -215,6 +275,8 @@ pub struct GpuContext {
     pub kernels: Kernels,
     /// Matmul variants measured by `gpu-train tune` on this adapter and driver (from the cache).
     pub tuning: super::tune::Table,
+    /// What the limits were asked as.
+    pub limits_choice: LimitsChoice,
     /// The first error the device reported outside an error scope, if any.
     errors: Arc<Mutex<Option<String>>>,
 }
@@ -226,11 +288,41 @@ impl GpuContext {
         Self::with_limits(adapter, |_| {})
     }
 
+    /// Open a device on `adapter` with the limits `limits` asks for.
+    pub fn open(adapter: &wgpu::Adapter, limits: LimitsChoice) -> Result<Arc<Self>> {
+        match limits {
+            LimitsChoice::Adapter => Self::new(adapter),
+            LimitsChoice::Webgpu => {
+                let webgpu = wgpu::Limits::default();
+                let mut short = Vec::new();
+                webgpu.check_limits_with_fail_fn(&adapter.limits(), false, |name, want, have| {
+                    short.push(format!("{name} {have} (WebGPU's default {want})"))
+                });
+                if !short.is_empty() {
+                    return Err(Error::Device(format!(
+                        "{} offers less than WebGPU's default limits: {}; use --limits adapter",
+                        adapter.get_info().name,
+                        short.join(", ")
+                    )));
+                }
+                Self::build(adapter, |l| *l = webgpu, LimitsChoice::Webgpu)
+            }
+        }
+    }
+
     /// [`GpuContext::new`] with the adapter's limits changed by `adjust` first (tests request
     /// small limits to exercise the splitting of large buffers).
     pub fn with_limits(
         adapter: &wgpu::Adapter,
         adjust: impl FnOnce(&mut wgpu::Limits),
+    ) -> Result<Arc<Self>> {
+        Self::build(adapter, adjust, LimitsChoice::Adapter)
+    }
+
+    fn build(
+        adapter: &wgpu::Adapter,
+        adjust: impl FnOnce(&mut wgpu::Limits),
+        limits_choice: LimitsChoice,
     ) -> Result<Arc<Self>> {
         let info = adapter.get_info();
         let mut limits = adapter.limits();
@@ -239,18 +331,10 @@ impl GpuContext {
         // (WebGPU's) and inside passes (native).
         let features = adapter.features()
             & (wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES);
-        let needed = wgpu::TextureFormatFeatureFlags::STORAGE_READ_ONLY
-            | wgpu::TextureFormatFeatureFlags::STORAGE_WRITE_ONLY;
-        let format = adapter.get_texture_format_features(super::kernels::MATRIX_FORMAT);
-        if !format.flags.contains(needed)
-            || !format
-                .allowed_usages
-                .contains(wgpu::TextureUsages::STORAGE_BINDING)
-            || limits.max_storage_textures_per_shader_stage < 4
-        {
-            return Err(Error::Gpu(format!(
-                "{} cannot read and write rgba32float storage textures (4 per kernel), which \
-                 every matrix lives in on the GPU",
+        let missing = [texels_missing(adapter, &limits), buffer_missing(&limits)];
+        if let [Some(t), Some(b)] = &missing {
+            return Err(Error::Device(format!(
+                "{} can run neither memory layout: texels needs {t}; buffer needs {b}",
                 info.name
             )));
         }
@@ -293,7 +377,7 @@ impl GpuContext {
             limits.max_storage_buffer_binding_size,
             limits.max_buffer_size
         );
-        let kernels = Kernels::new(&device);
+        let kernels = Kernels::new(&device, Checks::for_adapter(info.device_type), missing);
         let tuning = super::tune::Table::load(&info);
         Ok(Arc::new(GpuContext {
             device,
@@ -302,6 +386,7 @@ impl GpuContext {
             limits,
             kernels,
             tuning,
+            limits_choice,
             errors,
         }))
     }
@@ -322,12 +407,25 @@ impl GpuContext {
     /// tune` measured fastest here, else the untuned choice.
     pub fn block_for(
         &self,
-        (trans_a, trans_b): (bool, bool),
+        layout: Layout,
+        transposes: (bool, bool),
         dims: (usize, usize, usize),
     ) -> Block {
         self.tuning
-            .get(trans_a, trans_b, dims)
+            .get(layout, transposes, dims)
             .unwrap_or_else(|| Block::for_shape(self.info.device_type, dims))
+    }
+
+    /// The layout `--layout auto` takes here: texels on adapters of type Cpu, buffer on every
+    /// other (see [`Layout::for_adapter`]); the buffer layout where this adapter cannot run the
+    /// texels one.
+    pub fn auto_layout(&self) -> Layout {
+        let rule = Layout::for_adapter(self.info.device_type);
+        if self.kernels.supports(rule) {
+            rule
+        } else {
+            Layout::Buffer
+        }
     }
 
     /// Open the adapter `--device auto` would pick, if any.

@@ -32,3 +32,52 @@ pub(crate) fn padding_is_zero(rows: usize, cols: usize, padded: &[f32]) -> bool 
         .enumerate()
         .all(|(i, &v)| (i / pc < rows && i % pc < cols) || v == 0.0)
 }
+
+/// Where the vec4 of a matrix live on the GPU; one kernel body per op serves both, through the
+/// access functions of a prelude per layout (`shaders/layout/<layout>/`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Layout {
+    /// rgba32float storage textures, a texel per vec4; each weight matrix a pair of textures,
+    /// an epoch reading one and its step writing the other. What CPU implementations (lavapipe,
+    /// SwiftShader) load fastest.
+    Texels = 0,
+    /// Row-major vec4 storage buffers, weights updated in place. For real GPUs, whose vec4
+    /// buffer loads outrun rgba32float texture loads, and every browser (Firefox and Safari
+    /// cannot read rgba32float storage textures).
+    Buffer = 1,
+}
+
+impl Layout {
+    pub const ALL: [Layout; 2] = [Layout::Texels, Layout::Buffer];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Layout::Texels => "texels",
+            Layout::Buffer => "buffer",
+        }
+    }
+
+    /// The untuned choice: texels on adapters of type Cpu, buffer on every other.
+    pub fn for_adapter(device_type: wgpu::DeviceType) -> Self {
+        if device_type == wgpu::DeviceType::Cpu {
+            Layout::Texels
+        } else {
+            Layout::Buffer
+        }
+    }
+
+    /// Whether each weight matrix is a pair (read one, write the other) rather than updated in
+    /// place.
+    pub fn pairs(self) -> bool {
+        self == Layout::Texels
+    }
+}
+
+impl std::fmt::Display for Layout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}

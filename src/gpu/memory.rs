@@ -1,9 +1,10 @@
-//! Device memory: matrices (rgba32float textures), vectors and storage buffers, per-element
-//! buffers split into bands past the adapter's binding limits, and the dataset's texture arrays.
+//! Device memory: matrices in either layout (rgba32float textures or vec4 storage buffers),
+//! vectors and storage buffers, per-element buffers split into bands past the adapter's binding
+//! limits, and the resident dataset.
 //! Every allocation is checked against the limits first, so a job too large names the buffer.
 
 use super::kernels::MATRIX_FORMAT;
-use super::layout::{from_padded, pad4, to_padded};
+use super::layout::{from_padded, pad4, to_padded, Layout};
 use super::GpuContext;
 use crate::error::{Error, Result};
 use crate::init::Matrix;
@@ -35,10 +36,37 @@ pub(crate) fn too_large(ctx: &GpuContext, label: &str, bytes: u64) -> Result<()>
     Ok(())
 }
 
-/// A matrix on the GPU: an rgba32float texture `pad4(cols) / 4` texels wide and `pad4(rows)` high.
+/// Where the vec4 of a matrix (or the dataset) live: a texture and its view (texels layout), or a
+/// storage buffer (buffer layout).
+pub enum Storage {
+    Texture {
+        texture: wgpu::Texture,
+        view: wgpu::TextureView,
+    },
+    Buffer(wgpu::Buffer),
+}
+
+impl Storage {
+    pub fn binding(&self) -> wgpu::BindingResource<'_> {
+        match self {
+            Storage::Texture { view, .. } => wgpu::BindingResource::TextureView(view),
+            Storage::Buffer(b) => b.as_entire_binding(),
+        }
+    }
+
+    pub fn layout(&self) -> Layout {
+        match self {
+            Storage::Texture { .. } => Layout::Texels,
+            Storage::Buffer(_) => Layout::Buffer,
+        }
+    }
+}
+
+/// A `[rows, cols]` matrix on the GPU in the padded layout `[pad4(rows), pad4(cols)]`: an
+/// rgba32float texture `pad4(cols) / 4` texels wide and `pad4(rows)` high, or a storage buffer of
+/// `pad4(rows)·pad4(cols)` f32, row-major.
 pub struct GpuMatrix {
-    pub texture: wgpu::Texture,
-    pub view: wgpu::TextureView,
+    pub storage: Storage,
     pub rows: usize,
     pub cols: usize,
 }
@@ -52,20 +80,36 @@ impl GpuMatrix {
         }
     }
 
+    pub fn binding(&self) -> wgpu::BindingResource<'_> {
+        self.storage.binding()
+    }
+
+    pub fn layout(&self) -> Layout {
+        self.storage.layout()
+    }
+
     /// The whole padded matrix, `[pad4(rows), pad4(cols)]` row-major.
     pub fn read_padded(&self, ctx: &GpuContext) -> Result<Vec<f32>> {
-        ctx.read_texture(&self.texture)
+        match &self.storage {
+            Storage::Texture { texture, .. } => ctx.read_texture(texture),
+            Storage::Buffer(b) => ctx.read_f32(b, b.size()),
+        }
+    }
+
+    /// Overwrite with the whole padded matrix.
+    pub fn write_padded(&self, ctx: &GpuContext, padded: &[f32]) {
+        debug_assert_eq!(padded.len(), pad4(self.rows) * pad4(self.cols));
+        match &self.storage {
+            Storage::Texture { texture, .. } => {
+                write_texels(ctx, texture, padded, Self::extent(self.rows, self.cols))
+            }
+            Storage::Buffer(b) => ctx.queue.write_buffer(b, 0, bytemuck::cast_slice(padded)),
+        }
     }
 
     /// Overwrite with the `[rows, cols]` row-major `data` (padding zero).
     pub fn write(&self, ctx: &GpuContext, data: &[f32]) {
-        let padded = to_padded(self.rows, self.cols, data, 0.0);
-        write_texels(
-            ctx,
-            &self.texture,
-            &padded,
-            Self::extent(self.rows, self.cols),
-        );
+        self.write_padded(ctx, &to_padded(self.rows, self.cols, data, 0.0));
     }
 
     /// The `[rows, cols]` matrix, padding stripped.
@@ -103,13 +147,14 @@ pub(crate) fn write_texels(
 /// unpadded) if given.
 pub(crate) fn matrix(
     ctx: &GpuContext,
+    layout: Layout,
     label: &str,
     rows: usize,
     cols: usize,
     data: Option<&[f32]>,
 ) -> Result<GpuMatrix> {
     let padded = data.map(|d| to_padded(rows, cols, d, 0.0));
-    padded_matrix(ctx, label, rows, cols, padded.as_deref())
+    padded_matrix(ctx, layout, label, rows, cols, padded.as_deref())
 }
 
 /// A vector of `n` f32 (a bias) in a storage buffer of `pad4(n)`, the padding set to `fill`,
@@ -129,14 +174,27 @@ pub(crate) fn vector(
 }
 
 /// A `[rows, cols]` matrix filled with `padded` (`[pad4(rows), pad4(cols)]`, padding included) if
-/// given, else zeros; checked against the adapter's texture limits first.
+/// given, else zeros, in `layout`; checked against the adapter's limits first.
 pub(crate) fn padded_matrix(
     ctx: &GpuContext,
+    layout: Layout,
     label: &str,
     rows: usize,
     cols: usize,
     padded: Option<&[f32]>,
 ) -> Result<GpuMatrix> {
+    ctx.kernels.layout(layout)?;
+    if let Some(p) = padded {
+        debug_assert_eq!(p.len(), pad4(rows) * pad4(cols));
+    }
+    if layout == Layout::Buffer {
+        let buf = storage(ctx, label, pad4(rows) * pad4(cols), padded)?;
+        return Ok(GpuMatrix {
+            storage: Storage::Buffer(buf),
+            rows,
+            cols,
+        });
+    }
     let size = GpuMatrix::extent(rows, cols);
     let max = ctx.limits.max_texture_dimension_2d;
     if size.width > max || size.height > max {
@@ -166,13 +224,11 @@ pub(crate) fn padded_matrix(
         view_formats: &[],
     });
     if let Some(p) = padded {
-        debug_assert_eq!(p.len(), pad4(rows) * pad4(cols));
         write_texels(ctx, &texture, p, size);
     }
     let view = texture.create_view(&Default::default());
     Ok(GpuMatrix {
-        texture,
-        view,
+        storage: Storage::Texture { texture, view },
         rows,
         cols,
     })
@@ -209,18 +265,33 @@ pub(crate) fn storage(
 /// `band_rows` rows, one buffer each, so that no buffer exceeds the adapter's
 /// `max_storage_buffer_binding_size` or `max_buffer_size`. A product writing such a buffer runs
 /// as one dispatch per band (`row0..row_end` in `shaders/matmul.wgsl`). Most jobs have one band.
+///
+/// A buffer may hold `copies` such matrices, each band's rows of the first, then of the second
+/// (the optimizer's m and v: one binding, see `shaders/optimizer.wgsl`).
 pub struct Banded {
     pub(crate) band_rows: usize,
     pub(crate) bufs: Vec<wgpu::Buffer>,
     pub(crate) cols: usize,
+    pub(crate) copies: usize,
 }
 
 impl Banded {
     /// Zeros.
     pub(crate) fn new(ctx: &GpuContext, label: &str, rows: usize, cols: usize) -> Result<Self> {
+        Self::with_copies(ctx, label, rows, cols, 1)
+    }
+
+    /// Zeros, `copies` matrices in each band's buffer.
+    pub(crate) fn with_copies(
+        ctx: &GpuContext,
+        label: &str,
+        rows: usize,
+        cols: usize,
+        copies: usize,
+    ) -> Result<Self> {
         let l = &ctx.limits;
         let limit = l.max_storage_buffer_binding_size.min(l.max_buffer_size);
-        let row_bytes = (pad4(cols) * 4) as u64;
+        let row_bytes = (pad4(cols) * 4 * copies) as u64;
         let fit = ((limit / row_bytes) as usize / 4) * 4;
         if fit == 0 {
             let which = if l.max_storage_buffer_binding_size <= l.max_buffer_size {
@@ -240,7 +311,7 @@ impl Banded {
         let bufs = (0..total.div_ceil(band_rows))
             .map(|j| {
                 let r0 = j * band_rows;
-                let n = (total - r0).min(band_rows) * pad4(cols);
+                let n = (total - r0).min(band_rows) * pad4(cols) * copies;
                 let name = format!("{label} (band {})", j + 1);
                 storage(ctx, &name, n, None)
             })
@@ -252,6 +323,7 @@ impl Banded {
             band_rows,
             bufs,
             cols,
+            copies,
         })
     }
 
@@ -261,6 +333,7 @@ impl Banded {
             band_rows: pad4(rows).max(4),
             bufs: vec![buf],
             cols,
+            copies: 1,
         }
     }
 
@@ -270,27 +343,41 @@ impl Banded {
             .enumerate()
             .map(|(j, b)| {
                 let r0 = j * self.band_rows;
-                (r0, r0 + b.size() as usize / 4 / pad4(self.cols))
+                (
+                    r0,
+                    r0 + b.size() as usize / 4 / pad4(self.cols) / self.copies,
+                )
             })
             .collect()
     }
 
-    /// The whole padded matrix.
+    /// The whole padded matrix (the first copy).
     pub(crate) fn read(&self, ctx: &GpuContext) -> Result<Vec<f32>> {
-        let mut out = Vec::new();
+        Ok(self.read_copies(ctx)?.swap_remove(0))
+    }
+
+    /// Every copy, each the whole padded matrix.
+    pub(crate) fn read_copies(&self, ctx: &GpuContext) -> Result<Vec<Vec<f32>>> {
+        let mut out = vec![Vec::new(); self.copies];
         for b in &self.bufs {
-            out.extend(ctx.read_f32(b, b.size())?);
+            let words = ctx.read_f32(b, b.size())?;
+            for (copy, part) in out.iter_mut().zip(words.chunks(words.len() / self.copies)) {
+                copy.extend_from_slice(part);
+            }
         }
         Ok(out)
     }
 
-    /// Overwrite with the whole padded matrix.
-    pub(crate) fn write(&self, ctx: &GpuContext, padded: &[f32]) {
+    /// Overwrite every copy, each with the whole padded matrix.
+    pub(crate) fn write_copies(&self, ctx: &GpuContext, padded: &[Vec<f32>]) {
+        debug_assert_eq!(padded.len(), self.copies);
         let mut at = 0;
         for b in &self.bufs {
-            let n = b.size() as usize / 4;
-            ctx.queue
-                .write_buffer(b, 0, bytemuck::cast_slice(&padded[at..at + n]));
+            let n = b.size() as usize / 4 / self.copies;
+            let band: Vec<f32> = (padded.iter())
+                .flat_map(|p| p[at..at + n].iter().copied())
+                .collect();
+            ctx.queue.write_buffer(b, 0, bytemuck::cast_slice(&band));
             at += n;
         }
     }
@@ -305,23 +392,32 @@ pub(crate) fn uniform<T: bytemuck::Pod>(ctx: &GpuContext, label: &str, v: &T) ->
         })
 }
 
-/// A `[rows, cols]` matrix as an rgba32float 2D-array texture: `layer_rows` rows per layer (the
-/// matrix layout of `shaders/matmul.wgsl` in each).
+/// The dataset's `[rows, cols]` x or y resident on the GPU: in the texels layout an rgba32float
+/// 2D-array texture of `layer_rows` rows per layer (the matrix layout in each), so that it may have
+/// more rows than a texture may be high; in the buffer layout one storage buffer.
 pub(crate) struct DataArray {
-    pub(crate) _texture: wgpu::Texture,
-    pub(crate) view: wgpu::TextureView,
+    pub(crate) storage: Storage,
     pub(crate) layer_rows: usize,
 }
 
-/// Upload a `[rows, cols]` row-major matrix as a [`DataArray`], in layers of at most
-/// `max_texture_dimension_2d` rows.
+/// Upload a `[rows, cols]` row-major matrix as a [`DataArray`] of `layout` (in layers of at most
+/// `max_texture_dimension_2d` rows for texels).
 pub(crate) fn data_array(
     ctx: &GpuContext,
+    layout: Layout,
     label: &str,
     rows: usize,
     cols: usize,
     data: &[f32],
 ) -> Result<DataArray> {
+    if layout == Layout::Buffer {
+        let padded = to_padded(rows, cols, data, 0.0);
+        let buf = storage(ctx, label, padded.len(), Some(&padded))?;
+        return Ok(DataArray {
+            storage: Storage::Buffer(buf),
+            layer_rows: rows,
+        });
+    }
     let l = &ctx.limits;
     let max = l.max_texture_dimension_2d as usize;
     let width = pad4(cols) / 4;
@@ -359,8 +455,7 @@ pub(crate) fn data_array(
         ..Default::default()
     });
     Ok(DataArray {
-        _texture: texture,
-        view,
+        storage: Storage::Texture { texture, view },
         layer_rows,
     })
 }

@@ -42,7 +42,9 @@ pub mod record;
 pub mod tune;
 
 pub use backend::GpuBackend;
-pub use context::{list_adapters, AdapterEntry, DeviceChoice, GpuContext, Timestamps};
+pub use context::{
+    list_adapters, AdapterEntry, DeviceChoice, GpuContext, GpuOptions, LimitsChoice, Timestamps,
+};
 pub use kernels::bias_update::{run_bias_sum, run_bias_update};
 pub use kernels::loss_reduce::run_loss_reduce;
 pub use kernels::matmul::{run_matmul, time_matmul, MatmulOutput};

@@ -5,6 +5,7 @@ use super::kernels::bias_update::{bias_update_dispatch, BiasStep};
 use super::kernels::loss_reduce::{loss_reduce_dispatch, SHARED_COUNTERS_OFFSET};
 use super::kernels::matmul::{matmul_dispatch, MatmulBind};
 use super::kernels::optimizer::OptBind;
+use super::layout::Layout;
 use super::memory::{Banded, DataArray, GpuMatrix};
 use super::record::Dispatch;
 use super::{Acc, GpuContext, MatmulKey, Mode, Opt};
@@ -13,7 +14,8 @@ use crate::job::{Activation, Job};
 
 /// Which recorded epoch: training or gradients only, how many times the shared layer of a
 /// dynamic-depth net runs, and which texture of each weight pair holds the current weights
-/// (`parity` for every weight but the shared one, which flips only in epochs that use it).
+/// (`parity` for every weight but the shared one, which flips only in epochs that use it; both
+/// always 0 in the buffer layout, whose weights are updated in place).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct PlanKey {
     pub(crate) update: bool,
@@ -36,18 +38,21 @@ pub(crate) struct Dataset {
 /// Every resource the recorded epochs bind, uploaded or allocated once.
 pub(crate) struct Net {
     pub(crate) job: Job,
+    pub(crate) layout: Layout,
     pub(crate) x: GpuMatrix,
     pub(crate) y: GpuMatrix,
-    /// `weights[l][p]`: the two textures of weight matrix l; an epoch reading `[p]` writes its
-    /// step to `[1 - p]`.
-    pub(crate) weights: Vec<[GpuMatrix; 2]>,
+    /// `weights[l][p]`: in the texels layout the two textures of weight matrix l, an epoch
+    /// reading `[p]` writing its step to `[1 - p]`; in the buffer layout the one buffer, `[0]`,
+    /// stepped in place.
+    pub(crate) weights: Vec<Vec<GpuMatrix>>,
     /// The weight gradients, for `gradients()`.
     pub(crate) dws: Vec<GpuMatrix>,
     /// `biases[l]`: `pad4(d_{l+1})` f32, updated in place; empty without biases.
     pub(crate) biases: Vec<wgpu::Buffer>,
     pub(crate) dbs: Vec<wgpu::Buffer>,
-    /// The optimizer's state: per weight, then per bias, as many buffers as the step keeps.
-    pub(crate) opt_state: Vec<Vec<Banded>>,
+    /// The optimizer's state: per weight, then per bias, one banded buffer holding as many copies
+    /// (m, then v) as the step keeps; None for plain SGD.
+    pub(crate) opt_state: Vec<Option<Banded>>,
     /// `acts[j]`: activation output of the j-th product of an epoch, for every product but the
     /// last (as many as the most uses of a shared layer need).
     pub(crate) acts: Vec<GpuMatrix>,
@@ -112,10 +117,11 @@ impl Net {
                     trans_a,
                     trans_b,
                     mode,
-                    block: ctx.block_for((trans_a, trans_b), dims),
+                    block: ctx.block_for(self.layout, (trans_a, trans_b), dims),
                     bias: bind.bias.is_some(),
                     opt: if mode == Mode::Update { opt } else { Opt::Sgd },
                     acc,
+                    layout: self.layout,
                 };
                 matmul_dispatch(ctx, key, dims, scalar, bind)
             };
@@ -130,7 +136,7 @@ impl Net {
         };
         // The optimizer's bindings for tensor `i` (weights, then biases) of layer `l`.
         let opt_of = |i: usize, l: usize| OptBind {
-            state: [self.opt_state[i].first(), self.opt_state[i].get(1)],
+            state: self.opt_state[i].as_ref(),
             counters: (
                 &self.state,
                 if shared == Some(l) {
@@ -218,10 +224,14 @@ impl Net {
             let sum_w = self.sum_w.as_ref().filter(|_| summing);
             plan.extend(if key.update && !acc.output {
                 let old = w(l);
-                let new = &self.weights[l][1 - parity(l)];
+                // Pairs: read one texture, write the other; else step in place.
+                let (new, aux) = match self.layout.pairs() {
+                    true => (&self.weights[l][1 - parity(l)], Some(old)),
+                    false => (old, None),
+                };
                 let bd = MatmulBind {
                     opt: Some(opt_of(l, l)),
-                    ..bind(input, grad(j), new, Some(old), sum_w)
+                    ..bind(input, grad(j), new, aux, sum_w)
                 };
                 mm((true, false, Mode::Update), acc, dims, job.lr, bd)?
             } else {

@@ -21,7 +21,7 @@ pub(crate) fn bind_group(
     label: &str,
     layout: &wgpu::BindGroupLayout,
     resources: Vec<wgpu::BindingResource<'_>>,
-    optimizer: Option<[wgpu::BindingResource<'_>; 3]>,
+    optimizer: Option<[wgpu::BindingResource<'_>; 2]>,
 ) -> wgpu::BindGroup {
     debug_assert!(optimizer.is_none() || resources.len() <= OPT_BINDING as usize);
     let numbered = (0..).zip(resources);

@@ -7,7 +7,8 @@
 //! with a warning: a stale choice can only be slow, never wrong (every variant computes the same
 //! product), but it must not be trusted silently.
 
-use super::kernels::{Acc, Block, MatmulKey, Mode, Opt, MATMUL_WGSL};
+use super::kernels::{Acc, Block, MatmulKey, Mode, Opt, ALL_WGSL};
+use super::layout::Layout;
 use super::GpuContext;
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -17,7 +18,8 @@ use std::path::PathBuf;
 
 /// What the cache file says it is.
 pub const CACHE_FORMAT: &str = "gpu-train matmul tuning";
-pub const CACHE_VERSION: u32 = 1;
+/// 2: entries carry their memory layout.
+pub const CACHE_VERSION: u32 = 2;
 
 /// The adapter and driver a tuning belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,6 +103,7 @@ pub struct Measured {
 /// The choice for one product shape (padded dimensions).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Entry {
+    pub layout: Layout,
     pub trans_a: bool,
     pub trans_b: bool,
     pub m: usize,
@@ -128,11 +131,22 @@ pub struct CacheFile {
     pub entries: Vec<Entry>,
 }
 
-type Shape = (bool, bool, usize, usize, usize);
+type Shape = (Layout, bool, bool, usize, usize, usize);
 
-fn shape_of(trans_a: bool, trans_b: bool, (m, n, k): (usize, usize, usize)) -> Shape {
+fn shape_of(
+    layout: Layout,
+    (trans_a, trans_b): (bool, bool),
+    (m, n, k): (usize, usize, usize),
+) -> Shape {
     use super::pad4;
-    (trans_a, trans_b, pad4(m), pad4(n), pad4(k))
+    (layout, trans_a, trans_b, pad4(m), pad4(n), pad4(k))
+}
+
+impl Entry {
+    fn shape(&self) -> Shape {
+        let dims = (self.m, self.n, self.k);
+        shape_of(self.layout, (self.trans_a, self.trans_b), dims)
+    }
 }
 
 /// The tuned variants of one adapter, by shape.
@@ -149,7 +163,8 @@ fn fnv(bytes: &[u8]) -> u64 {
 
 /// The hash of the kernels a tuning was measured on.
 pub fn kernels_hash() -> String {
-    format!("{:016x}", fnv(MATMUL_WGSL.as_bytes()))
+    let all: String = ALL_WGSL.iter().map(|(_, src)| *src).collect();
+    format!("{:016x}", fnv(all.as_bytes()))
 }
 
 /// The cache directory: `$GPU_TRAIN_CACHE_DIR`, else the user's cache directory + `gpu-train`.
@@ -241,16 +256,20 @@ impl Table {
 
     pub fn from_entries(entries: &[Entry]) -> Self {
         Table {
-            entries: entries
-                .iter()
-                .map(|e| ((e.trans_a, e.trans_b, e.m, e.n, e.k), e.block))
-                .collect(),
+            entries: entries.iter().map(|e| (e.shape(), e.block)).collect(),
         }
     }
 
-    /// The tuned variant of a product, if one was measured.
-    pub fn get(&self, trans_a: bool, trans_b: bool, dims: (usize, usize, usize)) -> Option<Block> {
-        self.entries.get(&shape_of(trans_a, trans_b, dims)).copied()
+    /// The tuned variant of a product in `layout`, if one was measured.
+    pub fn get(
+        &self,
+        layout: Layout,
+        transposes: (bool, bool),
+        dims: (usize, usize, usize),
+    ) -> Option<Block> {
+        self.entries
+            .get(&shape_of(layout, transposes, dims))
+            .copied()
     }
 
     pub fn len(&self) -> usize {
@@ -375,9 +394,10 @@ pub fn cpu_reference(
     (want, scale)
 }
 
-/// A plain product (`Mode::Store`) of a variant.
-pub fn store_key(trans_a: bool, trans_b: bool, block: Block) -> MatmulKey {
+/// A plain product (`Mode::Store`) of a variant in `layout`.
+pub fn store_key(layout: Layout, trans_a: bool, trans_b: bool, block: Block) -> MatmulKey {
     MatmulKey {
+        layout,
         trans_a,
         trans_b,
         mode: Mode::Store,
@@ -442,6 +462,7 @@ pub fn median(v: &[f64]) -> f64 {
 /// (or the untuned choice, where the fastest is not faster beyond the noise: [`search`]).
 pub fn tune_shape(
     ctx: &GpuContext,
+    layout: Layout,
     (trans_a, trans_b): (bool, bool),
     dims: (usize, usize, usize),
     target_s: f64,
@@ -449,12 +470,16 @@ pub fn tune_shape(
     let (block, measured) = search(
         &Block::ALL,
         Block::for_shape(ctx.info.device_type, dims),
-        |b| check_variant(ctx, store_key(trans_a, trans_b, b), dims),
-        |b| time_variant(ctx, store_key(trans_a, trans_b, b), dims, 3, target_s),
+        |b| check_variant(ctx, store_key(layout, trans_a, trans_b, b), dims),
+        |b| {
+            let key = store_key(layout, trans_a, trans_b, b);
+            time_variant(ctx, key, dims, 3, target_s)
+        },
     )?;
     let (m, n, k) = dims;
     use super::pad4;
     Ok(Entry {
+        layout,
         trans_a,
         trans_b,
         m: pad4(m),
@@ -477,9 +502,7 @@ pub fn save(info: &wgpu::AdapterInfo, entries: &[Entry]) -> Result<PathBuf> {
         _ => Vec::new(),
     };
     for e in entries {
-        all.retain(|o| {
-            (o.trans_a, o.trans_b, o.m, o.n, o.k) != (e.trans_a, e.trans_b, e.m, e.n, e.k)
-        });
+        all.retain(|o| o.shape() != e.shape());
         all.push(e.clone());
     }
     let file = CacheFile {
@@ -612,6 +635,7 @@ mod tests {
             kernels: kernels_hash(),
             adapter: id(),
             entries: vec![Entry {
+                layout: Layout::Texels,
                 trans_a: true,
                 trans_b: false,
                 m: 1000,
@@ -627,13 +651,20 @@ mod tests {
         let read = read_cache(&path, &id()).unwrap().unwrap();
         assert_eq!(read, good);
         let table = Table::from_entries(&read.entries);
-        assert_eq!(table.get(true, false, (1000, 100, 64)), Some(Block::B8x8));
+        let texels = Layout::Texels;
+        let got = table.get(texels, (true, false), (1000, 100, 64));
+        assert_eq!(got, Some(Block::B8x8));
         assert_eq!(
-            table.get(true, false, (999, 99, 63)),
+            table.get(texels, (true, false), (999, 99, 63)),
             Some(Block::B8x8),
             "padded shapes"
         );
-        assert_eq!(table.get(false, false, (1000, 100, 64)), None);
+        assert_eq!(table.get(texels, (false, false), (1000, 100, 64)), None);
+        assert_eq!(
+            table.get(Layout::Buffer, (true, false), (1000, 100, 64)),
+            None,
+            "a choice for another layout"
+        );
         write(&CacheFile {
             kernels: "0".into(),
             ..good.clone()

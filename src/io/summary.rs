@@ -14,6 +14,12 @@ pub struct DeviceSummary {
     pub device_type: String,
     pub backend: String,
     pub driver: String,
+    /// The memory layout of the matrices (`texels` or `buffer`; GPU only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layout: Option<String>,
+    /// The device limits requested (`adapter` or `webgpu`; GPU only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limits: Option<String>,
 }
 
 /// Timings of a run, in seconds.

@@ -4,6 +4,7 @@
 use super::optimizer::{hyper, optimizer_bindings, OptBind};
 use super::{Acc, Opt};
 use crate::error::Result;
+use crate::gpu::layout::Layout;
 use crate::gpu::layout::{pad4, to_padded};
 use crate::gpu::memory::{padded_matrix, uniform, vector, GpuMatrix};
 use crate::gpu::record::{bind_group, scoped, submit, Dispatch};
@@ -58,18 +59,18 @@ pub(crate) fn bias_update_dispatch(
     debug_assert!(step.acc == Acc::default() || step.sum.is_some());
     let resources = vec![
         params.as_entire_binding(),
-        wgpu::BindingResource::TextureView(&g.view),
+        g.binding(),
         b.as_entire_binding(),
         step.sum.unwrap_or(&kn.dummy_rw).as_entire_binding(),
     ];
-    let given = step.opt.map_or(0, |o| o.state.iter().flatten().count());
+    let given = step.opt.and_then(|o| o.state).map_or(0, |b| b.copies);
     debug_assert_eq!(step.kind.state_buffers(), given);
     let optimizer = Some(optimizer_bindings(ctx, step.opt, 0));
-    let layout = &kn.bias_update_layout;
+    let layout = kn.bias_update_layout(g.layout());
     let bind_group = bind_group(ctx, "bias_update", layout, resources, optimizer);
     Dispatch {
         label: format!("bias_update {rows}x{cols}"),
-        pipeline: kn.bias_update(&ctx.device, step.store, step.kind, step.acc),
+        pipeline: kn.bias_update(&ctx.device, g.layout(), step.store, step.kind, step.acc),
         bind_group,
         groups: [cols4.div_ceil(64) as u32, 1, 1],
     }
@@ -80,19 +81,32 @@ pub(crate) fn bias_update_dispatch(
 /// (`store`) the gradient alone into a NaN-poisoned buffer. Returns the new `[cols]` values.
 pub fn run_bias_update(
     ctx: &GpuContext,
+    layout: Layout,
     g: &[f32],
     (rows, cols): (usize, usize),
     b: &[f32],
     lr: f32,
     store: bool,
 ) -> Result<Vec<f32>> {
-    run_bias_sum(ctx, g, (rows, cols), b, (lr, store), Acc::default(), None).map(|(b, _)| b)
+    run_bias_sum(
+        ctx,
+        layout,
+        g,
+        (rows, cols),
+        b,
+        (lr, store),
+        Acc::default(),
+        None,
+    )
+    .map(|(b, _)| b)
 }
 
 /// [`run_bias_update`] summing a shared layer's gradient by `acc`, with the sum so far `sum`
 /// (`[cols]`; NaN-poisoned without it). Returns the bias and the sum after the kernel.
+#[allow(clippy::too_many_arguments)]
 pub fn run_bias_sum(
     ctx: &GpuContext,
+    layout: Layout,
     g: &[f32],
     (rows, cols): (usize, usize),
     b: &[f32],
@@ -103,6 +117,7 @@ pub fn run_bias_sum(
     scoped(ctx, "running bias_update", || {
         let gm = padded_matrix(
             ctx,
+            layout,
             "g",
             rows,
             cols,

@@ -44,21 +44,20 @@ impl Net {
             },
         );
         debug_assert_eq!(data.x.layer_rows, data.y.layer_rows);
-        let view = wgpu::BindingResource::TextureView;
         let resources = vec![
             params.as_entire_binding(),
-            view(&data.x.view),
-            view(&data.y.view),
-            view(&self.x.view),
-            view(&self.y.view),
+            data.x.storage.binding(),
+            data.y.storage.binding(),
+            self.x.binding(),
+            self.y.binding(),
             data.index.as_entire_binding(),
             self.state.as_entire_binding(),
         ];
-        let kn = &ctx.kernels;
+        let (layout, pipeline) = ctx.kernels.gather(self.x.layout());
         Dispatch {
-            label: format!("gather {rows} rows"),
-            pipeline: kn.gather.clone(),
-            bind_group: bind_group(ctx, "gather", &kn.gather_layout, resources, None),
+            label: format!("gather {} {rows} rows", self.x.layout()),
+            pipeline,
+            bind_group: bind_group(ctx, "gather", layout, resources, None),
             groups: [
                 x_cols4.max(y_cols4).div_ceil(64) as u32,
                 padded_rows as u32,

@@ -4,6 +4,7 @@
 use super::optimizer::{hyper, optimizer_bindings, OptBind};
 use super::Opt;
 use crate::error::Result;
+use crate::gpu::layout::Layout;
 use crate::gpu::layout::{from_padded, pad4, padding_is_zero, to_padded};
 use crate::gpu::memory::{matrix, padded_matrix, storage, uniform, vector, Banded, GpuMatrix};
 use crate::gpu::record::{bind_group, check_groups, scoped, submit, time_plan, Dispatch};
@@ -117,6 +118,8 @@ pub struct MatmulKey {
     pub opt: Opt,
     /// Summing a shared layer's gradient (`Mode::Store` and `Mode::Update` only).
     pub acc: Acc,
+    /// Where the matrices live (the prelude the kernel is compiled with).
+    pub layout: Layout,
 }
 
 impl MatmulKey {
@@ -174,23 +177,28 @@ pub(crate) fn matmul_dispatch(
 ) -> Result<Vec<Dispatch>> {
     debug_assert_eq!(key.bias, bind.bias.is_some());
     // An optimizer that keeps state must be given it: the unchecked shader indexes it.
-    let given = bind.opt.map_or(0, |o| o.state.iter().flatten().count());
+    let given = bind.opt.and_then(|o| o.state).map_or(0, |b| b.copies);
     debug_assert_eq!(key.opt.state_buffers(), given);
     // Summing a gradient needs the sum's buffer, in AUX_OUT.
     debug_assert!(
         key.acc == Acc::default()
             || (matches!(key.mode, Mode::Store | Mode::Update) && bind.aux_out.is_some())
     );
+    // Every matrix is in the key's layout; the update reads the old weights from AUX where
+    // weights are pairs, from C itself where they are updated in place.
+    debug_assert!([bind.a, bind.b, bind.c]
+        .iter()
+        .chain(bind.aux.as_ref())
+        .all(|m| m.layout() == key.layout));
+    debug_assert!(
+        key.mode != Mode::Update || key.acc.output || bind.aux.is_some() == key.layout.pairs()
+    );
     let rows = m;
     let shape = format!("{m}x{n}x{k}");
     let (m, n, k) = (pad4(m), pad4(n), pad4(k));
     // Every per-element buffer of the product is banded alike (same rows, columns and limits).
     let banded = (bind.aux_out.into_iter())
-        .chain(
-            bind.opt
-                .into_iter()
-                .flat_map(|o| o.state.into_iter().flatten()),
-        )
+        .chain(bind.opt.into_iter().flat_map(|o| o.state))
         .next();
     let bands = banded.map_or(vec![(0, m)], |b| b.bands());
     let (tile_rows, tile_cols) = key.block.tile();
@@ -220,23 +228,25 @@ pub(crate) fn matmul_dispatch(
                 },
             );
             let kn = &ctx.kernels;
-            let view = wgpu::BindingResource::TextureView;
             let resources = vec![
                 params.as_entire_binding(),
-                view(&bind.a.view),
-                view(&bind.b.view),
-                view(&bind.c.view),
-                view(bind.aux.map_or(&kn.dummy_read, |m| &m.view)),
+                bind.a.binding(),
+                bind.b.binding(),
+                bind.c.binding(),
+                bind.aux
+                    .map_or_else(|| kn.dummy_matrix(key.layout), |m| m.binding()),
                 bind.aux_out
                     .map_or(&kn.dummy_rw, |b| &b.bufs[band])
                     .as_entire_binding(),
                 bind.bias.unwrap_or(&kn.dummy_bias).as_entire_binding(),
             ];
             let optimizer = Some(optimizer_bindings(ctx, bind.opt, band));
-            let bind_group = bind_group(ctx, "matmul", &kn.matmul_layout, resources, optimizer);
+            let layout = kn.matmul_layout(key.layout);
+            let bind_group = bind_group(ctx, "matmul", layout, resources, optimizer);
             let t = |b: bool| if b { "ᵀ" } else { "" };
             let label = format!(
-                "matmul {} {:?}{} A{}·B{} {shape}{}",
+                "matmul {} {} {:?}{} A{}·B{} {shape}{}",
+                key.layout,
                 key.block.name(),
                 key.mode,
                 if key.bias { "+bias" } else { "" },
@@ -269,8 +279,9 @@ pub struct MatmulOutput {
 /// Run one matmul variant on its own, for kernel tests: `a`, `b` row-major as stored (see the
 /// shader), `scalar` the lr (`Mode::Update`) or the loss gradient's factor (error modes), `c_init`
 /// C's content before the kernel (poison it to catch unwritten elements; for
-/// `Mode::Update`, the weights before the step, which go to AUX as in training while C, the other
-/// texture of the pair, is poisoned with NaN), `aux` the AUX input where the mode needs it, `sum`
+/// `Mode::Update`, the weights before the step: with pairs (texels) they go to AUX as in training
+/// while C, the other texture of the pair, is poisoned with NaN; in the buffer layout C holds them
+/// and is stepped in place, its padding zero as in training), `aux` the AUX input where the mode needs it, `sum`
 /// the gradient summed so far for `key.acc.input` (`[m, n]`; AUX_OUT is NaN-poisoned without it).
 #[allow(clippy::too_many_arguments)]
 pub fn run_matmul(
@@ -286,16 +297,24 @@ pub fn run_matmul(
     sum: Option<&[f32]>,
 ) -> Result<MatmulOutput> {
     let ((a_rows, a_cols), (b_rows, b_cols)) = key.stored_shapes((m, n, k));
-    let (c_init, aux) = if key.mode == Mode::Update {
+    let update = key.mode == Mode::Update;
+    let (c_init, aux) = if update && key.layout.pairs() {
         (vec![f32::NAN; m * n], Some(c_init))
     } else {
         (c_init.to_vec(), aux)
     };
+    let c_padding = if update && !key.layout.pairs() {
+        0.0
+    } else {
+        f32::NAN
+    };
+    let layout = key.layout;
     scoped(ctx, "running matmul", || {
-        let ab = matrix(ctx, "a", a_rows, a_cols, Some(a))?;
-        let bb = matrix(ctx, "b", b_rows, b_cols, Some(b))?;
-        let cb = padded_matrix(ctx, "c", m, n, Some(&to_padded(m, n, &c_init, f32::NAN)))?;
-        let auxb = aux.map(|v| matrix(ctx, "aux", m, n, Some(v))).transpose()?;
+        let ab = matrix(ctx, layout, "a", a_rows, a_cols, Some(a))?;
+        let bb = matrix(ctx, layout, "b", b_rows, b_cols, Some(b))?;
+        let c_padded = to_padded(m, n, &c_init, c_padding);
+        let cb = padded_matrix(ctx, layout, "c", m, n, Some(&c_padded))?;
+        let auxb = (aux.map(|v| matrix(ctx, layout, "aux", m, n, Some(v)))).transpose()?;
         let nan = vec![f32::NAN; pad4(m) * pad4(n)];
         let out_init = sum.map_or(nan.clone(), |s| to_padded(m, n, s, 0.0));
         let outb = storage(ctx, "aux_out", nan.len(), Some(&out_init))?;
@@ -350,10 +369,11 @@ pub fn time_matmul(
 ) -> Result<f64> {
     scoped(ctx, "timing matmul", || {
         let ((a_rows, a_cols), (b_rows, b_cols)) = key.stored_shapes((m, n, k));
-        let ab = matrix(ctx, "a", a_rows, a_cols, None)?;
-        let bb = matrix(ctx, "b", b_rows, b_cols, None)?;
-        let cb = matrix(ctx, "c", m, n, None)?;
-        let auxb = matrix(ctx, "aux", m, n, None)?;
+        let layout = key.layout;
+        let ab = matrix(ctx, layout, "a", a_rows, a_cols, None)?;
+        let bb = matrix(ctx, layout, "b", b_rows, b_cols, None)?;
+        let cb = matrix(ctx, layout, "c", m, n, None)?;
+        let auxb = matrix(ctx, layout, "aux", m, n, None)?;
         let outb = storage(ctx, "aux_out", pad4(m) * pad4(n), None)?;
         let outb = Banded::whole(outb, m, n);
         let biasb = storage(ctx, "bias", pad4(n), None)?;
@@ -366,8 +386,10 @@ pub fn time_matmul(
                 a: &ab,
                 b: &bb,
                 c: &cb,
-                aux: (key.mode.is_loss() || matches!(key.mode, Mode::Mask | Mode::Update))
-                    .then_some(&auxb),
+                aux: (key.mode.is_loss()
+                    || key.mode == Mode::Mask
+                    || (key.mode == Mode::Update && layout.pairs()))
+                .then_some(&auxb),
                 aux_out: key.mode.is_loss().then_some(&outb),
                 bias: key.bias.then_some(&biasb),
                 opt: None,

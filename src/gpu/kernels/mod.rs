@@ -1,29 +1,14 @@
 //! The one place that loads every shader (embedded at compile time) and builds its pipelines.
-//! Pipelines are cached by (kernel, override constants) and built on first use.
+//! Pipelines are cached by (kernel, layout, override constants) and built on first use.
+//!
+//! A kernel that reads or writes matrices is one body (`shaders/<op>.wgsl`) behind a prelude per
+//! memory layout (`shaders/layout/<layout>/<op>.wgsl`) that declares the matrices and the few
+//! functions the body reads and writes them through; [`Family`] is one such composition compiled.
 
+use super::layout::Layout;
+use crate::error::{Error, Result};
 use std::collections::HashMap;
 use std::sync::Mutex;
-
-/// `shaders/optimizer.wgsl` is put in front of the two kernels that update parameters.
-pub const MATMUL_WGSL: &str = concat!(
-    include_str!("../../../shaders/optimizer.wgsl"),
-    include_str!("../../../shaders/matmul.wgsl")
-);
-pub const MATMUL_NAIVE_WGSL: &str = include_str!("../../../shaders/matmul_naive.wgsl");
-pub const LOSS_REDUCE_WGSL: &str = include_str!("../../../shaders/loss_reduce.wgsl");
-pub const GATHER_WGSL: &str = include_str!("../../../shaders/gather.wgsl");
-pub const BIAS_UPDATE_WGSL: &str = concat!(
-    include_str!("../../../shaders/optimizer.wgsl"),
-    include_str!("../../../shaders/bias_update.wgsl")
-);
-
-/// The first of the three bindings `shaders/optimizer.wgsl` declares (the optimizer's two state
-/// buffers and the step counters), the same in every kernel that includes it.
-pub const OPT_BINDING: u32 = 7;
-
-/// The format of every matrix on the GPU: one texel holds 4 consecutive elements of a row (see
-/// `shaders/matmul.wgsl`).
-pub const MATRIX_FORMAT: wgpu::TextureFormat = wgpu::TextureFormat::Rgba32Float;
 
 pub mod bias_update;
 pub mod gather;
@@ -35,34 +20,104 @@ pub mod optimizer;
 pub use matmul::{Acc, Block, MatmulKey, Mode};
 pub use optimizer::Opt;
 
-/// Shader modules, layouts and the pipeline cache of one device.
-pub struct Kernels {
-    matmul_module: wgpu::ShaderModule,
-    pub matmul_layout: wgpu::BindGroupLayout,
-    matmul_pipeline_layout: wgpu::PipelineLayout,
-    matmul_cache: Mutex<HashMap<MatmulKey, wgpu::ComputePipeline>>,
-    pub loss_reduce_layout: wgpu::BindGroupLayout,
-    /// `loss_reduce` by [ADVANCE][ADVANCE_SHARED] (the optimizer's step counters, and the shared
-    /// layer's).
-    loss_reduce: [[wgpu::ComputePipeline; 2]; 2],
-    pub bias_update_layout: wgpu::BindGroupLayout,
-    bias_pipeline_layout: wgpu::PipelineLayout,
-    bias_module: wgpu::ShaderModule,
-    /// `bias_update` by (STORE, OPT, ACC_IN and ACC_OUT), built on first use.
-    bias_cache: Mutex<HashMap<(bool, Opt, Acc), wgpu::ComputePipeline>>,
-    /// `matmul_naive` (shaders/matmul_naive.wgsl), the bench's reference kernel, built on first
-    /// use.
-    naive: Mutex<Option<(wgpu::BindGroupLayout, wgpu::ComputePipeline)>>,
-    pub gather_layout: wgpu::BindGroupLayout,
-    /// `gather`: a mini-batch's rows from the dataset resident on the GPU.
-    pub gather: wgpu::ComputePipeline,
-    /// Bound where a kernel variant does not use its `aux` (read) or `aux_out` (write) binding.
-    pub dummy_read: wgpu::TextureView,
-    pub dummy_rw: wgpu::Buffer,
-    /// Bound where a matmul variant does not add a bias.
-    pub dummy_bias: wgpu::Buffer,
-    /// Bound where an update keeps no optimizer state (first and second buffer).
-    pub dummy_opt: [wgpu::Buffer; 2],
+macro_rules! shader {
+    ($path:literal) => {
+        include_str!(concat!("../../../shaders/", $path))
+    };
+}
+
+/// `shaders/optimizer.wgsl` and the layout's prelude are put in front of the kernels that update
+/// parameters; the layout's prelude in front of every kernel that touches a matrix.
+pub const MATMUL_TEXELS_WGSL: &str = concat!(
+    shader!("optimizer.wgsl"),
+    shader!("layout/texels/matmul.wgsl"),
+    shader!("matmul.wgsl")
+);
+pub const MATMUL_BUFFER_WGSL: &str = concat!(
+    shader!("optimizer.wgsl"),
+    shader!("layout/buffer/matmul.wgsl"),
+    shader!("matmul.wgsl")
+);
+pub const BIAS_UPDATE_TEXELS_WGSL: &str = concat!(
+    shader!("optimizer.wgsl"),
+    shader!("layout/texels/bias_update.wgsl"),
+    shader!("bias_update.wgsl")
+);
+pub const BIAS_UPDATE_BUFFER_WGSL: &str = concat!(
+    shader!("optimizer.wgsl"),
+    shader!("layout/buffer/bias_update.wgsl"),
+    shader!("bias_update.wgsl")
+);
+pub const GATHER_TEXELS_WGSL: &str =
+    concat!(shader!("layout/texels/gather.wgsl"), shader!("gather.wgsl"));
+pub const GATHER_BUFFER_WGSL: &str =
+    concat!(shader!("layout/buffer/gather.wgsl"), shader!("gather.wgsl"));
+pub const MATMUL_NAIVE_WGSL: &str = shader!("matmul_naive.wgsl");
+pub const LOSS_REDUCE_WGSL: &str = shader!("loss_reduce.wgsl");
+
+/// Every composed shader source, by name, for the hash of the tuning cache and the reflection
+/// test.
+pub const ALL_WGSL: [(&str, &str); 8] = [
+    ("matmul texels", MATMUL_TEXELS_WGSL),
+    ("matmul buffer", MATMUL_BUFFER_WGSL),
+    ("bias_update texels", BIAS_UPDATE_TEXELS_WGSL),
+    ("bias_update buffer", BIAS_UPDATE_BUFFER_WGSL),
+    ("gather texels", GATHER_TEXELS_WGSL),
+    ("gather buffer", GATHER_BUFFER_WGSL),
+    ("matmul_naive", MATMUL_NAIVE_WGSL),
+    ("loss_reduce", LOSS_REDUCE_WGSL),
+];
+
+/// The first of the two bindings `shaders/optimizer.wgsl` declares (the optimizer's state and the
+/// step counters), the same in every kernel that includes it.
+pub const OPT_BINDING: u32 = 7;
+
+/// The format of every matrix in the texels layout: one texel holds 4 consecutive elements of a
+/// row (see `shaders/layout/texels/matmul.wgsl`).
+pub const MATRIX_FORMAT: wgpu::TextureFormat = wgpu::TextureFormat::Rgba32Float;
+
+/// The binding types of a matrix in a layout: read by the kernel, or written (and, in the buffer
+/// layout, read back: C of an in-place update).
+#[derive(Clone, Copy)]
+enum Access {
+    Read,
+    Write,
+}
+
+/// A layout entry for matrix binding `binding` of `layout` (a 2D texture, or a 2D-array one with
+/// `array`, in the texels layout; a storage buffer in the buffer layout).
+fn matrix_entry(
+    layout: Layout,
+    binding: u32,
+    access: Access,
+    array: bool,
+) -> wgpu::BindGroupLayoutEntry {
+    match layout {
+        Layout::Texels => wgpu::BindGroupLayoutEntry {
+            binding,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::StorageTexture {
+                access: match access {
+                    Access::Read => wgpu::StorageTextureAccess::ReadOnly,
+                    Access::Write => wgpu::StorageTextureAccess::WriteOnly,
+                },
+                format: MATRIX_FORMAT,
+                view_dimension: if array {
+                    wgpu::TextureViewDimension::D2Array
+                } else {
+                    wgpu::TextureViewDimension::D2
+                },
+            },
+            count: None,
+        },
+        Layout::Buffer => entry(
+            binding,
+            match access {
+                Access::Read => READ,
+                Access::Write => RW,
+            },
+        ),
+    }
 }
 
 fn entry(binding: u32, ty: wgpu::BufferBindingType) -> wgpu::BindGroupLayoutEntry {
@@ -73,19 +128,6 @@ fn entry(binding: u32, ty: wgpu::BufferBindingType) -> wgpu::BindGroupLayoutEntr
             ty,
             has_dynamic_offset: false,
             min_binding_size: None,
-        },
-        count: None,
-    }
-}
-
-fn texture_entry(binding: u32, access: wgpu::StorageTextureAccess) -> wgpu::BindGroupLayoutEntry {
-    wgpu::BindGroupLayoutEntry {
-        binding,
-        visibility: wgpu::ShaderStages::COMPUTE,
-        ty: wgpu::BindingType::StorageTexture {
-            access,
-            format: MATRIX_FORMAT,
-            view_dimension: wgpu::TextureViewDimension::D2,
         },
         count: None,
     }
@@ -112,190 +154,299 @@ fn pipeline(
     })
 }
 
-const TEX_READ: wgpu::StorageTextureAccess = wgpu::StorageTextureAccess::ReadOnly;
-const TEX_WRITE: wgpu::StorageTextureAccess = wgpu::StorageTextureAccess::WriteOnly;
 const UNIFORM: wgpu::BufferBindingType = wgpu::BufferBindingType::Uniform;
 const READ: wgpu::BufferBindingType = wgpu::BufferBindingType::Storage { read_only: true };
 const RW: wgpu::BufferBindingType = wgpu::BufferBindingType::Storage { read_only: false };
 
-impl Kernels {
-    pub fn new(device: &wgpu::Device) -> Self {
-        // SAFETY: every index the matmul kernel forms is in range by construction: rows and
-        // columns are clamped to the last 4-block (`min(r, m - 4)`), K is walked in steps of 4 up to
-        // its padded size, and stores are guarded by `row < m && c4 < n / 4`; the host sizes every
-        // texture and buffer as the padded shapes in the params (see `matmul_dispatch`). Without
-        // the injected bounds checks and loop counters the small products ran ~30% faster on
-        // lavapipe (benches/README.md).
-        let matmul_module = unsafe {
-            device.create_shader_module_trusted(
-                wgpu::ShaderModuleDescriptor {
-                    label: Some("matmul"),
-                    source: wgpu::ShaderSource::Wgsl(MATMUL_WGSL.into()),
-                },
-                wgpu::ShaderRuntimeChecks::unchecked(),
-            )
-        };
-        let matmul_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-            label: Some("matmul"),
-            entries: &[
-                entry(0, UNIFORM),
-                texture_entry(1, TEX_READ),
-                texture_entry(2, TEX_READ),
-                texture_entry(3, TEX_WRITE),
-                texture_entry(4, TEX_READ),
-                entry(5, RW),
-                entry(6, READ),
-                entry(OPT_BINDING, RW),
-                entry(OPT_BINDING + 1, RW),
-                entry(OPT_BINDING + 2, READ),
-            ],
-        });
-        let matmul_pipeline_layout =
-            device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-                label: Some("matmul"),
-                bind_group_layouts: &[Some(&matmul_layout)],
-                immediate_size: 0,
-            });
+/// Whether shaders get the bounds checks and loop guards that wgpu injects by default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checks {
+    /// The default: every storage index clamped, every loop bounded. On a real GPU an indexing
+    /// bug then reads a wrong (clamped) element, which the parity tests catch, instead of hanging
+    /// the device or corrupting other memory.
+    On,
+    /// Without them, on CPU implementations only (lavapipe, SwiftShader), where a fault is an
+    /// ordinary process crash and the checks cost: the small products ran ~30% faster without
+    /// them on lavapipe (benches/README.md). Chosen in [`Checks::for_adapter`].
+    Off,
+}
 
-        let reduce_module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some("loss_reduce"),
-            source: wgpu::ShaderSource::Wgsl(LOSS_REDUCE_WGSL.into()),
+impl Checks {
+    /// Off on adapters of type Cpu, on everywhere else.
+    pub fn for_adapter(device_type: wgpu::DeviceType) -> Self {
+        if device_type == wgpu::DeviceType::Cpu {
+            Checks::Off
+        } else {
+            Checks::On
+        }
+    }
+}
+
+fn module(device: &wgpu::Device, label: &str, source: &str, checks: Checks) -> wgpu::ShaderModule {
+    let desc = wgpu::ShaderModuleDescriptor {
+        label: Some(label),
+        source: wgpu::ShaderSource::Wgsl(source.into()),
+    };
+    match checks {
+        Checks::On => device.create_shader_module(desc),
+        // SAFETY: every index the kernels form is in range by construction: rows and columns are
+        // clamped to the last 4-block (`min(r, m - 4)` in matmul.wgsl), K is walked in steps of 4
+        // up to its padded size, stores are guarded by `row < row_end && c4 < n / 4`, loops are
+        // bounded by the sizes of the bound resources (`k_end`, `g_rows`, `arrayLength`), and the
+        // host sizes every texture and buffer as the padded shapes in the uniforms (see
+        // `matmul_dispatch`). Used on CPU adapters only (`Checks::for_adapter`).
+        Checks::Off => unsafe {
+            device.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked())
+        },
+    }
+}
+
+/// One kernel composed for one layout: its module, bind group layout and pipeline layout.
+pub struct Family {
+    module: wgpu::ShaderModule,
+    pub bind_layout: wgpu::BindGroupLayout,
+    pipeline_layout: wgpu::PipelineLayout,
+}
+
+impl Family {
+    fn new(
+        device: &wgpu::Device,
+        label: &str,
+        source: &str,
+        checks: Checks,
+        entries: &[wgpu::BindGroupLayoutEntry],
+    ) -> Self {
+        let module = module(device, label, source, checks);
+        let bind_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some(label),
+            entries,
         });
-        let loss_reduce_layout =
-            device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-                label: Some("loss_reduce"),
-                entries: &[
-                    entry(0, UNIFORM),
-                    entry(1, READ),
-                    entry(2, RW),
-                    entry(3, RW),
-                ],
-            });
-        let reduce_pipeline_layout =
-            device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-                label: Some("loss_reduce"),
-                bind_group_layouts: &[Some(&loss_reduce_layout)],
-                immediate_size: 0,
-            });
+        let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some(label),
+            bind_group_layouts: &[Some(&bind_layout)],
+            immediate_size: 0,
+        });
+        Family {
+            module,
+            bind_layout,
+            pipeline_layout,
+        }
+    }
+
+    fn pipeline(
+        &self,
+        device: &wgpu::Device,
+        entry: &str,
+        constants: &[(&str, f64)],
+    ) -> wgpu::ComputePipeline {
+        pipeline(
+            device,
+            &self.pipeline_layout,
+            &self.module,
+            entry,
+            constants,
+        )
+    }
+}
+
+/// The kernels that touch matrices, composed for one layout.
+pub struct LayoutKernels {
+    pub matmul: Family,
+    pub bias_update: Family,
+    pub gather: Family,
+    /// `gather`: a mini-batch's rows from the dataset resident on the GPU.
+    pub gather_pipeline: wgpu::ComputePipeline,
+    /// Bound where a matmul variant does not read its `aux` matrix.
+    pub dummy_matrix: DummyMatrix,
+}
+
+/// What stands in for an unused matrix binding.
+pub enum DummyMatrix {
+    Texture(wgpu::TextureView),
+    Buffer(wgpu::Buffer),
+}
+
+impl DummyMatrix {
+    pub fn binding(&self) -> wgpu::BindingResource<'_> {
+        match self {
+            DummyMatrix::Texture(v) => wgpu::BindingResource::TextureView(v),
+            DummyMatrix::Buffer(b) => b.as_entire_binding(),
+        }
+    }
+}
+
+impl LayoutKernels {
+    fn new(device: &wgpu::Device, layout: Layout, checks: Checks) -> Self {
+        use Access::{Read, Write};
+        let m = |binding, access| matrix_entry(layout, binding, access, false);
+        let optimizer = [entry(OPT_BINDING, RW), entry(OPT_BINDING + 1, READ)];
+        let (matmul_src, bias_src, gather_src) = match layout {
+            Layout::Texels => (
+                MATMUL_TEXELS_WGSL,
+                BIAS_UPDATE_TEXELS_WGSL,
+                GATHER_TEXELS_WGSL,
+            ),
+            Layout::Buffer => (
+                MATMUL_BUFFER_WGSL,
+                BIAS_UPDATE_BUFFER_WGSL,
+                GATHER_BUFFER_WGSL,
+            ),
+        };
+        let mut entries = vec![
+            entry(0, UNIFORM),
+            m(1, Read),
+            m(2, Read),
+            m(3, Write),
+            m(4, Read),
+            entry(5, RW),
+            entry(6, READ),
+        ];
+        entries.extend(optimizer);
+        let matmul = Family::new(device, "matmul", matmul_src, checks, &entries);
+        let mut entries = vec![entry(0, UNIFORM), m(1, Read), entry(2, RW), entry(3, RW)];
+        entries.extend(optimizer);
+        let bias_update = Family::new(device, "bias_update", bias_src, checks, &entries);
+        let entries = [
+            entry(0, UNIFORM),
+            matrix_entry(layout, 1, Read, true),
+            matrix_entry(layout, 2, Read, true),
+            m(3, Write),
+            m(4, Write),
+            entry(5, READ),
+            entry(6, READ),
+        ];
+        let gather = Family::new(device, "gather", gather_src, checks, &entries);
+        let gather_pipeline = gather.pipeline(device, "gather", &[]);
+        let dummy_matrix = match layout {
+            Layout::Texels => DummyMatrix::Texture(
+                device
+                    .create_texture(&wgpu::TextureDescriptor {
+                        label: Some("unused matrix"),
+                        size: wgpu::Extent3d {
+                            width: 1,
+                            height: 1,
+                            depth_or_array_layers: 1,
+                        },
+                        mip_level_count: 1,
+                        sample_count: 1,
+                        dimension: wgpu::TextureDimension::D2,
+                        format: MATRIX_FORMAT,
+                        usage: wgpu::TextureUsages::STORAGE_BINDING,
+                        view_formats: &[],
+                    })
+                    .create_view(&Default::default()),
+            ),
+            Layout::Buffer => DummyMatrix::Buffer(dummy_buffer(device, "unused matrix")),
+        };
+        LayoutKernels {
+            matmul,
+            bias_update,
+            gather,
+            gather_pipeline,
+            dummy_matrix,
+        }
+    }
+}
+
+fn dummy_buffer(device: &wgpu::Device, label: &str) -> wgpu::Buffer {
+    device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some(label),
+        size: 16,
+        usage: wgpu::BufferUsages::STORAGE,
+        mapped_at_creation: false,
+    })
+}
+
+/// Shader modules, layouts and the pipeline caches of one device.
+pub struct Kernels {
+    /// Per layout (`Layout as usize`); None where the adapter cannot run it (`missing` says why).
+    layouts: [Option<LayoutKernels>; 2],
+    missing: [Option<String>; 2],
+    matmul_cache: Mutex<HashMap<MatmulKey, wgpu::ComputePipeline>>,
+    pub loss_reduce_layout: wgpu::BindGroupLayout,
+    /// `loss_reduce` by [ADVANCE][ADVANCE_SHARED] (the optimizer's step counters, and the shared
+    /// layer's).
+    loss_reduce: [[wgpu::ComputePipeline; 2]; 2],
+    /// `bias_update` by (layout, STORE, OPT, ACC_IN and ACC_OUT), built on first use.
+    bias_cache: Mutex<HashMap<(Layout, bool, Opt, Acc), wgpu::ComputePipeline>>,
+    /// `matmul_naive` (shaders/matmul_naive.wgsl), the bench's reference kernel, built on first
+    /// use.
+    naive: Mutex<Option<(wgpu::BindGroupLayout, wgpu::ComputePipeline)>>,
+    pub checks: Checks,
+    /// Bound where a kernel variant does not use its `aux_out` (write) binding.
+    pub dummy_rw: wgpu::Buffer,
+    /// Bound where a matmul variant does not add a bias.
+    pub dummy_bias: wgpu::Buffer,
+    /// Bound where an update keeps no optimizer state.
+    pub dummy_opt: wgpu::Buffer,
+}
+
+impl Kernels {
+    /// The kernels of every layout the adapter can run: `missing[layout]` is None, or what the
+    /// adapter lacks for it.
+    pub fn new(device: &wgpu::Device, checks: Checks, missing: [Option<String>; 2]) -> Self {
+        let layouts = Layout::ALL.map(|l| {
+            missing[l as usize]
+                .is_none()
+                .then(|| LayoutKernels::new(device, l, checks))
+        });
+        let reduce = Family::new(
+            device,
+            "loss_reduce",
+            LOSS_REDUCE_WGSL,
+            checks,
+            &[
+                entry(0, UNIFORM),
+                entry(1, READ),
+                entry(2, RW),
+                entry(3, RW),
+            ],
+        );
         let loss_reduce = [false, true].map(|advance| {
             [false, true].map(|shared| {
                 let constants = [
                     ("ADVANCE", advance as u8 as f64),
                     ("ADVANCE_SHARED", shared as u8 as f64),
                 ];
-                let (layout, module) = (&reduce_pipeline_layout, &reduce_module);
-                pipeline(device, layout, module, "loss_reduce", &constants)
+                reduce.pipeline(device, "loss_reduce", &constants)
             })
         });
-
-        let bias_module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some("bias_update"),
-            source: wgpu::ShaderSource::Wgsl(BIAS_UPDATE_WGSL.into()),
-        });
-        let bias_update_layout =
-            device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-                label: Some("bias_update"),
-                entries: &[
-                    entry(0, UNIFORM),
-                    texture_entry(1, TEX_READ),
-                    entry(2, RW),
-                    entry(3, RW),
-                    entry(OPT_BINDING, RW),
-                    entry(OPT_BINDING + 1, RW),
-                    entry(OPT_BINDING + 2, READ),
-                ],
-            });
-        let bias_pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-            label: Some("bias_update"),
-            bind_group_layouts: &[Some(&bias_update_layout)],
-            immediate_size: 0,
-        });
-
-        let gather_module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some("gather"),
-            source: wgpu::ShaderSource::Wgsl(GATHER_WGSL.into()),
-        });
-        let array_entry = |binding| wgpu::BindGroupLayoutEntry {
-            binding,
-            visibility: wgpu::ShaderStages::COMPUTE,
-            ty: wgpu::BindingType::StorageTexture {
-                access: TEX_READ,
-                format: MATRIX_FORMAT,
-                view_dimension: wgpu::TextureViewDimension::D2Array,
-            },
-            count: None,
-        };
-        let gather_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-            label: Some("gather"),
-            entries: &[
-                entry(0, UNIFORM),
-                array_entry(1),
-                array_entry(2),
-                texture_entry(3, TEX_WRITE),
-                texture_entry(4, TEX_WRITE),
-                entry(5, READ),
-                entry(6, READ),
-            ],
-        });
-        let gather_pipeline_layout =
-            device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-                label: Some("gather"),
-                bind_group_layouts: &[Some(&gather_layout)],
-                immediate_size: 0,
-            });
-        let gather = pipeline(
-            device,
-            &gather_pipeline_layout,
-            &gather_module,
-            "gather",
-            &[],
-        );
-        let dummy_read = device
-            .create_texture(&wgpu::TextureDescriptor {
-                label: Some("unused aux"),
-                size: wgpu::Extent3d {
-                    width: 1,
-                    height: 1,
-                    depth_or_array_layers: 1,
-                },
-                mip_level_count: 1,
-                sample_count: 1,
-                dimension: wgpu::TextureDimension::D2,
-                format: MATRIX_FORMAT,
-                usage: wgpu::TextureUsages::STORAGE_BINDING,
-                view_formats: &[],
-            })
-            .create_view(&Default::default());
-        let dummy = |label| {
-            device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some(label),
-                size: 16,
-                usage: wgpu::BufferUsages::STORAGE,
-                mapped_at_creation: false,
-            })
-        };
-        let dummy_rw = dummy("unused aux_out");
-        let dummy_bias = dummy("unused bias");
-        let dummy_opt = ["unused optimizer state m", "unused optimizer state v"].map(dummy);
         Kernels {
-            naive: Mutex::default(),
-            gather_layout,
-            gather,
-            dummy_read,
-            dummy_rw,
-            dummy_bias,
-            dummy_opt,
-            matmul_module,
-            matmul_layout,
-            matmul_pipeline_layout,
+            layouts,
+            missing,
             matmul_cache: Mutex::default(),
-            loss_reduce_layout,
+            loss_reduce_layout: reduce.bind_layout,
             loss_reduce,
-            bias_update_layout,
-            bias_pipeline_layout,
-            bias_module,
             bias_cache: Mutex::default(),
+            naive: Mutex::default(),
+            checks,
+            dummy_rw: dummy_buffer(device, "unused aux_out"),
+            dummy_bias: dummy_buffer(device, "unused bias"),
+            dummy_opt: dummy_buffer(device, "unused optimizer state"),
         }
+    }
+
+    /// The kernels of `layout`, or what this adapter lacks to run it.
+    pub fn layout(&self, layout: Layout) -> Result<&LayoutKernels> {
+        self.layouts[layout as usize].as_ref().ok_or_else(|| {
+            let why = self.missing[layout as usize].clone().unwrap_or_default();
+            Error::Device(format!(
+                "this adapter cannot run the {} layout: {why}",
+                layout.name()
+            ))
+        })
+    }
+
+    /// Whether this adapter can run `layout`.
+    pub fn supports(&self, layout: Layout) -> bool {
+        self.layouts[layout as usize].is_some()
+    }
+
+    fn kernels_of(&self, layout: Layout) -> &LayoutKernels {
+        // Every matrix of a layout was allocated after `layout()` said yes: see `memory::matrix`.
+        self.layouts[layout as usize]
+            .as_ref()
+            .expect("a matrix of a layout the adapter runs")
     }
 
     /// `loss_reduce`, advancing the optimizer's step counters or not, and the shared layer's.
@@ -308,6 +459,7 @@ impl Kernels {
     pub fn bias_update(
         &self,
         device: &wgpu::Device,
+        layout: Layout,
         store: bool,
         opt: Opt,
         acc: Acc,
@@ -317,7 +469,7 @@ impl Kernels {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         cache
-            .entry((store, opt, acc))
+            .entry((layout, store, opt, acc))
             .or_insert_with(|| {
                 let constants = [
                     ("STORE", store as u8 as f64),
@@ -325,10 +477,31 @@ impl Kernels {
                     ("ACC_IN", acc.input as u8 as f64),
                     ("ACC_OUT", acc.output as u8 as f64),
                 ];
-                let (layout, module) = (&self.bias_pipeline_layout, &self.bias_module);
-                pipeline(device, layout, module, "bias_update", &constants)
+                let family = &self.kernels_of(layout).bias_update;
+                family.pipeline(device, "bias_update", &constants)
             })
             .clone()
+    }
+
+    /// The bind group layout of `bias_update` in `layout`.
+    pub fn bias_update_layout(&self, layout: Layout) -> &wgpu::BindGroupLayout {
+        &self.kernels_of(layout).bias_update.bind_layout
+    }
+
+    /// The bind group layout of the matmul kernel in `layout`.
+    pub fn matmul_layout(&self, layout: Layout) -> &wgpu::BindGroupLayout {
+        &self.kernels_of(layout).matmul.bind_layout
+    }
+
+    /// What to bind for a matrix a kernel of `layout` does not read.
+    pub fn dummy_matrix(&self, layout: Layout) -> wgpu::BindingResource<'_> {
+        self.kernels_of(layout).dummy_matrix.binding()
+    }
+
+    /// `gather` in `layout` and its bind group layout.
+    pub fn gather(&self, layout: Layout) -> (&wgpu::BindGroupLayout, wgpu::ComputePipeline) {
+        let k = self.kernels_of(layout);
+        (&k.gather.bind_layout, k.gather_pipeline.clone())
     }
 
     /// The layout and pipeline of `matmul_naive`, compiled on first use.
@@ -338,26 +511,20 @@ impl Kernels {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         slot.get_or_insert_with(|| {
-            let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some("matmul_naive"),
-                source: wgpu::ShaderSource::Wgsl(MATMUL_NAIVE_WGSL.into()),
-            });
-            let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-                label: Some("matmul_naive"),
-                entries: &[
+            let family = Family::new(
+                device,
+                "matmul_naive",
+                MATMUL_NAIVE_WGSL,
+                self.checks,
+                &[
                     entry(0, UNIFORM),
                     entry(1, READ),
                     entry(2, READ),
                     entry(3, RW),
                 ],
-            });
-            let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-                label: Some("matmul_naive"),
-                bind_group_layouts: &[Some(&layout)],
-                immediate_size: 0,
-            });
-            let p = pipeline(device, &pipeline_layout, &module, "matmul_naive", &[]);
-            (layout, p)
+            );
+            let p = family.pipeline(device, "matmul_naive", &[]);
+            (family.bind_layout, p)
         })
         .clone()
     }
@@ -380,8 +547,8 @@ impl Kernels {
                     ("ACC_IN", key.acc.input as u8 as f64),
                     ("ACC_OUT", key.acc.output as u8 as f64),
                 ];
-                let (layout, module) = (&self.matmul_pipeline_layout, &self.matmul_module);
-                pipeline(device, layout, module, key.block.entry_point(), &constants)
+                let family = &self.kernels_of(key.layout).matmul;
+                family.pipeline(device, key.block.entry_point(), &constants)
             })
             .clone()
     }

@@ -38,8 +38,8 @@ impl Opt {
 /// What an optimizer step binds besides the parameters and their gradient.
 #[derive(Clone, Copy)]
 pub(crate) struct OptBind<'a> {
-    /// The optimizer's state of the parameters, as many buffers as the step keeps.
-    pub(crate) state: [Option<&'a Banded>; 2],
+    /// The optimizer's state of the parameters (None: plain SGD keeps none): m, and v after it.
+    pub(crate) state: Option<&'a Banded>,
     /// The step counters (`loss_reduce`'s state) and their byte offset in it: 0, or
     /// `SHARED_COUNTERS_OFFSET` for a dynamic-depth net's shared layer.
     pub(crate) counters: (&'a wgpu::Buffer, u64),
@@ -47,20 +47,19 @@ pub(crate) struct OptBind<'a> {
     pub(crate) hyper: [f32; 3],
 }
 
-/// The optimizer's two state buffers (of band `band`) and the step counters, at `OPT_BINDING` on
-/// in the kernels that update parameters (dummies where the step keeps no state: plain SGD reads
-/// none).
+/// The optimizer's state (band `band` of it) and the step counters, at `OPT_BINDING` on in the
+/// kernels that update parameters (dummies where the step keeps no state: plain SGD reads none).
 pub(crate) fn optimizer_bindings<'a>(
     ctx: &'a GpuContext,
     opt: Option<OptBind<'a>>,
     band: usize,
-) -> [wgpu::BindingResource<'a>; 3] {
+) -> [wgpu::BindingResource<'a>; 2] {
     let kn = &ctx.kernels;
-    let state = opt.map_or([None, None], |o| o.state);
-    let buf = |s: usize| state[s].map_or(&kn.dummy_opt[s], |b| &b.bufs[band]);
+    let state = opt.and_then(|o| o.state);
     [
-        buf(0).as_entire_binding(),
-        buf(1).as_entire_binding(),
+        state
+            .map_or(&kn.dummy_opt, |b| &b.bufs[band])
+            .as_entire_binding(),
         match opt {
             Some(OptBind {
                 counters: (buffer, offset),

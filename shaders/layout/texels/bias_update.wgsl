@@ -1,0 +1,12 @@
+// bias_update.wgsl's output gradient g in the `texels` layout (see layout/texels/matmul.wgsl).
+
+@group(0) @binding(1) var g: texture_storage_2d<rgba32float, read>;
+
+fn load_g(c4: u32, row: u32) -> vec4<f32> {
+    return textureLoad(g, vec2<u32>(c4, row));
+}
+
+// The rows g has (at least the batch's).
+fn g_rows() -> u32 {
+    return textureDimensions(g).y;
+}

@@ -1,0 +1,102 @@
+//! The kernels fit a browser: every preset trains under WebGPU's default limits
+//! (`--limits webgpu`: 8 storage buffers and 4 storage textures per stage, 128 MiB per binding,
+//! 8192 texture side), in both memory layouts, and matches the CPU; and the layouts refuse, naming
+//! what is missing, where the limits do not allow them.
+
+mod common;
+
+use common::{assert_within, gpu_or_skip};
+use gpu_train::backend::Backend;
+use gpu_train::cpu::CpuBackend;
+use gpu_train::gpu::layout::Layout;
+use gpu_train::gpu::{GpuBackend, GpuContext, LimitsChoice};
+use gpu_train::init::HostState;
+use gpu_train::job::{self, Job};
+
+/// The adapter `gpu_or_skip` opened, to open again with other limits.
+fn auto_adapter() -> gpu_train::gpu::AdapterEntry {
+    let list = gpu_train::gpu::list_adapters();
+    gpu_train::gpu::context::choose(&gpu_train::gpu::DeviceChoice::Auto, list)
+        .unwrap()
+        .expect("the adapter gpu_or_skip opened")
+}
+
+/// `|ΔL|` allowed between the two paths' f32 trajectories (as tests/parity.rs).
+fn trajectory_tol(l: f32) -> f64 {
+    let l = l as f64;
+    3e-3 * l.sqrt() + 1e-5 * l
+}
+
+#[test]
+fn every_preset_trains_under_webgpu_default_limits_in_both_layouts() {
+    let Some(_) = gpu_or_skip() else { return };
+    let ctx = GpuContext::open(&auto_adapter().adapter, LimitsChoice::Webgpu).unwrap();
+    let webgpu = wgpu::Limits::default();
+    assert_eq!(ctx.limits.max_storage_buffers_per_shader_stage, 8);
+    assert_eq!(ctx.limits.max_storage_textures_per_shader_stage, 4);
+    assert_eq!(
+        ctx.limits.max_storage_buffer_binding_size,
+        webgpu.max_storage_buffer_binding_size
+    );
+    assert_eq!(ctx.limits.max_texture_dimension_2d, 8192);
+    for preset in job::PRESETS {
+        let job = Job {
+            epochs: 20,
+            log_every: 0,
+            ..job::preset(preset.name).unwrap()
+        };
+        let state = HostState::seeded(&job);
+        let c = CpuBackend::new(&job, &state).run(job.epochs).unwrap();
+        for layout in Layout::ALL {
+            let label = format!("{} {layout:?} under WebGPU's limits", preset.name);
+            let mut gpu = GpuBackend::with_layout(ctx.clone(), &job, &state, layout)
+                .unwrap_or_else(|e| panic!("{label}: {e}"));
+            assert_eq!(gpu.layout(), layout);
+            let g = gpu.run(job.epochs).unwrap();
+            assert_within(&label, &g, &c, |i| trajectory_tol(c[i]));
+            ctx.check().unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_layout_the_limits_do_not_allow_is_refused_naming_what_is_missing() {
+    let Some(_) = gpu_or_skip() else { return };
+    let adapter = auto_adapter();
+    let job = Job {
+        epochs: 1,
+        ..Job::default()
+    };
+    let state = HostState::seeded(&job);
+    let few_buffers = GpuContext::with_limits(&adapter.adapter, |l| {
+        l.max_storage_buffers_per_shader_stage = 7
+    })
+    .unwrap();
+    let err = GpuBackend::with_layout(few_buffers.clone(), &job, &state, Layout::Buffer)
+        .err()
+        .expect("7 storage buffers cannot run the buffer layout")
+        .to_string();
+    assert!(
+        err.contains("buffer layout") && err.contains("8 storage buffers per shader stage"),
+        "{err}"
+    );
+    assert_eq!(few_buffers.auto_layout(), Layout::Texels);
+    GpuBackend::with_layout(few_buffers, &job, &state, Layout::Texels).unwrap();
+    let few_textures = GpuContext::with_limits(&adapter.adapter, |l| {
+        l.max_storage_textures_per_shader_stage = 3
+    })
+    .unwrap();
+    let err = GpuBackend::with_layout(few_textures.clone(), &job, &state, Layout::Texels)
+        .err()
+        .expect("3 storage textures cannot run the texels layout")
+        .to_string();
+    assert!(
+        err.contains("texels layout") && err.contains("4 storage textures per shader stage"),
+        "{err}"
+    );
+    assert_eq!(
+        few_textures.auto_layout(),
+        Layout::Buffer,
+        "auto falls back to the layout the adapter can run"
+    );
+}
