@@ -10,6 +10,32 @@ use crate::gpu::memory::{padded_matrix, uniform, vector, GpuMatrix};
 use crate::gpu::record::{bind_group, scoped, submit, Dispatch};
 use crate::gpu::GpuContext;
 
+/// The bindings of `shaders/bias_update.wgsl` (with its layout prelude and `optimizer.wgsl`) by
+/// number (see `matmul::BINDINGS`).
+pub const BINDINGS: &[&str] = &[
+    "params",
+    "g",
+    "b",
+    "acc",
+    "",
+    "",
+    "",
+    "opt_state",
+    "counters",
+];
+
+/// WGSL member names of [`BiasParams`] and their byte offsets here (checked by reflection).
+pub const UNIFORM_FIELDS: &[(&str, usize)] = &[
+    ("rows", std::mem::offset_of!(BiasParams, rows)),
+    ("cols4", std::mem::offset_of!(BiasParams, cols4)),
+    ("lr", std::mem::offset_of!(BiasParams, lr)),
+    ("h0", std::mem::offset_of!(BiasParams, hyper)),
+    ("h1", std::mem::offset_of!(BiasParams, hyper) + 4),
+    ("h2", std::mem::offset_of!(BiasParams, hyper) + 8),
+    ("_pad0", std::mem::offset_of!(BiasParams, _pad)),
+    ("_pad1", std::mem::offset_of!(BiasParams, _pad) + 4),
+];
+
 /// Uniform block of `shaders/bias_update.wgsl`.
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]

@@ -6,6 +6,25 @@ use crate::gpu::plan::{Dataset, Net};
 use crate::gpu::record::{bind_group, Dispatch};
 use crate::gpu::GpuContext;
 
+/// The bindings of `shaders/gather.wgsl` (with its layout prelude) by number (see
+/// `matmul::BINDINGS`).
+pub const BINDINGS: &[&str] = &["params", "data_x", "data_y", "x", "y", "index", "state"];
+
+/// WGSL member names of [`GatherParams`] and their byte offsets here (checked by reflection).
+pub const UNIFORM_FIELDS: &[(&str, usize)] = &[
+    ("rows", std::mem::offset_of!(GatherParams, rows)),
+    ("batch", std::mem::offset_of!(GatherParams, batch)),
+    (
+        "padded_rows",
+        std::mem::offset_of!(GatherParams, padded_rows),
+    ),
+    ("layer_rows", std::mem::offset_of!(GatherParams, layer_rows)),
+    ("x_cols4", std::mem::offset_of!(GatherParams, x_cols4)),
+    ("y_cols4", std::mem::offset_of!(GatherParams, y_cols4)),
+    ("_pad0", std::mem::offset_of!(GatherParams, _pad)),
+    ("_pad1", std::mem::offset_of!(GatherParams, _pad) + 4),
+];
+
 /// Uniform block of `shaders/gather.wgsl`.
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]

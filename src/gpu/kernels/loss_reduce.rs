@@ -8,6 +8,24 @@ use crate::gpu::record::{bind_group, scoped, submit, Dispatch};
 use crate::gpu::GpuContext;
 use wgpu::util::DeviceExt;
 
+/// The bindings of `shaders/loss_reduce.wgsl` by number (see `matmul::BINDINGS`).
+pub const BINDINGS: &[&str] = &["params", "values", "history", "state"];
+
+/// WGSL member names of [`ReduceParams`] and their byte offsets here (checked by reflection).
+pub const UNIFORM_FIELDS: &[(&str, usize)] = &[
+    ("len", std::mem::offset_of!(ReduceParams, len)),
+    ("cols", std::mem::offset_of!(ReduceParams, cols)),
+    (
+        "cols_padded",
+        std::mem::offset_of!(ReduceParams, cols_padded),
+    ),
+    ("scale", std::mem::offset_of!(ReduceParams, scale)),
+    ("beta1", std::mem::offset_of!(ReduceParams, beta1)),
+    ("beta2", std::mem::offset_of!(ReduceParams, beta2)),
+    ("_pad0", std::mem::offset_of!(ReduceParams, _pad)),
+    ("_pad1", std::mem::offset_of!(ReduceParams, _pad) + 4),
+];
+
 /// Uniform block of `shaders/loss_reduce.wgsl`.
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]

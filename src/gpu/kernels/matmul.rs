@@ -135,6 +135,35 @@ impl MatmulKey {
     }
 }
 
+/// The bindings of `shaders/matmul.wgsl` (with its layout prelude and `optimizer.wgsl`) by
+/// number: entry `i` of the layouts in `kernels`, `resources[i]` of [`matmul_dispatch`]. Checked
+/// against the WGSL by naga reflection (`kernels::tests`).
+pub const BINDINGS: &[&str] = &[
+    "params",
+    "a",
+    "b",
+    "c",
+    "aux",
+    "aux_out",
+    "bias",
+    "opt_state",
+    "counters",
+];
+
+/// WGSL member names of [`MatmulParams`] and their byte offsets here (checked by reflection).
+pub const UNIFORM_FIELDS: &[(&str, usize)] = &[
+    ("m", std::mem::offset_of!(MatmulParams, m)),
+    ("n", std::mem::offset_of!(MatmulParams, n)),
+    ("k", std::mem::offset_of!(MatmulParams, k)),
+    ("scalar", std::mem::offset_of!(MatmulParams, scalar)),
+    ("rows", std::mem::offset_of!(MatmulParams, rows)),
+    ("h0", std::mem::offset_of!(MatmulParams, hyper)),
+    ("h1", std::mem::offset_of!(MatmulParams, hyper) + 4),
+    ("h2", std::mem::offset_of!(MatmulParams, hyper) + 8),
+    ("row0", std::mem::offset_of!(MatmulParams, row0)),
+    ("row_end", std::mem::offset_of!(MatmulParams, row_end)),
+];
+
 /// Uniform block of `shaders/matmul.wgsl`.
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]

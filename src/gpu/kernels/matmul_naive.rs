@@ -5,6 +5,12 @@ use crate::gpu::memory::{storage, uniform};
 use crate::gpu::record::{bind_group, check_groups, scoped, submit, time_plan, Dispatch};
 use crate::gpu::GpuContext;
 
+/// The bindings of `shaders/matmul_naive.wgsl` by number (see `matmul::BINDINGS`).
+pub const BINDINGS: &[&str] = &["params", "a", "b", "c"];
+
+/// Its uniform block, `[m, n, k, 0]`: WGSL member names and byte offsets (checked by reflection).
+pub const UNIFORM_FIELDS: &[(&str, usize)] = &[("m", 0), ("n", 4), ("k", 8), ("_pad", 12)];
+
 /// `matmul_naive` (shaders/matmul_naive.wgsl) bound to `[m, k]` and `[k, n]` row-major inputs:
 /// the dispatch, and the output buffer `[m, n]`.
 pub(crate) fn naive_dispatch(
