@@ -560,14 +560,15 @@ mod tests {
     //! renumbered or a uniform field moved on one side only fails here, not as garbage on a GPU.
     use super::*;
 
-    /// (shader, source, binding names by number, uniform members and offsets, uniform size).
-    fn shaders() -> Vec<(
-        &'static str,
-        &'static str,
+    /// Binding names by number, uniform members and offsets, uniform size.
+    type Tables = (
         &'static [&'static str],
         &'static [(&'static str, usize)],
         usize,
-    )> {
+    );
+
+    /// (shader, source, its tables) for every composed shader.
+    fn shaders() -> Vec<(&'static str, &'static str, Tables)> {
         let matmul = (
             matmul::BINDINGS,
             matmul::UNIFORM_FIELDS,
@@ -604,7 +605,7 @@ mod tests {
                     Some("matmul_naive") => naive,
                     other => panic!("no binding table for {other:?}"),
                 };
-                (name, src, b, f, s)
+                (name, src, (b, f, s))
             })
             .collect()
     }
@@ -613,7 +614,7 @@ mod tests {
     fn bindings_and_uniform_blocks_match_the_wgsl() {
         let all = shaders();
         assert_eq!(all.len(), ALL_WGSL.len());
-        for (name, src, bindings, fields, size) in all {
+        for (name, src, (bindings, fields, size)) in all {
             let module = naga::front::wgsl::parse_str(src)
                 .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(src)));
             let mut seen = vec![false; bindings.len()];
