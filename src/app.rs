@@ -34,6 +34,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Predict(args)) => predict_command(&args),
         Some(Command::Bench(args)) => bench_command(&args),
         Some(Command::Tune(args)) => tune_command(&args),
+        Some(Command::Verify(args)) => verify_command(&args),
         None => train_command(&cli.train),
     }
 }
@@ -675,6 +676,56 @@ fn bench_command(args: &crate::cli::BenchArgs) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+fn verify_command(args: &crate::cli::VerifyArgs) -> Result<()> {
+    use crate::verify;
+    if let Some(p) = &args.json {
+        crate::io::check_writable(p)?;
+    }
+    let gpu = crate::cli::GpuArgs {
+        layout: args.layout,
+        limits: args.limits,
+    }
+    .options();
+    let plan = verify::Plan {
+        devices: args.devices.clone(),
+        layout: gpu.layout,
+        limits: gpu.limits,
+        quick: args.quick,
+    };
+    let mut last = None;
+    let report = verify::run(&plan, &mut |devices, check| {
+        if last != Some(check.device) {
+            last = Some(check.device);
+            println!("\n{}", devices[check.device].label());
+            println!("{}", verify::header());
+        }
+        println!("{}", verify::line(check));
+    })?;
+    let failed: Vec<_> = report.failed().collect();
+    println!(
+        "\n{} checks, {} passed, {} failed",
+        report.checks.len(),
+        report.checks.len() - failed.len(),
+        failed.len()
+    );
+    if let Some(p) = &args.json {
+        report.save(p)?;
+        println!("results written to {}", p.display());
+    }
+    if failed.is_empty() {
+        return Ok(());
+    }
+    let named: Vec<String> = (failed.iter().take(5))
+        .map(|c| format!("{} {} {} {}", c.kernel, c.variant, c.layout, c.shape))
+        .collect();
+    Err(Error::Verify(format!(
+        "verify: {} check(s) failed: {}{}",
+        failed.len(),
+        named.join("; "),
+        if failed.len() > 5 { "; ..." } else { "" }
+    )))
 }
 
 fn tune_command(args: &crate::cli::TuneArgs) -> Result<()> {

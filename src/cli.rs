@@ -43,6 +43,36 @@ pub enum Command {
     /// each against the CPU, and cache the fastest correct one per shape for that adapter and
     /// driver.
     Tune(TuneArgs),
+    /// Check every kernel, variant, layout and epilogue on awkward shapes against the CPU
+    /// reference with a stated error bound, then a few training steps of each optimizer and loss:
+    /// does this GPU and driver compute right? Exits 1 on any failure.
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct VerifyArgs {
+    /// An adapter to verify (auto, gpu, an index or a name); repeat for several [default: every
+    /// adapter that can run compute shaders].
+    #[arg(long = "device", value_name = "DEVICE")]
+    pub devices: Vec<String>,
+
+    /// A reduced set of shapes and training runs, in the layout training would take unless
+    /// --layout names one (under a minute on a software adapter).
+    #[arg(long)]
+    pub quick: bool,
+
+    /// Write every check and the adapters' identity as a JSON file.
+    #[arg(long, value_name = "FILE.json")]
+    pub json: Option<PathBuf>,
+
+    /// Where the matrices live: `auto` verifies every layout the adapter can run; `texels` or
+    /// `buffer` that one alone.
+    #[arg(long, value_enum, default_value_t = LayoutArg::Auto)]
+    pub layout: LayoutArg,
+
+    /// The device limits to request: `adapter` or `webgpu` (WebGPU's defaults).
+    #[arg(long, value_enum, default_value_t = LimitsArg::Adapter)]
+    pub limits: LimitsArg,
 }
 
 #[derive(Debug, Args, Clone)]

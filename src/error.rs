@@ -48,6 +48,10 @@ pub enum Error {
     #[error("{0}")]
     Bench(String),
 
+    /// `gpu-train verify` finished, but some kernels computed wrong results.
+    #[error("{0}")]
+    Verify(String),
+
     /// The loss became NaN or infinite.
     #[error("the loss became {loss} at epoch {epoch}: the learning rate {lr:e} is probably too high (try --lr {suggest:e} or smaller)")]
     Diverged {
@@ -78,7 +82,7 @@ impl Error {
             | Error::Shape { .. } => 2,
             Error::Diverged { .. } => 3,
             Error::Interrupted { .. } => 130,
-            Error::Io { .. } | Error::Gpu(_) | Error::Bench(_) => 1,
+            Error::Io { .. } | Error::Gpu(_) | Error::Bench(_) | Error::Verify(_) => 1,
         }
     }
 

@@ -17,5 +17,6 @@ pub mod init;
 pub mod io;
 pub mod job;
 pub mod train;
+pub mod verify;
 
 pub use error::{Error, Result};

@@ -189,13 +189,13 @@ impl Budget {
 }
 
 /// A device of the run, opened.
-enum Device {
+pub(crate) enum Device {
     Cpu,
     /// An adapter and the memory layout its cases run in.
     Gpu(Arc<GpuContext>, Layout),
 }
 
-fn host() -> Host {
+pub(crate) fn host() -> Host {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|t| {
@@ -249,7 +249,7 @@ fn gpu_info(info: &wgpu::AdapterInfo) -> DeviceInfo {
 
 /// The devices to run on, in order: `--device` values, or every adapter that can run compute
 /// shaders and then the CPU. An adapter that cannot be opened is listed with its error.
-fn open_devices(
+pub(crate) fn open_devices(
     choices: &[String],
     layout: Option<Layout>,
     limits: LimitsChoice,
