@@ -969,13 +969,14 @@ pub fn profile_table(p: &summary::Profile, steps_per_epoch: usize) -> String {
         total / p.steps_timed.max(1) as f64 * 1e3
     );
     s += &format!(
-        "  {:<width$}  {:>8}  {:>11}  {:>10}  {:>6}\n",
-        "kernel", "calls", "total ms", "mean µs", "share"
+        "  {:<width$}  {:>10}  {:>8}  {:>11}  {:>10}  {:>6}\n",
+        "kernel", "workgroups", "calls", "total ms", "mean µs", "share"
     );
     for k in rows {
         s += &format!(
-            "  {:<width$}  {:>8}  {:>11.3}  {:>10.1}  {:>5.1}%\n",
+            "  {:<width$}  {:>10}  {:>8}  {:>11.3}  {:>10.1}  {:>5.1}%\n",
             k.name,
+            k.workgroups,
             k.calls,
             k.seconds * 1e3,
             k.seconds / k.calls.max(1) as f64 * 1e6,

@@ -28,6 +28,9 @@ pub struct KernelTime {
     pub name: String,
     pub calls: usize,
     pub seconds: f64,
+    /// Workgroups one dispatch of it launches (a GPU is only as busy as this lets it be).
+    #[serde(default)]
+    pub workgroups: u64,
 }
 
 /// A device that holds a run's state and trains it.

@@ -73,6 +73,7 @@ fn row(device: usize, case: &str, kind: &str, seconds: f64, status: Status) -> R
             encode_s_per_epoch: 2e-5,
         }),
         kernels: vec![gpu_train::backend::KernelTime {
+            workgroups: 2,
             name: "matmul 8x8".into(),
             calls: 3,
             seconds: 1e-3,

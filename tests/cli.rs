@@ -990,6 +990,50 @@ fn cli_each_layout_trains_and_the_summary_names_it() {
     assert_eq!(finals[2], same, "auto is {auto} here");
 }
 
+/// A discrete GPU's plan forced on this adapter (`GPU_TRAIN_PLAN_AS=discrete`: the buffer layout,
+/// 8x8 blocks, shaders with bounds checks) trains the default job like the CPU, and `--profile`
+/// reports the workgroups of each dispatch: the default job's x·w1 launches 2, xᵀ·g1 32.
+#[test]
+fn cli_discrete_plan_forced_trains_and_profile_reports_workgroups() {
+    if gpu_or_skip().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let j = dir.path().join("s.json");
+    let plan = [("GPU_TRAIN_PLAN_AS", "discrete")];
+    let args = [
+        "--device",
+        "gpu",
+        "--profile",
+        "--quiet",
+        "--summary-json",
+        p(&j),
+    ];
+    let r = run_env(args, &plan).success();
+    assert!(r.stdout.contains("workgroups"), "{}", r.describe());
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&j).unwrap()).unwrap();
+    assert_eq!(v["device"]["layout"], "buffer");
+    let kernels = v["profile"]["kernels"].as_array().expect("profile kernels");
+    let groups = |name: &str| {
+        (kernels.iter())
+            .find(|k| k["name"].as_str().is_some_and(|n| n.contains(name)))
+            .and_then(|k| k["workgroups"].as_u64())
+    };
+    assert_eq!(
+        groups("buffer 8x8 Relu A·B 64x100x1000"),
+        Some(2),
+        "{kernels:?}"
+    );
+    assert_eq!(
+        groups("buffer 8x8 Update Aᵀ·B 1000x100x64"),
+        Some(32),
+        "{kernels:?}"
+    );
+    let cpu = run(["--device", "cpu", "--quiet"]).success();
+    let (g, c) = (r.summary().2, cpu.summary().2);
+    assert!((g - c).abs() <= 1e-2 * c, "final loss GPU {g:e} CPU {c:e}");
+}
+
 bad_flag!(
     bad_layout_exits_2_and_lists_the_layouts,
     ["--layout", "tiles"],

@@ -279,6 +279,16 @@ impl GpuBackend {
                 plans.insert(key, net.plan(&ctx, key)?);
             }
         }
+        for (key, plan) in &plans {
+            for d in plan {
+                let [x, y, z] = d.groups;
+                log::debug!(
+                    "plan {key:?}: {} ({x}x{y}x{z} = {} workgroups)",
+                    d.label,
+                    d.workgroups()
+                );
+            }
+        }
         log::info!(
             "recorded {} plans of {} dispatches per step, at most {max_steps} steps per \
              submission{}",
@@ -412,18 +422,19 @@ impl GpuBackend {
             // The GPU is idle after the map above: these timestamps are written.
             let words = ctx.map_f32(&p.staging, 16 * n as u64)?;
             let ticks: Vec<u64> = bytemuck::pod_collect_to_vec(&words);
-            let labels = plans[..t].iter().flat_map(|p| p.iter()).map(|d| &d.label);
-            for (label, pair) in labels.zip(ticks.chunks(2)) {
+            let dispatches = plans[..t].iter().flat_map(|p| p.iter());
+            for (d, pair) in dispatches.zip(ticks.chunks(2)) {
                 let s = pair[1].saturating_sub(pair[0]) as f64 * p.period * 1e-9;
-                match p.totals.iter_mut().find(|k| &k.name == label) {
+                match p.totals.iter_mut().find(|k| k.name == d.label) {
                     Some(k) => {
                         k.calls += 1;
                         k.seconds += s;
                     }
                     None => p.totals.push(crate::backend::KernelTime {
-                        name: label.clone(),
+                        name: d.label.clone(),
                         calls: 1,
                         seconds: s,
+                        workgroups: d.workgroups(),
                     }),
                 }
             }

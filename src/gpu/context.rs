@@ -237,6 +237,34 @@ fn buffer_missing(limits: &wgpu::Limits) -> Option<String> {
     })
 }
 
+/// `GPU_TRAIN_PLAN_AS=discrete|integrated|virtual|cpu|other`: make the untuned choices (layout,
+/// matmul blocks, bounds checks) as for an adapter of that type, to see and test a real GPU's
+/// plan on a software adapter (its dispatches and workgroups with `--profile` or
+/// `RUST_LOG=debug`).
+pub const PLAN_AS_ENV: &str = "GPU_TRAIN_PLAN_AS";
+
+/// The adapter type choices are made for: `own`, or what [`PLAN_AS_ENV`] says.
+fn plan_type(own: wgpu::DeviceType) -> wgpu::DeviceType {
+    use wgpu::DeviceType as T;
+    let Ok(v) = std::env::var(PLAN_AS_ENV) else {
+        return own;
+    };
+    let t = match v.trim().to_ascii_lowercase().as_str() {
+        "" => return own,
+        "discrete" => T::DiscreteGpu,
+        "integrated" => T::IntegratedGpu,
+        "virtual" => T::VirtualGpu,
+        "cpu" => T::Cpu,
+        "other" => T::Other,
+        other => {
+            log::warn!("{PLAN_AS_ENV}={other}: not an adapter type; using the adapter's own");
+            return own;
+        }
+    };
+    log::info!("{PLAN_AS_ENV}: choices made as for an adapter of type {t:?}");
+    t
+}
+
 /// Which device limits to request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -277,6 +305,9 @@ pub struct GpuContext {
     pub tuning: super::tune::Table,
     /// What the limits were asked as.
     pub limits_choice: LimitsChoice,
+    /// The adapter type the untuned choices (layout, matmul blocks, bounds checks) are made for:
+    /// the adapter's own, unless [`PLAN_AS_ENV`] names another.
+    pub plan_type: wgpu::DeviceType,
     /// The first error the device reported outside an error scope, if any.
     errors: Arc<Mutex<Option<String>>>,
 }
@@ -377,7 +408,8 @@ impl GpuContext {
             limits.max_storage_buffer_binding_size,
             limits.max_buffer_size
         );
-        let kernels = Kernels::new(&device, Checks::for_adapter(info.device_type), missing);
+        let plan_type = plan_type(info.device_type);
+        let kernels = Kernels::new(&device, Checks::for_adapter(plan_type), missing);
         let tuning = super::tune::Table::load(&info);
         Ok(Arc::new(GpuContext {
             device,
@@ -387,6 +419,7 @@ impl GpuContext {
             kernels,
             tuning,
             limits_choice,
+            plan_type,
             errors,
         }))
     }
@@ -413,14 +446,14 @@ impl GpuContext {
     ) -> Block {
         self.tuning
             .get(layout, transposes, dims)
-            .unwrap_or_else(|| Block::for_shape(self.info.device_type, dims))
+            .unwrap_or_else(|| Block::for_shape(self.plan_type, dims))
     }
 
     /// The layout `--layout auto` takes here: texels on adapters of type Cpu, buffer on every
     /// other (see [`Layout::for_adapter`]); the buffer layout where this adapter cannot run the
     /// texels one.
     pub fn auto_layout(&self) -> Layout {
-        let rule = Layout::for_adapter(self.info.device_type);
+        let rule = Layout::for_adapter(self.plan_type);
         if self.kernels.supports(rule) {
             rule
         } else {

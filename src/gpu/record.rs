@@ -14,6 +14,13 @@ pub(crate) struct Dispatch {
     pub(crate) groups: [u32; 3],
 }
 
+impl Dispatch {
+    /// Workgroups the dispatch launches.
+    pub(crate) fn workgroups(&self) -> u64 {
+        self.groups.iter().map(|&g| g as u64).product()
+    }
+}
+
 /// A bind group whose binding `i` is `resources[i]`, and, for the kernels that update parameters,
 /// the optimizer's bindings from `OPT_BINDING` on.
 pub(crate) fn bind_group(

@@ -469,7 +469,7 @@ pub fn tune_shape(
 ) -> Result<Entry> {
     let (block, measured) = search(
         &Block::ALL,
-        Block::for_shape(ctx.info.device_type, dims),
+        Block::for_shape(ctx.plan_type, dims),
         |b| check_variant(ctx, store_key(layout, trans_a, trans_b, b), dims),
         |b| {
             let key = store_key(layout, trans_a, trans_b, b);
