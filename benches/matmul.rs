@@ -19,7 +19,7 @@ fn benches(c: &mut Criterion) {
         trans_a,
         trans_b,
         mode,
-        block: Block::for_shape(dev, dims),
+        block: Block::for_product(dev, layout, dims),
         bias: false,
         opt: Opt::Sgd,
         acc: Acc::default(),
@@ -71,7 +71,7 @@ fn benches(c: &mut Criterion) {
     g.sample_size(10).measurement_time(Duration::from_secs(20));
     let dims = (1024, 1024, 1024);
     g.throughput(Throughput::Elements(2 * 1024 * 1024 * 1024));
-    for block in Block::ALL {
+    for block in Block::of_layout(layout) {
         let key = MatmulKey {
             trans_a: false,
             trans_b: false,

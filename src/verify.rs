@@ -462,7 +462,7 @@ fn matmul_checks(suite: &mut Suite<'_>, ctx: &GpuContext, layout: Layout, quick:
     for e in Epi::ALL {
         for &trans in e.transposes() {
             for (si, dims) in shapes(quick).into_iter().enumerate() {
-                for block in Block::ALL {
+                for block in Block::of_layout(layout) {
                     let key = e.key(layout, block, trans);
                     let t = |b: bool| if b { "ᵀ" } else { "" };
                     let kernel = format!("matmul/{}", e.name());

@@ -377,7 +377,11 @@ fn tune_caches_per_adapter_and_a_corrupt_cache_is_ignored() {
     assert_eq!(file.entries.len(), 6);
     for e in &file.entries {
         assert!(e.measured.iter().all(|m| m.parity.passed));
-        assert_eq!(e.measured.len(), gpu_train::gpu::Block::ALL.len());
+        let layout = e.layout;
+        assert_eq!(
+            e.measured.len(),
+            gpu_train::gpu::Block::of_layout(layout).len()
+        );
     }
     let train = |c: &mut Command| {
         run(c

@@ -55,9 +55,9 @@ struct Variant {
 }
 
 fn variants() -> impl Iterator<Item = Variant> {
-    Layout::ALL
-        .into_iter()
-        .flat_map(|layout| Block::ALL.map(|block| Variant { layout, block }))
+    Layout::ALL.into_iter().flat_map(|layout| {
+        (Block::of_layout(layout).into_iter()).map(move |block| Variant { layout, block })
+    })
 }
 
 impl Variant {

@@ -11,7 +11,7 @@ use gpu_train::cpu::CpuBackend;
 use gpu_train::gpu::layout::Layout;
 use gpu_train::gpu::{GpuBackend, GpuContext, LimitsChoice};
 use gpu_train::init::HostState;
-use gpu_train::job::{self, Job};
+use gpu_train::job::{self, InitScheme, Job, Loss};
 
 /// The adapter `gpu_or_skip` opened, to open again with other limits.
 fn auto_adapter() -> gpu_train::gpu::AdapterEntry {
@@ -99,4 +99,38 @@ fn a_layout_the_limits_do_not_allow_is_refused_naming_what_is_missing() {
         Layout::Buffer,
         "auto falls back to the layout the adapter can run"
     );
+}
+
+/// The buffer layout has no texture-size ceiling: a batch of 20,000 rows (more than lavapipe's
+/// 16,384-texel texture side) trains in it and matches the CPU, where the texels layout refuses
+/// the job naming the limit.
+#[test]
+fn a_batch_past_the_texture_side_trains_in_the_buffer_layout() {
+    let Some(ctx) = gpu_or_skip() else { return };
+    let side = ctx.limits.max_texture_dimension_2d as usize;
+    let batch = 20_000.max(side + 4);
+    let job = Job {
+        layers: vec![30, 20, 3],
+        batch,
+        epochs: 3,
+        lr: 0.5,
+        loss: Loss::Mse,
+        init_scheme: InitScheme::Torch,
+        log_every: 0,
+        ..Job::default()
+    };
+    job.validate().unwrap();
+    let state = HostState::seeded(&job);
+    let err = GpuBackend::with_layout(ctx.clone(), &job, &state, Layout::Texels)
+        .err()
+        .expect("the texels layout cannot hold the batch")
+        .to_string();
+    assert!(err.contains("max_texture_dimension_2d"), "{err}");
+    let c = CpuBackend::new(&job, &state).run(job.epochs).unwrap();
+    let mut gpu = GpuBackend::with_layout(ctx.clone(), &job, &state, Layout::Buffer).unwrap();
+    let g = gpu.run(job.epochs).unwrap();
+    assert!(c[2] < c[0], "the job must train: {c:?}");
+    assert_within(&format!("batch {batch}, buffer layout"), &g, &c, |i| {
+        trajectory_tol(c[i])
+    });
 }

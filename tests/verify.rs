@@ -6,6 +6,8 @@ mod common;
 
 use assert_cmd::Command;
 use common::gpu_or_skip;
+use gpu_train::gpu::layout::Layout;
+use gpu_train::gpu::Block;
 use gpu_train::verify::{Report, FORMAT, PERTURB_ENV};
 use std::collections::BTreeSet;
 
@@ -29,9 +31,7 @@ fn load(path: &std::path::Path) -> Report {
 
 #[test]
 fn verify_quick_passes_and_covers_every_kernel_family() {
-    if gpu_or_skip().is_none() {
-        return;
-    }
+    let Some(ctx) = gpu_or_skip() else { return };
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("v.json");
     let (code, out, err) = verify(&["--quick", "--json", json.to_str().unwrap()], &[]);
@@ -64,7 +64,10 @@ fn verify_quick_passes_and_covers_every_kernel_family() {
         .filter(|c| c.kernel == "matmul/relu")
         .map(|c| c.variant.as_str())
         .collect();
-    assert_eq!(variants, BTreeSet::from(["4x4", "8x8", "16x16"]));
+    let every: BTreeSet<&str> = (Block::of_layout(ctx.auto_layout()).into_iter())
+        .map(|b| b.name())
+        .collect();
+    assert_eq!(variants, every, "every variant of the layout --quick takes");
     assert!(
         out.contains(&format!(
             "{} checks, {} passed, 0 failed",
@@ -104,7 +107,7 @@ fn verify_fails_naming_the_perturbed_kernel_and_shape_only() {
     let failed: Vec<_> = r.checks.iter().filter(|c| !c.passed).collect();
     assert_eq!(
         failed.len(),
-        3 * r.devices.len(),
+        Block::of_layout(Layout::Buffer).len() * r.devices.len(),
         "one check per block and adapter: {failed:?}"
     );
     for c in failed {

@@ -446,7 +446,7 @@ impl GpuContext {
     ) -> Block {
         self.tuning
             .get(layout, transposes, dims)
-            .unwrap_or_else(|| Block::for_shape(self.plan_type, dims))
+            .unwrap_or_else(|| Block::for_product(self.plan_type, layout, dims))
     }
 
     /// The layout `--layout auto` takes here: texels on adapters of type Cpu, buffer on every

@@ -133,12 +133,17 @@ pub(crate) fn time_plan(ctx: &GpuContext, plan: &[Dispatch], reps: usize) -> Res
 }
 
 /// Fail with the sizes if a dispatch of `groups` workgroups exceeds the adapter's limit.
-pub(crate) fn check_groups(ctx: &GpuContext, what: String, groups: [usize; 2]) -> Result<()> {
+pub(crate) fn check_groups<const N: usize>(
+    ctx: &GpuContext,
+    what: String,
+    groups: [usize; N],
+) -> Result<()> {
     let max = ctx.limits.max_compute_workgroups_per_dimension;
     if groups.iter().any(|&g| g > max as usize) {
+        let grid: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
         return Err(Error::TooLarge {
             buffer: what,
-            needed: format!("{}x{} workgroups", groups[0], groups[1]),
+            needed: format!("{} workgroups", grid.join("x")),
             limit: "max_compute_workgroups_per_dimension",
             allowed: max.to_string(),
         });

@@ -1,5 +1,5 @@
 //! Matmul tuning per adapter: for each product shape, every variant of `shaders/matmul.wgsl`
-//! ([`Block::ALL`]) is checked against the CPU on random inputs, the ones that pass are timed, and
+//! ([`Block::of_layout`]) is checked against the CPU on random inputs, the ones that pass are timed, and
 //! the fastest is kept. The choices are cached per adapter and driver in the user's cache
 //! directory (`$GPU_TRAIN_CACHE_DIR`, else e.g. `~/.cache/gpu-train`), one JSON file each; training
 //! and the bench read them when they open the adapter. A cache that cannot be read, that another
@@ -468,8 +468,8 @@ pub fn tune_shape(
     target_s: f64,
 ) -> Result<Entry> {
     let (block, measured) = search(
-        &Block::ALL,
-        Block::for_shape(ctx.plan_type, dims),
+        &Block::of_layout(layout),
+        Block::for_product(ctx.plan_type, layout, dims),
         |b| check_variant(ctx, store_key(layout, trans_a, trans_b, b), dims),
         |b| {
             let key = store_key(layout, trans_a, trans_b, b);
@@ -528,6 +528,9 @@ pub fn save(info: &wgpu::AdapterInfo, entries: &[Entry]) -> Result<PathBuf> {
 mod tests {
     use super::*;
 
+    /// The candidates of these tests.
+    const THREE: [Block; 3] = [Block::B4x4, Block::B8x8, Block::B16x16];
+
     fn parity(passed: bool) -> Parity {
         Parity {
             error: if passed { 0.0 } else { 1.0 },
@@ -540,7 +543,7 @@ mod tests {
     fn search_never_chooses_a_variant_that_failed_its_check() {
         // 4x4 is the fastest but wrong: 16x16, the fastest correct one, is chosen.
         let (best, measured) = search(
-            &Block::ALL,
+            &THREE,
             Block::B8x8,
             |b| Ok(parity(b != Block::B4x4)),
             |b| {
@@ -548,6 +551,7 @@ mod tests {
                     Block::B4x4 => vec![0.1; 3],
                     Block::B8x8 => vec![3.0; 3],
                     Block::B16x16 => vec![2.0; 3],
+                    _ => unreachable!("not a candidate"),
                 })
             },
         )
@@ -558,7 +562,7 @@ mod tests {
             "a failed variant is not even timed"
         );
         let none = search(
-            &Block::ALL,
+            &THREE,
             Block::B8x8,
             |_| Ok(parity(false)),
             |_| Ok(vec![1.0]),
@@ -573,20 +577,21 @@ mod tests {
             Block::B4x4 => vec![5.0, 5.0, 5.0],
             Block::B8x8 => vec![1.85, 1.86, 1.87],
             Block::B16x16 => vec![1.9, 2.0, 2.1],
+            _ => unreachable!("not a candidate"),
         };
         let pass = |_| Ok(parity(true));
-        let (b, _) = search(&Block::ALL, Block::B16x16, pass, |b| Ok(times(b))).unwrap();
+        let (b, _) = search(&THREE, Block::B16x16, pass, |b| Ok(times(b))).unwrap();
         assert_eq!(b, Block::B16x16);
         // Twice as fast, well beyond the spread: chosen.
         let faster = |b: Block| match b {
             Block::B8x8 => vec![0.95, 1.0, 1.05],
             other => times(other),
         };
-        let (b, _) = search(&Block::ALL, Block::B16x16, pass, |b| Ok(faster(b))).unwrap();
+        let (b, _) = search(&THREE, Block::B16x16, pass, |b| Ok(faster(b))).unwrap();
         assert_eq!(b, Block::B8x8);
         // A default that fails its check gives way to the fastest correct variant.
         let (b, _) = search(
-            &Block::ALL,
+            &THREE,
             Block::B16x16,
             |b| Ok(parity(b != Block::B16x16)),
             |b| Ok(times(b)),

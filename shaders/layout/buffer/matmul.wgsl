@@ -41,3 +41,54 @@ fn store_c(c4: u32, row: u32, v: vec4<f32>) {
 fn a_extent() -> u32 {
     return 4u * arrayLength(&a);
 }
+
+// Split-K, for skinny products whose C has too few tiles to fill a GPU (the default job's x·w1,
+// 64x100x1000: 8 tiles of 32x32). Two passes, no atomics, so the result is the same bits every run:
+//   matmul_splitk         workgroup (x, y, z) computes the 32x32 tile (x, y) of the partial product
+//                         over K range z (k_split deep), 4x4 results per invocation, into C, bound
+//                         here to a scratch buffer of `splits` partial matrices (band rows each);
+//   matmul_splitk_reduce  one invocation per 4x4 block of C sums the partials in the order z = 0,
+//                         1, ... (read through A, bound to the scratch) and applies the epilogue.
+// They live in this prelude since only buffers can be written by one pass and read by the next.
+fn partial_at(z: u32, row: u32, c4: u32) -> u32 {
+    return (z * (params.row_end - params.row0) + (row - params.row0)) * (params.n / 4u) + c4;
+}
+
+@compute @workgroup_size(8, 8)
+fn matmul_splitk(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let r = params.row0 + gid.y * 4u;
+    let c0 = gid.x * 4u;
+    let z = gid.z;
+    if (r >= params.row_end || c0 >= params.n || z >= params.splits) {
+        return;
+    }
+    let k_lo = z * params.k_split;
+    let k_hi = min(k_lo + params.k_split, k_end());
+    var acc = mat4x4<f32>();
+    for (var k = k_lo; k < k_hi; k += 4u) {
+        acc = mac(acc, load_a(r, k), load_b(k, c0));
+    }
+    let t = transpose(acc);
+    let c4 = c0 / 4u;
+    for (var i = 0u; i < 4u; i++) {
+        if (r + i < params.row_end) {
+            c[partial_at(z, r + i, c4)] = t[i];
+        }
+    }
+}
+
+@compute @workgroup_size(8, 8)
+fn matmul_splitk_reduce(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let row = params.row0 + gid.y;
+    let c4 = gid.x;
+    if (row >= params.row_end || c4 >= params.n / 4u) {
+        return;
+    }
+    // The bound in a form the compiler cannot treat as a uniform value (see k_end).
+    let splits = min(params.splits, arrayLength(&a));
+    var v = vec4<f32>(0.0);
+    for (var z = 0u; z < splits; z++) {
+        v += a[partial_at(z, row, c4)];
+    }
+    epilogue(row, c4, v);
+}

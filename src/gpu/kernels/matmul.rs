@@ -54,43 +54,115 @@ pub enum Block {
     /// `matmul_16x16`: 16x16 results per invocation, 4x4 invocations per workgroup (CPU
     /// implementations such as lavapipe, where loads cost far more than registers).
     B16x16,
+    /// `matmul_tiled`: a 64x64 tile per workgroup of 16x16 invocations, its operands staged in
+    /// workgroup memory 16 deep in K (GPUs, big products).
+    Tiled,
+    /// `matmul_splitk` + `matmul_splitk_reduce`: K split into ranges computed by separate
+    /// workgroups (32x32 tiles), their partial sums added in a fixed order by a second pass that
+    /// applies the epilogue (GPUs, skinny products with few tiles; buffer layout only).
+    SplitK,
 }
 
+/// Workgroups a product should launch on a GPU to keep its cores busy (an H200 has 132 SMs).
+pub const MIN_GPU_WORKGROUPS: usize = 64;
+
+/// Products smaller than this many FLOPs stay one plain dispatch on a GPU: they are latency.
+pub const SMALL_PRODUCT_FLOPS: f64 = 1e6;
+
 impl Block {
-    pub const ALL: [Block; 3] = [Block::B4x4, Block::B8x8, Block::B16x16];
+    pub const ALL: [Block; 5] = [
+        Block::B4x4,
+        Block::B8x8,
+        Block::B16x16,
+        Block::Tiled,
+        Block::SplitK,
+    ];
 
     pub fn entry_point(self) -> &'static str {
         match self {
             Block::B4x4 => "matmul_4x4",
             Block::B8x8 => "matmul_8x8",
             Block::B16x16 => "matmul_16x16",
+            Block::Tiled => "matmul_tiled",
+            Block::SplitK => "matmul_splitk",
         }
+    }
+
+    /// Whether the variant exists in `layout` (split-K's partial sums need a buffer that one pass
+    /// writes and the next reads).
+    pub fn supports(self, layout: Layout) -> bool {
+        self != Block::SplitK || layout == Layout::Buffer
+    }
+
+    /// The variants of `layout`.
+    pub fn of_layout(layout: Layout) -> Vec<Block> {
+        (Block::ALL.into_iter())
+            .filter(|b| b.supports(layout))
+            .collect()
     }
 
     /// Rows and columns of C computed by one workgroup of this variant.
     pub fn tile(self) -> (u32, u32) {
         match self {
-            Block::B4x4 => (32, 32),
-            Block::B8x8 => (64, 64),
+            Block::B4x4 | Block::SplitK => (32, 32),
+            Block::B8x8 | Block::Tiled => (64, 64),
             Block::B16x16 => (16, 256),
         }
     }
 
-    /// The name `gpu-train tune` and the bench results use: `4x4`, `8x8`, `16x16`.
+    /// The name `gpu-train tune` and the bench results use: `4x4`, `8x8`, `16x16`, `tiled`,
+    /// `splitk`.
     pub fn name(self) -> &'static str {
         self.entry_point().trim_start_matches("matmul_")
     }
 
-    /// The untuned choice for a product of `[m, k]·[k, n]` on an adapter (what runs where `gpu-train
-    /// tune` has measured nothing for the shape). On CPU implementations a
-    /// texel fetch costs more than an accumulator, so big blocks win once the k loop dominates;
-    /// small products and GPUs get 8x8. Measured on lavapipe: benches/README.md.
-    pub fn for_shape(device_type: wgpu::DeviceType, (m, n, k): (usize, usize, usize)) -> Self {
-        if device_type == wgpu::DeviceType::Cpu && m >= 32 && n >= 32 && k >= 64 {
-            Block::B16x16
-        } else {
-            Block::B8x8
+    /// Workgroups of C's tiles (one K range) for an `[m, k]·[k, n]` product.
+    pub fn tiles(self, (m, n, _): (usize, usize, usize)) -> usize {
+        let (tr, tc) = self.tile();
+        m.div_ceil(tr as usize) * n.div_ceil(tc as usize)
+    }
+
+    /// The untuned choice for a product of `[m, k]·[k, n]` in `layout` on an adapter of type
+    /// `device_type` (what runs where `gpu-train tune` has measured nothing for the shape).
+    /// On CPU implementations a texel fetch costs more than an accumulator, so big blocks win
+    /// once the k loop dominates; small products get 8x8 (measured on lavapipe:
+    /// benches/README.md). On a GPU every product of at least [`SMALL_PRODUCT_FLOPS`] launches at
+    /// least [`MIN_GPU_WORKGROUPS`] workgroups where it can: the workgroup-tiled kernel where C
+    /// has that many 64x64 tiles, else 4x4 blocks (32x32 tiles), else split-K (buffer layout);
+    /// smaller products stay one 8x8 dispatch.
+    pub fn for_product(
+        device_type: wgpu::DeviceType,
+        layout: Layout,
+        (m, n, k): (usize, usize, usize),
+    ) -> Self {
+        let dims = (m, n, k);
+        if device_type == wgpu::DeviceType::Cpu {
+            return if m >= 32 && n >= 32 && k >= 64 {
+                Block::B16x16
+            } else {
+                Block::B8x8
+            };
         }
+        if (2.0 * (m * n * k) as f64) < SMALL_PRODUCT_FLOPS {
+            Block::B8x8
+        } else if Block::Tiled.tiles(dims) >= MIN_GPU_WORKGROUPS {
+            Block::Tiled
+        } else if Block::B4x4.tiles(dims) >= MIN_GPU_WORKGROUPS || !Block::SplitK.supports(layout) {
+            Block::B4x4
+        } else {
+            Block::SplitK
+        }
+    }
+
+    /// Split-K of a product with padded depth `k`: the number of K ranges, enough for
+    /// [`MIN_GPU_WORKGROUPS`] workgroups with C's `tiles`, each range at least 16 deep, and the
+    /// depth of each (a multiple of 4).
+    pub fn splits(tiles: usize, k: usize) -> (usize, usize) {
+        let k4 = k.div_ceil(4).max(1);
+        let want = MIN_GPU_WORKGROUPS.div_ceil(tiles.max(1));
+        let s = want.clamp(1, (k4 / 4).max(1));
+        let k_split = 4 * k4.div_ceil(s);
+        (k.div_ceil(k_split), k_split)
     }
 }
 
@@ -162,6 +234,8 @@ pub const UNIFORM_FIELDS: &[(&str, usize)] = &[
     ("h2", std::mem::offset_of!(MatmulParams, hyper) + 8),
     ("row0", std::mem::offset_of!(MatmulParams, row0)),
     ("row_end", std::mem::offset_of!(MatmulParams, row_end)),
+    ("splits", std::mem::offset_of!(MatmulParams, splits)),
+    ("k_split", std::mem::offset_of!(MatmulParams, k_split)),
 ];
 
 /// Uniform block of `shaders/matmul.wgsl`.
@@ -180,7 +254,9 @@ pub(crate) struct MatmulParams {
     /// The band of rows of C this dispatch computes (see [`Banded`]).
     pub(crate) row0: u32,
     pub(crate) row_end: u32,
-    pub(crate) _pad: [u32; 2],
+    /// Split-K: the number of K ranges and the depth of each.
+    pub(crate) splits: u32,
+    pub(crate) k_split: u32,
 }
 
 /// The matrices one matmul dispatch binds.
@@ -232,65 +308,100 @@ pub(crate) fn matmul_dispatch(
     let bands = banded.map_or(vec![(0, m)], |b| b.bands());
     let (tile_rows, tile_cols) = key.block.tile();
     let pipeline = ctx.kernels.matmul(&ctx.device, key);
-    bands
-        .iter()
-        .enumerate()
-        .map(|(band, &(row0, row_end))| {
-            let groups = [
-                n.div_ceil(tile_cols as usize),
-                (row_end - row0).div_ceil(tile_rows as usize),
-            ];
-            check_groups(ctx, format!("the {m}x{k}·{k}x{n} product"), groups)?;
-            let params = uniform(
-                ctx,
-                "matmul params",
-                &MatmulParams {
-                    m: m as u32,
-                    n: n as u32,
-                    k: k as u32,
-                    scalar,
-                    rows: rows as u32,
-                    hyper: hyper(bind.opt),
-                    row0: row0 as u32,
-                    row_end: row_end as u32,
-                    _pad: [0; 2],
-                },
-            );
-            let kn = &ctx.kernels;
-            let resources = vec![
-                params.as_entire_binding(),
-                bind.a.binding(),
-                bind.b.binding(),
-                bind.c.binding(),
-                bind.aux
-                    .map_or_else(|| kn.dummy_matrix(key.layout), |m| m.binding()),
-                bind.aux_out
-                    .map_or(&kn.dummy_rw, |b| &b.bufs[band])
-                    .as_entire_binding(),
-                bind.bias.unwrap_or(&kn.dummy_bias).as_entire_binding(),
-            ];
-            let optimizer = Some(optimizer_bindings(ctx, bind.opt, band));
-            let layout = kn.matmul_layout(key.layout);
-            let bind_group = bind_group(ctx, "matmul", layout, resources, optimizer);
-            let t = |b: bool| if b { "ᵀ" } else { "" };
-            let label = format!(
-                "matmul {} {} {:?}{} A{}·B{} {shape}{}",
-                key.layout,
-                key.block.name(),
-                key.mode,
-                if key.bias { "+bias" } else { "" },
-                t(key.trans_a),
-                t(key.trans_b),
-                if bands.len() > 1 { " (banded)" } else { "" },
-            );
-            Ok(Dispatch {
-                label,
-                pipeline: pipeline.clone(),
-                bind_group,
-                groups: [groups[0] as u32, groups[1] as u32, 1],
-            })
-        })
-        .collect()
+    let split = key.block == Block::SplitK;
+    let (splits, k_split) = if split {
+        Block::splits(Block::SplitK.tiles((m, n, k)), k)
+    } else {
+        (1, k)
+    };
+    let reduce = split.then(|| ctx.kernels.matmul_splitk_reduce(&ctx.device, key));
+    let kn = &ctx.kernels;
+    let t = |b: bool| if b { "ᵀ" } else { "" };
+    let label = format!(
+        "matmul {} {}{} {:?}{} A{}·B{} {shape}{}",
+        key.layout,
+        key.block.name(),
+        if split {
+            format!("({splits})")
+        } else {
+            String::new()
+        },
+        key.mode,
+        if key.bias { "+bias" } else { "" },
+        t(key.trans_a),
+        t(key.trans_b),
+        if bands.len() > 1 { " (banded)" } else { "" },
+    );
+    let mut out = Vec::new();
+    for (band, &(row0, row_end)) in bands.iter().enumerate() {
+        let band_rows = row_end - row0;
+        let groups = [
+            n.div_ceil(tile_cols as usize),
+            band_rows.div_ceil(tile_rows as usize),
+            splits,
+        ];
+        check_groups(ctx, format!("the {m}x{k}·{k}x{n} product"), groups)?;
+        let params = uniform(
+            ctx,
+            "matmul params",
+            &MatmulParams {
+                m: m as u32,
+                n: n as u32,
+                k: k as u32,
+                scalar,
+                rows: rows as u32,
+                hyper: hyper(bind.opt),
+                row0: row0 as u32,
+                row_end: row_end as u32,
+                splits: splits as u32,
+                k_split: k_split as u32,
+            },
+        );
+        // Split-K's partial sums, `splits` matrices of the band's rows: written by the first
+        // pass as its C, read by the second as its A.
+        let partials = split
+            .then(|| storage(ctx, "split-K partial sums", splits * band_rows * n, None))
+            .transpose()?;
+        let resources = vec![
+            params.as_entire_binding(),
+            bind.a.binding(),
+            bind.b.binding(),
+            bind.c.binding(),
+            bind.aux
+                .map_or_else(|| kn.dummy_matrix(key.layout), |m| m.binding()),
+            bind.aux_out
+                .map_or(&kn.dummy_rw, |b| &b.bufs[band])
+                .as_entire_binding(),
+            bind.bias.unwrap_or(&kn.dummy_bias).as_entire_binding(),
+        ];
+        let layout = kn.matmul_layout(key.layout);
+        let optimizer = || Some(optimizer_bindings(ctx, bind.opt, band));
+        let mut first = resources.clone();
+        if let Some(p) = &partials {
+            first[3] = p.as_entire_binding();
+        }
+        out.push(Dispatch {
+            label: match split {
+                true => format!("{label} [partial sums]"),
+                false => label.clone(),
+            },
+            pipeline: pipeline.clone(),
+            bind_group: bind_group(ctx, "matmul", layout, first, optimizer()),
+            groups: groups.map(|g| g as u32),
+        });
+        if let (Some(p), Some(reduce)) = (&partials, &reduce) {
+            let mut second = resources;
+            second[1] = p.as_entire_binding();
+            let groups = [(n / 4).div_ceil(8), band_rows.div_ceil(8), 1];
+            out.push(Dispatch {
+                label: format!("{label} [reduce]"),
+                pipeline: reduce.clone(),
+                bind_group: bind_group(ctx, "matmul", layout, second, optimizer()),
+                groups: groups.map(|g| g as u32),
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// What [`run_matmul`] produced.

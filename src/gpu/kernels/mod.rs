@@ -158,6 +158,19 @@ const UNIFORM: wgpu::BufferBindingType = wgpu::BufferBindingType::Uniform;
 const READ: wgpu::BufferBindingType = wgpu::BufferBindingType::Storage { read_only: true };
 const RW: wgpu::BufferBindingType = wgpu::BufferBindingType::Storage { read_only: false };
 
+/// The override constants of a matmul variant.
+fn matmul_constants(key: MatmulKey) -> [(&'static str, f64); 7] {
+    [
+        ("TRANS_A", key.trans_a as u8 as f64),
+        ("TRANS_B", key.trans_b as u8 as f64),
+        ("MODE", key.mode as u32 as f64),
+        ("BIAS", key.bias as u8 as f64),
+        ("OPT", key.opt as u32 as f64),
+        ("ACC_IN", key.acc.input as u8 as f64),
+        ("ACC_OUT", key.acc.output as u8 as f64),
+    ]
+}
+
 /// Whether shaders get the bounds checks and loop guards that wgpu injects by default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Checks {
@@ -363,6 +376,8 @@ pub struct Kernels {
     layouts: [Option<LayoutKernels>; 2],
     missing: [Option<String>; 2],
     matmul_cache: Mutex<HashMap<MatmulKey, wgpu::ComputePipeline>>,
+    /// Split-K's second pass, by the product's key.
+    reduce_cache: Mutex<HashMap<MatmulKey, wgpu::ComputePipeline>>,
     pub loss_reduce_layout: wgpu::BindGroupLayout,
     /// `loss_reduce` by [ADVANCE][ADVANCE_SHARED] (the optimizer's step counters, and the shared
     /// layer's).
@@ -415,6 +430,7 @@ impl Kernels {
             layouts,
             missing,
             matmul_cache: Mutex::default(),
+            reduce_cache: Mutex::default(),
             loss_reduce_layout: reduce.bind_layout,
             loss_reduce,
             bias_cache: Mutex::default(),
@@ -529,6 +545,27 @@ impl Kernels {
         .clone()
     }
 
+    /// The second pass of split-K (`matmul_splitk_reduce`, buffer layout) with `key`'s
+    /// epilogue, compiled on first use.
+    pub fn matmul_splitk_reduce(
+        &self,
+        device: &wgpu::Device,
+        key: MatmulKey,
+    ) -> wgpu::ComputePipeline {
+        // Cached under a key no product uses: the reduce pass of the split-K key.
+        let mut cache = self
+            .reduce_cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        cache
+            .entry(key)
+            .or_insert_with(|| {
+                let family = &self.kernels_of(key.layout).matmul;
+                family.pipeline(device, "matmul_splitk_reduce", &matmul_constants(key))
+            })
+            .clone()
+    }
+
     /// The matmul pipeline for `key`, compiled on first use.
     pub fn matmul(&self, device: &wgpu::Device, key: MatmulKey) -> wgpu::ComputePipeline {
         let mut cache = self
@@ -538,17 +575,8 @@ impl Kernels {
         cache
             .entry(key)
             .or_insert_with(|| {
-                let constants = [
-                    ("TRANS_A", key.trans_a as u8 as f64),
-                    ("TRANS_B", key.trans_b as u8 as f64),
-                    ("MODE", key.mode as u32 as f64),
-                    ("BIAS", key.bias as u8 as f64),
-                    ("OPT", key.opt as u32 as f64),
-                    ("ACC_IN", key.acc.input as u8 as f64),
-                    ("ACC_OUT", key.acc.output as u8 as f64),
-                ];
                 let family = &self.kernels_of(key.layout).matmul;
-                family.pipeline(device, key.block.entry_point(), &constants)
+                family.pipeline(device, key.block.entry_point(), &matmul_constants(key))
             })
             .clone()
     }
