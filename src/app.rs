@@ -5,6 +5,7 @@ use crate::backend::Backend;
 use crate::cli::{Cli, Command, DatasetArgs, EvalArgs, PlotArgs, PredictArgs, TrainArgs};
 use crate::cpu::CpuBackend;
 use crate::error::{Error, Result};
+use crate::gpu::layout::Layout;
 use crate::gpu::{context, DeviceChoice, GpuBackend, GpuContext, GpuOptions};
 use crate::init::{HostState, Matrix};
 use crate::io::history::{self, History, ValPoint};
@@ -759,9 +760,17 @@ fn tune_command(args: &crate::cli::TuneArgs) -> Result<()> {
     })?;
     let gpu = args.gpu.options();
     let ctx = GpuContext::open(&entry.adapter, gpu.limits)?;
-    let layout = gpu.layout.unwrap_or_else(|| ctx.auto_layout());
-    ctx.kernels.layout(layout)?;
-    crate::bench::tune_command(&ctx, layout, &shapes, 0.1)
+    // `--layout auto`: every layout the adapter runs, and the faster one for training cached.
+    let layouts: Vec<Layout> = match gpu.layout {
+        Some(l) => {
+            ctx.kernels.layout(l)?;
+            vec![l]
+        }
+        None => (Layout::ALL.into_iter())
+            .filter(|&l| ctx.kernels.supports(l))
+            .collect(),
+    };
+    crate::bench::tune_command(&ctx, &layouts, &job, &shapes, 0.1, gpu.layout.is_none())
 }
 
 /// `MxNxK`, three positive sizes.

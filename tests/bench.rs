@@ -351,11 +351,15 @@ fn device_lost_mid_bench_is_reported_and_the_bench_goes_on() {
     assert!(out.stderr.contains("could not run"), "{}", out.stderr);
 }
 
-/// `tune` measures and caches; a corrupt cache is then ignored with a warning and training still
-/// runs.
+/// `tune` measures and caches, in every layout the adapter runs, with the faster layout for
+/// training (what `--layout auto` then takes); a corrupt cache is then ignored with a warning and
+/// training still runs.
 #[test]
 fn tune_caches_per_adapter_and_a_corrupt_cache_is_ignored() {
-    let Some(_) = gpu_or_skip() else { return };
+    let Some(ctx) = gpu_or_skip() else { return };
+    let layouts = (gpu_train::gpu::layout::Layout::ALL.into_iter())
+        .filter(|&l| ctx.kernels.supports(l))
+        .count();
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");
     let out = run(bin()
@@ -365,7 +369,14 @@ fn tune_caches_per_adapter_and_a_corrupt_cache_is_ignored() {
         ])
         .args(["--shape", "65x33x17"]));
     assert_eq!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
-    assert_eq!(out.stdout.matches("<- chosen").count(), 6, "{}", out.stdout);
+    // 6 products per layout, and the layout for training.
+    let chosen = 6 * layouts + usize::from(layouts > 1);
+    assert_eq!(
+        out.stdout.matches("<- chosen").count(),
+        chosen,
+        "{}",
+        out.stdout
+    );
     assert!(!out.stdout.contains("FAILED"), "{}", out.stdout);
     let files: Vec<_> = std::fs::read_dir(&cache)
         .unwrap()
@@ -374,7 +385,15 @@ fn tune_caches_per_adapter_and_a_corrupt_cache_is_ignored() {
     assert_eq!(files.len(), 1);
     let text = std::fs::read_to_string(&files[0]).unwrap();
     let file: gpu_train::gpu::tune::CacheFile = serde_json::from_str(&text).unwrap();
-    assert_eq!(file.entries.len(), 6);
+    assert_eq!(file.entries.len(), 6 * layouts);
+    if layouts > 1 {
+        let choice = file
+            .layout
+            .as_ref()
+            .expect("the layout measured for training");
+        assert_eq!(choice.measured.len(), layouts);
+        assert!(choice.measured.iter().all(|m| m.seconds > 0.0));
+    }
     for e in &file.entries {
         assert!(e.measured.iter().all(|m| m.parity.passed));
         let layout = e.layout;
@@ -394,7 +413,8 @@ fn tune_caches_per_adapter_and_a_corrupt_cache_is_ignored() {
     let ok = train(&mut bin());
     assert_eq!(ok.code, Some(0), "{}", ok.stderr);
     assert!(
-        ok.stderr.contains("matmul tuning: 6 shapes"),
+        ok.stderr
+            .contains(&format!("matmul tuning: {} shapes", 6 * layouts)),
         "{}",
         ok.stderr
     );

@@ -775,7 +775,7 @@ fn run_devices(
             results.rows.push(row);
         }
         if let (Device::Gpu(ctx, _), false) = (dev, tuned_now.is_empty()) {
-            match tune::save(&ctx.info, &tuned_now) {
+            match tune::save(&ctx.info, &tuned_now, None) {
                 Ok(p) if !quiet => println!(
                     "{}: tuned {} shapes, cached in {}",
                     info.label(),
@@ -833,16 +833,99 @@ pub fn products(job: &Job) -> Vec<Product> {
 
 /// `gpu-train tune`: measure every matmul variant on each product of `shapes` and cache the
 /// fastest that passes its check. Prints one line per variant and shape.
+/// Seconds per epoch of `job`'s training in each of `layouts` on `ctx`: samples of as many epochs
+/// as take about `target_s`, the layouts alternating round by round (the machine's noise hits
+/// them alike), each sample from the same start.
+pub fn time_layouts(
+    ctx: &Arc<GpuContext>,
+    job: &Job,
+    layouts: &[Layout],
+    target_s: f64,
+    rounds: usize,
+) -> Result<Vec<(Layout, Vec<f64>)>> {
+    let state = HostState::seeded(job);
+    let mut runs = Vec::new();
+    for &layout in layouts {
+        let mut b = GpuBackend::with_layout(ctx.clone(), job, &state, layout)?;
+        let start = b.state()?;
+        let t = Instant::now();
+        b.run(5)?;
+        let per_epoch = t.elapsed().as_secs_f64() / 5.0;
+        let epochs = ((target_s / per_epoch.max(1e-9)) as usize).clamp(5, 500);
+        runs.push((layout, b, start, epochs, Vec::new()));
+    }
+    for _ in 0..rounds.max(1) {
+        for (_, b, start, epochs, samples) in runs.iter_mut() {
+            b.restore(start)?;
+            let t = Instant::now();
+            let mut left = *epochs;
+            while left > 0 {
+                let n = left.min(b.max_chunk());
+                b.run(n)?;
+                left -= n;
+            }
+            samples.push(t.elapsed().as_secs_f64() / *epochs as f64);
+        }
+    }
+    Ok(runs.into_iter().map(|(l, _, _, _, s)| (l, s)).collect())
+}
+
+/// `gpu-train tune`: measure every matmul variant of each layout in `layouts` on each product of
+/// `shapes` and cache the fastest that passes its check; with `choose_layout`, also time `job`'s
+/// training in each layout and cache the faster for `--layout auto`. Prints one line per variant
+/// and shape (and layout).
 pub fn tune_command(
+    ctx: &Arc<GpuContext>,
+    layouts: &[Layout],
+    job: &Job,
+    shapes: &[Product],
+    target_s: f64,
+    choose_layout: bool,
+) -> Result<()> {
+    let mut entries = Vec::new();
+    for &layout in layouts {
+        println!(
+            "tuning matmul on {} ({}, driver {} {}), {layout} layout",
+            ctx.info.name, ctx.info.backend, ctx.info.driver, ctx.info.driver_info
+        );
+        entries.extend(tune_layout(ctx, layout, shapes, target_s)?);
+    }
+    let choice =
+        if choose_layout && layouts.len() > 1 {
+            let samples = time_layouts(ctx, job, layouts, 4.0 * target_s, 5)?;
+            let rule = Layout::for_adapter(ctx.plan_type);
+            let (layout, measured) = tune::choose_layout(rule, &samples);
+            for m in &measured {
+                println!(
+                "  training {:?} batch {} in the {} layout: {:.3} ms per epoch (spread {:.0}%){}",
+                job.layers,
+                job.batch,
+                m.layout,
+                m.seconds * 1e3,
+                m.spread * 100.0,
+                if m.layout == layout { "  <- chosen" } else { "" }
+            );
+            }
+            Some(tune::LayoutChoice {
+                layout,
+                job: format!("{:?} batch {}", job.layers, job.batch),
+                measured,
+            })
+        } else {
+            None
+        };
+    let path = tune::save(&ctx.info, &entries, choice)?;
+    println!("cached in {}", path.display());
+    Ok(())
+}
+
+/// Tune every product of `shapes` in `layout`, printing each variant's figures.
+fn tune_layout(
     ctx: &GpuContext,
     layout: Layout,
     shapes: &[Product],
     target_s: f64,
-) -> Result<()> {
-    println!(
-        "tuning matmul on {} ({}, driver {} {}), {layout} layout",
-        ctx.info.name, ctx.info.backend, ctx.info.driver, ctx.info.driver_info
-    );
+) -> Result<Vec<tune::Entry>> {
     let mut entries = Vec::new();
     for &(trans, dims) in shapes {
         let (m, n, k) = dims;
@@ -868,7 +951,5 @@ pub fn tune_command(
         }
         entries.push(e);
     }
-    let path = tune::save(&ctx.info, &entries)?;
-    println!("cached in {}", path.display());
-    Ok(())
+    Ok(entries)
 }

@@ -449,10 +449,13 @@ impl GpuContext {
             .unwrap_or_else(|| Block::for_product(self.plan_type, layout, dims))
     }
 
-    /// The layout `--layout auto` takes here: texels on adapters of type Cpu, buffer on every
-    /// other (see [`Layout::for_adapter`]); the buffer layout where this adapter cannot run the
-    /// texels one.
+    /// The layout `--layout auto` takes here: the one `gpu-train tune` measured fastest for
+    /// training on this adapter and driver, if it did; else texels on adapters of type Cpu,
+    /// buffer on every other (see [`Layout::for_adapter`]), or the one this adapter can run.
     pub fn auto_layout(&self) -> Layout {
+        if let Some(measured) = self.tuning.layout.filter(|&l| self.kernels.supports(l)) {
+            return measured;
+        }
         let rule = Layout::for_adapter(self.plan_type);
         if self.kernels.supports(rule) {
             rule

@@ -129,6 +129,28 @@ pub struct CacheFile {
     pub kernels: String,
     pub adapter: AdapterId,
     pub entries: Vec<Entry>,
+    /// The memory layout measured fastest for training on this adapter (what `--layout auto`
+    /// takes here instead of the rule), if `gpu-train tune` measured one.
+    #[serde(default)]
+    pub layout: Option<LayoutChoice>,
+}
+
+/// Training steps timed in each layout, and the choice.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LayoutChoice {
+    pub layout: Layout,
+    /// The job timed (its layers and batch).
+    pub job: String,
+    pub measured: Vec<LayoutTime>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LayoutTime {
+    pub layout: Layout,
+    /// Seconds per epoch (median of the samples).
+    pub seconds: f64,
+    /// (max - min) / median of the samples.
+    pub spread: f64,
 }
 
 type Shape = (Layout, bool, bool, usize, usize, usize);
@@ -153,6 +175,8 @@ impl Entry {
 #[derive(Debug, Default)]
 pub struct Table {
     entries: HashMap<Shape, Block>,
+    /// The measured layout choice, if any.
+    pub layout: Option<Layout>,
 }
 
 fn fnv(bytes: &[u8]) -> u64 {
@@ -240,7 +264,10 @@ impl Table {
                     file.entries.len(),
                     path.display()
                 );
-                Table::from_entries(&file.entries)
+                Table {
+                    layout: file.layout.as_ref().map(|c| c.layout),
+                    ..Table::from_entries(&file.entries)
+                }
             }
             Ok(None) => Table::default(),
             Err(why) => {
@@ -257,6 +284,7 @@ impl Table {
     pub fn from_entries(entries: &[Entry]) -> Self {
         Table {
             entries: entries.iter().map(|e| (e.shape(), e.block)).collect(),
+            layout: None,
         }
     }
 
@@ -490,16 +518,45 @@ pub fn tune_shape(
     })
 }
 
-/// Merge `entries` into the adapter's cache file (replacing the same shapes), written atomically.
-/// Returns the file's path.
-pub fn save(info: &wgpu::AdapterInfo, entries: &[Entry]) -> Result<PathBuf> {
+/// Choose the layout for training from per-layout samples (seconds per epoch): the fastest median,
+/// unless it beats the rule's choice `default` by less than the spread of either's samples.
+pub fn choose_layout(default: Layout, samples: &[(Layout, Vec<f64>)]) -> (Layout, Vec<LayoutTime>) {
+    let measured: Vec<LayoutTime> = (samples.iter())
+        .map(|(layout, t)| {
+            let mid = median(t);
+            let lo = t.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = t.iter().copied().fold(0.0, f64::max);
+            LayoutTime {
+                layout: *layout,
+                seconds: mid,
+                spread: (hi - lo) / mid,
+            }
+        })
+        .collect();
+    let best = (measured.iter()).min_by(|a, b| a.seconds.total_cmp(&b.seconds));
+    let rule = measured.iter().find(|m| m.layout == default);
+    let choice = match (best, rule) {
+        (Some(b), Some(d)) if b.seconds > d.seconds * (1.0 - b.spread.max(d.spread)) => default,
+        (Some(b), _) => b.layout,
+        (None, _) => default,
+    };
+    (choice, measured)
+}
+
+/// Merge `entries` into the adapter's cache file (replacing the same shapes), and `layout` where
+/// given (else the file's is kept), written atomically. Returns the file's path.
+pub fn save(
+    info: &wgpu::AdapterInfo,
+    entries: &[Entry],
+    layout: Option<LayoutChoice>,
+) -> Result<PathBuf> {
     let path = cache_path(info).ok_or_else(|| {
         Error::Gpu("no cache directory (set GPU_TRAIN_CACHE_DIR or HOME)".to_string())
     })?;
     let id = AdapterId::of(info);
-    let mut all = match read_cache(&path, &id) {
-        Ok(Some(f)) => f.entries,
-        _ => Vec::new(),
+    let (mut all, old_layout) = match read_cache(&path, &id) {
+        Ok(Some(f)) => (f.entries, f.layout),
+        _ => (Vec::new(), None),
     };
     for e in entries {
         all.retain(|o| o.shape() != e.shape());
@@ -512,6 +569,7 @@ pub fn save(info: &wgpu::AdapterInfo, entries: &[Entry]) -> Result<PathBuf> {
         kernels: kernels_hash(),
         adapter: id,
         entries: all,
+        layout: layout.or(old_layout),
     };
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|source| Error::Io {
@@ -601,6 +659,22 @@ mod tests {
     }
 
     #[test]
+    fn layout_choice_keeps_the_rule_unless_another_layout_wins_beyond_the_noise() {
+        let (t, b) = (Layout::Texels, Layout::Buffer);
+        // Buffer 5% faster, but the samples spread 10%: the rule's texels stay.
+        let close = [(t, vec![1.0, 1.05, 1.1]), (b, vec![0.95, 1.0, 1.0])];
+        assert_eq!(choose_layout(t, &close).0, t);
+        // Buffer twice as fast: chosen, with both timed.
+        let far = [(t, vec![2.0, 2.1, 2.2]), (b, vec![1.0, 1.0, 1.05])];
+        let (choice, measured) = choose_layout(t, &far);
+        assert_eq!(choice, b);
+        assert_eq!(measured.len(), 2);
+        assert_eq!(measured[0].seconds, 2.1);
+        // Only one layout measured: that one.
+        assert_eq!(choose_layout(t, &[(b, vec![1.0])]).0, b);
+    }
+
+    #[test]
     fn parity_catches_nan_and_wrong_values() {
         let want = [1.0f32, 2.0, 3.0];
         let scale = [1.0f32, 2.0, 3.0];
@@ -639,6 +713,7 @@ mod tests {
             tool_version: "0".into(),
             kernels: kernels_hash(),
             adapter: id(),
+            layout: None,
             entries: vec![Entry {
                 layout: Layout::Texels,
                 trans_a: true,
