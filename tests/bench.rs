@@ -185,7 +185,7 @@ fn compare_puts_adapters_and_versions_side_by_side() {
         "{t}"
     );
     assert!(
-        t.contains("[1] GPU A (vulkan)") && t.contains("[2] GPU B (vulkan)"),
+        t.contains("[1] GPU A (vulkan, buffer)") && t.contains("[2] GPU B (vulkan, buffer)"),
         "{t}"
     );
     let line = |case: &str| {

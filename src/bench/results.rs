@@ -271,12 +271,15 @@ pub fn compare_table(files: &[(PathBuf, Results)]) -> String {
             }
         }
     }
-    // Short column heads (the name cut, the backend kept), the full ones listed first.
+    // Short column heads (the name cut, the backend and layout kept), the full ones listed first.
     let heads: Vec<String> = (columns.iter())
         .map(|c| {
             let d = &c.results.devices[c.device];
             let name = super::truncate(&d.name, 16);
-            format!("[{}] {name} ({})", c.file + 1, d.backend)
+            match d.layout {
+                Some(l) => format!("[{}] {name} ({}, {l})", c.file + 1, d.backend),
+                None => format!("[{}] {name} ({})", c.file + 1, d.backend),
+            }
         })
         .collect();
     for (c, h) in columns.iter().zip(&heads) {
