@@ -211,18 +211,7 @@ pub(crate) fn padded_matrix(
             allowed: max.to_string(),
         });
     }
-    let texture = ctx.device.create_texture(&wgpu::TextureDescriptor {
-        label: Some(label),
-        size,
-        mip_level_count: 1,
-        sample_count: 1,
-        dimension: wgpu::TextureDimension::D2,
-        format: MATRIX_FORMAT,
-        usage: wgpu::TextureUsages::STORAGE_BINDING
-            | wgpu::TextureUsages::COPY_SRC
-            | wgpu::TextureUsages::COPY_DST,
-        view_formats: &[],
-    });
+    let texture = matrix_texture(ctx, label, size, wgpu::TextureUsages::COPY_SRC);
     if let Some(p) = padded {
         write_texels(ctx, &texture, p, size);
     }
@@ -231,6 +220,26 @@ pub(crate) fn padded_matrix(
         storage: Storage::Texture { texture, view },
         rows,
         cols,
+    })
+}
+
+/// An rgba32float texture of `size` (layers in its depth) that kernels bind as storage and uploads
+/// fill, with `usage` besides.
+fn matrix_texture(
+    ctx: &GpuContext,
+    label: &str,
+    size: wgpu::Extent3d,
+    usage: wgpu::TextureUsages,
+) -> wgpu::Texture {
+    ctx.device.create_texture(&wgpu::TextureDescriptor {
+        label: Some(label),
+        size,
+        mip_level_count: 1,
+        sample_count: 1,
+        dimension: wgpu::TextureDimension::D2,
+        format: MATRIX_FORMAT,
+        usage: wgpu::TextureUsages::STORAGE_BINDING | wgpu::TextureUsages::COPY_DST | usage,
+        view_formats: &[],
     })
 }
 
@@ -436,16 +445,7 @@ pub(crate) fn data_array(
         height: layer_rows as u32,
         depth_or_array_layers: layers as u32,
     };
-    let texture = ctx.device.create_texture(&wgpu::TextureDescriptor {
-        label: Some(label),
-        size,
-        mip_level_count: 1,
-        sample_count: 1,
-        dimension: wgpu::TextureDimension::D2,
-        format: MATRIX_FORMAT,
-        usage: wgpu::TextureUsages::STORAGE_BINDING | wgpu::TextureUsages::COPY_DST,
-        view_formats: &[],
-    });
+    let texture = matrix_texture(ctx, label, size, wgpu::TextureUsages::empty());
     // The matrix layout, with zero rows up to the end of the last layer.
     let mut padded = to_padded(rows, cols, data, 0.0);
     padded.resize(layers * layer_rows * pad4(cols), 0.0);
