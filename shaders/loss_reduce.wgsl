@@ -18,6 +18,10 @@
 // powers, advanced the same way: the layer has no step in epochs that do not use it. The host
 // binds them to the layer's updates at byte offset 4 * SHARED.
 
+// Without COUNT, the sum goes to history[state[0]] and nothing advances: a band's partial sum of
+// a batch whose losses span several buffers (the buffer layout past one storage binding); the
+// host binds each band its own slot and sums the slots with a last, counting, dispatch.
+override COUNT: bool = true;
 override ADVANCE: bool = false;
 override ADVANCE_SHARED: bool = false;
 const SHARED: u32 = 64u;
@@ -62,6 +66,9 @@ fn loss_reduce(@builtin(local_invocation_index) lid: u32) {
     if (lid == 0u) {
         let epoch = state[0];
         history[epoch] = partial[0] * params.scale;
+        if (!COUNT) {
+            return;
+        }
         state[0] = epoch + 1u;
         if (ADVANCE) {
             state[1] = state[1] + 1u;

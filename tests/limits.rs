@@ -134,3 +134,104 @@ fn a_batch_past_the_texture_side_trains_in_the_buffer_layout() {
         trajectory_tol(c[i])
     });
 }
+
+/// Past one storage binding in the buffer layout: with `max_storage_buffer_binding_size` reduced
+/// (16 and 32 KiB, requested on the adapter; `max_buffer_size` untouched), the batch's matrices
+/// are bound in bands of 64 rows, each product over the batch runs once per band, the weight and
+/// bias gradients are summed over the bands in order and the loss from per-band sums. It trains
+/// like the unbanded job (the sums differ only in their order) and the CPU, bit for bit the same
+/// from run to run, with a shared layer too; mini-batches gathered on the GPU are refused.
+#[test]
+fn a_batch_past_one_storage_binding_is_banded_in_the_buffer_layout() {
+    let Some(full) = gpu_or_skip() else { return };
+    let adapter = auto_adapter();
+    let adam = gpu_train::job::Optimizer {
+        kind: gpu_train::job::OptimizerKind::Adam,
+        ..Default::default()
+    };
+    let jobs = [
+        (
+            16u64 << 10,
+            Job {
+                layers: vec![40, 24, 5],
+                batch: 300,
+                epochs: 5,
+                lr: 1e-2,
+                loss: Loss::Mse,
+                bias: true,
+                init_scheme: InitScheme::Torch,
+                optimizer: adam,
+                log_every: 0,
+                ..Job::default()
+            },
+        ),
+        (
+            32 << 10,
+            Job {
+                layers: vec![50, 72, 72, 5],
+                batch: 200,
+                epochs: 6,
+                log_every: 0,
+                lr: 1e-4,
+                ..job::preset("dynamic").unwrap()
+            },
+        ),
+    ];
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    for (limit, job) in jobs {
+        job.validate().unwrap();
+        let label = format!("{:?} batch {} under {limit} bytes", job.layers, job.batch);
+        let small = GpuContext::with_limits(&adapter.adapter, |l| {
+            l.max_storage_buffer_binding_size = limit
+        })
+        .unwrap();
+        let state = HostState::seeded(&job);
+        let buffer = Layout::Buffer;
+        let mut whole = GpuBackend::with_layout(full.clone(), &job, &state, buffer).unwrap();
+        let mut banded = GpuBackend::with_layout(small.clone(), &job, &state, buffer).unwrap();
+        assert!(
+            banded.dispatches_per_epoch() > whole.dispatches_per_epoch(),
+            "{label}: each product over the batch runs once per band"
+        );
+        let want = whole.run(job.epochs).unwrap();
+        let got = banded.run(job.epochs).unwrap();
+        small.check().unwrap();
+        assert_within(&format!("{label}: against unbanded"), &got, &want, |i| {
+            trajectory_tol(want[i])
+        });
+        let c = CpuBackend::new(&job, &state).run(job.epochs).unwrap();
+        assert_within(&format!("{label}: against the CPU"), &got, &c, |i| {
+            trajectory_tol(c[i])
+        });
+        let mut again = GpuBackend::with_layout(small.clone(), &job, &state, buffer).unwrap();
+        assert_eq!(
+            bits(&again.run(job.epochs).unwrap()),
+            bits(&got),
+            "{label}: rerun"
+        );
+        let (a, b) = (again.read_params().unwrap(), banded.read_params().unwrap());
+        for ((name, x), (_, y)) in a.named().into_iter().zip(b.named()) {
+            assert_eq!(bits(&x.data), bits(&y.data), "{label}: rerun {name}");
+        }
+    }
+    // Mini-batches are gathered into the batch matrices whole: refused, naming the limit.
+    let small = GpuContext::with_limits(&adapter.adapter, |l| {
+        l.max_storage_buffer_binding_size = 16 << 10
+    })
+    .unwrap();
+    let job = Job {
+        layers: vec![40, 24, 5],
+        batch: 300,
+        rows: Some(600),
+        epochs: 1,
+        ..Job::default()
+    };
+    let err = GpuBackend::with_layout(small, &job, &HostState::seeded(&job), Layout::Buffer)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        err.contains("mini-batch") && err.contains("max_storage_buffer_binding_size"),
+        "{err}"
+    );
+}

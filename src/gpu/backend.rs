@@ -4,12 +4,15 @@
 use super::kernels::loss_reduce::{counters_of, initial_state, SHARED_COUNTERS_OFFSET};
 use super::layout::Layout;
 use super::layout::{from_padded, pad4, to_padded};
-use super::memory::{data_array, matrix, storage, vector, Banded, GpuMatrix, Storage, STORAGE};
+use super::memory::{
+    self, banded_matrix, data_array, matrix, storage, vector, Banded, GpuMatrix, Storage,
+    BAND_ALIGN_ROWS, STORAGE,
+};
 use super::plan::{Dataset, Net, PlanKey};
 use super::record::{record, record_timed, scoped, Dispatch, Profiler, MAX_QUERIES};
 use super::{GpuContext, Opt, Timestamps};
 use crate::backend::{Backend, TrainState};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::init::{HostState, Matrix, Params};
 use crate::io::summary::DeviceSummary;
 use crate::job::Job;
@@ -36,6 +39,52 @@ pub struct GpuBackend {
     /// Seconds spent recording and submitting.
     pub(crate) encode_s: f64,
     pub(crate) profiler: Option<Profiler>,
+}
+
+/// Padded batch rows per band: `usize::MAX` where the batch's matrices fit one storage binding
+/// (always in the texels layout, whose textures have their own limits), else the most rows of the
+/// widest that fit one, a multiple of [`BAND_ALIGN_ROWS`]. Mini-batches gathered on the GPU are
+/// not banded: refused with the limit.
+fn row_band(ctx: &GpuContext, job: &Job, layout: Layout) -> Result<usize> {
+    let d = &job.layers;
+    let apps = job.applications(job.max_uses());
+    let widest = (apps.iter().map(|&l| d[l + 1]))
+        .chain([d[0], d[job.depth()]])
+        .max()
+        .unwrap_or(1);
+    let row_bytes = (pad4(widest) * 4) as u64;
+    let limit = ctx.limits.max_storage_buffer_binding_size;
+    if layout != Layout::Buffer || pad4(job.batch) as u64 * row_bytes <= limit {
+        return Ok(usize::MAX);
+    }
+    let rows = ((limit / row_bytes) as usize / BAND_ALIGN_ROWS) * BAND_ALIGN_ROWS;
+    let fmt = |b: u64| format!("{b} bytes ({:.1} MiB)", b as f64 / (1u64 << 20) as f64);
+    if rows == 0 || job.minibatched() {
+        let (buffer, needed) = match rows {
+            0 => (
+                format!("a band of {BAND_ALIGN_ROWS} batch rows of {widest} columns"),
+                BAND_ALIGN_ROWS as u64 * row_bytes,
+            ),
+            _ => (
+                format!(
+                    "a mini-batch of {} rows gathered on the GPU (not split in bands)",
+                    job.batch
+                ),
+                pad4(job.batch) as u64 * row_bytes,
+            ),
+        };
+        return Err(Error::TooLarge {
+            buffer,
+            needed: fmt(needed),
+            limit: "max_storage_buffer_binding_size",
+            allowed: fmt(limit),
+        });
+    }
+    log::info!(
+        "the batch's matrices exceed one storage binding ({limit} bytes): {} bands of {rows} rows",
+        pad4(job.batch).div_ceil(rows)
+    );
+    Ok(rows)
 }
 
 impl GpuBackend {
@@ -73,6 +122,13 @@ impl GpuBackend {
         // The dataset is x and y themselves when it is one batch; else it stays resident in
         // texture arrays and each step gathers its batch into x and y.
         let upload = !job.minibatched();
+        let row_band = row_band(&ctx, job, layout)?;
+        let banded = row_band < pad4(b);
+        // The batch's matrices, bound in bands of rows where they exceed one binding.
+        let matrix = |ctx: &GpuContext, layout, label: &str, rows, cols, data| match banded {
+            true => banded_matrix(ctx, layout, label, rows, cols, data),
+            false => matrix(ctx, layout, label, rows, cols, data),
+        };
         let x = matrix(
             &ctx,
             layout,
@@ -97,14 +153,8 @@ impl GpuBackend {
                 .enumerate()
                 .map(|(l, w)| {
                     let label = format!("{name}{} ({}x{} f32)", l + 1, w.rows, w.cols);
-                    matrix(
-                        &ctx,
-                        layout,
-                        &label,
-                        w.rows,
-                        w.cols,
-                        upload.then_some(&w.data[..]),
-                    )
+                    let data = upload.then_some(&w.data[..]);
+                    memory::matrix(&ctx, layout, &label, w.rows, w.cols, data)
                 })
                 .collect::<Result<Vec<_>>>()
         };
@@ -163,8 +213,52 @@ impl GpuBackend {
         let mut grads = hidden("g")?;
         let label = format!("output gradient ({b}x{} f32)", d[depth]);
         grads.push(matrix(&ctx, layout, &label, b, d[depth], None)?);
-        let sq = storage(&ctx, "squared errors", pad4(b) * pad4(d[depth]), None)?;
-        let sq = Banded::whole(sq, b, d[depth]);
+        // The per-element losses, one buffer per band of rows.
+        let bands: Vec<(usize, usize)> = (0..pad4(b))
+            .step_by(row_band.min(pad4(b)))
+            .map(|r0| (r0, (r0 + row_band).min(pad4(b))))
+            .collect();
+        let sq = (bands.iter().enumerate())
+            .map(|(j, &(r0, r1))| {
+                let label = match banded {
+                    true => format!("squared errors (band {})", j + 1),
+                    false => "squared errors".to_string(),
+                };
+                let buf = storage(&ctx, &label, (r1 - r0) * pad4(d[depth]), None)?;
+                Ok(Banded::whole(buf, r1 - r0, d[depth]))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        // With bands: each band's loss slot, the slots, and the gradient sums over the bands.
+        let band_slots: Vec<wgpu::Buffer> = (0..if banded { bands.len() } else { 0 })
+            .map(|j| {
+                ctx.device
+                    .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                        label: Some("band loss slot"),
+                        contents: bytemuck::cast_slice(&[j as u32, 0, 0, 0]),
+                        usage: STORAGE,
+                    })
+            })
+            .collect();
+        let band_sums = banded
+            .then(|| storage(&ctx, "band loss sums", pad4(bands.len()), None))
+            .transpose()?;
+        let own_sum = |l: usize| banded && job.shared_layer() != Some(l);
+        let band_sum_w = (0..depth)
+            .map(|l| {
+                let label = format!("w{} gradient summed over the bands", l + 1);
+                (own_sum(l))
+                    .then(|| Banded::new(&ctx, &label, d[l], d[l + 1]))
+                    .transpose()
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let band_sum_b = (0..depth)
+            .map(|l| {
+                let label = format!("b{} gradient summed over the bands", l + 1);
+                (own_sum(l) && job.bias)
+                    .then(|| vector(&ctx, &label, d[l + 1], None, 0.0))
+                    .transpose()
+            })
+            .collect::<Result<Vec<_>>>()?;
         let (sum_w, sum_b) = match job.shared_layer() {
             Some(s) => (
                 Some(Banded::new(
@@ -256,6 +350,11 @@ impl GpuBackend {
             acts,
             grads,
             sq,
+            row_band,
+            band_slots,
+            band_sums,
+            band_sum_w,
+            band_sum_b,
             sum_w,
             sum_b,
             data,

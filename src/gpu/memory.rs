@@ -84,6 +84,22 @@ impl GpuMatrix {
         self.storage.binding()
     }
 
+    /// The padded rows `r0..r1` alone (a band of a buffer-layout matrix larger than one storage
+    /// binding; `r0` a multiple of [`BAND_ALIGN_ROWS`]); the whole matrix in the texels layout.
+    pub fn window(&self, (r0, r1): (usize, usize)) -> wgpu::BindingResource<'_> {
+        match &self.storage {
+            Storage::Buffer(buffer) => {
+                let row = (pad4(self.cols) * 4) as u64;
+                wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer,
+                    offset: r0 as u64 * row,
+                    size: wgpu::BufferSize::new((r1 - r0) as u64 * row),
+                })
+            }
+            Storage::Texture { .. } => self.binding(),
+        }
+    }
+
     pub fn layout(&self) -> Layout {
         self.storage.layout()
     }
@@ -218,6 +234,59 @@ pub(crate) fn padded_matrix(
     let view = texture.create_view(&Default::default());
     Ok(GpuMatrix {
         storage: Storage::Texture { texture, view },
+        rows,
+        cols,
+    })
+}
+
+/// Bands of rows start at multiples of this many rows: with rows of a multiple of 16 bytes, their
+/// byte offsets are multiples of 1024, above any adapter's `min_storage_buffer_offset_alignment`.
+pub const BAND_ALIGN_ROWS: usize = 64;
+
+/// A buffer-layout `[rows, cols]` matrix (zeros) that may exceed one storage binding (it is bound
+/// in bands of rows, [`GpuMatrix::window`]): checked against `max_buffer_size` only. In the texels
+/// layout, [`matrix`].
+pub(crate) fn banded_matrix(
+    ctx: &GpuContext,
+    layout: Layout,
+    label: &str,
+    rows: usize,
+    cols: usize,
+    data: Option<&[f32]>,
+) -> Result<GpuMatrix> {
+    if layout != Layout::Buffer {
+        return matrix(ctx, layout, label, rows, cols, data);
+    }
+    ctx.kernels.layout(layout)?;
+    let len = pad4(rows) * pad4(cols);
+    let bytes = (len.max(1) * 4) as u64;
+    let fmt = |b: u64| format!("{b} bytes ({:.1} MiB)", b as f64 / (1u64 << 20) as f64);
+    if bytes > ctx.limits.max_buffer_size {
+        return Err(Error::TooLarge {
+            buffer: label.into(),
+            needed: fmt(bytes),
+            limit: "max_buffer_size",
+            allowed: fmt(ctx.limits.max_buffer_size),
+        });
+    }
+    let padded = data.map(|d| to_padded(rows, cols, d, 0.0));
+    let buf = match padded {
+        Some(p) => ctx
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents: bytemuck::cast_slice(&p),
+                usage: STORAGE,
+            }),
+        None => ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: bytes,
+            usage: STORAGE,
+            mapped_at_creation: false,
+        }),
+    };
+    Ok(GpuMatrix {
+        storage: Storage::Buffer(buf),
         rows,
         cols,
     })

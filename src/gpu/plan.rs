@@ -2,9 +2,12 @@
 //! step in order (forward, `loss_reduce`, backward; see the module description of `gpu`).
 
 use super::kernels::bias_update::{bias_update_dispatch, BiasStep};
-use super::kernels::loss_reduce::{loss_reduce_dispatch, SHARED_COUNTERS_OFFSET};
-use super::kernels::matmul::{matmul_dispatch, MatmulBind};
+use super::kernels::loss_reduce::{
+    loss_partial_dispatch, loss_reduce_dispatch, SHARED_COUNTERS_OFFSET,
+};
+use super::kernels::matmul::{matmul_dispatch, MatmulBind, Windows};
 use super::kernels::optimizer::OptBind;
+use super::layout::pad4;
 use super::layout::Layout;
 use super::memory::{Banded, DataArray, GpuMatrix};
 use super::record::Dispatch;
@@ -59,8 +62,21 @@ pub(crate) struct Net {
     /// `grads[j]`: gradient w.r.t. the j-th product's output, as `acts`; the last entry is the
     /// output layer's.
     pub(crate) grads: Vec<GpuMatrix>,
-    /// Per-element losses of the output layer.
-    pub(crate) sq: Banded,
+    /// Per-element losses of the output layer: one buffer per band of batch rows.
+    pub(crate) sq: Vec<Banded>,
+    /// Padded batch rows per band where the batch's matrices exceed one storage binding (buffer
+    /// layout; a multiple of `BAND_ALIGN_ROWS`), else `usize::MAX`: each product over the batch
+    /// then runs once per band on windows of the matrices, the weight and bias gradients summed
+    /// over the bands in order (the `Acc` chain of a shared layer), the loss summed from per-band
+    /// partial sums.
+    pub(crate) row_band: usize,
+    /// Per band, a slot index (`[j, 0, 0, 0]`) for its partial loss sum in `band_sums`.
+    pub(crate) band_slots: Vec<wgpu::Buffer>,
+    pub(crate) band_sums: Option<wgpu::Buffer>,
+    /// Per layer, the weight and bias gradients summed over the bands (None unbanded, and for a
+    /// shared layer, which sums in `sum_w` and `sum_b`).
+    pub(crate) band_sum_w: Vec<Option<Banded>>,
+    pub(crate) band_sum_b: Vec<Option<wgpu::Buffer>>,
     /// A dynamic-depth net's shared weight and bias gradients, summed over its uses.
     pub(crate) sum_w: Option<Banded>,
     pub(crate) sum_b: Option<wgpu::Buffer>,
@@ -75,6 +91,15 @@ pub(crate) struct Net {
 }
 
 impl Net {
+    /// The bands of `pad4(rows)` padded batch rows (one, unbanded).
+    pub(crate) fn bands(&self, rows: usize) -> Vec<(usize, usize)> {
+        let padded = pad4(rows);
+        (0..padded)
+            .step_by(self.row_band.min(padded).max(1))
+            .map(|r0| (r0, (r0 + self.row_band).min(padded)))
+            .collect()
+    }
+
     /// One epoch's dispatches: forward, `loss_reduce`, backward (see the module's description),
     /// over the products `job.applications(key.uses)`.
     pub(crate) fn plan(&self, ctx: &GpuContext, key: PlanKey) -> Result<Vec<Dispatch>> {
@@ -126,6 +151,7 @@ impl Net {
                 matmul_dispatch(ctx, key, dims, scalar, bind)
             };
         let bind = |a, b, c, aux, aux_out| MatmulBind {
+            windows: Windows::default(),
             a,
             b,
             c,
@@ -155,108 +181,150 @@ impl Net {
         if let Some(data) = &self.data {
             plan.push(self.gather_dispatch(ctx, data, b));
         }
+        // Bands of the batch's rows (one unless its matrices exceed one storage binding), and the
+        // real rows of each.
+        let bands = self.bands(b);
+        let banded = bands.len() > 1;
+        let real = |(r0, r1): (usize, usize)| b.min(r1) - r0;
+        let rows_of = |band| Windows {
+            rows: banded.then_some(band),
+            depth: None,
+        };
         for (j, &l) in apps.iter().enumerate() {
             let input = if j == 0 { &self.x } else { &self.acts[j - 1] };
-            let dims = (b, d[l + 1], d[l]);
             let none = Acc::default();
-            plan.extend(if j + 1 < n {
-                // a_j = act(a_{j-1} · w_l + b_l)
-                let bd = bind(input, w(l), &self.acts[j], None, None);
-                let bd = MatmulBind {
-                    bias: bias(l),
-                    ..bd
-                };
-                mm((false, false, hidden_mode), none, dims, 0.0, bd)?
-            } else {
-                // g_out = dLoss/d(pred) of pred = a_{j-1} · w_l + b_l, per-element losses into sq
-                let bd = bind(input, w(l), grad(j), Some(&self.y), Some(&self.sq));
-                let bd = MatmulBind {
-                    bias: bias(l),
-                    ..bd
-                };
-                let coef = job.loss.grad_coef(n_out);
-                mm(
-                    (false, false, Mode::for_loss(job.loss)),
-                    none,
-                    dims,
-                    coef,
-                    bd,
-                )?
-            });
+            for (bi, &band) in bands.iter().enumerate() {
+                let dims = (real(band), d[l + 1], d[l]);
+                plan.extend(if j + 1 < n {
+                    // a_j = act(a_{j-1} · w_l + b_l)
+                    let bd = bind(input, w(l), &self.acts[j], None, None);
+                    let bd = MatmulBind {
+                        bias: bias(l),
+                        windows: rows_of(band),
+                        ..bd
+                    };
+                    mm((false, false, hidden_mode), none, dims, 0.0, bd)?
+                } else {
+                    // g_out = dLoss/d(pred) of pred = a_{j-1} · w_l + b_l, per-element losses
+                    // into sq
+                    let sq = Some(&self.sq[bi]);
+                    let bd = bind(input, w(l), grad(j), Some(&self.y), sq);
+                    let bd = MatmulBind {
+                        bias: bias(l),
+                        windows: rows_of(band),
+                        ..bd
+                    };
+                    let coef = job.loss.grad_coef(n_out);
+                    let mode = Mode::for_loss(job.loss);
+                    mm((false, false, mode), none, dims, coef, bd)?
+                });
+            }
         }
         let advance = (key.update && opt == Opt::Adam).then_some((o.beta1, o.beta2));
         let advance_shared = advance.is_some() && shared.is_some() && key.uses > 0;
-        plan.push(loss_reduce_dispatch(
-            ctx,
-            (b, d[depth]),
-            job.loss.scale(n_out),
-            (advance, advance_shared),
-            &self.sq.bufs[0],
-            &self.history,
-            &self.state,
-        ));
+        let scale = job.loss.scale(n_out);
+        match (&self.band_sums, banded) {
+            (Some(sums), true) => {
+                for (bi, &band) in bands.iter().enumerate() {
+                    let values = &self.sq[bi].bufs[0];
+                    let dims = (real(band), d[depth]);
+                    let slot = &self.band_slots[bi];
+                    plan.push(loss_partial_dispatch(ctx, dims, values, sums, slot));
+                }
+                let adv = (advance, advance_shared);
+                let (history, state) = (&self.history, &self.state);
+                let dims = (1, bands.len());
+                plan.push(loss_reduce_dispatch(
+                    ctx, dims, scale, adv, sums, history, state,
+                ));
+            }
+            _ => plan.push(loss_reduce_dispatch(
+                ctx,
+                (b, d[depth]),
+                scale,
+                (advance, advance_shared),
+                &self.sq[0].bufs[0],
+                &self.history,
+                &self.state,
+            )),
+        }
         for j in (0..n).rev() {
             let l = apps[j];
             if j > 0 {
                 // g_{j-1} = (g_j · w_lᵀ) ⊙ [a_{j-1} > 0] (no mask without ReLU), from the
                 // weights before any step
-                let dims = (b, d[l], d[l + 1]);
                 let aux = relu.then_some(&self.acts[j - 1]);
-                let bd = bind(grad(j), w(l), &self.grads[j - 1], aux, None);
-                plan.extend(mm(
-                    (false, true, input_grad_mode),
-                    Acc::default(),
-                    dims,
-                    0.0,
-                    bd,
-                )?);
+                for &band in &bands {
+                    let dims = (real(band), d[l], d[l + 1]);
+                    let bd = MatmulBind {
+                        windows: rows_of(band),
+                        ..bind(grad(j), w(l), &self.grads[j - 1], aux, None)
+                    };
+                    let mode = (false, true, input_grad_mode);
+                    plan.extend(mm(mode, Acc::default(), dims, 0.0, bd)?);
+                }
             }
             // A shared weight's gradient is summed over its uses, from the last down; its step
-            // comes with the first use (the last one the backward pass reaches).
-            let acc = Acc {
+            // comes with the first use (the last one the backward pass reaches). Over bands of
+            // the batch, each use's gradient is summed band by band the same way.
+            let use_acc = Acc {
                 input: j + 1 < n && apps[j + 1] == l,
                 output: j > 0 && apps[j - 1] == l,
             };
-            let summing = acc != Acc::default();
-            // w_l' = step(w_l, a_{j-1}ᵀ · g_j [+ sum]) (or dw_l = ..., or sum = ...)
+            let (sum_w, sum_b) = match shared == Some(l) {
+                true => (self.sum_w.as_ref(), self.sum_b.as_ref()),
+                false => (self.band_sum_w[l].as_ref(), self.band_sum_b[l].as_ref()),
+            };
             let input = if j == 0 { &self.x } else { &self.acts[j - 1] };
-            let dims = (d[l], d[l + 1], b);
-            let sum_w = self.sum_w.as_ref().filter(|_| summing);
-            plan.extend(if key.update && !acc.output {
-                let old = w(l);
-                // Pairs: read one texture, write the other; else step in place.
-                let (new, aux) = match self.layout.pairs() {
-                    true => (&self.weights[l][1 - parity(l)], Some(old)),
-                    false => (old, None),
+            for (bi, &band) in bands.iter().enumerate() {
+                let acc = Acc {
+                    input: use_acc.input || bi > 0,
+                    output: use_acc.output || bi + 1 < bands.len(),
                 };
-                let bd = MatmulBind {
-                    opt: Some(opt_of(l, l)),
-                    ..bind(input, grad(j), new, aux, sum_w)
+                let summing = acc != Acc::default();
+                let depth_of = Windows {
+                    rows: None,
+                    depth: banded.then_some(band),
                 };
-                mm((true, false, Mode::Update), acc, dims, job.lr, bd)?
-            } else {
-                // dws[l] is not written while summing (acc.output).
-                let bd = bind(input, grad(j), &self.dws[l], None, sum_w);
-                mm((true, false, Mode::Store), acc, dims, 0.0, bd)?
-            });
-            // b_l' = step(b_l, Σ_rows g_j [+ sum]) (or db_l = ..., or sum = ...)
-            if let Some(b_l) = bias(l) {
-                let step = BiasStep {
-                    lr: job.lr,
-                    store: !key.update,
-                    kind: opt,
-                    opt: Some(opt_of(depth + l, l)),
-                    acc,
-                    sum: self.sum_b.as_ref().filter(|_| summing),
-                };
-                let target = if key.update { b_l } else { &self.dbs[l] };
-                plan.push(bias_update_dispatch(
-                    ctx,
-                    (b, d[l + 1]),
-                    step,
-                    grad(j),
-                    target,
-                ));
+                // w_l' = step(w_l, a_{j-1}ᵀ · g_j [+ sum]) (or dw_l = ..., or sum = ...)
+                let dims = (d[l], d[l + 1], real(band));
+                let sum_w = sum_w.filter(|_| summing);
+                plan.extend(if key.update && !acc.output {
+                    let old = w(l);
+                    // Pairs: read one texture, write the other; else step in place.
+                    let (new, aux) = match self.layout.pairs() {
+                        true => (&self.weights[l][1 - parity(l)], Some(old)),
+                        false => (old, None),
+                    };
+                    let bd = MatmulBind {
+                        opt: Some(opt_of(l, l)),
+                        windows: depth_of,
+                        ..bind(input, grad(j), new, aux, sum_w)
+                    };
+                    mm((true, false, Mode::Update), acc, dims, job.lr, bd)?
+                } else {
+                    // dws[l] is not written while summing (acc.output).
+                    let bd = MatmulBind {
+                        windows: depth_of,
+                        ..bind(input, grad(j), &self.dws[l], None, sum_w)
+                    };
+                    mm((true, false, Mode::Store), acc, dims, 0.0, bd)?
+                });
+                // b_l' = step(b_l, Σ_rows g_j [+ sum]) (or db_l = ..., or sum = ...)
+                if let Some(b_l) = bias(l) {
+                    let step = BiasStep {
+                        lr: job.lr,
+                        store: !key.update,
+                        kind: opt,
+                        opt: Some(opt_of(depth + l, l)),
+                        acc,
+                        sum: sum_b.filter(|_| summing),
+                        band: banded.then_some(band),
+                    };
+                    let target = if key.update { b_l } else { &self.dbs[l] };
+                    let dims = (real(band), d[l + 1]);
+                    plan.push(bias_update_dispatch(ctx, dims, step, grad(j), target));
+                }
             }
         }
         Ok(plan)

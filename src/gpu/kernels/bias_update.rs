@@ -55,9 +55,11 @@ pub(crate) struct BiasStep<'a> {
     pub(crate) kind: Opt,
     /// The optimizer's bindings (None: plain SGD).
     pub(crate) opt: Option<OptBind<'a>>,
-    /// Summing a shared layer's gradient, in `sum`.
+    /// Summing a shared layer's gradient (or a gradient over bands of the batch), in `sum`.
     pub(crate) acc: Acc,
     pub(crate) sum: Option<&'a wgpu::Buffer>,
+    /// The band of g's padded rows bound (g larger than one storage binding), if any.
+    pub(crate) band: Option<(usize, usize)>,
 }
 
 /// `bias_update` of a `[rows, cols]` output gradient into the bias buffer `b`: the optimizer
@@ -85,7 +87,7 @@ pub(crate) fn bias_update_dispatch(
     debug_assert!(step.acc == Acc::default() || step.sum.is_some());
     let resources = vec![
         params.as_entire_binding(),
-        g.binding(),
+        step.band.map_or_else(|| g.binding(), |band| g.window(band)),
         b.as_entire_binding(),
         step.sum.unwrap_or(&kn.dummy_rw).as_entire_binding(),
     ];
@@ -165,6 +167,7 @@ pub fn run_bias_sum(
             opt: None,
             acc,
             sum: Some(&sb),
+            band: None,
         };
         let d = bias_update_dispatch(ctx, (rows, cols), step, &gm, &bb);
         submit(ctx, &[&[d]]);

@@ -58,6 +58,22 @@ pub(crate) fn initial_state() -> Vec<u32> {
 
 /// `loss_reduce` of `[rows, cols]` values times `scale`; with `advance = Some((beta1, beta2))` it
 /// also advances the optimizer's step counters, and with `advance_shared` the shared layer's.
+/// `loss_reduce` of one band's `[rows, cols]` values into `sums[slot[0]]` (the slot buffer holds
+/// the band's index), unscaled, advancing nothing: the partial sums of a batch whose losses span
+/// several buffers, added up by a last [`loss_reduce_dispatch`] over `sums`.
+pub(crate) fn loss_partial_dispatch(
+    ctx: &GpuContext,
+    (rows, cols): (usize, usize),
+    values: &wgpu::Buffer,
+    sums: &wgpu::Buffer,
+    slot: &wgpu::Buffer,
+) -> Dispatch {
+    let mut d = loss_reduce_dispatch(ctx, (rows, cols), 1.0, (None, false), values, sums, slot);
+    d.label = format!("loss_reduce {rows}x{cols} (a band)");
+    d.pipeline = ctx.kernels.loss_partial.clone();
+    d
+}
+
 pub(crate) fn loss_reduce_dispatch(
     ctx: &GpuContext,
     (rows, cols): (usize, usize),

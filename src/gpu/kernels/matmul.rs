@@ -261,6 +261,8 @@ pub(crate) struct MatmulParams {
 
 /// The matrices one matmul dispatch binds.
 pub(crate) struct MatmulBind<'a> {
+    /// The bands of rows bound, where the matrices are larger than one storage binding.
+    pub(crate) windows: Windows,
     pub(crate) a: &'a GpuMatrix,
     pub(crate) b: &'a GpuMatrix,
     pub(crate) c: &'a GpuMatrix,
@@ -269,6 +271,22 @@ pub(crate) struct MatmulBind<'a> {
     pub(crate) bias: Option<&'a wgpu::Buffer>,
     /// The optimizer of `Mode::Update` (None: plain SGD, or another mode).
     pub(crate) opt: Option<OptBind<'a>>,
+}
+
+/// Bands of padded rows of the bound matrices, for a product over one band of the batch in the
+/// buffer layout (matrices larger than one storage binding): `rows` are C's and AUX's rows, and
+/// A's where A is not transposed; `depth` the rows of K, A's where A is transposed and B's where
+/// it is not. The product runs on those rows as if they were the whole matrices.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct Windows {
+    pub(crate) rows: Option<(usize, usize)>,
+    pub(crate) depth: Option<(usize, usize)>,
+}
+
+impl Windows {
+    fn of<'a>(m: &'a GpuMatrix, band: Option<(usize, usize)>) -> wgpu::BindingResource<'a> {
+        band.map_or_else(|| m.binding(), |b| m.window(b))
+    }
 }
 
 /// The dispatches of one product: one, or one per band of the per-element buffers it writes
@@ -362,13 +380,16 @@ pub(crate) fn matmul_dispatch(
         let partials = split
             .then(|| storage(ctx, "split-K partial sums", splits * band_rows * n, None))
             .transpose()?;
+        let win = bind.windows;
+        let a_band = if key.trans_a { win.depth } else { win.rows };
+        let b_band = if key.trans_b { None } else { win.depth };
         let resources = vec![
             params.as_entire_binding(),
-            bind.a.binding(),
-            bind.b.binding(),
-            bind.c.binding(),
+            Windows::of(bind.a, a_band),
+            Windows::of(bind.b, b_band),
+            Windows::of(bind.c, win.rows),
             bind.aux
-                .map_or_else(|| kn.dummy_matrix(key.layout), |m| m.binding()),
+                .map_or_else(|| kn.dummy_matrix(key.layout), |m| Windows::of(m, win.rows)),
             bind.aux_out
                 .map_or(&kn.dummy_rw, |b| &b.bufs[band])
                 .as_entire_binding(),
@@ -470,6 +491,7 @@ pub fn run_matmul(
             (m, n, k),
             scalar,
             MatmulBind {
+                windows: Windows::default(),
                 a: &ab,
                 b: &bb,
                 c: &cb,
@@ -523,6 +545,7 @@ pub fn time_matmul(
             (m, n, k),
             0.0,
             MatmulBind {
+                windows: Windows::default(),
                 a: &ab,
                 b: &bb,
                 c: &cb,

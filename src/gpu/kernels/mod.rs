@@ -382,6 +382,8 @@ pub struct Kernels {
     /// `loss_reduce` by [ADVANCE][ADVANCE_SHARED] (the optimizer's step counters, and the shared
     /// layer's).
     loss_reduce: [[wgpu::ComputePipeline; 2]; 2],
+    /// `loss_reduce` without COUNT: a band's partial sum into its slot.
+    pub loss_partial: wgpu::ComputePipeline,
     /// `bias_update` by (layout, STORE, OPT, ACC_IN and ACC_OUT), built on first use.
     bias_cache: Mutex<HashMap<(Layout, bool, Opt, Acc), wgpu::ComputePipeline>>,
     /// `matmul_naive` (shaders/matmul_naive.wgsl), the bench's reference kernel, built on first
@@ -417,6 +419,7 @@ impl Kernels {
                 entry(3, RW),
             ],
         );
+        let loss_partial = reduce.pipeline(device, "loss_reduce", &[("COUNT", 0.0)]);
         let loss_reduce = [false, true].map(|advance| {
             [false, true].map(|shared| {
                 let constants = [
@@ -433,6 +436,7 @@ impl Kernels {
             reduce_cache: Mutex::default(),
             loss_reduce_layout: reduce.bind_layout,
             loss_reduce,
+            loss_partial,
             bias_cache: Mutex::default(),
             naive: Mutex::default(),
             checks,
