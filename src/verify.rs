@@ -24,7 +24,7 @@ use crate::gpu::{
     run_bias_update, run_loss_reduce, run_matmul, Acc, Block, GpuBackend, GpuContext, LimitsChoice,
     MatmulKey, Mode, Opt,
 };
-use crate::init::HostState;
+use crate::init::{HostState, Matrix};
 use crate::job::{InitScheme, Job, Loss, Optimizer, OptimizerKind};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -325,6 +325,11 @@ struct Extra {
     coef: f32,
 }
 
+/// The generator of a check's inputs.
+fn seeded(seed: u64) -> rand_chacha::ChaCha8Rng {
+    rand::SeedableRng::seed_from_u64(seed)
+}
+
 /// `KERNEL` or `KERNEL@SHAPE` from the environment.
 fn perturbed() -> Option<(String, Option<String>)> {
     let v = std::env::var(PERTURB_ENV).ok().filter(|s| !s.is_empty())?;
@@ -407,19 +412,15 @@ fn matmul_check(
     dims: (usize, usize, usize),
     seed: u64,
 ) -> Result<(Vec<Compared>, bool)> {
-    use rand::SeedableRng;
-    use rand_distr::Distribution;
     let (m, n, k) = dims;
     let (a, b) = tune::random_inputs(key, dims, seed);
     let (v, scale) = tune::cpu_reference(key, &a, &b, dims);
     let g2 = two_gamma(k);
     let err: Vec<f64> = scale.iter().map(|&s| g2 * s as f64).collect();
-    let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x5eed);
-    let normal = rand_distr::StandardNormal;
-    let mut draw = |len: usize| -> Vec<f32> { (0..len).map(|_| normal.sample(&mut r)).collect() };
+    let mut r = seeded(seed ^ 0x5eed);
     let extra = Extra {
-        aux: draw(m * n),
-        bias: draw(n),
+        aux: Matrix::randn(m, n, &mut r).data,
+        bias: Matrix::randn(1, n, &mut r).data,
         lr: 0.25,
         coef: match e {
             Epi::AbsError => Loss::L1.grad_coef(m * n),
@@ -495,12 +496,9 @@ fn bias_checks(suite: &mut Suite<'_>, ctx: &GpuContext, layout: Layout, quick: b
         &[(1, 1), (7, 3), (64, 100), (63, 65), (1001, 7), (5, 1000)]
     };
     for &(rows, cols) in shapes {
-        let (g, b) = tune::random_inputs(
-            Epi::Store.key(layout, Block::B4x4, (false, false)),
-            (rows, 1, cols),
-            (rows * 10_000 + cols) as u64,
-        );
-        let b = &b[..cols];
+        let mut r = seeded((rows * 10_000 + cols) as u64);
+        let g = Matrix::randn(rows, cols, &mut r).data;
+        let b = &Matrix::randn(1, cols, &mut r).data[..];
         let mut db = b.to_vec();
         cpu::bias_update(&mut db, &g, Epilogue::Store);
         let shape = format!("{rows}x{cols}");
@@ -544,11 +542,7 @@ fn loss_reduce_checks(suite: &mut Suite<'_>, ctx: &GpuContext, layout: Layout, q
         &[(1, 1), (7, 3), (64, 10), (63, 65), (1001, 7), (100, 1000)]
     };
     for &(rows, cols) in shapes {
-        let (v, _) = tune::random_inputs(
-            Epi::Store.key(layout, Block::B4x4, (false, false)),
-            (rows, 1, cols),
-            (rows * 7 + cols) as u64,
-        );
+        let v = Matrix::randn(rows, cols, &mut seeded((rows * 7 + cols) as u64)).data;
         let v: Vec<f32> = v.iter().map(|x| x * x).collect();
         let want = cpu::loss_reduce(&v);
         let shape = format!("{rows}x{cols}");

@@ -5,27 +5,13 @@
 
 mod common;
 
-use common::{assert_within, gpu_or_skip};
+use common::{assert_within, auto_adapter, gpu_or_skip, trajectory_tol};
 use gpu_train::backend::Backend;
 use gpu_train::cpu::CpuBackend;
 use gpu_train::gpu::layout::Layout;
 use gpu_train::gpu::{GpuBackend, GpuContext, LimitsChoice};
 use gpu_train::init::HostState;
 use gpu_train::job::{self, InitScheme, Job, Loss};
-
-/// The adapter `gpu_or_skip` opened, to open again with other limits.
-fn auto_adapter() -> gpu_train::gpu::AdapterEntry {
-    let list = gpu_train::gpu::list_adapters();
-    gpu_train::gpu::context::choose(&gpu_train::gpu::DeviceChoice::Auto, list)
-        .unwrap()
-        .expect("the adapter gpu_or_skip opened")
-}
-
-/// `|ΔL|` allowed between the two paths' f32 trajectories (as tests/parity.rs).
-fn trajectory_tol(l: f32) -> f64 {
-    let l = l as f64;
-    3e-3 * l.sqrt() + 1e-5 * l
-}
 
 #[test]
 fn every_preset_trains_under_webgpu_default_limits_in_both_layouts() {

@@ -58,7 +58,6 @@ fn row_band(ctx: &GpuContext, job: &Job, layout: Layout) -> Result<usize> {
         return Ok(usize::MAX);
     }
     let rows = ((limit / row_bytes) as usize / BAND_ALIGN_ROWS) * BAND_ALIGN_ROWS;
-    let fmt = |b: u64| format!("{b} bytes ({:.1} MiB)", b as f64 / (1u64 << 20) as f64);
     if rows == 0 || job.minibatched() {
         let (buffer, needed) = match rows {
             0 => (
@@ -75,9 +74,9 @@ fn row_band(ctx: &GpuContext, job: &Job, layout: Layout) -> Result<usize> {
         };
         return Err(Error::TooLarge {
             buffer,
-            needed: fmt(needed),
+            needed: memory::fmt_bytes(needed),
             limit: "max_storage_buffer_binding_size",
-            allowed: fmt(limit),
+            allowed: memory::fmt_bytes(limit),
         });
     }
     log::info!(

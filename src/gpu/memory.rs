@@ -14,26 +14,30 @@ pub(crate) const STORAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
     .union(wgpu::BufferUsages::COPY_SRC)
     .union(wgpu::BufferUsages::COPY_DST);
 
-pub(crate) fn too_large(ctx: &GpuContext, label: &str, bytes: u64) -> Result<()> {
-    let l = &ctx.limits;
-    let fmt = |b: u64| format!("{b} bytes ({:.1} MiB)", b as f64 / (1u64 << 20) as f64);
-    if bytes > l.max_storage_buffer_binding_size {
+/// `b` bytes, and in MiB, for the messages of a job too large.
+pub(crate) fn fmt_bytes(b: u64) -> String {
+    format!("{b} bytes ({:.1} MiB)", b as f64 / (1u64 << 20) as f64)
+}
+
+/// Fail naming `label` and the limit if `bytes` exceed it.
+fn within(label: &str, bytes: u64, limit: &'static str, allowed: u64) -> Result<()> {
+    if bytes > allowed {
         return Err(Error::TooLarge {
             buffer: label.into(),
-            needed: fmt(bytes),
-            limit: "max_storage_buffer_binding_size",
-            allowed: fmt(l.max_storage_buffer_binding_size),
-        });
-    }
-    if bytes > l.max_buffer_size {
-        return Err(Error::TooLarge {
-            buffer: label.into(),
-            needed: fmt(bytes),
-            limit: "max_buffer_size",
-            allowed: fmt(l.max_buffer_size),
+            needed: fmt_bytes(bytes),
+            limit,
+            allowed: fmt_bytes(allowed),
         });
     }
     Ok(())
+}
+
+/// Fail unless a buffer of `bytes` can be created and bound whole.
+pub(crate) fn too_large(ctx: &GpuContext, label: &str, bytes: u64) -> Result<()> {
+    let l = &ctx.limits;
+    let binding = l.max_storage_buffer_binding_size;
+    within(label, bytes, "max_storage_buffer_binding_size", binding)?;
+    within(label, bytes, "max_buffer_size", l.max_buffer_size)
 }
 
 /// Where the vec4 of a matrix (or the dataset) live: a texture and its view (texels layout), or a
@@ -260,31 +264,9 @@ pub(crate) fn banded_matrix(
     ctx.kernels.layout(layout)?;
     let len = pad4(rows) * pad4(cols);
     let bytes = (len.max(1) * 4) as u64;
-    let fmt = |b: u64| format!("{b} bytes ({:.1} MiB)", b as f64 / (1u64 << 20) as f64);
-    if bytes > ctx.limits.max_buffer_size {
-        return Err(Error::TooLarge {
-            buffer: label.into(),
-            needed: fmt(bytes),
-            limit: "max_buffer_size",
-            allowed: fmt(ctx.limits.max_buffer_size),
-        });
-    }
+    within(label, bytes, "max_buffer_size", ctx.limits.max_buffer_size)?;
     let padded = data.map(|d| to_padded(rows, cols, d, 0.0));
-    let buf = match padded {
-        Some(p) => ctx
-            .device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some(label),
-                contents: bytemuck::cast_slice(&p),
-                usage: STORAGE,
-            }),
-        None => ctx.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some(label),
-            size: bytes,
-            usage: STORAGE,
-            mapped_at_creation: false,
-        }),
-    };
+    let buf = allocate(ctx, label, len, padded.as_deref());
     Ok(GpuMatrix {
         storage: Storage::Buffer(buf),
         rows,
@@ -319,9 +301,13 @@ pub(crate) fn storage(
     len: usize,
     data: Option<&[f32]>,
 ) -> Result<wgpu::Buffer> {
-    let bytes = (len.max(1) * 4) as u64;
-    too_large(ctx, label, bytes)?;
-    Ok(match data {
+    too_large(ctx, label, (len.max(1) * 4) as u64)?;
+    Ok(allocate(ctx, label, len, data))
+}
+
+/// A storage buffer of `len` f32 (zeros, or `data`), unchecked.
+fn allocate(ctx: &GpuContext, label: &str, len: usize, data: Option<&[f32]>) -> wgpu::Buffer {
+    match data {
         Some(d) => ctx
             .device
             .create_buffer_init(&wgpu::util::BufferInitDescriptor {
@@ -331,11 +317,11 @@ pub(crate) fn storage(
             }),
         None => ctx.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
-            size: bytes,
+            size: (len.max(1) * 4) as u64,
             usage: STORAGE,
             mapped_at_creation: false,
         }),
-    })
+    }
 }
 
 /// A per-element buffer in the padded layout of a `[rows, cols]` matrix (`pad4(rows)·pad4(cols)`
