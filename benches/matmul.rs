@@ -5,7 +5,7 @@
 //! timed until the GPU is idle.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use gpu_train::gpu::{time_matmul, Acc, Block, GpuContext, MatmulKey, Mode, Opt};
+use gpu_train::gpu::{time_matmul, Acc, Act, Block, GpuContext, MatmulKey, Mode, Opt, Update};
 use std::time::Duration;
 
 fn benches(c: &mut Criterion) {
@@ -23,12 +23,14 @@ fn benches(c: &mut Criterion) {
         bias: false,
         opt: Opt::Sgd,
         acc: Acc::default(),
+        update: Update::default(),
+        act: Act::default(),
         layout,
     };
     let training = [
         (
             "x.w1_relu_64x100x1000",
-            (false, false, Mode::Relu),
+            (false, false, Mode::Activate),
             (64, 100, 1000),
         ),
         (
@@ -38,7 +40,7 @@ fn benches(c: &mut Criterion) {
         ),
         (
             "g2.w2T_mask_64x100x10",
-            (false, true, Mode::Mask),
+            (false, true, Mode::ActivationGrad),
             (64, 100, 10),
         ),
         (
@@ -80,6 +82,8 @@ fn benches(c: &mut Criterion) {
             bias: false,
             opt: Opt::Sgd,
             acc: Acc::default(),
+            update: Update::default(),
+            act: Act::default(),
             layout,
         };
         g.bench_function(block.entry_point(), |b| {

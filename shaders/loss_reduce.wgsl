@@ -2,9 +2,12 @@
 // and the epoch counter.
 //
 // state[0] is the epoch index within the current chunk (reset by the host before each chunk);
-// with ADVANCE (training with an optimizer that needs it), state[1] is the optimizer's step t and
-// state[2], state[3] hold the bits of beta1^t and beta2^t, advanced here once per epoch by f32
-// multiplication (as the CPU's `OptCounters`), before that epoch's updates read them.
+// with ADVANCE (training), state[1] is the optimizer's step t and state[2], state[3] hold the bits
+// of beta1^t and beta2^t, advanced here once per step by f32 multiplication (as the CPU's
+// `OptCounters`), before that step's updates read them; t is also copied to state[4] and
+// state[SHARED + 4], the run's step that the learning-rate schedule of every update reads
+// (a shared layer's updates see the slot at SHARED, whose own t counts only the steps that use
+// it).
 //
 // `values` is a [rows, cols] matrix stored with its columns padded to `cols_padded` (see
 // matmul.wgsl); element i of the unpadded row-major order is summed by invocation i mod 256, in
@@ -33,8 +36,8 @@ struct Params {
     scale: f32,        // the loss is scale * the sum (1 for sse, 1/N for means, 1/2 for half-sse)
     beta1: f32,
     beta2: f32,
+    coef: f32,         // cross_entropy.wgsl: the gradient's factor (1/rows of the whole batch)
     _pad0: u32,
-    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -55,6 +58,13 @@ fn loss_reduce(@builtin(local_invocation_index) lid: u32) {
     for (var i = lid; i < len; i += WIDTH) {
         s += values[(i / params.cols) * params.cols_padded + i % params.cols];
     }
+    reduce_finish(lid, s);
+}
+
+// The halving tree over the invocations' partial sums `s`, the loss into the history, and the
+// counters: the end of loss_reduce and of cross_entropy.wgsl (which this file is put in front
+// of).
+fn reduce_finish(lid: u32, s: f32) {
     partial[lid] = s;
     workgroupBarrier();
     for (var stride = WIDTH / 2u; stride > 0u; stride /= 2u) {
@@ -72,6 +82,8 @@ fn loss_reduce(@builtin(local_invocation_index) lid: u32) {
         state[0] = epoch + 1u;
         if (ADVANCE) {
             state[1] = state[1] + 1u;
+            state[4] = state[1];
+            state[SHARED + 4u] = state[1];
             state[2] = bitcast<u32>(bitcast<f32>(state[2]) * params.beta1);
             state[3] = bitcast<u32>(bitcast<f32>(state[3]) * params.beta2);
         }

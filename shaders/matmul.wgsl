@@ -25,8 +25,12 @@
 //
 // MODE picks the epilogue (what happens to each result v at C[row,col]):
 //   0 store   C = v                                  (plain product, tests and gradients)
-//   1 relu    C = max(v, 0)                          (hidden layer forward)
-//   2 mask    C = v if AUX > 0 else 0                (input gradient through the ReLU: AUX = a)
+//   1 act     C = act_forward(v)                     (hidden layer forward, activation.wgsl's
+//                                                     ACT; GELU also keeps AUX_OUT = v, its
+//                                                     input, for the backward pass)
+//   2 act-grad C = act_backward(v, AUX)              (input gradient through the activation
+//                                                     below: AUX = its output a; GELU reads
+//                                                     its input from AUX_OUT instead)
 //   3 update  C = step(old, v)                       (weight gradient fused with the optimizer
 //                                                     step of optimizer.wgsl, its state in OPT_M
 //                                                     and OPT_V: `old` = the weights before the
@@ -36,8 +40,13 @@
 //                                                     loss and its gradient: AUX = y, s = 2 for
 //                                                     sse, 1 for half-sse, 2/N for mse)
 //   5 abs-err d = v - AUX; C = s*sign(d); AUX_OUT = |d|  (the same for L1: s = 1/N)
+//   6 logits  AUX_OUT = v                            (output layer of a cross-entropy net: the
+//                                                     logits, for cross_entropy.wgsl, which
+//                                                     writes the gradient C; C is not written)
 // `params.scalar` is lr for the update and s for the two error modes. With BIAS (forward products only),
-// the layer's bias is added to v first, on the real rows: the padding rows stay zero.
+// the layer's bias is added to v first, on the real rows: the padding rows stay zero. An
+// activation that does not map 0 to 0 (sigmoid) is masked to the real rows and columns
+// (params.rows, params.cols), so that the padding stays zero there too.
 //
 // Bands: a dispatch computes the rows row0..row_end of C (all of them, unless the host split a
 // product whose per-element buffers exceed the adapter's storage-buffer limits). AUX_OUT and the
@@ -67,6 +76,7 @@ struct Params {
     row_end: u32,
     splits: u32,  // split-K (layout/buffer/matmul.wgsl): the number of K ranges...
     k_split: u32, // ...and the depth of each (a multiple of 4)
+    cols: u32,    // real (unpadded) columns of C
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -141,8 +151,25 @@ fn epilogue(row: u32, c4: u32, product: vec4<f32>) {
         return;
     }
     switch MODE {
-        case 1u: { store_c(c4, row, max(v, vec4<f32>(0.0))); }
-        case 2u: { store_c(c4, row, select(vec4<f32>(0.0), v, load_aux(c4, row) > vec4<f32>(0.0))); }
+        case 1u: {
+            if (ACT == 5u) {
+                aux_out[i] = v;
+            }
+            var a = act_forward(v);
+            if (ACT == 4u) {
+                let col = vec4<u32>(4u * c4) + vec4<u32>(0u, 1u, 2u, 3u);
+                let real = (col < vec4<u32>(params.cols)) & vec4<bool>(row < params.rows);
+                a = select(vec4<f32>(0.0), a, real);
+            }
+            store_c(c4, row, a);
+        }
+        case 2u: {
+            if (ACT == 5u) {
+                store_c(c4, row, act_backward(v, aux_out[i]));
+            } else {
+                store_c(c4, row, act_backward(v, load_aux(c4, row)));
+            }
+        }
         case 3u: {
             let h = vec3<f32>(params.h0, params.h1, params.h2);
             store_c(c4, row, optimizer_apply(load_old(c4, row), v, i, params.scalar, h));
@@ -156,6 +183,9 @@ fn epilogue(row: u32, c4: u32, product: vec4<f32>) {
             let d = v - load_aux(c4, row);
             store_c(c4, row, params.scalar * sign(d));
             aux_out[i] = abs(d);
+        }
+        case 6u: {
+            aux_out[i] = v;
         }
         default: { store_c(c4, row, v); }
     }

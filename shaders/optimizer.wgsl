@@ -6,22 +6,39 @@
 //   OPT 2 nesterov  m = mu*m + g; p = p - lr*(g + mu*m)
 //   OPT 3 adam      m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g*g;
 //                   p = p - (lr / (1 - b1^t)) * (m / (sqrt(v) / sqrt(1 - b2^t) + eps))
+//   OPT 4 adamw     p = p*(1 - lr*WD), then adam's step (PyTorch's AdamW: decoupled decay)
 // h holds (mu or b1, b2, eps); b1^t and b2^t at this step are kept on the GPU by loss_reduce.wgsl.
+// With a weight decay WD, every OPT but adamw first adds it to the gradient, g = g + WD*p
+// (PyTorch's weight_decay of SGD and Adam). With SCHED the step's learning rate is the schedule's
+// (schedule.wgsl, put in front of this file) at the run's step, counters[4] - 1, for the base rate
+// lr; the schedule's words follow at counters[8..13] (the host writes them once).
 //
 // The state lives at the same bindings in every kernel that includes this file: one buffer with
 // m (momentum buffer or Adam's first moment) in the layout of the parameters and, for Adam, v (the
 // second moment) after it in the same layout (one binding rather than two, so that the buffer
 // layout's matmul kernel binds 8 storage buffers, WebGPU's default limit per stage), and
-// loss_reduce's state [epoch in chunk, step t, bits of b1^t, bits of b2^t]. Plain SGD reads none of
-// them (the host binds small dummies then).
+// loss_reduce's state [epoch in chunk, step t, bits of b1^t, bits of b2^t, the run's step, _, _, _,
+// the schedule's words]. Plain SGD at a constant rate reads none of them.
 
 override OPT: u32 = 0u;
+override WD: f32 = 0.0;
+override SCHED: bool = false;
 
 @group(0) @binding(7) var<storage, read_write> opt_state: array<vec4<f32>>;
 @group(0) @binding(8) var<storage, read> counters: array<u32>;
 
 // The parameters p stepped by their gradient g; the state at index i is read and written back.
-fn optimizer_apply(p: vec4<f32>, g: vec4<f32>, i: u32, lr: f32, h: vec3<f32>) -> vec4<f32> {
+fn optimizer_apply(p: vec4<f32>, g0: vec4<f32>, i: u32, base_lr: f32, h: vec3<f32>) -> vec4<f32> {
+    var lr = base_lr;
+    if (SCHED) {
+        let w = bitcast<f32>(counters[10]);
+        let start = bitcast<f32>(counters[12]);
+        lr = scheduled_lr(base_lr, counters[4] - 1u, counters[8], counters[9], w, counters[11], start);
+    }
+    var g = g0;
+    if (WD != 0.0 && OPT != 4u) {
+        g = g0 + WD * p;
+    }
     switch OPT {
         case 1u, 2u: {
             let mu = h.x;
@@ -33,7 +50,11 @@ fn optimizer_apply(p: vec4<f32>, g: vec4<f32>, i: u32, lr: f32, h: vec3<f32>) ->
             }
             return p - lr * s;
         }
-        case 3u: {
+        case 3u, 4u: {
+            var p0 = p;
+            if (OPT == 4u) {
+                p0 = p * (1.0 - lr * WD);
+            }
             let b1 = h.x;
             let b2 = h.y;
             let b1t = bitcast<f32>(counters[2]);
@@ -46,7 +67,7 @@ fn optimizer_apply(p: vec4<f32>, g: vec4<f32>, i: u32, lr: f32, h: vec3<f32>) ->
             opt_state[iv] = v;
             let step_size = lr / (1.0 - b1t);
             let denom = sqrt(v) / sqrt(1.0 - b2t) + h.z;
-            return p - step_size * (m / denom);
+            return p0 - step_size * (m / denom);
         }
         default: {
             return p - lr * g;

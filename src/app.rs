@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::gpu::layout::Layout;
 use crate::gpu::{context, DeviceChoice, GpuBackend, GpuContext, GpuOptions};
 use crate::init::{HostState, Matrix};
-use crate::io::history::{self, History, ValPoint};
+use crate::io::history::{self, AccPoint, History, ValPoint};
 use crate::io::{checkpoint, data, npy, summary};
 use crate::job::{self, Activation, DataSource, InitScheme, Job, Loss, Named, OptimizerKind};
 use crate::train::{self, Report};
@@ -81,6 +81,17 @@ pub fn resolve(args: &TrainArgs) -> Result<(Job, HostState)> {
         opt.kind = OptimizerKind::parse(o)?;
     }
     opt.nesterov |= args.nesterov;
+    opt.weight_decay = match &args.weight_decay {
+        Some(v) => job::parse_f32("--weight-decay", v)?,
+        None if opt.kind == OptimizerKind::AdamW => job::DEFAULT_ADAMW_DECAY,
+        None => opt.weight_decay,
+    };
+    if args.lr_schedule.is_some() || args.warmup.is_some() {
+        job.lr_schedule = crate::schedule::LrSchedule::parse(
+            args.lr_schedule.as_deref(),
+            args.warmup.as_deref(),
+        )?;
+    }
     for (flag, value, field) in [
         ("--momentum", &args.momentum, &mut opt.momentum),
         ("--beta1", &args.beta1, &mut opt.beta1),
@@ -114,7 +125,7 @@ pub fn resolve(args: &TrainArgs) -> Result<(Job, HostState)> {
 
     // Class indices become one-hot over the outputs of --layers, if given.
     let classes = layers.as_ref().and_then(|l| l.last().copied());
-    if let Some((x, y, source)) = load_data(&args.dataset, classes)? {
+    if let Some((x, y, source)) = load_data(&args.dataset, classes, job.loss)? {
         for (flag, given) in [("--init", args.init.is_some()), ("--rows", rows.is_some())] {
             if given {
                 return Err(Error::arg(
@@ -148,7 +159,12 @@ pub fn resolve(args: &TrainArgs) -> Result<(Job, HostState)> {
     let dynamic = job.dynamic.take();
     job.validate()?;
     job.dynamic = dynamic;
-    let state = npy::load_state(dir)?;
+    let mut state = npy::load_state(dir)?;
+    if job.loss.is_classification() {
+        let y = std::mem::replace(&mut state.y, Matrix::zeros(0, 0));
+        let classes = layers.as_ref().and_then(|l| l.last().copied());
+        state.y = data::classification_targets(&dir.join("y.npy"), y, classes)?;
+    }
     let (file_layers, file_rows) = state.dims();
     // A flag that is given must match the files; one that is not comes from them. The files'
     // rows are the dataset; --batch may split it into mini-batches.
@@ -173,7 +189,13 @@ pub fn resolve(args: &TrainArgs) -> Result<(Job, HostState)> {
 fn load_data(
     args: &DatasetArgs,
     classes: Option<usize>,
+    loss: Loss,
 ) -> Result<Option<(Matrix, Matrix, DataSource)>> {
+    // Cross-entropy's targets: class indices become one-hot, probabilities are checked.
+    let targets = |path: &std::path::Path, y: Matrix| match loss.is_classification() {
+        true => data::classification_targets(path, y, classes),
+        false => Ok(y),
+    };
     let shown = |p: &std::path::Path| p.display().to_string();
     if args.targets.is_some() && args.data.is_none() {
         return Err(Error::arg("--targets", "only applies to --data FILE.csv"));
@@ -188,6 +210,7 @@ fn load_data(
         (None, Some(_), None) => Err(Error::arg("--y", "needs --x FILE.npy (the inputs)")),
         (Some(x), Some(y), None) => {
             let (xm, ym) = data::load_npy_pair(x, y, classes)?;
+            let ym = targets(y, ym)?;
             let source = DataSource::Files {
                 x: shown(x),
                 y: shown(y),
@@ -203,6 +226,7 @@ fn load_data(
             };
             let k = job::parse_count("--targets", k)?;
             let (xm, ym) = data::load_csv(csv, k)?;
+            let ym = targets(csv, ym)?;
             let source = DataSource::Files {
                 x: format!("{} (all but the last {k} columns)", shown(csv)),
                 y: format!("{} (the last {k} columns)", shown(csv)),
@@ -322,10 +346,7 @@ pub fn open_backend(
 
 fn describe_net(job: &Job) -> String {
     let widths: Vec<String> = job.layers.iter().map(|d| d.to_string()).collect();
-    let activation = match job.activation {
-        Activation::Relu => "ReLU",
-        Activation::None => "linear (no activation)",
-    };
+    let activation = job.activation.describe();
     let init = match job.init_scheme {
         InitScheme::Normal => String::new(),
         other => format!(", {other} init"),
@@ -345,8 +366,12 @@ fn describe_net(job: &Job) -> String {
     } else {
         format!("batch {}", job.batch)
     };
+    let schedule = match job.lr_schedule.is_constant() {
+        true => String::new(),
+        false => format!(" ({})", job.lr_schedule.describe()),
+    };
     format!(
-        "{data} x [{}]{bias}{dynamic}, {activation}, {}{init}, {} lr {:e}, {} epochs",
+        "{data} x [{}]{bias}{dynamic}, {activation}, {}{init}, {} lr {:e}{schedule}, {} epochs",
         widths.join(" -> "),
         job.loss.describe(),
         job.optimizer.describe(),
@@ -364,7 +389,15 @@ fn validation(
 ) -> Result<Option<(Matrix, Matrix)>> {
     let files = match (&args.val_x, &args.val_y) {
         (None, None) => None,
-        (Some(x), Some(y)) => Some(data::load_npy_pair(x, y, Some(job.layers[job.depth()]))?),
+        (Some(x), Some(y)) => {
+            let classes = Some(job.layers[job.depth()]);
+            let (xm, ym) = data::load_npy_pair(x, y, classes)?;
+            let ym = match job.loss.is_classification() {
+                true => data::classification_targets(y, ym, classes)?,
+                false => ym,
+            };
+            Some((xm, ym))
+        }
         (Some(_), None) => return Err(Error::arg("--val-x", "needs --val-y FILE.npy")),
         (None, Some(_)) => return Err(Error::arg("--val-y", "needs --val-x FILE.npy")),
     };
@@ -485,14 +518,29 @@ fn train_command(args: &TrainArgs) -> Result<()> {
     let quiet = args.quiet;
     // The held-out score at the start of every logged epoch and at the end, from the parameters
     // read back then.
+    // With class targets, the accuracy on the training rows at the same points (a forward
+    // pass over them on the host, from the same parameters).
     let scores = std::cell::RefCell::new(Vec::<ValPoint>::new());
+    let classes = crate::eval::one_hot(&state.y);
+    let accuracy = std::cell::RefCell::new(Vec::<AccPoint>::new());
     let evaluate = |backend: &mut dyn Backend, epoch: usize| -> Result<()> {
+        if val.is_none() && !classes {
+            return Ok(());
+        }
+        let params = backend.read_params()?;
         if let Some((x, y)) = &val {
-            let s = crate::eval::score(&job, &backend.read_params()?, x, y);
+            let s = crate::eval::score(&job, &params, x, y);
             scores.borrow_mut().push(ValPoint {
                 epoch,
                 loss: s.loss,
                 accuracy: s.accuracy,
+            });
+        }
+        if classes {
+            let pred = crate::eval::predict(&job, &params, &state.x);
+            accuracy.borrow_mut().push(AccPoint {
+                epoch,
+                accuracy: crate::eval::accuracy(&pred, &state.y),
             });
         }
         Ok(())
@@ -501,12 +549,16 @@ fn train_command(args: &TrainArgs) -> Result<()> {
     let val_text = |epoch: usize| {
         let scores = scores.borrow();
         let v = scores.iter().find(|v| v.epoch == epoch);
-        v.map_or_else(String::new, |v| {
+        let acc = accuracy.borrow();
+        let train = (acc.iter().find(|a| a.epoch == epoch))
+            .map_or_else(String::new, |a| format!("  acc {:.4}", a.accuracy));
+        let val = v.map_or_else(String::new, |v| {
             let acc = v
                 .accuracy
                 .map_or_else(String::new, |a| format!("  val_acc {a:.4}"));
             format!("  val_loss {:.6e}{acc}", v.loss)
-        })
+        });
+        format!("{train}{val}")
     };
     // A progress bar on an interactive terminal, unless only the summary or explicit log lines
     // were asked for; loss lines go above it.
@@ -575,6 +627,7 @@ fn train_command(args: &TrainArgs) -> Result<()> {
         submits: backend.submits(),
         diverged_at: report.diverged.map(|(e, _)| e),
         validation: scores.borrow().clone(),
+        accuracy: accuracy.borrow().clone(),
         profile: match backend.kernel_times() {
             (0, _) => None,
             (steps_timed, kernels) => Some(summary::Profile {
@@ -812,7 +865,7 @@ fn check_width(flag: &'static str, m: &Matrix, want: usize, what: &str) -> Resul
 /// `gpu-train eval`: the loss (and accuracy) of a checkpoint on a dataset.
 fn eval_command(args: &EvalArgs) -> Result<()> {
     let (job, params) = load_net(&args.checkpoint)?;
-    let Some((x, y, _)) = load_data(&args.dataset, Some(job.layers[job.depth()]))? else {
+    let Some((x, y, _)) = load_data(&args.dataset, Some(job.layers[job.depth()]), job.loss)? else {
         return Err(Error::arg(
             "--x",
             "give the dataset as --x FILE.npy --y FILE.npy, or as --data FILE.csv --targets K",
@@ -836,13 +889,40 @@ fn eval_command(args: &EvalArgs) -> Result<()> {
 
 /// `gpu-train predict`: a checkpoint's outputs for the rows of --x, as .npy.
 fn predict_command(args: &PredictArgs) -> Result<()> {
+    const KINDS: [&str; 3] = ["outputs", "probabilities", "classes"];
+    let kind = args.kind.as_deref().unwrap_or("outputs");
+    let kind = kind.trim().to_ascii_lowercase();
+    if !KINDS.contains(&kind.as_str()) {
+        return Err(Error::arg(
+            "--as",
+            format!("unknown value `{kind}`; valid: {}", KINDS.join(", ")),
+        ));
+    }
     crate::io::check_writable(&args.output)?;
     let (job, params) = load_net(&args.checkpoint)?;
     let x = npy::read_matrix(&args.x)?;
     data::check_finite(&args.x, &x)?;
     check_width("--x", &x, job.layers[0], "inputs")?;
     let pred = crate::eval::predict(&job, &params, &x);
-    npy::write_matrix(&args.output, &pred)?;
+    match kind.as_str() {
+        "outputs" => npy::write_matrix(&args.output, &pred)?,
+        "probabilities" => npy::write_matrix(&args.output, &crate::eval::softmax_rows(&pred))?,
+        "classes" => {
+            let classes: Vec<usize> = pred
+                .data
+                .chunks(pred.cols)
+                .map(crate::eval::argmax)
+                .collect();
+            npy::write_classes(&args.output, &classes)?;
+            println!(
+                "wrote {} ({} class indices)",
+                args.output.display(),
+                classes.len()
+            );
+            return Ok(());
+        }
+        _ => unreachable!("checked above"),
+    }
     println!(
         "wrote {} ({} x {})",
         args.output.display(),
@@ -999,8 +1079,11 @@ pub fn summary_line(s: &summary::Summary) -> String {
     let loss = s
         .final_loss
         .map_or_else(|| "-".to_string(), |l| format!("{l:.6e}"));
+    let accuracy =
+        (s.accuracy.last()).map_or_else(String::new, |a| format!(" | accuracy {:.4}", a.accuracy));
     format!(
-        "device {} | epochs {} | final loss {} | train {:.3} s | {:.1} epochs/s | {:.2} GFLOP/s",
+        "device {} | epochs {} | final loss {}{accuracy} | train {:.3} s | {:.1} epochs/s | {:.2} \
+         GFLOP/s",
         s.device.name,
         s.epochs_run,
         loss,
@@ -1018,6 +1101,7 @@ fn write_outputs(
 ) -> Result<()> {
     let mut history = History::new(&s.device.name, report.first_epoch, report.losses.clone());
     history.validation = validation.to_vec();
+    history.accuracy = s.accuracy.clone();
     if let Some(p) = &args.history {
         history.write(p)?;
     }

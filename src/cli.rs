@@ -229,9 +229,16 @@ pub struct PredictArgs {
     #[arg(long, value_name = "FILE.npy")]
     pub x: PathBuf,
 
-    /// Where to write the predictions (.npy, f32).
+    /// Where to write the predictions (.npy): f32 [rows, outputs], or int64 [rows] for
+    /// `--as classes`.
     #[arg(long, short, value_name = "FILE.npy")]
     pub output: PathBuf,
+
+    /// What to write: `outputs` (the net's raw outputs; a cross-entropy net's logits),
+    /// `probabilities` (the softmax of each row) or `classes` (each row's largest output, as
+    /// class indices) [default: outputs].
+    #[arg(long = "as", value_name = "KIND")]
+    pub kind: Option<String>,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -317,22 +324,47 @@ pub struct TrainArgs {
     #[arg(long, value_name = "LR", allow_hyphen_values = true)]
     pub lr: Option<String>,
 
-    /// Function between layers: `relu` (max(z, 0)) or `none` (a purely linear net). There is none
-    /// after the last layer [default: relu].
+    /// Function between layers, as PyTorch's module of that name: `relu` (max(z, 0)),
+    /// `leaky-relu[:SLOPE]` (z, or SLOPE·z below 0; SLOPE >= 0, default 0.01), `tanh`, `sigmoid`,
+    /// `gelu` (z·Φ(z), the exact erf form), or `none` (a purely linear net). There is none after
+    /// the last layer [default: relu].
     #[arg(long, value_name = "NAME")]
     pub activation: Option<String>,
 
     /// Loss, with d = prediction - target over all N = batch x output elements: `sse` (sum of d²),
     /// `mse` (mean of d², PyTorch's MSELoss), `half-sse` (½ sum of d², gradient d: the delta
-    /// rule), `l1` (mean of |d|, PyTorch's L1Loss) [default: sse].
+    /// rule), `l1` (mean of |d|, PyTorch's L1Loss), or `cross-entropy` (PyTorch's
+    /// CrossEntropyLoss: log-softmax over each row of outputs, the negative log-likelihood of the
+    /// target, the mean over rows; targets are class indices, an integer .npy or an integer CSV
+    /// column, or rows of probabilities; accuracy is reported) [default: sse].
     #[arg(long, value_name = "NAME")]
     pub loss: Option<String>,
 
     /// Optimizer: `sgd` (plain), `momentum` (PyTorch's SGD with momentum, see --momentum and
-    /// --nesterov), `adam` (PyTorch's Adam, see --beta1, --beta2, --eps). Its state stays on the
-    /// device [default: sgd].
+    /// --nesterov), `adam` (PyTorch's Adam, see --beta1, --beta2, --eps), `adamw` (PyTorch's
+    /// AdamW: Adam with decoupled weight decay). Its state stays on the device [default: sgd].
     #[arg(long, value_name = "NAME")]
     pub optimizer: Option<String>,
+
+    /// Weight decay, >= 0, on every parameter (biases too, as PyTorch's one parameter group):
+    /// for sgd, momentum and adam PyTorch's L2 form (wd·p added to the gradient), for adamw the
+    /// decoupled form (p scaled by 1 - lr·wd) [default: 0, or 0.01 for adamw as in PyTorch].
+    #[arg(long, value_name = "WD", allow_hyphen_values = true)]
+    pub weight_decay: Option<String>,
+
+    /// The learning rate of each optimizer step, as PyTorch's schedulers stepped once per step:
+    /// `constant`, `step:EVERY:GAMMA` (StepLR: times GAMMA every EVERY steps) or
+    /// `cosine:T_MAX[:MIN_LR]` (CosineAnnealingLR from --lr down to MIN_LR, default 0, at step
+    /// T_MAX; it rises again after, as PyTorch's does). Computed on the device from its step
+    /// counter; a resumed run continues it [default: constant].
+    #[arg(long, value_name = "SCHEDULE")]
+    pub lr_schedule: Option<String>,
+
+    /// A linear warm-up over the first STEPS optimizer steps from START_FACTOR x --lr up to --lr
+    /// (PyTorch's LinearLR, default START_FACTOR 1/3), then --lr-schedule from its own step 0
+    /// (as SequentialLR runs the two).
+    #[arg(long, value_name = "STEPS[:START_FACTOR]")]
+    pub warmup: Option<String>,
 
     /// Momentum factor of `--optimizer momentum`, in [0, 1) [default: 0.9].
     #[arg(long, value_name = "MU", allow_hyphen_values = true)]

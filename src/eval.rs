@@ -4,7 +4,7 @@
 //! zeros). Used for the validation loss during training (on the parameters read back at each log
 //! point, from either device), by `gpu-train eval`, and by `gpu-train predict`.
 
-use crate::cpu::{bias_forward, loss_forward, matmul, relu_forward, Epilogue};
+use crate::cpu::{activation_forward, bias_forward, loss_forward, matmul, Epilogue};
 use crate::init::{Matrix, Params};
 use crate::job::{Activation, Job};
 
@@ -40,8 +40,8 @@ pub fn predict(job: &Job, params: &Params, x: &Matrix) -> Matrix {
         if let Some(b) = params.biases.get(l) {
             bias_forward(&mut out, &b.data);
         }
-        if j + 1 < apps.len() && job.activation == Activation::Relu {
-            relu_forward(&mut out);
+        if j + 1 < apps.len() && job.activation != Activation::None {
+            activation_forward(&mut out, &mut [], job.activation);
         }
         input = out;
     }
@@ -62,16 +62,35 @@ pub fn score(job: &Job, params: &Params, x: &Matrix, y: &Matrix) -> Score {
     let pred = predict(job, params, x);
     let n = pred.data.len();
     let (mut g, mut vals) = (vec![0.0f32; n], vec![0.0f32; n]);
-    let loss = loss_forward(&mut g, &mut vals, &pred.data, &y.data, job.loss);
-    let accuracy = one_hot(y).then(|| {
-        let argmax =
-            |r: &[f32]| (0..r.len()).fold(0, |best, i| if r[i] > r[best] { i } else { best });
-        let hits = (pred.data.chunks(pred.cols).zip(y.data.chunks(y.cols)))
-            .filter(|(p, t)| argmax(p) == argmax(t))
-            .count();
-        hits as f32 / y.rows as f32
-    });
+    let loss = loss_forward(&mut g, &mut vals, &pred.data, &y.data, y.cols, job.loss);
+    let accuracy = one_hot(y).then(|| accuracy(&pred, y));
     Score { loss, accuracy }
+}
+
+/// The index of a row's largest value (the first of equal ones): its predicted class.
+pub fn argmax(row: &[f32]) -> usize {
+    (0..row.len()).fold(0, |best, i| if row[i] > row[best] { i } else { best })
+}
+
+/// The fraction of rows of `pred` whose largest output is at the 1 of the one-hot row of `y`.
+pub fn accuracy(pred: &Matrix, y: &Matrix) -> f32 {
+    let hits = (pred.data.chunks(pred.cols).zip(y.data.chunks(y.cols)))
+        .filter(|(p, t)| argmax(p) == argmax(t))
+        .count();
+    hits as f32 / y.rows as f32
+}
+
+/// Softmax over each row (the max subtracted): the class probabilities of a cross-entropy net's
+/// outputs.
+pub fn softmax_rows(m: &Matrix) -> Matrix {
+    let mut out = m.clone();
+    for row in out.data.chunks_mut(m.cols) {
+        let max = row.iter().fold(f32::NEG_INFINITY, |a, &v| a.max(v));
+        row.iter_mut().for_each(|v| *v = (*v - max).exp());
+        let sum: f32 = row.iter().sum();
+        row.iter_mut().for_each(|v| *v /= sum);
+    }
+    out
 }
 
 /// Split `(x, y)` into a training part and the held-out `fraction` of its rows (at least one of

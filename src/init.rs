@@ -40,6 +40,16 @@ impl Matrix {
         Matrix { rows, cols, data }
     }
 
+    /// `rows` one-hot rows over `classes` columns, each row's class uniform, drawn from `rng`.
+    pub fn one_hot_classes(rows: usize, classes: usize, rng: &mut ChaCha8Rng) -> Self {
+        let u = Uniform::new(0, classes).expect("at least one class");
+        let mut m = Matrix::zeros(rows, classes);
+        for r in 0..rows {
+            m.data[r * classes + u.sample(rng)] = 1.0;
+        }
+        m
+    }
+
     /// Entries uniform in [-bound, bound) drawn from `rng`, row by row.
     fn uniform(rows: usize, cols: usize, bound: f32, rng: &mut ChaCha8Rng) -> Self {
         let u = Uniform::new(-bound, bound).expect("the bound is finite and positive");
@@ -117,7 +127,8 @@ pub struct HostState {
 impl HostState {
     /// Draw x, y (unless the job gives them), w1, w2, ..., then (with `job.bias`) b1, b2, ... in
     /// that order from a ChaCha8 generator seeded with `job.seed`, each row-major: x and y from a
-    /// standard normal (`[rows, d0]` and `[rows, dL]`), the parameters by `job.init_scheme`. A
+    /// standard normal (`[rows, d0]` and `[rows, dL]`; for cross-entropy y is a uniform class per
+    /// row, one-hot), the parameters by `job.init_scheme`. A
     /// validated job's fixed data fits its shapes. ChaCha8 is portable, so every machine and
     /// device gets the same numbers; a net without biases draws exactly what it drew before
     /// biases existed. A job whose data comes from files is set up with [`HostState::with_data`].
@@ -139,7 +150,12 @@ impl HostState {
             (Some(xy), _) => xy,
             (None, DataSource::Normal) => {
                 let x = Matrix::randn(b, d0, &mut rng);
-                (x, Matrix::randn(b, dl, &mut rng))
+                let y = match job.loss.is_classification() {
+                    // Cross-entropy's targets: a class per row, uniform, one-hot.
+                    true => Matrix::one_hot_classes(b, dl, &mut rng),
+                    false => Matrix::randn(b, dl, &mut rng),
+                };
+                (x, y)
             }
             (None, DataSource::Fixed { x, y }) => (
                 Matrix::from_vec(b, d0, x.clone()),

@@ -2,6 +2,7 @@
 //! and can be trusted afterwards: sizes are non-zero, the learning rate is finite and positive.
 
 use crate::error::{Error, Result};
+pub use crate::schedule::LrSchedule;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Uniform};
@@ -17,14 +18,132 @@ pub const DEFAULT_LOG_EVERY: usize = 50;
 /// Most uses of the shared layer `--dynamic-depth` allows in one epoch.
 pub const MAX_DYNAMIC_DEPTH: usize = 32;
 
-/// The function between layers (none after the last).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// The function between layers (none after the last), PyTorch's module of the same name. The
+/// forward and backward formulas, in f32, are `cpu::activation_forward` and
+/// `cpu::activation_backward`, the same operations as `shaders/activation.wgsl`.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub enum Activation {
-    /// `max(z, 0)`
+    /// `max(z, 0)` (`nn.ReLU`)
     #[default]
     Relu,
+    /// `z` for `z > 0`, else `slope·z` (`nn.LeakyReLU(negative_slope)`, slope >= 0)
+    LeakyRelu(f32),
+    /// `tanh(z)` (`nn.Tanh`)
+    Tanh,
+    /// `1 / (1 + e^-z)` (`nn.Sigmoid`)
+    Sigmoid,
+    /// `z·Φ(z)`, Φ the standard normal CDF through erf (`nn.GELU()`, the exact form)
+    Gelu,
     /// The identity: a purely linear net.
     None,
+}
+
+/// PyTorch's default `negative_slope` of `nn.LeakyReLU`.
+pub const DEFAULT_LEAKY_SLOPE: f32 = 0.01;
+
+impl Activation {
+    pub const FLAG: &'static str = "--activation";
+    pub const CHOICES: &'static str = "relu, leaky-relu[:SLOPE], tanh, sigmoid, gelu, none";
+    /// One of each kind (leaky ReLU with PyTorch's default slope).
+    pub const ALL: [Activation; 6] = [
+        Activation::Relu,
+        Activation::LeakyRelu(DEFAULT_LEAKY_SLOPE),
+        Activation::Tanh,
+        Activation::Sigmoid,
+        Activation::Gelu,
+        Activation::None,
+    ];
+
+    pub fn parse(s: &str) -> Result<Self> {
+        let t = s.trim().to_ascii_lowercase();
+        let (name, arg) = match t.split_once(':') {
+            Some((n, a)) => (n.trim(), Some(a.trim())),
+            None => (t.as_str(), None),
+        };
+        let plain = |a: Activation| match arg {
+            None => Ok(a),
+            Some(_) => Err(Error::arg(
+                Self::FLAG,
+                format!(
+                    "`{s}`: `{name}` takes no parameter; valid: {}",
+                    Self::CHOICES
+                ),
+            )),
+        };
+        match name {
+            "relu" => plain(Activation::Relu),
+            "tanh" => plain(Activation::Tanh),
+            "sigmoid" => plain(Activation::Sigmoid),
+            "gelu" => plain(Activation::Gelu),
+            "none" => plain(Activation::None),
+            "leaky-relu" => match arg.map(|a| a.parse::<f32>()) {
+                None => Ok(Activation::LeakyRelu(DEFAULT_LEAKY_SLOPE)),
+                Some(Ok(v)) if v.is_finite() && v >= 0.0 => Ok(Activation::LeakyRelu(v)),
+                Some(_) => Err(Error::arg(
+                    Self::FLAG,
+                    format!(
+                        "`{s}`: SLOPE must be a finite number >= 0 (the backward pass tells \
+                         the sides apart by the output's sign), e.g. leaky-relu:0.01"
+                    ),
+                )),
+            },
+            _ => Err(Error::arg(
+                Self::FLAG,
+                format!("unknown value `{s}`; valid: {}", Self::CHOICES),
+            )),
+        }
+    }
+
+    /// The `ACT` override of `shaders/activation.wgsl`.
+    pub fn code(self) -> u32 {
+        match self {
+            Activation::None => 0,
+            Activation::Relu => 1,
+            Activation::LeakyRelu(_) => 2,
+            Activation::Tanh => 3,
+            Activation::Sigmoid => 4,
+            Activation::Gelu => 5,
+        }
+    }
+
+    /// The leaky ReLU's slope (0 for the others).
+    pub fn slope(self) -> f32 {
+        match self {
+            Activation::LeakyRelu(s) => s,
+            _ => 0.0,
+        }
+    }
+
+    /// Whether the backward pass needs the activation's input `z` rather than its output: GELU,
+    /// whose output does not determine its input. The others take their derivative from the
+    /// output (ReLU and leaky ReLU its sign, tanh `1 - a²`, sigmoid `a(1 - a)`).
+    pub fn needs_input(self) -> bool {
+        self == Activation::Gelu
+    }
+
+    pub fn describe(self) -> String {
+        match self {
+            Activation::Relu => "ReLU".into(),
+            Activation::LeakyRelu(s) => format!("leaky ReLU (slope {s})"),
+            Activation::Tanh => "tanh".into(),
+            Activation::Sigmoid => "sigmoid".into(),
+            Activation::Gelu => "GELU (erf)".into(),
+            Activation::None => "linear (no activation)".into(),
+        }
+    }
+}
+
+impl fmt::Display for Activation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Activation::Relu => f.write_str("relu"),
+            Activation::LeakyRelu(s) => write!(f, "leaky-relu:{s}"),
+            Activation::Tanh => f.write_str("tanh"),
+            Activation::Sigmoid => f.write_str("sigmoid"),
+            Activation::Gelu => f.write_str("gelu"),
+            Activation::None => f.write_str("none"),
+        }
+    }
 }
 
 /// The loss of the prediction `p` against the target `y`, over all `N = batch * dL` elements, with
@@ -40,6 +159,11 @@ pub enum Loss {
     HalfSse,
     /// `Σ |d| / N`, gradient `sign(d) / N`, 0 at `d = 0` (PyTorch's L1Loss).
     L1,
+    /// PyTorch's CrossEntropyLoss over the rows of the outputs `z` (logits) against target rows
+    /// `y` of probabilities (class indices are one-hot rows): per row,
+    /// `Σ_j y_j·(lse(z) - z_j)` with `lse(z) = m + ln Σ_j e^(z_j - m)`, `m = max_j z_j`;
+    /// the mean over the rows; gradient `(softmax(z)·Σ_j y_j - y) / rows`.
+    CrossEntropy,
 }
 
 /// The optimizer's kind; its hyperparameters live in [`Optimizer`].
@@ -54,6 +178,9 @@ pub enum OptimizerKind {
     /// PyTorch's Adam: `m = β1·m + (1-β1)·g; v = β2·v + (1-β2)·g²;
     /// p -= lr/(1-β1^t) · m / (sqrt(v)/sqrt(1-β2^t) + eps)`.
     Adam,
+    /// PyTorch's AdamW: `p = p·(1 - lr·wd)`, then Adam's step (the decay decoupled from the
+    /// gradient).
+    AdamW,
 }
 
 impl Named for OptimizerKind {
@@ -62,8 +189,19 @@ impl Named for OptimizerKind {
         ("sgd", OptimizerKind::Sgd),
         ("momentum", OptimizerKind::Momentum),
         ("adam", OptimizerKind::Adam),
+        ("adamw", OptimizerKind::AdamW),
     ];
 }
+
+impl OptimizerKind {
+    /// Whether the step is Adam's (with or without decoupled decay).
+    pub fn is_adam(self) -> bool {
+        matches!(self, OptimizerKind::Adam | OptimizerKind::AdamW)
+    }
+}
+
+/// PyTorch's default `weight_decay` of AdamW (0 for the others).
+pub const DEFAULT_ADAMW_DECAY: f32 = 0.01;
 
 /// The optimizer and all its hyperparameters (those of other kinds are carried but unused).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -75,6 +213,10 @@ pub struct Optimizer {
     pub beta1: f32,
     pub beta2: f32,
     pub eps: f32,
+    /// Weight decay: for sgd, momentum and adam PyTorch's L2 form (`g += wd·p` before the step),
+    /// for adamw the decoupled one. Applied to every parameter, biases included, as PyTorch does
+    /// with one parameter group.
+    pub weight_decay: f32,
 }
 
 impl Default for Optimizer {
@@ -86,6 +228,7 @@ impl Default for Optimizer {
             beta1: 0.9,
             beta2: 0.999,
             eps: 1e-8,
+            weight_decay: 0.0,
         }
     }
 }
@@ -109,6 +252,12 @@ impl Optimizer {
                 format!("must be a finite number > 0, got {}", self.eps),
             ));
         }
+        if !self.weight_decay.is_finite() || self.weight_decay < 0.0 {
+            return Err(Error::arg(
+                "--weight-decay",
+                format!("must be a finite number >= 0, got {}", self.weight_decay),
+            ));
+        }
         if self.nesterov && (self.kind != OptimizerKind::Momentum || self.momentum == 0.0) {
             return Err(Error::arg(
                 "--nesterov",
@@ -119,6 +268,14 @@ impl Optimizer {
     }
 
     pub fn describe(&self) -> String {
+        let base = self.describe_kind();
+        if self.weight_decay == 0.0 {
+            return base;
+        }
+        format!("{base}, weight decay {}", self.weight_decay)
+    }
+
+    fn describe_kind(&self) -> String {
         match self.kind {
             OptimizerKind::Sgd => "SGD".into(),
             OptimizerKind::Momentum => format!(
@@ -126,9 +283,16 @@ impl Optimizer {
                 if self.nesterov { " Nesterov" } else { "" },
                 self.momentum
             ),
-            OptimizerKind::Adam => format!(
-                "Adam (betas {}, {}, eps {:e})",
-                self.beta1, self.beta2, self.eps
+            OptimizerKind::Adam | OptimizerKind::AdamW => format!(
+                "{} (betas {}, {}, eps {:e})",
+                if self.kind == OptimizerKind::AdamW {
+                    "AdamW"
+                } else {
+                    "Adam"
+                },
+                self.beta1,
+                self.beta2,
+                self.eps
             ),
         }
     }
@@ -187,12 +351,6 @@ pub trait Named: Sized + Copy + PartialEq + 'static {
     }
 }
 
-impl Named for Activation {
-    const FLAG: &'static str = "--activation";
-    const CHOICES: &'static [(&'static str, Self)] =
-        &[("relu", Activation::Relu), ("none", Activation::None)];
-}
-
 impl Named for Loss {
     const FLAG: &'static str = "--loss";
     const CHOICES: &'static [(&'static str, Self)] = &[
@@ -200,27 +358,38 @@ impl Named for Loss {
         ("mse", Loss::Mse),
         ("half-sse", Loss::HalfSse),
         ("l1", Loss::L1),
+        ("cross-entropy", Loss::CrossEntropy),
     ];
 }
 
 impl Loss {
-    /// What the sum of the per-element values (`d²`, or `|d|` for L1) is multiplied by.
-    pub fn scale(self, n: usize) -> f32 {
+    /// What the sum of the per-element values (`d²`, or `|d|` for L1; per row for
+    /// cross-entropy) of a `[rows, cols]` output is multiplied by.
+    pub fn scale(self, rows: usize, cols: usize) -> f32 {
         match self {
             Loss::Sse => 1.0,
             Loss::HalfSse => 0.5,
-            Loss::Mse | Loss::L1 => 1.0 / n as f32,
+            Loss::Mse | Loss::L1 => 1.0 / (rows * cols) as f32,
+            Loss::CrossEntropy => 1.0 / rows as f32,
         }
     }
 
-    /// What `d` (or `sign(d)` for L1) is multiplied by to give the gradient.
-    pub fn grad_coef(self, n: usize) -> f32 {
+    /// What `d` (or `sign(d)` for L1, `softmax·Σy - y` for cross-entropy) is multiplied by to
+    /// give the gradient of a `[rows, cols]` output.
+    pub fn grad_coef(self, rows: usize, cols: usize) -> f32 {
         match self {
             Loss::Sse => 2.0,
             Loss::HalfSse => 1.0,
-            Loss::Mse => 2.0 / n as f32,
-            Loss::L1 => 1.0 / n as f32,
+            Loss::Mse => 2.0 / (rows * cols) as f32,
+            Loss::L1 => 1.0 / (rows * cols) as f32,
+            Loss::CrossEntropy => 1.0 / rows as f32,
         }
+    }
+
+    /// Whether the loss treats each output row as a distribution over classes (cross-entropy):
+    /// its targets are probability rows (or class indices, made one-hot).
+    pub fn is_classification(self) -> bool {
+        self == Loss::CrossEntropy
     }
 
     /// Whether the per-element value is `|d|` (L1) rather than `d²`.
@@ -234,6 +403,7 @@ impl Loss {
             Loss::Mse => "mean squared error",
             Loss::HalfSse => "half the sum of squared errors",
             Loss::L1 => "mean absolute error",
+            Loss::CrossEntropy => "softmax cross-entropy (mean over rows)",
         }
     }
 }
@@ -380,7 +550,7 @@ pub struct Job {
     pub seed: u64,
     /// Print (and, on the GPU, read back) every this many epochs; 0 means only at the end.
     pub log_every: usize,
-    #[serde(serialize_with = "by_name")]
+    #[serde(serialize_with = "by_display")]
     pub activation: Activation,
     #[serde(serialize_with = "by_name")]
     pub loss: Loss,
@@ -389,6 +559,8 @@ pub struct Job {
     /// A bias per layer, added before the activation, trained like the weights.
     pub bias: bool,
     pub optimizer: Optimizer,
+    /// The learning rate of each optimizer step (`job.lr` at every step by default).
+    pub lr_schedule: LrSchedule,
     pub data: DataSource,
     /// A shared layer run a varying number of times per step (`--dynamic-depth`).
     pub dynamic: Option<DynamicDepth>,
@@ -413,6 +585,7 @@ impl Default for Job {
             init_scheme: InitScheme::default(),
             bias: false,
             optimizer: Optimizer::default(),
+            lr_schedule: LrSchedule::default(),
             data: DataSource::Normal,
             dynamic: None,
             rows: None,
@@ -471,8 +644,8 @@ impl Job {
     }
 
     /// An epoch's loss from its steps' losses (each over its batch, before its step): for the
-    /// summed losses (sse, half-sse) their sum, for the means (mse, l1) their mean weighted by
-    /// the batches' rows; that is the loss over the whole dataset if the parameters had not moved
+    /// summed losses (sse, half-sse) their sum, for the means (mse, l1, cross-entropy) their mean
+    /// weighted by the batches' rows; that is the loss over the whole dataset if the parameters had not moved
     /// during the epoch. With one batch, that batch's loss.
     pub fn epoch_loss(&self, steps: &[f32]) -> f32 {
         if steps.len() == 1 {
@@ -480,7 +653,7 @@ impl Job {
         }
         match self.loss {
             Loss::Sse | Loss::HalfSse => steps.iter().sum(),
-            Loss::Mse | Loss::L1 => {
+            Loss::Mse | Loss::L1 | Loss::CrossEntropy => {
                 let weighted: f32 = (steps.iter().enumerate())
                     .map(|(j, &l)| l * self.batch_rows(j) as f32)
                     .sum();
@@ -617,6 +790,16 @@ impl Job {
             return Err(Error::arg("--epochs", "must be at least 1"));
         }
         self.optimizer.validate()?;
+        if self.loss.is_classification() && self.layers[self.depth()] < 2 {
+            return Err(Error::arg(
+                "--loss",
+                format!(
+                    "cross-entropy needs at least 2 outputs (classes); --layers {:?} has {}",
+                    self.layers,
+                    self.layers[self.depth()]
+                ),
+            ));
+        }
         if let Some(d) = &self.dynamic {
             self.validate_dynamic(d)?;
         }
@@ -813,6 +996,28 @@ pub const PRESETS: &[Preset] = &[
         job: || Job {
             loss: Loss::L1,
             lr: 0.1,
+            ..Job::default()
+        },
+    },
+    Preset {
+        name: "digits",
+        about:
+            "a classifier for 8x8 images of digits (64 -> 32 -> 10, the shape of scikit-learn's \
+                digits; give the data with --x/--y): biases, PyTorch's init, ReLU, softmax \
+                cross-entropy, Adam lr 1e-2, mini-batches of 128, 30 epochs",
+        job: || Job {
+            layers: vec![64, 32, 10],
+            batch: 128,
+            lr: 1e-2,
+            epochs: 30,
+            log_every: 5,
+            bias: true,
+            init_scheme: InitScheme::Torch,
+            loss: Loss::CrossEntropy,
+            optimizer: Optimizer {
+                kind: OptimizerKind::Adam,
+                ..Optimizer::default()
+            },
             ..Job::default()
         },
     },
@@ -1058,12 +1263,12 @@ mod tests {
 
     #[test]
     fn loss_scales_and_gradient_coefficients() {
-        assert_eq!((Loss::Sse.scale(8), Loss::Sse.grad_coef(8)), (1.0, 2.0));
-        assert_eq!(
-            (Loss::HalfSse.scale(8), Loss::HalfSse.grad_coef(8)),
-            (0.5, 1.0)
-        );
-        assert_eq!((Loss::Mse.scale(8), Loss::Mse.grad_coef(8)), (0.125, 0.25));
-        assert_eq!((Loss::L1.scale(8), Loss::L1.grad_coef(8)), (0.125, 0.125));
+        let sg = |l: Loss| (l.scale(2, 4), l.grad_coef(2, 4));
+        assert_eq!(sg(Loss::Sse), (1.0, 2.0));
+        assert_eq!(sg(Loss::HalfSse), (0.5, 1.0));
+        assert_eq!(sg(Loss::Mse), (0.125, 0.25));
+        assert_eq!(sg(Loss::L1), (0.125, 0.125));
+        // Cross-entropy is a mean over rows.
+        assert_eq!(sg(Loss::CrossEntropy), (0.5, 0.5));
     }
 }

@@ -16,6 +16,7 @@ pub mod gpu;
 pub mod init;
 pub mod io;
 pub mod job;
+pub mod schedule;
 pub mod train;
 pub mod verify;
 

@@ -2,8 +2,8 @@
 //! whether a GPU and its driver compute right. Every kernel, variant, layout and epilogue runs on
 //! awkward shapes (1, 7, 63, 64, 65, 100, 1000, 1001 across the dimensions) with its outputs
 //! poisoned with NaN first, and is checked element by element against the CPU reference with a
-//! stated error bound; then a few training steps of each optimizer and loss are checked against
-//! the CPU's trajectory.
+//! stated error bound; then a few training steps of each optimizer, loss and activation (and a
+//! learning-rate schedule with weight decay) are checked against the CPU's trajectory.
 //!
 //! The bounds: a product element `v = Σ_p a_ip·b_pj` of length k is within `γ_k·S` of the exact
 //! value in any f32 summation order (`S = Σ_p |a_ip|·|b_pj|`, `γ_k = k·u/(1-k·u)`, u = 2^-24:
@@ -21,11 +21,11 @@ use crate::error::{Error, Result};
 use crate::gpu::layout::Layout;
 use crate::gpu::tune;
 use crate::gpu::{
-    run_bias_update, run_loss_reduce, run_matmul, Acc, Block, GpuBackend, GpuContext, LimitsChoice,
-    MatmulKey, Mode, Opt,
+    run_bias_update, run_cross_entropy, run_loss_reduce, run_matmul, Acc, Act, Block, GpuBackend,
+    GpuContext, LimitsChoice, MatmulKey, Mode, Opt, Update,
 };
 use crate::init::{HostState, Matrix};
-use crate::job::{InitScheme, Job, Loss, Optimizer, OptimizerKind};
+use crate::job::{Activation, InitScheme, Job, Loss, Optimizer, OptimizerKind};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -188,8 +188,8 @@ impl Epi {
     fn key(self, layout: Layout, block: Block, trans: (bool, bool)) -> MatmulKey {
         let mode = match self {
             Epi::Store | Epi::Bias | Epi::Sum => Mode::Store,
-            Epi::Relu => Mode::Relu,
-            Epi::Mask => Mode::Mask,
+            Epi::Relu => Mode::Activate,
+            Epi::Mask => Mode::ActivationGrad,
             Epi::Sgd => Mode::Update,
             Epi::SquaredError => Mode::SquaredError,
             Epi::AbsError => Mode::AbsError,
@@ -201,6 +201,8 @@ impl Epi {
             block,
             bias: self == Epi::Bias,
             opt: Opt::Sgd,
+            update: Update::default(),
+            act: Act::default(),
             acc: if self == Epi::Sum {
                 Acc {
                     input: true,
@@ -423,8 +425,8 @@ fn matmul_check(
         bias: Matrix::randn(1, n, &mut r).data,
         lr: 0.25,
         coef: match e {
-            Epi::AbsError => Loss::L1.grad_coef(m * n),
-            _ => Loss::Sse.grad_coef(m * n),
+            Epi::AbsError => Loss::L1.grad_coef(m, n),
+            _ => Loss::Sse.grad_coef(m, n),
         },
     };
     let poison = vec![f32::NAN; m * n];
@@ -564,57 +566,168 @@ fn loss_reduce_checks(suite: &mut Suite<'_>, ctx: &GpuContext, layout: Layout, q
     }
 }
 
-/// A few epochs of a small net with biases for each optimizer and loss: every epoch's loss within
-/// the trajectory tolerance of the CPU's (the model of tests/parity.rs).
+/// `cross_entropy` (softmax, gradient, the rows' losses summed) against the CPU's on logits spread
+/// widely, class targets, its gradient matrix poisoned first. exp and log may differ between
+/// implementations by a few ulps: the bound is 2e-6·coef + 1e-6·|g| per gradient element and
+/// 1e-5 relative on the loss.
+fn cross_entropy_checks(suite: &mut Suite<'_>, ctx: &GpuContext, layout: Layout, quick: bool) {
+    let shapes: &[(usize, usize)] = if quick {
+        &[(64, 10), (63, 65)]
+    } else {
+        &[
+            (1, 2),
+            (7, 3),
+            (64, 10),
+            (63, 65),
+            (257, 7),
+            (1001, 4),
+            (100, 1000),
+        ]
+    };
+    for &(rows, cols) in shapes {
+        let mut r = seeded((rows * 11 + cols) as u64);
+        let z: Vec<f32> = (Matrix::randn(rows, cols, &mut r).data.iter())
+            .map(|v| 8.0 * v)
+            .collect();
+        let y = Matrix::one_hot_classes(rows, cols, &mut r).data;
+        let coef = 1.0 / rows as f32;
+        let (mut g, mut row_loss) = (vec![0.0f32; rows * cols], vec![0.0f32; rows]);
+        cpu::cross_entropy(&mut g, &mut row_loss, &z, &y, cols, coef);
+        let loss = cpu::loss_reduce(&row_loss) * coef;
+        let shape = format!("{rows}x{cols}");
+        let outcome = run_cross_entropy(ctx, layout, &z, &y, (rows, cols), (coef, coef)).map(
+            |(got_loss, grad)| {
+                let padded = crate::gpu::pad4(cols);
+                let mut got = vec![got_loss];
+                got.extend((0..rows).flat_map(|rr| grad[rr * padded..][..cols].to_vec()));
+                perturb("cross_entropy", &shape, &mut got);
+                let mut want = vec![loss as f64];
+                want.extend(g.iter().map(|&v| v as f64));
+                let mut bound = vec![1e-5 * (loss as f64).abs()];
+                bound.extend(
+                    g.iter()
+                        .map(|&v| 2e-6 * coef as f64 + 1e-6 * (v as f64).abs()),
+                );
+                // The padding the backward products read must be zero.
+                let padding_zero = (0..crate::gpu::pad4(rows)).all(|rr| {
+                    (0..padded).all(|c| (rr < rows && c < cols) || grad[rr * padded + c] == 0.0)
+                });
+                let note = (!padding_zero).then(|| "non-zero padding in the gradient".into());
+                let r = worst_ratio(&got, &want, &bound);
+                (if padding_zero { r } else { f64::INFINITY }, note)
+            },
+        );
+        suite.record(
+            "cross_entropy".into(),
+            "-",
+            layout,
+            shape,
+            "2e-6/rows + 1e-6·|g|; loss 1e-5",
+            outcome,
+        );
+    }
+}
+
+/// A few epochs of a small net with biases for each optimizer and loss, each activation, and a
+/// learning-rate schedule with weight decay: every epoch's loss within the trajectory tolerance
+/// of the CPU's (the model of tests/parity.rs).
 fn training_checks(suite: &mut Suite<'_>, ctx: &Arc<GpuContext>, layout: Layout, quick: bool) {
     let optimizers = [
         ("sgd", OptimizerKind::Sgd, false, 1e-2),
         ("momentum", OptimizerKind::Momentum, false, 1e-2),
         ("nesterov", OptimizerKind::Momentum, true, 1e-2),
         ("adam", OptimizerKind::Adam, false, 1e-2),
+        ("adamw", OptimizerKind::AdamW, false, 1e-2),
     ];
     let losses = [
         ("sse", Loss::Sse),
         ("mse", Loss::Mse),
         ("half-sse", Loss::HalfSse),
         ("l1", Loss::L1),
+        ("cross-entropy", Loss::CrossEntropy),
     ];
+    let base = Job {
+        layers: vec![23, 13, 5],
+        batch: 9,
+        epochs: 6,
+        bias: true,
+        init_scheme: InitScheme::Torch,
+        log_every: 0,
+        ..Job::default()
+    };
+    let mut jobs = Vec::new();
     for (oname, kind, nesterov, lr) in optimizers {
         for (lname, loss) in losses {
             if quick && oname != "sgd" && lname != "sse" {
                 continue;
             }
+            let weight_decay = match kind {
+                OptimizerKind::AdamW => crate::job::DEFAULT_ADAMW_DECAY,
+                _ => 0.0,
+            };
+            let optimizer = Optimizer {
+                kind,
+                nesterov,
+                weight_decay,
+                ..Optimizer::default()
+            };
             let job = Job {
-                layers: vec![23, 13, 5],
-                batch: 9,
-                epochs: 6,
                 lr,
                 loss,
-                bias: true,
-                init_scheme: InitScheme::Torch,
-                log_every: 0,
-                optimizer: Optimizer {
-                    kind,
-                    nesterov,
-                    ..Optimizer::default()
-                },
-                ..Job::default()
+                optimizer,
+                ..base.clone()
             };
-            let kernel = format!("train/{oname}/{lname}");
-            let shape = "9x[23,13,5]".to_string();
-            let outcome = (|| {
-                job.validate()?;
-                let state = HostState::seeded(&job);
-                let want = CpuBackend::new(&job, &state).run(job.epochs)?;
-                let mut gpu = GpuBackend::with_layout(ctx.clone(), &job, &state, layout)?;
-                let mut got = gpu.run(job.epochs)?;
-                perturb(&kernel, &shape, &mut got);
-                let want64: Vec<f64> = want.iter().map(|&l| l as f64).collect();
-                let bound: Vec<f64> = want.iter().map(|&l| bench::trajectory_tol(l)).collect();
-                Ok((worst_ratio(&got, &want64, &bound), None))
-            })();
-            suite.record(kernel, "-", layout, shape, "3e-3·√L + 1e-5·L", outcome);
+            jobs.push((format!("train/{oname}/{lname}"), job));
         }
+    }
+    let adam = Optimizer {
+        kind: OptimizerKind::Adam,
+        ..Optimizer::default()
+    };
+    for act in Activation::ALL {
+        if matches!(act, Activation::Relu | Activation::None) || (quick && act != Activation::Gelu)
+        {
+            continue;
+        }
+        let job = Job {
+            lr: 1e-2,
+            loss: Loss::Mse,
+            activation: act,
+            optimizer: adam,
+            ..base.clone()
+        };
+        jobs.push((format!("train/adam/mse/{act}"), job));
+    }
+    let schedule = crate::schedule::LrSchedule::parse(Some("step:2:0.5"), Some("2:0.25"));
+    if let Ok(lr_schedule) = schedule {
+        let optimizer = Optimizer {
+            kind: OptimizerKind::Momentum,
+            weight_decay: 0.05,
+            ..Optimizer::default()
+        };
+        let job = Job {
+            lr: 1e-2,
+            loss: Loss::Mse,
+            optimizer,
+            lr_schedule,
+            ..base.clone()
+        };
+        jobs.push(("train/momentum/mse/schedule+decay".to_string(), job));
+    }
+    for (kernel, job) in jobs {
+        let shape = "9x[23,13,5]".to_string();
+        let outcome = (|| {
+            job.validate()?;
+            let state = HostState::seeded(&job);
+            let want = CpuBackend::new(&job, &state).run(job.epochs)?;
+            let mut gpu = GpuBackend::with_layout(ctx.clone(), &job, &state, layout)?;
+            let mut got = gpu.run(job.epochs)?;
+            perturb(&kernel, &shape, &mut got);
+            let want64: Vec<f64> = want.iter().map(|&l| l as f64).collect();
+            let bound: Vec<f64> = want.iter().map(|&l| bench::trajectory_tol(l)).collect();
+            Ok((worst_ratio(&got, &want64, &bound), None))
+        })();
+        suite.record(kernel, "-", layout, shape, "3e-3·√L + 1e-5·L", outcome);
     }
 }
 
@@ -694,6 +807,7 @@ pub fn run(plan: &Plan, on_check: &mut dyn FnMut(&[DeviceInfo], &Check)) -> Resu
             if layout == layouts[0] {
                 loss_reduce_checks(&mut suite, ctx, layout, plan.quick);
             }
+            cross_entropy_checks(&mut suite, ctx, layout, plan.quick);
             training_checks(&mut suite, ctx, layout, plan.quick);
         }
     }

@@ -19,10 +19,10 @@ use common::{assert_within, gpu_or_skip, randn, rng, U32};
 use gpu_train::cpu::{self, Epilogue};
 use gpu_train::gpu::layout::Layout;
 use gpu_train::gpu::{
-    run_bias_sum, run_bias_update, run_loss_reduce, run_matmul, Acc, Block, GpuContext, MatmulKey,
-    Mode, Opt,
+    run_bias_sum, run_bias_update, run_cross_entropy, run_loss_reduce, run_matmul, Acc, Act, Block,
+    GpuContext, MatmulKey, Mode, Opt, Update,
 };
-use gpu_train::job::Loss;
+use gpu_train::job::{Activation, Loss};
 use proptest::prelude::*;
 use rand::RngExt;
 
@@ -242,7 +242,9 @@ fn key(trans_a: bool, trans_b: bool, mode: Mode) -> MatmulKey {
         block: Block::B8x8,
         bias: false,
         opt: Opt::Sgd,
+        update: Update::default(),
         acc: Acc::default(),
+        act: Act::default(),
         layout: Layout::Texels,
     }
 }
@@ -304,9 +306,9 @@ fn gpu_store_matches_cpu_both_transposed_covering_shapes() {
 fn gpu_relu_epilogue_matches_cpu_and_zeroes_negatives() {
     let Some(ctx) = gpu_or_skip() else { return };
     for (si, shape) in covering_shapes().into_iter().enumerate() {
-        let case = Case::new(key(false, false, Mode::Relu), shape, 500 + si as u64);
+        let case = Case::new(key(false, false, Mode::Activate), shape, 500 + si as u64);
         let mut want = case.cpu_product();
-        cpu::relu_forward(&mut want);
+        cpu::activation_forward(&mut want, &mut [], Activation::Relu);
         let s = case.abs_products();
         let g = 2.0 * gamma(case.k);
         for block in variants() {
@@ -328,7 +330,11 @@ fn gpu_relu_epilogue_matches_cpu_and_zeroes_negatives() {
 fn gpu_mask_epilogue_trans_b_matches_cpu_and_blocks_where_aux_not_positive() {
     let Some(ctx) = gpu_or_skip() else { return };
     for (si, shape) in covering_shapes().into_iter().enumerate() {
-        let case = Case::new(key(false, true, Mode::Mask), shape, 600 + si as u64);
+        let case = Case::new(
+            key(false, true, Mode::ActivationGrad),
+            shape,
+            600 + si as u64,
+        );
         // Like ReLU outputs: a third exactly zero, some negative to be thorough, the rest positive.
         let mut r = rng(6000 + si as u64);
         let aux: Vec<f32> = (0..case.m * case.n)
@@ -338,7 +344,7 @@ fn gpu_mask_epilogue_trans_b_matches_cpu_and_blocks_where_aux_not_positive() {
             })
             .collect();
         let mut want = case.cpu_product();
-        cpu::relu_backward(&mut want, &aux);
+        cpu::activation_backward(&mut want, &aux, Activation::Relu);
         let s = case.abs_products();
         let g = 2.0 * gamma(case.k);
         for block in variants() {
@@ -352,6 +358,210 @@ fn gpu_mask_epilogue_trans_b_matches_cpu_and_blocks_where_aux_not_positive() {
                     0.0
                 }
             });
+        }
+    }
+}
+
+/// Shapes for the epilogues checked once per activation (five of them, every variant each):
+/// 1, 7, 63, 64, 65, 100 and 1001 each appear, and none is over 0.5 M multiply-adds, so that the
+/// five activations cost a software adapter about what one full covering set does.
+fn epilogue_shapes() -> [(usize, usize, usize); 7] {
+    [
+        (1, 1001, 7),
+        (7, 65, 63),
+        (63, 7, 65),
+        (65, 100, 1),
+        (100, 64, 33),
+        (2, 3, 5),
+        (17, 33, 9),
+    ]
+}
+
+/// The activations besides ReLU (whose epilogues have their own tests above).
+const ACTIVATIONS: [Activation; 5] = [
+    Activation::LeakyRelu(0.1),
+    Activation::Tanh,
+    Activation::Sigmoid,
+    Activation::Gelu,
+    Activation::None,
+];
+
+/// The bound of an activation epilogue's element against the CPU's: the product's `2·γ_k·S`
+/// through the activation (or its derivative), whose slope is at most 1.13 (GELU's), and the
+/// activation evaluated in f32 on two implementations (exp and division may differ by a few ulps
+/// between them): 1e-6 relative to the larger of the value and 1. A wrong formula is off by far
+/// more: GELU's tanh approximation against the erf form differs by up to 4.7e-4.
+fn activation_bound(g: f64, s: f64, want: f32) -> f64 {
+    1.2 * g * s + 1e-6 * (want.abs() as f64).max(1.0)
+}
+
+/// A hidden layer's forward pass through each activation (`Mode::Activate`), bias added, on every
+/// shape of [`epilogue_shapes`] and variant, against `cpu::activation_forward`; GELU also leaves its input (the
+/// product plus bias) in AUX_OUT for the backward pass. Sigmoid maps 0 to 1/2: the padding of
+/// its output must still be zero (checked by `Case::run`).
+#[test]
+fn gpu_activation_epilogues_match_cpu_odd_shapes() {
+    let Some(ctx) = gpu_or_skip() else { return };
+    for (ai, act) in ACTIVATIONS.into_iter().enumerate() {
+        for (si, shape) in epilogue_shapes().into_iter().enumerate() {
+            let key = MatmulKey {
+                act: Act::of(act),
+                ..key(false, false, Mode::Activate)
+            };
+            let case = Case::new(key, shape, 7000 + 100 * ai as u64 + si as u64);
+            let bias = randn(&mut rng(7500 + si as u64), case.n);
+            let mut z = case.cpu_product();
+            cpu::bias_forward(&mut z, &bias);
+            let mut want = z.clone();
+            let mut kept = vec![0.0; z.len()];
+            cpu::activation_forward(&mut want, &mut kept, act);
+            let s = case.abs_products();
+            let g = 2.0 * gamma(case.k);
+            for block in variants() {
+                let label = format!("{act} {}", case.label(block));
+                let poison = vec![f32::NAN; case.m * case.n];
+                let (got, out) = case.gpu_bias(&ctx, block, 0.0, &poison, None, Some(&bias));
+                assert_within(&label, &got, &want, |i| activation_bound(g, s[i], want[i]));
+                if act.needs_input() {
+                    assert_within(&format!("{label} AUX_OUT"), &out, &kept, |i| {
+                        g * s[i] + 1e-6 * kept[i].abs() as f64
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// The input gradient through each activation (`Mode::ActivationGrad`, `g·wᵀ` as in training),
+/// from the activation's output (AUX), or for GELU its input (AUX_OUT), against
+/// `cpu::activation_backward`.
+#[test]
+fn gpu_activation_gradient_epilogues_match_cpu_odd_shapes() {
+    let Some(ctx) = gpu_or_skip() else { return };
+    for (ai, act) in ACTIVATIONS.into_iter().enumerate() {
+        for (si, shape) in epilogue_shapes().into_iter().enumerate() {
+            let key = MatmulKey {
+                act: Act::of(act),
+                ..key(false, true, Mode::ActivationGrad)
+            };
+            let case = Case::new(key, shape, 8000 + 100 * ai as u64 + si as u64);
+            // What training has there: the activation of a pre-activation (or, for GELU, the
+            // pre-activation itself).
+            let z = randn(&mut rng(8500 + si as u64), case.m * case.n);
+            let mut aux = z.clone();
+            if !act.needs_input() {
+                cpu::activation_forward(&mut aux, &mut [], act);
+            }
+            let mut want = case.cpu_product();
+            cpu::activation_backward(&mut want, &aux, act);
+            let s = case.abs_products();
+            let g = 2.0 * gamma(case.k);
+            for block in variants() {
+                let label = format!("{act} {}", case.label(block));
+                let poison = vec![f32::NAN; case.m * case.n];
+                let k = block.key(case.key);
+                let (got, _) = match act.needs_input() {
+                    true => case.run(&ctx, k, 0.0, &poison, None, None, Some(&aux)),
+                    false => case.run(&ctx, k, 0.0, &poison, Some(&aux), None, None),
+                };
+                assert_within(&label, &got, &want, |i| activation_bound(g, s[i], want[i]));
+            }
+        }
+    }
+}
+
+/// The output layer of a cross-entropy net (`Mode::Logits`): the logits, bias added, into
+/// AUX_OUT; C is not written (its poison stays: cross_entropy writes the gradient there).
+#[test]
+fn gpu_logits_epilogue_writes_aux_out_only() {
+    let Some(ctx) = gpu_or_skip() else { return };
+    for (si, shape) in covering_shapes().into_iter().enumerate() {
+        let case = Case::new(key(false, false, Mode::Logits), shape, 9000 + si as u64);
+        let bias = randn(&mut rng(9500 + si as u64), case.n);
+        let mut want = case.cpu_product();
+        cpu::bias_forward(&mut want, &bias);
+        let s = case.abs_products();
+        let g = 2.0 * gamma(case.k);
+        for block in variants() {
+            let poison = vec![f32::NAN; case.m * case.n];
+            let (c, out) = case.gpu_bias(&ctx, block, 0.0, &poison, None, Some(&bias));
+            assert!(
+                c.iter().all(|v| v.is_nan()),
+                "{}: C written",
+                case.label(block)
+            );
+            assert_within(&case.label(block), &out, &want, |i| {
+                g * s[i] + 1e-6 * want[i].abs() as f64
+            });
+        }
+    }
+}
+
+/// `cross_entropy` (softmax, its gradient, the loss summed over the rows) against the CPU's on
+/// row counts around the 256 invocations and the 4-row padding, widths around the vec4 columns,
+/// logits spread widely (the max is subtracted), class and probability targets; the gradient
+/// matrix poisoned first (its padding must come back zero: the backward products read it).
+/// Tolerance: exp and log differ between implementations by a few ulps: 1e-6 relative on the
+/// softmax terms (an element of the gradient is within 2e-6·coef of the CPU's) and 1e-5 on the
+/// loss; a wrong element (a missing max, the wrong row) is off by orders more.
+#[test]
+fn gpu_cross_entropy_matches_cpu_and_zeroes_the_padding() {
+    let Some(ctx) = gpu_or_skip() else { return };
+    for layout in Layout::ALL {
+        for (i, &(rows, cols)) in [
+            (1, 2),
+            (7, 3),
+            (63, 10),
+            (64, 7),
+            (65, 65),
+            (257, 10),
+            (1001, 4),
+        ]
+        .iter()
+        .enumerate()
+        {
+            for probabilities in [false, true] {
+                let mut r = rng(9900 + i as u64);
+                let z: Vec<f32> = randn(&mut r, rows * cols).iter().map(|v| 8.0 * v).collect();
+                let mut y = vec![0.0f32; rows * cols];
+                for row in y.chunks_mut(cols) {
+                    if probabilities {
+                        let e: Vec<f32> = randn(&mut r, cols).iter().map(|v| v.exp()).collect();
+                        let sum: f32 = e.iter().sum();
+                        row.iter_mut().zip(&e).for_each(|(y, e)| *y = e / sum);
+                    } else {
+                        row[r.random_range(0..cols)] = 1.0;
+                    }
+                }
+                let (scale, coef) = (1.0 / rows as f32, 1.0 / rows as f32);
+                let mut want_g = vec![0.0f32; rows * cols];
+                let mut row_loss = vec![0.0f32; rows];
+                cpu::cross_entropy(&mut want_g, &mut row_loss, &z, &y, cols, coef);
+                let want = cpu::loss_reduce(&row_loss) * scale;
+                let label = format!("{layout} {rows}x{cols} probabilities={probabilities}");
+                let (got, grad) =
+                    run_cross_entropy(&ctx, layout, &z, &y, (rows, cols), (scale, coef)).unwrap();
+                assert!(
+                    ((got - want) / want).abs() <= 1e-5,
+                    "{label}: loss {got:e}, CPU {want:e}"
+                );
+                let (pr, pc) = (rows.div_ceil(4) * 4, cols.div_ceil(4) * 4);
+                assert_eq!(grad.len(), pr * pc);
+                for rr in 0..pr {
+                    for c in 0..pc {
+                        let v = grad[rr * pc + c];
+                        if rr >= rows || c >= cols {
+                            assert_eq!(v, 0.0, "{label}: padding ({rr}, {c}) is {v}");
+                            continue;
+                        }
+                        let w = want_g[rr * cols + c];
+                        assert!(
+                            (v - w).abs() <= 2e-6 * coef + 1e-6 * w.abs(),
+                            "{label}: gradient ({rr}, {c}) {v:e}, CPU {w:e}"
+                        );
+                    }
+                }
+            }
         }
     }
 }
@@ -486,10 +696,10 @@ fn gpu_squared_error_epilogue_matches_cpu_loss_gradient_and_squares() {
         // Error of d: the product's, plus one rounding of the subtraction on each side.
         let ed = |i: usize| g * s[i] + 2.0 * U32 * (s[i] + (y[i] as f64).abs());
         let loss = [Loss::Sse, Loss::HalfSse, Loss::Mse][si % 3];
-        let coef = loss.grad_coef(v.len());
+        let coef = loss.grad_coef(case.m, case.n);
         let mut want_g = vec![f32::NAN; v.len()];
         let mut want_sq = vec![f32::NAN; v.len()];
-        cpu::loss_forward(&mut want_g, &mut want_sq, &v, &y, loss);
+        cpu::loss_forward(&mut want_g, &mut want_sq, &v, &y, case.n, loss);
         for block in variants() {
             let poison = vec![f32::NAN; case.m * case.n];
             let (got_g, got_sq) = case.gpu(&ctx, block, coef, &poison, Some(&y));
@@ -524,10 +734,10 @@ fn gpu_abs_error_epilogue_matches_cpu_sign_gradient_and_magnitudes() {
                 y[i] = v[i];
             }
         }
-        let coef = Loss::L1.grad_coef(v.len());
+        let coef = Loss::L1.grad_coef(case.m, case.n);
         let mut want_g = vec![f32::NAN; v.len()];
         let mut want_abs = vec![f32::NAN; v.len()];
-        cpu::loss_forward(&mut want_g, &mut want_abs, &v, &y, Loss::L1);
+        cpu::loss_forward(&mut want_g, &mut want_abs, &v, &y, case.n, Loss::L1);
         for block in variants() {
             let poison = vec![f32::NAN; case.m * case.n];
             let (got_g, got_abs) = case.gpu(&ctx, block, coef, &poison, Some(&y));
@@ -571,13 +781,17 @@ fn gpu_abs_error_epilogue_matches_cpu_sign_gradient_and_magnitudes() {
 fn gpu_bias_epilogue_matches_cpu_and_keeps_padding_rows_zero() {
     let Some(ctx) = gpu_or_skip() else { return };
     for (si, shape) in covering_shapes().into_iter().enumerate() {
-        let mode = if si % 2 == 0 { Mode::Relu } else { Mode::Store };
+        let mode = if si % 2 == 0 {
+            Mode::Activate
+        } else {
+            Mode::Store
+        };
         let case = Case::new(key(false, false, mode), shape, 700 + si as u64);
         let bias = randn(&mut rng(7000 + si as u64), case.n);
         let mut want = case.cpu_product();
         cpu::bias_forward(&mut want, &bias);
-        if mode == Mode::Relu {
-            cpu::relu_forward(&mut want);
+        if mode == Mode::Activate {
+            cpu::activation_forward(&mut want, &mut [], Activation::Relu);
         }
         let s = case.abs_products();
         let g = 2.0 * gamma(case.k);

@@ -21,14 +21,17 @@ use gpu_train::backend::Backend;
 use gpu_train::cpu::CpuBackend;
 use gpu_train::gpu::GpuBackend;
 use gpu_train::init::{HostState, Matrix};
-use gpu_train::job::{Activation, DynamicDepth, Job, Loss, Named, Optimizer, OptimizerKind};
+use gpu_train::job::{
+    Activation, DynamicDepth, Job, Loss, LrSchedule, Named, Optimizer, OptimizerKind,
+};
+use gpu_train::schedule::Schedule;
 
 /// A net in f64: `x [b, d0]`, `y [b, dL]`, `w[l] [d_l, d_{l+1}]`, all row-major.
 #[derive(Clone)]
 struct Net64 {
     layers: Vec<usize>,
     batch: usize,
-    relu: bool,
+    act: Activation,
     loss: Loss,
     x: Vec<f64>,
     y: Vec<f64>,
@@ -79,11 +82,60 @@ fn mm_nt(a: &[f64], b: &[f64], m: usize, n: usize, k: usize) -> Vec<f64> {
     c
 }
 
+/// An activation in f64 (erf from libm).
+fn act64(act: Activation, z: f64) -> f64 {
+    match act {
+        Activation::Relu => z.max(0.0),
+        Activation::LeakyRelu(s) => {
+            if z > 0.0 {
+                z
+            } else {
+                s as f64 * z
+            }
+        }
+        Activation::Tanh => z.tanh(),
+        Activation::Sigmoid => 1.0 / (1.0 + (-z).exp()),
+        Activation::Gelu => 0.5 * z * (1.0 + libm::erf(z / std::f64::consts::SQRT_2)),
+        Activation::None => z,
+    }
+}
+
+/// Its derivative at the pre-activation `z`.
+fn act64_grad(act: Activation, z: f64) -> f64 {
+    match act {
+        Activation::Relu => (z > 0.0) as u8 as f64,
+        Activation::LeakyRelu(s) => {
+            if z > 0.0 {
+                1.0
+            } else {
+                s as f64
+            }
+        }
+        Activation::Tanh => 1.0 - z.tanh().powi(2),
+        Activation::Sigmoid => {
+            let s = 1.0 / (1.0 + (-z).exp());
+            s * (1.0 - s)
+        }
+        Activation::Gelu => {
+            let cdf = 0.5 * (1.0 + libm::erf(z / std::f64::consts::SQRT_2));
+            let pdf = (-0.5 * z * z).exp() / (2.0 * std::f64::consts::PI).sqrt();
+            cdf + z * pdf
+        }
+        Activation::None => 1.0,
+    }
+}
+
+/// `log Σ_j e^(z_j)`, the max subtracted.
+fn log_sum_exp(z: &[f64]) -> f64 {
+    let m = z.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v));
+    m + z.iter().map(|v| (v - m).exp()).sum::<f64>().ln()
+}
+
 /// What the forward pass keeps for the backward pass.
 struct Forward {
     /// Pre-activations `z_j = a_j · w_{apps[j]} + b` of the hidden products.
     pre: Vec<Vec<f64>>,
-    /// Inputs of each product: `a_0 = x`, `a_{j+1} = relu(z_j)`.
+    /// Inputs of each product: `a_0 = x`, `a_{j+1} = act(z_j)`.
     inputs: Vec<Vec<f64>>,
     pred: Vec<f64>,
     loss: f64,
@@ -104,8 +156,7 @@ impl Net64 {
                 }
             }
             if j + 1 < self.apps.len() {
-                let act = |v: f64| if self.relu { v.max(0.0) } else { v };
-                inputs.push(z.iter().map(|&v| act(v)).collect());
+                inputs.push(z.iter().map(|&v| act64(self.act, v)).collect());
                 pre.push(z);
             } else {
                 pred = z;
@@ -118,6 +169,18 @@ impl Net64 {
             Loss::HalfSse => 0.5 * d.map(|d| d * d).sum::<f64>(),
             Loss::Mse => d.map(|d| d * d).sum::<f64>() / n,
             Loss::L1 => d.map(f64::abs).sum::<f64>() / n,
+            // PyTorch's CrossEntropyLoss with probability targets: the mean over rows of
+            // -Σ_j y_j·log_softmax(z)_j.
+            Loss::CrossEntropy => {
+                let cols = self.layers[self.layers.len() - 1];
+                let rows = pred.chunks(cols).zip(self.y.chunks(cols));
+                rows.map(|(z, y)| {
+                    let lse = log_sum_exp(z);
+                    -z.iter().zip(y).map(|(z, y)| y * (z - lse)).sum::<f64>()
+                })
+                .sum::<f64>()
+                    / self.batch as f64
+            }
         };
         Forward {
             pre,
@@ -138,20 +201,31 @@ impl Net64 {
         let f = self.forward();
         let b = self.batch;
         let n = f.pred.len() as f64;
-        let mut g: Vec<f64> = f
-            .pred
-            .iter()
-            .zip(&self.y)
-            .map(|(p, y)| {
-                let d = p - y;
-                match self.loss {
-                    Loss::Sse => 2.0 * d,
-                    Loss::HalfSse => d,
-                    Loss::Mse => 2.0 * d / n,
-                    Loss::L1 => d.signum() / n,
-                }
-            })
-            .collect();
+        let cols = self.layers[self.layers.len() - 1];
+        let mut g: Vec<f64> = match self.loss {
+            // d/dz_k of -Σ_j y_j·(z_j - lse(z)) = softmax(z)_k·Σ_j y_j - y_k, over the rows' mean.
+            Loss::CrossEntropy => (f.pred.chunks(cols).zip(self.y.chunks(cols)))
+                .flat_map(|(z, y)| {
+                    let lse = log_sum_exp(z);
+                    let ys: f64 = y.iter().sum();
+                    (z.iter().zip(y))
+                        .map(move |(z, y)| ((z - lse).exp() * ys - y) / b as f64)
+                        .collect::<Vec<f64>>()
+                })
+                .collect(),
+            _ => (f.pred.iter().zip(&self.y))
+                .map(|(p, y)| {
+                    let d = p - y;
+                    match self.loss {
+                        Loss::Sse => 2.0 * d,
+                        Loss::HalfSse => d,
+                        Loss::Mse => 2.0 * d / n,
+                        Loss::L1 => d.signum() / n,
+                        Loss::CrossEntropy => unreachable!(),
+                    }
+                })
+                .collect(),
+        };
         let mut dw: Vec<Vec<f64>> = self.w.iter().map(|w| vec![0.0; w.len()]).collect();
         let mut db: Vec<Vec<f64>> = self.b.iter().map(|b| vec![0.0; b.len()]).collect();
         for (j, &l) in self.apps.iter().enumerate().rev() {
@@ -167,9 +241,7 @@ impl Net64 {
             if j > 0 {
                 let mut gp = mm_nt(&g, &self.w[l], b, k, n);
                 for (v, &z) in gp.iter_mut().zip(&f.pre[j - 1]) {
-                    if self.relu && z <= 0.0 {
-                        *v = 0.0;
-                    }
+                    *v *= act64_grad(self.act, z);
                 }
                 g = gp;
             }
@@ -230,7 +302,22 @@ fn tiny(
     let mut mat =
         |rows: usize, cols: usize| Matrix::from_vec(rows, cols, randn(&mut r, rows * cols));
     let x = mat(batch, layers[0]);
-    let y = mat(batch, layers[layers.len() - 1]);
+    let mut y = mat(batch, layers[layers.len() - 1]);
+    if loss.is_classification() {
+        // Cross-entropy's targets: one-hot rows for odd seeds, probability rows (a softmax) for
+        // even ones.
+        let cols = y.cols;
+        for (r, row) in y.data.chunks_mut(cols).enumerate() {
+            if seed % 2 == 1 {
+                row.iter_mut().for_each(|v| *v = 0.0);
+                row[(r * 7 + seed as usize) % cols] = 1.0;
+            } else {
+                row.iter_mut().for_each(|v| *v = v.exp());
+                let sum: f32 = row.iter().sum();
+                row.iter_mut().for_each(|v| *v /= sum);
+            }
+        }
+    }
     let weights: Vec<Matrix> = (0..job.depth())
         .map(|l| {
             let [i, o] = job.weight_shape(l);
@@ -246,7 +333,7 @@ fn tiny(
     let net = Net64 {
         layers: layers.to_vec(),
         batch,
-        relu: activation == Activation::Relu,
+        act: activation,
         loss,
         x: wide(&x),
         y: wide(&y),
@@ -273,13 +360,17 @@ const NETS: [(&[usize], usize, u64); 3] = [
     (&[3, 2], 2, 13),
 ];
 
-/// Every activation with every loss, without and with biases.
+/// Every activation with mse and cross-entropy, every loss with ReLU and without activation,
+/// without and with biases.
 fn variants() -> Vec<(Activation, Loss, bool)> {
     let mut v = Vec::new();
     for bias in [false, true] {
-        for &(_, a) in Activation::CHOICES {
+        for a in Activation::ALL {
             for &(_, l) in Loss::CHOICES {
-                v.push((a, l, bias));
+                let linear = matches!(a, Activation::Relu | Activation::None);
+                if linear || matches!(l, Loss::Mse | Loss::CrossEntropy) {
+                    v.push((a, l, bias));
+                }
             }
         }
     }
@@ -288,7 +379,7 @@ fn variants() -> Vec<(Activation, Loss, bool)> {
 
 fn variant_label(layers: &[usize], batch: usize, (a, l, bias): (Activation, Loss, bool)) -> String {
     let b = if bias { " bias" } else { "" };
-    format!("{layers:?} batch {batch} {} {}{b}", a.name(), l.name())
+    format!("{layers:?} batch {batch} {a} {}{b}", l.name())
 }
 
 /// The name of the `t`-th tensor of `gradients` (weights, then biases) of a net with `depth`
@@ -314,7 +405,8 @@ fn f64_reference_gradients_match_central_finite_differences() {
         let name = variant_label(layers, batch, variant);
         let (_, _, net) = tiny(layers, batch, seed, variant);
         let f = net.forward();
-        // Safe distance from the ReLU kinks, and both sides of them exercised.
+        // Safe distance from the ReLU kinks, and both sides of them exercised (the smooth
+        // activations get both signs too).
         for z in &f.pre {
             let min = z.iter().fold(f64::INFINITY, |m, v| m.min(v.abs()));
             assert!(
@@ -325,11 +417,14 @@ fn f64_reference_gradients_match_central_finite_differences() {
             assert!(z.iter().any(|&v| v > 0.0), "{name}: no ReLU is on");
         }
         // And from L1's kink at d = 0.
-        let min_d = f
-            .pred
-            .iter()
-            .zip(&net.y)
-            .fold(f64::INFINITY, |m, (p, y)| m.min((p - y).abs()));
+        let min_d = if net.loss.is_classification() {
+            1.0
+        } else {
+            f.pred
+                .iter()
+                .zip(&net.y)
+                .fold(f64::INFINITY, |m, (p, y)| m.min((p - y).abs()))
+        };
         assert!(min_d > 1e-3, "{name}: an error is {min_d:e} from 0");
         let (_, grads) = net.gradients();
         let fd = net.finite_differences(1e-6);
@@ -502,6 +597,9 @@ fn gpu_f32_gradients_and_step_match_f64_reference() {
 struct Opt64 {
     opt: Optimizer,
     lr: f64,
+    schedule: LrSchedule,
+    /// Steps taken (the schedule's step).
+    steps: u32,
     t: Vec<i32>,
     m: Vec<Vec<f64>>,
     v: Vec<Vec<f64>>,
@@ -518,6 +616,8 @@ impl Opt64 {
         Opt64 {
             opt,
             lr: lr as f64,
+            schedule: LrSchedule::default(),
+            steps: 0,
             t: vec![0; zeros.len()],
             m: zeros.clone(),
             v: zeros,
@@ -533,6 +633,9 @@ impl Opt64 {
             o.beta2 as f64,
             o.eps as f64,
         );
+        let lr = lr64(&self.schedule, self.lr, self.steps);
+        self.steps += 1;
+        let wd = o.weight_decay as f64;
         for (tensor, (((p, g), m), v)) in net
             .params_mut()
             .into_iter()
@@ -547,21 +650,51 @@ impl Opt64 {
             self.t[tensor] += 1;
             let t = self.t[tensor];
             for i in 0..p.len() {
-                p[i] -= match o.kind {
-                    OptimizerKind::Sgd => self.lr * g[i],
-                    OptimizerKind::Momentum => {
-                        m[i] = mu * m[i] + g[i];
-                        self.lr * if o.nesterov { g[i] + mu * m[i] } else { m[i] }
+                // PyTorch: L2 decay joins the gradient; AdamW scales the parameter first.
+                let g = match o.kind {
+                    OptimizerKind::AdamW => {
+                        p[i] *= 1.0 - lr * wd;
+                        g[i]
                     }
-                    OptimizerKind::Adam => {
-                        m[i] = b1 * m[i] + (1.0 - b1) * g[i];
-                        v[i] = b2 * v[i] + (1.0 - b2) * g[i] * g[i];
+                    _ => g[i] + wd * p[i],
+                };
+                p[i] -= match o.kind {
+                    OptimizerKind::Sgd => lr * g,
+                    OptimizerKind::Momentum => {
+                        m[i] = mu * m[i] + g;
+                        lr * if o.nesterov { g + mu * m[i] } else { m[i] }
+                    }
+                    OptimizerKind::Adam | OptimizerKind::AdamW => {
+                        m[i] = b1 * m[i] + (1.0 - b1) * g;
+                        v[i] = b2 * v[i] + (1.0 - b2) * g * g;
                         let mhat = m[i] / (1.0 - b1.powi(t));
                         let vhat = v[i] / (1.0 - b2.powi(t));
-                        self.lr * mhat / (vhat.sqrt() + eps)
+                        lr * mhat / (vhat.sqrt() + eps)
                     }
                 };
             }
+        }
+    }
+}
+
+/// The learning rate of step `n` in f64, by PyTorch's closed forms (StepLR, CosineAnnealingLR,
+/// and LinearLR before them).
+fn lr64(s: &LrSchedule, lr: f64, n: u32) -> f64 {
+    let mut n = n;
+    if let Some(w) = s.warmup {
+        if n < w.steps {
+            let start = w.start as f64;
+            return lr * (start + (1.0 - start) * n as f64 / w.steps as f64);
+        }
+        n -= w.steps;
+    }
+    match s.main {
+        Schedule::Constant => lr,
+        Schedule::Step { every, gamma } => lr * (gamma as f64).powi((n / every) as i32),
+        Schedule::Cosine { t_max, min_lr } => {
+            let min = min_lr as f64;
+            let c = (std::f64::consts::PI * n as f64 / t_max as f64).cos();
+            min + (lr - min) * (1.0 + c) / 2.0
         }
     }
 }
@@ -576,6 +709,7 @@ fn optimizer(kind: OptimizerKind, nesterov: bool) -> Optimizer {
         beta1: 0.85,
         beta2: 0.99,
         eps: 1e-6,
+        weight_decay: 0.0,
     }
 }
 
@@ -586,22 +720,48 @@ fn optimizer(kind: OptimizerKind, nesterov: bool) -> Optimizer {
 /// few more roundings; measured ~1e-7).
 fn check_optimizer_steps_against_f64(make: &mut dyn FnMut(&Job, &HostState) -> Box<dyn Backend>) {
     let steps = 4;
+    let sched = |s: &str, w: Option<&str>| LrSchedule::parse(Some(s), w).unwrap();
+    // (kind, nesterov, weight decay, schedule): each optimizer, weight decay in its L2 form and
+    // AdamW's decoupled one (on SGD fused in the product: the CPU's unfused path), and each
+    // schedule (also on plain SGD, fused on the GPU; on Adam, with a warm-up).
     let kinds = [
-        (OptimizerKind::Momentum, false),
-        (OptimizerKind::Momentum, true),
-        (OptimizerKind::Adam, false),
+        (OptimizerKind::Momentum, false, 0.0, LrSchedule::default()),
+        (OptimizerKind::Momentum, true, 0.0, LrSchedule::default()),
+        (OptimizerKind::Adam, false, 0.0, LrSchedule::default()),
+        (OptimizerKind::Sgd, false, 0.3, LrSchedule::default()),
+        (OptimizerKind::Momentum, false, 0.2, LrSchedule::default()),
+        (OptimizerKind::Adam, false, 0.2, LrSchedule::default()),
+        (OptimizerKind::AdamW, false, 0.2, LrSchedule::default()),
+        (OptimizerKind::Sgd, false, 0.0, sched("step:2:0.5", None)),
+        (
+            OptimizerKind::Adam,
+            false,
+            0.0,
+            sched("cosine:3:1e-3", Some("2:0.25")),
+        ),
+        (
+            OptimizerKind::Momentum,
+            false,
+            0.1,
+            sched("constant", Some("3")),
+        ),
     ];
     for (layers, batch, seed) in NETS {
-        for (kind, nesterov) in kinds {
+        for (kind, nesterov, wd, schedule) in kinds {
             let (mut job, state, net) =
                 tiny(layers, batch, seed, (Activation::Relu, Loss::Mse, true));
-            job.optimizer = optimizer(kind, nesterov);
+            job.optimizer = Optimizer {
+                weight_decay: wd,
+                ..optimizer(kind, nesterov)
+            };
             job.lr = 1e-2;
-            let label = format!("{layers:?} {kind:?} nesterov {nesterov}");
+            job.lr_schedule = schedule;
+            let label = format!("{layers:?} {kind:?} nesterov {nesterov} wd {wd} {schedule}");
             let mut backend = make(&job, &state);
             let got = backend.run(steps).unwrap();
             let mut net64 = net.clone();
             let mut opt = Opt64::new(job.optimizer, job.lr, &net64);
+            opt.schedule = schedule;
             let mut want = Vec::new();
             for _ in 0..steps {
                 let (loss, grads) = net64.gradients();
@@ -621,7 +781,8 @@ fn check_optimizer_steps_against_f64(make: &mut dyn FnMut(&Job, &HostState) -> B
                 assert_close_normwise(&format!("{label}: {name}"), &p.data, &narrow(p64), 1e-5);
                 assert_ne!(p.data, p0.data, "{label}: {name} did not move");
             }
-            // The optimizer must matter: plain SGD from the same state ends elsewhere.
+            // The optimizer must matter: plain SGD (at a constant rate, without decay) from the
+            // same state ends elsewhere.
             let mut sgd = net.clone();
             let mut plain = Opt64::new(Optimizer::default(), job.lr, &sgd);
             for _ in 0..steps {

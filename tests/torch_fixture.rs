@@ -3,7 +3,11 @@
 //! torch.optim's SGD, SGD with momentum and Nesterov, and Adam, from the same initial arrays. The
 //! CPU and GPU paths reproduce the loss of every epoch and the parameters after 20 epochs. Also
 //! the tutorial's control-flow example (DynamicNet, a middle layer shared and run 0-3 times per
-//! epoch) with SGD momentum and Adam, replaying PyTorch's depths.
+//! epoch) with SGD momentum and Adam, replaying PyTorch's depths. And the options past those:
+//! tanh, sigmoid, GELU and leaky ReLU; CrossEntropyLoss on class indices and on probability rows;
+//! weight decay with SGD momentum and Adam, AdamW; StepLR, CosineAnnealingLR after a LinearLR
+//! warm-up (past its T_MAX, where PyTorch's curve rises again), and a warm-up alone, whose
+//! learning rate at every step is also checked against the one PyTorch used.
 //!
 //! Tolerance: PyTorch ran in float64 from the f32 arrays the trainer loads, so what differs is
 //! the trainer's f32 arithmetic: a few ulps per operation on a net of widths <= 20, compounded
@@ -19,10 +23,12 @@ use gpu_train::backend::Backend;
 use gpu_train::cpu::CpuBackend;
 use gpu_train::gpu::GpuBackend;
 use gpu_train::init::HostState;
-use gpu_train::io::npy;
-use gpu_train::job::{Activation, DynamicDepth, Job, Loss, Named, Optimizer, OptimizerKind};
+use gpu_train::io::{checkpoint, data, npy};
+use gpu_train::job::{
+    Activation, DynamicDepth, Job, Loss, LrSchedule, Named, Optimizer, OptimizerKind,
+};
 
-const CASES: [&str; 9] = [
+const CASES: [&str; 21] = [
     "sgd_sse_bias",
     "momentum",
     "nesterov",
@@ -32,6 +38,18 @@ const CASES: [&str; 9] = [
     "linear_momentum_mse",
     "dynamic_momentum",
     "dynamic_adam",
+    "tanh",
+    "sigmoid",
+    "gelu",
+    "leaky_relu",
+    "ce_classes",
+    "ce_probs",
+    "sgd_weight_decay",
+    "adam_weight_decay",
+    "adamw",
+    "step_lr",
+    "cosine_warmup",
+    "warmup_only",
 ];
 
 fn load(case: &str) -> (Job, HostState, serde_json::Value) {
@@ -44,7 +62,19 @@ fn load(case: &str) -> (Job, HostState, serde_json::Value) {
     } else {
         "torch/dynamic_init"
     };
-    let state = npy::load_state(&fixture_path(init)).unwrap();
+    let mut state = npy::load_state(&fixture_path(init)).unwrap();
+    // Cross-entropy's targets: class indices (made one-hot) or probability rows.
+    let targets = match s["targets"].as_str().unwrap() {
+        "classes" => Some("y_classes.npy"),
+        "probabilities" => Some("y_probs.npy"),
+        _ => None,
+    };
+    if let Some(file) = targets {
+        let path = fixture_path(&format!("{init}/{file}"));
+        let classes = Some(state.y.cols);
+        let y = npy::read_targets(&path, classes).unwrap();
+        state.y = data::classification_targets(&path, y, classes).unwrap();
+    }
     assert_eq!(
         state.biases.len(),
         state.weights.len(),
@@ -64,6 +94,7 @@ fn load(case: &str) -> (Job, HostState, serde_json::Value) {
         epochs: s["epochs"].as_u64().unwrap() as usize,
         bias: true,
         activation: Activation::parse(s["activation"].as_str().unwrap()).unwrap(),
+        lr_schedule: LrSchedule::parse(s["lr_schedule"].as_str(), s["warmup"].as_str()).unwrap(),
         loss: Loss::parse(s["loss"].as_str().unwrap()).unwrap(),
         optimizer: Optimizer {
             kind: OptimizerKind::parse(s["optimizer"].as_str().unwrap()).unwrap(),
@@ -72,6 +103,7 @@ fn load(case: &str) -> (Job, HostState, serde_json::Value) {
             beta1: f("beta1"),
             beta2: f("beta2"),
             eps: f("eps"),
+            weight_decay: f("weight_decay"),
         },
         log_every: 0,
         dynamic,
@@ -115,6 +147,64 @@ fn check(label: &str, make: &mut dyn FnMut(&Job, &HostState) -> Box<dyn Backend>
             );
         }
     }
+}
+
+#[test]
+fn schedules_give_pytorchs_learning_rate_at_every_step() {
+    for case in CASES {
+        let (job, _, want) = load(case);
+        let lrs = json_f32(&want["lrs"]);
+        assert_eq!(lrs.len(), job.epochs, "{case}: one step per epoch");
+        for (n, &w) in lrs.iter().enumerate() {
+            let got = job.lr_schedule.lr(job.lr, n as u32);
+            assert!(
+                ((got - w) / w).abs() <= 1e-6,
+                "{case}: step {n}: lr {got:e}, PyTorch {w:e}"
+            );
+        }
+    }
+}
+
+/// The schedule cases stopped after 7 of 20 epochs (in StepLR's second period, in the cosine
+/// after its warm-up, at the warm-up's end), checkpointed, loaded into a fresh backend and
+/// resumed: still PyTorch's trajectory, and bit-identical to the uninterrupted run.
+fn check_resumed(label: &str, make: &mut dyn FnMut(&Job, &HostState) -> Box<dyn Backend>) {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("run.safetensors");
+    for case in ["step_lr", "cosine_warmup", "warmup_only"] {
+        let (job, state, want) = load(case);
+        let straight = make(&job, &state).run(job.epochs).unwrap();
+        let mut first = make(&job, &state);
+        let mut got = first.run(7).unwrap();
+        checkpoint::save(&path, &job, &first.state().unwrap(), 7).unwrap();
+        let (saved, _) = checkpoint::load(&path, &job).unwrap();
+        let mut second = make(&job, &state);
+        second.restore(&saved).unwrap();
+        got.extend(second.run(job.epochs - 7).unwrap());
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&got), bits(&straight), "{label} {case}: resumed");
+        for (e, (g, w)) in got.iter().zip(json_f32(&want["losses"])).enumerate() {
+            assert!(
+                ((g - w) / w).abs() <= 1e-4,
+                "{label} {case}: resumed, epoch {e}: loss {g:e}, PyTorch {w:e}"
+            );
+        }
+    }
+}
+
+#[test]
+fn cpu_resumed_schedules_stay_on_pytorchs_trajectory() {
+    check_resumed("CPU", &mut |job, state| {
+        Box::new(CpuBackend::new(job, state))
+    });
+}
+
+#[test]
+fn gpu_resumed_schedules_stay_on_pytorchs_trajectory() {
+    let Some(ctx) = gpu_or_skip() else { return };
+    check_resumed("GPU", &mut |job, state| {
+        Box::new(GpuBackend::new(ctx.clone(), job, state).unwrap())
+    });
 }
 
 #[test]

@@ -47,7 +47,7 @@ pub struct Plan {
 enum Case {
     Train {
         name: String,
-        job: Job,
+        job: Box<Job>,
         /// Epochs per sample; 0: calibrated to about `target_s`.
         epochs: usize,
     },
@@ -98,10 +98,10 @@ fn matmul_case(trans: (bool, bool), (m, n, k): (usize, usize, usize), naive: boo
 fn suite(quick: bool) -> Vec<Case> {
     let mut cases = vec![Case::Train {
         name: "train/default".into(),
-        job: Job {
+        job: Box::new(Job {
             log_every: 0,
             ..Job::default()
-        },
+        }),
         epochs: 500,
     }];
     let (hidden, batch): (&[usize], &[usize]) = if quick {
@@ -112,14 +112,14 @@ fn suite(quick: bool) -> Vec<Case> {
     for &h in hidden {
         cases.push(Case::Train {
             name: format!("train/h{h}-b64"),
-            job: sweep_job(h, 64),
+            job: Box::new(sweep_job(h, 64)),
             epochs: 0,
         });
     }
     for &b in batch {
         cases.push(Case::Train {
             name: format!("train/h100-b{b}"),
-            job: sweep_job(100, b),
+            job: Box::new(sweep_job(100, b)),
             epochs: 0,
         });
     }

@@ -1,7 +1,9 @@
 //! The GPU backend: the [`Backend`] trait over a [`Net`] and its recorded plans, chunks of steps
 //! submitted at once, the ping-pong bookkeeping of the weight textures, state and restore.
 
-use super::kernels::loss_reduce::{counters_of, initial_state, SHARED_COUNTERS_OFFSET};
+use super::kernels::loss_reduce::{
+    counters_of, initial_state, state_words, SHARED_COUNTERS_OFFSET,
+};
 use super::layout::Layout;
 use super::layout::{from_padded, pad4, to_padded};
 use super::memory::{
@@ -217,16 +219,31 @@ impl GpuBackend {
             .step_by(row_band.min(pad4(b)))
             .map(|r0| (r0, (r0 + row_band).min(pad4(b))))
             .collect();
-        let sq = (bands.iter().enumerate())
-            .map(|(j, &(r0, r1))| {
-                let label = match banded {
-                    true => format!("squared errors (band {})", j + 1),
-                    false => "squared errors".to_string(),
-                };
-                let buf = storage(&ctx, &label, (r1 - r0) * pad4(d[depth]), None)?;
-                Ok(Banded::whole(buf, r1 - r0, d[depth]))
-            })
-            .collect::<Result<Vec<_>>>()?;
+        // One buffer of `cols` per band of rows, named `what`.
+        let per_band = |what: &str, cols: usize| {
+            (bands.iter().enumerate())
+                .map(|(j, &(r0, r1))| {
+                    let label = match banded {
+                        true => format!("{what} (band {})", j + 1),
+                        false => what.to_string(),
+                    };
+                    let buf = storage(&ctx, &label, (r1 - r0) * pad4(cols), None)?;
+                    Ok(Banded::whole(buf, r1 - r0, cols))
+                })
+                .collect::<Result<Vec<_>>>()
+        };
+        let what = match job.loss.is_classification() {
+            true => "logits",
+            false => "per-element losses",
+        };
+        let sq = per_band(what, d[depth])?;
+        // GELU's inputs, for its backward pass.
+        let pre = match job.activation.needs_input() {
+            true => (apps[..apps.len() - 1].iter().enumerate())
+                .map(|(j, &l)| per_band(&format!("z{} (GELU's input)", j + 1), d[l + 1]))
+                .collect::<Result<Vec<_>>>()?,
+            false => Vec::new(),
+        };
         // With bands: each band's loss slot, the slots, and the gradient sums over the bands.
         let band_slots: Vec<wgpu::Buffer> = (0..if banded { bands.len() } else { 0 })
             .map(|j| {
@@ -327,7 +344,7 @@ impl GpuBackend {
             .device
             .create_buffer_init(&wgpu::util::BufferInitDescriptor {
                 label: Some("epoch index and optimizer counters"),
-                contents: bytemuck::cast_slice(&initial_state()),
+                contents: bytemuck::cast_slice(&initial_state(&job.lr_schedule)),
                 usage: STORAGE,
             });
         let staging = ctx.device.create_buffer(&wgpu::BufferDescriptor {
@@ -347,6 +364,7 @@ impl GpuBackend {
             dbs,
             opt_state,
             acts,
+            pre,
             grads,
             sq,
             row_band,
@@ -620,8 +638,11 @@ pub(crate) fn warm_up(
         enc.clear_buffer(buf, 0, None);
     }
     ctx.queue.submit([enc.finish()]);
-    ctx.queue
-        .write_buffer(&net.state, 0, bytemuck::cast_slice(&initial_state()));
+    ctx.queue.write_buffer(
+        &net.state,
+        0,
+        bytemuck::cast_slice(&initial_state(&net.job.lr_schedule)),
+    );
     ctx.wait()
 }
 
@@ -656,7 +677,8 @@ impl Backend for GpuBackend {
                     .collect())
             })
             .collect::<Result<Vec<_>>>()?;
-        let words = ctx.read_f32(&self.net.state, (initial_state().len() * 4) as u64)?;
+        let len = initial_state(&self.net.job.lr_schedule).len();
+        let words = ctx.read_f32(&self.net.state, (len * 4) as u64)?;
         let shared = SHARED_COUNTERS_OFFSET as usize / 4;
         Ok(TrainState {
             params,
@@ -692,13 +714,8 @@ impl Backend for GpuBackend {
                 b.write_copies(ctx, &padded);
             }
         }
-        let word = |c: &crate::cpu::OptCounters| [0, c.t, c.beta1_t.to_bits(), c.beta2_t.to_bits()];
-        q.write_buffer(&self.net.state, 0, bytemuck::cast_slice(&word(&s.counters)));
-        q.write_buffer(
-            &self.net.state,
-            SHARED_COUNTERS_OFFSET,
-            bytemuck::cast_slice(&word(&s.shared_counters)),
-        );
+        let words = state_words(&s.counters, &s.shared_counters, &self.net.job.lr_schedule);
+        q.write_buffer(&self.net.state, 0, bytemuck::cast_slice(&words));
         (self.parity, self.shared_parity, self.step) = (0, 0, s.step);
         ctx.wait()
     }

@@ -46,9 +46,10 @@ pub use context::{
     list_adapters, AdapterEntry, DeviceChoice, GpuContext, GpuOptions, LimitsChoice, Timestamps,
 };
 pub use kernels::bias_update::{run_bias_sum, run_bias_update};
+pub use kernels::cross_entropy::run_cross_entropy;
 pub use kernels::loss_reduce::run_loss_reduce;
 pub use kernels::matmul::{run_matmul, time_matmul, MatmulOutput};
 pub use kernels::matmul_naive::{run_naive, time_naive};
-pub use kernels::{Acc, Block, MatmulKey, Mode, Opt};
+pub use kernels::{Acc, Act, Block, MatmulKey, Mode, Opt, Update};
 pub use layout::{from_padded, pad4, to_padded};
 pub use memory::{Banded, GpuMatrix};

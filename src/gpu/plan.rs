@@ -2,6 +2,7 @@
 //! step in order (forward, `loss_reduce`, backward; see the module description of `gpu`).
 
 use super::kernels::bias_update::{bias_update_dispatch, BiasStep};
+use super::kernels::cross_entropy::{cross_entropy_dispatch, CrossEntropyBind};
 use super::kernels::loss_reduce::{
     loss_partial_dispatch, loss_reduce_dispatch, SHARED_COUNTERS_OFFSET,
 };
@@ -11,7 +12,7 @@ use super::layout::pad4;
 use super::layout::Layout;
 use super::memory::{Banded, DataArray, GpuMatrix};
 use super::record::Dispatch;
-use super::{Acc, GpuContext, MatmulKey, Mode, Opt};
+use super::{Acc, Act, GpuContext, MatmulKey, Mode, Opt, Update};
 use crate::error::Result;
 use crate::job::{Activation, Job};
 
@@ -62,7 +63,11 @@ pub(crate) struct Net {
     /// `grads[j]`: gradient w.r.t. the j-th product's output, as `acts`; the last entry is the
     /// output layer's.
     pub(crate) grads: Vec<GpuMatrix>,
-    /// Per-element losses of the output layer: one buffer per band of batch rows.
+    /// `pre[j][band]`: the j-th product's pre-activation, for an activation whose backward pass
+    /// needs its input (GELU), one buffer per band of batch rows; empty else.
+    pub(crate) pre: Vec<Vec<Banded>>,
+    /// Per-element losses of the output layer (its logits, for cross-entropy): one buffer per
+    /// band of batch rows.
     pub(crate) sq: Vec<Banded>,
     /// Padded batch rows per band where the batch's matrices exceed one storage binding (buffer
     /// layout; a multiple of `BAND_ALIGN_ROWS`), else `usize::MAX`: each product over the batch
@@ -102,7 +107,7 @@ impl Net {
 
     /// One epoch's dispatches: forward, `loss_reduce`, backward (see the module's description),
     /// over the products `job.applications(key.uses)`.
-    pub(crate) fn plan(&self, ctx: &GpuContext, key: PlanKey) -> Result<Vec<Dispatch>> {
+    pub(crate) fn plan<'a>(&'a self, ctx: &GpuContext, key: PlanKey) -> Result<Vec<Dispatch>> {
         let job = &self.job;
         // A short last batch runs over its own rows only: the products, the loss and the bias
         // sums cover `pad4(rows)` rows, which the gather filled (zeros below `rows`).
@@ -122,12 +127,14 @@ impl Net {
         };
         let w = |l: usize| &self.weights[l][parity(l)];
         let bias = |l: usize| self.biases.get(l);
-        let relu = job.activation == Activation::Relu;
-        let (hidden_mode, input_grad_mode) = if relu {
-            (Mode::Relu, Mode::Mask)
+        let activated = job.activation != Activation::None;
+        let gelu = job.activation.needs_input();
+        let (hidden_mode, input_grad_mode) = if activated {
+            (Mode::Activate, Mode::ActivationGrad)
         } else {
             (Mode::Store, Mode::Store)
         };
+        let update = Update::of(job);
         let grad = |j: usize| {
             if j + 1 == n {
                 self.grads.last().expect("the output gradient")
@@ -145,7 +152,12 @@ impl Net {
                     block: ctx.block_for(self.layout, (trans_a, trans_b), dims),
                     bias: bind.bias.is_some(),
                     opt: if mode == Mode::Update { opt } else { Opt::Sgd },
+                    update: match mode {
+                        Mode::Update => update,
+                        _ => Update::default(),
+                    },
                     acc,
+                    act: Act::of(job.activation),
                     layout: self.layout,
                 };
                 matmul_dispatch(ctx, key, dims, scalar, bind)
@@ -172,11 +184,10 @@ impl Net {
                 },
             ),
             hyper: match opt {
-                Opt::Adam => [o.beta1, o.beta2, o.eps],
+                Opt::Adam | Opt::AdamW => [o.beta1, o.beta2, o.eps],
                 _ => [o.momentum, 0.0, 0.0],
             },
         };
-        let n_out = b * d[depth];
         let mut plan = Vec::new();
         if let Some(data) = &self.data {
             plan.push(self.gather_dispatch(ctx, data, b));
@@ -196,8 +207,9 @@ impl Net {
             for (bi, &band) in bands.iter().enumerate() {
                 let dims = (real(band), d[l + 1], d[l]);
                 plan.extend(if j + 1 < n {
-                    // a_j = act(a_{j-1} · w_l + b_l)
-                    let bd = bind(input, w(l), &self.acts[j], None, None);
+                    // a_j = act(a_{j-1} · w_l + b_l) (GELU keeps its input in pre[j])
+                    let pre = self.pre.get(j).map(|bands| &bands[bi]);
+                    let bd = bind(input, w(l), &self.acts[j], None, pre);
                     let bd = MatmulBind {
                         bias: bias(l),
                         windows: rows_of(band),
@@ -206,30 +218,57 @@ impl Net {
                     mm((false, false, hidden_mode), none, dims, 0.0, bd)?
                 } else {
                     // g_out = dLoss/d(pred) of pred = a_{j-1} · w_l + b_l, per-element losses
-                    // into sq
+                    // into sq; for cross-entropy, the logits pred into sq (the gradient comes
+                    // with the loss, from cross_entropy)
                     let sq = Some(&self.sq[bi]);
-                    let bd = bind(input, w(l), grad(j), Some(&self.y), sq);
+                    let mode = Mode::for_loss(job.loss);
+                    let y = (mode != Mode::Logits).then_some(&self.y);
+                    let bd = bind(input, w(l), grad(j), y, sq);
                     let bd = MatmulBind {
                         bias: bias(l),
                         windows: rows_of(band),
                         ..bd
                     };
-                    let coef = job.loss.grad_coef(n_out);
-                    let mode = Mode::for_loss(job.loss);
+                    let coef = job.loss.grad_coef(b, d[depth]);
                     mm((false, false, mode), none, dims, coef, bd)?
                 });
             }
         }
-        let advance = (key.update && opt == Opt::Adam).then_some((o.beta1, o.beta2));
+        // Training advances the step counters (Adam's powers, and the run's step that a
+        // learning-rate schedule reads).
+        let advance = key.update.then_some((o.beta1, o.beta2));
         let advance_shared = advance.is_some() && shared.is_some() && key.uses > 0;
-        let scale = job.loss.scale(n_out);
+        let scale = job.loss.scale(b, d[depth]);
+        let cross_entropy = job.loss.is_classification();
+        let out_grad = self.grads.last().expect("the output gradient");
+        // cross_entropy over the logits of one band (all of them, unbanded) into `history`
+        // (a band's slot of `band_sums`, without advancing anything, when `adv` is None).
+        let ce = |bi: usize, band, scale, adv, history, state| {
+            let win = |m: &'a GpuMatrix| match banded {
+                true => m.window(band),
+                false => m.binding(),
+            };
+            let bind = CrossEntropyBind {
+                logits: &self.sq[bi].bufs[0],
+                y: win(&self.y),
+                grad: win(out_grad),
+                history,
+                state,
+            };
+            let dims = (real(band), d[depth]);
+            let coef = job.loss.grad_coef(b, d[depth]);
+            cross_entropy_dispatch(ctx, self.layout, dims, (scale, coef), adv, bind)
+        };
         match (&self.band_sums, banded) {
             (Some(sums), true) => {
                 for (bi, &band) in bands.iter().enumerate() {
                     let values = &self.sq[bi].bufs[0];
                     let dims = (real(band), d[depth]);
                     let slot = &self.band_slots[bi];
-                    plan.push(loss_partial_dispatch(ctx, dims, values, sums, slot));
+                    plan.push(match cross_entropy {
+                        true => ce(bi, band, 1.0, None, sums, slot),
+                        false => loss_partial_dispatch(ctx, dims, values, sums, slot),
+                    });
                 }
                 let adv = (advance, advance_shared);
                 let (history, state) = (&self.history, &self.state);
@@ -238,6 +277,14 @@ impl Net {
                     ctx, dims, scale, adv, sums, history, state,
                 ));
             }
+            _ if cross_entropy => plan.push(ce(
+                0,
+                bands[0],
+                scale,
+                Some((advance, advance_shared)),
+                &self.history,
+                &self.state,
+            )),
             _ => plan.push(loss_reduce_dispatch(
                 ctx,
                 (b, d[depth]),
@@ -251,14 +298,15 @@ impl Net {
         for j in (0..n).rev() {
             let l = apps[j];
             if j > 0 {
-                // g_{j-1} = (g_j · w_lᵀ) ⊙ [a_{j-1} > 0] (no mask without ReLU), from the
-                // weights before any step
-                let aux = relu.then_some(&self.acts[j - 1]);
-                for &band in &bands {
+                // g_{j-1} = (g_j · w_lᵀ) through the activation below (from its output
+                // a_{j-1}, or for GELU its input pre[j-1]), from the weights before any step
+                let aux = (activated && !gelu).then_some(&self.acts[j - 1]);
+                for (bi, &band) in bands.iter().enumerate() {
                     let dims = (real(band), d[l], d[l + 1]);
+                    let pre = self.pre.get(j - 1).map(|bands| &bands[bi]);
                     let bd = MatmulBind {
                         windows: rows_of(band),
-                        ..bind(grad(j), w(l), &self.grads[j - 1], aux, None)
+                        ..bind(grad(j), w(l), &self.grads[j - 1], aux, pre)
                     };
                     let mode = (false, true, input_grad_mode);
                     plan.extend(mm(mode, Acc::default(), dims, 0.0, bd)?);
@@ -316,6 +364,7 @@ impl Net {
                         lr: job.lr,
                         store: !key.update,
                         kind: opt,
+                        update,
                         opt: Some(opt_of(depth + l, l)),
                         acc,
                         sum: sum_b.filter(|_| summing),

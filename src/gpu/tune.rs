@@ -7,7 +7,7 @@
 //! with a warning: a stale choice can only be slow, never wrong (every variant computes the same
 //! product), but it must not be trusted silently.
 
-use super::kernels::{Acc, Block, MatmulKey, Mode, Opt, ALL_WGSL};
+use super::kernels::{Acc, Act, Block, MatmulKey, Mode, Opt, Update, ALL_WGSL};
 use super::layout::Layout;
 use super::GpuContext;
 use crate::error::{Error, Result};
@@ -432,7 +432,9 @@ pub fn store_key(layout: Layout, trans_a: bool, trans_b: bool, block: Block) -> 
         block,
         bias: false,
         opt: Opt::Sgd,
+        update: Update::default(),
         acc: Acc::default(),
+        act: Act::default(),
     }
 }
 

@@ -28,8 +28,8 @@ pub fn module_name(job: &Job, l: usize) -> String {
         return ["input_linear", "middle_linear", "output_linear"][l].to_string();
     }
     match job.activation {
-        Activation::Relu => (2 * l).to_string(),
         Activation::None => l.to_string(),
+        _ => (2 * l).to_string(),
     }
 }
 
@@ -46,7 +46,7 @@ fn state_names(kind: OptimizerKind) -> &'static [&'static str] {
     match kind {
         OptimizerKind::Sgd => &[],
         OptimizerKind::Momentum => &["momentum_buffer"],
-        OptimizerKind::Adam => &["exp_avg", "exp_avg_sq"],
+        OptimizerKind::Adam | OptimizerKind::AdamW => &["exp_avg", "exp_avg_sq"],
     }
 }
 

@@ -30,6 +30,74 @@ pub fn check_finite(path: &Path, m: &Matrix) -> Result<()> {
     }
 }
 
+/// How far a row of probability targets for cross-entropy may sum from 1: f32 rounding of
+/// written probabilities is ~1e-7 per row, a row that does not describe a distribution is off by
+/// far more.
+pub const PROBABILITY_SUM_TOLERANCE: f32 = 1e-4;
+
+/// Cross-entropy's targets from `path`: a single column of class indices (whole numbers, as an
+/// integer CSV column or a float array holding them) becomes one-hot rows over `classes` classes
+/// (default: the largest index + 1); wider rows must be probabilities: non-negative, each row
+/// summing to 1 within [`PROBABILITY_SUM_TOLERANCE`] (one-hot rows from integer .npy indices
+/// are). Errors name the file and the row (counted from 0, a CSV header not counted).
+pub fn classification_targets(path: &Path, y: Matrix, classes: Option<usize>) -> Result<Matrix> {
+    if y.cols == 1 && classes != Some(1) {
+        if let Some(r) = (y.data.iter()).position(|&v| v.fract() != 0.0 || v < 0.0) {
+            return Err(bad(
+                path,
+                format!(
+                    "row {r}: `{}` is not a class index: cross-entropy's targets are whole \
+                     numbers >= 0, one per row, or rows of probabilities",
+                    y.data[r]
+                ),
+            ));
+        }
+        let most = y.data.iter().fold(0.0f32, |m, &v| m.max(v)) as f64 + 1.0;
+        let k = match classes {
+            Some(k) => k,
+            None => super::npy::inferred_classes(path, most)?,
+        };
+        if let Some(r) = y.data.iter().position(|&c| c as usize >= k) {
+            return Err(bad(
+                path,
+                format!(
+                    "row {r}: class index {} is out of range for a net with {k} outputs",
+                    y.data[r]
+                ),
+            ));
+        }
+        let mut m = Matrix::zeros(y.rows, k);
+        for (r, &c) in y.data.iter().enumerate() {
+            m.data[r * k + c as usize] = 1.0;
+        }
+        return Ok(m);
+    }
+    for (r, row) in y.data.chunks(y.cols).enumerate() {
+        if let Some(c) = row.iter().position(|&v| v < 0.0) {
+            return Err(bad(
+                path,
+                format!(
+                    "row {r}, column {c}: probability {} is negative; cross-entropy's targets \
+                     are class indices or rows of probabilities",
+                    row[c]
+                ),
+            ));
+        }
+        let sum: f32 = row.iter().sum();
+        if (sum - 1.0).abs() > PROBABILITY_SUM_TOLERANCE {
+            return Err(bad(
+                path,
+                format!(
+                    "row {r}: the probabilities sum to {sum}, not 1 (within \
+                     {PROBABILITY_SUM_TOLERANCE}); cross-entropy's targets are class indices or \
+                     rows of probabilities"
+                ),
+            ));
+        }
+    }
+    Ok(y)
+}
+
 /// `x` (`[rows, d0]`) and `y` (`[rows, dL]`) from two .npy files with the same number of rows;
 /// integer class indices in `y` become one-hot rows over `classes` classes (see
 /// [`super::npy::read_targets`]).

@@ -23,6 +23,17 @@ pub struct History {
     /// number of epochs trained).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub validation: Vec<ValPoint>,
+    /// The accuracy on the training rows at the same epochs, for class targets.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub accuracy: Vec<AccPoint>,
+}
+
+/// The accuracy on the training rows (the fraction whose largest output is the target class) of
+/// the parameters at the start of `epoch`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct AccPoint {
+    pub epoch: usize,
+    pub accuracy: f32,
 }
 
 /// The held-out score at the start of `epoch`.
@@ -62,6 +73,7 @@ impl History {
             first_epoch,
             loss,
             validation: Vec::new(),
+            accuracy: Vec::new(),
         }
     }
 
@@ -77,15 +89,29 @@ impl History {
         }
         let val: std::collections::HashMap<usize, &ValPoint> =
             self.validation.iter().map(|v| (v.epoch, v)).collect();
+        let acc: std::collections::HashMap<usize, f32> = self
+            .accuracy
+            .iter()
+            .map(|a| (a.epoch, a.accuracy))
+            .collect();
         super::atomic_write(path, |w| {
-            if self.validation.is_empty() {
-                writeln!(w, "epoch,loss")?;
-            } else {
-                writeln!(w, "epoch,loss,val_loss,val_accuracy")?;
+            write!(w, "epoch,loss")?;
+            if !self.accuracy.is_empty() {
+                write!(w, ",accuracy")?;
             }
+            if !self.validation.is_empty() {
+                write!(w, ",val_loss,val_accuracy")?;
+            }
+            writeln!(w)?;
             for (e, l) in self.loss.iter().enumerate() {
                 let epoch = self.first_epoch + e;
                 write!(w, "{epoch},{l:?}")?;
+                if !self.accuracy.is_empty() {
+                    match acc.get(&epoch) {
+                        Some(a) => write!(w, ",{a:?}")?,
+                        None => write!(w, ",")?,
+                    }
+                }
                 if !self.validation.is_empty() {
                     match val.get(&epoch) {
                         Some(v) => {
@@ -153,6 +179,7 @@ impl History {
             first_epoch: first_epoch.unwrap_or(0),
             loss,
             validation: Vec::new(),
+            accuracy: Vec::new(),
         })
     }
 }

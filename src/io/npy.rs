@@ -16,6 +16,20 @@ pub fn write_vector(path: &Path, m: &Matrix) -> Result<()> {
     write_array(path, &[m.data.len() as u64], &m.data)
 }
 
+/// Write class indices as a 1-D little-endian int64 .npy file (numpy's default integer, what
+/// `--y` reads back as classes), atomically.
+pub fn write_classes(path: &Path, classes: &[usize]) -> Result<()> {
+    super::atomic_write(path, |w| {
+        let mut npy = npyz::WriteOptions::<i64>::new()
+            .default_dtype()
+            .shape(&[classes.len() as u64])
+            .writer(w)
+            .begin_nd()?;
+        npy.extend(classes.iter().map(|&c| c as i64))?;
+        npy.finish()
+    })
+}
+
 fn write_array(path: &Path, shape: &[u64], data: &[f32]) -> Result<()> {
     super::atomic_write(path, |w| {
         let mut npy = npyz::WriteOptions::<f32>::new()
@@ -128,6 +142,26 @@ fn widen<T: npyz::Deserialize + Into<i64>>(npy: npyz::NpyFile<&[u8]>) -> std::io
     Ok(npy.into_vec::<T>()?.into_iter().map(Into::into).collect())
 }
 
+/// Most classes taken from the largest class index when the net's width is not given.
+pub const MAX_INFERRED_CLASSES: usize = 1 << 16;
+
+/// The number of classes `most` (the largest index + 1) implies, refused past
+/// [`MAX_INFERRED_CLASSES`] (a stray huge index would otherwise allocate a one-hot matrix that
+/// wide): `--layers` sets the output width explicitly.
+pub fn inferred_classes(path: &Path, most: f64) -> Result<usize> {
+    if most > MAX_INFERRED_CLASSES as f64 {
+        return Err(Error::BadFile {
+            path: path.to_path_buf(),
+            msg: format!(
+                "the largest class index, {}, implies more than {MAX_INFERRED_CLASSES} classes; \
+                 give --layers to set the number of outputs",
+                most - 1.0
+            ),
+        });
+    }
+    Ok(most as usize)
+}
+
 /// Targets from a .npy file: a 2-D float array as it is, or class indices (an integer array of
 /// shape `[rows]` or `[rows, 1]`) as one-hot rows over `classes` classes (default: the largest
 /// index + 1).
@@ -155,8 +189,11 @@ pub fn read_targets(path: &Path, classes: Option<usize>) -> Result<Matrix> {
                     labels[i]
                 )));
             }
-            let most = labels.iter().max().map_or(0, |&m| m as usize + 1);
-            let k = classes.unwrap_or(most);
+            let most = labels.iter().max().map_or(0.0, |&m| m as f64 + 1.0);
+            let k = match classes {
+                Some(k) => k,
+                None => inferred_classes(path, most)?,
+            };
             if let Some(i) = labels.iter().position(|&c| c as usize >= k) {
                 return Err(bad(format!(
                     "class index {} at row {i} is out of range for a net with {k} outputs",

@@ -57,6 +57,10 @@ pub struct Summary {
     pub diverged_at: Option<usize>,
     /// The held-out score at the start of each logged epoch and at the end (with a held-out set).
     pub validation: Vec<super::history::ValPoint>,
+    /// For class targets, the accuracy on the training rows at the start of each logged epoch
+    /// and at the end.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub accuracy: Vec<super::history::AccPoint>,
     /// With `--profile`: the GPU time of each kernel over the steps timed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub profile: Option<Profile>,

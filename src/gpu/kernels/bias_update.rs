@@ -2,7 +2,7 @@
 //! its optimizer step; its uniform block, dispatch and standalone run.
 
 use super::optimizer::{hyper, optimizer_bindings, OptBind};
-use super::{Acc, Opt};
+use super::{Acc, Opt, Update};
 use crate::error::Result;
 use crate::gpu::layout::Layout;
 use crate::gpu::layout::{pad4, to_padded};
@@ -53,6 +53,8 @@ pub(crate) struct BiasStep<'a> {
     /// Store the gradient alone instead of stepping.
     pub(crate) store: bool,
     pub(crate) kind: Opt,
+    /// The weight decay and learning-rate schedule of the step.
+    pub(crate) update: Update,
     /// The optimizer's bindings (None: plain SGD).
     pub(crate) opt: Option<OptBind<'a>>,
     /// Summing a shared layer's gradient (or a gradient over bands of the batch), in `sum`.
@@ -98,7 +100,13 @@ pub(crate) fn bias_update_dispatch(
     let bind_group = bind_group(ctx, "bias_update", layout, resources, optimizer);
     Dispatch {
         label: format!("bias_update {rows}x{cols}"),
-        pipeline: kn.bias_update(&ctx.device, g.layout(), step.store, step.kind, step.acc),
+        pipeline: kn.bias_update(
+            &ctx.device,
+            g.layout(),
+            step.store,
+            (step.kind, step.update),
+            step.acc,
+        ),
         bind_group,
         groups: [cols4.div_ceil(64) as u32, 1, 1],
     }
@@ -164,6 +172,7 @@ pub fn run_bias_sum(
             lr,
             store,
             kind: Opt::Sgd,
+            update: Update::default(),
             opt: None,
             acc,
             sum: Some(&sb),

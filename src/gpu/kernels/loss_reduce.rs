@@ -6,6 +6,7 @@ use crate::gpu::layout::{pad4, to_padded};
 use crate::gpu::memory::{storage, uniform, STORAGE};
 use crate::gpu::record::{bind_group, scoped, submit, Dispatch};
 use crate::gpu::GpuContext;
+use crate::job::LrSchedule;
 use wgpu::util::DeviceExt;
 
 /// The bindings of `shaders/loss_reduce.wgsl` by number (see `matmul::BINDINGS`).
@@ -22,8 +23,8 @@ pub const UNIFORM_FIELDS: &[(&str, usize)] = &[
     ("scale", std::mem::offset_of!(ReduceParams, scale)),
     ("beta1", std::mem::offset_of!(ReduceParams, beta1)),
     ("beta2", std::mem::offset_of!(ReduceParams, beta2)),
+    ("coef", std::mem::offset_of!(ReduceParams, coef)),
     ("_pad0", std::mem::offset_of!(ReduceParams, _pad)),
-    ("_pad1", std::mem::offset_of!(ReduceParams, _pad) + 4),
 ];
 
 /// Uniform block of `shaders/loss_reduce.wgsl`.
@@ -36,7 +37,9 @@ pub(crate) struct ReduceParams {
     pub(crate) scale: f32,
     pub(crate) beta1: f32,
     pub(crate) beta2: f32,
-    pub(crate) _pad: [u32; 2],
+    /// The gradient's factor (`shaders/cross_entropy.wgsl`).
+    pub(crate) coef: f32,
+    pub(crate) _pad: u32,
 }
 
 /// The GPU's `state` at the start: epoch index 0, optimizer step 0, beta1^0 = beta2^0 = 1.
@@ -47,13 +50,40 @@ pub(crate) const INITIAL_COUNTERS: [u32; 4] = [0, 0, 0x3f80_0000, 0x3f80_0000];
 /// `min_storage_buffer_offset_alignment`, which WebGPU caps at 256.
 pub(crate) const SHARED_COUNTERS_OFFSET: u64 = 256;
 
-/// The whole `state` buffer at the start: [`INITIAL_COUNTERS`], and the shared layer's at
-/// [`SHARED_COUNTERS_OFFSET`].
-pub(crate) fn initial_state() -> Vec<u32> {
-    let mut v = vec![0u32; SHARED_COUNTERS_OFFSET as usize / 4 + 4];
-    v[..4].copy_from_slice(&INITIAL_COUNTERS);
-    v[SHARED_COUNTERS_OFFSET as usize / 4..].copy_from_slice(&INITIAL_COUNTERS);
+/// One slot of step counters as the updates bind it (`COUNTER_SLOT_BYTES`): the counters
+/// `[_, t, bits of beta1^t, bits of beta2^t]`, the run's step (word 4, what the learning-rate
+/// schedule reads), and the schedule's words from word 8 (see `shaders/optimizer.wgsl`).
+pub(crate) fn counter_slot(
+    c: &crate::cpu::OptCounters,
+    run_step: u32,
+    schedule: &LrSchedule,
+) -> [u32; 16] {
+    let mut w = [0u32; 16];
+    w[..4].copy_from_slice(&[0, c.t, c.beta1_t.to_bits(), c.beta2_t.to_bits()]);
+    w[4] = run_step;
+    w[8..13].copy_from_slice(&schedule.words());
+    w
+}
+
+/// The whole `state` buffer for the counters `c` of every layer and `shared` of a dynamic-depth
+/// net's shared layer (at [`SHARED_COUNTERS_OFFSET`]), at the run's step `c.t`.
+pub(crate) fn state_words(
+    c: &crate::cpu::OptCounters,
+    shared: &crate::cpu::OptCounters,
+    schedule: &LrSchedule,
+) -> Vec<u32> {
+    let at = SHARED_COUNTERS_OFFSET as usize / 4;
+    let mut v = vec![0u32; at + 16];
+    v[..16].copy_from_slice(&counter_slot(c, c.t, schedule));
+    v[at..].copy_from_slice(&counter_slot(shared, c.t, schedule));
     v
+}
+
+/// The whole `state` buffer at the start: [`INITIAL_COUNTERS`] in both slots, step 0.
+pub(crate) fn initial_state(schedule: &LrSchedule) -> Vec<u32> {
+    let start = crate::cpu::OptCounters::default();
+    debug_assert_eq!(counter_slot(&start, 0, schedule)[..4], INITIAL_COUNTERS[..]);
+    state_words(&start, &start, schedule)
 }
 
 /// `loss_reduce` of `[rows, cols]` values times `scale`; with `advance = Some((beta1, beta2))` it
@@ -94,7 +124,8 @@ pub(crate) fn loss_reduce_dispatch(
             scale,
             beta1: advance.map_or(1.0, |a| a.0),
             beta2: advance.map_or(1.0, |a| a.1),
-            _pad: [0; 2],
+            coef: 0.0,
+            _pad: 0,
         },
     );
     let kn = &ctx.kernels;

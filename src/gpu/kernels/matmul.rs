@@ -2,7 +2,7 @@
 //! bindings and dispatch, and the kernel run on its own for tests, tuning and the bench.
 
 use super::optimizer::{hyper, optimizer_bindings, OptBind};
-use super::Opt;
+use super::{Opt, Update};
 use crate::error::Result;
 use crate::gpu::layout::Layout;
 use crate::gpu::layout::{from_padded, pad4, padding_is_zero, to_padded};
@@ -15,31 +15,36 @@ use crate::gpu::GpuContext;
 pub enum Mode {
     /// `C = v`
     Store = 0,
-    /// `C = max(v, 0)`
-    Relu = 1,
-    /// `C = v where AUX > 0, else 0`
-    Mask = 2,
+    /// `C = act(v)`, the key's activation (GELU also keeps `AUX_OUT = v`)
+    Activate = 1,
+    /// `C = v` through the activation below, from its output (AUX) or for GELU its input
+    /// (AUX_OUT)
+    ActivationGrad = 2,
     /// `C = step(AUX, v)`: the optimizer step (`Opt`) of the weights before the step (AUX)
     Update = 3,
     /// `d = v - AUX; C = s·d; AUX_OUT = d²` (squared-error losses; AUX = y)
     SquaredError = 4,
     /// `d = v - AUX; C = s·sign(d); AUX_OUT = |d|` (L1 loss; AUX = y)
     AbsError = 5,
+    /// `AUX_OUT = v`: the logits of a cross-entropy net, for `cross_entropy.wgsl`
+    Logits = 6,
 }
 
 impl Mode {
     /// The output layer's mode for a loss.
     pub fn for_loss(loss: crate::job::Loss) -> Self {
-        if loss.is_abs() {
+        if loss.is_classification() {
+            Mode::Logits
+        } else if loss.is_abs() {
             Mode::AbsError
         } else {
             Mode::SquaredError
         }
     }
 
-    /// Whether the mode writes per-element losses to AUX_OUT.
+    /// Whether the mode writes per-element losses (or logits) to AUX_OUT.
     pub fn is_loss(self) -> bool {
-        matches!(self, Mode::SquaredError | Mode::AbsError)
+        matches!(self, Mode::SquaredError | Mode::AbsError | Mode::Logits)
     }
 }
 
@@ -177,6 +182,29 @@ pub struct Acc {
     pub output: bool,
 }
 
+/// The activation of `Mode::Activate` and `Mode::ActivationGrad` (the `ACT` and `SLOPE`
+/// overrides of `shaders/activation.wgsl`); ReLU for the other modes, which ignore it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Act {
+    pub code: u32,
+    pub slope_bits: u32,
+}
+
+impl Act {
+    pub fn of(a: crate::job::Activation) -> Self {
+        Act {
+            code: a.code(),
+            slope_bits: a.slope().to_bits(),
+        }
+    }
+}
+
+impl Default for Act {
+    fn default() -> Self {
+        Act::of(crate::job::Activation::Relu)
+    }
+}
+
 /// One compiled variant of the matmul kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct MatmulKey {
@@ -188,13 +216,36 @@ pub struct MatmulKey {
     pub bias: bool,
     /// The optimizer step of `Mode::Update` (`Opt::Sgd` for the other modes).
     pub opt: Opt,
+    /// The weight decay and learning-rate schedule of `Mode::Update` (none for the others).
+    pub update: Update,
     /// Summing a shared layer's gradient (`Mode::Store` and `Mode::Update` only).
     pub acc: Acc,
+    /// The activation of the activation modes.
+    pub act: Act,
     /// Where the matrices live (the prelude the kernel is compiled with).
     pub layout: Layout,
 }
 
 impl MatmulKey {
+    /// Whether the variant binds AUX_OUT: the error and logits modes write it, a sum over a
+    /// shared layer's uses reads and writes it, and GELU keeps its input there (written forward,
+    /// read backward).
+    pub fn binds_aux_out(&self) -> bool {
+        let gelu = self.act.code == crate::job::Activation::Gelu.code();
+        self.mode.is_loss()
+            || self.acc != Acc::default()
+            || (gelu && matches!(self.mode, Mode::Activate | Mode::ActivationGrad))
+    }
+
+    /// Whether the variant reads AUX: the error modes (y), the activation's gradient (the
+    /// output below, but for GELU) and the update of weight pairs (the old weights).
+    pub fn reads_aux(&self) -> bool {
+        let gelu = self.act.code == crate::job::Activation::Gelu.code();
+        matches!(self.mode, Mode::SquaredError | Mode::AbsError)
+            || (self.mode == Mode::ActivationGrad && !gelu)
+            || (self.mode == Mode::Update && self.layout.pairs())
+    }
+
     /// How A and B of an `[m, k]·[k, n]` product are stored, `(rows, cols)` each: `[m, k]` or
     /// `[k, m]` for A, `[k, n]` or `[n, k]` for B, by the transposes.
     pub fn stored_shapes(
@@ -236,6 +287,7 @@ pub const UNIFORM_FIELDS: &[(&str, usize)] = &[
     ("row_end", std::mem::offset_of!(MatmulParams, row_end)),
     ("splits", std::mem::offset_of!(MatmulParams, splits)),
     ("k_split", std::mem::offset_of!(MatmulParams, k_split)),
+    ("cols", std::mem::offset_of!(MatmulParams, cols)),
 ];
 
 /// Uniform block of `shaders/matmul.wgsl`.
@@ -257,6 +309,9 @@ pub(crate) struct MatmulParams {
     /// Split-K: the number of K ranges and the depth of each.
     pub(crate) splits: u32,
     pub(crate) k_split: u32,
+    /// Real (unpadded) columns of C: an activation that does not map 0 to 0 is masked to these.
+    pub(crate) cols: u32,
+    pub(crate) _pad: [u32; 3],
 }
 
 /// The matrices one matmul dispatch binds.
@@ -316,7 +371,7 @@ pub(crate) fn matmul_dispatch(
     debug_assert!(
         key.mode != Mode::Update || key.acc.output || bind.aux.is_some() == key.layout.pairs()
     );
-    let rows = m;
+    let (rows, cols) = (m, n);
     let shape = format!("{m}x{n}x{k}");
     let (m, n, k) = (pad4(m), pad4(n), pad4(k));
     // Every per-element buffer of the product is banded alike (same rows, columns and limits).
@@ -373,6 +428,8 @@ pub(crate) fn matmul_dispatch(
                 row_end: row_end as u32,
                 splits: splits as u32,
                 k_split: k_split as u32,
+                cols: cols as u32,
+                _pad: [0; 3],
             },
         );
         // Split-K's partial sums, `splits` matrices of the band's rows: written by the first
@@ -480,8 +537,7 @@ pub fn run_matmul(
         let out_init = sum.map_or(nan.clone(), |s| to_padded(m, n, s, 0.0));
         let outb = storage(ctx, "aux_out", nan.len(), Some(&out_init))?;
         let outb = Banded::whole(outb, m, n);
-        let summing = key.acc != Acc::default();
-        let reads_out = key.mode.is_loss() || summing;
+        let reads_out = key.binds_aux_out();
         let biasb = bias
             .map(|v| vector(ctx, "bias", n, Some(v), 0.0))
             .transpose()?;
@@ -503,8 +559,10 @@ pub fn run_matmul(
         )?;
         submit(ctx, &[&d]);
         let c = cb.read_padded(ctx)?;
-        // C is not written while summing: its NaN poison stays, padding included.
-        let mut padding_zero = key.acc.output || padding_is_zero(m, n, &c);
+        // C is not written while summing, nor for the logits: its NaN poison stays, padding
+        // included.
+        let untouched = key.acc.output || key.mode == Mode::Logits;
+        let mut padding_zero = untouched || padding_is_zero(m, n, &c);
         let aux_out = if reads_out {
             let o = outb.read(ctx)?;
             padding_zero &= padding_is_zero(m, n, &o);
@@ -549,11 +607,8 @@ pub fn time_matmul(
                 a: &ab,
                 b: &bb,
                 c: &cb,
-                aux: (key.mode.is_loss()
-                    || key.mode == Mode::Mask
-                    || (key.mode == Mode::Update && layout.pairs()))
-                .then_some(&auxb),
-                aux_out: key.mode.is_loss().then_some(&outb),
+                aux: key.reads_aux().then_some(&auxb),
+                aux_out: key.binds_aux_out().then_some(&outb),
                 bias: key.bias.then_some(&biasb),
                 opt: None,
             },

@@ -11,14 +11,15 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 pub mod bias_update;
+pub mod cross_entropy;
 pub mod gather;
 pub mod loss_reduce;
 pub mod matmul;
 pub mod matmul_naive;
 pub mod optimizer;
 
-pub use matmul::{Acc, Block, MatmulKey, Mode};
-pub use optimizer::Opt;
+pub use matmul::{Acc, Act, Block, MatmulKey, Mode};
+pub use optimizer::{Opt, Update};
 
 macro_rules! shader {
     ($path:literal) => {
@@ -26,27 +27,46 @@ macro_rules! shader {
     };
 }
 
-/// `shaders/optimizer.wgsl` and the layout's prelude are put in front of the kernels that update
-/// parameters; the layout's prelude in front of every kernel that touches a matrix.
+/// `shaders/optimizer.wgsl` (with `schedule.wgsl`) and the layout's prelude are put in front of
+/// the kernels that update parameters, `activation.wgsl` in front of the matmul; the layout's
+/// prelude in front of every kernel that touches a matrix.
 pub const MATMUL_TEXELS_WGSL: &str = concat!(
+    shader!("activation.wgsl"),
+    shader!("schedule.wgsl"),
     shader!("optimizer.wgsl"),
     shader!("layout/texels/matmul.wgsl"),
     shader!("matmul.wgsl")
 );
 pub const MATMUL_BUFFER_WGSL: &str = concat!(
+    shader!("activation.wgsl"),
+    shader!("schedule.wgsl"),
     shader!("optimizer.wgsl"),
     shader!("layout/buffer/matmul.wgsl"),
     shader!("matmul.wgsl")
 );
 pub const BIAS_UPDATE_TEXELS_WGSL: &str = concat!(
+    shader!("schedule.wgsl"),
     shader!("optimizer.wgsl"),
     shader!("layout/texels/bias_update.wgsl"),
     shader!("bias_update.wgsl")
 );
 pub const BIAS_UPDATE_BUFFER_WGSL: &str = concat!(
+    shader!("schedule.wgsl"),
     shader!("optimizer.wgsl"),
     shader!("layout/buffer/bias_update.wgsl"),
     shader!("bias_update.wgsl")
+);
+/// `loss_reduce.wgsl` (its uniform block, bindings and reduction) in front of the layout's
+/// prelude and `cross_entropy.wgsl`.
+pub const CROSS_ENTROPY_TEXELS_WGSL: &str = concat!(
+    shader!("loss_reduce.wgsl"),
+    shader!("layout/texels/cross_entropy.wgsl"),
+    shader!("cross_entropy.wgsl")
+);
+pub const CROSS_ENTROPY_BUFFER_WGSL: &str = concat!(
+    shader!("loss_reduce.wgsl"),
+    shader!("layout/buffer/cross_entropy.wgsl"),
+    shader!("cross_entropy.wgsl")
 );
 pub const GATHER_TEXELS_WGSL: &str =
     concat!(shader!("layout/texels/gather.wgsl"), shader!("gather.wgsl"));
@@ -57,11 +77,13 @@ pub const LOSS_REDUCE_WGSL: &str = shader!("loss_reduce.wgsl");
 
 /// Every composed shader source, by name, for the hash of the tuning cache and the reflection
 /// test.
-pub const ALL_WGSL: [(&str, &str); 8] = [
+pub const ALL_WGSL: [(&str, &str); 10] = [
     ("matmul texels", MATMUL_TEXELS_WGSL),
     ("matmul buffer", MATMUL_BUFFER_WGSL),
     ("bias_update texels", BIAS_UPDATE_TEXELS_WGSL),
     ("bias_update buffer", BIAS_UPDATE_BUFFER_WGSL),
+    ("cross_entropy texels", CROSS_ENTROPY_TEXELS_WGSL),
+    ("cross_entropy buffer", CROSS_ENTROPY_BUFFER_WGSL),
     ("gather texels", GATHER_TEXELS_WGSL),
     ("gather buffer", GATHER_BUFFER_WGSL),
     ("matmul_naive", MATMUL_NAIVE_WGSL),
@@ -159,7 +181,8 @@ const READ: wgpu::BufferBindingType = wgpu::BufferBindingType::Storage { read_on
 const RW: wgpu::BufferBindingType = wgpu::BufferBindingType::Storage { read_only: false };
 
 /// The override constants of a matmul variant.
-fn matmul_constants(key: MatmulKey) -> [(&'static str, f64); 7] {
+fn matmul_constants(key: MatmulKey) -> [(&'static str, f64); 11] {
+    let [wd, sched] = key.update.constants();
     [
         ("TRANS_A", key.trans_a as u8 as f64),
         ("TRANS_B", key.trans_b as u8 as f64),
@@ -168,6 +191,10 @@ fn matmul_constants(key: MatmulKey) -> [(&'static str, f64); 7] {
         ("OPT", key.opt as u32 as f64),
         ("ACC_IN", key.acc.input as u8 as f64),
         ("ACC_OUT", key.acc.output as u8 as f64),
+        ("ACT", key.act.code as f64),
+        ("SLOPE", f32::from_bits(key.act.slope_bits) as f64),
+        wd,
+        sched,
     ]
 }
 
@@ -269,6 +296,11 @@ pub struct LayoutKernels {
     pub gather: Family,
     /// `gather`: a mini-batch's rows from the dataset resident on the GPU.
     pub gather_pipeline: wgpu::ComputePipeline,
+    pub cross_entropy: Family,
+    /// `cross_entropy` by [ADVANCE][ADVANCE_SHARED] (see `Kernels::loss_reduce`), and without
+    /// COUNT (a band's partial sum).
+    pub cross_entropy_pipelines: [[wgpu::ComputePipeline; 2]; 2],
+    pub cross_entropy_partial: wgpu::ComputePipeline,
     /// Bound where a matmul variant does not read its `aux` matrix.
     pub dummy_matrix: DummyMatrix,
 }
@@ -293,16 +325,18 @@ impl LayoutKernels {
         use Access::{Read, Write};
         let m = |binding, access| matrix_entry(layout, binding, access, false);
         let optimizer = [entry(OPT_BINDING, RW), entry(OPT_BINDING + 1, READ)];
-        let (matmul_src, bias_src, gather_src) = match layout {
+        let (matmul_src, bias_src, gather_src, ce_src) = match layout {
             Layout::Texels => (
                 MATMUL_TEXELS_WGSL,
                 BIAS_UPDATE_TEXELS_WGSL,
                 GATHER_TEXELS_WGSL,
+                CROSS_ENTROPY_TEXELS_WGSL,
             ),
             Layout::Buffer => (
                 MATMUL_BUFFER_WGSL,
                 BIAS_UPDATE_BUFFER_WGSL,
                 GATHER_BUFFER_WGSL,
+                CROSS_ENTROPY_BUFFER_WGSL,
             ),
         };
         let mut entries = vec![
@@ -330,6 +364,11 @@ impl LayoutKernels {
         ];
         let gather = Family::new(device, "gather", gather_src, checks, &entries);
         let gather_pipeline = gather.pipeline(device, "gather", &[]);
+        let mut entries = reduce_entries().to_vec();
+        entries.extend([m(4, Read), m(5, Write)]);
+        let cross_entropy = Family::new(device, "cross_entropy", ce_src, checks, &entries);
+        let (cross_entropy_pipelines, cross_entropy_partial) =
+            reduce_pipelines(device, &cross_entropy, "cross_entropy");
         let dummy_matrix = match layout {
             Layout::Texels => DummyMatrix::Texture(
                 device
@@ -356,9 +395,42 @@ impl LayoutKernels {
             bias_update,
             gather,
             gather_pipeline,
+            cross_entropy,
+            cross_entropy_pipelines,
+            cross_entropy_partial,
             dummy_matrix,
         }
     }
+}
+
+/// The bindings `shaders/loss_reduce.wgsl` declares (and `cross_entropy.wgsl` after it).
+fn reduce_entries() -> [wgpu::BindGroupLayoutEntry; 4] {
+    [
+        entry(0, UNIFORM),
+        entry(1, READ),
+        entry(2, RW),
+        entry(3, RW),
+    ]
+}
+
+/// The counting variants of a reduction's `entry` by [ADVANCE][ADVANCE_SHARED], and the partial
+/// one (without COUNT).
+fn reduce_pipelines(
+    device: &wgpu::Device,
+    family: &Family,
+    entry: &str,
+) -> ([[wgpu::ComputePipeline; 2]; 2], wgpu::ComputePipeline) {
+    let partial = family.pipeline(device, entry, &[("COUNT", 0.0)]);
+    let counting = [false, true].map(|advance| {
+        [false, true].map(|shared| {
+            let constants = [
+                ("ADVANCE", advance as u8 as f64),
+                ("ADVANCE_SHARED", shared as u8 as f64),
+            ];
+            family.pipeline(device, entry, &constants)
+        })
+    });
+    (counting, partial)
 }
 
 fn dummy_buffer(device: &wgpu::Device, label: &str) -> wgpu::Buffer {
@@ -369,6 +441,9 @@ fn dummy_buffer(device: &wgpu::Device, label: &str) -> wgpu::Buffer {
         mapped_at_creation: false,
     })
 }
+
+/// A `bias_update` variant: layout, STORE, OPT, WD and SCHED, ACC_IN and ACC_OUT.
+type BiasKey = (Layout, bool, Opt, Update, Acc);
 
 /// Shader modules, layouts and the pipeline caches of one device.
 pub struct Kernels {
@@ -384,8 +459,9 @@ pub struct Kernels {
     loss_reduce: [[wgpu::ComputePipeline; 2]; 2],
     /// `loss_reduce` without COUNT: a band's partial sum into its slot.
     pub loss_partial: wgpu::ComputePipeline,
-    /// `bias_update` by (layout, STORE, OPT, ACC_IN and ACC_OUT), built on first use.
-    bias_cache: Mutex<HashMap<(Layout, bool, Opt, Acc), wgpu::ComputePipeline>>,
+    /// `bias_update` by (layout, STORE, OPT, WD and SCHED, ACC_IN and ACC_OUT), built on first
+    /// use.
+    bias_cache: Mutex<HashMap<BiasKey, wgpu::ComputePipeline>>,
     /// `matmul_naive` (shaders/matmul_naive.wgsl), the bench's reference kernel, built on first
     /// use.
     naive: Mutex<Option<(wgpu::BindGroupLayout, wgpu::ComputePipeline)>>,
@@ -412,23 +488,9 @@ impl Kernels {
             "loss_reduce",
             LOSS_REDUCE_WGSL,
             checks,
-            &[
-                entry(0, UNIFORM),
-                entry(1, READ),
-                entry(2, RW),
-                entry(3, RW),
-            ],
+            &reduce_entries(),
         );
-        let loss_partial = reduce.pipeline(device, "loss_reduce", &[("COUNT", 0.0)]);
-        let loss_reduce = [false, true].map(|advance| {
-            [false, true].map(|shared| {
-                let constants = [
-                    ("ADVANCE", advance as u8 as f64),
-                    ("ADVANCE_SHARED", shared as u8 as f64),
-                ];
-                reduce.pipeline(device, "loss_reduce", &constants)
-            })
-        });
+        let (loss_reduce, loss_partial) = reduce_pipelines(device, &reduce, "loss_reduce");
         Kernels {
             layouts,
             missing,
@@ -474,14 +536,29 @@ impl Kernels {
         self.loss_reduce[advance as usize][advance_shared as usize].clone()
     }
 
-    /// `bias_update` with the optimizer step `opt`, or (`store`) storing the gradient alone,
-    /// summing over a shared layer's uses by `acc`.
+    /// `cross_entropy` in `layout` (see [`Kernels::loss_reduce`]; `None`: a band's partial sum)
+    /// and its bind group layout.
+    pub fn cross_entropy(
+        &self,
+        layout: Layout,
+        advance: Option<(bool, bool)>,
+    ) -> (&wgpu::BindGroupLayout, wgpu::ComputePipeline) {
+        let k = self.kernels_of(layout);
+        let pipeline = match advance {
+            Some((a, s)) => k.cross_entropy_pipelines[a as usize][s as usize].clone(),
+            None => k.cross_entropy_partial.clone(),
+        };
+        (&k.cross_entropy.bind_layout, pipeline)
+    }
+
+    /// `bias_update` with the optimizer step `opt` (its decay and schedule in `update`), or
+    /// (`store`) storing the gradient alone, summing over a shared layer's uses by `acc`.
     pub fn bias_update(
         &self,
         device: &wgpu::Device,
         layout: Layout,
         store: bool,
-        opt: Opt,
+        (opt, update): (Opt, Update),
         acc: Acc,
     ) -> wgpu::ComputePipeline {
         let mut cache = self
@@ -489,13 +566,16 @@ impl Kernels {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         cache
-            .entry((layout, store, opt, acc))
+            .entry((layout, store, opt, update, acc))
             .or_insert_with(|| {
+                let [wd, sched] = update.constants();
                 let constants = [
                     ("STORE", store as u8 as f64),
                     ("OPT", opt as u32 as f64),
                     ("ACC_IN", acc.input as u8 as f64),
                     ("ACC_OUT", acc.output as u8 as f64),
+                    wd,
+                    sched,
                 ];
                 let family = &self.kernels_of(layout).bias_update;
                 family.pipeline(device, "bias_update", &constants)
@@ -621,6 +701,11 @@ mod tests {
             loss_reduce::UNIFORM_FIELDS,
             size_of::<loss_reduce::ReduceParams>(),
         );
+        let ce = (
+            cross_entropy::BINDINGS,
+            loss_reduce::UNIFORM_FIELDS,
+            size_of::<loss_reduce::ReduceParams>(),
+        );
         let naive = (
             matmul_naive::BINDINGS,
             matmul_naive::UNIFORM_FIELDS,
@@ -634,6 +719,7 @@ mod tests {
                     Some("bias_update") => bias,
                     Some("gather") => gather,
                     Some("loss_reduce") => reduce,
+                    Some("cross_entropy") => ce,
                     Some("matmul_naive") => naive,
                     other => panic!("no binding table for {other:?}"),
                 };

@@ -12,6 +12,7 @@ pub enum Opt {
     Momentum = 1,
     Nesterov = 2,
     Adam = 3,
+    AdamW = 4,
 }
 
 impl Opt {
@@ -22,6 +23,7 @@ impl Opt {
             OptimizerKind::Momentum if o.nesterov => Opt::Nesterov,
             OptimizerKind::Momentum => Opt::Momentum,
             OptimizerKind::Adam => Opt::Adam,
+            OptimizerKind::AdamW => Opt::AdamW,
         }
     }
 
@@ -30,10 +32,40 @@ impl Opt {
         match self {
             Opt::Sgd => 0,
             Opt::Momentum | Opt::Nesterov => 1,
-            Opt::Adam => 2,
+            Opt::Adam | Opt::AdamW => 2,
         }
     }
 }
+
+/// What else an update's step does (the `WD` and `SCHED` overrides of
+/// `shaders/optimizer.wgsl`): the weight decay, as f32 bits (0: none), and whether the learning
+/// rate follows the schedule kept in the step counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Update {
+    pub decay_bits: u32,
+    pub scheduled: bool,
+}
+
+impl Update {
+    pub fn of(job: &crate::job::Job) -> Self {
+        Update {
+            decay_bits: job.optimizer.weight_decay.to_bits(),
+            scheduled: !job.lr_schedule.is_constant(),
+        }
+    }
+
+    /// The `WD` and `SCHED` override constants.
+    pub fn constants(self) -> [(&'static str, f64); 2] {
+        [
+            ("WD", f32::from_bits(self.decay_bits) as f64),
+            ("SCHED", self.scheduled as u8 as f64),
+        ]
+    }
+}
+
+/// Bytes of one slot of step counters an update binds: `[epoch in chunk, t, bits of beta1^t,
+/// bits of beta2^t, the run's step, _, _, _, the schedule's 5 words, _, _, _]`.
+pub(crate) const COUNTER_SLOT_BYTES: u64 = 64;
 
 /// What an optimizer step binds besides the parameters and their gradient.
 #[derive(Clone, Copy)]
@@ -67,7 +99,7 @@ pub(crate) fn optimizer_bindings<'a>(
             }) => wgpu::BindingResource::Buffer(wgpu::BufferBinding {
                 buffer,
                 offset,
-                size: wgpu::BufferSize::new(16),
+                size: wgpu::BufferSize::new(COUNTER_SLOT_BYTES),
             }),
             None => kn.dummy_bias.as_entire_binding(),
         },

@@ -1,0 +1,659 @@
+//! The CPU reference ops, one per GPU kernel and named like it (`matmul`, `bias_update`,
+//! `optimizer_update`, `activation_forward`/`activation_backward`, `loss_forward`,
+//! `cross_entropy`, `loss_reduce`), each in the GPU kernel's order of operations so that parity
+//! tolerances stay tight. The products go through the `gemm` crate, with strides standing in for
+//! transposes (no copies).
+
+use crate::job::{Activation, Loss, Optimizer, OptimizerKind};
+
+/// Number of partial sums in the deterministic reduction; the GPU's `loss_reduce` kernel runs one
+/// workgroup of this many invocations.
+pub const REDUCE_WIDTH: usize = 256;
+
+/// What the product's result is used for: the CPU twin of the matmul kernel's epilogue.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Epilogue {
+    /// `c = a·b`
+    Store,
+    /// `c = c - lr·(a·b)`: the SGD step fused into the weight gradient.
+    Sgd(f32),
+    /// `c = c + a·b`: a shared layer's gradient summed over its uses.
+    Accumulate,
+}
+
+/// `c[m,n] = op(a)[m,k] · op(b)[k,n]` (or the SGD update of `c`, see [`Epilogue`]).
+/// `a` is stored `[m,k]`, or `[k,m]` when `trans_a`; `b` is `[k,n]`, or `[n,k]` when `trans_b`.
+///
+/// Large products are split in two halves of C (by columns or by rows, whichever is longer), each
+/// a single-threaded gemm on its own core: on these skinny shapes that beats gemm's own threading.
+/// The split changes gemm's blocking and so the last bits of the results: one thread and two give
+/// slightly different numbers, each deterministic.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul(
+    c: &mut [f32],
+    a: &[f32],
+    b: &[f32],
+    m: usize,
+    n: usize,
+    k: usize,
+    trans_a: bool,
+    trans_b: bool,
+    epilogue: Epilogue,
+) {
+    assert!(c.len() >= m * n && a.len() >= m * k && b.len() >= k * n);
+    let p = Product::new(c, a, b, (m, n, k), trans_a, trans_b);
+    // SAFETY: the lengths were checked above against the strides: every index row*rs + col*cs
+    // stays below m*k, k*n and m*n respectively.
+    unsafe { p.run(epilogue, threads()) }
+}
+
+/// A strided product on raw pointers, so that disjoint parts of C can go to different threads.
+#[derive(Clone, Copy)]
+struct Product {
+    m: usize,
+    n: usize,
+    k: usize,
+    c: *mut f32,
+    c_rs: usize,
+    a: *const f32,
+    a_rs: usize,
+    a_cs: usize,
+    b: *const f32,
+    b_rs: usize,
+    b_cs: usize,
+}
+
+impl Product {
+    /// The product `c = op(a)·op(b)` with the strides of the stored layouts (see [`matmul`]).
+    fn new(
+        c: &mut [f32],
+        a: &[f32],
+        b: &[f32],
+        (m, n, k): (usize, usize, usize),
+        trans_a: bool,
+        trans_b: bool,
+    ) -> Self {
+        let (a_rs, a_cs) = if trans_a { (1, m) } else { (k, 1) };
+        let (b_rs, b_cs) = if trans_b { (1, k) } else { (n, 1) };
+        Product {
+            m,
+            n,
+            k,
+            c: c.as_mut_ptr(),
+            c_rs: n,
+            a: a.as_ptr(),
+            a_rs,
+            a_cs,
+            b: b.as_ptr(),
+            b_rs,
+            b_cs,
+        }
+    }
+}
+
+// SAFETY: a Product is only sent to another thread by `run`, which hands each thread a disjoint
+// part of C and waits for both before returning.
+unsafe impl Send for Product {}
+
+/// Below this many multiply-adds a product runs on one thread.
+const SPLIT_MIN_MACS: usize = 1 << 20;
+
+impl Product {
+    /// # Safety
+    /// The pointers must cover the strided `[m,k]`, `[k,n]` and `[m,n]` matrices, with C not
+    /// overlapping A or B.
+    unsafe fn run(self, epilogue: Epilogue, threads: usize) {
+        if threads >= 2 && self.m * self.n * self.k >= SPLIT_MIN_MACS {
+            let (first, second) = if self.n >= self.m {
+                let h = self.n / 2;
+                let mut r = self;
+                r.n = self.n - h;
+                r.c = self.c.add(h);
+                r.b = self.b.add(h * self.b_cs);
+                (Product { n: h, ..self }, r)
+            } else {
+                let h = self.m / 2;
+                let mut r = self;
+                r.m = self.m - h;
+                r.c = self.c.add(h * self.c_rs);
+                r.a = self.a.add(h * self.a_rs);
+                (Product { m: h, ..self }, r)
+            };
+            rayon::join(
+                move || first.run(epilogue, 1),
+                move || second.run(epilogue, 1),
+            );
+            return;
+        }
+        let (read_dst, alpha, beta) = match epilogue {
+            Epilogue::Store => (false, 0.0, 1.0),
+            Epilogue::Sgd(lr) => (true, 1.0, -lr),
+            Epilogue::Accumulate => (true, 1.0, 1.0),
+        };
+        gemm::gemm(
+            self.m,
+            self.n,
+            self.k,
+            self.c,
+            1,
+            self.c_rs as isize,
+            read_dst,
+            self.a,
+            self.a_cs as isize,
+            self.a_rs as isize,
+            self.b,
+            self.b_cs as isize,
+            self.b_rs as isize,
+            alpha,
+            beta,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+/// Threads available to the products (the split uses at most two), or one with
+/// `GPU_TRAIN_CPU_THREADS=1`.
+fn threads() -> usize {
+    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *THREADS.get_or_init(|| {
+        std::env::var("GPU_TRAIN_CPU_THREADS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    })
+}
+
+/// `c[r, j] += b[j]` for every row of the `[rows, b.len()]` matrix `c`: a layer's bias, added to
+/// its product before the activation (the GPU does it in the product's epilogue).
+pub fn bias_forward(c: &mut [f32], b: &[f32]) {
+    for row in c.chunks_mut(b.len()) {
+        for (v, &bj) in row.iter_mut().zip(b) {
+            *v += bj;
+        }
+    }
+}
+
+/// The bias gradient `db[j] = Σ_r g[r, j]` of a `[rows, b.len()]` output gradient `g`, summed over
+/// the rows in order (as `shaders/bias_update.wgsl` does), then `b = db` (`Epilogue::Store`),
+/// `b = b + db` (`Epilogue::Accumulate`) or the SGD step `b = b - lr·db`.
+pub fn bias_update(b: &mut [f32], g: &[f32], epilogue: Epilogue) {
+    let n = b.len();
+    for (j, bj) in b.iter_mut().enumerate() {
+        let mut s = 0.0f32;
+        for r in 0..g.len() / n {
+            s += g[r * n + j];
+        }
+        *bj = match epilogue {
+            Epilogue::Store => s,
+            Epilogue::Sgd(lr) => *bj - lr * s,
+            Epilogue::Accumulate => s + *bj,
+        };
+    }
+}
+
+/// The optimizer's step counters, advanced once per epoch before the updates (as the GPU's
+/// `loss_reduce` does): `t` and the powers `β1^t`, `β2^t` by repeated f32 multiplication.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OptCounters {
+    pub t: u32,
+    pub beta1_t: f32,
+    pub beta2_t: f32,
+}
+
+impl Default for OptCounters {
+    fn default() -> Self {
+        OptCounters {
+            t: 0,
+            beta1_t: 1.0,
+            beta2_t: 1.0,
+        }
+    }
+}
+
+impl OptCounters {
+    pub fn advance(&mut self, opt: &Optimizer) {
+        self.t += 1;
+        self.beta1_t *= opt.beta1;
+        self.beta2_t *= opt.beta2;
+    }
+}
+
+/// One optimizer step of the parameters `p` from their gradient `g`, with the per-element state
+/// `m` (momentum buffer, or Adam's first moment) and `v` (Adam's second moment), at this step's
+/// learning rate `lr` (the schedule's), in the order of operations of `shaders/optimizer.wgsl`.
+/// With weight decay `wd` (L2, PyTorch's `weight_decay` of SGD and Adam) the gradient is first
+/// `g + wd·p`; AdamW decays the parameters instead:
+/// - sgd: `p = p - lr·g`
+/// - momentum: `m = μ·m + g; p = p - lr·m` (Nesterov: `p = p - lr·(g + μ·m)`)
+/// - adam: `m = β1·m + (1-β1)·g; v = β2·v + (1-β2)·g²;
+///   p = p - (lr / (1-β1^t))·(m / (sqrt(v) / sqrt(1-β2^t) + eps))`
+/// - adamw: `p = p·(1 - lr·wd)`, then adam's step without decay in `g`
+pub fn optimizer_update(
+    p: &mut [f32],
+    g: &[f32],
+    (m, v): (&mut [f32], &mut [f32]),
+    opt: &Optimizer,
+    lr: f32,
+    c: OptCounters,
+) {
+    let wd = opt.weight_decay;
+    // L2 decay joins the gradient (every kind but AdamW's decoupled decay).
+    let l2 = wd != 0.0 && opt.kind != OptimizerKind::AdamW;
+    let grad = |g: f32, p: f32| if l2 { g + wd * p } else { g };
+    match opt.kind {
+        OptimizerKind::Sgd => {
+            for (p, &g) in p.iter_mut().zip(g) {
+                *p -= lr * grad(g, *p);
+            }
+        }
+        OptimizerKind::Momentum => {
+            let mu = opt.momentum;
+            for ((p, &g), m) in p.iter_mut().zip(g).zip(m.iter_mut()) {
+                let g = grad(g, *p);
+                *m = mu * *m + g;
+                let step = if opt.nesterov { g + mu * *m } else { *m };
+                *p -= lr * step;
+            }
+        }
+        OptimizerKind::Adam | OptimizerKind::AdamW => {
+            let (b1, b2, eps) = (opt.beta1, opt.beta2, opt.eps);
+            let step_size = lr / (1.0 - c.beta1_t);
+            let bc2_sqrt = (1.0 - c.beta2_t).sqrt();
+            let decay = 1.0 - lr * wd;
+            let adamw = opt.kind == OptimizerKind::AdamW;
+            // Iterators rather than indices, so the loop vectorises (sqrt and division included).
+            for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+                let g = grad(g, *p);
+                let p0 = if adamw { *p * decay } else { *p };
+                *m = b1 * *m + (1.0 - b1) * g;
+                *v = b2 * *v + (1.0 - b2) * (g * g);
+                let denom = v.sqrt() / bc2_sqrt + eps;
+                *p = p0 - step_size * (*m / denom);
+            }
+        }
+    }
+}
+
+/// The activation of one pre-activation value `z` (see [`Activation`]), in f32 as `act_forward`
+/// in `shaders/activation.wgsl`.
+pub fn act_forward(act: Activation, z: f32) -> f32 {
+    match act {
+        Activation::Relu => z.max(0.0),
+        Activation::LeakyRelu(slope) => {
+            if z > 0.0 {
+                z
+            } else {
+                slope * z
+            }
+        }
+        Activation::Tanh => tanh(z),
+        Activation::Sigmoid => 1.0 / (1.0 + (-z).exp()),
+        Activation::Gelu => z * normal_cdf(z),
+        Activation::None => z,
+    }
+}
+
+/// The gradient `g` through the activation, from `aux`: the activation's output for every kind
+/// but GELU, whose input it is (see [`Activation::needs_input`]); as `act_backward` in
+/// `shaders/activation.wgsl`.
+pub fn act_backward(act: Activation, g: f32, aux: f32) -> f32 {
+    match act {
+        Activation::Relu => {
+            if aux > 0.0 {
+                g
+            } else {
+                0.0
+            }
+        }
+        Activation::LeakyRelu(slope) => {
+            if aux > 0.0 {
+                g
+            } else {
+                slope * g
+            }
+        }
+        Activation::Tanh => g * (1.0 - aux * aux),
+        Activation::Sigmoid => g * (aux * (1.0 - aux)),
+        Activation::Gelu => {
+            // d/dz z·Φ(z) = Φ(z) + z·φ(z)
+            let pdf = (-0.5 * (aux * aux)).exp() * FRAC_1_SQRT_2PI;
+            g * (normal_cdf(aux) + aux * pdf)
+        }
+        Activation::None => g,
+    }
+}
+
+/// `1 / sqrt(2π)`
+const FRAC_1_SQRT_2PI: f32 = 0.398_942_3;
+
+/// `tanh(z)`: `(1 - e^-2|z|) / (1 + e^-2|z|)` with `z`'s sign, and below |z| = 1/4 its Taylor
+/// series to z⁹ (where the quotient would lose relative precision to cancellation); relative
+/// error below 3e-7 (tested against f64). Not the WGSL builtin, whose precision and overflow
+/// behaviour WebGPU leaves to the implementation.
+pub fn tanh(z: f32) -> f32 {
+    let x = z.abs();
+    if x < 0.25 {
+        let x2 = z * z;
+        // z - z³/3 + 2z⁵/15 - 17z⁷/315 + 62z⁹/2835
+        let p = ((((62.0 / 2835.0) * x2 - 17.0 / 315.0) * x2 + 2.0 / 15.0) * x2 - 1.0 / 3.0) * x2;
+        return z + z * p;
+    }
+    let t = (-2.0 * x).exp();
+    let r = (1.0 - t) / (1.0 + t);
+    if z < 0.0 {
+        -r
+    } else {
+        r
+    }
+}
+
+/// `erfc(x)` for `x >= 0`: the Chebyshev fit of Numerical Recipes (`erfcc`), fractional error
+/// below 1.2e-7 everywhere, in f32 (as `erfc_pos` in `shaders/activation.wgsl`: WGSL has no
+/// erf); f32 rounding adds ~3e-7 and, through `x²` in the exponent, ~1.2e-7·x² (tested: within
+/// `4e-7 + 1.2e-7·x²` relative of f64 for x < 9, where erfc is 4e-37).
+// The fit's coefficients as published (and as in the WGSL, so both round them alike).
+#[allow(clippy::excessive_precision)]
+pub fn erfc_pos(x: f32) -> f32 {
+    let t = 1.0 / (1.0 + 0.5 * x);
+    let mut p = 0.170_872_77f32;
+    p = p * t - 0.822_152_23;
+    p = p * t + 1.488_515_87;
+    p = p * t - 1.135_203_98;
+    p = p * t + 0.278_868_07;
+    p = p * t - 0.186_288_06;
+    p = p * t + 0.096_784_18;
+    p = p * t + 0.374_091_96;
+    p = p * t + 1.000_023_68;
+    p = p * t - 1.265_512_23;
+    t * (p - x * x).exp()
+}
+
+/// The standard normal CDF `Φ(z) = erfc(-z/√2) / 2`, through [`erfc_pos`] on `|z|/√2` so that the
+/// lower tail keeps its relative precision.
+pub fn normal_cdf(z: f32) -> f32 {
+    let e = 0.5 * erfc_pos(z.abs() * std::f32::consts::FRAC_1_SQRT_2);
+    if z < 0.0 {
+        e
+    } else {
+        1.0 - e
+    }
+}
+
+/// `a = act(a)` in place over a hidden layer's pre-activations, keeping them in `z` (the same
+/// shape) for the backward pass where that needs them (GELU); `z` is empty where nothing is kept
+/// (the other kinds, and a forward pass alone).
+pub fn activation_forward(a: &mut [f32], z: &mut [f32], act: Activation) {
+    if act.needs_input() && !z.is_empty() {
+        z.copy_from_slice(a);
+    }
+    for v in a {
+        *v = act_forward(act, *v);
+    }
+}
+
+/// `g` through the activation, from `aux`: the layer's output, or for GELU its input (see
+/// [`act_backward`]).
+pub fn activation_backward(g: &mut [f32], aux: &[f32], act: Activation) {
+    for (g, &a) in g.iter_mut().zip(aux) {
+        *g = act_backward(act, *g, a);
+    }
+}
+
+/// The loss of the prediction `p` (`[rows, cols]`) against `y` and its gradient, as the GPU's
+/// error epilogues, `cross_entropy` and `loss_reduce` compute them. For the element losses, with
+/// `d = p - y` and `N = p.len()`: writes the per-element values `vals = d²` (`|d|` for L1) and the
+/// gradient `g = s·d` (`s·sign(d)` for L1, `sign(0) = 0`), `s = loss.grad_coef`, and returns
+/// `loss.scale · Σ vals` summed in `loss_reduce`'s order. For cross-entropy see
+/// [`cross_entropy`]: `vals` then holds the per-row losses in its first `rows` entries.
+pub fn loss_forward(
+    g: &mut [f32],
+    vals: &mut [f32],
+    p: &[f32],
+    y: &[f32],
+    cols: usize,
+    loss: Loss,
+) -> f32 {
+    let n = p.len();
+    let rows = n / cols;
+    let s = loss.grad_coef(rows, cols);
+    if loss.is_classification() {
+        let row_loss = &mut vals[..rows];
+        cross_entropy(g, row_loss, p, y, cols, s);
+        return loss_reduce(row_loss) * loss.scale(rows, cols);
+    }
+    for i in 0..n {
+        let d = p[i] - y[i];
+        if loss.is_abs() {
+            let sign = if d > 0.0 {
+                1.0
+            } else if d < 0.0 {
+                -1.0
+            } else {
+                0.0
+            };
+            g[i] = s * sign;
+            vals[i] = d.abs();
+        } else {
+            g[i] = s * d;
+            vals[i] = d * d;
+        }
+    }
+    loss_reduce(vals) * loss.scale(rows, cols)
+}
+
+/// Softmax cross-entropy of the logits `z` (`[rows, cols]`) against probability rows `y`, row by
+/// row as `shaders/cross_entropy.wgsl` computes it: `m = max_j z_j`, `s = Σ_j e^(z_j - m)`,
+/// `Σy = Σ_j y_j`; the row's loss `Σ_j y_j·((m - z_j) + ln s)` into `row_loss[r]` (each term
+/// is >= 0: no cancellation for large logits) and the gradient
+/// `g_j = (e^(z_j - m) / s · Σy - y_j) · coef` (`softmax - y` for a distribution `y`).
+pub fn cross_entropy(
+    g: &mut [f32],
+    row_loss: &mut [f32],
+    z: &[f32],
+    y: &[f32],
+    cols: usize,
+    coef: f32,
+) {
+    for (r, loss) in row_loss.iter_mut().enumerate() {
+        let (z, y) = (&z[r * cols..][..cols], &y[r * cols..][..cols]);
+        let g = &mut g[r * cols..][..cols];
+        let m = z[1..].iter().fold(z[0], |m, &v| m.max(v));
+        let (mut s, mut ys) = (0.0f32, 0.0f32);
+        for j in 0..cols {
+            s += (z[j] - m).exp();
+            ys += y[j];
+        }
+        let ls = s.ln();
+        let mut l = 0.0f32;
+        for j in 0..cols {
+            l += y[j] * ((m - z[j]) + ls);
+        }
+        *loss = l;
+        for j in 0..cols {
+            g[j] = ((z[j] - m).exp() / s * ys - y[j]) * coef;
+        }
+    }
+}
+
+/// Deterministic sum in the GPU kernel's order: `REDUCE_WIDTH` strided partial sums, then a
+/// halving tree.
+pub fn loss_reduce(v: &[f32]) -> f32 {
+    let mut partial = [0.0f32; REDUCE_WIDTH];
+    for (t, p) in partial.iter_mut().enumerate() {
+        let mut s = 0.0f32;
+        let mut i = t;
+        while i < v.len() {
+            s += v[i];
+            i += REDUCE_WIDTH;
+        }
+        *p = s;
+    }
+    let mut stride = REDUCE_WIDTH / 2;
+    while stride > 0 {
+        for t in 0..stride {
+            partial[t] += partial[t + stride];
+        }
+        stride /= 2;
+    }
+    partial[0]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(a: &[f32], b: &[f32], m: usize, n: usize, k: usize, ta: bool, tb: bool) -> Vec<f32> {
+        let mut c = vec![0.0f32; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                let mut s = 0.0f64;
+                for p in 0..k {
+                    let av = if ta { a[p * m + i] } else { a[i * k + p] };
+                    let bv = if tb { b[j * k + p] } else { b[p * n + j] };
+                    s += av as f64 * bv as f64;
+                }
+                c[i * n + j] = s as f32;
+            }
+        }
+        c
+    }
+
+    #[test]
+    fn matmul_strides_match_naive_for_every_transpose() {
+        let (m, n, k) = (7, 5, 3);
+        let a: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| (i as f32 * 0.11).cos()).collect();
+        for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+            let mut c = vec![f32::NAN; m * n];
+            matmul(&mut c, &a, &b, m, n, k, ta, tb, Epilogue::Store);
+            let want = naive(&a, &b, m, n, k, ta, tb);
+            for (g, w) in c.iter().zip(&want) {
+                assert!((g - w).abs() < 1e-5, "ta={ta} tb={tb}: {g} vs {w}");
+            }
+            let mut c2 = vec![1.0f32; m * n];
+            matmul(&mut c2, &a, &b, m, n, k, ta, tb, Epilogue::Sgd(0.5));
+            for (g, w) in c2.iter().zip(&want) {
+                assert!((g - (1.0 - 0.5 * w)).abs() < 1e-5);
+            }
+        }
+    }
+
+    #[test]
+    fn split_products_match_naive_for_every_transpose() {
+        // Over SPLIT_MIN_MACS, with odd sizes so the halves differ: split by rows (m > n) and by
+        // columns (n > m), on two threads whatever the machine has.
+        for (m, n, k) in [(151, 97, 101), (97, 151, 101)] {
+            assert!(m * n * k >= SPLIT_MIN_MACS);
+            let a: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
+            let b: Vec<f32> = (0..k * n).map(|i| (i as f32 * 0.11).cos()).collect();
+            for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+                let want = naive(&a, &b, m, n, k, ta, tb);
+                for epilogue in [Epilogue::Store, Epilogue::Sgd(0.5), Epilogue::Accumulate] {
+                    let mut c = vec![1.0f32; m * n];
+                    let p = Product::new(&mut c, &a, &b, (m, n, k), ta, tb);
+                    // SAFETY: the vectors have exactly the strided shapes described.
+                    unsafe { p.run(epilogue, 2) };
+                    for (i, (g, w)) in c.iter().zip(&want).enumerate() {
+                        let w = match epilogue {
+                            Epilogue::Store => *w,
+                            Epilogue::Sgd(lr) => 1.0 - lr * w,
+                            Epilogue::Accumulate => 1.0 + w,
+                        };
+                        assert!(
+                            (g - w).abs() < 1e-3,
+                            "{m}x{n}x{k} ta={ta} tb={tb} {epilogue:?} [{i}]: {g} vs {w}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bias_forward_adds_per_column_and_bias_update_sums_rows() {
+        let mut c = vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+        bias_forward(&mut c, &[10.0, 20.0, 30.0]);
+        assert_eq!(c, vec![11.0, 22.0, 33.0, 14.0, 25.0, 36.0]);
+        let g = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+        let mut db = vec![f32::NAN; 3];
+        bias_update(&mut db, &g, Epilogue::Store);
+        assert_eq!(db, vec![5.0, 7.0, 9.0]);
+        let mut b = vec![1.0; 3];
+        bias_update(&mut b, &g, Epilogue::Sgd(0.5));
+        assert_eq!(b, vec![-1.5, -2.5, -3.5]);
+        bias_update(&mut b, &g, Epilogue::Accumulate);
+        assert_eq!(b, vec![3.5, 4.5, 5.5]);
+    }
+
+    /// The f32 activations against f64 (libm's erf and erfc): the errors the doc comments state.
+    #[test]
+    fn tanh_erfc_and_gelu_are_within_their_stated_errors_of_f64() {
+        let grid = (-4000..=4000).map(|i| i as f32 * 0.005); // [-20, 20]
+        let (mut tanh_rel, mut erfc_rel, mut cdf_abs) = (0.0f64, 0.0f64, 0.0f64);
+        for z in grid {
+            let zd = z as f64;
+            if z != 0.0 {
+                tanh_rel = tanh_rel.max(((tanh(z) as f64 - zd.tanh()) / zd.tanh()).abs());
+            }
+            if (0.0..9.0).contains(&z) {
+                // The fit's 1.2e-7, f32 rounding of its dozen operations, and of x² in exp's
+                // argument (relative 2^-24·x²).
+                let want = libm::erfc(zd);
+                let rel = ((erfc_pos(z) as f64 - want) / want).abs();
+                erfc_rel = erfc_rel.max(rel / (4e-7 + 1.2e-7 * zd * zd));
+            }
+            let want = 0.5 * libm::erfc(-zd / std::f64::consts::SQRT_2);
+            cdf_abs = cdf_abs.max((normal_cdf(z) as f64 - want).abs());
+        }
+        eprintln!("tanh {tanh_rel:e} relative, erfc {erfc_rel} of its bound, Φ {cdf_abs:e}");
+        assert!(tanh_rel < 3e-7, "tanh: {tanh_rel:e}");
+        assert!(erfc_rel <= 1.0, "erfc: {erfc_rel} of its bound");
+        assert!(cdf_abs < 2e-7, "Φ: {cdf_abs:e}");
+        // The backward formulas are the derivatives of the forward ones.
+        for act in Activation::ALL {
+            for z in [-3.1f32, -0.7, -0.1, 0.2, 0.9, 2.5] {
+                let h = 1e-3f64;
+                let f = |v: f64| act_forward(act, v as f32) as f64;
+                let fd = (f(z as f64 + h) - f(z as f64 - h)) / (2.0 * h);
+                let aux = if act.needs_input() {
+                    z
+                } else {
+                    act_forward(act, z)
+                };
+                let got = act_backward(act, 1.0, aux) as f64;
+                assert!((got - fd).abs() < 2e-3, "{act} at {z}: {got} vs {fd}");
+            }
+        }
+    }
+
+    #[test]
+    fn cross_entropy_is_stable_and_its_gradient_sums_to_zero_per_row() {
+        // Logits far beyond exp's range: the max is subtracted.
+        let z = [1000.0f32, 999.0, 0.0, -1000.0, -1001.0, -1002.0];
+        let y = [1.0f32, 0.0, 0.0, 0.0, 0.5, 0.5];
+        let (mut g, mut row_loss) = ([0.0f32; 6], [0.0f32; 2]);
+        cross_entropy(&mut g, &mut row_loss, &z, &y, 3, 0.5);
+        let lse0 = 1000.0 + (1.0f64 + (-1.0f64).exp() + (-1000.0f64).exp()).ln();
+        assert!(
+            (row_loss[0] as f64 - (lse0 - 1000.0)).abs() < 1e-6,
+            "{row_loss:?}"
+        );
+        let lse1 = -1000.0 + (1.0f64 + (-1.0f64).exp() + (-2.0f64).exp()).ln();
+        let want1 = 0.5 * (lse1 + 1001.0) + 0.5 * (lse1 + 1002.0);
+        assert!((row_loss[1] as f64 - want1).abs() < 1e-4, "{row_loss:?}");
+        for row in g.chunks(3) {
+            assert!(row.iter().sum::<f32>().abs() < 1e-7, "{g:?}");
+        }
+        assert!(g.iter().all(|v| v.is_finite()));
+    }
+
+    #[test]
+    fn loss_reduce_is_the_plain_sum() {
+        let v: Vec<f32> = (0..1000).map(|i| i as f32).collect();
+        assert_eq!(loss_reduce(&v), 499_500.0);
+        assert_eq!(loss_reduce(&[2.5]), 2.5);
+    }
+}
