@@ -5,9 +5,11 @@
 // with ADVANCE (training), state[1] is the optimizer's step t and state[2], state[3] hold the bits
 // of beta1^t and beta2^t, advanced here once per step by f32 multiplication (as the CPU's
 // `OptCounters`), before that step's updates read them; t is also copied to state[4] and
-// state[SHARED + 4], the run's step that the learning-rate schedule of every update reads
-// (a shared layer's updates see the slot at SHARED, whose own t counts only the steps that use
-// it).
+// state[SHARED + 4], the run's step (a shared layer's updates see the slot at SHARED, whose own t
+// counts only the steps that use it), and the step's learning rate from the schedule
+// (schedule.wgsl, put in front of this file) goes to state[5] and state[SHARED + 5] for the
+// updates to read: computed here once per step, from the schedule's words at state[8..14] (kind,
+// its two parameters, the warm-up's two, the base rate), which the host writes once.
 //
 // `values` is a [rows, cols] matrix stored with its columns padded to `cols_padded` (see
 // matmul.wgsl); element i of the unpadded row-major order is summed by invocation i mod 256, in
@@ -84,6 +86,17 @@ fn reduce_finish(lid: u32, s: f32) {
             state[1] = state[1] + 1u;
             state[4] = state[1];
             state[SHARED + 4u] = state[1];
+            let lr = scheduled_lr(
+                bitcast<f32>(state[13]),
+                state[1] - 1u,
+                state[8],
+                state[9],
+                bitcast<f32>(state[10]),
+                state[11],
+                bitcast<f32>(state[12]),
+            );
+            state[5] = bitcast<u32>(lr);
+            state[SHARED + 5u] = bitcast<u32>(lr);
             state[2] = bitcast<u32>(bitcast<f32>(state[2]) * params.beta1);
             state[3] = bitcast<u32>(bitcast<f32>(state[3]) * params.beta2);
         }

@@ -1,8 +1,9 @@
 // The learning rate of an optimizer step, from the step counter the GPU keeps: the f32
 // operations of `LrSchedule::lr` (src/schedule.rs), which says what each schedule is (PyTorch's
 // StepLR, CosineAnnealingLR, and LinearLR as a warm-up before them). Put in front of
-// optimizer.wgsl. `w` holds the schedule's words: [kind, every or t_max, bits of gamma or
-// min_lr, warm-up steps, bits of the warm-up's start factor]; kind 0 constant, 1 step, 2 cosine.
+// loss_reduce.wgsl, which computes each step's rate once for the updates to read. The schedule's
+// words: [kind, every or t_max, bits of gamma or min_lr, warm-up steps, bits of the warm-up's
+// start factor, bits of the base rate]; kind 0 constant, 1 step, 2 cosine.
 
 // x^k by squaring.
 fn sched_powi(x: f32, k: u32) -> f32 {

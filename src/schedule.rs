@@ -73,16 +73,17 @@ impl LrSchedule {
         }
     }
 
-    /// The words `shaders/schedule.wgsl` reads (at `SCHEDULE_WORD` of each counter slot):
-    /// `[kind, every or t_max, bits of gamma or min_lr, warm-up steps, bits of warm-up start]`.
-    pub fn words(&self) -> [u32; 5] {
+    /// The words `shaders/schedule.wgsl` reads for the base rate `lr` (from word 8 of each
+    /// counter slot): `[kind, every or t_max, bits of gamma or min_lr, warm-up steps, bits of
+    /// warm-up start, bits of lr]`.
+    pub fn words(&self, lr: f32) -> [u32; 6] {
         let (kind, a, b) = match self.main {
             Schedule::Constant => (0, 1, 0),
             Schedule::Step { every, gamma } => (1, every, gamma.to_bits()),
             Schedule::Cosine { t_max, min_lr } => (2, t_max, min_lr.to_bits()),
         };
         let (ws, wstart) = self.warmup.map_or((0, 1.0f32), |w| (w.steps, w.start));
-        [kind, a, b, ws, wstart.to_bits()]
+        [kind, a, b, ws, wstart.to_bits(), lr.to_bits()]
     }
 
     /// Parse `--lr-schedule` and `--warmup`; the error names the flag and the field.

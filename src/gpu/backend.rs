@@ -344,7 +344,7 @@ impl GpuBackend {
             .device
             .create_buffer_init(&wgpu::util::BufferInitDescriptor {
                 label: Some("epoch index and optimizer counters"),
-                contents: bytemuck::cast_slice(&initial_state(&job.lr_schedule)),
+                contents: bytemuck::cast_slice(&initial_state(job)),
                 usage: STORAGE,
             });
         let staging = ctx.device.create_buffer(&wgpu::BufferDescriptor {
@@ -641,7 +641,7 @@ pub(crate) fn warm_up(
     ctx.queue.write_buffer(
         &net.state,
         0,
-        bytemuck::cast_slice(&initial_state(&net.job.lr_schedule)),
+        bytemuck::cast_slice(&initial_state(&net.job)),
     );
     ctx.wait()
 }
@@ -677,7 +677,7 @@ impl Backend for GpuBackend {
                     .collect())
             })
             .collect::<Result<Vec<_>>>()?;
-        let len = initial_state(&self.net.job.lr_schedule).len();
+        let len = initial_state(&self.net.job).len();
         let words = ctx.read_f32(&self.net.state, (len * 4) as u64)?;
         let shared = SHARED_COUNTERS_OFFSET as usize / 4;
         Ok(TrainState {
@@ -714,7 +714,8 @@ impl Backend for GpuBackend {
                 b.write_copies(ctx, &padded);
             }
         }
-        let words = state_words(&s.counters, &s.shared_counters, &self.net.job.lr_schedule);
+        let job = &self.net.job;
+        let words = state_words(&s.counters, &s.shared_counters, (&job.lr_schedule, job.lr));
         q.write_buffer(&self.net.state, 0, bytemuck::cast_slice(&words));
         (self.parity, self.shared_parity, self.step) = (0, 0, s.step);
         ctx.wait()

@@ -51,17 +51,19 @@ pub(crate) const INITIAL_COUNTERS: [u32; 4] = [0, 0, 0x3f80_0000, 0x3f80_0000];
 pub(crate) const SHARED_COUNTERS_OFFSET: u64 = 256;
 
 /// One slot of step counters as the updates bind it (`COUNTER_SLOT_BYTES`): the counters
-/// `[_, t, bits of beta1^t, bits of beta2^t]`, the run's step (word 4, what the learning-rate
-/// schedule reads), and the schedule's words from word 8 (see `shaders/optimizer.wgsl`).
+/// `[_, t, bits of beta1^t, bits of beta2^t]`, the run's step (word 4) and the learning rate of
+/// its last step (word 5, what the updates read with a schedule), and the schedule's words from
+/// word 8 (see `shaders/loss_reduce.wgsl`).
 pub(crate) fn counter_slot(
     c: &crate::cpu::OptCounters,
     run_step: u32,
-    schedule: &LrSchedule,
+    (schedule, base_lr): (&LrSchedule, f32),
 ) -> [u32; 16] {
     let mut w = [0u32; 16];
     w[..4].copy_from_slice(&[0, c.t, c.beta1_t.to_bits(), c.beta2_t.to_bits()]);
     w[4] = run_step;
-    w[8..13].copy_from_slice(&schedule.words());
+    w[5] = schedule.lr(base_lr, run_step.saturating_sub(1)).to_bits();
+    w[8..14].copy_from_slice(&schedule.words(base_lr));
     w
 }
 
@@ -70,7 +72,7 @@ pub(crate) fn counter_slot(
 pub(crate) fn state_words(
     c: &crate::cpu::OptCounters,
     shared: &crate::cpu::OptCounters,
-    schedule: &LrSchedule,
+    schedule: (&LrSchedule, f32),
 ) -> Vec<u32> {
     let at = SHARED_COUNTERS_OFFSET as usize / 4;
     let mut v = vec![0u32; at + 16];
@@ -79,9 +81,11 @@ pub(crate) fn state_words(
     v
 }
 
-/// The whole `state` buffer at the start: [`INITIAL_COUNTERS`] in both slots, step 0.
-pub(crate) fn initial_state(schedule: &LrSchedule) -> Vec<u32> {
+/// The whole `state` buffer at the start of a job: [`INITIAL_COUNTERS`] in both slots, step 0,
+/// the job's schedule and base rate.
+pub(crate) fn initial_state(job: &crate::job::Job) -> Vec<u32> {
     let start = crate::cpu::OptCounters::default();
+    let schedule = (&job.lr_schedule, job.lr);
     debug_assert_eq!(counter_slot(&start, 0, schedule)[..4], INITIAL_COUNTERS[..]);
     state_words(&start, &start, schedule)
 }
