@@ -176,7 +176,8 @@ fn gpu_matches_cpu_one_step_odd_net_with_big_blocks() {
     check_one_step(&job(&[301, 67, 33, 3], 70, 1e-6, 1));
 }
 
-/// Every loss, the linear net and every init scheme: one step from the same state on both paths
+/// Every loss and activation, the linear net and every init scheme: one step from the same state
+/// on both paths
 /// (odd sizes, so the 16x16 blocks and the padding are exercised too).
 #[test]
 fn gpu_matches_cpu_one_step_every_loss_activation_and_init_scheme() {
@@ -187,6 +188,11 @@ fn gpu_matches_cpu_one_step_every_loss_activation_and_init_scheme() {
         (Activation::None, Loss::Sse, InitScheme::Normal),
         (Activation::None, Loss::HalfSse, InitScheme::Constant(0.5)),
         (Activation::None, Loss::L1, InitScheme::Torch),
+        (Activation::LeakyRelu(0.1), Loss::Mse, InitScheme::Kaiming),
+        (Activation::Tanh, Loss::CrossEntropy, InitScheme::Xavier),
+        (Activation::Sigmoid, Loss::Sse, InitScheme::Torch),
+        (Activation::Gelu, Loss::CrossEntropy, InitScheme::Normal),
+        (Activation::Relu, Loss::CrossEntropy, InitScheme::Torch),
     ];
     for (activation, loss, init_scheme) in cases {
         eprintln!("{activation:?} {loss:?} {init_scheme}");
@@ -208,6 +214,8 @@ fn gpu_matches_cpu_one_step_with_bias() {
         (Activation::Relu, Loss::Mse, InitScheme::Normal),
         (Activation::None, Loss::HalfSse, InitScheme::Constant(0.5)),
         (Activation::Relu, Loss::L1, InitScheme::Kaiming),
+        (Activation::Gelu, Loss::CrossEntropy, InitScheme::Torch),
+        (Activation::Sigmoid, Loss::Mse, InitScheme::Xavier),
     ];
     for (activation, loss, init_scheme) in cases {
         eprintln!("bias {activation:?} {loss:?} {init_scheme}");
