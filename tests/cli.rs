@@ -2027,6 +2027,9 @@ fn cli_bad_class_targets_exit_2_naming_the_file_and_row() {
     );
     let y = labels("neg.npy", &[0, 1, -1, 0, 1, 0]);
     assert_bad_input(&ce(&y, &[]), &["neg.npy", "row 2", "negative"]);
+    // A stray huge index would make a one-hot matrix that wide: refused unless --layers says so.
+    let y = labels("huge.npy", &[0, 1, 2, 3_000_000_000, 1, 0]);
+    assert_bad_input(&ce(&y, &[]), &["huge.npy", "65536 classes", "--layers"]);
     // Probability rows.
     let rows = |name: &str, v: &[f32]| {
         let path = dir.join(name);

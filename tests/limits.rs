@@ -126,7 +126,8 @@ fn a_batch_past_the_texture_side_trains_in_the_buffer_layout() {
 /// are bound in bands of 64 rows, each product over the batch runs once per band, the weight and
 /// bias gradients are summed over the bands in order and the loss from per-band sums. It trains
 /// like the unbanded job (the sums differ only in their order) and the CPU, bit for bit the same
-/// from run to run, with a shared layer too; mini-batches gathered on the GPU are refused.
+/// from run to run, with cross-entropy and GELU, with a shared layer too; mini-batches gathered
+/// on the GPU are refused.
 #[test]
 fn a_batch_past_one_storage_binding_is_banded_in_the_buffer_layout() {
     let Some(full) = gpu_or_skip() else { return };
@@ -147,6 +148,25 @@ fn a_batch_past_one_storage_binding_is_banded_in_the_buffer_layout() {
                 bias: true,
                 init_scheme: InitScheme::Torch,
                 optimizer: adam,
+                log_every: 0,
+                ..Job::default()
+            },
+        ),
+        // Cross-entropy (each band's softmax, gradient and partial sum in its own dispatch) with
+        // GELU (its input kept per band) and a schedule.
+        (
+            16 << 10,
+            Job {
+                layers: vec![40, 24, 7],
+                batch: 300,
+                epochs: 5,
+                lr: 1e-2,
+                loss: Loss::CrossEntropy,
+                activation: gpu_train::job::Activation::Gelu,
+                bias: true,
+                init_scheme: InitScheme::Torch,
+                optimizer: adam,
+                lr_schedule: gpu_train::job::LrSchedule::parse(Some("step:2:0.5"), None).unwrap(),
                 log_every: 0,
                 ..Job::default()
             },

@@ -2,21 +2,26 @@
 //! compute pass of one command encoder, the loss of each epoch written to a history buffer on the
 //! GPU (the epoch index kept there too), and one readback per chunk.
 //!
-//! Every matrix lives on the GPU as an rgba32float texture (a texel holds 4 consecutive elements
-//! of a row) with both dimensions padded to a multiple of 4 and the padding zero (see
-//! `shaders/matmul.wgsl`); uploads pad and readbacks strip it. A kernel cannot read and write one
-//! texture, so each weight matrix has two: an epoch reads one and its optimizer step writes the
-//! other, and the next epoch swaps them (two recorded plans, chosen by the epoch's parity).
-//! Biases and the optimizer's state are storage buffers, updated in place.
+//! Every matrix lives on the GPU with both dimensions padded to a multiple of 4 and the padding
+//! zero (see `shaders/matmul.wgsl`), in one of two layouts (`layout`): rgba32float textures (a
+//! texel holds 4 consecutive elements of a row) or row-major vec4 storage buffers; uploads pad
+//! and readbacks strip it. A kernel cannot read and write one texture, so in the texels layout
+//! each weight matrix has two: an epoch reads one and its optimizer step writes the other, and
+//! the next epoch swaps them (two recorded plans, chosen by the epoch's parity); in the buffer
+//! layout weights are stepped in place. Biases and the optimizer's state are storage buffers,
+//! updated in place.
 //!
 //! One epoch of an L-layer net is 3L dispatches (L forward + 1 reduce + (L-1) + L backward), plus
 //! L `bias_update` with biases:
-//! - forward: `matmul[relu]` (or `[store]` without activation) for each hidden layer,
+//! - forward: `matmul[activate]` (the activation, or `[store]` without one) for each hidden layer,
 //!   `matmul[sq-err]` or `[abs-err]` for the output layer (fused with the loss and its gradient),
-//!   `loss_reduce` (deterministic sum into the history, and the optimizer's step counters);
-//! - backward, from the last layer down: `matmul[mask]` (input gradient g·wᵀ through the ReLU,
-//!   while w is still the old weight), then `matmul[update]` (weight gradient aᵀ·g fused with the
-//!   optimizer step, into the other texture of the pair), then `bias_update`.
+//!   `loss_reduce` (deterministic sum into the history, the optimizer's step counters and the
+//!   step's scheduled learning rate); for cross-entropy `matmul[logits]` then `cross_entropy`
+//!   (the softmax, its gradient and the same sum) in their place;
+//! - backward, from the last layer down: `matmul[activation-grad]` (input gradient g·wᵀ through
+//!   the activation below, while w is still the old weight), then `matmul[update]` (weight
+//!   gradient aᵀ·g fused with the optimizer step, into the other texture of the pair), then
+//!   `bias_update`.
 //!
 //! With dynamic depth (`Job::dynamic`), an epoch runs the products `Job::applications(k)`, the
 //! shared layer k times; each k has its own recorded plan. The shared layer's gradient is summed
