@@ -1540,6 +1540,18 @@ fn cli_save_resume_and_checkpoint_every() {
         .iter()
         .chain(&["--epochs", "9", "--resume", p(&f("ck.safetensors"))]));
     assert_bad_input(&r, &["--optimizer", "momentum"]);
+    // Or with another activation or loss.
+    for (flag, other, saved) in [("--activation", "tanh", "relu"), ("--loss", "mse", "sse")] {
+        let r = run(job.iter().chain(&[
+            "--epochs",
+            "9",
+            flag,
+            other,
+            "--resume",
+            p(&f("ck.safetensors")),
+        ]));
+        assert_bad_input(&r, &[flag, saved, other]);
+    }
     let r = run(job
         .iter()
         .chain(&["--epochs", "9", "--checkpoint-every", "2"]));
@@ -1565,8 +1577,10 @@ fn cli_bad_checkpoints_exit_2_naming_the_tensor() {
     assert_bad_input(&r, &["ck.safetensors", "0.weight", "[8, 12]", "[7, 12]"]);
     let r = resume(&[]);
     assert_bad_input(&r, &["ck.safetensors", "0.bias"]);
+    // Another activation: refused before the tensors are looked at (their names would differ
+    // too: "1.weight" without the ReLU modules).
     let r = resume(&["--bias", "--activation", "none"]);
-    assert_bad_input(&r, &["ck.safetensors", "1.weight"]);
+    assert_bad_input(&r, &["ck.safetensors", "--activation", "`relu`"]);
     let bytes = std::fs::read(&ck).unwrap();
     std::fs::write(&ck, &bytes[..bytes.len() - 10]).unwrap();
     let r = resume(&["--bias"]);

@@ -246,6 +246,27 @@ pub fn load(path: &Path, job: &Job) -> Result<(TrainState, usize)> {
             .and_then(|v| parse_counters(v))
             .ok_or_else(|| bad(path, format!("metadata `{key}` is missing or malformed")))
     };
+    // The net's functions must be those it was trained with (a schedule, a rate or a decay may
+    // change on resume, as in PyTorch; an activation or a loss swapped in would silently train
+    // another net).
+    let config: Option<serde_json::Value> = meta
+        .get("config")
+        .and_then(|c| serde_json::from_str(c).ok());
+    for (flag, key, now) in [
+        ("--activation", "activation", job.activation.to_string()),
+        ("--loss", "loss", job.loss.name()),
+    ] {
+        let saved = config.as_ref().and_then(|c| c[key].as_str());
+        if let Some(saved) = saved.filter(|s| *s != now) {
+            return Err(Error::arg(
+                flag,
+                format!(
+                    "{} was trained with `{saved}`, not `{now}`; resume it with the same {key}",
+                    path.display()
+                ),
+            ));
+        }
+    }
     let saved_opt = meta.get("optimizer").cloned().unwrap_or_default();
     if saved_opt != job.optimizer.kind.name() {
         return Err(Error::arg(
