@@ -160,11 +160,8 @@ pub fn resolve(args: &TrainArgs) -> Result<(Job, HostState)> {
     job.validate()?;
     job.dynamic = dynamic;
     let mut state = npy::load_state(dir)?;
-    if job.loss.is_classification() {
-        let y = std::mem::replace(&mut state.y, Matrix::zeros(0, 0));
-        let classes = layers.as_ref().and_then(|l| l.last().copied());
-        state.y = data::classification_targets(&dir.join("y.npy"), y, classes)?;
-    }
+    let y = std::mem::replace(&mut state.y, Matrix::zeros(0, 0));
+    state.y = data::targets_for(job.loss, &dir.join("y.npy"), y, classes)?;
     let (file_layers, file_rows) = state.dims();
     // A flag that is given must match the files; one that is not comes from them. The files'
     // rows are the dataset; --batch may split it into mini-batches.
@@ -192,10 +189,7 @@ fn load_data(
     loss: Loss,
 ) -> Result<Option<(Matrix, Matrix, DataSource)>> {
     // Cross-entropy's targets: class indices become one-hot, probabilities are checked.
-    let targets = |path: &std::path::Path, y: Matrix| match loss.is_classification() {
-        true => data::classification_targets(path, y, classes),
-        false => Ok(y),
-    };
+    let targets = |path: &std::path::Path, y| data::targets_for(loss, path, y, classes);
     let shown = |p: &std::path::Path| p.display().to_string();
     if args.targets.is_some() && args.data.is_none() {
         return Err(Error::arg("--targets", "only applies to --data FILE.csv"));
@@ -392,11 +386,7 @@ fn validation(
         (Some(x), Some(y)) => {
             let classes = Some(job.layers[job.depth()]);
             let (xm, ym) = data::load_npy_pair(x, y, classes)?;
-            let ym = match job.loss.is_classification() {
-                true => data::classification_targets(y, ym, classes)?,
-                false => ym,
-            };
-            Some((xm, ym))
+            Some((xm, data::targets_for(job.loss, y, ym, classes)?))
         }
         (Some(_), None) => return Err(Error::arg("--val-x", "needs --val-y FILE.npy")),
         (None, Some(_)) => return Err(Error::arg("--val-y", "needs --val-x FILE.npy")),

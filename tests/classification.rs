@@ -13,7 +13,7 @@
 
 mod common;
 
-use common::{assert_close_normwise, fixture_path, gpu_or_skip, json_f32};
+use common::{assert_close, assert_close_normwise, fixture_path, gpu_or_skip, json_f32};
 use gpu_train::backend::Backend;
 use gpu_train::cpu::CpuBackend;
 use gpu_train::gpu::GpuBackend;
@@ -81,13 +81,7 @@ fn digits_reproduce_pytorchs_cross_entropy_trajectory() {
             .map(|(g, w)| ((g - w) / w).abs())
             .fold(0.0f32, f32::max);
         eprintln!("{label}: {got:?}, worst relative difference {worst:e}");
-        assert_eq!(got.len(), want_losses.len());
-        for (e, (g, w)) in got.iter().zip(&want_losses).enumerate() {
-            assert!(
-                ((g - w) / w).abs() <= 1e-4,
-                "{label}: epoch {e}: loss {g:e}, PyTorch {w:e}"
-            );
-        }
+        assert_close(&format!("{label}: losses"), &got, &want_losses, 1e-4, 0.0);
         let params = backend.read_params().unwrap();
         for (name, m) in params.named() {
             let w = json_f32(&want["final"][&name]);

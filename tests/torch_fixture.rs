@@ -18,7 +18,7 @@
 
 mod common;
 
-use common::{assert_close_normwise, fixture_path, gpu_or_skip, json_f32};
+use common::{assert_close, assert_close_normwise, fixture_path, gpu_or_skip, json_f32};
 use gpu_train::backend::Backend;
 use gpu_train::cpu::CpuBackend;
 use gpu_train::gpu::GpuBackend;
@@ -131,12 +131,7 @@ fn check(label: &str, make: &mut dyn FnMut(&Job, &HostState) -> Box<dyn Backend>
             got[0],
             got[got.len() - 1]
         );
-        for (e, (g, w)) in got.iter().zip(&want_losses).enumerate() {
-            assert!(
-                ((g - w) / w).abs() <= 1e-4,
-                "{label}: epoch {e}: loss {g:e}, PyTorch {w:e}"
-            );
-        }
+        assert_close(&format!("{label}: losses"), &got, &want_losses, 1e-4, 0.0);
         let params = backend.read_params().unwrap();
         for (name, m) in params.named() {
             assert_close_normwise(
@@ -183,12 +178,14 @@ fn check_resumed(label: &str, make: &mut dyn FnMut(&Job, &HostState) -> Box<dyn 
         got.extend(second.run(job.epochs - 7).unwrap());
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&got), bits(&straight), "{label} {case}: resumed");
-        for (e, (g, w)) in got.iter().zip(json_f32(&want["losses"])).enumerate() {
-            assert!(
-                ((g - w) / w).abs() <= 1e-4,
-                "{label} {case}: resumed, epoch {e}: loss {g:e}, PyTorch {w:e}"
-            );
-        }
+        let want_losses = json_f32(&want["losses"]);
+        assert_close(
+            &format!("{label} {case}: resumed"),
+            &got,
+            &want_losses,
+            1e-4,
+            0.0,
+        );
     }
 }
 

@@ -157,7 +157,10 @@ impl Net {
                         _ => Update::default(),
                     },
                     acc,
-                    act: Act::of(job.activation),
+                    act: match mode {
+                        Mode::Activate | Mode::ActivationGrad => Act::of(job.activation),
+                        _ => Act::default(),
+                    },
                     layout: self.layout,
                 };
                 matmul_dispatch(ctx, key, dims, scalar, bind)

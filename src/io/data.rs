@@ -4,6 +4,7 @@
 
 use crate::error::{Error, Result};
 use crate::init::Matrix;
+use crate::job::Loss;
 use std::path::Path;
 
 fn bad(path: &Path, msg: String) -> Error {
@@ -96,6 +97,15 @@ pub fn classification_targets(path: &Path, y: Matrix, classes: Option<usize>) ->
         }
     }
     Ok(y)
+}
+
+/// `y` read from `path` as the targets of `loss`: [`classification_targets`] for cross-entropy,
+/// as it is for the element losses.
+pub fn targets_for(loss: Loss, path: &Path, y: Matrix, classes: Option<usize>) -> Result<Matrix> {
+    match loss.is_classification() {
+        true => classification_targets(path, y, classes),
+        false => Ok(y),
+    }
 }
 
 /// `x` (`[rows, d0]`) and `y` (`[rows, dL]`) from two .npy files with the same number of rows;

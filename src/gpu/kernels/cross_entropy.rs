@@ -40,16 +40,7 @@ pub(crate) fn cross_entropy_dispatch(
     let params = uniform(
         ctx,
         "cross_entropy params",
-        &ReduceParams {
-            len: (rows * cols) as u32,
-            cols: cols as u32,
-            cols_padded: pad4(cols) as u32,
-            scale,
-            beta1: betas.map_or(1.0, |a| a.0),
-            beta2: betas.map_or(1.0, |a| a.1),
-            coef,
-            _pad: 0,
-        },
+        &ReduceParams::new((rows, cols), scale, betas, coef),
     );
     let kn = &ctx.kernels;
     let (bind_layout, pipeline) = kn.cross_entropy(layout, advance.map(|(a, s)| (a.is_some(), s)));

@@ -42,6 +42,29 @@ pub(crate) struct ReduceParams {
     pub(crate) _pad: u32,
 }
 
+impl ReduceParams {
+    /// The block of a reduction over `[rows, cols]` values times `scale`, advancing the step
+    /// counters with `betas` (none: ones, unused), the gradient's factor `coef`
+    /// (`cross_entropy` only).
+    pub(crate) fn new(
+        (rows, cols): (usize, usize),
+        scale: f32,
+        betas: Option<(f32, f32)>,
+        coef: f32,
+    ) -> Self {
+        ReduceParams {
+            len: (rows * cols) as u32,
+            cols: cols as u32,
+            cols_padded: pad4(cols) as u32,
+            scale,
+            beta1: betas.map_or(1.0, |a| a.0),
+            beta2: betas.map_or(1.0, |a| a.1),
+            coef,
+            _pad: 0,
+        }
+    }
+}
+
 /// The GPU's `state` at the start: epoch index 0, optimizer step 0, beta1^0 = beta2^0 = 1.
 pub(crate) const INITIAL_COUNTERS: [u32; 4] = [0, 0, 0x3f80_0000, 0x3f80_0000];
 
@@ -121,16 +144,7 @@ pub(crate) fn loss_reduce_dispatch(
     let params = uniform(
         ctx,
         "loss_reduce params",
-        &ReduceParams {
-            len: (rows * cols) as u32,
-            cols: cols as u32,
-            cols_padded: pad4(cols) as u32,
-            scale,
-            beta1: advance.map_or(1.0, |a| a.0),
-            beta2: advance.map_or(1.0, |a| a.1),
-            coef: 0.0,
-            _pad: 0,
-        },
+        &ReduceParams::new((rows, cols), scale, advance, 0.0),
     );
     let kn = &ctx.kernels;
     let resources = vec![
