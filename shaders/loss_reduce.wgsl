@@ -83,7 +83,7 @@ fn reduce_finish(lid: u32, s: f32) {
         }
         state[0] = epoch + 1u;
         if (ADVANCE) {
-            state[1] = state[1] + 1u;
+            state[1] = saturating_inc(state[1]);
             state[4] = state[1];
             state[SHARED + 4u] = state[1];
             let lr = scheduled_lr(
@@ -101,9 +101,15 @@ fn reduce_finish(lid: u32, s: f32) {
             state[3] = bitcast<u32>(bitcast<f32>(state[3]) * params.beta2);
         }
         if (ADVANCE_SHARED) {
-            state[SHARED + 1u] = state[SHARED + 1u] + 1u;
+            state[SHARED + 1u] = saturating_inc(state[SHARED + 1u]);
             state[SHARED + 2u] = bitcast<u32>(bitcast<f32>(state[SHARED + 2u]) * params.beta1);
             state[SHARED + 3u] = bitcast<u32>(bitcast<f32>(state[SHARED + 3u]) * params.beta2);
         }
     }
+}
+
+// t + 1, held at 2^32 - 1 (as `OptCounters::advance`): a run past 2^32 steps keeps the rate its
+// schedule has there, rather than starting the schedule over.
+fn saturating_inc(t: u32) -> u32 {
+    return select(t + 1u, t, t == 0xffffffffu);
 }

@@ -8,9 +8,10 @@ use crate::error::{Error, Result};
 use crate::gpu::layout::Layout;
 use crate::gpu::{context, DeviceChoice, GpuBackend, GpuContext, GpuOptions};
 use crate::init::{HostState, Matrix};
-use crate::io::history::{self, AccPoint, History, ValPoint};
+use crate::io::history::{self, AccPoint, History, HistoryWriter, ValPoint};
 use crate::io::{checkpoint, data, npy, summary};
 use crate::job::{self, Activation, DataSource, InitScheme, Job, Loss, Named, OptimizerKind};
+use crate::thinned::Thinned;
 use crate::train::{self, Report};
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -510,9 +511,9 @@ fn train_command(args: &TrainArgs) -> Result<()> {
     // read back then.
     // With class targets, the accuracy on the training rows at the same points (a forward
     // pass over them on the host, from the same parameters).
-    let scores = std::cell::RefCell::new(Vec::<ValPoint>::new());
+    let scores = std::cell::RefCell::new(Thinned::<ValPoint>::default());
     let classes = crate::eval::one_hot(&state.y);
-    let accuracy = std::cell::RefCell::new(Vec::<AccPoint>::new());
+    let accuracy = std::cell::RefCell::new(Thinned::<AccPoint>::default());
     let evaluate = |backend: &mut dyn Backend, epoch: usize| -> Result<()> {
         if val.is_none() && !classes {
             return Ok(());
@@ -538,9 +539,9 @@ fn train_command(args: &TrainArgs) -> Result<()> {
     evaluate(backend.as_mut(), first_epoch)?;
     let val_text = |epoch: usize| {
         let scores = scores.borrow();
-        let v = scores.iter().find(|v| v.epoch == epoch);
+        let v = scores.last().filter(|v| v.epoch == epoch);
         let acc = accuracy.borrow();
-        let train = (acc.iter().find(|a| a.epoch == epoch))
+        let train = (acc.last().filter(|a| a.epoch == epoch))
             .map_or_else(String::new, |a| format!("  acc {:.4}", a.accuracy));
         let val = v.map_or_else(String::new, |v| {
             let acc = v
@@ -557,6 +558,21 @@ fn train_command(args: &TrainArgs) -> Result<()> {
         && std::io::stdout().is_terminal()
         && std::io::stderr().is_terminal();
     let progress = Progress::new(interactive, job.epochs - first_epoch);
+    let mut history = match &args.history {
+        Some(p) => {
+            let columns = history::Columns {
+                accuracy: classes,
+                validation: val.is_some(),
+            };
+            Some(HistoryWriter::create(
+                p,
+                &device.name,
+                first_epoch,
+                columns,
+            )?)
+        }
+        None => None,
+    };
     let report = train::train_observed(
         &job,
         backend.as_mut(),
@@ -567,7 +583,15 @@ fn train_command(args: &TrainArgs) -> Result<()> {
                     progress.line(&format!("epoch {epoch:>6}  loss {loss:.6e}{v}"));
                 }
             },
-            on_chunk: &mut |backend, done, loss| {
+            on_chunk: &mut |backend, done, chunk| {
+                if let Some(h) = &mut history {
+                    let v = scores.borrow().last().copied();
+                    let a = accuracy.borrow().last().copied();
+                    h.append(done - chunk.len(), chunk, v.as_slice(), a.as_slice());
+                }
+                let Some(&loss) = chunk.last().filter(|l| l.is_finite()) else {
+                    return Ok(false); // diverged: the run ends here
+                };
                 progress.update(done - first_epoch, loss);
                 if (job.log_every > 0 && done.is_multiple_of(job.log_every)) || done == job.epochs {
                     evaluate(backend, done)?;
@@ -575,9 +599,16 @@ fn train_command(args: &TrainArgs) -> Result<()> {
                 if interrupted.load(Ordering::SeqCst) {
                     return Ok(true);
                 }
+                // A checkpoint that cannot be written mid-run (a full disk) is reported and the
+                // run goes on: the previous one is still whole, and the last is tried at the end.
                 if let (Some(path), true) = (&args.save, every > 0 && done % every == 0) {
                     if done < job.epochs {
-                        checkpoint::save(path, &job, &backend.state()?, done)?;
+                        if let Err(e) = checkpoint::save(path, &job, &backend.state()?, done) {
+                            progress.line(&format!(
+                                "warning: the checkpoint of epoch {done} was not written ({e}); \
+                                 the previous one is kept"
+                            ));
+                        }
                     }
                 }
                 Ok(false)
@@ -592,11 +623,16 @@ fn train_command(args: &TrainArgs) -> Result<()> {
         (None, true) => Some(std::path::PathBuf::from(INTERRUPTED_CHECKPOINT)),
         (None, false) => None,
     };
+    // Every output is tried, each one whole or not at all; the failures are reported together.
+    let mut failed: Vec<Error> = Vec::new();
     if let (Some(path), None) = (&saved, report.diverged) {
-        checkpoint::save(path, &job, &backend.state()?, report.end_epoch())?;
+        let state = backend.state()?;
+        if let Err(e) = checkpoint::save(path, &job, &state, report.end_epoch()) {
+            failed.push(e);
+        }
     }
 
-    let epochs_run = report.losses.len();
+    let epochs_run = report.epochs_run;
     let eps = epochs_run as f64 / report.train_s.max(1e-12);
     let s = summary::Summary {
         tool: "gpu-train",
@@ -606,6 +642,7 @@ fn train_command(args: &TrainArgs) -> Result<()> {
         epochs_run,
         final_loss: report.final_loss(),
         losses: report.losses.clone(),
+        loss_stride: report.loss_stride,
         timings: summary::Timings {
             setup_s,
             train_s: report.train_s,
@@ -616,8 +653,8 @@ fn train_command(args: &TrainArgs) -> Result<()> {
         dispatches_per_epoch: backend.dispatches_per_epoch(),
         submits: backend.submits(),
         diverged_at: report.diverged.map(|(e, _)| e),
-        validation: scores.borrow().clone(),
-        accuracy: accuracy.borrow().clone(),
+        validation: scores.borrow().with_last(),
+        accuracy: accuracy.borrow().with_last(),
         profile: match backend.kernel_times() {
             (0, _) => None,
             (steps_timed, kernels) => Some(summary::Profile {
@@ -636,7 +673,15 @@ fn train_command(args: &TrainArgs) -> Result<()> {
             .map_or_else(String::new, |a| format!(", accuracy {a:.4}"));
         println!("held-out loss {:.6e}{acc} after {} epochs", v.loss, v.epoch);
     }
-    write_outputs(args, &s, &report, &scores.borrow())?;
+    if let Some(h) = history {
+        if let Err(e) = h.finish(&s.validation, &s.accuracy) {
+            failed.push(e);
+        }
+    }
+    failed.extend(write_outputs(args, &s, &report));
+    if !failed.is_empty() {
+        return Err(Error::Outputs(failed));
+    }
     if report.stopped {
         let saved = saved.map_or_else(String::new, |p| {
             format!(
@@ -1083,27 +1128,23 @@ pub fn summary_line(s: &summary::Summary) -> String {
     )
 }
 
-fn write_outputs(
-    args: &TrainArgs,
-    s: &summary::Summary,
-    report: &Report,
-    validation: &[ValPoint],
-) -> Result<()> {
-    let mut history = History::new(&s.device.name, report.first_epoch, report.losses.clone());
-    history.validation = validation.to_vec();
-    history.accuracy = s.accuracy.clone();
-    if let Some(p) = &args.history {
-        history.write(p)?;
-    }
+/// Write the outputs of the end of a run besides the checkpoint and the history (written as the
+/// run goes): each is tried, and the failures returned.
+fn write_outputs(args: &TrainArgs, s: &summary::Summary, report: &Report) -> Vec<Error> {
+    let mut failed = Vec::new();
     if let Some(p) = &args.plot {
+        let mut history = History::new(&s.device.name, report.first_epoch, report.losses.clone());
+        history.loss_stride = report.loss_stride;
+        history.validation = s.validation.clone();
+        history.accuracy = s.accuracy.clone();
         let title = format!("gpu-train on {}", s.device.name);
-        history::plot(p, &title, &[(s.device.name.clone(), &history)])?;
+        failed.extend(history::plot(p, &title, &[(s.device.name.clone(), &history)]).err());
     }
     if let Some(p) = &args.summary_json {
-        summary::write_summary(p, s)?;
+        failed.extend(summary::write_summary(p, s).err());
     }
     if let Some(dir) = &args.save_final {
-        npy::save_params(dir, &report.params)?;
+        failed.extend(npy::save_params(dir, &report.params).err());
     }
-    Ok(())
+    failed
 }

@@ -65,6 +65,10 @@ pub enum Error {
     #[error("interrupted after epoch {epoch}; {saved}")]
     Interrupted { epoch: usize, saved: String },
 
+    /// Some outputs of a finished run could not be written (a full disk, say); the others were.
+    #[error("{}", outputs_text(.0))]
+    Outputs(Vec<Error>),
+
     /// The GPU failed at run time (device lost, out of memory, validation).
     #[error("GPU error: {0}")]
     Gpu(String),
@@ -82,7 +86,11 @@ impl Error {
             | Error::Shape { .. } => 2,
             Error::Diverged { .. } => 3,
             Error::Interrupted { .. } => 130,
-            Error::Io { .. } | Error::Gpu(_) | Error::Bench(_) | Error::Verify(_) => 1,
+            Error::Io { .. }
+            | Error::Outputs(_)
+            | Error::Gpu(_)
+            | Error::Bench(_)
+            | Error::Verify(_) => 1,
         }
     }
 
@@ -99,6 +107,16 @@ impl Error {
             msg: msg.into(),
         }
     }
+}
+
+fn outputs_text(failed: &[Error]) -> String {
+    let list: Vec<String> = failed.iter().map(|e| format!("\n  {e}")).collect();
+    format!(
+        "{} output(s) could not be written (nothing partial was left; the others were \
+         written):{}",
+        failed.len(),
+        list.concat()
+    )
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

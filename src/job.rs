@@ -789,6 +789,22 @@ impl Job {
         if self.epochs == 0 {
             return Err(Error::arg("--epochs", "must be at least 1"));
         }
+        if self.epochs > MAX_EPOCHS {
+            return Err(Error::arg(
+                "--epochs",
+                format!("{} is more than the most, 2^40 = {MAX_EPOCHS}", self.epochs),
+            ));
+        }
+        if self.epochs.checked_mul(self.steps_per_epoch()).is_none() {
+            return Err(Error::arg(
+                "--epochs",
+                format!(
+                    "{} epochs of {} steps each are more steps than can be counted",
+                    self.epochs,
+                    self.steps_per_epoch()
+                ),
+            ));
+        }
         self.optimizer.validate()?;
         if self.loss.is_classification() && self.layers[self.depth()] < 2 {
             return Err(Error::arg(
@@ -1041,12 +1057,21 @@ pub fn preset(name: &str) -> Result<Job> {
 
 /// Parse a positive integer flag value.
 pub fn parse_count(flag: &'static str, s: &str) -> Result<usize> {
-    let v: usize = s
-        .trim()
-        .parse()
-        .map_err(|_| Error::arg(flag, format!("`{s}` is not a whole number")))?;
-    Ok(v)
+    let t = s.trim();
+    t.parse().map_err(|_| {
+        let digits = !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+        let why = if digits {
+            format!("`{s}` is too large a number")
+        } else {
+            format!("`{s}` is not a whole number")
+        };
+        Error::arg(flag, why)
+    })
 }
+
+/// The most epochs a run may have (2^40: about 35 years at one epoch per millisecond). A run's
+/// memory does not grow with its length (see [`crate::thinned`]).
+pub const MAX_EPOCHS: usize = 1 << 40;
 
 /// Parse `--layers 1000,100,10`.
 pub fn parse_layers(s: &str) -> Result<Vec<usize>> {

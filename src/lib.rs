@@ -17,6 +17,7 @@ pub mod init;
 pub mod io;
 pub mod job;
 pub mod schedule;
+pub mod thinned;
 pub mod train;
 pub mod verify;
 

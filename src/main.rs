@@ -12,6 +12,13 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    // A file-size limit (`ulimit -f`) makes a write past it fail with "File too large", reported
+    // like a full disk, instead of killing the process with SIGXFSZ mid-write.
+    #[cfg(unix)]
+    // SAFETY: as above.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = gpu_train::cli::Cli::parse();
     match gpu_train::app::run(cli) {

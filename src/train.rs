@@ -5,6 +5,7 @@ use crate::backend::Backend;
 use crate::error::Result;
 use crate::init::Params;
 use crate::job::Job;
+use crate::thinned::Thinned;
 use std::time::Instant;
 
 /// What a training run produced.
@@ -12,8 +13,16 @@ use std::time::Instant;
 pub struct Report {
     /// The epoch the run started at (0, or a checkpoint's epoch when resumed).
     pub first_epoch: usize,
-    /// The loss of every epoch run (up to and including a non-finite one).
+    /// The loss of every epoch run (up to and including a non-finite one) while the run is at
+    /// most [`crate::thinned::CAP`] epochs long; past that, evenly thinned: `losses[i]` is the loss of
+    /// epoch `first_epoch + i * loss_stride`.
     pub losses: Vec<f32>,
+    /// 1, or the spacing in epochs of `losses` in a longer run (a power of two).
+    pub loss_stride: usize,
+    /// Epochs run.
+    pub epochs_run: usize,
+    /// The loss of the last epoch run.
+    pub last_loss: Option<f32>,
     /// Seconds from the first epoch to the last loss read back.
     pub train_s: f64,
     /// `(epoch, loss)` where the loss first became NaN or infinite.
@@ -26,12 +35,12 @@ pub struct Report {
 
 impl Report {
     pub fn final_loss(&self) -> Option<f32> {
-        self.losses.last().copied()
+        self.last_loss
     }
 
     /// The epoch after the last one run.
     pub fn end_epoch(&self) -> usize {
-        self.first_epoch + self.losses.len()
+        self.first_epoch + self.epochs_run
     }
 }
 
@@ -53,12 +62,16 @@ pub fn train(
     )
 }
 
+/// The after-chunk hook of [`Hooks`].
+pub type OnChunk<'a> = dyn FnMut(&mut dyn Backend, usize, &[f32]) -> Result<bool> + 'a;
+
 /// What [`train_observed`] calls back.
 pub struct Hooks<'a> {
     /// `(epoch, loss)` of every `log_every`-th epoch.
     pub on_log: &'a mut dyn FnMut(usize, f32),
-    /// After every chunk: `(backend, epochs done in all, last loss)`; returns whether to stop.
-    pub on_chunk: &'a mut dyn FnMut(&mut dyn Backend, usize, f32) -> Result<bool>,
+    /// After every chunk: `(backend, epochs done in all, the chunk's losses)`; returns whether
+    /// to stop. The chunk's first loss is that of epoch `done - losses.len()`.
+    pub on_chunk: &'a mut OnChunk<'a>,
     /// Also end a chunk at every multiple of this many epochs (checkpoints); 0: never.
     pub every: usize,
 }
@@ -68,7 +81,7 @@ pub struct Hooks<'a> {
 pub fn train_observed(job: &Job, backend: &mut dyn Backend, hooks: Hooks<'_>) -> Result<Report> {
     let first_epoch = backend.steps() / job.steps_per_epoch();
     let start = Instant::now();
-    let mut losses = Vec::with_capacity(job.epochs.saturating_sub(first_epoch));
+    let mut losses = Thinned::default();
     let mut diverged = None;
     let mut stopped = false;
     while first_epoch + losses.len() < job.epochs && diverged.is_none() && !stopped {
@@ -80,31 +93,38 @@ pub fn train_observed(job: &Job, backend: &mut dyn Backend, hooks: Hooks<'_>) ->
                 n = n.min(every - done % every);
             }
         }
-        n = n.min(backend.max_chunk()).max(1);
-        for loss in backend.run(n)? {
-            let epoch = first_epoch + losses.len();
+        n = n.min(backend.max_chunk()).clamp(1, MAX_CHUNK);
+        let mut chunk = backend.run(n)?;
+        for (i, &loss) in chunk.iter().enumerate() {
+            let epoch = done + i;
             losses.push(loss);
             if job.log_every > 0 && epoch.is_multiple_of(job.log_every) {
                 (hooks.on_log)(epoch, loss);
             }
             if !loss.is_finite() {
                 diverged = Some((epoch, loss));
+                chunk.truncate(i + 1);
                 break;
             }
         }
-        if let (Some(&last), None) = (losses.last(), diverged) {
-            stopped = (hooks.on_chunk)(backend, first_epoch + losses.len(), last)?
-                && first_epoch + losses.len() < job.epochs;
-        }
+        let done = first_epoch + losses.len();
+        stopped = (hooks.on_chunk)(backend, done, &chunk)? && done < job.epochs;
     }
     let train_s = start.elapsed().as_secs_f64();
     let params = backend.read_params()?;
     Ok(Report {
         first_epoch,
-        losses,
+        losses: losses.kept().to_vec(),
+        loss_stride: losses.stride(),
+        epochs_run: losses.len(),
+        last_loss: losses.last().copied(),
         train_s,
         diverged,
         stopped,
         params,
     })
 }
+
+/// Most epochs one chunk covers (their losses are held until the chunk ends), so that a run's
+/// memory does not grow with its length.
+pub const MAX_CHUNK: usize = 1 << 14;

@@ -214,8 +214,10 @@ impl Default for OptCounters {
 }
 
 impl OptCounters {
+    /// One step on: `t + 1` (held at `u32::MAX`, as on the GPU, so a run past 2^32 steps keeps
+    /// the schedule's rate from there), the powers once more.
     pub fn advance(&mut self, opt: &Optimizer) {
-        self.t += 1;
+        self.t = self.t.saturating_add(1);
         self.beta1_t *= opt.beta1;
         self.beta2_t *= opt.beta2;
     }

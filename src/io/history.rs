@@ -16,9 +16,14 @@ pub struct History {
     /// The epoch of `loss[0]` (a resumed run continues its numbering).
     #[serde(default)]
     pub first_epoch: usize,
-    /// The training loss of epoch `i` at `loss[i]`; JSON holds a non-finite loss as null.
+    /// The training loss of epoch `first_epoch + i * loss_stride` at `loss[i]`; JSON holds a
+    /// non-finite loss as null.
     #[serde(with = "nullable")]
     pub loss: Vec<f32>,
+    /// 1 (every epoch), or the spacing of `loss` in a JSON history of a run longer than
+    /// [`crate::thinned::CAP`] epochs, thinned as the summary's losses are.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub loss_stride: usize,
     /// The held-out loss (and accuracy) at the start of some epochs (at the end: `epoch` = the
     /// number of epochs trained).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -59,6 +64,14 @@ mod nullable {
     }
 }
 
+fn one() -> usize {
+    1
+}
+
+fn is_one(n: &usize) -> bool {
+    *n == 1
+}
+
 fn is_json(path: &Path) -> bool {
     path.extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("json"))
@@ -72,9 +85,28 @@ impl History {
             device: device.into(),
             first_epoch,
             loss,
+            loss_stride: 1,
             validation: Vec::new(),
             accuracy: Vec::new(),
         }
+    }
+
+    /// The epoch of `loss[i]`.
+    pub fn epoch(&self, i: usize) -> usize {
+        self.first_epoch + i * self.loss_stride.max(1)
+    }
+
+    /// The CSV header line for these columns.
+    fn csv_header(columns: Columns) -> String {
+        let mut h = "epoch,loss".to_string();
+        if columns.accuracy {
+            h.push_str(",accuracy");
+        }
+        if columns.validation {
+            h.push_str(",val_loss,val_accuracy");
+        }
+        h.push('\n');
+        h
     }
 
     /// Write as JSON (a `.json` path) or CSV (`epoch,loss`, one line per epoch), atomically.
@@ -87,43 +119,22 @@ impl History {
                 w.write_all(b"\n")
             });
         }
-        let val: std::collections::HashMap<usize, &ValPoint> =
-            self.validation.iter().map(|v| (v.epoch, v)).collect();
-        let acc: std::collections::HashMap<usize, f32> = self
-            .accuracy
-            .iter()
-            .map(|a| (a.epoch, a.accuracy))
-            .collect();
+        let columns = Columns {
+            accuracy: !self.accuracy.is_empty(),
+            validation: !self.validation.is_empty(),
+        };
         super::atomic_write(path, |w| {
-            write!(w, "epoch,loss")?;
-            if !self.accuracy.is_empty() {
-                write!(w, ",accuracy")?;
-            }
-            if !self.validation.is_empty() {
-                write!(w, ",val_loss,val_accuracy")?;
-            }
-            writeln!(w)?;
-            for (e, l) in self.loss.iter().enumerate() {
-                let epoch = self.first_epoch + e;
-                write!(w, "{epoch},{l:?}")?;
-                if !self.accuracy.is_empty() {
-                    match acc.get(&epoch) {
-                        Some(a) => write!(w, ",{a:?}")?,
-                        None => write!(w, ",")?,
-                    }
+            w.write_all(Self::csv_header(columns).as_bytes())?;
+            let mut rows = String::new();
+            for (i, &l) in self.loss.iter().enumerate() {
+                let e = self.epoch(i);
+                csv_row(&mut rows, columns, e, l, &self.validation, &self.accuracy);
+                if rows.len() > 1 << 16 {
+                    w.write_all(rows.as_bytes())?;
+                    rows.clear();
                 }
-                if !self.validation.is_empty() {
-                    match val.get(&epoch) {
-                        Some(v) => {
-                            let acc = v.accuracy.map_or_else(String::new, |a| format!("{a:?}"));
-                            write!(w, ",{:?},{acc}", v.loss)?;
-                        }
-                        None => write!(w, ",,")?,
-                    }
-                }
-                writeln!(w)?;
             }
-            Ok(())
+            w.write_all(rows.as_bytes())
         })
     }
 
@@ -134,8 +145,17 @@ impl History {
             msg,
         };
         let text = std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read: {e}")))?;
+        Self::parse(path, &text)
+    }
+
+    /// [`History::read`] of a file's text (`path` names it in errors and tells JSON from CSV).
+    pub fn parse(path: &Path, text: &str) -> Result<Self> {
+        let bad = |msg: String| Error::BadFile {
+            path: path.to_path_buf(),
+            msg,
+        };
         if is_json(path) {
-            return serde_json::from_str(&text)
+            return serde_json::from_str(text)
                 .map_err(|e| bad(format!("not a gpu-train history: {e}")));
         }
         let mut lines = text.lines().enumerate();
@@ -150,6 +170,8 @@ impl History {
         }
         let mut loss = Vec::new();
         let mut first_epoch = None;
+        // A run killed while appending can leave its last row cut short (no newline after it).
+        let unfinished = (!text.ends_with('\n')).then(|| text.lines().count() - 1);
         for (i, line) in lines {
             if line.trim().is_empty() {
                 continue;
@@ -160,6 +182,7 @@ impl History {
             let first = *first_epoch.get_or_insert(value.map_or(0, |(e, _)| e));
             match value {
                 Some((e, l)) if e == first + loss.len() => loss.push(l),
+                _ if Some(i) == unfinished => break,
                 _ => {
                     return Err(bad(format!(
                         "line {}: expected `{},<loss>`, found {line:?}",
@@ -178,9 +201,169 @@ impl History {
             device,
             first_epoch: first_epoch.unwrap_or(0),
             loss,
+            loss_stride: 1,
             validation: Vec::new(),
             accuracy: Vec::new(),
         })
+    }
+}
+
+/// Which columns a CSV history has besides `epoch,loss`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Columns {
+    /// The accuracy on the training rows (class targets).
+    pub accuracy: bool,
+    /// The held-out loss and accuracy (a held-out set).
+    pub validation: bool,
+}
+
+/// Append the CSV row of `epoch` (its loss, and the scores at its start where there are any) to
+/// `out`.
+fn csv_row(
+    out: &mut String,
+    columns: Columns,
+    epoch: usize,
+    loss: f32,
+    validation: &[ValPoint],
+    accuracy: &[AccPoint],
+) {
+    use std::fmt::Write;
+    // The scores are at log points, in epoch order: a search from the end finds a recent one
+    // at once.
+    let at = |e: usize| e == epoch;
+    let _ = write!(out, "{epoch},{loss:?}");
+    if columns.accuracy {
+        match accuracy.iter().rev().find(|a| at(a.epoch)) {
+            Some(a) => _ = write!(out, ",{:?}", a.accuracy),
+            None => out.push(','),
+        }
+    }
+    if columns.validation {
+        match validation.iter().rev().find(|v| at(v.epoch)) {
+            Some(v) => {
+                let acc = v.accuracy.map_or_else(String::new, |a| format!("{a:?}"));
+                _ = write!(out, ",{:?},{acc}", v.loss);
+            }
+            None => out.push_str(",,"),
+        }
+    }
+    out.push('\n');
+}
+
+/// A history written as the run goes, so that a run stopped or killed at any point leaves it
+/// complete up to its last chunk. A CSV history gets every chunk's rows appended (one write per
+/// chunk; the file is first replaced atomically by one holding only the header). A JSON history
+/// is rewritten atomically from what the run has kept (every epoch's loss up to
+/// [`crate::thinned::CAP`], thinned beyond), at most once a second and at the end.
+pub struct HistoryWriter {
+    path: std::path::PathBuf,
+    columns: Columns,
+    /// The CSV file, open for appending, and its length after the last complete chunk.
+    csv: Option<(std::fs::File, u64)>,
+    /// For JSON: the history so far and when it was last written.
+    json: Option<(
+        History,
+        crate::thinned::Thinned<f32>,
+        Option<std::time::Instant>,
+    )>,
+    /// The first failure; nothing is written after it (the file stays as it was before it).
+    failed: Option<Error>,
+}
+
+impl HistoryWriter {
+    /// Start the history of a run on `device` from `first_epoch`, replacing any file at `path`.
+    pub fn create(path: &Path, device: &str, first_epoch: usize, columns: Columns) -> Result<Self> {
+        let mut w = HistoryWriter {
+            path: path.to_path_buf(),
+            columns,
+            csv: None,
+            json: None,
+            failed: None,
+        };
+        if is_json(path) {
+            let h = History::new(device, first_epoch, Vec::new());
+            w.json = Some((h, crate::thinned::Thinned::default(), None));
+            w.write_json(&[], &[])?;
+        } else {
+            let header = History::csv_header(columns);
+            super::atomic_write(path, |f| f.write_all(header.as_bytes()))?;
+            let file = std::fs::OpenOptions::new()
+                .append(true)
+                .open(path)
+                .map_err(|e| Error::io(path, e))?;
+            w.csv = Some((file, header.len() as u64));
+        }
+        Ok(w)
+    }
+
+    /// Add the losses of the epochs from `first` on, with the scores so far.
+    pub fn append(
+        &mut self,
+        first: usize,
+        losses: &[f32],
+        validation: &[ValPoint],
+        accuracy: &[AccPoint],
+    ) {
+        if self.failed.is_some() {
+            return;
+        }
+        let result = if let Some((file, len)) = &mut self.csv {
+            let mut rows = String::new();
+            for (i, &l) in losses.iter().enumerate() {
+                csv_row(&mut rows, self.columns, first + i, l, validation, accuracy);
+            }
+            append_rows(file, len, rows.as_bytes()).map_err(|e| Error::io(&self.path, e))
+        } else if let Some((_, loss, last)) = &mut self.json {
+            losses.iter().for_each(|&l| loss.push(l));
+            match last {
+                Some(t) if t.elapsed().as_secs_f64() < 1.0 => Ok(()),
+                _ => self.write_json(validation, accuracy),
+            }
+        } else {
+            Ok(())
+        };
+        if let Err(e) = result {
+            self.failed = Some(e);
+        }
+    }
+
+    /// Write what is not written yet; the first failure of the run, if there was one.
+    pub fn finish(mut self, validation: &[ValPoint], accuracy: &[AccPoint]) -> Result<()> {
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
+        if self.json.is_some() {
+            self.write_json(validation, accuracy)?;
+        }
+        Ok(())
+    }
+
+    fn write_json(&mut self, validation: &[ValPoint], accuracy: &[AccPoint]) -> Result<()> {
+        let Some((h, loss, last)) = &mut self.json else {
+            return Ok(());
+        };
+        h.loss = loss.kept().to_vec();
+        h.loss_stride = loss.stride();
+        h.validation = validation.to_vec();
+        h.accuracy = accuracy.to_vec();
+        *last = Some(std::time::Instant::now());
+        h.write(&self.path)
+    }
+}
+
+/// Append `rows` to `file` (whose complete part is `len` bytes long) in one write; on a failure
+/// (a full disk) cut the file back to `len`, so it never ends in part of a chunk.
+fn append_rows(file: &mut std::fs::File, len: &mut u64, rows: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    match file.write_all(rows) {
+        Ok(()) => {
+            *len += rows.len() as u64;
+            Ok(())
+        }
+        Err(e) => {
+            let _ = file.set_len(*len);
+            Err(e)
+        }
     }
 }
 
@@ -259,7 +442,7 @@ fn draw<DB: DrawingBackend>(
     let points = |h: &History| -> Vec<(f64, f64)> {
         (h.loss.iter().enumerate())
             .filter(|(_, l)| l.is_finite() && **l > 0.0)
-            .map(|(i, &l)| ((h.first_epoch + i) as f64, l as f64))
+            .map(|(i, &l)| (h.epoch(i) as f64, l as f64))
             .collect()
     };
     let held = |h: &History| -> Vec<(f64, f64)> {
@@ -273,7 +456,7 @@ fn draw<DB: DrawingBackend>(
         .collect();
     let epochs = runs
         .iter()
-        .map(|(_, h)| h.loss.len())
+        .map(|(_, h)| h.epoch(h.loss.len()))
         .max()
         .unwrap_or(1)
         .max(2);

@@ -13,14 +13,24 @@ use std::io::{BufWriter, Write};
 use std::path::Path;
 
 /// Write `path` atomically: `fill` writes into a temporary file in the same directory, which is
-/// renamed over `path` only once it is complete and flushed.
+/// renamed over `path` only once it is complete and flushed to the disk. A failure (a full disk)
+/// removes the temporary file and leaves `path` as it was. The temporary file is named
+/// `.NAME.PID.XXXXXX.gpu-train.tmp`; one that a killed process left behind is removed by the next
+/// write of the same file.
 pub fn atomic_write(
     path: &Path,
     fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
 ) -> Result<()> {
     let dir = check_writable(path)?;
+    let name: String = (path.file_name())
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+        .chars()
+        .take(100)
+        .collect();
+    remove_stale_temporaries(dir, &name);
     let mut builder = tempfile::Builder::new();
-    builder.prefix(".gpu-train-").suffix(".tmp");
+    let prefix = format!(".{name}.{}.", std::process::id());
+    builder.prefix(&prefix).suffix(TEMP_SUFFIX);
     // Created with the mode of an ordinary new file (0666 less the umask), not the 0600 of a
     // temporary one, since it becomes the user's file.
     #[cfg(unix)]
@@ -33,7 +43,54 @@ pub fn atomic_write(
     }
     tmp.as_file().sync_all().map_err(|e| Error::io(path, e))?;
     tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
+    // The rename itself, on the disk (where the platform allows a directory to be synced).
+    #[cfg(unix)]
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
     Ok(())
+}
+
+const TEMP_SUFFIX: &str = ".gpu-train.tmp";
+
+/// Remove the temporary files of writes of `name` in `dir` whose process is gone (killed
+/// mid-write): `.NAME.PID.XXXXXX.gpu-train.tmp` with no process PID.
+fn remove_stale_temporaries(dir: &Path, name: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let prefix = format!(".{name}.");
+    for entry in entries.flatten() {
+        let file = entry.file_name();
+        let Some(rest) = (file.to_str())
+            .and_then(|f| f.strip_prefix(&prefix))
+            .and_then(|f| f.strip_suffix(TEMP_SUFFIX))
+        else {
+            continue;
+        };
+        let pid = rest.split('.').next().and_then(|p| p.parse::<u32>().ok());
+        if pid.is_some_and(|p| p != std::process::id() && !process_alive(p)) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// Whether a process `pid` exists (on other platforms than Unix: assumed so).
+fn process_alive(pid: u32) -> bool {
+    #[cfg(unix)]
+    {
+        let Ok(pid) = libc::pid_t::try_from(pid) else {
+            return true;
+        };
+        // SAFETY: signal 0 only checks that the process exists and may be signalled.
+        let r = unsafe { libc::kill(pid, 0) };
+        r == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = pid;
+        true
+    }
 }
 
 /// Check, before any work is done, that `path` can be written: its directory exists. Returns the
@@ -85,5 +142,30 @@ mod tests {
         let ordinary = std::fs::metadata(&probe).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, ordinary, "{mode:o} vs {ordinary:o}");
         assert_eq!(std::fs::read(&p).unwrap(), b"hi");
+    }
+
+    /// The temporary file of a process that is gone is removed by the next write of the same
+    /// file; another file's, or a live process's, is left alone.
+    #[cfg(unix)]
+    #[test]
+    fn stale_temporaries_of_the_same_file_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let stale = dir
+            .path()
+            .join(format!(".out.txt.{dead}.abc123.gpu-train.tmp"));
+        let live = dir
+            .path()
+            .join(format!(".out.txt.{}.zzz.gpu-train.tmp", std::process::id()));
+        let other = dir
+            .path()
+            .join(format!(".other.txt.{dead}.abc123.gpu-train.tmp"));
+        for p in [&stale, &live, &other] {
+            std::fs::write(p, b"partial").unwrap();
+        }
+        super::atomic_write(&dir.path().join("out.txt"), |w| w.write_all(b"hi")).unwrap();
+        assert!(!stale.exists() && live.exists() && other.exists());
     }
 }

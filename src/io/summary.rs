@@ -46,8 +46,12 @@ pub struct Summary {
     /// Epochs actually run (fewer than `config.epochs` if the run diverged).
     pub epochs_run: usize,
     pub final_loss: Option<f32>,
-    /// The loss of every epoch, computed before that epoch's update.
+    /// The loss of every epoch, computed before that epoch's update, for runs of up to
+    /// [`crate::thinned::CAP`] epochs; in a longer run, evenly thinned: `losses[i]` is the loss of
+    /// epoch `first + i * loss_stride` (the first epoch run, 0 unless resumed).
     pub losses: Vec<f32>,
+    /// 1, or the spacing in epochs of `losses` (a power of two) past the cap.
+    pub loss_stride: usize,
     pub timings: Timings,
     /// Compute dispatches recorded per epoch (GPU), 0 on the CPU.
     pub dispatches_per_epoch: usize,
