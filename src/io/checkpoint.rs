@@ -7,7 +7,11 @@
 //! optimizer's step counters (exact bits). The optimizer's per-element state (PyTorch's
 //! `momentum_buffer`, `exp_avg`, `exp_avg_sq`) cannot share that file (a strict `load_state_dict`
 //! refuses unknown keys), so it goes to a second file beside it, `NAME.optim.safetensors`, written
-//! first and tied to the model file by the step. Both are written atomically.
+//! first. Each file is written atomically, and each save gives the pair a fresh `generation` in
+//! both files' metadata. The optimizer file is a complete checkpoint on its own (it also holds
+//! the parameters and the model file's metadata), so a run killed between the two renames leaves
+//! a loadable checkpoint either way: a pair of one generation, or a newer optimizer file that
+//! [`load`] takes whole.
 
 use crate::backend::TrainState;
 use crate::cpu::OptCounters;
@@ -127,6 +131,7 @@ pub fn save(path: &Path, job: &Job, state: &TrainState, epoch: usize) -> Result<
         ("step".into(), state.step.to_string()),
         ("optimizer".into(), job.optimizer.kind.name()),
         ("counters".into(), counters_text(&state.counters)),
+        ("generation".into(), fresh_generation()),
         (
             "shared_counters".into(),
             counters_text(&state.shared_counters),
@@ -147,17 +152,44 @@ pub fn save(path: &Path, job: &Job, state: &TrainState, epoch: usize) -> Result<
             }
         }
         let opt_path = optimizer_path(path);
-        let opt_meta = HashMap::from([
-            ("format".to_string(), format!("{FORMAT} optimizer state")),
-            ("step".into(), state.step.to_string()),
-        ]);
-        write_file(&opt_path, &tensors, opt_meta)?;
         let file = opt_path
             .file_name()
             .map_or_else(String::new, |f| f.to_string_lossy().into());
         meta.insert("optimizer_file".into(), file);
+        // The optimizer file also carries the parameters and the model file's metadata: if the
+        // model file's rename never happens, it is the checkpoint.
+        let mut opt_meta = meta.clone();
+        opt_meta.insert("format".into(), OPTIMIZER_FORMAT.into());
+        tensors.extend(named_tensors(job, &state.params));
+        write_file(&opt_path, &tensors, opt_meta)?;
     }
     write_file(path, &named_tensors(job, &state.params), meta)
+}
+
+/// The `format` metadata of an optimizer-state file.
+const OPTIMIZER_FORMAT: &str = "gpu-train checkpoint 1 optimizer state";
+
+/// A value that no other save has given a pair of files (a random 64-bit number).
+fn fresh_generation() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    format!("{:016x}", h.finish())
+}
+
+/// Whether an optimizer file's metadata belongs with a model file's: the same generation, or,
+/// in files from before generations, the same step.
+fn same_save(model: &HashMap<String, String>, opt: &HashMap<String, String>) -> bool {
+    match (model.get("generation"), opt.get("generation")) {
+        (Some(a), Some(b)) => a == b,
+        (None, None) => model.get("step") == opt.get("step"),
+        _ => false,
+    }
 }
 
 /// `opt_state` (weights, then biases) in the interleaved order of [`named_tensors`].
@@ -184,18 +216,26 @@ fn bad(path: &Path, msg: String) -> Error {
 /// Tensors by name: shape and values.
 type Tensors = HashMap<String, (Vec<usize>, Vec<f32>)>;
 
+/// A safetensors file read: its tensors (as f32) and metadata.
+type Parsed = (Tensors, HashMap<String, String>);
+
 /// Read a safetensors file: its tensors (as f32) and metadata.
-fn read_file(path: &Path) -> Result<(Tensors, HashMap<String, String>)> {
+fn read_file(path: &Path) -> Result<Parsed> {
     let bytes = std::fs::read(path).map_err(|e| bad(path, format!("cannot read: {e}")))?;
+    parse_file(path, &bytes)
+}
+
+/// [`read_file`] of a file's bytes (`path` names it in errors).
+fn parse_file(path: &Path, bytes: &[u8]) -> Result<Parsed> {
     let corrupt = |e: safetensors::SafeTensorError| {
         bad(
             path,
             format!("not a valid safetensors file (truncated or corrupt?): {e}"),
         )
     };
-    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(corrupt)?;
+    let (_, header) = SafeTensors::read_metadata(bytes).map_err(corrupt)?;
     let meta = header.metadata().clone().unwrap_or_default();
-    let st = SafeTensors::deserialize(&bytes).map_err(corrupt)?;
+    let st = SafeTensors::deserialize(bytes).map_err(corrupt)?;
     let mut tensors = HashMap::new();
     for (name, view) in st.tensors() {
         let data: Vec<f32> = match view.dtype() {
@@ -225,7 +265,39 @@ fn read_file(path: &Path) -> Result<(Tensors, HashMap<String, String>)> {
 /// (errors name the tensor), the optimizer's state from the file beside it, the step and the
 /// counters. Returns the state and the epoch it was written at.
 pub fn load(path: &Path, job: &Job) -> Result<(TrainState, usize)> {
-    let (mut tensors, meta) = read_file(path)?;
+    let model = read_file(path)?;
+    check_format(path, &model.1)?;
+    let opt = match state_names(job.optimizer.kind) {
+        [] => None,
+        _ => {
+            let opt_path = optimizer_path(path);
+            let opt = read_file(&opt_path)?;
+            Some((opt_path, opt))
+        }
+    };
+    load_parsed(path, model, opt, job)
+}
+
+/// [`load`] of a checkpoint's bytes: the model file's and, for an optimizer that keeps state,
+/// the optimizer file's (`path` names the model file in errors).
+pub fn parse(
+    path: &Path,
+    model: &[u8],
+    optimizer: Option<&[u8]>,
+    job: &Job,
+) -> Result<(TrainState, usize)> {
+    let model = parse_file(path, model)?;
+    check_format(path, &model.1)?;
+    let opt_path = optimizer_path(path);
+    let opt = match (state_names(job.optimizer.kind), optimizer) {
+        ([], _) => None,
+        (_, Some(bytes)) => Some((opt_path.clone(), parse_file(&opt_path, bytes)?)),
+        (_, None) => return Err(bad(&opt_path, "cannot read: it is missing".into())),
+    };
+    load_parsed(path, model, opt, job)
+}
+
+fn check_format(path: &Path, meta: &HashMap<String, String>) -> Result<()> {
     if meta.get("format").map(String::as_str) != Some(FORMAT) {
         return Err(bad(
             path,
@@ -235,6 +307,52 @@ pub fn load(path: &Path, job: &Job) -> Result<(TrainState, usize)> {
             ),
         ));
     }
+    Ok(())
+}
+
+/// The step in a file's metadata (0 where there is none: such a file is refused later).
+fn step_of(meta: &HashMap<String, String>) -> u64 {
+    meta.get("step").and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+/// The state in a model file and its optimizer file, read. An optimizer file of another save
+/// that is itself a complete checkpoint and not behind the model file (the newer save, whose
+/// model file's rename was cut short) is taken whole.
+fn load_parsed(
+    path: &Path,
+    model: Parsed,
+    opt: Option<(PathBuf, Parsed)>,
+    job: &Job,
+) -> Result<(TrainState, usize)> {
+    let names = state_names(job.optimizer.kind);
+    let (mut tensors, meta, mut opt) = match opt {
+        None => (model.0, model.1, None),
+        Some((opt_path, (opt_tensors, opt_meta))) => {
+            if same_save(&model.1, &opt_meta) {
+                (model.0, model.1, Some((opt_path, opt_tensors, opt_meta)))
+            } else if opt_meta.get("format").map(String::as_str) == Some(OPTIMIZER_FORMAT)
+                && opt_meta.contains_key("generation")
+                && step_of(&opt_meta) >= step_of(&model.1)
+            {
+                log::warn!(
+                    "{} is of an earlier save than {} (a run stopped between writing the two): \
+                     continuing from the later, {}",
+                    path.display(),
+                    opt_path.display(),
+                    opt_path.display()
+                );
+                // Its parameters are the tensors that are not optimizer state.
+                let (state, params): (Tensors, Tensors) =
+                    opt_tensors.into_iter().partition(|(n, _)| {
+                        n.rsplit_once('.').is_some_and(|(_, b)| names.contains(&b))
+                    });
+                let opt = (opt_path, state, opt_meta.clone());
+                (params, opt_meta, Some(opt))
+            } else {
+                (model.0, model.1, Some((opt_path, opt_tensors, opt_meta)))
+            }
+        }
+    };
     let number = |key: &str| -> Result<usize> {
         meta.get(key)
             .and_then(|v| v.parse().ok())
@@ -324,17 +442,15 @@ pub fn load(path: &Path, job: &Job) -> Result<(TrainState, usize)> {
         ));
     }
     // The optimizer's state, per tensor in our order (weights, then biases).
-    let names = state_names(job.optimizer.kind);
     let n_tensors = params.weights.len() + params.biases.len();
     let mut opt_state = vec![Vec::new(); n_tensors];
-    if !names.is_empty() {
-        let opt_path = optimizer_path(path);
-        let (mut opt, opt_meta) = read_file(&opt_path)?;
-        if opt_meta.get("step") != Some(&step.to_string()) {
+    if let Some((opt_path, opt, opt_meta)) = &mut opt {
+        let opt_path = &*opt_path;
+        if !same_save(&meta, opt_meta) {
             return Err(bad(
-                &opt_path,
+                opt_path,
                 format!(
-                    "is the optimizer state of step {:?}, but {} is at step {step}",
+                    "is the optimizer state of another save (step {:?}), not of {} (step {step})",
                     opt_meta.get("step"),
                     path.display()
                 ),
@@ -350,11 +466,11 @@ pub fn load(path: &Path, job: &Job) -> Result<(TrainState, usize)> {
             let m = module_name(job, l);
             for buf in names {
                 let m = if is_bias {
-                    let v = take(&mut opt, &opt_path, &format!("{m}.bias.{buf}"), &[d[l + 1]])?;
+                    let v = take(opt, opt_path, &format!("{m}.bias.{buf}"), &[d[l + 1]])?;
                     Matrix::from_vec(1, d[l + 1], v)
                 } else {
                     let name = format!("{m}.weight.{buf}");
-                    let v = take(&mut opt, &opt_path, &name, &[d[l + 1], d[l]])?;
+                    let v = take(opt, opt_path, &name, &[d[l + 1], d[l]])?;
                     Matrix::from_vec(
                         d[l],
                         d[l + 1],
@@ -380,7 +496,15 @@ pub fn load(path: &Path, job: &Job) -> Result<(TrainState, usize)> {
 /// The net a checkpoint was trained as (widths, activation, biases, loss, optimizer, dynamic
 /// depth), from the configuration in its metadata: what `gpu-train eval` and `predict` need.
 pub fn job_of(path: &Path) -> Result<Job> {
-    let (_, meta) = read_file(path)?;
+    job_from(path, read_file(path)?.1)
+}
+
+/// [`job_of`] a model file's bytes (`path` names it in errors).
+pub fn parse_job(path: &Path, bytes: &[u8]) -> Result<Job> {
+    job_from(path, parse_file(path, bytes)?.1)
+}
+
+fn job_from(path: &Path, meta: HashMap<String, String>) -> Result<Job> {
     if meta.get("format").map(String::as_str) != Some(FORMAT) {
         return Err(bad(
             path,
