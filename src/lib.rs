@@ -12,6 +12,7 @@ pub mod cli;
 pub mod cpu;
 pub mod error;
 pub mod eval;
+pub mod fuzz;
 pub mod gpu;
 pub mod init;
 pub mod io;

@@ -203,7 +203,16 @@ impl Results {
         };
         let text =
             std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read it: {e}")))?;
-        let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+        Self::parse(path, &text)
+    }
+
+    /// [`Results::load`] of a file's text (`path` names it in errors).
+    pub fn parse(path: &Path, text: &str) -> Result<Self> {
+        let bad = |msg: String| Error::BadFile {
+            path: path.to_path_buf(),
+            msg,
+        };
+        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
             bad(format!(
                 "not a gpu-train bench results file (not JSON: {e})"
             ))

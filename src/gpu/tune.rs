@@ -229,6 +229,15 @@ fn stale(file: &CacheFile, id: &AdapterId) -> Option<String> {
             file.adapter.name, file.adapter.driver, file.adapter.driver_info
         ));
     }
+    // No adapter runs a product with a side past 2^31 (and padding one would overflow).
+    if let Some(e) =
+        (file.entries.iter()).find(|e| [e.m, e.n, e.k].iter().any(|&d| d == 0 || d > 1 << 31))
+    {
+        return Some(format!(
+            "it has an entry of impossible shape {}x{}x{}",
+            e.m, e.n, e.k
+        ));
+    }
     None
 }
 
@@ -243,10 +252,15 @@ pub fn read_cache(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(format!("cannot read it: {e}")),
     };
-    let file: CacheFile = serde_json::from_str(&text).map_err(|e| format!("it is corrupt: {e}"))?;
+    parse_cache(&text, id).map(Some)
+}
+
+/// [`read_cache`] of a file's text.
+pub fn parse_cache(text: &str, id: &AdapterId) -> std::result::Result<CacheFile, String> {
+    let file: CacheFile = serde_json::from_str(text).map_err(|e| format!("it is corrupt: {e}"))?;
     match stale(&file, id) {
         Some(why) => Err(why),
-        None => Ok(Some(file)),
+        None => Ok(file),
     }
 }
 

@@ -149,12 +149,21 @@ pub fn load_npy_pair(
 /// not a finite number, and rows of different lengths, are errors naming the line and column
 /// (counted from 1, as editors do).
 pub fn load_csv(path: &Path, targets: usize) -> Result<(Matrix, Matrix)> {
+    let file = std::fs::File::open(path).map_err(|e| bad(path, format!("cannot read: {e}")))?;
+    parse_csv(path, std::io::BufReader::new(file), targets)
+}
+
+/// [`load_csv`] of any reader (`path` names it in errors).
+pub fn parse_csv(
+    path: &Path,
+    input: impl std::io::Read,
+    targets: usize,
+) -> Result<(Matrix, Matrix)> {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true) // ragged rows are reported below, with their line
         .trim(csv::Trim::All)
-        .from_path(path)
-        .map_err(|e| csv_error(path, e))?;
+        .from_reader(input);
     let mut values: Vec<f32> = Vec::new();
     let mut cols = None;
     let mut rows = 0usize;

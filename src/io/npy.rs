@@ -50,13 +50,23 @@ pub fn read_vector(path: &Path) -> Result<Matrix> {
 
 /// Read a 2-D f32 or f64 C-order .npy file as an f32 matrix.
 pub fn read_matrix(path: &Path) -> Result<Matrix> {
-    let (shape, data) = read_array(path, 2)?;
+    parse_matrix(path, &read_bytes(path)?)
+}
+
+/// [`read_matrix`] of a file's bytes (`path` names it in errors).
+pub fn parse_matrix(path: &Path, bytes: &[u8]) -> Result<Matrix> {
+    let (shape, data) = float_array(path, parse_any(path, bytes, &[2])?)?;
     Ok(Matrix::from_vec(shape[0], shape[1], data))
 }
 
 /// An f32 or f64 C-order array of `ndim` dimensions, as its shape and f32 values.
 fn read_array(path: &Path, ndim: usize) -> Result<(Vec<usize>, Vec<f32>)> {
-    match read_any(path, &[ndim])? {
+    float_array(path, read_any(path, &[ndim])?)
+}
+
+/// The float values of an array read, refusing integers.
+fn float_array(path: &Path, array: (Vec<usize>, Values)) -> Result<(Vec<usize>, Vec<f32>)> {
+    match array {
         (shape, Values::Float(v)) => Ok((shape, v)),
         (_, Values::Int(_)) => Err(Error::BadFile {
             path: path.to_path_buf(),
@@ -73,14 +83,30 @@ enum Values {
 
 /// A C-order array of one of the dimension counts `ndims`: f32, f64, or any integer type.
 fn read_any(path: &Path, ndims: &[usize]) -> Result<(Vec<usize>, Values)> {
+    parse_any(path, &read_bytes(path)?, ndims)
+}
+
+/// A file's bytes; one that cannot be read is bad input (exit 2), like one that cannot be parsed.
+fn read_bytes(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| Error::BadFile {
+        path: path.to_path_buf(),
+        msg: format!("cannot read: {e}"),
+    })
+}
+
+/// [`read_any`] of a file's bytes (`path` names it in errors). Nothing is allocated for the
+/// values before the header's shape is checked against the bytes that follow it, so a header
+/// announcing a huge array in a small file is refused, not trusted.
+fn parse_any(path: &Path, bytes: &[u8], ndims: &[usize]) -> Result<(Vec<usize>, Values)> {
     let bad = |msg: String| Error::BadFile {
         path: path.to_path_buf(),
         msg,
     };
-    // An input that cannot be read is bad input (exit 2), like one that cannot be parsed.
-    let bytes = std::fs::read(path).map_err(|e| bad(format!("cannot read: {e}")))?;
-    let npy =
-        npyz::NpyFile::new(&bytes[..]).map_err(|e| bad(format!("not a valid .npy file ({e})")))?;
+    check_header(bytes).map_err(bad)?;
+    let mut data = bytes;
+    let header = npyz::NpyHeader::from_reader(&mut data)
+        .map_err(|e| bad(format!("not a valid .npy file ({e})")))?;
+    let npy = npyz::NpyFile::with_header(header, data);
     let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
     if !ndims.contains(&shape.len()) {
         let want: Vec<String> = ndims.iter().map(|d| format!("{d}-D")).collect();
@@ -106,6 +132,22 @@ fn read_any(path: &Path, ndims: &[usize]) -> Result<(Vec<usize>, Values)> {
         DType::Plain(ts) => (ts.type_char(), ts.size_field()),
         _ => return Err(unsupported()),
     };
+    // The bytes the shape needs, against those there are (with overflow taken as too many).
+    let needed = (npy.shape().iter())
+        .try_fold(size, |n, &d| n.checked_mul(d))
+        .filter(|&n| n <= usize::MAX as u64);
+    match needed {
+        Some(n) if n <= data.len() as u64 => {}
+        _ => {
+            return Err(bad(format!(
+                "truncated: its shape {:?} of {} needs {} bytes of data, but the file holds {}",
+                npy.shape(),
+                dtype.descr(),
+                needed.map_or_else(|| "more than 2^64".to_string(), |n| n.to_string()),
+                data.len()
+            )))
+        }
+    }
     let unreadable = |e: std::io::Error| bad(format!("truncated or unreadable data ({e})"));
     let values = match (kind, size) {
         (TypeChar::Float, 4) => Values::Float(npy.into_vec::<f32>().map_err(unreadable)?),
@@ -137,6 +179,78 @@ fn read_any(path: &Path, ndims: &[usize]) -> Result<(Vec<usize>, Values)> {
     Ok((shape, values))
 }
 
+/// Deepest nesting of brackets taken in a .npy header.
+const MAX_HEADER_NESTING: usize = 8;
+
+/// What must hold of a header before npyz reads it, which trusts it: the header length it
+/// announces is in the file (npyz allocates that much first), and every shape in it multiplies
+/// out within 64 bits (npyz multiplies unchecked). Anything else wrong is left to npyz to report.
+fn check_header(bytes: &[u8]) -> std::result::Result<(), String> {
+    let (len, start): (usize, usize) = match bytes {
+        [0x93, b'N', b'U', b'M', b'P', b'Y', 1, _, a, b, ..] => {
+            (u16::from_le_bytes([*a, *b]) as usize, 10)
+        }
+        [0x93, b'N', b'U', b'M', b'P', b'Y', 2 | 3, _, a, b, c, d, ..] => {
+            (u32::from_le_bytes([*a, *b, *c, *d]) as usize, 12)
+        }
+        _ => return Ok(()),
+    };
+    let Some(text) = bytes.get(start..start.saturating_add(len)) else {
+        return Err(format!(
+            "truncated: its header announces {len} bytes, but the file holds {}",
+            bytes.len() - start.min(bytes.len())
+        ));
+    };
+    let text = String::from_utf8_lossy(text);
+    // npyz's parser takes time exponential in the nesting of brackets; numpy's own headers
+    // nest a handful deep (a structured dtype's fields add two levels each).
+    let mut depth = 0usize;
+    for c in text.chars() {
+        match c {
+            '(' | '[' | '{' => depth += 1,
+            ')' | ']' | '}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        if depth > MAX_HEADER_NESTING {
+            return Err(format!(
+                "its header nests brackets more than {MAX_HEADER_NESTING} deep"
+            ));
+        }
+    }
+    for key in ["'shape'", "\"shape\""] {
+        for (at, _) in text.match_indices(key) {
+            let rest = text[at + key.len()..].trim_start();
+            let Some(rest) = rest.strip_prefix(':').map(str::trim_start) else {
+                continue;
+            };
+            let close = match rest.chars().next() {
+                Some('(') => ')',
+                Some('[') => ']',
+                _ => continue,
+            };
+            let Some(end) = rest.find(close) else {
+                return Err("its header's shape is not closed".into());
+            };
+            let mut n: u64 = 1;
+            for part in rest[1..end]
+                .split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+            {
+                let d: u64 = (part.trim_end_matches(['L', 'l']).parse())
+                    .map_err(|_| format!("its header's shape has `{part}`, not a whole number"))?;
+                n = n.checked_mul(d).ok_or_else(|| {
+                    format!(
+                        "its header's shape {} has more than 2^64 elements",
+                        &rest[..=end]
+                    )
+                })?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// An integer array's values, widened to i64.
 fn widen<T: npyz::Deserialize + Into<i64>>(npy: npyz::NpyFile<&[u8]>) -> std::io::Result<Vec<i64>> {
     Ok(npy.into_vec::<T>()?.into_iter().map(Into::into).collect())
@@ -166,11 +280,16 @@ pub fn inferred_classes(path: &Path, most: f64) -> Result<usize> {
 /// shape `[rows]` or `[rows, 1]`) as one-hot rows over `classes` classes (default: the largest
 /// index + 1).
 pub fn read_targets(path: &Path, classes: Option<usize>) -> Result<Matrix> {
+    parse_targets(path, &read_bytes(path)?, classes)
+}
+
+/// [`read_targets`] of a file's bytes (`path` names it in errors).
+pub fn parse_targets(path: &Path, bytes: &[u8], classes: Option<usize>) -> Result<Matrix> {
     let bad = |msg: String| Error::BadFile {
         path: path.to_path_buf(),
         msg,
     };
-    match read_any(path, &[1, 2])? {
+    match parse_any(path, bytes, &[1, 2])? {
         (shape, Values::Float(v)) if shape.len() == 2 => {
             Ok(Matrix::from_vec(shape[0], shape[1], v))
         }
