@@ -1083,3 +1083,66 @@ proptest! {
         }
     }
 }
+
+/// A dimension for the random kernel cases: mostly small, with the tile edges (63, 64, 65, 127,
+/// 128, 129) and 1 drawn often, as the places a kernel's bounds checks go wrong.
+fn dimension() -> impl Strategy<Value = usize> {
+    prop_oneof![
+        3 => 1usize..40,
+        2 => prop::sample::select(vec![1usize, 4, 7, 8, 15, 16, 17, 63, 64, 65, 127, 128, 129]),
+        1 => 40usize..200,
+    ]
+}
+
+proptest! {
+    // Each case builds a pipeline and runs it on the adapter: a bounded count keeps CI in time.
+    // A failure prints the case (shape, variant, activation, seed) it shrank to.
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// The matmul kernel against the CPU on random shapes, layouts, blocks, transposes and
+    /// epilogues (a plain product, or a hidden layer's forward pass through a random activation
+    /// with or without a bias), its output poisoned with NaN first.
+    #[test]
+    fn gpu_matmul_matches_cpu_on_random_cases(
+        (m, n, k) in (dimension(), dimension(), dimension()),
+        variant in 0usize..64,
+        transposes in 0usize..4,
+        epilogue in 0usize..(ACTIVATIONS.len() + 2),
+        with_bias: bool,
+        seed: u64,
+    ) {
+        let Some(ctx) = gpu_or_skip() else { return Ok(()) };
+        let all: Vec<Variant> = variants().collect();
+        let block = all[variant % all.len()];
+        let act = match epilogue {
+            0 => None,
+            1 => Some(Activation::Relu),
+            e => Some(ACTIVATIONS[e - 2]),
+        };
+        let case = match act {
+            None => {
+                let (ta, tb) = (transposes & 1 == 1, transposes & 2 == 2);
+                Case::new(key(ta, tb, Mode::Store), (m, n, k), seed)
+            }
+            Some(act) => {
+                let key = MatmulKey { act: Act::of(act), ..key(false, false, Mode::Activate) };
+                Case::new(key, (m, n, k), seed)
+            }
+        };
+        let s = case.abs_products();
+        let g = 2.0 * gamma(k);
+        let mut want = case.cpu_product();
+        let bias = (with_bias && act.is_some()).then(|| randn(&mut rng(seed ^ 1), n));
+        if let Some(b) = &bias {
+            cpu::bias_forward(&mut want, b);
+        }
+        if let Some(act) = act {
+            let mut kept = vec![0.0; want.len()];
+            cpu::activation_forward(&mut want, &mut kept, act);
+        }
+        let label = format!("{act:?} bias={} {}", bias.is_some(), case.label(block));
+        let poison = vec![f32::NAN; m * n];
+        let (got, _) = case.gpu_bias(&ctx, block, 0.0, &poison, None, bias.as_deref());
+        assert_within(&label, &got, &want, |i| activation_bound(g, s[i], want[i]));
+    }
+}
