@@ -643,6 +643,7 @@ fn train_command(args: &TrainArgs) -> Result<()> {
         final_loss: report.final_loss(),
         losses: report.losses.clone(),
         loss_stride: report.loss_stride,
+        first_epoch: report.first_epoch,
         timings: summary::Timings {
             setup_s,
             train_s: report.train_s,
@@ -680,7 +681,12 @@ fn train_command(args: &TrainArgs) -> Result<()> {
     }
     failed.extend(write_outputs(args, &s, &report));
     if !failed.is_empty() {
-        return Err(Error::Outputs(failed));
+        let outputs = Error::Outputs(failed);
+        if !report.stopped && report.diverged.is_none() {
+            return Err(outputs);
+        }
+        // The interrupt's or the divergence's exit code and message stay those of the run.
+        eprintln!("error: {outputs}");
     }
     if report.stopped {
         let saved = saved.map_or_else(String::new, |p| {

@@ -159,3 +159,28 @@ fn deeply_nested_npy_headers_are_refused_quickly() {
     let e = gpu_train::io::npy::parse_matrix(Path::new("x.npy"), &npy).unwrap_err();
     assert!(e.to_string().contains("is not f32"), "{e}");
 }
+
+/// Found in review: headers that passed the pre-check and still overflowed npyz (a key spelled
+/// with an escape, and a zero dimension ahead of two huge ones, which npyz's strides multiply
+/// without); and a history whose epochs run past 2^64.
+#[test]
+fn inputs_that_slipped_past_the_first_checks_are_refused() {
+    for header in [
+        "{'descr': '<f4', 'fortran_order': False, '\\x73hape': (4294967296, 4294967296, 4), }",
+        "{'descr': '<f4', 'fortran_order': False, 'shape': (0, 4294967296, 4294967296), }",
+    ] {
+        let mut npy = b"\x93NUMPY\x01\x00".to_vec();
+        npy.extend((header.len() as u16 + 1).to_le_bytes());
+        npy.extend(header.bytes().chain([b'\n']));
+        let e = gpu_train::io::npy::parse_matrix(Path::new("x.npy"), &npy).unwrap_err();
+        assert_eq!(e.exit_code(), 2, "{header}: {e}");
+    }
+    use gpu_train::io::history::History;
+    let csv = format!("epoch,loss\n{},1.0\n0,2.0\n", usize::MAX);
+    let e = History::parse(Path::new("h.csv"), &csv)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no further epoch"), "{e}");
+    let json = r#"{"tool":"gpu-train","version":"","device":"","first_epoch":1,"loss":[1.0,2.0],"loss_stride":18446744073709551615}"#;
+    assert!(History::parse(Path::new("h.json"), json).is_err());
+}

@@ -145,11 +145,12 @@ fn adam_job() -> Job {
     job
 }
 
-/// A save cut between its two renames: the newer optimizer file beside an older model file is
-/// a complete checkpoint and is taken whole; an optimizer file of another save that is not
-/// (an older one beside a newer model file) is refused, naming both.
+/// A save cut between its two renames (the new optimizer file in place, the model file still
+/// the previous save's) loads the previous checkpoint whole, from the model file and the
+/// previous optimizer file kept beside it; without that file, an optimizer file of another save
+/// is refused, naming both.
 #[test]
-fn a_checkpoint_cut_between_its_two_files_loads_the_newer_save() {
+fn a_checkpoint_cut_between_its_two_files_loads_the_previous_save() {
     let dir = tempfile::tempdir().unwrap();
     let job = adam_job();
     let mut cpu = CpuBackend::new(&job, &HostState::seeded(&job));
@@ -163,17 +164,29 @@ fn a_checkpoint_cut_between_its_two_files_loads_the_newer_save() {
     );
     checkpoint::save(&a, &job, &early, 2).unwrap();
     checkpoint::save(&b, &job, &late, 5).unwrap();
+    assert!(
+        !checkpoint::previous_path(&a).exists(),
+        "removed once the save is whole"
+    );
     assert_eq!(checkpoint::load(&a, &job).unwrap(), (early.clone(), 2));
-    // The later save wrote its optimizer file and was killed before the model file's rename.
+    // What the save of `late` to `a` does up to its model file's rename.
     let (opt_a, opt_b) = (
         checkpoint::optimizer_path(&a),
         checkpoint::optimizer_path(&b),
     );
-    let early_opt = std::fs::read(&opt_a).unwrap();
-    std::fs::copy(&opt_b, &opt_a).unwrap();
+    std::fs::hard_link(&opt_a, checkpoint::previous_path(&a)).unwrap();
+    let new = dir.path().join("new-optimizer-file");
+    std::fs::copy(&opt_b, &new).unwrap();
+    std::fs::rename(&new, &opt_a).unwrap(); // a rename, as the save's: the link keeps the old
+    assert_eq!(checkpoint::load(&a, &job).unwrap(), (early.clone(), 2));
+    // The next save puts things right, and keeps no previous file.
+    checkpoint::save(&a, &job, &late, 5).unwrap();
     assert_eq!(checkpoint::load(&a, &job).unwrap(), (late, 5));
-    // An older optimizer file beside a newer model file cannot be made sense of.
-    std::fs::write(&opt_b, &early_opt).unwrap();
+    assert!(!checkpoint::previous_path(&a).exists());
+    // An optimizer file of another save, with no previous file, cannot be made sense of.
+    std::fs::copy(&opt_b, dir.path().join("keep")).unwrap();
+    checkpoint::save(&b, &job, &early, 2).unwrap();
+    std::fs::copy(dir.path().join("keep"), &opt_b).unwrap();
     let e = checkpoint::load(&b, &job).unwrap_err().to_string();
     assert!(
         e.contains("another save") && e.contains("b.safetensors"),
@@ -274,7 +287,7 @@ fn runs_killed_at_random_moments_leave_loadable_outputs() {
             text(&out)
         );
         resumes += 1;
-        if String::from_utf8_lossy(&out.stderr).contains("earlier save") {
+        if String::from_utf8_lossy(&out.stderr).contains("previous save") {
             took_optimizer_file += 1;
         }
         let hist = History::read(&h).unwrap();
@@ -380,4 +393,65 @@ fn a_full_disk_fails_the_output_that_does_not_fit_and_writes_the_others() {
         ["h.csv", "s.json"],
         "{how}: what is left in the full directory"
     );
+}
+
+/// An SGD save removes an optimizer file left beside its path by an earlier run with state; a
+/// checkpoint resumed with other batches than it was trained with is refused.
+#[test]
+fn stale_optimizer_files_and_changed_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = adam_job();
+    let mut cpu = CpuBackend::new(&job, &HostState::seeded(&job));
+    cpu.run(3).unwrap();
+    let state = cpu.state().unwrap();
+    let path = dir.path().join("ck.safetensors");
+    checkpoint::save(&path, &job, &state, 3).unwrap();
+    assert!(checkpoint::optimizer_path(&path).exists());
+
+    let sgd = Job {
+        optimizer: gpu_train::job::Optimizer::default(),
+        ..job.clone()
+    };
+    let mut cpu = CpuBackend::new(&sgd, &HostState::seeded(&sgd));
+    cpu.run(1).unwrap();
+    checkpoint::save(&path, &sgd, &cpu.state().unwrap(), 1).unwrap();
+    assert!(!checkpoint::optimizer_path(&path).exists());
+
+    let halves = Job {
+        rows: Some(8),
+        ..job.clone()
+    };
+    let e = checkpoint::load(&dir.path().join("ck2.safetensors"), &halves);
+    assert!(e.is_err());
+    checkpoint::save(&dir.path().join("ck2.safetensors"), &job, &state, 3).unwrap();
+    let e = checkpoint::load(&dir.path().join("ck2.safetensors"), &halves).unwrap_err();
+    assert!(e.to_string().contains("--batch"), "{e}");
+}
+
+/// A CSV history's last line without its newline is a row cut short by a kill: dropped, even
+/// where what is left of it parses. A JSON history written mid-run holds every score so far.
+#[test]
+fn histories_read_back_as_a_killed_run_left_them() {
+    use gpu_train::io::history::{AccPoint, Columns, HistoryWriter};
+    let h = History::parse(Path::new("h.csv"), "epoch,loss\n0,1.5\n1,1.2345").unwrap();
+    assert_eq!(h.loss, [1.5]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("h.json");
+    let columns = Columns {
+        accuracy: true,
+        validation: false,
+    };
+    let mut w = HistoryWriter::create(&path, "cpu", 0, columns).unwrap();
+    for chunk in 0..3 {
+        let a = AccPoint {
+            epoch: chunk * 2,
+            accuracy: 0.5,
+        };
+        w.append(chunk * 2, &[1.0, 0.5], &[], &[a]);
+        std::thread::sleep(std::time::Duration::from_millis(1100)); // past the once-a-second
+    }
+    let h = History::read(&path).unwrap();
+    assert_eq!(h.loss.len(), 6);
+    let epochs: Vec<usize> = h.accuracy.iter().map(|a| a.epoch).collect();
+    assert_eq!(epochs, [0, 2, 4]);
 }

@@ -8,10 +8,10 @@
 //! `momentum_buffer`, `exp_avg`, `exp_avg_sq`) cannot share that file (a strict `load_state_dict`
 //! refuses unknown keys), so it goes to a second file beside it, `NAME.optim.safetensors`, written
 //! first. Each file is written atomically, and each save gives the pair a fresh `generation` in
-//! both files' metadata. The optimizer file is a complete checkpoint on its own (it also holds
-//! the parameters and the model file's metadata), so a run killed between the two renames leaves
-//! a loadable checkpoint either way: a pair of one generation, or a newer optimizer file that
-//! [`load`] takes whole.
+//! both files' metadata. Before the new optimizer file replaces the old one, the old one (when it
+//! is of the model file's save) is hard-linked as `.NAME.optim.prev.safetensors`, removed once
+//! the model file is in place: a run killed between the two renames leaves the previous
+//! checkpoint whole, the model file with that `prev` file, which [`load`] pairs by generation.
 
 use crate::backend::TrainState;
 use crate::cpu::OptCounters;
@@ -156,14 +156,64 @@ pub fn save(path: &Path, job: &Job, state: &TrainState, epoch: usize) -> Result<
             .file_name()
             .map_or_else(String::new, |f| f.to_string_lossy().into());
         meta.insert("optimizer_file".into(), file);
-        // The optimizer file also carries the parameters and the model file's metadata: if the
-        // model file's rename never happens, it is the checkpoint.
-        let mut opt_meta = meta.clone();
-        opt_meta.insert("format".into(), OPTIMIZER_FORMAT.into());
-        tensors.extend(named_tensors(job, &state.params));
+        let opt_meta = HashMap::from([
+            ("format".to_string(), OPTIMIZER_FORMAT.to_string()),
+            ("step".into(), state.step.to_string()),
+            ("generation".into(), meta["generation"].clone()),
+        ]);
+        keep_previous(path)?;
         write_file(&opt_path, &tensors, opt_meta)?;
     }
-    write_file(path, &named_tensors(job, &state.params), meta)
+    write_file(path, &named_tensors(job, &state.params), meta)?;
+    // The previous optimizer file is no longer needed; with no optimizer state, neither is an
+    // earlier run's optimizer file beside this one.
+    let _ = std::fs::remove_file(previous_path(path));
+    if names.is_empty() {
+        let _ = std::fs::remove_file(optimizer_path(path));
+    }
+    Ok(())
+}
+
+/// The previous optimizer file kept while a save is under way: `.NAME.optim.prev.safetensors`.
+pub fn previous_path(path: &Path) -> PathBuf {
+    let stem = path
+        .file_stem()
+        .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+    path.with_file_name(format!(".{stem}.optim.prev.safetensors"))
+}
+
+/// Before a save replaces the optimizer file: hard-link it as the previous one, if it is of the
+/// model file's save (if it is not, an earlier save was cut short and the previous file there
+/// already is the model file's: it stays).
+fn keep_previous(path: &Path) -> Result<()> {
+    let (opt, prev) = (optimizer_path(path), previous_path(path));
+    let generation = |p: &Path| header_metadata(p).and_then(|m| m.get("generation").cloned());
+    let model = generation(path);
+    if model.is_none() || generation(&opt) != model {
+        return Ok(());
+    }
+    let _ = std::fs::remove_file(&prev);
+    if std::fs::hard_link(&opt, &prev).is_err() {
+        // A filesystem without hard links: a copy, written atomically.
+        let bytes = std::fs::read(&opt).map_err(|e| Error::io(&opt, e))?;
+        super::atomic_write(&prev, |w| w.write_all(&bytes))?;
+    }
+    Ok(())
+}
+
+/// The metadata of a safetensors file from its header alone (not its tensors), if it has one.
+fn header_metadata(path: &Path) -> Option<HashMap<String, String>> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).ok()?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len).ok()?;
+    let len = usize::try_from(u64::from_le_bytes(len))
+        .ok()?
+        .min(100 << 20);
+    let mut header = vec![0u8; len];
+    f.read_exact(&mut header).ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&header).ok()?;
+    serde_json::from_value(v.get("__metadata__")?.clone()).ok()
 }
 
 /// The `format` metadata of an optimizer-state file.
@@ -271,7 +321,22 @@ pub fn load(path: &Path, job: &Job) -> Result<(TrainState, usize)> {
         [] => None,
         _ => {
             let opt_path = optimizer_path(path);
-            let opt = read_file(&opt_path)?;
+            let mut opt = read_file(&opt_path)?;
+            // A save cut between its two renames: the previous optimizer file is the model's.
+            let prev = previous_path(path);
+            if !same_save(&model.1, &opt.1) && prev.exists() {
+                let kept = read_file(&prev)?;
+                if same_save(&model.1, &kept.1) {
+                    log::warn!(
+                        "{} is of a save that stopped before its model file was written; \
+                         continuing from the previous save, {} with {}",
+                        opt_path.display(),
+                        path.display(),
+                        prev.display()
+                    );
+                    opt = kept;
+                }
+            }
             Some((opt_path, opt))
         }
     };
@@ -310,14 +375,7 @@ fn check_format(path: &Path, meta: &HashMap<String, String>) -> Result<()> {
     Ok(())
 }
 
-/// The step in a file's metadata (0 where there is none: such a file is refused later).
-fn step_of(meta: &HashMap<String, String>) -> u64 {
-    meta.get("step").and_then(|s| s.parse().ok()).unwrap_or(0)
-}
-
-/// The state in a model file and its optimizer file, read. An optimizer file of another save
-/// that is itself a complete checkpoint and not behind the model file (the newer save, whose
-/// model file's rename was cut short) is taken whole.
+/// The state in a model file and its optimizer file, read.
 fn load_parsed(
     path: &Path,
     model: Parsed,
@@ -325,40 +383,26 @@ fn load_parsed(
     job: &Job,
 ) -> Result<(TrainState, usize)> {
     let names = state_names(job.optimizer.kind);
-    let (mut tensors, meta, mut opt) = match opt {
-        None => (model.0, model.1, None),
-        Some((opt_path, (opt_tensors, opt_meta))) => {
-            if same_save(&model.1, &opt_meta) {
-                (model.0, model.1, Some((opt_path, opt_tensors, opt_meta)))
-            } else if opt_meta.get("format").map(String::as_str) == Some(OPTIMIZER_FORMAT)
-                && opt_meta.contains_key("generation")
-                && step_of(&opt_meta) >= step_of(&model.1)
-            {
-                log::warn!(
-                    "{} is of an earlier save than {} (a run stopped between writing the two): \
-                     continuing from the later, {}",
-                    path.display(),
-                    opt_path.display(),
-                    opt_path.display()
-                );
-                // Its parameters are the tensors that are not optimizer state.
-                let (state, params): (Tensors, Tensors) =
-                    opt_tensors.into_iter().partition(|(n, _)| {
-                        n.rsplit_once('.').is_some_and(|(_, b)| names.contains(&b))
-                    });
-                let opt = (opt_path, state, opt_meta.clone());
-                (params, opt_meta, Some(opt))
-            } else {
-                (model.0, model.1, Some((opt_path, opt_tensors, opt_meta)))
-            }
-        }
-    };
+    let (mut tensors, meta) = model;
+    let mut opt = opt.map(|(path, (tensors, meta))| (path, tensors, meta));
     let number = |key: &str| -> Result<usize> {
         meta.get(key)
             .and_then(|v| v.parse().ok())
             .ok_or_else(|| bad(path, format!("metadata `{key}` is missing or not a number")))
     };
     let (epoch, step) = (number("epoch")?, number("step")?);
+    // The epoch numbering of a resumed run counts steps of this job's batches.
+    if epoch.checked_mul(job.steps_per_epoch()) != Some(step) {
+        return Err(Error::arg(
+            "--batch",
+            format!(
+                "{} is at epoch {epoch}, step {step}: trained with other batches than {} steps \
+                 per epoch; resume it with the --batch and dataset it was trained with",
+                path.display(),
+                job.steps_per_epoch()
+            ),
+        ));
+    }
     let counters = |key: &str| {
         meta.get(key)
             .and_then(|v| parse_counters(v))

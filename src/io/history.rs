@@ -2,6 +2,7 @@
 //! curves drawn from one or several histories (SVG or PNG, log scale on the loss axis).
 
 use crate::error::{Error, Result};
+use crate::thinned::Thinned;
 use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -155,8 +156,19 @@ impl History {
             msg,
         };
         if is_json(path) {
-            return serde_json::from_str(text)
-                .map_err(|e| bad(format!("not a gpu-train history: {e}")));
+            let h: History = serde_json::from_str(text)
+                .map_err(|e| bad(format!("not a gpu-train history: {e}")))?;
+            let end = (h.loss.len().checked_mul(h.loss_stride))
+                .and_then(|n| n.checked_add(h.first_epoch));
+            if h.loss_stride == 0 || end.is_none() {
+                return Err(bad(format!(
+                    "not a gpu-train history: {} losses from epoch {} every {} epochs",
+                    h.loss.len(),
+                    h.first_epoch,
+                    h.loss_stride
+                )));
+            }
+            return Ok(h);
         }
         let mut lines = text.lines().enumerate();
         match lines.next() {
@@ -170,25 +182,29 @@ impl History {
         }
         let mut loss = Vec::new();
         let mut first_epoch = None;
-        // A run killed while appending can leave its last row cut short (no newline after it).
+        // Every row is written with its newline: a last line without one is a row that a run
+        // killed while appending left cut short (its number may be cut too), and is dropped.
         let unfinished = (!text.ends_with('\n')).then(|| text.lines().count() - 1);
         for (i, line) in lines {
-            if line.trim().is_empty() {
+            if line.trim().is_empty() || Some(i) == unfinished {
                 continue;
             }
             let mut fields = line.split(',');
             let value = (fields.next().zip(fields.next()))
                 .and_then(|(e, l)| Some((e.trim().parse::<usize>().ok()?, l.trim().parse().ok()?)));
             let first = *first_epoch.get_or_insert(value.map_or(0, |(e, _)| e));
+            let next = first.checked_add(loss.len());
             match value {
-                Some((e, l)) if e == first + loss.len() => loss.push(l),
-                _ if Some(i) == unfinished => break,
+                Some((e, l)) if Some(e) == next => loss.push(l),
                 _ => {
+                    let want = next.map_or_else(
+                        || "no further epoch".to_string(),
+                        |n| format!("`{n},<loss>`"),
+                    );
                     return Err(bad(format!(
-                        "line {}: expected `{},<loss>`, found {line:?}",
-                        i + 1,
-                        first + loss.len()
-                    )))
+                        "line {}: expected {want}, found {line:?}",
+                        i + 1
+                    )));
                 }
             }
         }
@@ -261,11 +277,7 @@ pub struct HistoryWriter {
     /// The CSV file, open for appending, and its length after the last complete chunk.
     csv: Option<(std::fs::File, u64)>,
     /// For JSON: the history so far and when it was last written.
-    json: Option<(
-        History,
-        crate::thinned::Thinned<f32>,
-        Option<std::time::Instant>,
-    )>,
+    json: Option<JsonHistory>,
     /// The first failure; nothing is written after it (the file stays as it was before it).
     failed: Option<Error>,
 }
@@ -282,8 +294,14 @@ impl HistoryWriter {
         };
         if is_json(path) {
             let h = History::new(device, first_epoch, Vec::new());
-            w.json = Some((h, crate::thinned::Thinned::default(), None));
-            w.write_json(&[], &[])?;
+            w.json = Some(JsonHistory {
+                history: h,
+                loss: Thinned::default(),
+                validation: Thinned::default(),
+                accuracy: Thinned::default(),
+                written: None,
+            });
+            w.write_json()?;
         } else {
             let header = History::csv_header(columns);
             super::atomic_write(path, |f| f.write_all(header.as_bytes()))?;
@@ -304,7 +322,9 @@ impl HistoryWriter {
         validation: &[ValPoint],
         accuracy: &[AccPoint],
     ) {
-        if self.failed.is_some() {
+        // A CSV history stops at its first failure (its rows would have a gap); a JSON one is
+        // tried again at its next write.
+        if self.failed.is_some() && self.csv.is_some() {
             return;
         }
         let result = if let Some((file, len)) = &mut self.csv {
@@ -313,11 +333,23 @@ impl HistoryWriter {
                 csv_row(&mut rows, self.columns, first + i, l, validation, accuracy);
             }
             append_rows(file, len, rows.as_bytes()).map_err(|e| Error::io(&self.path, e))
-        } else if let Some((_, loss, last)) = &mut self.json {
-            losses.iter().for_each(|&l| loss.push(l));
-            match last {
+        } else if let Some(j) = &mut self.json {
+            losses.iter().for_each(|&l| j.loss.push(l));
+            // The scores new since the last chunk (each is pushed once, in epoch order).
+            let after = |e: Option<usize>, epoch: usize| e.is_none_or(|e| epoch > e);
+            for v in validation {
+                if after(j.validation.last().map(|v| v.epoch), v.epoch) {
+                    j.validation.push(*v);
+                }
+            }
+            for a in accuracy {
+                if after(j.accuracy.last().map(|a| a.epoch), a.epoch) {
+                    j.accuracy.push(*a);
+                }
+            }
+            match j.written {
                 Some(t) if t.elapsed().as_secs_f64() < 1.0 => Ok(()),
-                _ => self.write_json(validation, accuracy),
+                _ => self.write_json(),
             }
         } else {
             Ok(())
@@ -327,28 +359,42 @@ impl HistoryWriter {
         }
     }
 
-    /// Write what is not written yet; the first failure of the run, if there was one.
+    /// Write what is not written yet, with the run's scores (`validation` and `accuracy` as the
+    /// summary keeps them). A CSV history's first failure, if there was one (its rows stop
+    /// there); a JSON history is tried once more, whole.
     pub fn finish(mut self, validation: &[ValPoint], accuracy: &[AccPoint]) -> Result<()> {
-        if let Some(e) = self.failed.take() {
-            return Err(e);
+        if let Some(j) = &mut self.json {
+            j.validation = validation.iter().copied().collect();
+            j.accuracy = accuracy.iter().copied().collect();
+            return self.write_json();
         }
-        if self.json.is_some() {
-            self.write_json(validation, accuracy)?;
+        match self.failed.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
         }
-        Ok(())
     }
 
-    fn write_json(&mut self, validation: &[ValPoint], accuracy: &[AccPoint]) -> Result<()> {
-        let Some((h, loss, last)) = &mut self.json else {
+    fn write_json(&mut self) -> Result<()> {
+        let Some(j) = &mut self.json else {
             return Ok(());
         };
-        h.loss = loss.kept().to_vec();
-        h.loss_stride = loss.stride();
-        h.validation = validation.to_vec();
-        h.accuracy = accuracy.to_vec();
-        *last = Some(std::time::Instant::now());
+        let h = &mut j.history;
+        h.loss = j.loss.kept().to_vec();
+        h.loss_stride = j.loss.stride();
+        h.validation = j.validation.with_last();
+        h.accuracy = j.accuracy.with_last();
+        j.written = Some(std::time::Instant::now());
         h.write(&self.path)
     }
+}
+
+/// What a JSON history's writer holds of the run, each record bounded.
+struct JsonHistory {
+    history: History,
+    loss: Thinned<f32>,
+    validation: Thinned<ValPoint>,
+    accuracy: Thinned<AccPoint>,
+    written: Option<std::time::Instant>,
 }
 
 /// Append `rows` to `file` (whose complete part is `len` bytes long) in one write; on a failure

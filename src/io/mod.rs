@@ -22,11 +22,12 @@ pub fn atomic_write(
     fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
 ) -> Result<()> {
     let dir = check_writable(path)?;
-    let name: String = (path.file_name())
-        .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
-        .chars()
-        .take(100)
-        .collect();
+    // At most 100 bytes of the name (a file name may have 255), cut at a character boundary.
+    let mut name =
+        (path.file_name()).map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    while name.len() > 100 {
+        name.pop();
+    }
     remove_stale_temporaries(dir, &name);
     let mut builder = tempfile::Builder::new();
     let prefix = format!(".{name}.{}.", std::process::id());
@@ -68,7 +69,13 @@ fn remove_stale_temporaries(dir: &Path, name: &str) {
         else {
             continue;
         };
-        let pid = rest.split('.').next().and_then(|p| p.parse::<u32>().ok());
+        // Exactly `PID.RANDOM` (another file's temporary, `.NAME.1.PID.X...`, has more parts).
+        let pid = match rest.split('.').collect::<Vec<_>>()[..] {
+            [pid, random] if random.bytes().all(|b| b.is_ascii_alphanumeric()) => {
+                pid.parse::<u32>().ok()
+            }
+            _ => None,
+        };
         if pid.is_some_and(|p| p != std::process::id() && !process_alive(p)) {
             let _ = std::fs::remove_file(entry.path());
         }

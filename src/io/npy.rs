@@ -202,6 +202,10 @@ fn check_header(bytes: &[u8]) -> std::result::Result<(), String> {
         ));
     };
     let text = String::from_utf8_lossy(text);
+    // An escape could spell a key that the search below does not see; numpy writes none.
+    if text.contains('\\') {
+        return Err("its header has a backslash escape, which numpy never writes".into());
+    }
     // npyz's parser takes time exponential in the nesting of brackets; numpy's own headers
     // nest a handful deep (a structured dtype's fields add two levels each).
     let mut depth = 0usize;
@@ -231,6 +235,8 @@ fn check_header(bytes: &[u8]) -> std::result::Result<(), String> {
             let Some(end) = rest.find(close) else {
                 return Err("its header's shape is not closed".into());
             };
+            // npyz multiplies the dimensions in either order (for the strides), so the product
+            // of the non-zero ones must fit: a 0 does not make the others harmless.
             let mut n: u64 = 1;
             for part in rest[1..end]
                 .split(',')
@@ -239,7 +245,7 @@ fn check_header(bytes: &[u8]) -> std::result::Result<(), String> {
             {
                 let d: u64 = (part.trim_end_matches(['L', 'l']).parse())
                     .map_err(|_| format!("its header's shape has `{part}`, not a whole number"))?;
-                n = n.checked_mul(d).ok_or_else(|| {
+                n = n.checked_mul(d.max(1)).ok_or_else(|| {
                     format!(
                         "its header's shape {} has more than 2^64 elements",
                         &rest[..=end]

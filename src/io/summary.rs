@@ -48,8 +48,10 @@ pub struct Summary {
     pub final_loss: Option<f32>,
     /// The loss of every epoch, computed before that epoch's update, for runs of up to
     /// [`crate::thinned::CAP`] epochs; in a longer run, evenly thinned: `losses[i]` is the loss of
-    /// epoch `first + i * loss_stride` (the first epoch run, 0 unless resumed).
+    /// epoch `first_epoch + i * loss_stride`.
     pub losses: Vec<f32>,
+    /// The epoch of `losses[0]`: 0, or the checkpoint's epoch in a resumed run.
+    pub first_epoch: usize,
     /// 1, or the spacing in epochs of `losses` (a power of two) past the cap.
     pub loss_stride: usize,
     pub timings: Timings,
