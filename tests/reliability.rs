@@ -455,3 +455,38 @@ fn histories_read_back_as_a_killed_run_left_them() {
     let epochs: Vec<usize> = h.accuracy.iter().map(|a| a.epoch).collect();
     assert_eq!(epochs, [0, 2, 4]);
 }
+
+#[path = "common/mod.rs"]
+mod common;
+
+/// Past 2^32 - 1 optimizer steps the step counter holds (rather than wrapping to 0 and starting
+/// a schedule over, or overflowing): a state restored one step short of the maximum and trained
+/// three more steps, with a cosine schedule and Adam, on both paths.
+#[test]
+fn the_step_counter_holds_at_its_maximum_on_both_paths() {
+    let mut job = adam_job();
+    job.lr_schedule =
+        gpu_train::schedule::LrSchedule::parse(Some("cosine:1000:1e-5"), None).unwrap();
+    let host = HostState::seeded(&job);
+    let mut cpu = CpuBackend::new(&job, &host);
+    let mut start = cpu.state().unwrap();
+    start.counters.t = u32::MAX - 1;
+    cpu.restore(&start).unwrap();
+    cpu.run(3).unwrap();
+    let after = cpu.state().unwrap();
+    assert_eq!(after.counters.t, u32::MAX);
+    let Some(ctx) = common::gpu_or_skip() else {
+        return;
+    };
+    let mut gpu = gpu_train::gpu::GpuBackend::new(ctx, &job, &host).unwrap();
+    gpu.restore(&start).unwrap();
+    gpu.run(3).unwrap();
+    let g = gpu.state().unwrap();
+    assert_eq!(g.counters.t, u32::MAX);
+    for (name, (a, b)) in ["w1", "w2"]
+        .iter()
+        .zip(g.params.weights.iter().zip(&after.params.weights))
+    {
+        common::assert_close(name, &a.data, &b.data, 1e-4, 1e-6);
+    }
+}
