@@ -457,6 +457,20 @@ fn train_command(args: &TrainArgs) -> Result<()> {
     let resumed = match &args.resume {
         Some(path) => {
             let (state, epoch) = checkpoint::load(path, &job)?;
+            // The epoch numbering of a resumed run counts steps of this job's batches.
+            if epoch.checked_mul(job.steps_per_epoch()) != Some(state.step) {
+                return Err(Error::arg(
+                    "--batch",
+                    format!(
+                        "{} is at epoch {epoch}, step {}: trained with other batches than {} \
+                         steps per epoch; resume it with the --batch and dataset it was trained \
+                         with",
+                        path.display(),
+                        state.step,
+                        job.steps_per_epoch()
+                    ),
+                ));
+            }
             if epoch >= job.epochs {
                 return Err(Error::arg(
                     "--epochs",

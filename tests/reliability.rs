@@ -417,15 +417,36 @@ fn stale_optimizer_files_and_changed_batches() {
     checkpoint::save(&path, &sgd, &cpu.state().unwrap(), 1).unwrap();
     assert!(!checkpoint::optimizer_path(&path).exists());
 
-    let halves = Job {
-        rows: Some(8),
-        ..job.clone()
-    };
-    let e = checkpoint::load(&dir.path().join("ck2.safetensors"), &halves);
-    assert!(e.is_err());
-    checkpoint::save(&dir.path().join("ck2.safetensors"), &job, &state, 3).unwrap();
-    let e = checkpoint::load(&dir.path().join("ck2.safetensors"), &halves).unwrap_err();
-    assert!(e.to_string().contains("--batch"), "{e}");
+    // Trained in one batch of 4 rows, resumed as mini-batches of 2: refused, naming --batch.
+    let ck = dir.path().join("ck2.safetensors");
+    let flags = [
+        "--device",
+        "cpu",
+        "--layers",
+        "3,5,2",
+        "--quiet",
+        "--save",
+        p(&ck),
+    ];
+    let out = gpu_train(&[&flags[..], &["--batch", "4", "--epochs", "2"]].concat());
+    assert!(out.status.success(), "{}", text(&out));
+    let resume = [
+        "--batch",
+        "2",
+        "--rows",
+        "4",
+        "--epochs",
+        "4",
+        "--resume",
+        p(&ck),
+    ];
+    let out = gpu_train(&[&flags[..], &resume].concat());
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--batch"),
+        "{}",
+        text(&out)
+    );
 }
 
 /// A CSV history's last line without its newline is a row cut short by a kill: dropped, even

@@ -391,18 +391,6 @@ fn load_parsed(
             .ok_or_else(|| bad(path, format!("metadata `{key}` is missing or not a number")))
     };
     let (epoch, step) = (number("epoch")?, number("step")?);
-    // The epoch numbering of a resumed run counts steps of this job's batches.
-    if epoch.checked_mul(job.steps_per_epoch()) != Some(step) {
-        return Err(Error::arg(
-            "--batch",
-            format!(
-                "{} is at epoch {epoch}, step {step}: trained with other batches than {} steps \
-                 per epoch; resume it with the --batch and dataset it was trained with",
-                path.display(),
-                job.steps_per_epoch()
-            ),
-        ));
-    }
     let counters = |key: &str| {
         meta.get(key)
             .and_then(|v| parse_counters(v))
