@@ -601,7 +601,7 @@ fn train_command(args: &TrainArgs) -> Result<()> {
                 if let Some(h) = &mut history {
                     let v = scores.borrow().last().copied();
                     let a = accuracy.borrow().last().copied();
-                    h.append(done - chunk.len(), chunk, v.as_slice(), a.as_slice());
+                    h.append(done - chunk.len(), chunk, v, a);
                 }
                 let Some(&loss) = chunk.last().filter(|l| l.is_finite()) else {
                     return Ok(false); // diverged: the run ends here

@@ -468,7 +468,7 @@ fn histories_read_back_as_a_killed_run_left_them() {
             epoch: chunk * 2,
             accuracy: 0.5,
         };
-        w.append(chunk * 2, &[1.0, 0.5], &[], &[a]);
+        w.append(chunk * 2, &[1.0, 0.5], None, Some(a));
         std::thread::sleep(std::time::Duration::from_millis(1100)); // past the once-a-second
     }
     let h = History::read(&path).unwrap();

@@ -124,12 +124,17 @@ impl History {
             accuracy: !self.accuracy.is_empty(),
             validation: !self.validation.is_empty(),
         };
+        let val: std::collections::HashMap<usize, &ValPoint> =
+            self.validation.iter().map(|v| (v.epoch, v)).collect();
+        let acc: std::collections::HashMap<usize, &AccPoint> =
+            self.accuracy.iter().map(|a| (a.epoch, a)).collect();
         super::atomic_write(path, |w| {
             w.write_all(Self::csv_header(columns).as_bytes())?;
             let mut rows = String::new();
             for (i, &l) in self.loss.iter().enumerate() {
                 let e = self.epoch(i);
-                csv_row(&mut rows, columns, e, l, &self.validation, &self.accuracy);
+                let (v, a) = (val.get(&e).copied(), acc.get(&e).copied());
+                csv_row(&mut rows, columns, e, l, v, a);
                 if rows.len() > 1 << 16 {
                     w.write_all(rows.as_bytes())?;
                     rows.clear();
@@ -233,29 +238,26 @@ pub struct Columns {
     pub validation: bool,
 }
 
-/// Append the CSV row of `epoch` (its loss, and the scores at its start where there are any) to
-/// `out`.
+/// Append the CSV row of `epoch` to `out`: its loss, and the scores at its start, which are
+/// `validation` and `accuracy` where those are of `epoch`.
 fn csv_row(
     out: &mut String,
     columns: Columns,
     epoch: usize,
     loss: f32,
-    validation: &[ValPoint],
-    accuracy: &[AccPoint],
+    validation: Option<&ValPoint>,
+    accuracy: Option<&AccPoint>,
 ) {
     use std::fmt::Write;
-    // The scores are at log points, in epoch order: a search from the end finds a recent one
-    // at once.
-    let at = |e: usize| e == epoch;
     let _ = write!(out, "{epoch},{loss:?}");
     if columns.accuracy {
-        match accuracy.iter().rev().find(|a| at(a.epoch)) {
+        match accuracy.filter(|a| a.epoch == epoch) {
             Some(a) => _ = write!(out, ",{:?}", a.accuracy),
             None => out.push(','),
         }
     }
     if columns.validation {
-        match validation.iter().rev().find(|v| at(v.epoch)) {
+        match validation.filter(|v| v.epoch == epoch) {
             Some(v) => {
                 let acc = v.accuracy.map_or_else(String::new, |a| format!("{a:?}"));
                 _ = write!(out, ",{:?},{acc}", v.loss);
@@ -314,13 +316,14 @@ impl HistoryWriter {
         Ok(w)
     }
 
-    /// Add the losses of the epochs from `first` on, with the scores so far.
+    /// Add the losses of the epochs from `first` on, with the latest scores (those at `first`,
+    /// where the run scored it).
     pub fn append(
         &mut self,
         first: usize,
         losses: &[f32],
-        validation: &[ValPoint],
-        accuracy: &[AccPoint],
+        validation: Option<ValPoint>,
+        accuracy: Option<AccPoint>,
     ) {
         // A CSV history stops at its first failure (its rows would have a gap); a JSON one is
         // tried again at its next write.
@@ -330,22 +333,22 @@ impl HistoryWriter {
         let result = if let Some((file, len)) = &mut self.csv {
             let mut rows = String::new();
             for (i, &l) in losses.iter().enumerate() {
-                csv_row(&mut rows, self.columns, first + i, l, validation, accuracy);
+                let (v, a) = (validation.as_ref(), accuracy.as_ref());
+                csv_row(&mut rows, self.columns, first + i, l, v, a);
             }
             append_rows(file, len, rows.as_bytes()).map_err(|e| Error::io(&self.path, e))
         } else if let Some(j) = &mut self.json {
             losses.iter().for_each(|&l| j.loss.push(l));
-            // The scores new since the last chunk (each is pushed once, in epoch order).
+            // Scores new since the last chunk (each is pushed once, in epoch order).
             let after = |e: Option<usize>, epoch: usize| e.is_none_or(|e| epoch > e);
-            for v in validation {
-                if after(j.validation.last().map(|v| v.epoch), v.epoch) {
-                    j.validation.push(*v);
-                }
+            if let Some(v) =
+                validation.filter(|v| after(j.validation.last().map(|l| l.epoch), v.epoch))
+            {
+                j.validation.push(v);
             }
-            for a in accuracy {
-                if after(j.accuracy.last().map(|a| a.epoch), a.epoch) {
-                    j.accuracy.push(*a);
-                }
+            if let Some(a) = accuracy.filter(|a| after(j.accuracy.last().map(|l| l.epoch), a.epoch))
+            {
+                j.accuracy.push(a);
             }
             match j.written {
                 Some(t) if t.elapsed().as_secs_f64() < 1.0 => Ok(()),
