@@ -96,6 +96,7 @@ fn results(version: &str, devices: Vec<DeviceInfo>, rows: Vec<Row>) -> Results {
             threads: 8,
             os: "linux".into(),
             arch: "x86_64".into(),
+            fma_peak: None,
         },
         devices,
         rows,

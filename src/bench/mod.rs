@@ -14,6 +14,7 @@
 //!   `matmul/1024x1024x1024/naive` (512³ with `--quick`): a one-output-per-invocation kernel, the
 //!   reference row. On the CPU the products are the CPU path's.
 
+pub mod peak;
 pub mod results;
 
 use crate::backend::Backend;
@@ -210,6 +211,7 @@ pub(crate) fn host() -> Host {
         threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
         os: std::env::consts::OS.into(),
         arch: std::env::consts::ARCH.into(),
+        fma_peak: None,
     }
 }
 
@@ -625,6 +627,13 @@ pub fn row_line(r: &Results, row: &Row) -> String {
     } else {
         String::new()
     };
+    // The CPU rows' share of the machine's FMA peak.
+    let peak = match (&r.host.fma_peak, dev.kind.as_str()) {
+        (Some(p), "cpu") if row.flops_per_sample > 0.0 && p.gflops > 0.0 => {
+            format!("  {:5.1}% of peak", 100.0 * row.gflops() / p.gflops)
+        }
+        _ => String::new(),
+    };
     let parity = row.parity.map_or_else(
         || "   (reference)".to_string(),
         |p| {
@@ -637,7 +646,7 @@ pub fn row_line(r: &Results, row: &Row) -> String {
         },
     );
     format!(
-        "{head} {v:10.2} {unit:<8} ±{:4.1}%{gflops}{gbps}  median {:.4} s{parity}",
+        "{head} {v:10.2} {unit:<8} ±{:4.1}%{gflops}{gbps}{peak}  median {:.4} s{parity}",
         50.0 * row.spread(),
         row.median_s()
     )
@@ -678,6 +687,20 @@ pub fn run(plan: &Plan, quiet: bool) -> Result<Results> {
         devices: opened.iter().map(|(i, _)| i.clone()).collect(),
         rows: Vec::new(),
     };
+    if opened.iter().any(|(_, d)| matches!(d, Some(Device::Cpu))) {
+        let p = peak::measure(crate::cpu::threads());
+        if !quiet {
+            println!(
+                "CPU FMA peak: {:.1} GFLOP/s ({} threads, {}; `cargo bench --bench fma_peak`)",
+                p.gflops, p.threads, p.isa
+            );
+        }
+        results.host.fma_peak = Some(results::FmaPeak {
+            isa: p.isa.into(),
+            threads: p.threads,
+            gflops: p.gflops,
+        });
+    }
     let mut refs = References::default();
     let lose = std::env::var(LOSE_DEVICE_ENV)
         .ok()

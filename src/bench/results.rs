@@ -41,6 +41,20 @@ pub struct Host {
     pub threads: usize,
     pub os: String,
     pub arch: String,
+    /// The FMA peak of the CPU path's threads, measured before the CPU rows (none in a run
+    /// without them, and in files from before it was measured).
+    #[serde(default)]
+    pub fma_peak: Option<FmaPeak>,
+}
+
+/// The machine's measured FMA peak (`bench::peak`): what the CPU rows' share of peak is of.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FmaPeak {
+    /// `avx512f`, `avx2+fma`, `neon` or `scalar`.
+    pub isa: String,
+    /// Threads that ran at once (the CPU path's).
+    pub threads: usize,
+    pub gflops: f64,
 }
 
 /// One device of the run: the CPU path or a GPU adapter.

@@ -3,6 +3,7 @@
 //! order of operations as the GPU path, so that parity tolerances stay tight.
 
 mod ops;
+mod team;
 
 pub use ops::*;
 
@@ -150,27 +151,26 @@ impl CpuBackend {
             } else {
                 &mut rest[0][..b * w]
             };
-            matmul(
+            // The bias and the activation (none on the output) on each thread's part of the
+            // product, as it is made.
+            let then = Then::Activate {
+                bias: self.biases.get(l).map_or(&[], |v| &v[..]),
+                act: if last { Activation::None } else { act },
+                pre: match self.pre.get_mut(j) {
+                    Some(z) if !last && act.needs_input() => &mut z[..b * w],
+                    _ => &mut [],
+                },
+            };
+            let weights = &self.weights[l];
+            matmul_then(
                 out,
                 input,
-                &self.weights[l],
-                b,
-                w,
-                k,
-                false,
-                false,
+                weights,
+                (b, w, k),
+                (false, false),
                 Epilogue::Store,
+                then,
             );
-            if let Some(bias) = self.biases.get(l) {
-                bias_forward(out, bias);
-            }
-            if !last && act != Activation::None {
-                let pre = match self.pre.get_mut(j) {
-                    Some(z) if act.needs_input() => &mut z[..b * w],
-                    _ => &mut [],
-                };
-                activation_forward(out, pre, act);
-            }
         }
         let g = &mut self.grads.last_mut().expect("the output gradient")[..b * out_w];
         let y = &self.y[..b * out_w];
@@ -206,24 +206,26 @@ impl CpuBackend {
             if j > 0 {
                 // dL/d(a_{j-1}) = g · w_lᵀ, masked by the ReLU below if there is one
                 let gb = &mut below[j - 1][..b * k];
-                matmul(
+                let then = match act {
+                    Activation::None => Then::Nothing,
+                    _ => Then::Gradient {
+                        act,
+                        aux: match act.needs_input() {
+                            true => &self.pre[j - 1][..b * k],
+                            false => &self.acts[j - 1][..b * k],
+                        },
+                    },
+                };
+                let weights = &self.weights[l];
+                matmul_then(
                     gb,
                     g,
-                    &self.weights[l],
-                    b,
-                    k,
-                    w,
-                    false,
-                    true,
+                    weights,
+                    (b, k, w),
+                    (false, true),
                     Epilogue::Store,
+                    then,
                 );
-                if act != Activation::None {
-                    let aux = match act.needs_input() {
-                        true => &self.pre[j - 1],
-                        false => &self.acts[j - 1],
-                    };
-                    activation_backward(gb, &aux[..b * k], act);
-                }
             }
             let input: &[f32] = if j == 0 { &self.x } else { &self.acts[j - 1] };
             // Uses of this weight still to come (below) and already summed (above).

@@ -4,6 +4,7 @@
 //! tolerances stay tight. The products go through the `gemm` crate, with strides standing in for
 //! transposes (no copies).
 
+use super::team::Team;
 use crate::job::{Activation, Loss, Optimizer, OptimizerKind};
 
 /// Number of partial sums in the deterministic reduction; the GPU's `loss_reduce` kernel runs one
@@ -24,10 +25,11 @@ pub enum Epilogue {
 /// `c[m,n] = op(a)[m,k] · op(b)[k,n]` (or the SGD update of `c`, see [`Epilogue`]).
 /// `a` is stored `[m,k]`, or `[k,m]` when `trans_a`; `b` is `[k,n]`, or `[n,k]` when `trans_b`.
 ///
-/// Large products are split in two halves of C (by columns or by rows, whichever is longer), each
-/// a single-threaded gemm on its own core: on these skinny shapes that beats gemm's own threading.
-/// The split changes gemm's blocking and so the last bits of the results: one thread and two give
-/// slightly different numbers, each deterministic.
+/// Large products are split in one part of C per thread (by columns or by rows, whichever is
+/// longer), each a single-threaded gemm on its own core of the CPU path's [`Team`]: on these
+/// skinny shapes that beats gemm's own threading. The split changes gemm's blocking and so the
+/// last bits of the results: each thread count gives slightly different numbers, each
+/// deterministic.
 #[allow(clippy::too_many_arguments)]
 pub fn matmul(
     c: &mut [f32],
@@ -40,11 +42,140 @@ pub fn matmul(
     trans_b: bool,
     epilogue: Epilogue,
 ) {
+    matmul_then(
+        c,
+        a,
+        b,
+        (m, n, k),
+        (trans_a, trans_b),
+        epilogue,
+        Then::Nothing,
+    );
+}
+
+/// What follows a product on each element of C, on the thread that computed its part, while it
+/// is in that core's cache (the CPU twin of the matmul kernel's fused epilogues): the
+/// elementwise ops of [`bias_forward`], [`activation_forward`] and [`activation_backward`], with
+/// the same arithmetic in the same order.
+pub enum Then<'a> {
+    Nothing,
+    /// `c[r, j] += bias[j]` (no bias when empty), then `c = act(c)`, keeping the values before the
+    /// activation in `pre` where it is not empty (`[m, n]`, as C).
+    Activate {
+        bias: &'a [f32],
+        act: Activation,
+        pre: &'a mut [f32],
+    },
+    /// `c = act_backward(act, c, aux)` (`aux` `[m, n]`, as C): the gradient through the
+    /// activation of the layer below.
+    Gradient {
+        act: Activation,
+        aux: &'a [f32],
+    },
+}
+
+/// [`matmul`] followed by `then` on each element, `dims` = `(m, n, k)`, `trans` = `(trans_a,
+/// trans_b)`.
+pub fn matmul_then(
+    c: &mut [f32],
+    a: &[f32],
+    b: &[f32],
+    dims: (usize, usize, usize),
+    trans: (bool, bool),
+    epilogue: Epilogue,
+    then: Then,
+) {
+    let (m, n, k) = dims;
     assert!(c.len() >= m * n && a.len() >= m * k && b.len() >= k * n);
-    let p = Product::new(c, a, b, (m, n, k), trans_a, trans_b);
+    let post = Post::new(then, m, n);
+    let p = Product::new(c, a, b, dims, trans.0, trans.1);
     // SAFETY: the lengths were checked above against the strides: every index row*rs + col*cs
-    // stays below m*k, k*n and m*n respectively.
-    unsafe { p.run(epilogue, threads()) }
+    // stays below m*k, k*n and m*n respectively, and `post`'s matrices are C's shape.
+    unsafe { p.run(epilogue, post, team()) }
+}
+
+impl Post {
+    /// `then` for an `[m, n]` C, its slices' lengths checked.
+    fn new(then: Then, m: usize, n: usize) -> Post {
+        match then {
+            Then::Nothing => Post::Nothing,
+            Then::Activate { bias, act, pre } => {
+                assert!(bias.is_empty() || bias.len() == n);
+                assert!(pre.is_empty() || pre.len() >= m * n);
+                let keep = act.needs_input() && !pre.is_empty();
+                Post::Activate {
+                    bias: (!bias.is_empty()).then_some(bias.as_ptr()),
+                    act,
+                    pre: keep.then_some(pre.as_mut_ptr()),
+                }
+            }
+            Then::Gradient { act, aux } => {
+                assert!(aux.len() >= m * n);
+                Post::Gradient {
+                    act,
+                    aux: aux.as_ptr(),
+                }
+            }
+        }
+    }
+}
+
+/// [`Then`] on raw pointers into whole matrices of C's shape, for the parts' threads.
+#[derive(Clone, Copy)]
+enum Post {
+    Nothing,
+    Activate {
+        bias: Option<*const f32>,
+        act: Activation,
+        pre: Option<*mut f32>,
+    },
+    Gradient {
+        act: Activation,
+        aux: *const f32,
+    },
+}
+
+impl Post {
+    /// Applies to the part `p` of C (whose whole has `p.c_rs` columns).
+    ///
+    /// # Safety
+    /// The pointers must cover whole matrices of C's shape; no other thread may touch `p`'s
+    /// block of them.
+    unsafe fn apply(self, p: &Product) {
+        if let Post::Nothing = self {
+            return;
+        }
+        let w = p.c_rs;
+        for r in p.row0..p.row0 + p.m {
+            let at = r * w + p.col0;
+            let c = std::slice::from_raw_parts_mut(p.c.add((r - p.row0) * w), p.n);
+            match self {
+                Post::Nothing => {}
+                Post::Activate { bias, act, pre } => {
+                    if let Some(bias) = bias {
+                        let bias = std::slice::from_raw_parts(bias.add(p.col0), p.n);
+                        for (v, &bj) in c.iter_mut().zip(bias) {
+                            *v += bj;
+                        }
+                    }
+                    if let Some(pre) = pre {
+                        std::slice::from_raw_parts_mut(pre.add(at), p.n).copy_from_slice(c);
+                    }
+                    if act != Activation::None {
+                        for v in c.iter_mut() {
+                            *v = act_forward(act, *v);
+                        }
+                    }
+                }
+                Post::Gradient { act, aux } => {
+                    let aux = std::slice::from_raw_parts(aux.add(at), p.n);
+                    for (g, &a) in c.iter_mut().zip(aux) {
+                        *g = act_backward(act, *g, a);
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// A strided product on raw pointers, so that disjoint parts of C can go to different threads.
@@ -53,6 +184,9 @@ struct Product {
     m: usize,
     n: usize,
     k: usize,
+    /// Where this part starts in the whole C (0, 0 for the whole).
+    row0: usize,
+    col0: usize,
     c: *mut f32,
     c_rs: usize,
     a: *const f32,
@@ -79,6 +213,8 @@ impl Product {
             m,
             n,
             k,
+            row0: 0,
+            col0: 0,
             c: c.as_mut_ptr(),
             c_rs: n,
             a: a.as_ptr(),
@@ -91,40 +227,172 @@ impl Product {
     }
 }
 
-// SAFETY: a Product is only sent to another thread by `run`, which hands each thread a disjoint
-// part of C and waits for both before returning.
+// SAFETY: a Product (and its Post) is only shared with other threads by `run`, which hands each
+// thread a disjoint part of C and waits for all of them before returning.
 unsafe impl Send for Product {}
+unsafe impl Sync for Product {}
+unsafe impl Send for Post {}
+unsafe impl Sync for Post {}
 
 /// Below this many multiply-adds a product runs on one thread.
 const SPLIT_MIN_MACS: usize = 1 << 20;
 
+/// Part `i` of `0..len` cut in `parts` runs as even as can be (the first ones longer by one where
+/// they do not divide): its start and length.
+fn span(len: usize, i: usize, parts: usize) -> (usize, usize) {
+    let (q, r) = (len / parts, len % parts);
+    (i * q + i.min(r), q + usize::from(i < r))
+}
+
+/// The split-K partials, shared with the parts' threads.
+#[derive(Clone, Copy)]
+struct Scratch(*mut f32);
+
+// SAFETY: as Product's: each thread gets a disjoint slice, and `run` waits for all of them.
+unsafe impl Send for Scratch {}
+unsafe impl Sync for Scratch {}
+
+impl Scratch {
+    fn at(self, i: usize) -> *mut f32 {
+        self.0.wrapping_add(i)
+    }
+}
+
 impl Product {
+    /// Columns `start..start + n` of C (and of B).
+    fn cols(self, start: usize, n: usize) -> Product {
+        Product {
+            n,
+            col0: self.col0 + start,
+            // wrapping: a part past the end is never made (start < self.n), and the pointers
+            // are only dereferenced by gemm within the part's bounds.
+            c: self.c.wrapping_add(start),
+            b: self.b.wrapping_add(start * self.b_cs),
+            ..self
+        }
+    }
+
+    /// Rows `start..start + m` of C (and of A).
+    fn rows(self, start: usize, m: usize) -> Product {
+        Product {
+            m,
+            row0: self.row0 + start,
+            c: self.c.wrapping_add(start * self.c_rs),
+            a: self.a.wrapping_add(start * self.a_rs),
+            ..self
+        }
+    }
+
+    /// The product over `start..start + k` of the inner dimension, into `c` (`[m, n]`, row
+    /// stride n).
+    fn depth(self, start: usize, k: usize, c: *mut f32) -> Product {
+        Product {
+            k,
+            c,
+            c_rs: self.n,
+            a: self.a.wrapping_add(start * self.a_cs),
+            b: self.b.wrapping_add(start * self.b_rs),
+            ..self
+        }
+    }
+
+    /// The product on `team`. Below [`SPLIT_MIN_MACS`], or on a team of one, it runs on the
+    /// caller. Else each thread makes one part of C, `span(.., i, parts)` of its columns, or of
+    /// its rows when it has more rows than columns (an SGD step `xᵀ·g` of the weights by their
+    /// rows); or, where the inner dimension dominates (k >= 4·max(m, n), a plain store: the
+    /// forward product `x·w` of a narrow layer), each thread takes a `span` of the inner
+    /// dimension (the same rows of the weights that it stepped) into a partial C, and the
+    /// partials are summed, part 0 first, by rows. Each part and each sum is fixed by the
+    /// thread count alone, so the results are too.
+    ///
     /// # Safety
     /// The pointers must cover the strided `[m,k]`, `[k,n]` and `[m,n]` matrices, with C not
     /// overlapping A or B.
-    unsafe fn run(self, epilogue: Epilogue, threads: usize) {
-        if threads >= 2 && self.m * self.n * self.k >= SPLIT_MIN_MACS {
-            let (first, second) = if self.n >= self.m {
-                let h = self.n / 2;
-                let mut r = self;
-                r.n = self.n - h;
-                r.c = self.c.add(h);
-                r.b = self.b.add(h * self.b_cs);
-                (Product { n: h, ..self }, r)
-            } else {
-                let h = self.m / 2;
-                let mut r = self;
-                r.m = self.m - h;
-                r.c = self.c.add(h * self.c_rs);
-                r.a = self.a.add(h * self.a_rs);
-                (Product { m: h, ..self }, r)
-            };
-            rayon::join(
-                move || first.run(epilogue, 1),
-                move || second.run(epilogue, 1),
-            );
-            return;
+    unsafe fn run(self, epilogue: Epilogue, post: Post, team: &Team) {
+        let threads = team.size();
+        if threads < 2 || self.m * self.n * self.k < SPLIT_MIN_MACS {
+            self.gemm(epilogue);
+            post.apply(&self);
+        } else if epilogue == Epilogue::Store && self.k >= 4 * self.m.max(self.n) {
+            self.run_split_k(post, team, threads.min(self.k));
+        } else {
+            let by_cols = self.n >= self.m;
+            let parts = threads.min(if by_cols { self.n } else { self.m });
+            // SAFETY: the parts cover disjoint blocks of C (and of `post`'s matrices).
+            team.run(parts, &|i| unsafe {
+                let p = match by_cols {
+                    true => self.cols_part(i, parts),
+                    false => self.rows_part(i, parts),
+                };
+                p.gemm(epilogue);
+                post.apply(&p);
+            });
         }
+    }
+
+    fn cols_part(self, i: usize, parts: usize) -> Product {
+        let (start, n) = span(self.n, i, parts);
+        self.cols(start, n)
+    }
+
+    fn rows_part(self, i: usize, parts: usize) -> Product {
+        let (start, m) = span(self.m, i, parts);
+        self.rows(start, m)
+    }
+
+    /// [`Product::run`] split over the inner dimension in `parts`: part 0 into C, the others
+    /// into the caller's scratch, then the sums (and `post`) by rows.
+    ///
+    /// # Safety
+    /// As [`Product::run`].
+    unsafe fn run_split_k(self, post: Post, team: &Team, parts: usize) {
+        thread_local! {
+            /// The partial products past the first, kept between calls (no allocation per
+            /// epoch once the largest has been seen).
+            static PARTIALS: std::cell::RefCell<Vec<f32>> = const {
+                std::cell::RefCell::new(Vec::new())
+            };
+        }
+        let len = self.m * self.n;
+        PARTIALS.with(|partials| {
+            let mut partials = partials.borrow_mut();
+            if partials.len() < len * (parts - 1) {
+                partials.resize(len * (parts - 1), 0.0);
+            }
+            let scratch = Scratch(partials.as_mut_ptr());
+            // SAFETY: each part writes its own [m, n] (C or a slice of the scratch).
+            team.run(parts, &|i| unsafe {
+                let (start, k) = span(self.k, i, parts);
+                let c = match i {
+                    0 => self.c,
+                    _ => scratch.at((i - 1) * len),
+                };
+                self.depth(start, k, c).gemm(Epilogue::Store);
+            });
+            // SAFETY: each thread sums (and finishes) its own rows of C.
+            team.run(parts.min(self.m), &|i| unsafe {
+                let (start, m) = span(self.m, i, parts.min(self.m));
+                let rows = self.rows(start, m);
+                for r in 0..m {
+                    let c = std::slice::from_raw_parts_mut(rows.c.add(r * rows.c_rs), self.n);
+                    for j in 1..parts {
+                        let at = (j - 1) * len + (start + r) * self.n;
+                        let partial = std::slice::from_raw_parts(scratch.at(at), self.n);
+                        for (v, &p) in c.iter_mut().zip(partial) {
+                            *v += p;
+                        }
+                    }
+                }
+                post.apply(&rows);
+            });
+        });
+    }
+
+    /// The product on this thread, in one gemm call.
+    ///
+    /// # Safety
+    /// As [`Product::run`].
+    unsafe fn gemm(self, epilogue: Epilogue) {
         let (read_dst, alpha, beta) = match epilogue {
             Epilogue::Store => (false, 0.0, 1.0),
             Epilogue::Sgd(lr) => (true, 1.0, -lr),
@@ -154,16 +422,22 @@ impl Product {
     }
 }
 
-/// Threads available to the products (the split uses at most two), or one with
-/// `GPU_TRAIN_CPU_THREADS=1`.
-fn threads() -> usize {
+/// Threads the products run on: those available, or `GPU_TRAIN_CPU_THREADS`.
+pub fn threads() -> usize {
     static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *THREADS.get_or_init(|| {
         std::env::var("GPU_TRAIN_CPU_THREADS")
             .ok()
             .and_then(|v| v.parse().ok())
+            .filter(|&n| n > 0)
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
     })
+}
+
+/// The team of [`threads`] threads that every product runs on.
+fn team() -> &'static Team {
+    static TEAM: std::sync::OnceLock<Team> = std::sync::OnceLock::new();
+    TEAM.get_or_init(|| Team::new(threads()))
 }
 
 /// `c[r, j] += b[j]` for every row of the `[rows, b.len()]` matrix `c`: a layer's bias, added to
@@ -557,7 +831,7 @@ mod tests {
                     let mut c = vec![1.0f32; m * n];
                     let p = Product::new(&mut c, &a, &b, (m, n, k), ta, tb);
                     // SAFETY: the vectors have exactly the strided shapes described.
-                    unsafe { p.run(epilogue, 2) };
+                    unsafe { p.run(epilogue, Post::Nothing, &Team::new(2)) };
                     for (i, (g, w)) in c.iter().zip(&want).enumerate() {
                         let w = match epilogue {
                             Epilogue::Store => *w,
@@ -569,6 +843,158 @@ mod tests {
                             "{m}x{n}x{k} ta={ta} tb={tb} {epilogue:?} [{i}]: {g} vs {w}"
                         );
                     }
+                }
+            }
+        }
+    }
+
+    /// Random-ish values in [-1, 1) from a seed.
+    fn values(len: usize, seed: u32) -> Vec<f32> {
+        let mut x = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                (x >> 8) as f32 / (1u32 << 23) as f32 - 1.0
+            })
+            .collect()
+    }
+
+    /// `matmul_then` on a team of `threads` (the global team has the machine's size).
+    #[allow(clippy::too_many_arguments)]
+    fn product_on(
+        threads: usize,
+        c: &mut [f32],
+        a: &[f32],
+        b: &[f32],
+        dims: (usize, usize, usize),
+        trans: (bool, bool),
+        epilogue: Epilogue,
+        then: Then,
+    ) {
+        let (m, n, _) = dims;
+        let post = Post::new(then, m, n);
+        let p = Product::new(c, a, b, dims, trans.0, trans.1);
+        // SAFETY: the vectors have exactly the strided shapes described.
+        unsafe { p.run(epilogue, post, &Team::new(threads)) };
+    }
+
+    #[test]
+    fn split_k_products_match_naive_on_any_team() {
+        // k >= 4·max(m, n) and over SPLIT_MIN_MACS: the inner dimension is split (a store),
+        // into parts that do not divide it evenly; C is poisoned first.
+        for (m, n, k) in [(17, 23, 3001), (64, 100, 1000), (1, 260, 4099)] {
+            assert!(m * n * k >= SPLIT_MIN_MACS && k >= 4 * m.max(n));
+            let a = values(m * k, 1);
+            let b = values(k * n, 2);
+            for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+                let want = naive(&a, &b, m, n, k, ta, tb);
+                for threads in [2, 3] {
+                    let mut c = vec![f32::NAN; m * n];
+                    let (dims, tr) = ((m, n, k), (ta, tb));
+                    product_on(
+                        threads,
+                        &mut c,
+                        &a,
+                        &b,
+                        dims,
+                        tr,
+                        Epilogue::Store,
+                        Then::Nothing,
+                    );
+                    for (i, (g, w)) in c.iter().zip(&want).enumerate() {
+                        assert!(
+                            (g - w).abs() < 1e-4 * (k as f32).sqrt(),
+                            "{m}x{n}x{k} ta={ta} tb={tb} threads {threads} [{i}]: {g} vs {w}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// The epilogues fused into each thread's part are the separate ops, bit for bit, on every
+    /// way a product is split: unsplit, by columns, by rows, by the inner dimension.
+    #[test]
+    fn fused_epilogues_are_the_separate_ops_bit_for_bit_on_every_split() {
+        let shapes = [
+            (7, 9, 5, "unsplit"),
+            (97, 151, 101, "columns"),
+            (151, 97, 101, "rows"),
+            (17, 63, 1001, "inner dimension"),
+        ];
+        for (m, n, k, how) in shapes {
+            let a = values(m * k, 3);
+            let b = values(k * n, 4);
+            let bias = values(n, 5);
+            let aux = values(m * n, 6);
+            for threads in [1, 2, 3] {
+                let dims = (m, n, k);
+                let mut plain = vec![f32::NAN; m * n];
+                product_on(
+                    threads,
+                    &mut plain,
+                    &a,
+                    &b,
+                    dims,
+                    (false, false),
+                    Epilogue::Store,
+                    Then::Nothing,
+                );
+                for act in Activation::ALL {
+                    // Bias, then the activation, keeping the pre-activation where it is needed.
+                    let mut want = plain.clone();
+                    bias_forward(&mut want, &bias);
+                    let mut want_pre = vec![f32::NAN; m * n];
+                    if !act.needs_input() {
+                        want_pre.clear();
+                    }
+                    activation_forward(&mut want, &mut want_pre, act);
+                    let mut got = vec![f32::NAN; m * n];
+                    let mut pre = vec![f32::NAN; if act.needs_input() { m * n } else { 0 }];
+                    let then = Then::Activate {
+                        bias: &bias,
+                        act,
+                        pre: &mut pre,
+                    };
+                    product_on(
+                        threads,
+                        &mut got,
+                        &a,
+                        &b,
+                        dims,
+                        (false, false),
+                        Epilogue::Store,
+                        then,
+                    );
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&got), bits(&want), "{how}, {threads} threads, {act}");
+                    assert_eq!(
+                        bits(&pre),
+                        bits(&want_pre),
+                        "{how}, {threads} threads, {act} pre"
+                    );
+                    // The gradient through the activation below.
+                    let mut want = plain.clone();
+                    activation_backward(&mut want, &aux, act);
+                    let mut got = vec![f32::NAN; m * n];
+                    let then = Then::Gradient { act, aux: &aux };
+                    product_on(
+                        threads,
+                        &mut got,
+                        &a,
+                        &b,
+                        dims,
+                        (false, false),
+                        Epilogue::Store,
+                        then,
+                    );
+                    assert_eq!(
+                        bits(&got),
+                        bits(&want),
+                        "{how}, {threads} threads, {act} grad"
+                    );
                 }
             }
         }
