@@ -223,7 +223,12 @@ fn cpu_info() -> DeviceInfo {
         device: 0,
         device_type: "Cpu".into(),
         backend: "cpu".into(),
-        driver: format!("gpu-train {} (gemm)", env!("CARGO_PKG_VERSION")),
+        driver: format!(
+            "gpu-train {} (gemm, {} kernels, {} threads)",
+            env!("CARGO_PKG_VERSION"),
+            crate::cpu::kernels(),
+            crate::cpu::threads()
+        ),
         driver_info: String::new(),
         timestamps: "none".into(),
         tuned_shapes: 0,

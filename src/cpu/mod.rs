@@ -407,10 +407,7 @@ impl Backend for CpuBackend {
             name: "cpu".into(),
             device_type: "Cpu".into(),
             backend: "gemm".into(),
-            driver: format!(
-                "gemm crate, {} threads available",
-                std::thread::available_parallelism().map_or(1, |n| n.get())
-            ),
+            driver: format!("gemm ({} kernels), {} threads", kernels(), threads()),
             layout: None,
             limits: None,
         }
