@@ -440,3 +440,31 @@ fn tune_and_bench_reject_bad_input() {
     assert_eq!(out.code, Some(2), "{}", out.stderr);
     assert!(out.stderr.contains("/nonexistent-dir"), "{}", out.stderr);
 }
+
+/// The CPU rows print their share of the FMA peak the bench measured (and the results file keeps
+/// it); GPU rows, and files without a peak, print none.
+#[test]
+fn cpu_rows_print_their_share_of_the_measured_peak() {
+    let mut r = results(
+        "0.1.0",
+        vec![device("GPU A", "gpu"), device("cpu", "cpu")],
+        vec![
+            row(0, "train/default", "train", 1.0, Status::Ok),
+            row(1, "train/default", "train", 1.0, Status::Ok),
+        ],
+    );
+    let gflops = r.rows[1].gflops();
+    assert!(!gpu_train::bench::row_line(&r, &r.rows[1]).contains("of peak"));
+    r.host.fma_peak = Some(gpu_train::bench::results::FmaPeak {
+        isa: "avx512f".into(),
+        threads: 2,
+        gflops: gflops * 4.0,
+    });
+    let cpu = gpu_train::bench::row_line(&r, &r.rows[1]);
+    assert!(cpu.contains(" 25.0% of peak"), "{cpu}");
+    assert!(!gpu_train::bench::row_line(&r, &r.rows[0]).contains("of peak"));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.json");
+    r.save(&path).unwrap();
+    assert_eq!(Results::load(&path).unwrap(), r);
+}
