@@ -33,28 +33,21 @@ pub struct Peak {
 /// derived from the accumulators, so that nothing is optimised away.
 type Kernel = fn(iters: u64) -> f32;
 
-/// The widest FMA kernel this CPU runs, its name and its f32 lanes.
+/// The FMA kernel of the width gemm's kernels run here ([`crate::cpu::kernels`]), its name and its
+/// f32 lanes.
 fn kernel() -> (Kernel, &'static str, usize) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY (of the call inside): the feature was detected just above.
-            return (|n| unsafe { x86::fma512(n) }, "avx512f", 16);
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: as above.
-            return (|n| unsafe { x86::fma256(n) }, "avx2+fma", 8);
-        }
+    let isa = crate::cpu::kernels();
+    match isa {
+        // SAFETY (of the calls inside): `kernels` names an ISA only where its features were
+        // detected.
+        #[cfg(target_arch = "x86_64")]
+        "avx512f" => (|n| unsafe { x86::fma512(n) }, isa, 16),
+        #[cfg(target_arch = "x86_64")]
+        "avx2+fma" => (|n| unsafe { x86::fma256(n) }, isa, 8),
+        #[cfg(target_arch = "aarch64")]
+        "neon" => (|n| unsafe { arm::fma128(n) }, isa, 4),
+        _ => (scalar, "scalar", 1),
     }
-    #[cfg(target_arch = "aarch64")]
-    {
-        if std::arch::is_aarch64_feature_detected!("neon") {
-            // SAFETY: as above.
-            return (|n| unsafe { arm::fma128(n) }, "neon", 4);
-        }
-    }
-    (scalar, "scalar", 1)
 }
 
 /// `CHAINS` chains of plain multiply-adds on f32, for a CPU with none of the above.

@@ -85,13 +85,28 @@ pub fn matmul_then(
     epilogue: Epilogue,
     then: Then,
 ) {
+    matmul_on(team(), c, a, b, dims, trans, epilogue, then);
+}
+
+/// [`matmul_then`] on `team`.
+#[allow(clippy::too_many_arguments)]
+fn matmul_on(
+    team: &Team,
+    c: &mut [f32],
+    a: &[f32],
+    b: &[f32],
+    dims: (usize, usize, usize),
+    trans: (bool, bool),
+    epilogue: Epilogue,
+    then: Then,
+) {
     let (m, n, k) = dims;
     assert!(c.len() >= m * n && a.len() >= m * k && b.len() >= k * n);
     let post = Post::new(then, m, n);
     let p = Product::new(c, a, b, dims, trans.0, trans.1);
     // SAFETY: the lengths were checked above against the strides: every index row*rs + col*cs
     // stays below m*k, k*n and m*n respectively, and `post`'s matrices are C's shape.
-    unsafe { p.run(epilogue, post, team()) }
+    unsafe { p.run(epilogue, post, team) }
 }
 
 impl Post {
@@ -149,29 +164,24 @@ impl Post {
         for r in p.row0..p.row0 + p.m {
             let at = r * w + p.col0;
             let c = std::slice::from_raw_parts_mut(p.c.add((r - p.row0) * w), p.n);
+            // The reference ops themselves, on this row of the part.
             match self {
                 Post::Nothing => {}
                 Post::Activate { bias, act, pre } => {
                     if let Some(bias) = bias {
-                        let bias = std::slice::from_raw_parts(bias.add(p.col0), p.n);
-                        for (v, &bj) in c.iter_mut().zip(bias) {
-                            *v += bj;
-                        }
-                    }
-                    if let Some(pre) = pre {
-                        std::slice::from_raw_parts_mut(pre.add(at), p.n).copy_from_slice(c);
+                        bias_forward(c, std::slice::from_raw_parts(bias.add(p.col0), p.n));
                     }
                     if act != Activation::None {
-                        for v in c.iter_mut() {
-                            *v = act_forward(act, *v);
-                        }
+                        let pre = match pre {
+                            Some(pre) => std::slice::from_raw_parts_mut(pre.add(at), p.n),
+                            None => &mut [],
+                        };
+                        activation_forward(c, pre, act);
                     }
                 }
                 Post::Gradient { act, aux } => {
                     let aux = std::slice::from_raw_parts(aux.add(at), p.n);
-                    for (g, &a) in c.iter_mut().zip(aux) {
-                        *g = act_backward(act, *g, a);
-                    }
+                    activation_backward(c, aux, act);
                 }
             }
         }
@@ -440,15 +450,17 @@ pub fn threads() -> usize {
     })
 }
 
-/// The microkernels gemm runs here, by the same run-time check gemm makes: `avx512f`,
-/// `avx2+fma`, `neon` or `scalar`.
+/// The microkernels gemm runs here, by the same run-time checks gemm makes: `avx512f`,
+/// `avx2+fma`, `neon` or `scalar`. The FMA peak probe (`bench::peak`) runs the same widths, and
+/// relies on each name meaning its features are there.
 pub fn kernels() -> &'static str {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512f") {
             return "avx512f";
         }
-        if std::arch::is_x86_feature_detected!("fma") {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
             return "avx2+fma";
         }
     }
@@ -900,17 +912,13 @@ mod tests {
         epilogue: Epilogue,
         then: Then,
     ) {
-        let (m, n, _) = dims;
-        let post = Post::new(then, m, n);
-        let p = Product::new(c, a, b, dims, trans.0, trans.1);
-        // SAFETY: the vectors have exactly the strided shapes described.
-        unsafe { p.run(epilogue, post, &Team::new(threads)) };
+        matmul_on(&Team::new(threads), c, a, b, dims, trans, epilogue, then);
     }
 
     #[test]
     fn split_k_products_match_naive_on_any_team() {
-        // k >= SPLIT_K_RATIO·max(m, n) and over SPLIT_MIN_MACS: the inner dimension is split (a store),
-        // into parts that do not divide it evenly; C is poisoned first.
+        // k >= SPLIT_K_RATIO·max(m, n) and over SPLIT_MIN_MACS: the inner dimension is split
+        // (a store), into parts that do not divide it evenly; C is poisoned first.
         for (m, n, k) in [(17, 23, 3001), (64, 100, 1000), (1, 260, 4099)] {
             assert!(m * n * k >= SPLIT_MIN_MACS && k >= SPLIT_K_RATIO * m.max(n));
             let a = values(m * k, 1);
