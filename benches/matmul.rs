@@ -6,6 +6,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use gpu_train::gpu::{time_matmul, Acc, Act, Block, GpuContext, MatmulKey, Mode, Opt, Update};
+use gpu_train::wait::block_on;
 use std::time::Duration;
 
 fn benches(c: &mut Criterion) {
@@ -62,7 +63,8 @@ fn benches(c: &mut Criterion) {
         let key = key(ta, tb, mode, dims);
         g.bench_function(name, |b| {
             b.iter_custom(|iters| {
-                let per = time_matmul(&ctx, key, dims, iters as usize).expect("matmul failed");
+                let per =
+                    block_on(time_matmul(&ctx, key, dims, iters as usize)).expect("matmul failed");
                 Duration::from_secs_f64(per * iters as f64)
             })
         });
@@ -88,7 +90,8 @@ fn benches(c: &mut Criterion) {
         };
         g.bench_function(block.entry_point(), |b| {
             b.iter_custom(|iters| {
-                let per = time_matmul(&ctx, key, dims, iters as usize).expect("matmul failed");
+                let per =
+                    block_on(time_matmul(&ctx, key, dims, iters as usize)).expect("matmul failed");
                 Duration::from_secs_f64(per * iters as f64)
             })
         });

@@ -135,7 +135,7 @@ pub fn resolve(args: &TrainArgs) -> Result<(Job, HostState)> {
                 ));
             }
         }
-        return with_data(job, (x, y, source), layers.is_some(), batch.is_some());
+        return crate::spec::with_data(job, (x, y, source), layers.is_some(), batch.is_some());
     }
     if let Some(r) = rows {
         if args.init.is_some() {
@@ -229,49 +229,6 @@ fn load_data(
             Ok(Some((xm, ym, source)))
         }
     }
-}
-
-/// A job on a dataset from files: its widths are the net's input and output (`--layers`, if
-/// given, must agree; else the job's hidden widths go between them), its rows the dataset's,
-/// trained in batches of `--batch` rows (default: the job's batch, at most the rows).
-fn with_data(
-    mut job: Job,
-    (x, y, source): (Matrix, Matrix, DataSource),
-    layers_given: bool,
-    batch_given: bool,
-) -> Result<(Job, HostState)> {
-    let depth = job.depth();
-    let DataSource::Files {
-        x: x_file,
-        y: y_file,
-    } = &source
-    else {
-        unreachable!("a dataset from files")
-    };
-    if layers_given {
-        for (file, has, what, width, which) in [
-            (x_file, x.cols, "inputs", job.layers[0], "first"),
-            (y_file, y.cols, "targets", job.layers[depth], "last"),
-        ] {
-            if has != width {
-                return Err(Error::arg(
-                    "--layers",
-                    format!("{file} has {has} {what} per row, but the {which} width is {width}"),
-                ));
-            }
-        }
-    } else {
-        job.layers[0] = x.cols;
-        job.layers[depth] = y.cols;
-    }
-    job.rows = Some(x.rows);
-    if !batch_given {
-        job.batch = job.batch.min(x.rows);
-    }
-    job.data = source;
-    job.validate()?;
-    let state = HostState::with_data(&job, x, y);
-    Ok((job, state))
 }
 
 /// With explicit `--layers`/`--batch`, every --init file must have the shape they imply.
@@ -646,39 +603,10 @@ fn train_command(args: &TrainArgs) -> Result<()> {
         }
     }
 
-    let epochs_run = report.epochs_run;
-    let eps = epochs_run as f64 / report.train_s.max(1e-12);
-    let s = summary::Summary {
-        tool: "gpu-train",
-        version: env!("CARGO_PKG_VERSION"),
-        device,
-        config: job.clone(),
-        epochs_run,
-        final_loss: report.final_loss(),
-        losses: report.losses.clone(),
-        loss_stride: report.loss_stride,
-        first_epoch: report.first_epoch,
-        timings: summary::Timings {
-            setup_s,
-            train_s: report.train_s,
-            epochs_per_s: eps,
-            gflops: job.flops_of_epochs(epochs_run) / report.train_s.max(1e-12) / 1e9,
-            encode_s_per_epoch: backend.encode_seconds() / epochs_run.max(1) as f64,
-        },
-        dispatches_per_epoch: backend.dispatches_per_epoch(),
-        submits: backend.submits(),
-        diverged_at: report.diverged.map(|(e, _)| e),
-        validation: scores.borrow().with_last(),
-        accuracy: accuracy.borrow().with_last(),
-        profile: match backend.kernel_times() {
-            (0, _) => None,
-            (steps_timed, kernels) => Some(summary::Profile {
-                steps_timed,
-                kernels,
-            }),
-        },
-    };
-    println!("{}", summary_line(&s));
+    let mut s = summary::Summary::new(device, &job, &report, setup_s, backend.stats());
+    s.validation = scores.borrow().with_last();
+    s.accuracy = accuracy.borrow().with_last();
+    println!("{}", s.line());
     if let Some(p) = &s.profile {
         print!("{}", profile_table(p, job.steps_per_epoch()));
     }
@@ -1128,24 +1056,6 @@ pub fn profile_table(p: &summary::Profile, steps_per_epoch: usize) -> String {
         );
     }
     s
-}
-
-pub fn summary_line(s: &summary::Summary) -> String {
-    let loss = s
-        .final_loss
-        .map_or_else(|| "-".to_string(), |l| format!("{l:.6e}"));
-    let accuracy =
-        (s.accuracy.last()).map_or_else(String::new, |a| format!(" | accuracy {:.4}", a.accuracy));
-    format!(
-        "device {} | epochs {} | final loss {}{accuracy} | train {:.3} s | {:.1} epochs/s | {:.2} \
-         GFLOP/s",
-        s.device.name,
-        s.epochs_run,
-        loss,
-        s.timings.train_s,
-        s.timings.epochs_per_s,
-        s.timings.gflops
-    )
 }
 
 /// Write the outputs of the end of a run besides the checkpoint and the history (written as the

@@ -2,9 +2,13 @@
 //! above it, in `train.rs`.
 
 use crate::cpu::OptCounters;
+#[cfg(not(target_arch = "wasm32"))]
 use crate::error::Result;
 use crate::init::{Matrix, Params};
 use crate::io::summary::DeviceSummary;
+#[cfg(not(target_arch = "wasm32"))]
+use crate::wait::block_on;
+use crate::wait::Wait;
 
 /// Everything a run needs to continue exactly where it stopped (a checkpoint's content): the
 /// random draws (data order, dynamic depths) are pure functions of the seed and the step.
@@ -33,27 +37,47 @@ pub struct KernelTime {
     pub workgroups: u64,
 }
 
-/// A device that holds a run's state and trains it.
+/// What a device counted while it trained: the host's share of the work (dispatches recorded,
+/// submissions, the time spent recording them) and, with `--profile`, the GPU time of each kernel.
+/// All zero on the CPU.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Stats {
+    /// Compute dispatches recorded per epoch.
+    pub dispatches_per_epoch: usize,
+    /// Queue submissions so far; each is followed by one readback.
+    pub submits: usize,
+    /// Seconds the host spent recording and submitting command buffers so far.
+    pub encode_s: f64,
+    /// Steps timed so far with the device's timestamp queries (`--profile`) and the time of
+    /// each kernel over them.
+    pub steps_timed: usize,
+    pub kernels: Vec<KernelTime>,
+}
+
+/// A device that holds a run's state and trains it. The methods that wait on the device return
+/// futures ([`Wait`]): the browser awaits them on its event loop; natively they are ready once
+/// polled, and the blocking forms below (`run`, `read_params`, ...) drive them with
+/// [`crate::wait::block_on`].
 pub trait Backend {
     /// Which device this is, for the summary line and JSON.
     fn describe(&self) -> DeviceSummary;
 
     /// Train `epochs` epochs; returns the loss of each, computed before that epoch's update.
-    fn run(&mut self, epochs: usize) -> Result<Vec<f32>>;
+    fn run_async(&mut self, epochs: usize) -> Wait<'_, Vec<f32>>;
 
     /// The current weights (`[d_l, d_{l+1}]` each) and biases (`[1, d_{l+1}]`).
-    fn read_params(&mut self) -> Result<Params>;
+    fn read_params_async(&mut self) -> Wait<'_, Params>;
 
     /// The loss and the gradients of the weights and biases at the current parameters, without
     /// updating them: what an epoch would compute before its step (for checking a device against
     /// a reference).
-    fn gradients(&mut self) -> Result<(f32, Params)>;
+    fn gradients_async(&mut self) -> Wait<'_, (f32, Params)>;
 
     /// The whole training state, for a checkpoint.
-    fn state(&mut self) -> Result<TrainState>;
+    fn state_async(&mut self) -> Wait<'_, TrainState>;
 
     /// Continue from `state` (a checkpoint of the same job).
-    fn restore(&mut self, state: &TrainState) -> Result<()>;
+    fn restore_async<'a>(&'a mut self, state: &'a TrainState) -> Wait<'a, ()>;
 
     /// Optimizer steps taken so far.
     fn steps(&self) -> usize;
@@ -63,19 +87,9 @@ pub trait Backend {
         usize::MAX
     }
 
-    /// Compute dispatches recorded per epoch (0 on the CPU).
-    fn dispatches_per_epoch(&self) -> usize {
-        0
-    }
-
-    /// Queue submissions so far (0 on the CPU); each is followed by one readback.
-    fn submits(&self) -> usize {
-        0
-    }
-
-    /// Seconds the host spent recording and submitting command buffers so far (0 on the CPU).
-    fn encode_seconds(&self) -> f64 {
-        0.0
+    /// What the device counted so far (all zero on the CPU).
+    fn stats(&self) -> Stats {
+        Stats::default()
     }
 
     /// Time every kernel of the steps to come with the device's timestamp queries (`--profile`).
@@ -84,8 +98,33 @@ pub trait Backend {
         Err("the CPU path runs no GPU kernels to time".into())
     }
 
-    /// Steps timed so far and the time of each kernel over them.
-    fn kernel_times(&self) -> (usize, Vec<KernelTime>) {
-        (0, Vec::new())
+    /// [`Backend::run_async`], waited for.
+    #[cfg(not(target_arch = "wasm32"))]
+    fn run(&mut self, epochs: usize) -> Result<Vec<f32>> {
+        block_on(self.run_async(epochs))
+    }
+
+    /// [`Backend::read_params_async`], waited for.
+    #[cfg(not(target_arch = "wasm32"))]
+    fn read_params(&mut self) -> Result<Params> {
+        block_on(self.read_params_async())
+    }
+
+    /// [`Backend::gradients_async`], waited for.
+    #[cfg(not(target_arch = "wasm32"))]
+    fn gradients(&mut self) -> Result<(f32, Params)> {
+        block_on(self.gradients_async())
+    }
+
+    /// [`Backend::state_async`], waited for.
+    #[cfg(not(target_arch = "wasm32"))]
+    fn state(&mut self) -> Result<TrainState> {
+        block_on(self.state_async())
+    }
+
+    /// [`Backend::restore_async`], waited for.
+    #[cfg(not(target_arch = "wasm32"))]
+    fn restore(&mut self, state: &TrainState) -> Result<()> {
+        block_on(self.restore_async(state))
     }
 }

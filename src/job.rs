@@ -789,10 +789,15 @@ impl Job {
         if self.epochs == 0 {
             return Err(Error::arg("--epochs", "must be at least 1"));
         }
+        self.check_host_size()?;
         if self.epochs > MAX_EPOCHS {
             return Err(Error::arg(
                 "--epochs",
-                format!("{} is more than the most, 2^40 = {MAX_EPOCHS}", self.epochs),
+                format!(
+                    "{} is more than the most, 2^{} = {MAX_EPOCHS}",
+                    self.epochs,
+                    MAX_EPOCHS.trailing_zeros()
+                ),
             ));
         }
         if self.epochs.checked_mul(self.steps_per_epoch()).is_none() {
@@ -1071,7 +1076,52 @@ pub fn parse_count(flag: &'static str, s: &str) -> Result<usize> {
 
 /// The most epochs a run may have (2^40: about 35 years at one epoch per millisecond). A run's
 /// memory does not grow with its length (see [`crate::thinned`]).
-pub const MAX_EPOCHS: usize = 1 << 40;
+pub const MAX_EPOCHS: usize = if usize::BITS >= 64 {
+    (1u64 << 40) as usize
+} else {
+    // A 32-bit target (the browser): 2^30.
+    1 << 30
+};
+
+/// The most bytes a job's dataset and parameters may take on the host (they are held more than
+/// once: the initial state, the device's copy, the optimizer's state): far past any machine's
+/// memory natively, so that only an absurd job is refused before it is drawn; 1 GiB in the
+/// browser, whose wasm32 memory is at most 4 GiB.
+pub const MAX_HOST_BYTES: u64 = if usize::BITS >= 64 { 1 << 40 } else { 1 << 30 };
+
+impl Job {
+    /// Refuse a job whose x, y, weights and biases would take more than [`MAX_HOST_BYTES`]
+    /// (or overflow counting them), naming the size, before anything is allocated.
+    fn check_host_size(&self) -> Result<()> {
+        let rows = self.dataset_rows() as u64;
+        let d = &self.layers;
+        let (d0, dl) = (d[0] as u64, d[d.len() - 1] as u64);
+        let elements = (d.windows(2))
+            .try_fold(0u64, |acc, w| {
+                let (a, b) = (w[0] as u64, w[1] as u64);
+                acc.checked_add(a.checked_mul(b)?.checked_add(b)?)
+            })
+            .and_then(|p| p.checked_add(rows.checked_mul(d0.checked_add(dl)?)?));
+        let bytes = elements.and_then(|e| e.checked_mul(4));
+        match bytes {
+            Some(b) if b <= MAX_HOST_BYTES => Ok(()),
+            _ => Err(Error::arg(
+                "--layers",
+                format!(
+                    "{} rows x [{}]: the dataset and the weights would take {} on the host, more \
+                     than the most this build allows ({} MiB)",
+                    rows,
+                    (d.iter().map(|w| w.to_string()).collect::<Vec<_>>()).join(", "),
+                    bytes.map_or_else(
+                        || "more bytes than can be counted".to_string(),
+                        |b| format!("{} MiB", b >> 20)
+                    ),
+                    MAX_HOST_BYTES >> 20
+                ),
+            )),
+        }
+    }
+}
 
 /// Parse `--layers 1000,100,10`.
 pub fn parse_layers(s: &str) -> Result<Vec<usize>> {

@@ -1,12 +1,13 @@
-//! The training loop, written once above the [`Backend`] trait: chunks of epochs between log
-//! points (and checkpoints), the divergence check, timing.
+//! The training loop, written once above the [`Backend`] trait: a [`Session`] runs chunks of
+//! epochs between log points (and checkpoints), checks for divergence and times the run; the
+//! command line and the browser page drive it.
 
 use crate::backend::Backend;
 use crate::error::Result;
 use crate::init::Params;
 use crate::job::Job;
 use crate::thinned::Thinned;
-use std::time::Instant;
+use web_time::Instant;
 
 /// What a training run produced.
 #[derive(Debug, Clone)]
@@ -44,8 +45,129 @@ impl Report {
     }
 }
 
+/// One chunk of epochs a [`Session`] ran: their losses, the first being that of epoch `first`
+/// (truncated after a non-finite one).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Chunk {
+    pub first: usize,
+    pub losses: Vec<f32>,
+}
+
+impl Chunk {
+    /// The epoch after the chunk's last: epochs done in all.
+    pub fn done(&self) -> usize {
+        self.first + self.losses.len()
+    }
+
+    /// `(epoch, loss)` of the chunk's epochs that are multiples of `log_every` (none for 0).
+    pub fn log_points(&self, log_every: usize) -> impl Iterator<Item = (usize, f32)> + '_ {
+        let first = self.first;
+        (self.losses.iter().enumerate())
+            .map(move |(i, &l)| (first + i, l))
+            .filter(move |(e, _)| log_every > 0 && e.is_multiple_of(log_every))
+    }
+}
+
+/// A training run in progress, from the epoch the backend is at (a resumed run continues its
+/// numbering) up to `job.epochs`, one chunk of epochs at a time: a chunk ends at every log point
+/// (one submission and one readback each on the GPU), at every multiple of `every` (checkpoints),
+/// after [`MAX_CHUNK`] epochs, and at the first non-finite loss. Whoever drives it (the command
+/// line, the browser page) does its own work between chunks: print, chart, checkpoint, stop.
+pub struct Session<'a> {
+    job: &'a Job,
+    backend: &'a mut dyn Backend,
+    every: usize,
+    first_epoch: usize,
+    start: Instant,
+    losses: Thinned<f32>,
+    diverged: Option<(usize, f32)>,
+    stopped: bool,
+}
+
+impl<'a> Session<'a> {
+    /// A session of `job` on `backend`; `every`: also end a chunk at every multiple of this many
+    /// epochs (0: never).
+    pub fn new(job: &'a Job, backend: &'a mut dyn Backend, every: usize) -> Self {
+        let first_epoch = backend.steps() / job.steps_per_epoch();
+        Session {
+            job,
+            backend,
+            every,
+            first_epoch,
+            start: Instant::now(),
+            losses: Thinned::default(),
+            diverged: None,
+            stopped: false,
+        }
+    }
+
+    /// Epochs done in all (the resumed ones included).
+    pub fn done(&self) -> usize {
+        self.first_epoch + self.losses.len()
+    }
+
+    /// The device, for what the driver does between chunks (read the parameters, checkpoint).
+    pub fn backend(&mut self) -> &mut dyn Backend {
+        self.backend
+    }
+
+    /// End the run after the chunk just returned (an interrupt, a stop button). Not a stop if
+    /// that chunk was the last.
+    pub fn stop(&mut self) {
+        self.stopped |= self.done() < self.job.epochs;
+    }
+
+    /// Run the next chunk; None once the run is over (all epochs done, diverged or stopped).
+    pub async fn next_chunk(&mut self) -> Result<Option<Chunk>> {
+        let job = self.job;
+        if self.done() >= job.epochs || self.diverged.is_some() || self.stopped {
+            return Ok(None);
+        }
+        let done = self.done();
+        let mut n = job.epochs - done;
+        // Read back at every log point, so a line appears as soon as its epoch is done.
+        for every in [job.log_every, self.every] {
+            if every > 0 {
+                n = n.min(every - done % every);
+            }
+        }
+        n = n.min(self.backend.max_chunk()).clamp(1, MAX_CHUNK);
+        let mut losses = self.backend.run_async(n).await?;
+        if let Some(i) = losses.iter().position(|l| !l.is_finite()) {
+            self.diverged = Some((done + i, losses[i]));
+            losses.truncate(i + 1);
+        }
+        for &l in &losses {
+            self.losses.push(l);
+        }
+        Ok(Some(Chunk {
+            first: done,
+            losses,
+        }))
+    }
+
+    /// What the run produced, with the parameters read back.
+    pub async fn finish(self) -> Result<Report> {
+        let train_s = self.start.elapsed().as_secs_f64();
+        let params = self.backend.read_params_async().await?;
+        let losses = self.losses;
+        Ok(Report {
+            first_epoch: self.first_epoch,
+            losses: losses.kept().to_vec(),
+            loss_stride: losses.stride(),
+            epochs_run: losses.len(),
+            last_loss: losses.last().copied(),
+            train_s,
+            diverged: self.diverged,
+            stopped: self.stopped,
+            params,
+        })
+    }
+}
+
 /// Train `job.epochs` epochs on `backend`, calling `on_log(epoch, loss)` for every `log_every`-th
 /// epoch as soon as its loss is back on the host. Stops at the first non-finite loss.
+#[cfg(not(target_arch = "wasm32"))]
 pub fn train(
     job: &Job,
     backend: &mut dyn Backend,
@@ -76,52 +198,20 @@ pub struct Hooks<'a> {
     pub every: usize,
 }
 
-/// [`train`] from the epoch the backend is at (a resumed run continues its numbering) up to
-/// `job.epochs`, with the hooks.
+/// A [`Session`] driven to its end on this thread, with the hooks called between chunks.
+#[cfg(not(target_arch = "wasm32"))]
 pub fn train_observed(job: &Job, backend: &mut dyn Backend, hooks: Hooks<'_>) -> Result<Report> {
-    let first_epoch = backend.steps() / job.steps_per_epoch();
-    let start = Instant::now();
-    let mut losses = Thinned::default();
-    let mut diverged = None;
-    let mut stopped = false;
-    while first_epoch + losses.len() < job.epochs && diverged.is_none() && !stopped {
-        let done = first_epoch + losses.len();
-        let mut n = job.epochs - done;
-        // Read back at every log point, so a line appears as soon as its epoch is done.
-        for every in [job.log_every, hooks.every] {
-            if every > 0 {
-                n = n.min(every - done % every);
-            }
-        }
-        n = n.min(backend.max_chunk()).clamp(1, MAX_CHUNK);
-        let mut chunk = backend.run(n)?;
-        for (i, &loss) in chunk.iter().enumerate() {
-            let epoch = done + i;
-            losses.push(loss);
-            if job.log_every > 0 && epoch.is_multiple_of(job.log_every) {
+    crate::wait::block_on(async {
+        let mut session = Session::new(job, backend, hooks.every);
+        while let Some(chunk) = session.next_chunk().await? {
+            for (epoch, loss) in chunk.log_points(job.log_every) {
                 (hooks.on_log)(epoch, loss);
             }
-            if !loss.is_finite() {
-                diverged = Some((epoch, loss));
-                chunk.truncate(i + 1);
-                break;
+            if (hooks.on_chunk)(session.backend(), chunk.done(), &chunk.losses)? {
+                session.stop();
             }
         }
-        let done = first_epoch + losses.len();
-        stopped = (hooks.on_chunk)(backend, done, &chunk)? && done < job.epochs;
-    }
-    let train_s = start.elapsed().as_secs_f64();
-    let params = backend.read_params()?;
-    Ok(Report {
-        first_epoch,
-        losses: losses.kept().to_vec(),
-        loss_stride: losses.stride(),
-        epochs_run: losses.len(),
-        last_loss: losses.last().copied(),
-        train_s,
-        diverged,
-        stopped,
-        params,
+        session.finish().await
     })
 }
 

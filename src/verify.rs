@@ -14,8 +14,10 @@
 //! its elements: at most 1 passes; a NaN (an element never written) is infinite.
 
 use crate::backend::Backend;
+use crate::bench;
 use crate::bench::results::{DeviceInfo, Host};
-use crate::bench::{self, Device};
+#[cfg(not(target_arch = "wasm32"))]
+use crate::bench::Device;
 use crate::cpu::{self, CpuBackend, Epilogue};
 use crate::error::{Error, Result};
 use crate::gpu::layout::Layout;
@@ -89,6 +91,21 @@ pub struct Report {
 }
 
 impl Report {
+    /// A report with no checks yet, stamped now.
+    pub fn new(quick: bool, host: Host, devices: Vec<DeviceInfo>) -> Self {
+        Report {
+            format: FORMAT.into(),
+            schema_version: SCHEMA_VERSION,
+            tool_version: env!("CARGO_PKG_VERSION").into(),
+            git_commit: option_env!("GPU_TRAIN_GIT_COMMIT").map(String::from),
+            created_unix_s: crate::io::unix_now(),
+            quick,
+            host,
+            devices,
+            checks: Vec::new(),
+        }
+    }
+
     pub fn failed(&self) -> impl Iterator<Item = &Check> {
         self.checks.iter().filter(|c| !c.passed)
     }
@@ -407,7 +424,7 @@ impl Suite<'_> {
 }
 
 /// One matmul check: the GPU's outputs against the CPU reference for epilogue `e`.
-fn matmul_check(
+async fn matmul_check(
     ctx: &GpuContext,
     key: MatmulKey,
     e: Epi,
@@ -440,7 +457,7 @@ fn matmul_check(
         Epi::Bias => (0.0, &poison, None, Some(&extra.bias[..]), None),
         Epi::Sum => (0.0, &poison, None, None, Some(&extra.aux[..])),
     };
-    let out = run_matmul(ctx, key, &a, &b, dims, scalar, c_init, aux, bias, sum)?;
+    let out = run_matmul(ctx, key, &a, &b, dims, scalar, c_init, aux, bias, sum).await?;
     let ((want_c, bound_c), second) = epilogue_bound(e, &v, &err, &extra);
     let mut compared = Vec::new();
     if !want_c.is_empty() {
@@ -461,7 +478,7 @@ fn matmul_check(
 }
 
 /// Every matmul check on `ctx` in `layout`.
-fn matmul_checks(suite: &mut Suite<'_>, ctx: &GpuContext, layout: Layout, quick: bool) {
+async fn matmul_checks(suite: &mut Suite<'_>, ctx: &GpuContext, layout: Layout, quick: bool) {
     for e in Epi::ALL {
         for &trans in e.transposes() {
             for (si, dims) in shapes(quick).into_iter().enumerate() {
@@ -473,16 +490,20 @@ fn matmul_checks(suite: &mut Suite<'_>, ctx: &GpuContext, layout: Layout, quick:
                     let shape = format!("A{}B{} {m}x{n}x{k}", t(trans.0), t(trans.1));
                     let seed =
                         (si as u64) << 8 | (e as u64) << 4 | trans.0 as u64 | (trans.1 as u64) << 1;
-                    let outcome = matmul_check(ctx, key, e, dims, seed).map(|(mut cmp, pad)| {
-                        if let Some(first) = cmp.first_mut() {
-                            perturb(&kernel, &format!("{m}x{n}x{k}"), &mut first.got);
-                        }
-                        let ratio = (cmp.iter())
-                            .map(|c| worst_ratio(&c.got, &c.want, &c.bound))
-                            .fold(0.0, f64::max);
-                        let note = (!pad).then(|| "non-zero padding left in the output".into());
-                        (ratio, note)
-                    });
+                    let outcome =
+                        matmul_check(ctx, key, e, dims, seed)
+                            .await
+                            .map(|(mut cmp, pad)| {
+                                if let Some(first) = cmp.first_mut() {
+                                    perturb(&kernel, &format!("{m}x{n}x{k}"), &mut first.got);
+                                }
+                                let ratio = (cmp.iter())
+                                    .map(|c| worst_ratio(&c.got, &c.want, &c.bound))
+                                    .fold(0.0, f64::max);
+                                let note =
+                                    (!pad).then(|| "non-zero padding left in the output".into());
+                                (ratio, note)
+                            });
                     suite.record(kernel, block.name(), layout, shape, "2γ_k·|A|·|B|", outcome);
                 }
             }
@@ -491,7 +512,7 @@ fn matmul_checks(suite: &mut Suite<'_>, ctx: &GpuContext, layout: Layout, quick:
 }
 
 /// `bias_update` (the column sums bit for bit, the SGD step within rounding) on `ctx` in `layout`.
-fn bias_checks(suite: &mut Suite<'_>, ctx: &GpuContext, layout: Layout, quick: bool) {
+async fn bias_checks(suite: &mut Suite<'_>, ctx: &GpuContext, layout: Layout, quick: bool) {
     let shapes: &[(usize, usize)] = if quick {
         &[(7, 3), (63, 65)]
     } else {
@@ -507,8 +528,9 @@ fn bias_checks(suite: &mut Suite<'_>, ctx: &GpuContext, layout: Layout, quick: b
         let lr = 0.125f32;
         for store in [true, false] {
             let kernel = format!("bias_update/{}", if store { "store" } else { "sgd" });
-            let outcome =
-                run_bias_update(ctx, layout, &g, (rows, cols), b, lr, store).map(|mut got| {
+            let outcome = run_bias_update(ctx, layout, &g, (rows, cols), b, lr, store)
+                .await
+                .map(|mut got| {
                     perturb(&kernel, &shape, &mut got);
                     let (want, bound): (Vec<f64>, Vec<f64>) = (0..cols)
                         .map(|j| {
@@ -537,7 +559,7 @@ fn bias_checks(suite: &mut Suite<'_>, ctx: &GpuContext, layout: Layout, quick: b
 }
 
 /// `loss_reduce` bit for bit against the CPU's reduction in the same order.
-fn loss_reduce_checks(suite: &mut Suite<'_>, ctx: &GpuContext, layout: Layout, quick: bool) {
+async fn loss_reduce_checks(suite: &mut Suite<'_>, ctx: &GpuContext, layout: Layout, quick: bool) {
     let shapes: &[(usize, usize)] = if quick {
         &[(64, 10), (63, 65)]
     } else {
@@ -548,13 +570,15 @@ fn loss_reduce_checks(suite: &mut Suite<'_>, ctx: &GpuContext, layout: Layout, q
         let v: Vec<f32> = v.iter().map(|x| x * x).collect();
         let want = cpu::loss_reduce(&v);
         let shape = format!("{rows}x{cols}");
-        let outcome = run_loss_reduce(ctx, &v, (rows, cols)).map(|(got, epoch)| {
-            let mut got = [got];
-            perturb("loss_reduce", &shape, &mut got);
-            let r = worst_ratio(&got, &[want as f64], &[f64::MIN_POSITIVE]);
-            let note = (epoch != 3).then(|| format!("the epoch index became {epoch}, not 3"));
-            (r, note)
-        });
+        let outcome = run_loss_reduce(ctx, &v, (rows, cols))
+            .await
+            .map(|(got, epoch)| {
+                let mut got = [got];
+                perturb("loss_reduce", &shape, &mut got);
+                let r = worst_ratio(&got, &[want as f64], &[f64::MIN_POSITIVE]);
+                let note = (epoch != 3).then(|| format!("the epoch index became {epoch}, not 3"));
+                (r, note)
+            });
         suite.record(
             "loss_reduce".into(),
             "-",
@@ -570,7 +594,12 @@ fn loss_reduce_checks(suite: &mut Suite<'_>, ctx: &GpuContext, layout: Layout, q
 /// widely, class targets, its gradient matrix poisoned first. exp and log may differ between
 /// implementations by a few ulps: the bound is 2e-6·coef + 1e-6·|g| per gradient element and
 /// 1e-5 relative on the loss.
-fn cross_entropy_checks(suite: &mut Suite<'_>, ctx: &GpuContext, layout: Layout, quick: bool) {
+async fn cross_entropy_checks(
+    suite: &mut Suite<'_>,
+    ctx: &GpuContext,
+    layout: Layout,
+    quick: bool,
+) {
     let shapes: &[(usize, usize)] = if quick {
         &[(64, 10), (63, 65)]
     } else {
@@ -595,8 +624,9 @@ fn cross_entropy_checks(suite: &mut Suite<'_>, ctx: &GpuContext, layout: Layout,
         cpu::cross_entropy(&mut g, &mut row_loss, &z, &y, cols, coef);
         let loss = cpu::loss_reduce(&row_loss) * coef;
         let shape = format!("{rows}x{cols}");
-        let outcome = run_cross_entropy(ctx, layout, &z, &y, (rows, cols), (coef, coef)).map(
-            |(got_loss, grad)| {
+        let outcome = run_cross_entropy(ctx, layout, &z, &y, (rows, cols), (coef, coef))
+            .await
+            .map(|(got_loss, grad)| {
                 let padded = crate::gpu::pad4(cols);
                 let mut got = vec![got_loss];
                 got.extend((0..rows).flat_map(|rr| grad[rr * padded..][..cols].to_vec()));
@@ -615,8 +645,7 @@ fn cross_entropy_checks(suite: &mut Suite<'_>, ctx: &GpuContext, layout: Layout,
                 let note = (!padding_zero).then(|| "non-zero padding in the gradient".into());
                 let r = worst_ratio(&got, &want, &bound);
                 (if padding_zero { r } else { f64::INFINITY }, note)
-            },
-        );
+            });
         suite.record(
             "cross_entropy".into(),
             "-",
@@ -631,7 +660,12 @@ fn cross_entropy_checks(suite: &mut Suite<'_>, ctx: &GpuContext, layout: Layout,
 /// A few epochs of a small net with biases for each optimizer and loss, each activation, and a
 /// learning-rate schedule with weight decay: every epoch's loss within the trajectory tolerance
 /// of the CPU's (the model of tests/parity.rs).
-fn training_checks(suite: &mut Suite<'_>, ctx: &Arc<GpuContext>, layout: Layout, quick: bool) {
+async fn training_checks(
+    suite: &mut Suite<'_>,
+    ctx: &Arc<GpuContext>,
+    layout: Layout,
+    quick: bool,
+) {
     let optimizers = [
         ("sgd", OptimizerKind::Sgd, false, 1e-2),
         ("momentum", OptimizerKind::Momentum, false, 1e-2),
@@ -716,21 +750,23 @@ fn training_checks(suite: &mut Suite<'_>, ctx: &Arc<GpuContext>, layout: Layout,
     }
     for (kernel, job) in jobs {
         let shape = "9x[23,13,5]".to_string();
-        let outcome = (|| {
+        let outcome = async {
             job.validate()?;
             let state = HostState::seeded(&job);
-            let want = CpuBackend::new(&job, &state).run(job.epochs)?;
-            let mut gpu = GpuBackend::with_layout(ctx.clone(), &job, &state, layout)?;
-            let mut got = gpu.run(job.epochs)?;
+            let want = CpuBackend::new(&job, &state).run_async(job.epochs).await?;
+            let mut gpu = GpuBackend::create(ctx.clone(), &job, &state, layout).await?;
+            let mut got = gpu.run_async(job.epochs).await?;
             perturb(&kernel, &shape, &mut got);
             let want64: Vec<f64> = want.iter().map(|&l| l as f64).collect();
             let bound: Vec<f64> = want.iter().map(|&l| bench::trajectory_tol(l)).collect();
             Ok((worst_ratio(&got, &want64, &bound), None))
-        })();
+        }
+        .await;
         suite.record(kernel, "-", layout, shape, "3e-3·√L + 1e-5·L", outcome);
     }
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 /// Run the suite on every chosen adapter (and layout), reporting each check to `on_check` (with
 /// the devices) as it completes. Fails (bad input, exit 2) if there is no adapter to verify.
 pub fn run(plan: &Plan, on_check: &mut dyn FnMut(&[DeviceInfo], &Check)) -> Result<Report> {
@@ -757,19 +793,8 @@ pub fn run(plan: &Plan, on_check: &mut dyn FnMut(&[DeviceInfo], &Check)) -> Resu
                 .into(),
         ));
     }
-    let mut report = Report {
-        format: FORMAT.into(),
-        schema_version: SCHEMA_VERSION,
-        tool_version: env!("CARGO_PKG_VERSION").into(),
-        git_commit: option_env!("GPU_TRAIN_GIT_COMMIT").map(String::from),
-        created_unix_s: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
-        quick: plan.quick,
-        host: bench::host(),
-        devices: gpus.iter().map(|(i, _)| i.clone()).collect(),
-        checks: Vec::new(),
-    };
+    let devices = gpus.iter().map(|(i, _)| i.clone()).collect();
+    let mut report = Report::new(plan.quick, bench::host(), devices);
     let devices = report.devices.clone();
     let mut forward = |c: &Check| on_check(&devices, c);
     for (device, (info, dev)) in gpus.iter().enumerate() {
@@ -793,23 +818,58 @@ pub fn run(plan: &Plan, on_check: &mut dyn FnMut(&[DeviceInfo], &Check)) -> Resu
             });
             continue;
         };
-        // Every layout the adapter runs; with --quick the one training would take here.
-        let layouts: Vec<Layout> = match plan.layout {
-            Some(l) => vec![l],
-            None if plan.quick => vec![ctx.auto_layout()],
-            None => (Layout::ALL.into_iter())
-                .filter(|&l| ctx.kernels.supports(l))
-                .collect(),
-        };
-        for &layout in &layouts {
-            matmul_checks(&mut suite, ctx, layout, plan.quick);
-            bias_checks(&mut suite, ctx, layout, plan.quick);
-            if layout == layouts[0] {
-                loss_reduce_checks(&mut suite, ctx, layout, plan.quick);
-            }
-            cross_entropy_checks(&mut suite, ctx, layout, plan.quick);
-            training_checks(&mut suite, ctx, layout, plan.quick);
-        }
+        let layouts = layouts(ctx, plan.layout, plan.quick);
+        crate::wait::block_on(check_device(&mut suite, ctx, &layouts, plan.quick));
     }
     Ok(report)
+}
+
+/// The layouts to verify on `ctx`: the one asked for; with `quick` the one training would take
+/// here; else every layout the adapter runs.
+pub fn layouts(ctx: &GpuContext, asked: Option<Layout>, quick: bool) -> Vec<Layout> {
+    match asked {
+        Some(l) => vec![l],
+        None if quick => vec![ctx.auto_layout()],
+        None => (Layout::ALL.into_iter())
+            .filter(|&l| ctx.kernels.supports(l))
+            .collect(),
+    }
+}
+
+/// Every check of the suite on one open device, in each of `layouts`.
+async fn check_device(
+    suite: &mut Suite<'_>,
+    ctx: &Arc<GpuContext>,
+    layouts: &[Layout],
+    quick: bool,
+) {
+    for &layout in layouts {
+        matmul_checks(suite, ctx, layout, quick).await;
+        bias_checks(suite, ctx, layout, quick).await;
+        if layout == layouts[0] {
+            loss_reduce_checks(suite, ctx, layout, quick).await;
+        }
+        cross_entropy_checks(suite, ctx, layout, quick).await;
+        training_checks(suite, ctx, layout, quick).await;
+    }
+}
+
+/// The suite on one device already open (the browser's adapter, described by `info`, on the
+/// `host` that runs it), each check reported to `on_check` as it completes.
+pub async fn run_on(
+    ctx: &Arc<GpuContext>,
+    info: DeviceInfo,
+    host: Host,
+    asked: Option<Layout>,
+    quick: bool,
+    on_check: &mut dyn FnMut(&Check),
+) -> Report {
+    let mut report = Report::new(quick, host, vec![info]);
+    let mut suite = Suite {
+        checks: &mut report.checks,
+        device: 0,
+        on_check,
+    };
+    check_device(&mut suite, ctx, &layouts(ctx, asked, quick), quick).await;
+    report
 }

@@ -23,6 +23,7 @@ use gpu_train::gpu::{
     GpuContext, MatmulKey, Mode, Opt, Update,
 };
 use gpu_train::job::{Activation, Loss};
+use gpu_train::wait::block_on;
 use proptest::prelude::*;
 use rand::RngExt;
 
@@ -222,7 +223,7 @@ impl Case {
     ) -> (Vec<f32>, Vec<f32>) {
         let dims = (self.m, self.n, self.k);
         let (a, b) = (&self.a, &self.b);
-        let out = run_matmul(ctx, key, a, b, dims, lr, c_init, aux, bias, sum)
+        let out = block_on(run_matmul(ctx, key, a, b, dims, lr, c_init, aux, bias, sum))
             .unwrap_or_else(|e| panic!("{}: {e}", self.label(Variant::of(key))));
         assert!(
             out.padding_zero,
@@ -275,7 +276,7 @@ fn gpu_naive_reference_kernel_matches_cpu_covering_shapes() {
         let want = case.cpu_product();
         let s = case.abs_products();
         let g = 2.0 * gamma(case.k);
-        let got = gpu_train::gpu::run_naive(&ctx, &case.a, &case.b, shape).unwrap();
+        let got = block_on(gpu_train::gpu::run_naive(&ctx, &case.a, &case.b, shape)).unwrap();
         assert_eq!(got.len(), case.m * case.n);
         assert_within(&format!("naive {shape:?}"), &got, &want, |i| g * s[i]);
     }
@@ -539,8 +540,15 @@ fn gpu_cross_entropy_matches_cpu_and_zeroes_the_padding() {
                 cpu::cross_entropy(&mut want_g, &mut row_loss, &z, &y, cols, coef);
                 let want = cpu::loss_reduce(&row_loss) * scale;
                 let label = format!("{layout} {rows}x{cols} probabilities={probabilities}");
-                let (got, grad) =
-                    run_cross_entropy(&ctx, layout, &z, &y, (rows, cols), (scale, coef)).unwrap();
+                let (got, grad) = block_on(run_cross_entropy(
+                    &ctx,
+                    layout,
+                    &z,
+                    &y,
+                    (rows, cols),
+                    (scale, coef),
+                ))
+                .unwrap();
                 assert!(
                     ((got - want) / want).abs() <= 1e-5,
                     "{label}: loss {got:e}, CPU {want:e}"
@@ -818,7 +826,16 @@ fn gpu_bias_update_matches_cpu_bit_for_bit() {
         let b = randn(&mut r, cols);
         let mut want_db = vec![f32::NAN; cols];
         cpu::bias_update(&mut want_db, &g, Epilogue::Store);
-        let got_db = run_bias_update(&ctx, layout, &g, (rows, cols), &b, 0.0, true).unwrap();
+        let got_db = block_on(run_bias_update(
+            &ctx,
+            layout,
+            &g,
+            (rows, cols),
+            &b,
+            0.0,
+            true,
+        ))
+        .unwrap();
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         assert_eq!(
             bits(&got_db),
@@ -828,7 +845,16 @@ fn gpu_bias_update_matches_cpu_bit_for_bit() {
         let lr = 0.125;
         let mut want_b = b.clone();
         cpu::bias_update(&mut want_b, &g, Epilogue::Sgd(lr));
-        let got_b = run_bias_update(&ctx, layout, &g, (rows, cols), &b, lr, false).unwrap();
+        let got_b = block_on(run_bias_update(
+            &ctx,
+            layout,
+            &g,
+            (rows, cols),
+            &b,
+            lr,
+            false,
+        ))
+        .unwrap();
         assert_within(
             &format!("b after a step, {rows}x{cols} {layout:?}"),
             &got_b,
@@ -858,7 +884,7 @@ fn gpu_bias_gradient_sums_match_cpu_bit_for_bit() {
         cpu::bias_update(&mut added, &g, Epilogue::Accumulate);
         let acc = |input, output| Acc { input, output };
         let label = format!("{rows}x{cols} {layout:?}");
-        let (got_b, got_sum) = run_bias_sum(
+        let (got_b, got_sum) = block_on(run_bias_sum(
             &ctx,
             layout,
             &g,
@@ -867,11 +893,11 @@ fn gpu_bias_gradient_sums_match_cpu_bit_for_bit() {
             (0.5, false),
             acc(false, true),
             None,
-        )
+        ))
         .unwrap();
         assert_eq!(bits(&got_sum), bits(&db), "{label}: sum = db");
         assert_eq!(got_b, b, "{label}: b changed while summing");
-        let (_, got_sum) = run_bias_sum(
+        let (_, got_sum) = block_on(run_bias_sum(
             &ctx,
             layout,
             &g,
@@ -880,10 +906,10 @@ fn gpu_bias_gradient_sums_match_cpu_bit_for_bit() {
             (0.5, false),
             acc(true, true),
             Some(&sum),
-        )
+        ))
         .unwrap();
         assert_eq!(bits(&got_sum), bits(&added), "{label}: sum += db");
-        let (got_db, _) = run_bias_sum(
+        let (got_db, _) = block_on(run_bias_sum(
             &ctx,
             layout,
             &g,
@@ -892,11 +918,11 @@ fn gpu_bias_gradient_sums_match_cpu_bit_for_bit() {
             (0.0, true),
             acc(true, false),
             Some(&sum),
-        )
+        ))
         .unwrap();
         assert_eq!(bits(&got_db), bits(&added), "{label}: db = sum + db");
         let lr = 0.125;
-        let (got_b, _) = run_bias_sum(
+        let (got_b, _) = block_on(run_bias_sum(
             &ctx,
             layout,
             &g,
@@ -905,7 +931,7 @@ fn gpu_bias_gradient_sums_match_cpu_bit_for_bit() {
             (lr, false),
             acc(true, false),
             Some(&sum),
-        )
+        ))
         .unwrap();
         let want: Vec<f32> = b.iter().zip(&added).map(|(b, a)| b - lr * a).collect();
         assert_eq!(bits(&got_b), bits(&want), "{label}: b -= lr·(sum + db)");
@@ -970,7 +996,7 @@ fn gpu_loss_reduce_is_bit_identical_to_cpu_loss_reduce() {
     for (i, (rows, cols)) in REDUCE_SHAPES.into_iter().enumerate() {
         let v = squares(rows * cols, 1000 + i as u64);
         let want = cpu::loss_reduce(&v);
-        let (got, epoch) = run_loss_reduce(&ctx, &v, (rows, cols))
+        let (got, epoch) = block_on(run_loss_reduce(&ctx, &v, (rows, cols)))
             .unwrap_or_else(|e| panic!("loss_reduce {rows}x{cols}: {e}"));
         assert_eq!(
             got.to_bits(),

@@ -350,10 +350,10 @@ fn gpu_losses_do_not_depend_on_chunking() {
             assert_eq!(bits(&x.data), bits(&y.data), "{name}");
         }
         // One submission per run() call here (each is within the chunk limit).
-        assert_eq!(pieces.submits(), 5);
+        assert_eq!(pieces.stats().submits, 5);
         // Per epoch: L-1 relu products, the sse product, loss_reduce, L-1 mask products, L sgd
         // products, L bias updates.
-        assert_eq!(pieces.dispatches_per_epoch(), 4 * job.depth());
+        assert_eq!(pieces.stats().dispatches_per_epoch, 4 * job.depth());
     }
 }
 
@@ -791,7 +791,7 @@ fn gpu_job_past_a_reduced_storage_binding_limit_is_split_and_matches() {
         let mut big = GpuBackend::with_layout(full.clone(), &job, &state, texels).unwrap();
         let mut banded = GpuBackend::with_layout(small.clone(), &job, &state, texels).unwrap();
         assert!(
-            banded.dispatches_per_epoch() > big.dispatches_per_epoch(),
+            banded.stats().dispatches_per_epoch > big.stats().dispatches_per_epoch,
             "{label}: the products writing banded buffers run once per band"
         );
         let want = big.run(job.epochs).unwrap();

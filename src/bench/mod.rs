@@ -19,17 +19,24 @@ pub mod results;
 
 use crate::backend::Backend;
 use crate::cpu::CpuBackend;
-use crate::error::{Error, Result};
+#[cfg(not(target_arch = "wasm32"))]
+use crate::error::Error;
+use crate::error::Result;
+#[cfg(not(target_arch = "wasm32"))]
 use crate::gpu::context::{self, DeviceChoice};
 use crate::gpu::layout::Layout;
-use crate::gpu::tune::{self, Parity};
-use crate::gpu::{Block, GpuBackend, GpuContext, LimitsChoice};
+use crate::gpu::tune::Parity;
+#[cfg(not(target_arch = "wasm32"))]
+use crate::gpu::{tune, Block};
+use crate::gpu::{GpuBackend, GpuContext, LimitsChoice};
 use crate::init::HostState;
 use crate::job::Job;
+#[cfg(not(target_arch = "wasm32"))]
+use crate::wait::block_on;
 use results::{DeviceInfo, Host, HostOverhead, Results, Row, Status};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use web_time::Instant;
 
 /// What one bench run covers.
 #[derive(Debug, Clone)]
@@ -52,6 +59,7 @@ enum Case {
         /// Epochs per sample; 0: calibrated to about `target_s`.
         epochs: usize,
     },
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
     Matmul {
         name: String,
         trans: (bool, bool),
@@ -237,6 +245,19 @@ fn cpu_info() -> DeviceInfo {
     }
 }
 
+/// An opened adapter as the results describe it: its layout, timestamps and tuned shapes.
+pub fn opened_info(ctx: &GpuContext, layout: Layout) -> DeviceInfo {
+    DeviceInfo {
+        layout: Some(layout),
+        timestamps: serde_json::to_value(ctx.timestamps())
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default(),
+        tuned_shapes: ctx.tuning.len(),
+        ..gpu_info(&ctx.info)
+    }
+}
+
 fn gpu_info(info: &wgpu::AdapterInfo) -> DeviceInfo {
     DeviceInfo {
         name: info.name.clone(),
@@ -254,6 +275,7 @@ fn gpu_info(info: &wgpu::AdapterInfo) -> DeviceInfo {
     }
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 /// The devices to run on, in order: `--device` values, or every adapter that can run compute
 /// shaders and then the CPU. An adapter that cannot be opened is listed with its error.
 pub(crate) fn open_devices(
@@ -271,12 +293,7 @@ pub(crate) fn open_devices(
         });
         match opened {
             Ok((ctx, layout)) => {
-                info.layout = Some(layout);
-                info.timestamps = serde_json::to_value(ctx.timestamps())
-                    .ok()
-                    .and_then(|v| v.as_str().map(String::from))
-                    .unwrap_or_default();
-                info.tuned_shapes = ctx.tuning.len();
+                let info = opened_info(&ctx, layout);
                 (info, Some(Device::Gpu(ctx, layout)))
             }
             Err(e) => {
@@ -378,21 +395,21 @@ struct References {
 }
 
 impl References {
-    fn losses(&mut self, name: &str, job: &Job, epochs: usize) -> Vec<f32> {
-        self.losses
-            .entry((name.to_string(), epochs))
-            .or_insert_with(|| {
-                let state = HostState::seeded(job);
-                let mut cpu = CpuBackend::new(job, &state);
-                cpu.run(epochs).unwrap_or_default()
-            })
-            .clone()
+    async fn losses(&mut self, name: &str, job: &Job, epochs: usize) -> Vec<f32> {
+        let key = (name.to_string(), epochs);
+        if !self.losses.contains_key(&key) {
+            let state = HostState::seeded(job);
+            let mut cpu = CpuBackend::new(job, &state);
+            let losses = cpu.run_async(epochs).await.unwrap_or_default();
+            self.losses.insert(key.clone(), losses);
+        }
+        self.losses[&key].clone()
     }
 }
 
 /// Run the training case on `backend`: warm-up, calibration, samples from the same start, the
 /// parity of the first sample's losses, and (GPU) a profiled run.
-fn train_row(
+async fn train_row(
     device: usize,
     dev: &Device,
     name: &str,
@@ -405,14 +422,14 @@ fn train_row(
     let mut backend: Box<dyn Backend> = match dev {
         Device::Cpu => Box::new(CpuBackend::new(job, &state)),
         Device::Gpu(ctx, layout) => {
-            Box::new(GpuBackend::with_layout(ctx.clone(), job, &state, *layout)?)
+            Box::new(GpuBackend::create(ctx.clone(), job, &state, *layout).await?)
         }
     };
-    let start = backend.state()?;
+    let start = backend.state_async().await?;
     // Warm-up, which also calibrates the epochs of a sample.
     let t = Instant::now();
     let probe = if epochs > 0 { epochs.min(50) } else { 1 };
-    backend.run(probe)?;
+    backend.run_async(probe).await?;
     let per_epoch = t.elapsed().as_secs_f64() / probe as f64;
     let epochs = if epochs > 0 {
         epochs
@@ -421,20 +438,20 @@ fn train_row(
     };
     let (extra, n_samples) = budget.runs(per_epoch * epochs as f64);
     for _ in 0..extra {
-        backend.restore(&start)?;
-        backend.run(epochs.min(50))?;
+        backend.restore_async(&start).await?;
+        backend.run_async(epochs.min(50)).await?;
     }
     let mut samples = Vec::new();
     let mut first = Vec::new();
-    let (submits0, encode0) = (backend.submits(), backend.encode_seconds());
+    let stats0 = backend.stats();
     for i in 0..n_samples {
-        backend.restore(&start)?;
+        backend.restore_async(&start).await?;
         let t = Instant::now();
         let mut losses = Vec::with_capacity(epochs);
         let mut left = epochs;
         while left > 0 {
             let n = left.min(backend.max_chunk());
-            losses.extend(backend.run(n)?);
+            losses.extend(backend.run_async(n).await?);
             left -= n;
         }
         samples.push(t.elapsed().as_secs_f64());
@@ -445,17 +462,25 @@ fn train_row(
     let n = n_samples as f64;
     let gpu = matches!(dev, Device::Gpu(..));
     let host_overhead = gpu.then(|| HostOverhead {
-        submits_per_sample: (backend.submits() - submits0) as f64 / n,
-        readbacks_per_sample: (backend.submits() - submits0) as f64 / n,
-        encode_s_per_epoch: (backend.encode_seconds() - encode0) / n / epochs as f64,
+        submits_per_sample: (backend.stats().submits - stats0.submits) as f64 / n,
+        readbacks_per_sample: (backend.stats().submits - stats0.submits) as f64 / n,
+        encode_s_per_epoch: (backend.stats().encode_s - stats0.encode_s) / n / epochs as f64,
     });
-    let parity = gpu.then(|| trajectory_parity(&first, &refs.losses(name, job, epochs)));
+    let parity = match gpu {
+        true => Some(trajectory_parity(
+            &first,
+            &refs.losses(name, job, epochs).await,
+        )),
+        false => None,
+    };
     // Per-kernel GPU times from one more (profiled) sample.
     let (mut kernels, mut steps_timed) = (Vec::new(), 0);
     if gpu && backend.enable_profiling().is_ok() {
-        backend.restore(&start)?;
-        backend.run(epochs.min(backend.max_chunk()))?;
-        (steps_timed, kernels) = backend.kernel_times();
+        backend.restore_async(&start).await?;
+        let chunk = epochs.min(backend.max_chunk());
+        backend.run_async(chunk).await?;
+        let stats = backend.stats();
+        (steps_timed, kernels) = (stats.steps_timed, stats.kernels);
     }
     let config = serde_json::to_value(Job {
         epochs,
@@ -484,6 +509,7 @@ fn train_row(
     })
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 /// Time a product: `per_product(reps)` runs it `reps` times back to back and returns seconds
 /// per product. One run measures it (and warms up); then as many products per sample as take
 /// about `budget.target_s`, the extra warm-up, and the samples (seconds each). Returns the
@@ -504,6 +530,7 @@ fn sample_product(
     Ok((samples, reps, 1 + extra))
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 fn matmul_row(
     device: usize,
     dev: &Device,
@@ -555,10 +582,11 @@ fn matmul_row(
             let key = tune::store_key(Layout::Buffer, false, false, Block::B8x8);
             let (a, b) = tune::random_inputs(key, *dims, 1);
             let (want, scale) = tune::cpu_reference(key, &a, &b, *dims);
-            let got = crate::gpu::run_naive(ctx, &a, &b, *dims)?;
+            let got = block_on(crate::gpu::run_naive(ctx, &a, &b, *dims))?;
             let parity = Parity::of(&got, &want, &scale, k);
-            let (samples, reps, warmup) =
-                sample_product(budget, |reps| crate::gpu::time_naive(ctx, *dims, reps))?;
+            let (samples, reps, warmup) = sample_product(budget, |reps| {
+                block_on(crate::gpu::time_naive(ctx, *dims, reps))
+            })?;
             (samples, reps, warmup, Some(parity), "naive".to_string())
         }
         Device::Gpu(ctx, layout) => {
@@ -577,7 +605,7 @@ fn matmul_row(
             let key = tune::store_key(layout, trans.0, trans.1, block);
             let parity = tune::check_variant(ctx, key, *dims)?;
             let (samples, reps, warmup) = sample_product(budget, |reps| {
-                crate::gpu::time_matmul(ctx, key, *dims, reps)
+                block_on(crate::gpu::time_matmul(ctx, key, *dims, reps))
             })?;
             (
                 samples,
@@ -672,8 +700,10 @@ pub(crate) fn truncate(s: &str, n: usize) -> String {
 
 /// Testing hook: the case (a substring of its name) before which the bench destroys the GPU
 /// device, to check that a device failing mid-bench is reported and the bench goes on.
+#[cfg(not(target_arch = "wasm32"))]
 const LOSE_DEVICE_ENV: &str = "GPU_TRAIN_BENCH_LOSE_DEVICE";
 
+#[cfg(not(target_arch = "wasm32"))]
 /// Run the bench. Rows are printed as they complete (unless `quiet`).
 pub fn run(plan: &Plan, quiet: bool) -> Result<Results> {
     let budget = Budget::of(plan.quick);
@@ -683,9 +713,7 @@ pub fn run(plan: &Plan, quiet: bool) -> Result<Results> {
         schema_version: results::SCHEMA_VERSION,
         tool_version: env!("CARGO_PKG_VERSION").into(),
         git_commit: option_env!("GPU_TRAIN_GIT_COMMIT").map(String::from),
-        created_unix_s: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
+        created_unix_s: crate::io::unix_now(),
         command: std::env::args().collect(),
         quick: plan.quick,
         host: host(),
@@ -720,6 +748,7 @@ pub fn run(plan: &Plan, quiet: bool) -> Result<Results> {
     out.map(|()| results)
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 /// The suite on each opened device, rows appended to `results`.
 fn run_devices(
     opened: &[(DeviceInfo, Option<Device>)],
@@ -762,7 +791,7 @@ fn run_devices(
                 let outcome =
                     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match &case {
                         Case::Train { name, job, epochs } => {
-                            train_row(d, dev, name, job, *epochs, budget, refs)
+                            block_on(train_row(d, dev, name, job, *epochs, budget, refs))
                         }
                         Case::Matmul { .. } => matmul_row(d, dev, &case, budget, &mut tuned_now),
                     }));
@@ -818,6 +847,55 @@ fn run_devices(
     Ok(())
 }
 
+/// The bench in the browser: the suite's training cases (with `quick`, `bench --quick`'s) on the
+/// page's adapter `ctx` in `layout` and then on the CPU path (in wasm, one thread), each row
+/// reported to `on_row` as it completes; the results in the schema `gpu-train bench compare`
+/// reads, with the browser (`host`, `command`) recorded. The matmul cases are left to the native
+/// bench: they time single products, where the page is about the job.
+pub async fn run_training_cases(
+    ctx: &Arc<GpuContext>,
+    layout: Layout,
+    host: Host,
+    command: Vec<String>,
+    quick: bool,
+    on_row: &mut dyn FnMut(&Results, &Row),
+) -> Results {
+    let budget = Budget::of(quick);
+    let mut cpu = cpu_info();
+    cpu.name = host.cpu.clone();
+    let devices = [
+        (opened_info(ctx, layout), Device::Gpu(ctx.clone(), layout)),
+        (cpu, Device::Cpu),
+    ];
+    let mut results = Results {
+        format: results::FORMAT.into(),
+        schema_version: results::SCHEMA_VERSION,
+        tool_version: env!("CARGO_PKG_VERSION").into(),
+        git_commit: option_env!("GPU_TRAIN_GIT_COMMIT").map(String::from),
+        created_unix_s: crate::io::unix_now(),
+        command,
+        quick,
+        host,
+        devices: devices.iter().map(|(i, _)| i.clone()).collect(),
+        rows: Vec::new(),
+    };
+    let mut refs = References::default();
+    for (d, (_, dev)) in devices.iter().enumerate() {
+        for case in suite(quick) {
+            let Case::Train { name, job, epochs } = &case else {
+                continue;
+            };
+            let row = match train_row(d, dev, name, job, *epochs, &budget, &mut refs).await {
+                Ok(row) => row,
+                Err(e) => error_row(d, &case, e.to_string()),
+            };
+            on_row(&results, &row);
+            results.rows.push(row);
+        }
+    }
+    results
+}
+
 /// The speed target's figure: per device and square size measured with both kernels, the tuned
 /// kernel's GFLOP/s over the naive one's.
 pub fn tuned_over_naive(r: &Results) -> Vec<(usize, String, f64)> {
@@ -859,6 +937,7 @@ pub fn products(job: &Job) -> Vec<Product> {
     v
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 /// `gpu-train tune`: measure every matmul variant on each product of `shapes` and cache the
 /// fastest that passes its check. Prints one line per variant and shape.
 /// Seconds per epoch of `job`'s training in each of `layouts` on `ctx`: samples of as many epochs
@@ -898,6 +977,7 @@ pub fn time_layouts(
     Ok(runs.into_iter().map(|(l, _, _, _, s)| (l, s)).collect())
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 /// `gpu-train tune`: measure every matmul variant of each layout in `layouts` on each product of
 /// `shapes` and cache the fastest that passes its check; with `choose_layout`, also time `job`'s
 /// training in each layout and cache the faster for `--layout auto`. Prints one line per variant
@@ -947,6 +1027,7 @@ pub fn tune_command(
     Ok(())
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 /// Tune every product of `shapes` in `layout`, printing each variant's figures.
 fn tune_layout(
     ctx: &GpuContext,

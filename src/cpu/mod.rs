@@ -8,10 +8,10 @@ mod team;
 pub use ops::*;
 
 use crate::backend::{Backend, TrainState};
-use crate::error::Result;
 use crate::init::{HostState, Matrix, Params};
 use crate::io::summary::DeviceSummary;
 use crate::job::{Activation, Job, OptimizerKind};
+use crate::wait::Wait;
 
 /// The CPU backend: the whole state in host memory.
 pub struct CpuBackend {
@@ -354,8 +354,9 @@ impl CpuBackend {
     }
 }
 
-impl Backend for CpuBackend {
-    fn state(&mut self) -> Result<TrainState> {
+impl CpuBackend {
+    /// The whole training state (what [`Backend::state_async`] returns).
+    pub fn train_state(&self) -> TrainState {
         let params = self.params();
         let shapes: Vec<[usize; 2]> = (params.weights.iter().chain(&params.biases))
             .map(Matrix::shape)
@@ -369,16 +370,17 @@ impl Backend for CpuBackend {
                     .collect()
             })
             .collect();
-        Ok(TrainState {
+        TrainState {
             params,
             opt_state,
             step: self.step,
             counters: self.counters,
             shared_counters: self.shared_counters,
-        })
+        }
     }
 
-    fn restore(&mut self, s: &TrainState) -> Result<()> {
+    /// Continue from `s` (what [`Backend::restore_async`] does).
+    pub fn load_state(&mut self, s: &TrainState) {
         for (w, m) in self.weights.iter_mut().zip(&s.params.weights) {
             w.copy_from_slice(&m.data);
         }
@@ -394,7 +396,22 @@ impl Backend for CpuBackend {
         self.counters = s.counters;
         self.shared_counters = s.shared_counters;
         self.order = None;
-        Ok(())
+    }
+}
+
+/// Nothing on the CPU waits: every future is ready at once.
+fn ready<'a, T: 'a>(v: T) -> Wait<'a, T> {
+    Box::pin(std::future::ready(Ok(v)))
+}
+
+impl Backend for CpuBackend {
+    fn state_async(&mut self) -> Wait<'_, TrainState> {
+        ready(self.train_state())
+    }
+
+    fn restore_async<'a>(&'a mut self, s: &'a TrainState) -> Wait<'a, ()> {
+        self.load_state(s);
+        ready(())
     }
 
     fn steps(&self) -> usize {
@@ -413,15 +430,15 @@ impl Backend for CpuBackend {
         }
     }
 
-    fn run(&mut self, epochs: usize) -> Result<Vec<f32>> {
-        Ok((0..epochs).map(|_| self.epoch()).collect())
+    fn run_async(&mut self, epochs: usize) -> Wait<'_, Vec<f32>> {
+        ready((0..epochs).map(|_| self.epoch()).collect())
     }
 
-    fn read_params(&mut self) -> Result<Params> {
-        Ok(self.params())
+    fn read_params_async(&mut self) -> Wait<'_, Params> {
+        ready(self.params())
     }
 
-    fn gradients(&mut self) -> Result<(f32, Params)> {
-        Ok(CpuBackend::gradients(self))
+    fn gradients_async(&mut self) -> Wait<'_, (f32, Params)> {
+        ready(CpuBackend::gradients(self))
     }
 }

@@ -13,11 +13,12 @@ use super::memory::{
 use super::plan::{Dataset, Net, PlanKey};
 use super::record::{record, record_timed, scoped, Dispatch, Profiler, MAX_QUERIES};
 use super::{GpuContext, Opt, Timestamps};
-use crate::backend::{Backend, TrainState};
+use crate::backend::{Backend, Stats, TrainState};
 use crate::error::{Error, Result};
 use crate::init::{HostState, Matrix, Params};
 use crate::io::summary::DeviceSummary;
 use crate::job::Job;
+use crate::wait::Wait;
 use std::collections::HashMap;
 use std::sync::Arc;
 use wgpu::util::DeviceExt;
@@ -91,6 +92,7 @@ fn row_band(ctx: &GpuContext, job: &Job, layout: Layout) -> Result<usize> {
 impl GpuBackend {
     /// Upload x, y and the weights once and build every dispatch of an epoch, in the layout
     /// `--layout auto` takes on this adapter ([`GpuContext::auto_layout`]).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn new(ctx: Arc<GpuContext>, job: &Job, state: &HostState) -> Result<Self> {
         let layout = ctx.auto_layout();
         Self::with_layout(ctx, job, state, layout)
@@ -98,7 +100,18 @@ impl GpuBackend {
 
     /// [`GpuBackend::new`] in the given memory layout (an error naming what the adapter lacks if
     /// it cannot run it).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn with_layout(
+        ctx: Arc<GpuContext>,
+        job: &Job,
+        state: &HostState,
+        layout: Layout,
+    ) -> Result<Self> {
+        crate::wait::block_on(Self::create(ctx, job, state, layout))
+    }
+
+    /// [`GpuBackend::with_layout`] as a future (what the browser awaits).
+    pub async fn create(
         ctx: Arc<GpuContext>,
         job: &Job,
         state: &HostState,
@@ -106,9 +119,12 @@ impl GpuBackend {
     ) -> Result<Self> {
         ctx.kernels.layout(layout)?;
         let c = ctx.clone();
-        scoped(&c, "setting up the job", || {
-            Self::build(ctx, job, state, layout)
-        })
+        scoped(
+            &c,
+            "setting up the job",
+            Self::build(ctx, job, state, layout),
+        )
+        .await
     }
 
     /// The memory layout of the job's matrices.
@@ -116,7 +132,12 @@ impl GpuBackend {
         self.net.layout
     }
 
-    fn build(ctx: Arc<GpuContext>, job: &Job, host: &HostState, layout: Layout) -> Result<Self> {
+    async fn build(
+        ctx: Arc<GpuContext>,
+        job: &Job,
+        host: &HostState,
+        layout: Layout,
+    ) -> Result<Self> {
         let b = job.batch;
         let depth = job.depth();
         let d = &job.layers;
@@ -416,7 +437,7 @@ impl GpuBackend {
                 ""
             }
         );
-        warm_up(&ctx, &net, &plans)?;
+        warm_up(&ctx, &net, &plans).await?;
         Ok(GpuBackend {
             ctx,
             net,
@@ -434,7 +455,7 @@ impl GpuBackend {
 
     /// The recorded steps of `steps` steps from the current one (training, or with `grad_only`
     /// the gradients of the next step), built where missing, and the parities after.
-    fn chunk_keys(
+    async fn chunk_keys(
         &mut self,
         grad_only: bool,
         steps: usize,
@@ -454,7 +475,7 @@ impl GpuBackend {
             };
             if !self.plans.contains_key(&key) {
                 let (ctx, net) = (&self.ctx, &self.net);
-                let plan = scoped(ctx, "recording a step", || net.plan(ctx, key))?;
+                let plan = scoped(ctx, "recording a step", async { net.plan(ctx, key) }).await?;
                 self.plans.insert(key, plan);
             }
             keys.push(key);
@@ -490,12 +511,12 @@ impl GpuBackend {
     }
 
     /// Record `steps` steps in one encoder, submit once, read the losses back once.
-    fn submit_chunk(&mut self, grad_only: bool, steps: usize) -> Result<Vec<f32>> {
+    async fn submit_chunk(&mut self, grad_only: bool, steps: usize) -> Result<Vec<f32>> {
         assert!(steps >= 1 && steps <= self.max_steps);
-        let (keys, parity, shared_parity) = self.chunk_keys(grad_only, steps)?;
+        let (keys, parity, shared_parity) = self.chunk_keys(grad_only, steps).await?;
         self.upload_rows(self.step, steps);
         let ctx = &self.ctx;
-        let start = std::time::Instant::now();
+        let start = web_time::Instant::now();
         ctx.queue
             .write_buffer(&self.net.state, 0, bytemuck::bytes_of(&0u32));
         let mut enc = ctx
@@ -533,10 +554,10 @@ impl GpuBackend {
             self.step,
             plans.iter().map(|p| p.len()).sum::<usize>()
         );
-        let losses = ctx.map_f32(&self.staging, bytes)?;
+        let losses = ctx.map_f32(&self.staging, bytes).await?;
         if let (Some(p), Some((t, n))) = (&mut self.profiler, timed) {
             // The GPU is idle after the map above: these timestamps are written.
-            let words = ctx.map_f32(&p.staging, 16 * n as u64)?;
+            let words = ctx.map_f32(&p.staging, 16 * n as u64).await?;
             let ticks: Vec<u64> = bytemuck::pod_collect_to_vec(&words);
             let dispatches = plans[..t].iter().flat_map(|p| p.iter());
             for (d, pair) in dispatches.zip(ticks.chunks(2)) {
@@ -566,12 +587,13 @@ impl GpuBackend {
     /// The loss and the gradients at the current parameters on the next step's batch, with its
     /// dynamic depth (a shared layer it does not use gets zeros), without updating anything: for
     /// parity tests.
-    pub fn gradients(&mut self) -> Result<(f32, Params)> {
-        let loss = self.submit_chunk(true, 1)?[0];
-        let mut weights = (self.net.dws.iter())
-            .map(|m| m.read(&self.ctx))
-            .collect::<Result<Vec<_>>>()?;
-        let mut biases = self.read_biases(&self.net.dbs)?;
+    async fn gradients_now(&mut self) -> Result<(f32, Params)> {
+        let loss = self.submit_chunk(true, 1).await?[0];
+        let mut weights = Vec::with_capacity(self.net.dws.len());
+        for m in &self.net.dws {
+            weights.push(m.read(&self.ctx).await?);
+        }
+        let mut biases = self.read_biases(&self.net.dbs).await?;
         let job = &self.net.job;
         if let (Some(s), 0) = (job.shared_layer(), job.uses(self.step)) {
             weights[s].data.fill(0.0);
@@ -583,15 +605,14 @@ impl GpuBackend {
     }
 
     /// Read back one `[1, d_{l+1}]` bias (or bias gradient) per layer.
-    fn read_biases(&self, bufs: &[wgpu::Buffer]) -> Result<Vec<Matrix>> {
-        bufs.iter()
-            .enumerate()
-            .map(|(l, buf)| {
-                let n = self.net.job.layers[l + 1];
-                let v = self.ctx.read_f32(buf, (pad4(n) * 4) as u64)?;
-                Ok(Matrix::from_vec(1, n, v[..n].to_vec()))
-            })
-            .collect()
+    async fn read_biases(&self, bufs: &[wgpu::Buffer]) -> Result<Vec<Matrix>> {
+        let mut out = Vec::with_capacity(bufs.len());
+        for (l, buf) in bufs.iter().enumerate() {
+            let n = self.net.job.layers[l + 1];
+            let v = self.ctx.read_f32(buf, (pad4(n) * 4) as u64).await?;
+            out.push(Matrix::from_vec(1, n, v[..n].to_vec()));
+        }
+        Ok(out)
     }
 
     pub fn context(&self) -> &Arc<GpuContext> {
@@ -606,7 +627,7 @@ impl GpuBackend {
 /// history slots and the epoch index, which every chunk resets); what is updated in place (the
 /// biases, and the weights in the buffer layout) is saved before and restored after, and the
 /// optimizer's state and counters are reset to their start.
-pub(crate) fn warm_up(
+pub(crate) async fn warm_up(
     ctx: &GpuContext,
     net: &Net,
     plans: &HashMap<PlanKey, Vec<Dispatch>>,
@@ -643,7 +664,7 @@ pub(crate) fn warm_up(
         0,
         bytemuck::cast_slice(&initial_state(&net.job)),
     );
-    ctx.wait()
+    ctx.wait().await
 }
 
 impl GpuBackend {
@@ -665,20 +686,24 @@ impl GpuBackend {
     }
 }
 
-impl Backend for GpuBackend {
-    fn state(&mut self) -> Result<TrainState> {
-        let params = self.read_params()?;
+impl GpuBackend {
+    async fn state_now(&mut self) -> Result<TrainState> {
+        let params = self.read_params_now().await?;
         let ctx = &self.ctx;
-        let opt_state = (self.net.opt_state.iter().zip(self.shapes()))
-            .map(|(banded, [r, c])| {
-                let copies = banded.as_ref().map(|b| b.read_copies(ctx)).transpose()?;
-                Ok((copies.into_iter().flatten())
+        let mut opt_state = Vec::with_capacity(self.net.opt_state.len());
+        for (banded, [r, c]) in self.net.opt_state.iter().zip(self.shapes()) {
+            let copies = match banded {
+                Some(b) => b.read_copies(ctx).await?,
+                None => Vec::new(),
+            };
+            opt_state.push(
+                (copies.into_iter())
                     .map(|padded| Matrix::from_vec(r, c, from_padded(r, c, &padded)))
-                    .collect())
-            })
-            .collect::<Result<Vec<_>>>()?;
+                    .collect(),
+            );
+        }
         let len = initial_state(&self.net.job).len();
-        let words = ctx.read_f32(&self.net.state, (len * 4) as u64)?;
+        let words = ctx.read_f32(&self.net.state, (len * 4) as u64).await?;
         let shared = SHARED_COUNTERS_OFFSET as usize / 4;
         Ok(TrainState {
             params,
@@ -689,7 +714,7 @@ impl Backend for GpuBackend {
         })
     }
 
-    fn restore(&mut self, s: &TrainState) -> Result<()> {
+    async fn restore_now(&mut self, s: &TrainState) -> Result<()> {
         let ctx = &self.ctx;
         for (pair, m) in self.net.weights.iter().zip(&s.params.weights) {
             pair[0].write(ctx, &m.data);
@@ -718,7 +743,51 @@ impl Backend for GpuBackend {
         let words = state_words(&s.counters, &s.shared_counters, (&job.lr_schedule, job.lr));
         q.write_buffer(&self.net.state, 0, bytemuck::cast_slice(&words));
         (self.parity, self.shared_parity, self.step) = (0, 0, s.step);
-        ctx.wait()
+        ctx.wait().await
+    }
+
+    async fn run_now(&mut self, epochs: usize) -> Result<Vec<f32>> {
+        let per_epoch = self.net.job.steps_per_epoch();
+        let mut steps = Vec::with_capacity(epochs * per_epoch);
+        let mut left = epochs * per_epoch;
+        while left > 0 {
+            let n = left.min(self.max_steps);
+            steps.extend(self.submit_chunk(false, n).await?);
+            left -= n;
+        }
+        let job = &self.net.job;
+        Ok(steps.chunks(per_epoch).map(|s| job.epoch_loss(s)).collect())
+    }
+
+    async fn read_params_now(&mut self) -> Result<Params> {
+        let mut weights = Vec::with_capacity(self.net.weights.len());
+        for (l, pair) in self.net.weights.iter().enumerate() {
+            weights.push(pair[self.current(l)].read(&self.ctx).await?);
+        }
+        let biases = self.read_biases(&self.net.biases).await?;
+        Ok(Params { weights, biases })
+    }
+}
+
+impl Backend for GpuBackend {
+    fn state_async(&mut self) -> Wait<'_, TrainState> {
+        Box::pin(self.state_now())
+    }
+
+    fn restore_async<'a>(&'a mut self, s: &'a TrainState) -> Wait<'a, ()> {
+        Box::pin(self.restore_now(s))
+    }
+
+    fn run_async(&mut self, epochs: usize) -> Wait<'_, Vec<f32>> {
+        Box::pin(self.run_now(epochs))
+    }
+
+    fn read_params_async(&mut self) -> Wait<'_, Params> {
+        Box::pin(self.read_params_now())
+    }
+
+    fn gradients_async(&mut self) -> Wait<'_, (f32, Params)> {
+        Box::pin(self.gradients_now())
     }
 
     fn steps(&self) -> usize {
@@ -738,48 +807,24 @@ impl Backend for GpuBackend {
         }
     }
 
-    fn run(&mut self, epochs: usize) -> Result<Vec<f32>> {
-        let per_epoch = self.net.job.steps_per_epoch();
-        let mut steps = Vec::with_capacity(epochs * per_epoch);
-        let mut left = epochs * per_epoch;
-        while left > 0 {
-            let n = left.min(self.max_steps);
-            steps.extend(self.submit_chunk(false, n)?);
-            left -= n;
-        }
-        let job = &self.net.job;
-        Ok(steps.chunks(per_epoch).map(|s| job.epoch_loss(s)).collect())
-    }
-
-    fn read_params(&mut self) -> Result<Params> {
-        Ok(Params {
-            weights: (self.net.weights.iter().enumerate())
-                .map(|(l, pair)| pair[self.current(l)].read(&self.ctx))
-                .collect::<Result<_>>()?,
-            biases: self.read_biases(&self.net.biases)?,
-        })
-    }
-
-    fn gradients(&mut self) -> Result<(f32, Params)> {
-        GpuBackend::gradients(self)
-    }
-
     fn max_chunk(&self) -> usize {
         (self.max_steps / self.net.job.steps_per_epoch()).max(1)
     }
 
-    /// Every step of an epoch; with dynamic depth, each as deep as it can be.
-    fn dispatches_per_epoch(&self) -> usize {
+    /// Dispatches: every step of an epoch; with dynamic depth, each as deep as it can be.
+    fn stats(&self) -> Stats {
         let per_step = self.plans.values().map(Vec::len).max().unwrap_or(0);
-        per_step * self.net.job.steps_per_epoch()
-    }
-
-    fn submits(&self) -> usize {
-        self.submits
-    }
-
-    fn encode_seconds(&self) -> f64 {
-        self.encode_s
+        let (steps_timed, kernels) = self
+            .profiler
+            .as_ref()
+            .map_or((0, Vec::new()), |p| (p.steps, p.totals.clone()));
+        Stats {
+            dispatches_per_epoch: per_step * self.net.job.steps_per_epoch(),
+            submits: self.submits,
+            encode_s: self.encode_s,
+            steps_timed,
+            kernels,
+        }
     }
 
     fn enable_profiling(&mut self) -> std::result::Result<(), String> {
@@ -817,11 +862,5 @@ impl Backend for GpuBackend {
             steps: 0,
         });
         Ok(())
-    }
-
-    fn kernel_times(&self) -> (usize, Vec<crate::backend::KernelTime>) {
-        self.profiler
-            .as_ref()
-            .map_or((0, Vec::new()), |p| (p.steps, p.totals.clone()))
     }
 }

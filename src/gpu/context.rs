@@ -66,12 +66,14 @@ impl AdapterEntry {
     }
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 fn instance() -> wgpu::Instance {
     // WGPU_BACKEND and friends can narrow the backends, as in every wgpu program.
     wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env())
 }
 
 /// Every adapter wgpu offers, in enumeration order.
+#[cfg(not(target_arch = "wasm32"))]
 pub fn list_adapters() -> Vec<AdapterEntry> {
     let instance = instance();
     let adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
@@ -209,7 +211,21 @@ pub fn choose(choice: &DeviceChoice, list: Vec<AdapterEntry>) -> Result<Option<A
 
 /// What the adapter lacks, with `limits`, to run the texels layout (rgba32float storage textures
 /// read and written, four of them in the matmul kernel), if anything.
-fn texels_missing(adapter: &wgpu::Adapter, limits: &wgpu::Limits) -> Option<String> {
+fn texels_missing(
+    adapter: &wgpu::Adapter,
+    limits: &wgpu::Limits,
+    wgsl: wgpu::WgslLanguageFeatures,
+) -> Option<String> {
+    // A browser's WebGPU reports every format's guaranteed features, read-only rgba32float
+    // storage included; whether its shader compiler accepts `texture_storage_2d<_, read>` is the
+    // WGSL language feature.
+    if !wgsl.contains(wgpu::WgslLanguageFeatures::ReadOnlyAndReadWriteStorageTextures) {
+        return Some(
+            "WGSL's readonly_and_readwrite_storage_textures language feature (read-only storage \
+             textures)"
+                .into(),
+        );
+    }
     let needed = wgpu::TextureFormatFeatureFlags::STORAGE_READ_ONLY
         | wgpu::TextureFormatFeatureFlags::STORAGE_WRITE_ONLY;
     let format = adapter.get_texture_format_features(super::kernels::MATRIX_FORMAT);
@@ -223,6 +239,12 @@ fn texels_missing(adapter: &wgpu::Adapter, limits: &wgpu::Limits) -> Option<Stri
     let n = limits.max_storage_textures_per_shader_stage;
     (n < 4).then(|| format!("4 storage textures per shader stage (the limit is {n})"))
 }
+
+/// The WGSL language features natively: naga, under every native backend, accepts read-only
+/// storage textures (whether the adapter has them for rgba32float is the format check).
+#[cfg(not(target_arch = "wasm32"))]
+const NATIVE_WGSL: wgpu::WgslLanguageFeatures =
+    wgpu::WgslLanguageFeatures::ReadOnlyAndReadWriteStorageTextures;
 
 /// The storage buffers per shader stage the buffer layout's matmul kernel binds.
 pub const BUFFER_LAYOUT_STORAGE_BUFFERS: u32 = 8;
@@ -315,14 +337,34 @@ pub struct GpuContext {
 impl GpuContext {
     /// Open a device on `adapter` with the adapter's own limits (not the conservative defaults), so
     /// that large jobs fit wherever the hardware allows.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn new(adapter: &wgpu::Adapter) -> Result<Arc<Self>> {
         Self::with_limits(adapter, |_| {})
     }
 
     /// Open a device on `adapter` with the limits `limits` asks for.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn open(adapter: &wgpu::Adapter, limits: LimitsChoice) -> Result<Arc<Self>> {
-        match limits {
-            LimitsChoice::Adapter => Self::new(adapter),
+        crate::wait::block_on(Self::request(adapter, limits, NATIVE_WGSL, None))
+    }
+
+    /// [`GpuContext::open`] as a future (what the browser awaits), with the WGSL language
+    /// features of the instance (`wgpu::Instance::wgsl_language_features`: in a browser, those
+    /// of its shader compiler, which decide whether the texels layout can run), and the name to
+    /// give the adapter where it has none of its own (a browser's WebGPU tells wgpu none; the
+    /// page reads `GPUAdapterInfo`).
+    // In the browser nothing is Send (one thread); natively the context is shared across threads.
+    #[cfg_attr(target_arch = "wasm32", allow(clippy::arc_with_non_send_sync))]
+    pub async fn request(
+        adapter: &wgpu::Adapter,
+        limits: LimitsChoice,
+        wgsl: wgpu::WgslLanguageFeatures,
+        name: Option<String>,
+    ) -> Result<Arc<Self>> {
+        let mut ctx = match limits {
+            LimitsChoice::Adapter => {
+                Self::build(adapter, |_| {}, LimitsChoice::Adapter, wgsl).await?
+            }
             LimitsChoice::Webgpu => {
                 let webgpu = wgpu::Limits::default();
                 let mut short = Vec::new();
@@ -336,25 +378,37 @@ impl GpuContext {
                         short.join(", ")
                     )));
                 }
-                Self::build(adapter, |l| *l = webgpu, LimitsChoice::Webgpu)
+                Self::build(adapter, |l| *l = webgpu, LimitsChoice::Webgpu, wgsl).await?
             }
+        };
+        if let (Some(name), true) = (name, ctx.info.name.is_empty()) {
+            ctx.info.name = name;
         }
+        Ok(Arc::new(ctx))
     }
 
     /// [`GpuContext::new`] with the adapter's limits changed by `adjust` first (tests request
     /// small limits to exercise the splitting of large buffers).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn with_limits(
         adapter: &wgpu::Adapter,
         adjust: impl FnOnce(&mut wgpu::Limits),
     ) -> Result<Arc<Self>> {
-        Self::build(adapter, adjust, LimitsChoice::Adapter)
+        crate::wait::block_on(Self::build(
+            adapter,
+            adjust,
+            LimitsChoice::Adapter,
+            NATIVE_WGSL,
+        ))
+        .map(Arc::new)
     }
 
-    fn build(
+    async fn build(
         adapter: &wgpu::Adapter,
         adjust: impl FnOnce(&mut wgpu::Limits),
         limits_choice: LimitsChoice,
-    ) -> Result<Arc<Self>> {
+        wgsl: wgpu::WgslLanguageFeatures,
+    ) -> Result<Self> {
         let info = adapter.get_info();
         let mut limits = adapter.limits();
         adjust(&mut limits);
@@ -362,19 +416,23 @@ impl GpuContext {
         // (WebGPU's) and inside passes (native).
         let features = adapter.features()
             & (wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES);
-        let missing = [texels_missing(adapter, &limits), buffer_missing(&limits)];
+        let missing = [
+            texels_missing(adapter, &limits, wgsl),
+            buffer_missing(&limits),
+        ];
         if let [Some(t), Some(b)] = &missing {
             return Err(Error::Device(format!(
                 "{} can run neither memory layout: texels needs {t}; buffer needs {b}",
                 info.name
             )));
         }
-        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+        let (device, queue) = (adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("gpu-train"),
             required_features: features,
             required_limits: limits.clone(),
             ..Default::default()
         }))
+        .await
         .map_err(|e| Error::Gpu(format!("cannot open {}: {e}", info.name)))?;
         let errors: Arc<Mutex<Option<String>>> = Arc::default();
         let sink = errors.clone();
@@ -411,7 +469,7 @@ impl GpuContext {
         let plan_type = plan_type(info.device_type);
         let kernels = Kernels::new(&device, Checks::for_adapter(plan_type), missing);
         let tuning = super::tune::Table::load(&info);
-        Ok(Arc::new(GpuContext {
+        Ok(GpuContext {
             device,
             queue,
             info,
@@ -421,7 +479,7 @@ impl GpuContext {
             limits_choice,
             plan_type,
             errors,
-        }))
+        })
     }
 
     /// How the GPU's own clock can time kernels here.
@@ -465,6 +523,7 @@ impl GpuContext {
     }
 
     /// Open the adapter `--device auto` would pick, if any.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn auto() -> Result<Option<Arc<Self>>> {
         match choose(&DeviceChoice::Auto, list_adapters())? {
             Some(a) => Self::new(&a.adapter).map(Some),
@@ -480,16 +539,27 @@ impl GpuContext {
         }
     }
 
-    /// Wait until the queue is idle.
-    pub fn wait(&self) -> Result<()> {
-        self.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
+    /// Wait until the work submitted so far is done.
+    pub async fn wait(&self) -> Result<()> {
+        let (tx, rx) = crate::wait::oneshot();
+        self.queue.on_submitted_work_done(move || tx.send(()));
+        self.poll()?;
+        rx.await
+            .ok_or_else(|| Error::Gpu("the queue's work-done callback never ran".into()))?;
         self.check()
     }
 
+    /// Natively, process the device's callbacks until the queue is idle (in the browser, the event
+    /// loop runs them; this returns at once).
+    fn poll(&self) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map(|_| ())
+            .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))
+    }
+
     /// Copy `bytes` bytes of `src` (from offset 0) back to the host as f32.
-    pub fn read_f32(&self, src: &wgpu::Buffer, bytes: u64) -> Result<Vec<f32>> {
+    pub async fn read_f32(&self, src: &wgpu::Buffer, bytes: u64) -> Result<Vec<f32>> {
         let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback"),
             size: bytes,
@@ -499,12 +569,12 @@ impl GpuContext {
         let mut enc = self.device.create_command_encoder(&Default::default());
         enc.copy_buffer_to_buffer(src, 0, &staging, 0, bytes);
         self.queue.submit([enc.finish()]);
-        self.map_f32(&staging, bytes)
+        self.map_f32(&staging, bytes).await
     }
 
     /// The texels of a matrix texture (rgba32float, see `shaders/matmul.wgsl`) as row-major f32,
     /// `4 * width` per row. Read in bands of rows that each fit `max_buffer_size`.
-    pub fn read_texture(&self, tex: &wgpu::Texture) -> Result<Vec<f32>> {
+    pub async fn read_texture(&self, tex: &wgpu::Texture) -> Result<Vec<f32>> {
         let size = tex.size();
         let row_bytes = size.width as u64 * 16;
         let align = wgpu::COPY_BYTES_PER_ROW_ALIGNMENT as u64;
@@ -542,7 +612,7 @@ impl GpuContext {
                 },
             );
             self.queue.submit([enc.finish()]);
-            let texels = self.map_f32(&staging, bytes)?;
+            let texels = self.map_f32(&staging, bytes).await?;
             let stride = (stride / 4) as usize;
             out.extend(
                 texels
@@ -554,15 +624,14 @@ impl GpuContext {
     }
 
     /// Map a MAP_READ buffer (after the copies into it were submitted) and return its contents.
-    pub fn map_f32(&self, staging: &wgpu::Buffer, bytes: u64) -> Result<Vec<f32>> {
-        let (tx, rx) = std::sync::mpsc::channel();
-        staging.map_async(wgpu::MapMode::Read, 0..bytes, move |r| {
-            let _ = tx.send(r);
-        });
-        self.wait()?;
-        rx.recv()
-            .map_err(|_| Error::Gpu("readback callback never ran".into()))?
+    pub async fn map_f32(&self, staging: &wgpu::Buffer, bytes: u64) -> Result<Vec<f32>> {
+        let (tx, rx) = crate::wait::oneshot();
+        staging.map_async(wgpu::MapMode::Read, 0..bytes, move |r| tx.send(r));
+        self.poll()?;
+        rx.await
+            .ok_or_else(|| Error::Gpu("readback callback never ran".into()))?
             .map_err(|e| Error::Gpu(format!("mapping the readback buffer: {e}")))?;
+        self.check()?;
         let out = {
             let view = staging
                 .get_mapped_range(0..bytes)

@@ -109,10 +109,10 @@ impl GpuMatrix {
     }
 
     /// The whole padded matrix, `[pad4(rows), pad4(cols)]` row-major.
-    pub fn read_padded(&self, ctx: &GpuContext) -> Result<Vec<f32>> {
+    pub async fn read_padded(&self, ctx: &GpuContext) -> Result<Vec<f32>> {
         match &self.storage {
-            Storage::Texture { texture, .. } => ctx.read_texture(texture),
-            Storage::Buffer(b) => ctx.read_f32(b, b.size()),
+            Storage::Texture { texture, .. } => ctx.read_texture(texture).await,
+            Storage::Buffer(b) => ctx.read_f32(b, b.size()).await,
         }
     }
 
@@ -133,8 +133,8 @@ impl GpuMatrix {
     }
 
     /// The `[rows, cols]` matrix, padding stripped.
-    pub fn read(&self, ctx: &GpuContext) -> Result<Matrix> {
-        let padded = self.read_padded(ctx)?;
+    pub async fn read(&self, ctx: &GpuContext) -> Result<Matrix> {
+        let padded = self.read_padded(ctx).await?;
         Ok(Matrix::from_vec(
             self.rows,
             self.cols,
@@ -416,15 +416,15 @@ impl Banded {
     }
 
     /// The whole padded matrix (the first copy).
-    pub(crate) fn read(&self, ctx: &GpuContext) -> Result<Vec<f32>> {
-        Ok(self.read_copies(ctx)?.swap_remove(0))
+    pub(crate) async fn read(&self, ctx: &GpuContext) -> Result<Vec<f32>> {
+        Ok(self.read_copies(ctx).await?.swap_remove(0))
     }
 
     /// Every copy, each the whole padded matrix.
-    pub(crate) fn read_copies(&self, ctx: &GpuContext) -> Result<Vec<Vec<f32>>> {
+    pub(crate) async fn read_copies(&self, ctx: &GpuContext) -> Result<Vec<Vec<f32>>> {
         let mut out = vec![Vec::new(); self.copies];
         for b in &self.bufs {
-            let words = ctx.read_f32(b, b.size())?;
+            let words = ctx.read_f32(b, b.size()).await?;
             for (copy, part) in out.iter_mut().zip(words.chunks(words.len() / self.copies)) {
                 copy.extend_from_slice(part);
             }

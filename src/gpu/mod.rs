@@ -47,9 +47,9 @@ pub mod record;
 pub mod tune;
 
 pub use backend::GpuBackend;
-pub use context::{
-    list_adapters, AdapterEntry, DeviceChoice, GpuContext, GpuOptions, LimitsChoice, Timestamps,
-};
+#[cfg(not(target_arch = "wasm32"))]
+pub use context::list_adapters;
+pub use context::{AdapterEntry, DeviceChoice, GpuContext, GpuOptions, LimitsChoice, Timestamps};
 pub use kernels::bias_update::{run_bias_sum, run_bias_update};
 pub use kernels::cross_entropy::run_cross_entropy;
 pub use kernels::loss_reduce::run_loss_reduce;

@@ -123,12 +123,12 @@ pub(crate) fn submit(ctx: &GpuContext, plans: &[&[Dispatch]]) {
 
 /// Seconds per run of `plan`: `reps` runs back to back in one submission, timed from submit to
 /// idle, after one untimed run.
-pub(crate) fn time_plan(ctx: &GpuContext, plan: &[Dispatch], reps: usize) -> Result<f64> {
+pub(crate) async fn time_plan(ctx: &GpuContext, plan: &[Dispatch], reps: usize) -> Result<f64> {
     submit(ctx, &[plan]);
-    ctx.wait()?;
-    let start = std::time::Instant::now();
+    ctx.wait().await?;
+    let start = web_time::Instant::now();
     submit(ctx, &vec![plan; reps.max(1)]);
-    ctx.wait()?;
+    ctx.wait().await?;
     Ok(start.elapsed().as_secs_f64() / reps.max(1) as f64)
 }
 
@@ -151,13 +151,18 @@ pub(crate) fn check_groups<const N: usize>(
     Ok(())
 }
 
-/// Run an error scope around `f`: out-of-memory and validation errors become `Error::Gpu`.
-pub(crate) fn scoped<T>(ctx: &GpuContext, what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+/// Run an error scope around `f` (a future: it starts here, inside the scope): out-of-memory and
+/// validation errors become `Error::Gpu`.
+pub(crate) async fn scoped<T>(
+    ctx: &GpuContext,
+    what: &str,
+    f: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
     let oom = ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
     let validation = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
-    let out = f();
-    let v = pollster::block_on(validation.pop());
-    let o = pollster::block_on(oom.pop());
+    let out = f.await;
+    let v = validation.pop().await;
+    let o = oom.pop().await;
     if let Some(e) = o {
         return Err(Error::Gpu(format!("out of GPU memory {what}: {e}")));
     }

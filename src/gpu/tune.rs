@@ -9,8 +9,11 @@
 
 use super::kernels::{Acc, Act, Block, MatmulKey, Mode, Opt, Update, ALL_WGSL};
 use super::layout::Layout;
+#[cfg(not(target_arch = "wasm32"))]
 use super::GpuContext;
 use crate::error::{Error, Result};
+#[cfg(not(target_arch = "wasm32"))]
+use crate::wait::block_on;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::hash::Hasher;
@@ -195,7 +198,11 @@ pub fn kernels_hash() -> String {
 pub fn cache_dir() -> Option<PathBuf> {
     match std::env::var_os("GPU_TRAIN_CACHE_DIR") {
         Some(d) if !d.is_empty() => Some(PathBuf::from(d)),
+        #[cfg(not(target_arch = "wasm32"))]
         _ => dirs::cache_dir().map(|d| d.join("gpu-train")),
+        // The browser has no cache directory: untuned choices there.
+        #[cfg(target_arch = "wasm32")]
+        _ => None,
     }
 }
 
@@ -453,6 +460,7 @@ pub fn store_key(layout: Layout, trans_a: bool, trans_b: bool, block: Block) -> 
 }
 
 /// Check one variant against the CPU on fresh random inputs, its output poisoned first.
+#[cfg(not(target_arch = "wasm32"))]
 pub fn check_variant(
     ctx: &GpuContext,
     key: MatmulKey,
@@ -462,7 +470,9 @@ pub fn check_variant(
     let (a, b) = random_inputs(key, dims, (m * 31 + n * 17 + k) as u64);
     let (want, scale) = cpu_reference(key, &a, &b, dims);
     let poison = vec![f32::NAN; m * n];
-    let out = super::run_matmul(ctx, key, &a, &b, dims, 0.0, &poison, None, None, None)?;
+    let out = block_on(super::run_matmul(
+        ctx, key, &a, &b, dims, 0.0, &poison, None, None, None,
+    ))?;
     let mut p = Parity::of(&out.c, &want, &scale, k);
     if !out.padding_zero {
         p.passed = false;
@@ -473,6 +483,7 @@ pub fn check_variant(
 
 /// Seconds per product of one variant: the median of `samples` timings of as many back-to-back
 /// dispatches as take about `target_s` (at least one).
+#[cfg(not(target_arch = "wasm32"))]
 pub fn time_variant(
     ctx: &GpuContext,
     key: MatmulKey,
@@ -480,10 +491,10 @@ pub fn time_variant(
     samples: usize,
     target_s: f64,
 ) -> Result<Vec<f64>> {
-    let once = super::time_matmul(ctx, key, dims, 1)?;
+    let once = block_on(super::time_matmul(ctx, key, dims, 1))?;
     let reps = reps_for(once, target_s);
     (0..samples.max(1))
-        .map(|_| super::time_matmul(ctx, key, dims, reps))
+        .map(|_| block_on(super::time_matmul(ctx, key, dims, reps)))
         .collect()
 }
 
@@ -504,6 +515,7 @@ pub fn median(v: &[f64]) -> f64 {
 
 /// Tune one product shape on `ctx`: check every variant, time those that pass, keep the fastest
 /// (or the untuned choice, where the fastest is not faster beyond the noise: [`search`]).
+#[cfg(not(target_arch = "wasm32"))]
 pub fn tune_shape(
     ctx: &GpuContext,
     layout: Layout,

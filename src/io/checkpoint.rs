@@ -96,11 +96,12 @@ fn parse_counters(s: &str) -> Option<OptCounters> {
     }
 }
 
-fn write_file(
+/// One safetensors file's bytes (`path` names it in errors).
+fn file_bytes(
     path: &Path,
     tensors: &[(String, Vec<usize>, Vec<f32>)],
     meta: HashMap<String, String>,
-) -> Result<()> {
+) -> Result<Vec<u8>> {
     let bytes: Vec<Vec<u8>> = tensors
         .iter()
         .map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect())
@@ -115,28 +116,13 @@ fn write_file(
         .map_err(|e| Error::io(path, std::io::Error::other(e)))?;
     let data = safetensors::serialize(views, Some(meta))
         .map_err(|e| Error::io(path, std::io::Error::other(e)))?;
-    super::atomic_write(path, |w| w.write_all(&data))
+    Ok(data)
 }
 
 /// Write the checkpoint of `job` at `state` (after `epoch` epochs) to `path`, and its optimizer
 /// state beside it when the optimizer keeps any.
 pub fn save(path: &Path, job: &Job, state: &TrainState, epoch: usize) -> Result<()> {
-    let config =
-        serde_json::to_string(job).map_err(|e| Error::io(path, std::io::Error::other(e)))?;
-    let mut meta = HashMap::from([
-        ("format".to_string(), FORMAT.to_string()),
-        ("gpu_train_version".into(), env!("CARGO_PKG_VERSION").into()),
-        ("config".into(), config),
-        ("epoch".into(), epoch.to_string()),
-        ("step".into(), state.step.to_string()),
-        ("optimizer".into(), job.optimizer.kind.name()),
-        ("counters".into(), counters_text(&state.counters)),
-        ("generation".into(), fresh_generation()),
-        (
-            "shared_counters".into(),
-            counters_text(&state.shared_counters),
-        ),
-    ]);
+    let mut meta = model_meta(path, job, state, epoch)?;
     let names = state_names(job.optimizer.kind);
     if !names.is_empty() {
         let params = named_tensors(job, &state.params);
@@ -172,6 +158,50 @@ pub fn save(path: &Path, job: &Job, state: &TrainState, epoch: usize) -> Result<
         let _ = std::fs::remove_file(optimizer_path(path));
     }
     Ok(())
+}
+
+/// Write one safetensors file atomically.
+fn write_file(
+    path: &Path,
+    tensors: &[(String, Vec<usize>, Vec<f32>)],
+    meta: HashMap<String, String>,
+) -> Result<()> {
+    let data = file_bytes(path, tensors, meta)?;
+    super::atomic_write(path, |w| w.write_all(&data))
+}
+
+/// The model file of [`save`] as bytes (`name` names it in errors): the weights and biases in
+/// PyTorch's layout with the job and the counters, what the CLI's `--resume`, `eval` and
+/// `predict` and PyTorch's `safetensors.torch.load_file` read. Without the optimizer's state (a
+/// second file): a resumed Adam or momentum run starts that state afresh.
+pub fn model_bytes(name: &Path, job: &Job, state: &TrainState, epoch: usize) -> Result<Vec<u8>> {
+    let meta = model_meta(name, job, state, epoch)?;
+    file_bytes(name, &named_tensors(job, &state.params), meta)
+}
+
+/// The model file's metadata.
+fn model_meta(
+    path: &Path,
+    job: &Job,
+    state: &TrainState,
+    epoch: usize,
+) -> Result<HashMap<String, String>> {
+    let config =
+        serde_json::to_string(job).map_err(|e| Error::io(path, std::io::Error::other(e)))?;
+    Ok(HashMap::from([
+        ("format".to_string(), FORMAT.to_string()),
+        ("gpu_train_version".into(), env!("CARGO_PKG_VERSION").into()),
+        ("config".into(), config),
+        ("epoch".into(), epoch.to_string()),
+        ("step".into(), state.step.to_string()),
+        ("optimizer".into(), job.optimizer.kind.name()),
+        ("counters".into(), counters_text(&state.counters)),
+        ("generation".into(), fresh_generation()),
+        (
+            "shared_counters".into(),
+            counters_text(&state.shared_counters),
+        ),
+    ]))
 }
 
 /// The previous optimizer file kept while a save is under way: `.NAME.optim.prev.safetensors`.
@@ -224,10 +254,11 @@ fn fresh_generation() -> String {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
+        web_time::SystemTime::now()
+            .duration_since(web_time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos()),
     );
+    #[cfg(not(target_arch = "wasm32"))]
     h.write_u32(std::process::id());
     format!("{:016x}", h.finish())
 }

@@ -118,6 +118,23 @@ pub fn load_npy_pair(
 ) -> Result<(Matrix, Matrix)> {
     let x = super::npy::read_matrix(x_path)?;
     let y = super::npy::read_targets(y_path, classes)?;
+    check_pair(x_path, y_path, x, y)
+}
+
+/// [`load_npy_pair`] of the files' bytes (the paths name them in errors): what the browser page
+/// does with the files a user picked.
+pub fn parse_npy_pair(
+    (x_path, x_bytes): (&Path, &[u8]),
+    (y_path, y_bytes): (&Path, &[u8]),
+    classes: Option<usize>,
+) -> Result<(Matrix, Matrix)> {
+    let x = super::npy::parse_matrix(x_path, x_bytes)?;
+    let y = super::npy::parse_targets(y_path, y_bytes, classes)?;
+    check_pair(x_path, y_path, x, y)
+}
+
+/// A dataset's inputs and targets agree in rows, are not empty and are finite.
+fn check_pair(x_path: &Path, y_path: &Path, x: Matrix, y: Matrix) -> Result<(Matrix, Matrix)> {
     if x.rows != y.rows {
         return Err(bad(
             y_path,

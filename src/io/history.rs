@@ -470,7 +470,9 @@ pub fn save_plot(
 /// Both backends lay out (and the bitmap one draws) text with a font registered at run time:
 /// DejaVu Sans, embedded, so that plots need no system fonts.
 fn register_font() {
+    #[cfg(not(target_arch = "wasm32"))]
     static ONCE: std::sync::Once = std::sync::Once::new();
+    #[cfg(not(target_arch = "wasm32"))]
     ONCE.call_once(|| {
         // Registering a valid embedded font cannot fail; if it did, text would be left out.
         let _ = plotters::style::register_font(

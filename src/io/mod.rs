@@ -9,14 +9,24 @@ pub mod npy;
 pub mod summary;
 
 use crate::error::{Error, Result};
-use std::io::{BufWriter, Write};
+#[cfg(not(target_arch = "wasm32"))]
+use std::io::BufWriter;
+use std::io::Write;
 use std::path::Path;
+
+/// Seconds since the Unix epoch now (0 on a clock before it), for the stamps in result files.
+pub fn unix_now() -> u64 {
+    web_time::SystemTime::now()
+        .duration_since(web_time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
 
 /// Write `path` atomically: `fill` writes into a temporary file in the same directory, which is
 /// renamed over `path` only once it is complete and flushed to the disk. A failure (a full disk)
 /// removes the temporary file and leaves `path` as it was. The temporary file is named
 /// `.NAME.PID.XXXXXX.gpu-train.tmp`; one that a killed process left behind is removed by the next
 /// write of the same file.
+#[cfg(not(target_arch = "wasm32"))]
 pub fn atomic_write(
     path: &Path,
     fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
@@ -52,10 +62,24 @@ pub fn atomic_write(
     Ok(())
 }
 
+/// In the browser there is no file system (std's calls fail with "unsupported"): the page writes
+/// to bytes instead ([`checkpoint::to_bytes`], [`npy::to_bytes`]).
+#[cfg(target_arch = "wasm32")]
+pub fn atomic_write(
+    path: &Path,
+    fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> Result<()> {
+    let mut bytes = Vec::new();
+    fill(&mut bytes).map_err(|e| Error::io(path, e))?;
+    std::fs::write(path, bytes).map_err(|e| Error::io(path, e))
+}
+
+#[cfg(not(target_arch = "wasm32"))]
 const TEMP_SUFFIX: &str = ".gpu-train.tmp";
 
 /// Remove the temporary files of writes of `name` in `dir` whose process is gone (killed
 /// mid-write): `.NAME.PID.XXXXXX.gpu-train.tmp` with no process PID.
+#[cfg(not(target_arch = "wasm32"))]
 fn remove_stale_temporaries(dir: &Path, name: &str) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
@@ -83,6 +107,7 @@ fn remove_stale_temporaries(dir: &Path, name: &str) {
 }
 
 /// Whether a process `pid` exists (on other platforms than Unix: assumed so).
+#[cfg(not(target_arch = "wasm32"))]
 fn process_alive(pid: u32) -> bool {
     #[cfg(unix)]
     {

@@ -80,6 +80,68 @@ pub struct Profile {
     pub kernels: Vec<crate::backend::KernelTime>,
 }
 
+impl Summary {
+    /// The summary of a run of `job` on `device` that took `setup_s` to set up, from its report
+    /// and the device's counters (no held-out scores or accuracy: the caller adds those).
+    pub fn new(
+        device: DeviceSummary,
+        job: &Job,
+        report: &crate::train::Report,
+        setup_s: f64,
+        stats: crate::backend::Stats,
+    ) -> Self {
+        let epochs_run = report.epochs_run;
+        let train_s = report.train_s.max(1e-12);
+        Summary {
+            tool: "gpu-train",
+            version: env!("CARGO_PKG_VERSION"),
+            device,
+            config: job.clone(),
+            epochs_run,
+            final_loss: report.final_loss(),
+            losses: report.losses.clone(),
+            loss_stride: report.loss_stride,
+            first_epoch: report.first_epoch,
+            timings: Timings {
+                setup_s,
+                train_s: report.train_s,
+                epochs_per_s: epochs_run as f64 / train_s,
+                gflops: job.flops_of_epochs(epochs_run) / train_s / 1e9,
+                encode_s_per_epoch: stats.encode_s / epochs_run.max(1) as f64,
+            },
+            dispatches_per_epoch: stats.dispatches_per_epoch,
+            submits: stats.submits,
+            diverged_at: report.diverged.map(|(e, _)| e),
+            validation: Vec::new(),
+            accuracy: Vec::new(),
+            profile: match stats.steps_timed {
+                0 => None,
+                steps_timed => Some(Profile {
+                    steps_timed,
+                    kernels: stats.kernels,
+                }),
+            },
+        }
+    }
+
+    /// The one line a run ends with: device, epochs, final loss, time and throughput.
+    pub fn line(&self) -> String {
+        let loss = (self.final_loss).map_or_else(|| "-".to_string(), |l| format!("{l:.6e}"));
+        let accuracy = (self.accuracy.last())
+            .map_or_else(String::new, |a| format!(" | accuracy {:.4}", a.accuracy));
+        format!(
+            "device {} | epochs {} | final loss {}{accuracy} | train {:.3} s | {:.1} epochs/s | \
+             {:.2} GFLOP/s",
+            self.device.name,
+            self.epochs_run,
+            loss,
+            self.timings.train_s,
+            self.timings.epochs_per_s,
+            self.timings.gflops
+        )
+    }
+}
+
 pub fn write_summary(path: &Path, summary: &Summary) -> Result<()> {
     let json = serde_json::to_vec_pretty(summary)
         .map_err(|e| Error::io(path, std::io::Error::other(e)))?;

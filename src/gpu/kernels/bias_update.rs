@@ -115,7 +115,7 @@ pub(crate) fn bias_update_dispatch(
 /// Run `bias_update` once on a `[rows, cols]` output gradient `g` (row-major, unpadded; padded
 /// with NaN, which the kernel must not read) and a bias `b` (`[cols]`): the SGD step with `lr`, or
 /// (`store`) the gradient alone into a NaN-poisoned buffer. Returns the new `[cols]` values.
-pub fn run_bias_update(
+pub async fn run_bias_update(
     ctx: &GpuContext,
     layout: Layout,
     g: &[f32],
@@ -134,13 +134,14 @@ pub fn run_bias_update(
         Acc::default(),
         None,
     )
+    .await
     .map(|(b, _)| b)
 }
 
 /// [`run_bias_update`] summing a shared layer's gradient by `acc`, with the sum so far `sum`
 /// (`[cols]`; NaN-poisoned without it). Returns the bias and the sum after the kernel.
 #[allow(clippy::too_many_arguments)]
-pub fn run_bias_sum(
+pub async fn run_bias_sum(
     ctx: &GpuContext,
     layout: Layout,
     g: &[f32],
@@ -150,7 +151,7 @@ pub fn run_bias_sum(
     acc: Acc,
     sum: Option<&[f32]>,
 ) -> Result<(Vec<f32>, Vec<f32>)> {
-    scoped(ctx, "running bias_update", || {
+    scoped(ctx, "running bias_update", async {
         let gm = padded_matrix(
             ctx,
             layout,
@@ -180,8 +181,9 @@ pub fn run_bias_sum(
         };
         let d = bias_update_dispatch(ctx, (rows, cols), step, &gm, &bb);
         submit(ctx, &[&[d]]);
-        let out = ctx.read_f32(&bb, (pad4(cols) * 4) as u64)?;
-        let summed = ctx.read_f32(&sb, (pad4(cols) * 4) as u64)?;
+        let out = ctx.read_f32(&bb, (pad4(cols) * 4) as u64).await?;
+        let summed = ctx.read_f32(&sb, (pad4(cols) * 4) as u64).await?;
         Ok((out[..cols].to_vec(), summed[..cols].to_vec()))
     })
+    .await
 }

@@ -68,7 +68,7 @@ pub(crate) fn cross_entropy_dispatch(
 /// skip) against `y`, in `layout`: returns the loss it wrote (the rows' losses summed, times
 /// `scale`) and the gradient (times `coef`), `[pad4(rows), pad4(cols)]` padded, the gradient
 /// matrix poisoned with NaN first so that an element left unwritten shows.
-pub fn run_cross_entropy(
+pub async fn run_cross_entropy(
     ctx: &GpuContext,
     layout: Layout,
     z: &[f32],
@@ -76,7 +76,7 @@ pub fn run_cross_entropy(
     (rows, cols): (usize, usize),
     (scale, coef): (f32, f32),
 ) -> Result<(f32, Vec<f32>)> {
-    scoped(ctx, "running cross_entropy", || {
+    scoped(ctx, "running cross_entropy", async {
         let logits = storage(
             ctx,
             "logits",
@@ -111,7 +111,8 @@ pub fn run_cross_entropy(
             bind,
         );
         submit(ctx, &[&[d]]);
-        let h = ctx.read_f32(&history, 16)?;
-        Ok((h[1], grad.read_padded(ctx)?))
+        let h = ctx.read_f32(&history, 16).await?;
+        Ok((h[1], grad.read_padded(ctx).await?))
     })
+    .await
 }

@@ -173,12 +173,12 @@ pub(crate) fn counters_of(words: &[f32]) -> crate::cpu::OptCounters {
 
 /// Run `loss_reduce` once on a `[rows, cols]` matrix (row-major, unpadded; it is padded with NaN,
 /// which the kernel must skip). Returns what it wrote to the history and the epoch index it left.
-pub fn run_loss_reduce(
+pub async fn run_loss_reduce(
     ctx: &GpuContext,
     values: &[f32],
     (rows, cols): (usize, usize),
 ) -> Result<(f32, u32)> {
-    scoped(ctx, "running loss_reduce", || {
+    scoped(ctx, "running loss_reduce", async {
         let vb = storage(
             ctx,
             "values",
@@ -195,8 +195,9 @@ pub fn run_loss_reduce(
             });
         let d = loss_reduce_dispatch(ctx, (rows, cols), 1.0, (None, false), &vb, &hb, &sb);
         submit(ctx, &[&[d]]);
-        let h = ctx.read_f32(&hb, 16)?;
-        let s = ctx.read_f32(&sb, 4)?;
+        let h = ctx.read_f32(&hb, 16).await?;
+        let s = ctx.read_f32(&sb, 4).await?;
         Ok((h[2], s[0].to_bits()))
     })
+    .await
 }

@@ -502,7 +502,7 @@ pub struct MatmulOutput {
 /// and is stepped in place, its padding zero as in training), `aux` the AUX input where the mode needs it, `sum`
 /// the gradient summed so far for `key.acc.input` (`[m, n]`; AUX_OUT is NaN-poisoned without it).
 #[allow(clippy::too_many_arguments)]
-pub fn run_matmul(
+pub async fn run_matmul(
     ctx: &GpuContext,
     key: MatmulKey,
     a: &[f32],
@@ -527,7 +527,7 @@ pub fn run_matmul(
         f32::NAN
     };
     let layout = key.layout;
-    scoped(ctx, "running matmul", || {
+    scoped(ctx, "running matmul", async {
         let ab = matrix(ctx, layout, "a", a_rows, a_cols, Some(a))?;
         let bb = matrix(ctx, layout, "b", b_rows, b_cols, Some(b))?;
         let c_padded = to_padded(m, n, &c_init, c_padding);
@@ -558,13 +558,13 @@ pub fn run_matmul(
             },
         )?;
         submit(ctx, &[&d]);
-        let c = cb.read_padded(ctx)?;
+        let c = cb.read_padded(ctx).await?;
         // C is not written while summing, nor for the logits: its NaN poison stays, padding
         // included.
         let untouched = key.acc.output || key.mode == Mode::Logits;
         let mut padding_zero = untouched || padding_is_zero(m, n, &c);
         let aux_out = if reads_out {
-            let o = outb.read(ctx)?;
+            let o = outb.read(ctx).await?;
             padding_zero &= padding_is_zero(m, n, &o);
             from_padded(m, n, &o)
         } else {
@@ -576,18 +576,19 @@ pub fn run_matmul(
             padding_zero,
         })
     })
+    .await
 }
 
 /// Time `reps` back-to-back dispatches of one matmul variant on resident matrices (zeros: the
 /// kernel's speed does not depend on the values). Returns seconds per dispatch, from submit to
 /// completion of all `reps`, after one warm-up dispatch.
-pub fn time_matmul(
+pub async fn time_matmul(
     ctx: &GpuContext,
     key: MatmulKey,
     (m, n, k): (usize, usize, usize),
     reps: usize,
 ) -> Result<f64> {
-    scoped(ctx, "timing matmul", || {
+    scoped(ctx, "timing matmul", async {
         let ((a_rows, a_cols), (b_rows, b_cols)) = key.stored_shapes((m, n, k));
         let layout = key.layout;
         let ab = matrix(ctx, layout, "a", a_rows, a_cols, None)?;
@@ -613,6 +614,7 @@ pub fn time_matmul(
                 opt: None,
             },
         )?;
-        time_plan(ctx, &d, reps)
+        time_plan(ctx, &d, reps).await
     })
+    .await
 }

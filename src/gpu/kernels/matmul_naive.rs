@@ -44,27 +44,33 @@ pub(crate) fn naive_dispatch(
 
 /// Run the bench's reference kernel once: `C = A·B`, row-major `[m, k]` and `[k, n]`, its output
 /// poisoned with NaN first. Returns C `[m, n]`.
-pub fn run_naive(
+pub async fn run_naive(
     ctx: &GpuContext,
     a: &[f32],
     b: &[f32],
     (m, n, k): (usize, usize, usize),
 ) -> Result<Vec<f32>> {
-    scoped(ctx, "running matmul_naive", || {
+    scoped(ctx, "running matmul_naive", async {
         let ab = storage(ctx, "a", m * k, Some(a))?;
         let bb = storage(ctx, "b", k * n, Some(b))?;
         let (d, c) = naive_dispatch(ctx, &ab, &bb, (m, n, k))?;
         submit(ctx, &[&[d]]);
-        ctx.read_f32(&c, (m * n * 4) as u64)
+        ctx.read_f32(&c, (m * n * 4) as u64).await
     })
+    .await
 }
 
 /// [`time_matmul`] for the reference kernel.
-pub fn time_naive(ctx: &GpuContext, (m, n, k): (usize, usize, usize), reps: usize) -> Result<f64> {
-    scoped(ctx, "timing matmul_naive", || {
+pub async fn time_naive(
+    ctx: &GpuContext,
+    (m, n, k): (usize, usize, usize),
+    reps: usize,
+) -> Result<f64> {
+    scoped(ctx, "timing matmul_naive", async {
         let ab = storage(ctx, "a", m * k, None)?;
         let bb = storage(ctx, "b", k * n, None)?;
         let (d, _c) = naive_dispatch(ctx, &ab, &bb, (m, n, k))?;
-        time_plan(ctx, &[d], reps)
+        time_plan(ctx, &[d], reps).await
     })
+    .await
 }

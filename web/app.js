@@ -1,0 +1,207 @@
+// The page: wires the controls to the wasm library (pkg/, made by web/build.sh). Every
+// computation is the library's; this file only shows what it reports.
+import init, { open_page, presets, parity_json } from "./pkg/gpu_train_web.js";
+
+const $ = (id) => document.getElementById(id);
+const escape = (s) => String(s).replace(/[&<>]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;" })[c]);
+const params = new URLSearchParams(location.search);
+
+// The state the end-to-end test reads (web/test/e2e.py) as well as the page.
+const state = { adapter: null, runs: {}, verify: null, bench: null, errors: [] };
+let page = null;
+
+function showError(where, e) {
+  const msg = e instanceof Error ? e.message : String(e);
+  state.errors.push(msg);
+  $(where).insertAdjacentHTML("beforeend", `<p class="error">${escape(msg)}</p>`);
+  return msg;
+}
+
+// A log-scale loss chart of every run so far.
+function draw() {
+  const c = $("chart");
+  const g = c.getContext("2d");
+  g.clearRect(0, 0, c.width, c.height);
+  const runs = Object.entries(state.runs).filter(([, r]) => r.losses.length);
+  if (!runs.length) return;
+  const all = runs.flatMap(([, r]) => r.losses).filter((l) => l > 0 && isFinite(l));
+  if (!all.length) return;
+  const lo = Math.log10(Math.min(...all)), hi = Math.log10(Math.max(...all));
+  const epochs = Math.max(...runs.map(([, r]) => r.first + r.losses.length));
+  const [L, R, T, B] = [70, 20, 20, 30];
+  const x = (e) => L + ((c.width - L - R) * e) / Math.max(1, epochs - 1);
+  const y = (l) => T + ((c.height - T - B) * (hi - Math.log10(l))) / Math.max(1e-9, hi - lo);
+  g.font = "13px sans-serif";
+  g.fillStyle = "#555";
+  g.fillText(`loss ${Math.max(...all).toExponential(2)}`, 4, T + 4);
+  g.fillText(`${Math.min(...all).toExponential(2)}`, 4, c.height - B);
+  g.fillText(`epoch ${epochs - 1}`, c.width - R - 70, c.height - 8);
+  const colors = { gpu: "#1f5fbf", cpu: "#d9731a" };
+  runs.forEach(([name, r], i) => {
+    g.strokeStyle = colors[name] || "#888";
+    g.lineWidth = name === "cpu" ? 1.5 : 3;
+    g.setLineDash(name === "cpu" ? [6, 4] : []);
+    g.beginPath();
+    r.losses.forEach((l, j) => (j ? g.lineTo : g.moveTo).call(g, x(r.first + j), y(Math.max(l, 1e-30))));
+    g.stroke();
+    g.setLineDash([]);
+    g.fillStyle = g.strokeStyle;
+    g.fillText(r.label, L + 10, T + 18 + 16 * i);
+  });
+}
+
+function spec() {
+  const p = $("preset").value;
+  const s = p === "default" ? {} : { preset: p };
+  const e = parseInt($("epochs").value, 10);
+  if (e > 0) s.epochs = e;
+  return JSON.stringify(s);
+}
+
+async function readFile(input) {
+  const f = input.files[0];
+  return f ? { name: f.name, bytes: new Uint8Array(await f.arrayBuffer()) } : null;
+}
+
+// Train `job` (JSON) on `device`; the run's losses and summary.
+async function train(job, device, data) {
+  const run = { first: 0, losses: [], label: device === "gpu" ? `WebGPU: ${state.adapter.name || ""}` : "CPU reference (wasm)" };
+  state.runs[device] = run;
+  const onChunk = (first, losses) => {
+    if (!run.losses.length) run.first = first;
+    run.losses.push(...losses);
+    draw();
+  };
+  const out = data
+    ? await page.train_npy(job, device, data.x.name, data.x.bytes, data.y.name, data.y.bytes, onChunk)
+    : await page.train(job, device, onChunk);
+  Object.assign(run, JSON.parse(out));
+  return run;
+}
+
+// The job on WebGPU and then on the CPU reference, with the parity of the two trajectories.
+async function trainBoth(job, data) {
+  const out = $("train-out");
+  out.innerHTML = "";
+  state.runs = {};
+  const result = {};
+  if (state.adapter.ok) {
+    result.gpu = await train(job, "gpu", data);
+    out.insertAdjacentHTML("beforeend", `<pre>${escape(result.gpu.line)}</pre>`);
+  }
+  result.cpu = await train(job, "cpu", data);
+  out.insertAdjacentHTML("beforeend", `<pre>${escape(result.cpu.line)}</pre>`);
+  if (result.gpu) {
+    const p = JSON.parse(parity_json(result.gpu.summary.losses, result.cpu.summary.losses, result.cpu.summary.first_epoch));
+    result.parity = p;
+    const cls = p.passed ? "ok" : "fail";
+    out.insertAdjacentHTML(
+      "beforeend",
+      `<p class="${cls}">Parity with the CPU reference over ${p.epochs} epochs: worst relative difference ` +
+        `${p.worst_relative.toExponential(2)} (epoch ${p.worst_relative_epoch}); worst ${p.worst_ratio.toFixed(3)} ` +
+        `of the trajectory tolerance 3e-3·√L + 1e-5·L (epoch ${p.worst_ratio_epoch}): ${p.passed ? "within" : "OUTSIDE"} it.</p>`,
+    );
+  }
+  $("download").disabled = false;
+  return result;
+}
+
+async function verify(quick) {
+  const out = $("verify-out");
+  out.innerHTML = "<table><thead><tr><th>kernel</th><th>variant</th><th>layout</th><th>shape</th><th>worst/bound</th><th>bound</th><th></th></tr></thead><tbody></tbody></table>";
+  const body = out.querySelector("tbody");
+  const report = JSON.parse(
+    await page.verify(quick, navigator.userAgent, (text) => {
+      const c = JSON.parse(text);
+      body.insertAdjacentHTML(
+        "beforeend",
+        `<tr><td>${escape(c.kernel)}</td><td>${escape(c.variant)}</td><td>${escape(c.layout)}</td><td>${escape(c.shape)}</td>` +
+          `<td>${c.ratio === null ? "∞" : Number(c.ratio).toFixed(3)}</td><td>${escape(c.bound)}</td>` +
+          `<td class="${c.passed ? "ok" : "fail"}">${c.passed ? "pass" : "FAIL " + escape(c.note || "")}</td></tr>`,
+      );
+    }),
+  );
+  const failed = report.checks.filter((c) => !c.passed).length;
+  out.insertAdjacentHTML("beforeend", `<p class="${failed ? "fail" : "ok"}">${report.checks.length - failed} of ${report.checks.length} checks pass.</p>`);
+  state.verify = report;
+  return report;
+}
+
+async function bench(quick) {
+  const out = $("bench-out");
+  out.innerHTML = "<pre></pre>";
+  const pre = out.querySelector("pre");
+  const text = await page.bench(quick, navigator.userAgent, (_row, line) => {
+    pre.textContent += line + "\n";
+  });
+  const link = $("bench-json");
+  link.href = URL.createObjectURL(new Blob([text], { type: "application/json" }));
+  link.hidden = false;
+  state.bench = text;
+  return text;
+}
+
+function guard(where, f) {
+  return async () => {
+    document.querySelectorAll("button").forEach((b) => (b.disabled = true));
+    try {
+      await f();
+    } catch (e) {
+      showError(where, e);
+    } finally {
+      document.querySelectorAll("button").forEach((b) => (b.disabled = false));
+      $("download").disabled = !Object.keys(state.runs).length;
+      if (!state.adapter.ok) ["verify", "bench"].forEach((b) => ($(b).disabled = true));
+    }
+  };
+}
+
+async function main() {
+  await init();
+  page = await open_page(params.get("limits") || "adapter");
+  state.adapter = JSON.parse(page.adapter());
+  const a = state.adapter;
+  if (a.ok) {
+    $("adapter").innerHTML =
+      `<b>${escape(a.name || "(unnamed adapter)")}</b> — ${escape(a.device_type)}, ${escape(a.backend)}, driver ${escape(a.driver || "-")}; ` +
+      `layout <b>${escape(a.layout)}</b> (WGSL language features: ${escape(a.wgsl_language_features.join(", ") || "none")}); ` +
+      `limits ${escape(a.limits)}: storage binding ${a.max_storage_buffer_binding_size} B, texture side ${a.max_texture_dimension_2d}`;
+  } else {
+    $("adapter").classList.add("missing");
+    $("adapter").innerHTML = `<b>No WebGPU here.</b> ${escape(a.error)}`;
+    ["verify", "bench"].forEach((b) => ($(b).disabled = true));
+  }
+  const list = JSON.parse(presets());
+  $("preset").innerHTML =
+    `<option value="default">the default job (batch 64, 1000 → 100 → 10, 500 epochs)</option>` +
+    list.map((p) => `<option value="${escape(p.name)}">${escape(p.name)}: ${escape(p.about)}</option>`).join("");
+  $("train").onclick = guard("train-out", async () => {
+    const [x, y] = [await readFile($("x")), await readFile($("y"))];
+    if (!!x !== !!y) throw new Error("give both x.npy and y.npy, or neither");
+    await trainBoth(spec(), x && { x, y });
+  });
+  $("download").onclick = guard("train-out", async () => {
+    const bytes = page.model_safetensors();
+    const a = document.createElement("a");
+    a.href = URL.createObjectURL(new Blob([bytes], { type: "application/octet-stream" }));
+    a.download = "model.safetensors";
+    a.click();
+  });
+  $("verify").onclick = guard("verify-out", () => verify(true));
+  $("bench").onclick = guard("bench-out", () => bench(true));
+}
+
+// What the end-to-end test drives; each returns what the page showed.
+window.gpuTrain = {
+  state,
+  ready: main().catch((e) => {
+    const msg = showError("adapter", e);
+    throw new Error(msg);
+  }),
+  trainBoth: (job) => trainBoth(job),
+  train: (job, device) => train(job, device),
+  trainNpy: (job, device, x, y) => train(job, device, { x, y }),
+  verify: (quick) => verify(quick),
+  bench: (quick) => bench(quick),
+  model: () => Array.from(page.model_safetensors()),
+};

@@ -1,0 +1,366 @@
+//! The functions the page calls (wasm only). Each long one returns a Promise and reports progress
+//! through a JavaScript callback; results are JSON text.
+
+use gpu_train::backend::{Backend, TrainState};
+use gpu_train::bench::{self, results::Host};
+use gpu_train::cpu::CpuBackend;
+use gpu_train::gpu::layout::Layout;
+use gpu_train::gpu::{GpuBackend, GpuContext, LimitsChoice};
+use gpu_train::init::HostState;
+use gpu_train::io::{checkpoint, summary::Summary};
+use gpu_train::job::{Job, PRESETS};
+use gpu_train::spec::JobSpec;
+use gpu_train::train::Session;
+use gpu_train::verify;
+use js_sys::{Float32Array, Function, Promise, Uint8Array};
+use serde_json::json;
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::{future_to_promise, JsFuture};
+use web_time::{Duration, Instant};
+
+/// What the page shows where WebGPU is missing.
+const NO_WEBGPU: &str = "This browser offers no WebGPU (navigator.gpu is undefined). Use a \
+    browser with WebGPU: Chrome or Edge 113+ (on Linux start it with \
+    --enable-unsafe-webgpu --enable-features=Vulkan), Firefox 141+ on Windows, Safari 26+; \
+    in Firefox Nightly set dom.webgpu.enabled. The CPU reference below still runs.";
+
+fn js_err(e: impl std::fmt::Display) -> JsValue {
+    JsValue::from_str(&e.to_string())
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Result<JsValue, JsValue> {
+    serde_json::to_string(v)
+        .map(|s| JsValue::from_str(&s))
+        .map_err(js_err)
+}
+
+/// The browser's adapter, opened, or why not.
+struct Inner {
+    gpu: Result<(Arc<GpuContext>, Layout), String>,
+    wgsl: Vec<&'static str>,
+    /// The last job trained here and its end state, for the model download.
+    last: RefCell<Option<(Job, TrainState, usize)>>,
+}
+
+/// The page's handle: the browser's adapter (if any) and the last model trained.
+#[wasm_bindgen]
+pub struct Page(Rc<Inner>);
+
+/// Open the browser's WebGPU adapter with `limits` (`adapter`: all it offers; `webgpu`:
+/// WebGPU's defaults). Resolves to a [`Page`] whether or not there is one:
+/// [`Page::adapter`] tells.
+#[wasm_bindgen]
+pub fn open_page(limits: String) -> Promise {
+    // A panic (a bug) reaches the console with its message, not as a bare "unreachable".
+    std::panic::set_hook(Box::new(|info| {
+        web_sys::console::error_1(&JsValue::from_str(&format!("gpu-train panicked: {info}")));
+    }));
+    future_to_promise(async move {
+        let limits = match limits.as_str() {
+            "webgpu" => LimitsChoice::Webgpu,
+            _ => LimitsChoice::Adapter,
+        };
+        let (gpu, wgsl) = open_gpu(limits).await;
+        let inner = Inner {
+            gpu,
+            wgsl,
+            last: RefCell::new(None),
+        };
+        Ok(JsValue::from(Page(Rc::new(inner))))
+    })
+}
+
+async fn open_gpu(
+    limits: LimitsChoice,
+) -> (Result<(Arc<GpuContext>, Layout), String>, Vec<&'static str>) {
+    let has_gpu = web_sys::window()
+        .map(|w| w.navigator())
+        .and_then(|n| js_sys::Reflect::get(&n, &JsValue::from_str("gpu")).ok())
+        .is_some_and(|g| !g.is_undefined() && !g.is_null());
+    if !has_gpu {
+        return (Err(NO_WEBGPU.into()), Vec::new());
+    }
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+        backends: wgpu::Backends::BROWSER_WEBGPU,
+        ..wgpu::InstanceDescriptor::new_without_display_handle()
+    });
+    let features = instance.wgsl_language_features();
+    let wgsl: Vec<&'static str> = [
+        (
+            wgpu::WgslLanguageFeatures::ReadOnlyAndReadWriteStorageTextures,
+            "readonly_and_readwrite_storage_textures",
+        ),
+        (
+            wgpu::WgslLanguageFeatures::Packed4x8IntegerDotProduct,
+            "packed_4x8_integer_dot_product",
+        ),
+        (
+            wgpu::WgslLanguageFeatures::PointerCompositeAccess,
+            "pointer_composite_access",
+        ),
+    ]
+    .into_iter()
+    .filter(|(f, _)| features.contains(f.clone()))
+    .map(|(_, n)| n)
+    .collect();
+    let options = wgpu::RequestAdapterOptions {
+        power_preference: wgpu::PowerPreference::HighPerformance,
+        ..Default::default()
+    };
+    let adapter = match instance.request_adapter(&options).await {
+        Ok(a) => a,
+        Err(e) => {
+            let msg = format!(
+                "navigator.gpu is there but gave no adapter ({e}): WebGPU may be disabled or \
+                 blocked for this GPU (see chrome://gpu); the CPU reference below still runs"
+            );
+            return (Err(msg), wgsl);
+        }
+    };
+    let name = adapter_identity().await;
+    let opened = GpuContext::request(&adapter, limits, features, name).await;
+    let gpu = opened.map(|ctx| {
+        // The layout by what the shader compiler accepts (its WGSL language features), never
+        // by the browser's name: texels where read-only storage textures are there and the
+        // adapter's type prefers them, else buffer.
+        let layout = ctx.auto_layout();
+        (ctx, layout)
+    });
+    (gpu.map_err(|e| e.to_string()), wgsl)
+}
+
+/// The adapter as the browser names it (`GPUAdapterInfo`: vendor, architecture, device,
+/// description; wgpu's WebGPU backend reports no name), if it does.
+async fn adapter_identity() -> Option<String> {
+    use wasm_bindgen::JsCast;
+    let get = |o: &JsValue, k: &str| js_sys::Reflect::get(o, &JsValue::from_str(k)).ok();
+    let gpu = get(&web_sys::window()?.navigator().into(), "gpu")?;
+    let request: Function = get(&gpu, "requestAdapter")?.dyn_into().ok()?;
+    let options = js_sys::Object::new();
+    let _ = js_sys::Reflect::set(
+        &options,
+        &JsValue::from_str("powerPreference"),
+        &JsValue::from_str("high-performance"),
+    );
+    let promise: Promise = request.call1(&gpu, &options).ok()?.dyn_into().ok()?;
+    let adapter = JsFuture::from(promise).await.ok()?;
+    let info = get(&adapter, "info")?;
+    let parts: Vec<String> = ["vendor", "architecture", "device", "description"]
+        .iter()
+        .filter_map(|k| get(&info, k)?.as_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    (!parts.is_empty()).then(|| parts.join(" "))
+}
+
+/// Yield to the browser's event loop (a macrotask), so that the page repaints between chunks of
+/// a run that never waits (the CPU path).
+async fn yield_now() {
+    let promise = Promise::new(&mut |resolve, _| {
+        if let Some(w) = web_sys::window() {
+            let _ = w.set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, 0);
+        }
+    });
+    let _ = JsFuture::from(promise).await;
+}
+
+/// The browser's description of itself, for the results' host.
+fn browser_host(user_agent: &str) -> Host {
+    Host {
+        cpu: format!("browser: {user_agent}"),
+        threads: 1,
+        os: "browser".into(),
+        arch: "wasm32".into(),
+        fma_peak: None,
+    }
+}
+
+#[wasm_bindgen]
+impl Page {
+    /// The adapter as JSON: `{"ok": true, "name", "backend", "device_type", "driver",
+    /// "layout", "limits", "wgsl_language_features": [...], "max_storage_buffer_binding_size",
+    /// ...}` or `{"ok": false, "error": "..."}`.
+    pub fn adapter(&self) -> String {
+        let inner = &self.0;
+        let v = match &inner.gpu {
+            Ok((ctx, layout)) => {
+                let i = &ctx.info;
+                let l = &ctx.limits;
+                json!({
+                    "ok": true,
+                    "name": i.name,
+                    "vendor": i.vendor,
+                    "device_type": format!("{:?}", i.device_type),
+                    "backend": i.backend.to_string(),
+                    "driver": format!("{} {}", i.driver, i.driver_info).trim(),
+                    "layout": layout.name(),
+                    "limits": ctx.limits_choice.name(),
+                    "wgsl_language_features": inner.wgsl,
+                    "max_storage_buffer_binding_size": l.max_storage_buffer_binding_size,
+                    "max_buffer_size": l.max_buffer_size,
+                    "max_storage_textures_per_shader_stage": l.max_storage_textures_per_shader_stage,
+                    "max_storage_buffers_per_shader_stage": l.max_storage_buffers_per_shader_stage,
+                    "max_texture_dimension_2d": l.max_texture_dimension_2d,
+                    "timestamps": serde_json::to_value(ctx.timestamps()).unwrap_or_default(),
+                })
+            }
+            Err(e) => json!({"ok": false, "error": e, "wgsl_language_features": inner.wgsl}),
+        };
+        v.to_string()
+    }
+
+    /// Train the job `spec` (JSON, see `JobSpec`) on `device` (`gpu` or `cpu`), calling
+    /// `on_chunk(first_epoch, losses: Float32Array)` after every chunk. Resolves to
+    /// `{"summary": ..., "line": "..."}`.
+    pub fn train(&self, spec: String, device: String, on_chunk: Function) -> Promise {
+        let inner = self.0.clone();
+        future_to_promise(async move {
+            let spec = JobSpec::parse(&spec).map_err(js_err)?;
+            let (job, state) = spec.resolve().map_err(js_err)?;
+            train(&inner, job, state, &device, &on_chunk).await
+        })
+    }
+
+    /// [`Page::train`] on a dataset from two .npy files (their names and bytes).
+    #[allow(clippy::too_many_arguments)]
+    pub fn train_npy(
+        &self,
+        spec: String,
+        device: String,
+        x_name: String,
+        x: Vec<u8>,
+        y_name: String,
+        y: Vec<u8>,
+        on_chunk: Function,
+    ) -> Promise {
+        let inner = self.0.clone();
+        future_to_promise(async move {
+            let spec = JobSpec::parse(&spec).map_err(js_err)?;
+            let (job, state) = spec
+                .resolve_npy((&x_name, &x), (&y_name, &y))
+                .map_err(js_err)?;
+            train(&inner, job, state, &device, &on_chunk).await
+        })
+    }
+
+    /// The last model trained here as a safetensors file (what `gpu-train --resume`, `eval`,
+    /// `predict` and PyTorch's `safetensors.torch.load_file` read).
+    pub fn model_safetensors(&self) -> Result<Uint8Array, JsValue> {
+        let last = self.0.last.borrow();
+        let Some((job, state, epoch)) = last.as_ref() else {
+            return Err(js_err("no model yet: train a job first"));
+        };
+        let name = std::path::Path::new("model.safetensors");
+        let bytes = checkpoint::model_bytes(name, job, state, *epoch).map_err(js_err)?;
+        Ok(Uint8Array::from(&bytes[..]))
+    }
+
+    /// `gpu-train verify` (`quick`: `--quick`) on the browser's adapter, calling
+    /// `on_check(check JSON)` as each completes. Resolves to the report JSON (the schema of
+    /// `verify --json`), the browser in its host.
+    pub fn verify(&self, quick: bool, user_agent: String, on_check: Function) -> Promise {
+        let inner = self.0.clone();
+        future_to_promise(async move {
+            let (ctx, layout) = inner.gpu.as_ref().map_err(js_err)?;
+            let info = bench::opened_info(ctx, *layout);
+            let mut report_check = |c: &verify::Check| {
+                let text = serde_json::to_string(c).unwrap_or_default();
+                let _ = on_check.call1(&JsValue::NULL, &JsValue::from_str(&text));
+            };
+            let report = verify::run_on(
+                ctx,
+                info,
+                browser_host(&user_agent),
+                None,
+                quick,
+                &mut report_check,
+            )
+            .await;
+            to_json(&report)
+        })
+    }
+
+    /// `gpu-train bench`'s training cases (`quick`: `--quick`'s) on the browser's adapter and the
+    /// CPU reference in wasm, calling `on_row(row JSON, line)` as each completes. Resolves to the
+    /// results JSON that `gpu-train bench compare` reads.
+    pub fn bench(&self, quick: bool, user_agent: String, on_row: Function) -> Promise {
+        let inner = self.0.clone();
+        future_to_promise(async move {
+            let (ctx, layout) = inner.gpu.as_ref().map_err(js_err)?;
+            let command = vec![
+                "gpu-train (browser page)".to_string(),
+                "bench".to_string(),
+                if quick { "--quick" } else { "" }.to_string(),
+            ];
+            let mut report_row = |r: &bench::results::Results, row: &bench::results::Row| {
+                let text = serde_json::to_string(row).unwrap_or_default();
+                let line = bench::row_line(r, row);
+                let _ = on_row.call2(
+                    &JsValue::NULL,
+                    &JsValue::from_str(&text),
+                    &JsValue::from_str(&line),
+                );
+            };
+            let host = browser_host(&user_agent);
+            let results =
+                bench::run_training_cases(ctx, *layout, host, command, quick, &mut report_row)
+                    .await;
+            to_json(&results)
+        })
+    }
+}
+
+/// Train `job` from `state` on `device`, reporting chunks; the summary JSON.
+async fn train(
+    inner: &Inner,
+    job: Job,
+    state: HostState,
+    device: &str,
+    on_chunk: &Function,
+) -> Result<JsValue, JsValue> {
+    let setup = Instant::now();
+    let mut backend: Box<dyn Backend> = match device {
+        "cpu" => Box::new(CpuBackend::new(&job, &state)),
+        "gpu" => {
+            let (ctx, layout) = inner.gpu.as_ref().map_err(js_err)?;
+            let gpu = GpuBackend::create(ctx.clone(), &job, &state, *layout).await;
+            Box::new(gpu.map_err(js_err)?)
+        }
+        other => return Err(js_err(format!("device `{other}`: gpu or cpu"))),
+    };
+    let setup_s = setup.elapsed().as_secs_f64();
+    let device = backend.describe();
+    let mut session = Session::new(&job, backend.as_mut(), 0);
+    let mut shown = Instant::now();
+    while let Some(chunk) = session.next_chunk().await.map_err(js_err)? {
+        let losses = Float32Array::from(&chunk.losses[..]);
+        on_chunk.call2(&JsValue::NULL, &JsValue::from(chunk.first as f64), &losses)?;
+        if shown.elapsed() > Duration::from_millis(30) {
+            yield_now().await;
+            shown = Instant::now();
+        }
+    }
+    let report = session.finish().await.map_err(js_err)?;
+    let summary = Summary::new(device, &job, &report, setup_s, backend.stats());
+    let end = backend.state_async().await.map_err(js_err)?;
+    *inner.last.borrow_mut() = Some((job, end, report.end_epoch()));
+    to_json(&json!({"summary": summary, "line": summary.line()}))
+}
+
+/// The presets as JSON: `[{"name", "about", "job"}]`, `job` the preset's config.
+#[wasm_bindgen]
+pub fn presets() -> String {
+    let list: Vec<_> = (PRESETS.iter())
+        .map(|p| json!({"name": p.name, "about": p.about, "job": (p.job)()}))
+        .collect();
+    serde_json::Value::Array(list).to_string()
+}
+
+/// [`crate::parity`] as JSON.
+#[wasm_bindgen]
+pub fn parity_json(got: Vec<f32>, want: Vec<f32>, first: usize) -> String {
+    serde_json::to_string(&crate::parity(&got, &want, first)).unwrap_or_default()
+}

@@ -1,0 +1,240 @@
+#!/usr/bin/env python3
+"""End-to-end test of the browser page in headless Chromium (Dawn, Tint, here SwiftShader).
+
+Serves web/dist on localhost, opens it in Debian's chromium through chromedriver with WebGPU
+enabled, and checks that:
+  - the page names a WebGPU adapter (none fails the test, as GPU_TRAIN_REQUIRE_GPU=1 does natively);
+  - the default job trained in the page on WebGPU matches the in-page CPU reference (wasm) and the
+    native CLI's CPU trajectory from the same seed, every epoch within the trajectory tolerance
+    of tests/parity.rs (|dL| <= 3e-3*sqrt(L) + 1e-5*L);
+  - the model the page offers loads in the CLI (--resume continues it);
+  - verify --quick in the page passes every check;
+  - bench --quick's results JSON from the page is read by `gpu-train bench compare`, beside a
+    native results file;
+  - bad input gets a message: a malformed .npy names the file and the fault, a job past the
+    WebGPU limits names the limit and the buffer, and a browser without WebGPU says so.
+
+Usage: web/test/e2e.py [--cli target/release/gpu-train] [--out DIR]
+Needs: selenium (pip), chromium and chromium-driver (apt), web/dist (web/build.sh).
+"""
+
+import argparse
+import functools
+import http.server
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+WEBGPU_FLAGS = ["--enable-unsafe-webgpu", "--enable-features=Vulkan"]
+failures = []
+
+
+def check(ok, what):
+    print(("ok   " if ok else "FAIL ") + what, flush=True)
+    if not ok:
+        failures.append(what)
+
+
+def tol(loss):
+    return 3e-3 * math.sqrt(loss) + 1e-5 * loss
+
+
+def worst_ratio(got, want):
+    if len(got) != len(want):
+        return math.inf
+    worst = 0.0
+    for g, w in zip(got, want):
+        r = abs(g - w) / tol(w)
+        worst = max(worst, math.inf if math.isnan(r) else r)
+    return worst
+
+
+def serve(directory):
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    handler = functools.partial(Quiet, directory=directory)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def browser(flags):
+    options = webdriver.ChromeOptions()
+    options.binary_location = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+    for a in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage"] + flags:
+        options.add_argument(a)
+    service = Service(os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver"))
+    driver = webdriver.Chrome(service=service, options=options)
+    return driver
+
+
+def call(driver, expr, *args, timeout=900):
+    """Await the promise `expr` in the page (`args` as arguments[0..]); its value, or raise. The
+    page keeps the outcome and this polls for it, so that no one WebDriver request outlasts its
+    HTTP timeout."""
+    start = (
+        "const args = arguments; window.__e2e = null;"
+        "Promise.resolve().then(() => " + expr + ")"
+        ".then(v => { window.__e2e = {ok: v}; },"
+        "      e => { window.__e2e = {err: String(e && e.message || e)}; });"
+    )
+    t = time.time()
+    driver.execute_script(start.replace("arguments[", "args["), *args)
+    while True:
+        r = driver.execute_script("return window.__e2e;")
+        if r is not None:
+            break
+        if time.time() - t > timeout:
+            raise RuntimeError(f"no answer after {timeout} s")
+        time.sleep(0.25)
+    print(f"     [{time.time() - t:.1f} s] {expr[:70]}", flush=True)
+    if "err" in r:
+        raise RuntimeError(r["err"])
+    return r["ok"]
+
+
+def error_of(driver, expr, *args):
+    try:
+        call(driver, expr, *args)
+        return None
+    except RuntimeError as e:
+        return str(e)
+
+
+def native_default_job(cli, out):
+    path = os.path.join(out, "native-cpu.json")
+    subprocess.run([cli, "--device", "cpu", "--quiet", "--summary-json", path], check=True,
+                   stdout=subprocess.DEVNULL)
+    with open(path) as f:
+        return json.load(f)["losses"]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--cli", default=os.path.join(ROOT, "target/release/gpu-train"))
+    ap.add_argument("--dist", default=os.path.join(ROOT, "web/dist"))
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    out = args.out or tempfile.mkdtemp(prefix="gpu-train-e2e.")
+    os.makedirs(out, exist_ok=True)
+    server = serve(args.dist)
+    url = f"http://127.0.0.1:{server.server_address[1]}/index.html"
+    start = time.time()
+
+    d = browser(WEBGPU_FLAGS)
+    try:
+        d.get(url)
+        call(d, "window.gpuTrain.ready")
+        adapter = call(d, "Promise.resolve(window.gpuTrain.state.adapter)")
+        print(f"     adapter: {json.dumps(adapter)}")
+        check(adapter.get("ok") is True,
+              f"the page opened a WebGPU adapter ({adapter.get('name') or adapter.get('error')})")
+        if not adapter.get("ok"):
+            return 1
+        chosen = "texels" if "readonly_and_readwrite_storage_textures" in adapter[
+            "wgsl_language_features"] and adapter["device_type"] == "Cpu" else "buffer"
+        check(adapter["layout"] == chosen,
+              f"layout {adapter['layout']} follows the WGSL language features ({chosen})")
+
+        # The default job on WebGPU, then on the CPU reference in wasm, as the page's button does.
+        both = call(d, "window.gpuTrain.trainBoth('{}').then(r => ({gpu: r.gpu.summary, "
+                       "cpu: r.cpu.summary, parity: r.parity}))")
+        gpu, cpu = both["gpu"]["losses"], both["cpu"]["losses"]
+        check(len(gpu) == 500 and len(cpu) == 500, "500 epochs on WebGPU and on the CPU in wasm")
+        print(f"     WebGPU: final loss {gpu[-1]:.6e}, {both['gpu']['timings']['epochs_per_s']:.1f} "
+              f"epochs/s, {both['gpu']['submits']} submissions; CPU (wasm): final loss "
+              f"{cpu[-1]:.6e}, {both['cpu']['timings']['epochs_per_s']:.1f} epochs/s")
+        check(both["parity"]["passed"],
+              f"the page's parity: WebGPU within the trajectory tolerance of the in-page CPU "
+              f"(worst {both['parity']['worst_ratio']:.3f} of it, relative "
+              f"{both['parity']['worst_relative']:.2e})")
+        check(worst_ratio(gpu, cpu) <= 1.0, "recomputed here: WebGPU vs in-page CPU within tolerance")
+        native = native_default_job(args.cli, out)
+        r = worst_ratio(gpu, native)
+        check(r <= 1.0, f"WebGPU vs the native CLI's CPU trajectory (same seed): worst {r:.3f} of "
+                        f"the tolerance")
+        r = worst_ratio(cpu, native)
+        check(r <= 1.0, f"in-page CPU (wasm) vs the native CLI's CPU: worst {r:.3f} of the tolerance")
+        with open(os.path.join(out, "page-summary.json"), "w") as f:
+            json.dump(both, f)
+
+        # The model the page offers, resumed by the CLI for one more epoch.
+        model = bytes(call(d, "Promise.resolve(window.gpuTrain.model())"))
+        model_path = os.path.join(out, "page-model.safetensors")
+        with open(model_path, "wb") as f:
+            f.write(model)
+        resumed = subprocess.run([args.cli, "--device", "cpu", "--resume", model_path, "--epochs",
+                                  "501", "--quiet"], capture_output=True, text=True)
+        check(resumed.returncode == 0 and "epochs 1 " in resumed.stdout,
+              f"the CLI resumes the page's model: {resumed.stdout.strip() or resumed.stderr.strip()}")
+
+        # Each preset (a few epochs) on WebGPU against the in-page CPU.
+        for p in json.loads(call(d, "import('./pkg/gpu_train_web.js').then(m => m.presets())")):
+            job = json.dumps({"preset": p["name"], "epochs": 20})
+            r = call(d, "window.gpuTrain.trainBoth(arguments[0]).then(r => r.parity)", job)
+            check(r["passed"], f"preset {p['name']} (20 epochs): WebGPU within tolerance of the "
+                               f"CPU (worst {r['worst_ratio']:.3f})")
+
+        # verify --quick: every check passes.
+        report = call(d, "window.gpuTrain.verify(true)")
+        failed = [c for c in report["checks"] if not c["passed"]]
+        check(len(report["checks"]) > 100 and not failed,
+              f"verify --quick: {len(report['checks']) - len(failed)} of {len(report['checks'])} "
+              f"checks pass" + (f"; first failure {failed[0]}" if failed else ""))
+        with open(os.path.join(out, "page-verify.json"), "w") as f:
+            json.dump(report, f, indent=1)
+
+        # bench --quick: the results JSON, compared by the CLI with a native results file.
+        text = call(d, "window.gpuTrain.bench(true)")
+        bench_path = os.path.join(out, "page-bench.json")
+        with open(bench_path, "w") as f:
+            f.write(text)
+        native_results = os.path.join(ROOT, "benches/results/2026-12-01-xeon-lavapipe-quick-texels.json")
+        cmp = subprocess.run([args.cli, "bench", "compare", bench_path, native_results],
+                             capture_output=True, text=True)
+        print("\n".join("     " + line for line in cmp.stdout.splitlines()[:14]))
+        check(cmp.returncode == 0 and "train/default" in cmp.stdout,
+              f"gpu-train bench compare reads the page's results ({cmp.stderr.strip()[:200]})")
+        rows = json.loads(text)["rows"]
+        check(rows and all(r["status"] == "ok" for r in rows),
+              f"bench --quick in the page: {len(rows)} rows, all ok")
+
+        # Bad input.
+        e = error_of(d, "window.gpuTrain.trainNpy('{}', 'gpu', {name: 'broken.npy', bytes: new "
+                        "Uint8Array([1, 2, 3])}, {name: 'y.npy', bytes: new Uint8Array([])})")
+        check(e is not None and "broken.npy" in e, f"a malformed .npy is refused naming it: {e}")
+        job = json.dumps({"layers": [64, 9000, 10], "epochs": 1})
+        e = error_of(d, "window.gpuTrain.train(arguments[0], 'gpu')", job)
+        check(e is not None and "max_texture_dimension_2d" in e and "w2" in e,
+              f"a job too large for the adapter names the buffer and the limit: {e}")
+    finally:
+        d.quit()
+
+    # Without WebGPU the page says so (and what to enable) instead of staying blank.
+    d = browser([])
+    try:
+        d.get(url)
+        call(d, "window.gpuTrain.ready")
+        text = d.find_element("id", "adapter").text
+        ok = call(d, "Promise.resolve(window.gpuTrain.state.adapter.ok)")
+        check(not ok and "WebGPU" in text, f"without WebGPU the page says: {text[:160]}")
+    finally:
+        d.quit()
+
+    print(f"{len(failures)} failures; {time.time() - start:.0f} s; outputs in {out}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
