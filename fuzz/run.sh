@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 secs="${1:-600}"
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(npy csv checkpoint bench_results tune_cache history)
+[ ${#targets[@]} -gt 0 ] || targets=(npy csv checkpoint bench_results tune_cache history job_spec)
 
 if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
     fuzz=(cargo +nightly fuzz)

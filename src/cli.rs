@@ -3,6 +3,9 @@
 //!
 //! [`Job`]: crate::job::Job
 
+use crate::error::Result;
+use crate::job;
+use crate::spec::{DynamicSpec, JobSpec, OptimizerSpec, ScheduleSpec};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
@@ -470,4 +473,54 @@ pub struct TrainArgs {
     /// per kernel and shape, calls, share) after training.
     #[arg(long)]
     pub profile: bool,
+}
+
+impl TrainArgs {
+    /// The job the flags describe, as the library's [`JobSpec`]: each value parsed here, so an
+    /// error names its flag. The dataset flags (`--x`/`--y`, `--data`, `--init`) are the
+    /// caller's to load.
+    pub fn spec(&self) -> Result<JobSpec> {
+        let count = |flag: &'static str, v: &Option<String>| {
+            v.as_deref().map(|s| job::parse_count(flag, s)).transpose()
+        };
+        let real = |flag: &'static str, v: &Option<String>| {
+            v.as_deref().map(|s| job::parse_f32(flag, s)).transpose()
+        };
+        let either = |on: bool, off: bool| (on || off).then_some(on);
+        let schedule =
+            (self.lr_schedule.is_some() || self.warmup.is_some()).then(|| ScheduleSpec {
+                schedule: self.lr_schedule.clone(),
+                warmup: self.warmup.clone(),
+            });
+        Ok(JobSpec {
+            preset: self.preset.clone(),
+            layers: self.layers.as_deref().map(job::parse_layers).transpose()?,
+            batch: count("--batch", &self.batch)?,
+            lr: self.lr.as_deref().map(job::parse_lr).transpose()?,
+            epochs: count("--epochs", &self.epochs)?,
+            seed: Some(self.seed),
+            log_every: count("--log-every", &self.log_every)?,
+            activation: self.activation.clone(),
+            loss: self.loss.clone(),
+            init_scheme: self.init_scheme.clone(),
+            bias: either(self.bias, self.no_bias),
+            optimizer: Some(OptimizerSpec {
+                kind: self.optimizer.clone(),
+                momentum: real("--momentum", &self.momentum)?,
+                nesterov: self.nesterov.then_some(true),
+                beta1: real("--beta1", &self.beta1)?,
+                beta2: real("--beta2", &self.beta2)?,
+                eps: real("--eps", &self.eps)?,
+                weight_decay: real("--weight-decay", &self.weight_decay)?,
+            }),
+            lr_schedule: schedule,
+            data: None,
+            dynamic: count("--dynamic-depth", &self.dynamic_depth)?.map(|max| DynamicSpec {
+                max,
+                schedule: Vec::new(),
+            }),
+            rows: count("--rows", &self.rows)?,
+            shuffle: either(self.shuffle, self.no_shuffle),
+        })
+    }
 }

@@ -6,6 +6,7 @@
 
 use crate::bench::results::{self, Results};
 use crate::io::{checkpoint, data, history::History, npy};
+use crate::spec::JobSpec;
 use std::path::{Path, PathBuf};
 
 /// The `.npy` readers: a matrix (`--x`, `--init`), targets as floats or class indices.
@@ -83,6 +84,23 @@ pub fn history(bytes: &[u8]) {
     let _ = History::parse(Path::new("history.json"), text);
 }
 
+/// A job as JSON (the page's, a summary's `config`): parsed, validated, and resolved (seeded)
+/// where its matrices are small enough to draw in a moment.
+pub fn job_spec(bytes: &[u8]) {
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        return;
+    };
+    let Ok(spec) = JobSpec::parse(text) else {
+        return;
+    };
+    let Ok(job) = spec.job() else {
+        return;
+    };
+    if job.validate().is_ok() && job.host_bytes().is_some_and(|b| b <= 1 << 24) {
+        let _ = spec.resolve();
+    }
+}
+
 /// One fuzz target's body.
 pub type Target = fn(&[u8]);
 
@@ -94,4 +112,5 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("bench_results", bench_results),
     ("tune_cache", tune_cache),
     ("history", history),
+    ("job_spec", job_spec),
 ];

@@ -1090,19 +1090,26 @@ pub const MAX_EPOCHS: usize = if usize::BITS >= 64 {
 pub const MAX_HOST_BYTES: u64 = if usize::BITS >= 64 { 1 << 40 } else { 1 << 30 };
 
 impl Job {
-    /// Refuse a job whose x, y, weights and biases would take more than [`MAX_HOST_BYTES`]
-    /// (or overflow counting them), naming the size, before anything is allocated.
-    fn check_host_size(&self) -> Result<()> {
+    /// The bytes x, y, the weights and the biases take on the host (None past u64).
+    pub fn host_bytes(&self) -> Option<u64> {
         let rows = self.dataset_rows() as u64;
         let d = &self.layers;
-        let (d0, dl) = (d[0] as u64, d[d.len() - 1] as u64);
+        let (d0, dl) = (*d.first()? as u64, *d.last()? as u64);
         let elements = (d.windows(2))
             .try_fold(0u64, |acc, w| {
                 let (a, b) = (w[0] as u64, w[1] as u64);
                 acc.checked_add(a.checked_mul(b)?.checked_add(b)?)
             })
             .and_then(|p| p.checked_add(rows.checked_mul(d0.checked_add(dl)?)?));
-        let bytes = elements.and_then(|e| e.checked_mul(4));
+        elements.and_then(|e| e.checked_mul(4))
+    }
+
+    /// Refuse a job whose x, y, weights and biases would take more than [`MAX_HOST_BYTES`]
+    /// (or overflow counting them), naming the size, before anything is allocated.
+    fn check_host_size(&self) -> Result<()> {
+        let d = &self.layers;
+        let rows = self.dataset_rows();
+        let bytes = self.host_bytes();
         match bytes {
             Some(b) if b <= MAX_HOST_BYTES => Ok(()),
             _ => Err(Error::arg(

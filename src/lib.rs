@@ -21,6 +21,7 @@ pub mod gpu;
 pub mod init;
 pub mod io;
 pub mod job;
+pub mod monitor;
 pub mod schedule;
 pub mod spec;
 pub mod thinned;

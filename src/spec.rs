@@ -9,7 +9,7 @@
 
 use crate::error::{Error, Result};
 use crate::init::{HostState, Matrix};
-use crate::io::data;
+use crate::io::{data, npy};
 use crate::job::{
     self, Activation, DataSource, DynamicDepth, InitScheme, Job, Loss, Named, OptimizerKind,
 };
@@ -84,8 +84,8 @@ impl JobSpec {
         serde_json::from_str(json).map_err(|e| Error::arg("job", format!("{e}")))
     }
 
-    /// The job it describes (not yet validated), and whether its data is a dataset from files.
-    fn job(&self) -> Result<(Job, bool)> {
+    /// The job it describes, not yet validated (a dataset from files leaves the default data).
+    pub fn job(&self) -> Result<Job> {
         let mut job = match &self.preset {
             Some(name) => job::preset(name)?,
             None => Job::default(),
@@ -155,29 +155,39 @@ impl JobSpec {
         }
         if let Some(r) = self.rows {
             job.rows = Some(r);
+            if self.batch.is_none() {
+                job.batch = job.batch.min(r.max(1));
+            }
         }
         if let Some(s) = self.shuffle {
             job.shuffle = s;
         }
-        let files = match &self.data {
+        if let Some(source) = self.data.as_ref().map(data_source).transpose()?.flatten() {
+            job.data = source;
+        }
+        Ok(job)
+    }
+
+    /// Whether its data is a dataset from files (a summary's `{"x_file": ..., "y_file": ...}`).
+    pub fn data_from_files(&self) -> Result<bool> {
+        Ok(match &self.data {
+            Some(v) => data_source(v)?.is_none(),
             None => false,
-            Some(v) => match data_source(v)? {
-                Some(source) => {
-                    job.data = source;
-                    false
-                }
-                None => true,
-            },
-        };
-        Ok((job, files))
+        })
+    }
+
+    /// The number of classes that integer targets become one-hot over: the last width of
+    /// `layers`, if given (else the file's largest index + 1).
+    pub fn classes(&self) -> Option<usize> {
+        self.layers.as_ref().and_then(|l| l.last().copied())
     }
 
     /// The validated job and its seeded initial state (x and y drawn from the seed, or the
     /// spec's fixed batch). A spec whose data is a dataset from files needs
     /// [`JobSpec::resolve_with_data`].
     pub fn resolve(&self) -> Result<(Job, HostState)> {
-        let (job, files) = self.job()?;
-        if files {
+        let job = self.job()?;
+        if self.data_from_files()? {
             return Err(Error::arg(
                 "data",
                 "a dataset from files: give its x and y matrices (resolve_with_data)",
@@ -197,7 +207,13 @@ impl JobSpec {
         y: Matrix,
         names: (String, String),
     ) -> Result<(Job, HostState)> {
-        let (job, _) = self.job()?;
+        let job = self.job()?;
+        if self.rows.is_some() {
+            return Err(Error::arg(
+                "--rows",
+                "cannot be combined with a dataset from files (--x/--y or --data)",
+            ));
+        }
         let source = DataSource::Files {
             x: names.0,
             y: names.1,
@@ -213,13 +229,89 @@ impl JobSpec {
     /// width of `layers`, if given, else the largest index + 1), checked as `--x`/`--y` are; a
     /// malformed file is an error naming it and the fault.
     pub fn resolve_npy(&self, x: (&str, &[u8]), y: (&str, &[u8])) -> Result<(Job, HostState)> {
-        let (job, _) = self.job()?;
-        let classes = self.layers.as_ref().and_then(|l| l.last().copied());
+        let job = self.job()?;
+        let classes = self.classes();
         let (x_path, y_path) = (Path::new(x.0), Path::new(y.0));
         let (xm, ym) = data::parse_npy_pair((x_path, x.1), (y_path, y.1), classes)?;
         let ym = data::targets_for(job.loss, y_path, ym, classes)?;
         self.resolve_with_data(xm, ym, (x.0.to_string(), y.0.to_string()))
     }
+}
+
+impl JobSpec {
+    /// The job on the state saved by `--save-init` in `dir` (x.npy, y.npy, w1.npy, ..., and
+    /// b1.npy, ... for a net with biases): the files' shapes give `layers` and `batch` where those
+    /// are not given and must match them where they are; their rows are the dataset.
+    pub fn resolve_init(&self, dir: &Path) -> Result<(Job, HostState)> {
+        let mut job = self.job()?;
+        if self.rows.is_some() {
+            return Err(Error::arg(
+                "--rows",
+                "the --init files give the dataset's rows",
+            ));
+        }
+        // What the spec says is validated before the files are read, so that a bad value is
+        // reported as such (all but dynamic depth, which depends on the widths the files give).
+        let dynamic = job.dynamic.take();
+        job.validate()?;
+        job.dynamic = dynamic;
+        let mut state = npy::load_state(dir)?;
+        let y = std::mem::replace(&mut state.y, Matrix::zeros(0, 0));
+        state.y = data::targets_for(job.loss, &dir.join("y.npy"), y, self.classes())?;
+        let (file_layers, file_rows) = state.dims();
+        // The files' rows are the dataset; a batch may split it into mini-batches.
+        job.layers = self.layers.clone().unwrap_or(file_layers);
+        job.batch = self.batch.unwrap_or(file_rows);
+        job.rows = Some(file_rows);
+        check_init_matches(dir, &job, &state)?;
+        // The files define the net: biases there mean a net with biases.
+        if job.bias && state.biases.is_empty() {
+            return Err(Error::BadFile {
+                path: dir.join(npy::bias_file(0)),
+                msg: "missing: --bias with --init needs b1.npy, b2.npy, ... beside the weights"
+                    .into(),
+            });
+        }
+        job.bias = !state.biases.is_empty();
+        job.validate()?;
+        Ok((job, state))
+    }
+}
+
+/// Every --init file must have the shape the job implies.
+fn check_init_matches(dir: &Path, job: &Job, state: &HostState) -> Result<()> {
+    let mismatch = |name: String, expected: [usize; 2], found: [usize; 2]| -> Result<()> {
+        if expected == found {
+            return Ok(());
+        }
+        Err(Error::Shape {
+            path: dir.join(name),
+            expected: expected.to_vec(),
+            found: found.to_vec(),
+            hint: " (from --layers/--batch)".to_string(),
+        })
+    };
+    mismatch("x.npy".into(), job.x_shape(), state.x.shape())?;
+    let n_files = state.weights.len();
+    if n_files < job.depth() {
+        return Err(Error::BadFile {
+            path: dir.join(npy::weight_file(n_files)),
+            msg: format!("missing: --layers asks for {} weights", job.depth()),
+        });
+    }
+    if n_files > job.depth() {
+        return Err(Error::BadFile {
+            path: dir.join(npy::weight_file(job.depth())),
+            msg: format!(
+                "present, but --layers asks for only {} weights (remove the file or fix --layers)",
+                job.depth()
+            ),
+        });
+    }
+    for (l, w) in state.weights.iter().enumerate() {
+        mismatch(npy::weight_file(l), job.weight_shape(l), w.shape())?;
+    }
+    mismatch("y.npy".into(), job.y_shape(), state.y.shape())
 }
 
 /// A summary's `data` value: the source, or None for a dataset from files (the caller's to load).
@@ -258,7 +350,7 @@ fn data_source(v: &serde_json::Value) -> Result<Option<DataSource>> {
 /// must agree with the job's; else the job's hidden widths go between them), its rows the
 /// dataset's, trained in batches of the job's batch (`batch_given`: as given; else at most the
 /// rows).
-pub fn with_data(
+fn with_data(
     mut job: Job,
     (x, y, source): (Matrix, Matrix, DataSource),
     layers_given: bool,
@@ -329,7 +421,7 @@ mod tests {
             schedule: vec![0, 2, 1],
         });
         let json = serde_json::to_string(&job).unwrap();
-        let (back, _) = JobSpec::parse(&json).unwrap().job().unwrap();
+        let back = JobSpec::parse(&json).unwrap().job().unwrap();
         assert_eq!(back, job, "{json}");
     }
 

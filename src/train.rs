@@ -28,7 +28,7 @@ pub struct Report {
     pub train_s: f64,
     /// `(epoch, loss)` where the loss first became NaN or infinite.
     pub diverged: Option<(usize, f32)>,
-    /// Whether `on_chunk` asked to stop before the last epoch.
+    /// Whether the driver stopped the run ([`Session::stop`]) before the last epoch.
     pub stopped: bool,
     /// The weights and biases at the end.
     pub params: Params,
@@ -165,50 +165,20 @@ impl<'a> Session<'a> {
     }
 }
 
-/// Train `job.epochs` epochs on `backend`, calling `on_log(epoch, loss)` for every `log_every`-th
-/// epoch as soon as its loss is back on the host. Stops at the first non-finite loss.
+/// Train `job.epochs` epochs on `backend` on this thread, calling `on_log(epoch, loss)` for every
+/// `log_every`-th epoch as soon as its loss is back on the host. Stops at the first non-finite
+/// loss.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn train(
     job: &Job,
     backend: &mut dyn Backend,
     mut on_log: impl FnMut(usize, f32),
 ) -> Result<Report> {
-    train_observed(
-        job,
-        backend,
-        Hooks {
-            on_log: &mut on_log,
-            on_chunk: &mut |_, _, _| Ok(false),
-            every: 0,
-        },
-    )
-}
-
-/// The after-chunk hook of [`Hooks`].
-pub type OnChunk<'a> = dyn FnMut(&mut dyn Backend, usize, &[f32]) -> Result<bool> + 'a;
-
-/// What [`train_observed`] calls back.
-pub struct Hooks<'a> {
-    /// `(epoch, loss)` of every `log_every`-th epoch.
-    pub on_log: &'a mut dyn FnMut(usize, f32),
-    /// After every chunk: `(backend, epochs done in all, the chunk's losses)`; returns whether
-    /// to stop. The chunk's first loss is that of epoch `done - losses.len()`.
-    pub on_chunk: &'a mut OnChunk<'a>,
-    /// Also end a chunk at every multiple of this many epochs (checkpoints); 0: never.
-    pub every: usize,
-}
-
-/// A [`Session`] driven to its end on this thread, with the hooks called between chunks.
-#[cfg(not(target_arch = "wasm32"))]
-pub fn train_observed(job: &Job, backend: &mut dyn Backend, hooks: Hooks<'_>) -> Result<Report> {
     crate::wait::block_on(async {
-        let mut session = Session::new(job, backend, hooks.every);
+        let mut session = Session::new(job, backend, 0);
         while let Some(chunk) = session.next_chunk().await? {
             for (epoch, loss) in chunk.log_points(job.log_every) {
-                (hooks.on_log)(epoch, loss);
-            }
-            if (hooks.on_chunk)(session.backend(), chunk.done(), &chunk.losses)? {
-                session.stop();
+                on_log(epoch, loss);
             }
         }
         session.finish().await

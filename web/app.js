@@ -158,7 +158,14 @@ function guard(where, f) {
 
 async function main() {
   await init();
-  page = await open_page(params.get("limits") || "adapter");
+  // ?limits=webgpu asks for WebGPU's default limits; ?layout=texels|buffer picks the layout.
+  try {
+    page = await open_page(params.get("limits") || "adapter", params.get("layout") || "auto");
+  } catch (e) {
+    $("adapter").classList.add("missing");
+    $("adapter").innerHTML = `<b>Bad page option.</b> ${escape(String(e))}`;
+    return;
+  }
   state.adapter = JSON.parse(page.adapter());
   const a = state.adapter;
   if (a.ok) {
@@ -168,7 +175,8 @@ async function main() {
       `limits ${escape(a.limits)}: storage binding ${a.max_storage_buffer_binding_size} B, texture side ${a.max_texture_dimension_2d}`;
   } else {
     $("adapter").classList.add("missing");
-    $("adapter").innerHTML = `<b>No WebGPU here.</b> ${escape(a.error)}`;
+    const head = "gpu" in navigator ? "WebGPU is here, but not usable." : "No WebGPU here.";
+    $("adapter").innerHTML = `<b>${head}</b> ${escape(a.error)}`;
     ["verify", "bench"].forEach((b) => ($(b).disabled = true));
   }
   const list = JSON.parse(presets());

@@ -374,6 +374,34 @@ pub fn load(path: &Path, job: &Job) -> Result<(TrainState, usize)> {
     load_parsed(path, model, opt, job)
 }
 
+/// [`load`] of a checkpoint to continue training `job` from: its epochs must count steps of the
+/// job's batches, and fewer than the job's epochs.
+pub fn resume(path: &Path, job: &Job) -> Result<(TrainState, usize)> {
+    let (state, epoch) = load(path, job)?;
+    if epoch.checked_mul(job.steps_per_epoch()) != Some(state.step) {
+        return Err(Error::arg(
+            "--batch",
+            format!(
+                "{} is at epoch {epoch}, step {}: trained with other batches than {} steps per \
+                 epoch; resume it with the --batch and dataset it was trained with",
+                path.display(),
+                state.step,
+                job.steps_per_epoch()
+            ),
+        ));
+    }
+    if epoch >= job.epochs {
+        return Err(Error::arg(
+            "--epochs",
+            format!(
+                "{} has already trained {epoch} epochs; raise --epochs to continue",
+                path.display()
+            ),
+        ));
+    }
+    Ok((state, epoch))
+}
+
 /// [`load`] of a checkpoint's bytes: the model file's and, for an optimizer that keeps state,
 /// the optimizer file's (`path` names the model file in errors).
 pub fn parse(

@@ -63,7 +63,7 @@ pub fn atomic_write(
 }
 
 /// In the browser there is no file system (std's calls fail with "unsupported"): the page writes
-/// to bytes instead ([`checkpoint::to_bytes`], [`npy::to_bytes`]).
+/// to bytes instead ([`checkpoint::model_bytes`], [`npy::to_bytes`]).
 #[cfg(target_arch = "wasm32")]
 pub fn atomic_write(
     path: &Path,

@@ -8,38 +8,54 @@ use std::path::{Path, PathBuf};
 
 /// Write a matrix as a 2-D little-endian f32 .npy file, atomically.
 pub fn write_matrix(path: &Path, m: &Matrix) -> Result<()> {
-    write_array(path, &[m.rows as u64, m.cols as u64], &m.data)
+    super::atomic_write(path, |w| encode(w, &matrix_shape(m), &m.data))
 }
 
 /// Write a `[1, n]` bias as a 1-D little-endian f32 .npy file of shape `[n]`, atomically.
 pub fn write_vector(path: &Path, m: &Matrix) -> Result<()> {
-    write_array(path, &[m.data.len() as u64], &m.data)
+    super::atomic_write(path, |w| encode(w, &[m.data.len() as u64], &m.data))
 }
 
 /// Write class indices as a 1-D little-endian int64 .npy file (numpy's default integer, what
 /// `--y` reads back as classes), atomically.
 pub fn write_classes(path: &Path, classes: &[usize]) -> Result<()> {
-    super::atomic_write(path, |w| {
-        let mut npy = npyz::WriteOptions::<i64>::new()
-            .default_dtype()
-            .shape(&[classes.len() as u64])
-            .writer(w)
-            .begin_nd()?;
-        npy.extend(classes.iter().map(|&c| c as i64))?;
-        npy.finish()
-    })
+    let classes: Vec<i64> = classes.iter().map(|&c| c as i64).collect();
+    super::atomic_write(path, |w| encode(w, &[classes.len() as u64], &classes))
 }
 
-fn write_array(path: &Path, shape: &[u64], data: &[f32]) -> Result<()> {
-    super::atomic_write(path, |w| {
-        let mut npy = npyz::WriteOptions::<f32>::new()
-            .default_dtype()
-            .shape(shape)
-            .writer(w)
-            .begin_nd()?;
-        npy.extend(data.iter().copied())?;
-        npy.finish()
-    })
+/// The bytes of [`write_matrix`]'s file, for a caller without a file system (the browser page
+/// offers them as a download); `name` names it in errors.
+pub fn to_bytes(name: &Path, m: &Matrix) -> Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    encode(&mut bytes, &matrix_shape(m), &m.data).map_err(|e| Error::io(name, e))?;
+    Ok(bytes)
+}
+
+/// The bytes of [`write_classes`]'s file.
+pub fn classes_to_bytes(name: &Path, classes: &[usize]) -> Result<Vec<u8>> {
+    let classes: Vec<i64> = classes.iter().map(|&c| c as i64).collect();
+    let mut bytes = Vec::new();
+    encode(&mut bytes, &[classes.len() as u64], &classes).map_err(|e| Error::io(name, e))?;
+    Ok(bytes)
+}
+
+fn matrix_shape(m: &Matrix) -> [u64; 2] {
+    [m.rows as u64, m.cols as u64]
+}
+
+/// One .npy array of `shape` in numpy's default dtype for `T` (little-endian), into `w`.
+fn encode<T: npyz::AutoSerialize + Copy>(
+    w: &mut dyn std::io::Write,
+    shape: &[u64],
+    data: &[T],
+) -> std::io::Result<()> {
+    let mut npy = npyz::WriteOptions::<T>::new()
+        .default_dtype()
+        .shape(shape)
+        .writer(w)
+        .begin_nd()?;
+    npy.extend(data.iter().copied())?;
+    npy.finish()
 }
 
 /// Read a 1-D f32 or f64 .npy file of shape `[n]` as a `[1, n]` bias.
@@ -475,4 +491,29 @@ fn load_biases(dir: &Path, weights: &[Matrix]) -> Result<Vec<Matrix>> {
             Ok(b)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_are_the_files_and_read_back() {
+        let m = Matrix::from_vec(3, 2, vec![1.5, -2.0, 0.0, 7.25, f32::MIN_POSITIVE, 1e30]);
+        let name = Path::new("m.npy");
+        let bytes = to_bytes(name, &m).unwrap();
+        assert_eq!(parse_matrix(name, &bytes).unwrap(), m);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.npy");
+        write_matrix(&path, &m).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), bytes);
+
+        let classes = [2, 0, 1, 2];
+        let bytes = classes_to_bytes(name, &classes).unwrap();
+        let y = parse_targets(name, &bytes, Some(3)).unwrap();
+        assert_eq!((y.rows, y.cols), (4, 3));
+        assert_eq!(&y.data[..3], &[0.0, 0.0, 1.0]);
+        write_classes(&path, &classes).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), bytes);
+    }
 }

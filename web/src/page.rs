@@ -40,6 +40,8 @@ fn to_json<T: serde::Serialize>(v: &T) -> Result<JsValue, JsValue> {
 /// The browser's adapter, opened, or why not.
 struct Inner {
     gpu: Result<(Arc<GpuContext>, Layout), String>,
+    /// The layout the page was opened with, if not `auto`: verify checks that one alone.
+    asked: Option<Layout>,
     wgsl: Vec<&'static str>,
     /// The last job trained here and its end state, for the model download.
     last: RefCell<Option<(Job, TrainState, usize)>>,
@@ -50,22 +52,31 @@ struct Inner {
 pub struct Page(Rc<Inner>);
 
 /// Open the browser's WebGPU adapter with `limits` (`adapter`: all it offers; `webgpu`:
-/// WebGPU's defaults). Resolves to a [`Page`] whether or not there is one:
-/// [`Page::adapter`] tells.
+/// WebGPU's defaults) in `layout` (`auto`: by the adapter's WGSL language features and type, as
+/// `--layout auto`; `texels` or `buffer`: that one, or the reason this adapter cannot run it).
+/// Resolves to a [`Page`] whether or not there is one: [`Page::adapter`] tells.
 #[wasm_bindgen]
-pub fn open_page(limits: String) -> Promise {
+pub fn open_page(limits: String, layout: String) -> Promise {
     // A panic (a bug) reaches the console with its message, not as a bare "unreachable".
     std::panic::set_hook(Box::new(|info| {
         web_sys::console::error_1(&JsValue::from_str(&format!("gpu-train panicked: {info}")));
     }));
     future_to_promise(async move {
         let limits = match limits.as_str() {
+            "adapter" => LimitsChoice::Adapter,
             "webgpu" => LimitsChoice::Webgpu,
-            _ => LimitsChoice::Adapter,
+            other => return Err(js_err(format!("limits `{other}`: adapter or webgpu"))),
         };
-        let (gpu, wgsl) = open_gpu(limits).await;
+        let layout = match layout.as_str() {
+            "auto" => None,
+            "texels" => Some(Layout::Texels),
+            "buffer" => Some(Layout::Buffer),
+            other => return Err(js_err(format!("layout `{other}`: auto, texels or buffer"))),
+        };
+        let (gpu, wgsl) = open_gpu(limits, layout).await;
         let inner = Inner {
             gpu,
+            asked: layout,
             wgsl,
             last: RefCell::new(None),
         };
@@ -75,6 +86,7 @@ pub fn open_page(limits: String) -> Promise {
 
 async fn open_gpu(
     limits: LimitsChoice,
+    asked: Option<Layout>,
 ) -> (Result<(Arc<GpuContext>, Layout), String>, Vec<&'static str>) {
     let has_gpu = web_sys::window()
         .map(|w| w.navigator())
@@ -122,12 +134,13 @@ async fn open_gpu(
     };
     let name = adapter_identity().await;
     let opened = GpuContext::request(&adapter, limits, features, name).await;
-    let gpu = opened.map(|ctx| {
+    let gpu = opened.and_then(|ctx| {
         // The layout by what the shader compiler accepts (its WGSL language features), never
         // by the browser's name: texels where read-only storage textures are there and the
         // adapter's type prefers them, else buffer.
-        let layout = ctx.auto_layout();
-        (ctx, layout)
+        let layout = asked.unwrap_or_else(|| ctx.auto_layout());
+        ctx.kernels.layout(layout)?;
+        Ok((ctx, layout))
     });
     (gpu.map_err(|e| e.to_string()), wgsl)
 }
@@ -274,7 +287,7 @@ impl Page {
                 ctx,
                 info,
                 browser_host(&user_agent),
-                None,
+                inner.asked,
                 quick,
                 &mut report_check,
             )

@@ -8,7 +8,8 @@ enabled, and checks that:
     native CLI's CPU trajectory from the same seed, every epoch within the trajectory tolerance
     of tests/parity.rs (|dL| <= 3e-3*sqrt(L) + 1e-5*L);
   - the model the page offers loads in the CLI (--resume continues it);
-  - verify --quick in the page passes every check;
+  - verify --quick in the page passes every check, in the layout the adapter's WGSL features pick
+    and again in the buffer layout under WebGPU's default limits (?layout=buffer&limits=webgpu);
   - bench --quick's results JSON from the page is read by `gpu-train bench compare`, beside a
     native results file;
   - bad input gets a message: a malformed .npy names the file and the fault, a job past the
@@ -218,6 +219,41 @@ def main():
         e = error_of(d, "window.gpuTrain.train(arguments[0], 'gpu')", job)
         check(e is not None and "max_texture_dimension_2d" in e and "w2" in e,
               f"a job too large for the adapter names the buffer and the limit: {e}")
+
+        # The buffer layout (what browsers without read-only storage textures get) under
+        # WebGPU's default limits (what any browser grants): the same trajectory, every check.
+        d.get(url + "?layout=buffer&limits=webgpu")
+        call(d, "window.gpuTrain.ready")
+        adapter = call(d, "Promise.resolve(window.gpuTrain.state.adapter)")
+        check(adapter.get("ok") and adapter["layout"] == "buffer" and adapter["limits"] == "webgpu",
+              f"?layout=buffer&limits=webgpu opens the buffer layout under WebGPU's limits "
+              f"({adapter.get('layout')}, {adapter.get('limits')}, {adapter.get('error')})")
+        both = call(d, "window.gpuTrain.trainBoth('{}').then(r => ({gpu: r.gpu.summary.losses, "
+                       "rate: r.gpu.summary.timings.epochs_per_s, parity: r.parity}))")
+        r = worst_ratio(both["gpu"], native)
+        check(both["parity"]["passed"] and r <= 1.0,
+              f"the default job in the buffer layout ({both['rate']:.1f} epochs/s, final loss "
+              f"{both['gpu'][-1]:.6e}): within tolerance of the in-page CPU (worst "
+              f"{both['parity']['worst_ratio']:.3f}) and of the native CLI's CPU (worst {r:.3f})")
+        report = call(d, "window.gpuTrain.verify(true)")
+        failed = [c for c in report["checks"] if not c["passed"]]
+        layouts = {c["layout"] for c in report["checks"] if c.get("layout", "-") != "-"}
+        check(len(report["checks"]) > 100 and not failed and layouts == {"buffer"},
+              f"verify --quick in the buffer layout: {len(report['checks']) - len(failed)} of "
+              f"{len(report['checks'])} checks pass, layouts {sorted(layouts)}"
+              + (f"; first failure {failed[0]}" if failed else ""))
+        with open(os.path.join(out, "page-verify-buffer.json"), "w") as f:
+            json.dump(report, f, indent=1)
+        job = json.dumps({"layers": [64, 4096, 8193], "epochs": 1})
+        e = error_of(d, "window.gpuTrain.train(arguments[0], 'gpu')", job)
+        check(e is not None and "max_storage_buffer_binding_size" in e and "w2" in e,
+              f"a job past WebGPU's storage binding size names the buffer and the limit: {e}")
+
+        # A page option it does not know is refused with a message, not a blank page.
+        d.get(url + "?layout=bogus")
+        call(d, "window.gpuTrain.ready")
+        text = d.find_element("id", "adapter").text
+        check("layout `bogus`" in text, f"?layout=bogus says: {text[:120]}")
     finally:
         d.quit()
 

@@ -1,0 +1,150 @@
+//! The command line over the library: the flags become a [`crate::spec::JobSpec`] (in `cli`), its
+//! dataset is loaded here, and each command is a few calls into the library. `train` runs the
+//! job (its per-chunk work, the printing and files, in `observer`); `commands` holds the rest.
+
+mod commands;
+mod observer;
+mod train;
+
+use crate::backend::Backend;
+use crate::cli::{Cli, Command, DatasetArgs, TrainArgs};
+use crate::cpu::CpuBackend;
+use crate::error::{Error, Result};
+use crate::gpu::{context, DeviceChoice, GpuBackend, GpuContext, GpuOptions};
+use crate::init::{HostState, Matrix};
+use crate::io::data;
+use crate::job::{self, Job, Loss};
+
+pub use train::{profile_table, INTERRUPTED_CHECKPOINT};
+
+/// Run what the command line asks for.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Some(Command::Devices) => {
+            println!("{}", context::adapters_report(&context::list_adapters()));
+            Ok(())
+        }
+        Some(Command::Presets) => {
+            for p in job::PRESETS {
+                println!("{:<13} {}", p.name, p.about);
+            }
+            Ok(())
+        }
+        Some(Command::Plot(args)) => commands::plot_command(&args),
+        Some(Command::Eval(args)) => commands::eval_command(&args),
+        Some(Command::Predict(args)) => commands::predict_command(&args),
+        Some(Command::Bench(args)) => commands::bench_command(&args),
+        Some(Command::Tune(args)) => commands::tune_command(&args),
+        Some(Command::Verify(args)) => commands::verify_command(&args),
+        None => train::train_command(&cli.train),
+    }
+}
+
+/// The job and its initial state from the flags: seeded, on a dataset from files, or loaded from
+/// `--init` (whose shapes fill in `--layers`/`--batch` where those are not given, and must match
+/// them where they are).
+pub fn resolve(args: &TrainArgs) -> Result<(Job, HostState)> {
+    let spec = args.spec()?;
+    let loss = spec.job()?.loss;
+    if let Some((x, y, names)) = load_data(&args.dataset, spec.classes(), loss)? {
+        if args.init.is_some() {
+            return Err(Error::arg(
+                "--init",
+                "cannot be combined with a dataset from files (--x/--y or --data)",
+            ));
+        }
+        return spec.resolve_with_data(x, y, names);
+    }
+    match &args.init {
+        Some(dir) => spec.resolve_init(dir),
+        None => spec.resolve(),
+    }
+}
+
+/// A dataset from files: x, y, and the names to record (of the files, or of a CSV's columns).
+type Dataset = (Matrix, Matrix, (String, String));
+
+/// The dataset of `--x`/`--y` or `--data`, if given, with the names to record; integer class
+/// indices become one-hot rows over `classes` classes (default: the largest index + 1).
+fn load_data(
+    args: &DatasetArgs,
+    classes: Option<usize>,
+    loss: Loss,
+) -> Result<Option<Dataset>> {
+    // Cross-entropy's targets: class indices become one-hot, probabilities are checked.
+    let targets = |path: &std::path::Path, y| data::targets_for(loss, path, y, classes);
+    let shown = |p: &std::path::Path| p.display().to_string();
+    if args.targets.is_some() && args.data.is_none() {
+        return Err(Error::arg("--targets", "only applies to --data FILE.csv"));
+    }
+    match (&args.x, &args.y, &args.data) {
+        (None, None, None) => Ok(None),
+        (Some(_), _, Some(_)) | (_, Some(_), Some(_)) => Err(Error::arg(
+            "--data",
+            "give the dataset either as --data FILE.csv or as --x/--y, not both",
+        )),
+        (Some(_), None, None) => Err(Error::arg("--x", "needs --y FILE.npy (the targets)")),
+        (None, Some(_), None) => Err(Error::arg("--y", "needs --x FILE.npy (the inputs)")),
+        (Some(x), Some(y), None) => {
+            let (xm, ym) = data::load_npy_pair(x, y, classes)?;
+            let ym = targets(y, ym)?;
+            let source = (shown(x), shown(y));
+            Ok(Some((xm, ym, source)))
+        }
+        (None, None, Some(csv)) => {
+            let Some(k) = &args.targets else {
+                return Err(Error::arg(
+                    "--targets",
+                    "--data needs --targets K: how many of the last columns are targets",
+                ));
+            };
+            let k = job::parse_count("--targets", k)?;
+            let (xm, ym) = data::load_csv(csv, k)?;
+            let ym = targets(csv, ym)?;
+            let source = (
+                format!("{} (all but the last {k} columns)", shown(csv)),
+                format!("{} (the last {k} columns)", shown(csv)),
+            );
+            Ok(Some((xm, ym, source)))
+        }
+    }
+}
+
+/// Build the backend `--device` asks for, a GPU one with `gpu`'s layout and limits. `auto`
+/// falls back to the CPU with a notice.
+pub fn open_backend(
+    device: &str,
+    gpu: GpuOptions,
+    job: &Job,
+    state: &HostState,
+) -> Result<Box<dyn Backend>> {
+    let choice = DeviceChoice::parse(device)?;
+    if choice == DeviceChoice::Cpu {
+        return Ok(Box::new(CpuBackend::new(job, state)));
+    }
+    match context::choose(&choice, context::list_adapters())? {
+        Some(entry) => {
+            let ctx = GpuContext::open(&entry.adapter, gpu.limits)?;
+            let layout = gpu.layout.unwrap_or_else(|| ctx.auto_layout());
+            Ok(Box::new(GpuBackend::with_layout(ctx, job, state, layout)?))
+        }
+        None => {
+            eprintln!(
+                "notice: no GPU adapter found, training on the CPU (on Linux, `apt-get install \
+                 mesa-vulkan-drivers` gives the software adapter lavapipe)"
+            );
+            Ok(Box::new(CpuBackend::new(job, state)))
+        }
+    }
+}
+
+/// Data whose width must be the net's (`what`: inputs or outputs).
+pub(super) fn check_width(flag: &'static str, m: &Matrix, want: usize, what: &str) -> Result<()> {
+    if m.cols == want {
+        return Ok(());
+    }
+    Err(Error::arg(
+        flag,
+        format!("has {} columns per row; the net has {want} {what}", m.cols),
+    ))
+}
