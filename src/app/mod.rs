@@ -66,11 +66,7 @@ type Dataset = (Matrix, Matrix, (String, String));
 
 /// The dataset of `--x`/`--y` or `--data`, if given, with the names to record; integer class
 /// indices become one-hot rows over `classes` classes (default: the largest index + 1).
-fn load_data(
-    args: &DatasetArgs,
-    classes: Option<usize>,
-    loss: Loss,
-) -> Result<Option<Dataset>> {
+fn load_data(args: &DatasetArgs, classes: Option<usize>, loss: Loss) -> Result<Option<Dataset>> {
     // Cross-entropy's targets: class indices become one-hot, probabilities are checked.
     let targets = |path: &std::path::Path, y| data::targets_for(loss, path, y, classes);
     let shown = |p: &std::path::Path| p.display().to_string();

@@ -19,14 +19,11 @@ pub mod results;
 
 use crate::backend::Backend;
 use crate::cpu::CpuBackend;
-#[cfg(not(target_arch = "wasm32"))]
-use crate::error::Error;
-use crate::error::Result;
+use crate::error::{Error, Result};
 #[cfg(not(target_arch = "wasm32"))]
 use crate::gpu::context::{self, DeviceChoice};
 use crate::gpu::layout::Layout;
 use crate::gpu::tune::Parity;
-#[cfg(not(target_arch = "wasm32"))]
 use crate::gpu::{tune, Block};
 use crate::gpu::{GpuBackend, GpuContext, LimitsChoice};
 use crate::init::HostState;
@@ -59,7 +56,6 @@ enum Case {
         /// Epochs per sample; 0: calibrated to about `target_s`.
         epochs: usize,
     },
-    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
     Matmul {
         name: String,
         trans: (bool, bool),
@@ -509,29 +505,28 @@ async fn train_row(
     })
 }
 
-#[cfg(not(target_arch = "wasm32"))]
 /// Time a product: `per_product(reps)` runs it `reps` times back to back and returns seconds
 /// per product. One run measures it (and warms up); then as many products per sample as take
 /// about `budget.target_s`, the extra warm-up, and the samples (seconds each). Returns the
 /// samples, the products per sample and the warm-up runs.
-fn sample_product(
+async fn sample_product(
     budget: &Budget,
-    mut per_product: impl FnMut(usize) -> Result<f64>,
+    mut per_product: impl AsyncFnMut(usize) -> Result<f64>,
 ) -> Result<(Vec<f64>, usize, usize)> {
-    let once = per_product(1)?;
+    let once = per_product(1).await?;
     let reps = tune::reps_for(once, budget.target_s);
     let (extra, n_samples) = budget.runs(once * reps as f64);
     for _ in 0..extra {
-        per_product(reps)?;
+        per_product(reps).await?;
     }
-    let samples = (0..n_samples)
-        .map(|_| per_product(reps).map(|s| s * reps as f64))
-        .collect::<Result<Vec<_>>>()?;
+    let mut samples = Vec::with_capacity(n_samples);
+    for _ in 0..n_samples {
+        samples.push(per_product(reps).await? * reps as f64);
+    }
     Ok((samples, reps, 1 + extra))
 }
 
-#[cfg(not(target_arch = "wasm32"))]
-fn matmul_row(
+async fn matmul_row(
     device: usize,
     dev: &Device,
     case: &Case,
@@ -566,13 +561,14 @@ fn matmul_row(
                     crate::cpu::Epilogue::Store,
                 )
             };
-            let (samples, reps, warmup) = sample_product(budget, |reps| {
+            let (samples, reps, warmup) = sample_product(budget, async |reps| {
                 let t = Instant::now();
                 for _ in 0..reps {
                     run();
                 }
                 Ok(t.elapsed().as_secs_f64() / reps as f64)
-            })?;
+            })
+            .await?;
             (samples, reps, warmup, None, "cpu gemm".to_string())
         }
         Device::Gpu(ctx, _) if *naive => {
@@ -582,11 +578,12 @@ fn matmul_row(
             let key = tune::store_key(Layout::Buffer, false, false, Block::B8x8);
             let (a, b) = tune::random_inputs(key, *dims, 1);
             let (want, scale) = tune::cpu_reference(key, &a, &b, *dims);
-            let got = block_on(crate::gpu::run_naive(ctx, &a, &b, *dims))?;
+            let got = crate::gpu::run_naive(ctx, &a, &b, *dims).await?;
             let parity = Parity::of(&got, &want, &scale, k);
-            let (samples, reps, warmup) = sample_product(budget, |reps| {
-                block_on(crate::gpu::time_naive(ctx, *dims, reps))
-            })?;
+            let (samples, reps, warmup) = sample_product(budget, async |reps| {
+                crate::gpu::time_naive(ctx, *dims, reps).await
+            })
+            .await?;
             (samples, reps, warmup, Some(parity), "naive".to_string())
         }
         Device::Gpu(ctx, layout) => {
@@ -596,17 +593,18 @@ fn matmul_row(
                 Some(b) => b,
                 None => {
                     let target = budget.target_s / 5.0;
-                    let e = tune::tune_shape(ctx, layout, *trans, *dims, target)?;
+                    let e = tune::tune_shape(ctx, layout, *trans, *dims, target).await?;
                     let b = e.block;
                     tuned_now.push(e);
                     b
                 }
             };
             let key = tune::store_key(layout, trans.0, trans.1, block);
-            let parity = tune::check_variant(ctx, key, *dims)?;
-            let (samples, reps, warmup) = sample_product(budget, |reps| {
-                block_on(crate::gpu::time_matmul(ctx, key, *dims, reps))
-            })?;
+            let parity = tune::check_variant(ctx, key, *dims).await?;
+            let (samples, reps, warmup) = sample_product(budget, async |reps| {
+                crate::gpu::time_matmul(ctx, key, *dims, reps).await
+            })
+            .await?;
             (
                 samples,
                 reps,
@@ -793,7 +791,9 @@ fn run_devices(
                         Case::Train { name, job, epochs } => {
                             block_on(train_row(d, dev, name, job, *epochs, budget, refs))
                         }
-                        Case::Matmul { .. } => matmul_row(d, dev, &case, budget, &mut tuned_now),
+                        Case::Matmul { .. } => {
+                            block_on(matmul_row(d, dev, &case, budget, &mut tuned_now))
+                        }
                     }));
                 let outcome = match outcome {
                     Ok(r) => r,
@@ -847,12 +847,12 @@ fn run_devices(
     Ok(())
 }
 
-/// The bench in the browser: the suite's training cases (with `quick`, `bench --quick`'s) on the
-/// page's adapter `ctx` in `layout` and then on the CPU path (in wasm, one thread), each row
-/// reported to `on_row` as it completes; the results in the schema `gpu-train bench compare`
-/// reads, with the browser (`host`, `command`) recorded. The matmul cases are left to the native
-/// bench: they time single products, where the page is about the job.
-pub async fn run_training_cases(
+/// The bench in the browser: the suite (with `quick`, `bench --quick`'s) on the page's adapter
+/// `ctx` in `layout` and then on the CPU path (in wasm, one thread), each row reported to
+/// `on_row` as it completes; the results in the schema `gpu-train bench compare` reads, with the
+/// browser (`host`, `command`) recorded. A product shape without a cached tuning is tuned on the
+/// spot, as natively, but not cached (the page has no cache).
+pub async fn run_suite(
     ctx: &Arc<GpuContext>,
     layout: Layout,
     host: Host,
@@ -880,15 +880,19 @@ pub async fn run_training_cases(
         rows: Vec::new(),
     };
     let mut refs = References::default();
+    let mut tuned_now = Vec::new();
     for (d, (_, dev)) in devices.iter().enumerate() {
         for case in suite(quick) {
-            let Case::Train { name, job, epochs } = &case else {
-                continue;
+            let outcome = match (&case, dev) {
+                (Case::Matmul { naive: true, .. }, Device::Cpu) => continue,
+                (Case::Train { name, job, epochs }, _) => {
+                    train_row(d, dev, name, job, *epochs, &budget, &mut refs).await
+                }
+                (Case::Matmul { .. }, _) => {
+                    matmul_row(d, dev, &case, &budget, &mut tuned_now).await
+                }
             };
-            let row = match train_row(d, dev, name, job, *epochs, &budget, &mut refs).await {
-                Ok(row) => row,
-                Err(e) => error_row(d, &case, e.to_string()),
-            };
+            let row = outcome.unwrap_or_else(|e| error_row(d, &case, e.to_string()));
             on_row(&results, &row);
             results.rows.push(row);
         }
@@ -1038,7 +1042,7 @@ fn tune_layout(
     let mut entries = Vec::new();
     for &(trans, dims) in shapes {
         let (m, n, k) = dims;
-        let e = tune::tune_shape(ctx, layout, trans, dims, target_s)?;
+        let e = block_on(tune::tune_shape(ctx, layout, trans, dims, target_s))?;
         let t = |b: bool| if b { "ᵀ" } else { "" };
         for v in &e.measured {
             let speed = v.seconds.map_or_else(

@@ -9,11 +9,8 @@
 
 use super::kernels::{Acc, Act, Block, MatmulKey, Mode, Opt, Update, ALL_WGSL};
 use super::layout::Layout;
-#[cfg(not(target_arch = "wasm32"))]
 use super::GpuContext;
 use crate::error::{Error, Result};
-#[cfg(not(target_arch = "wasm32"))]
-use crate::wait::block_on;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::hash::Hasher;
@@ -336,17 +333,17 @@ impl Table {
 /// of either's samples: a difference within the noise keeps the default, so that choices do not
 /// flip between runs. A variant that fails its check can never be chosen, however fast. Fails if
 /// none passes.
-pub fn search(
+pub async fn search(
     candidates: &[Block],
     default: Block,
-    mut check: impl FnMut(Block) -> Result<Parity>,
-    mut time: impl FnMut(Block) -> Result<Vec<f64>>,
+    mut check: impl AsyncFnMut(Block) -> Result<Parity>,
+    mut time: impl AsyncFnMut(Block) -> Result<Vec<f64>>,
 ) -> Result<(Block, Vec<Measured>)> {
     let mut measured = Vec::new();
     for &block in candidates {
-        let parity = check(block)?;
+        let parity = check(block).await?;
         let (seconds, spread) = if parity.passed {
-            let t = time(block)?;
+            let t = time(block).await?;
             let mid = median(&t);
             let lo = t.iter().copied().fold(f64::INFINITY, f64::min);
             let hi = t.iter().copied().fold(0.0, f64::max);
@@ -460,8 +457,7 @@ pub fn store_key(layout: Layout, trans_a: bool, trans_b: bool, block: Block) -> 
 }
 
 /// Check one variant against the CPU on fresh random inputs, its output poisoned first.
-#[cfg(not(target_arch = "wasm32"))]
-pub fn check_variant(
+pub async fn check_variant(
     ctx: &GpuContext,
     key: MatmulKey,
     dims: (usize, usize, usize),
@@ -470,9 +466,7 @@ pub fn check_variant(
     let (a, b) = random_inputs(key, dims, (m * 31 + n * 17 + k) as u64);
     let (want, scale) = cpu_reference(key, &a, &b, dims);
     let poison = vec![f32::NAN; m * n];
-    let out = block_on(super::run_matmul(
-        ctx, key, &a, &b, dims, 0.0, &poison, None, None, None,
-    ))?;
+    let out = super::run_matmul(ctx, key, &a, &b, dims, 0.0, &poison, None, None, None).await?;
     let mut p = Parity::of(&out.c, &want, &scale, k);
     if !out.padding_zero {
         p.passed = false;
@@ -483,19 +477,20 @@ pub fn check_variant(
 
 /// Seconds per product of one variant: the median of `samples` timings of as many back-to-back
 /// dispatches as take about `target_s` (at least one).
-#[cfg(not(target_arch = "wasm32"))]
-pub fn time_variant(
+pub async fn time_variant(
     ctx: &GpuContext,
     key: MatmulKey,
     dims: (usize, usize, usize),
     samples: usize,
     target_s: f64,
 ) -> Result<Vec<f64>> {
-    let once = block_on(super::time_matmul(ctx, key, dims, 1))?;
+    let once = super::time_matmul(ctx, key, dims, 1).await?;
     let reps = reps_for(once, target_s);
-    (0..samples.max(1))
-        .map(|_| block_on(super::time_matmul(ctx, key, dims, reps)))
-        .collect()
+    let mut times = Vec::new();
+    for _ in 0..samples.max(1) {
+        times.push(super::time_matmul(ctx, key, dims, reps).await?);
+    }
+    Ok(times)
 }
 
 /// Products per sample so that a sample takes about `target_s`, from one timed product.
@@ -515,8 +510,7 @@ pub fn median(v: &[f64]) -> f64 {
 
 /// Tune one product shape on `ctx`: check every variant, time those that pass, keep the fastest
 /// (or the untuned choice, where the fastest is not faster beyond the noise: [`search`]).
-#[cfg(not(target_arch = "wasm32"))]
-pub fn tune_shape(
+pub async fn tune_shape(
     ctx: &GpuContext,
     layout: Layout,
     (trans_a, trans_b): (bool, bool),
@@ -526,12 +520,13 @@ pub fn tune_shape(
     let (block, measured) = search(
         &Block::of_layout(layout),
         Block::for_product(ctx.plan_type, layout, dims),
-        |b| check_variant(ctx, store_key(layout, trans_a, trans_b, b), dims),
-        |b| {
+        async |b| check_variant(ctx, store_key(layout, trans_a, trans_b, b), dims).await,
+        async |b| {
             let key = store_key(layout, trans_a, trans_b, b);
-            time_variant(ctx, key, dims, 3, target_s)
+            time_variant(ctx, key, dims, 3, target_s).await
         },
-    )?;
+    )
+    .await?;
     let (m, n, k) = dims;
     use super::pad4;
     Ok(Entry {
@@ -613,6 +608,7 @@ pub fn save(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wait::block_on;
 
     /// The candidates of these tests.
     const THREE: [Block; 3] = [Block::B4x4, Block::B8x8, Block::B16x16];
@@ -625,20 +621,31 @@ mod tests {
         }
     }
 
+    /// [`search`] of [`THREE`] with plain closures.
+    fn search_with(
+        default: Block,
+        check: impl Fn(Block) -> Parity,
+        time: impl Fn(Block) -> Vec<f64>,
+    ) -> Result<(Block, Vec<Measured>)> {
+        block_on(search(
+            &THREE,
+            default,
+            async |b| Ok(check(b)),
+            async |b| Ok(time(b)),
+        ))
+    }
+
     #[test]
     fn search_never_chooses_a_variant_that_failed_its_check() {
         // 4x4 is the fastest but wrong: 16x16, the fastest correct one, is chosen.
-        let (best, measured) = search(
-            &THREE,
+        let (best, measured) = search_with(
             Block::B8x8,
-            |b| Ok(parity(b != Block::B4x4)),
-            |b| {
-                Ok(match b {
-                    Block::B4x4 => vec![0.1; 3],
-                    Block::B8x8 => vec![3.0; 3],
-                    Block::B16x16 => vec![2.0; 3],
-                    _ => unreachable!("not a candidate"),
-                })
+            |b| parity(b != Block::B4x4),
+            |b| match b {
+                Block::B4x4 => vec![0.1; 3],
+                Block::B8x8 => vec![3.0; 3],
+                Block::B16x16 => vec![2.0; 3],
+                _ => unreachable!("not a candidate"),
             },
         )
         .unwrap();
@@ -647,12 +654,7 @@ mod tests {
             measured[0].seconds, None,
             "a failed variant is not even timed"
         );
-        let none = search(
-            &THREE,
-            Block::B8x8,
-            |_| Ok(parity(false)),
-            |_| Ok(vec![1.0]),
-        );
+        let none = search_with(Block::B8x8, |_| parity(false), |_| vec![1.0]);
         assert!(none.is_err());
     }
 
@@ -665,24 +667,18 @@ mod tests {
             Block::B16x16 => vec![1.9, 2.0, 2.1],
             _ => unreachable!("not a candidate"),
         };
-        let pass = |_| Ok(parity(true));
-        let (b, _) = search(&THREE, Block::B16x16, pass, |b| Ok(times(b))).unwrap();
+        let pass = |_| parity(true);
+        let (b, _) = search_with(Block::B16x16, pass, times).unwrap();
         assert_eq!(b, Block::B16x16);
         // Twice as fast, well beyond the spread: chosen.
         let faster = |b: Block| match b {
             Block::B8x8 => vec![0.95, 1.0, 1.05],
             other => times(other),
         };
-        let (b, _) = search(&THREE, Block::B16x16, pass, |b| Ok(faster(b))).unwrap();
+        let (b, _) = search_with(Block::B16x16, pass, faster).unwrap();
         assert_eq!(b, Block::B8x8);
         // A default that fails its check gives way to the fastest correct variant.
-        let (b, _) = search(
-            &THREE,
-            Block::B16x16,
-            |b| Ok(parity(b != Block::B16x16)),
-            |b| Ok(times(b)),
-        )
-        .unwrap();
+        let (b, _) = search_with(Block::B16x16, |b| parity(b != Block::B16x16), times).unwrap();
         assert_eq!(b, Block::B8x8);
     }
 

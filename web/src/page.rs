@@ -319,8 +319,7 @@ impl Page {
             };
             let host = browser_host(&user_agent);
             let results =
-                bench::run_training_cases(ctx, *layout, host, command, quick, &mut report_row)
-                    .await;
+                bench::run_suite(ctx, *layout, host, command, quick, &mut report_row).await;
             to_json(&results)
         })
     }

@@ -10,8 +10,9 @@ enabled, and checks that:
   - the model the page offers loads in the CLI (--resume continues it);
   - verify --quick in the page passes every check, in the layout the adapter's WGSL features pick
     and again in the buffer layout under WebGPU's default limits (?layout=buffer&limits=webgpu);
-  - bench --quick's results JSON from the page is read by `gpu-train bench compare`, beside a
-    native results file;
+  - bench --quick in the page (its training and matmul cases, each GPU result checked against the
+    CPU) passes, and its results JSON is read by `gpu-train bench compare` beside a native
+    results file;
   - bad input gets a message: a malformed .npy names the file and the fault, a job past the
     WebGPU limits names the limit and the buffer, and a browser without WebGPU says so.
 
@@ -208,8 +209,11 @@ def main():
         check(cmp.returncode == 0 and "train/default" in cmp.stdout,
               f"gpu-train bench compare reads the page's results ({cmp.stderr.strip()[:200]})")
         rows = json.loads(text)["rows"]
-        check(rows and all(r["status"] == "ok" for r in rows),
-              f"bench --quick in the page: {len(rows)} rows, all ok")
+        kinds = sorted({r["kind"] for r in rows})
+        check(rows and all(r["status"] == "ok" for r in rows) and kinds == ["matmul", "train"],
+              f"bench --quick in the page: {len(rows)} rows ({', '.join(kinds)}), all ok"
+              + "".join(f"; {r['case']}: {r['status']} {r.get('error') or ''}"
+                        for r in rows if r["status"] != "ok"))
 
         # Bad input.
         e = error_of(d, "window.gpuTrain.trainNpy('{}', 'gpu', {name: 'broken.npy', bytes: new "
