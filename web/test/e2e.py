@@ -81,7 +81,7 @@ def browser(flags):
     return driver
 
 
-def call(driver, expr, *args, timeout=900):
+def call(driver, expr, *args, timeout=900, quiet=False):
     """Await the promise `expr` in the page (`args` as arguments[0..]); its value, or raise. The
     page keeps the outcome and this polls for it, so that no one WebDriver request outlasts its
     HTTP timeout."""
@@ -100,7 +100,8 @@ def call(driver, expr, *args, timeout=900):
         if time.time() - t > timeout:
             raise RuntimeError(f"no answer after {timeout} s")
         time.sleep(0.25)
-    print(f"     [{time.time() - t:.1f} s] {expr[:70]}", flush=True)
+    if not quiet:
+        print(f"     [{time.time() - t:.1f} s] {expr[:70]}", flush=True)
     if "err" in r:
         raise RuntimeError(r["err"])
     return r["ok"]
