@@ -7,7 +7,7 @@ const escape = (s) => String(s).replace(/[&<>]/g, (c) => ({ "&": "&amp;", "<": "
 const params = new URLSearchParams(location.search);
 
 // The state the end-to-end test reads (web/test/e2e.py) as well as the page.
-const state = { adapter: null, runs: {}, verify: null, bench: null, errors: [] };
+const state = { adapter: null, runs: {}, verify: null, tune: null, bench: null, errors: [] };
 let page = null;
 
 function showError(where, e) {
@@ -141,6 +141,32 @@ async function bench(quick) {
   return text;
 }
 
+// Tune for `job` (JSON), keep the outcome in the browser's storage, and open the adapter again
+// so that it takes effect.
+async function tune(job, quick) {
+  const out = $("tune-out");
+  out.innerHTML = "<pre></pre>";
+  const pre = out.querySelector("pre");
+  const result = JSON.parse(
+    await page.tune(job, quick, (line) => {
+      pre.textContent += line + "\n";
+    }),
+  );
+  pre.textContent += `kept in this browser's storage as ${result.key}\n`;
+  state.tune = result;
+  await openAdapter();
+  return result;
+}
+
+async function forget() {
+  const had = page.forget_tuning();
+  $("tune-out").innerHTML = `<p>${had ? "The tuning of this adapter is forgotten." : "There was no tuning of this adapter here."}</p>`;
+  await openAdapter();
+  return had;
+}
+
+const GPU_BUTTONS = ["verify", "tune", "forget", "bench"];
+
 function guard(where, f) {
   return async () => {
     document.querySelectorAll("button").forEach((b) => (b.disabled = true));
@@ -151,34 +177,53 @@ function guard(where, f) {
     } finally {
       document.querySelectorAll("button").forEach((b) => (b.disabled = false));
       $("download").disabled = !Object.keys(state.runs).length;
-      if (!state.adapter.ok) ["verify", "bench"].forEach((b) => ($(b).disabled = true));
+      if (!state.adapter.ok) GPU_BUTTONS.forEach((b) => ($(b).disabled = true));
     }
   };
 }
 
-async function main() {
-  await init();
+// What the layout choice rests on, in words.
+function layoutWhy(a) {
+  if (a.layout_from === "asked") return "asked for with ?layout=";
+  if (a.layout_from === "measured") return "measured faster here by Tune";
+  return `by the WGSL language features: ${a.wgsl_language_features.join(", ") || "none"}`;
+}
+
+function tuningText(t) {
+  if (!t || !t.stored) return "untuned (Tune below measures this adapter)";
+  if (t.ignored) return `the stored tuning is ignored: ${t.ignored}; Tune again`;
+  return `tuned: ${t.shapes} product shapes${t.layout ? `, training fastest in the ${t.layout} layout` : ""}`;
+}
+
+// Open the browser's adapter (again, after tuning) and show it; false where the options are bad.
+async function openAdapter() {
   // ?limits=webgpu asks for WebGPU's default limits; ?layout=texels|buffer picks the layout.
   try {
     page = await open_page(params.get("limits") || "adapter", params.get("layout") || "auto");
   } catch (e) {
     $("adapter").classList.add("missing");
     $("adapter").innerHTML = `<b>Bad page option.</b> ${escape(String(e))}`;
-    return;
+    return false;
   }
   state.adapter = JSON.parse(page.adapter());
   const a = state.adapter;
   if (a.ok) {
     $("adapter").innerHTML =
       `<b>${escape(a.name || "(unnamed adapter)")}</b> — ${escape(a.device_type)}, ${escape(a.backend)}, driver ${escape(a.driver || "-")}; ` +
-      `layout <b>${escape(a.layout)}</b> (WGSL language features: ${escape(a.wgsl_language_features.join(", ") || "none")}); ` +
+      `layout <b>${escape(a.layout)}</b> (${escape(layoutWhy(a))}); ${escape(tuningText(a.tuning))}; ` +
       `limits ${escape(a.limits)}: storage binding ${a.max_storage_buffer_binding_size} B, texture side ${a.max_texture_dimension_2d}`;
   } else {
     $("adapter").classList.add("missing");
     const head = "gpu" in navigator ? "WebGPU is here, but not usable." : "No WebGPU here.";
     $("adapter").innerHTML = `<b>${head}</b> ${escape(a.error)}`;
-    ["verify", "bench"].forEach((b) => ($(b).disabled = true));
+    GPU_BUTTONS.forEach((b) => ($(b).disabled = true));
   }
+  return true;
+}
+
+async function main() {
+  await init();
+  if (!(await openAdapter())) return;
   const list = JSON.parse(presets());
   $("preset").innerHTML =
     `<option value="default">the default job (batch 64, 1000 → 100 → 10, 500 epochs)</option>` +
@@ -196,6 +241,8 @@ async function main() {
     a.click();
   });
   $("verify").onclick = guard("verify-out", () => verify(true));
+  $("tune").onclick = guard("tune-out", () => tune(spec(), false));
+  $("forget").onclick = guard("tune-out", () => forget());
   $("bench").onclick = guard("bench-out", () => bench(true));
 }
 
@@ -210,6 +257,8 @@ window.gpuTrain = {
   train: (job, device) => train(job, device),
   trainNpy: (job, device, x, y) => train(job, device, { x, y }),
   verify: (quick) => verify(quick),
+  tune: (job, quick) => tune(job, quick),
+  forget: () => forget(),
   bench: (quick) => bench(quick),
   model: () => Array.from(page.model_safetensors()),
 };

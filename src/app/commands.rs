@@ -8,6 +8,7 @@ use crate::gpu::{context, DeviceChoice, GpuContext};
 use crate::io::history::{self, History};
 use crate::io::{checkpoint, data, npy};
 use crate::job::{self, Job};
+use crate::wait::block_on;
 
 pub(super) fn bench_command(args: &crate::cli::BenchArgs) -> Result<()> {
     use crate::bench::results::{compare_plot, compare_table, Results, Status};
@@ -161,7 +162,21 @@ pub(super) fn tune_command(args: &crate::cli::TuneArgs) -> Result<()> {
             .filter(|&l| ctx.kernels.supports(l))
             .collect(),
     };
-    crate::bench::tune_command(&ctx, &layouts, &job, &shapes, 0.1, gpu.layout.is_none())
+    let choose_layout = gpu.layout.is_none();
+    let mut print = |line: &str| println!("{line}");
+    let tuning = crate::bench::tuning::run(
+        &ctx,
+        &layouts,
+        &job,
+        &shapes,
+        0.1,
+        choose_layout,
+        &mut print,
+    );
+    let tuning = block_on(tuning)?;
+    let path = crate::gpu::tune::save(&ctx.info, &tuning.entries, tuning.layout)?;
+    println!("cached in {}", path.display());
+    Ok(())
 }
 
 /// `MxNxK`, three positive sizes.

@@ -1,7 +1,7 @@
 //! `gpu-train bench`: the same verified suite on every device (each GPU adapter and the CPU path),
 //! with warm-up, repeated samples, median and spread, and the parity of every GPU result against
 //! the CPU path (a failed check marks the row failed); and `gpu-train tune`, the per-adapter
-//! matmul tuning (see `gpu::tune`).
+//! matmul tuning ([`tuning`], over `gpu::tune`).
 //!
 //! The suite:
 //! - `train/default`: the default job, 500 epochs a sample, one submission and one readback a
@@ -16,6 +16,9 @@
 
 pub mod peak;
 pub mod results;
+pub mod tuning;
+
+pub use tuning::{products, Product};
 
 use crate::backend::Backend;
 use crate::cpu::CpuBackend;
@@ -850,8 +853,9 @@ fn run_devices(
 /// The bench in the browser: the suite (with `quick`, `bench --quick`'s) on the page's adapter
 /// `ctx` in `layout` and then on the CPU path (in wasm, one thread), each row reported to
 /// `on_row` as it completes; the results in the schema `gpu-train bench compare` reads, with the
-/// browser (`host`, `command`) recorded. A product shape without a cached tuning is tuned on the
-/// spot, as natively, but not cached (the page has no cache).
+/// browser (`host`, `command`) recorded; and the tunings made on the spot for product shapes the
+/// context's tuning lacked, as natively, for the caller to keep (the page, in the browser's
+/// storage).
 pub async fn run_suite(
     ctx: &Arc<GpuContext>,
     layout: Layout,
@@ -859,7 +863,7 @@ pub async fn run_suite(
     command: Vec<String>,
     quick: bool,
     on_row: &mut dyn FnMut(&Results, &Row),
-) -> Results {
+) -> (Results, Vec<tune::Entry>) {
     let budget = Budget::of(quick);
     let mut cpu = cpu_info();
     cpu.name = host.cpu.clone();
@@ -897,7 +901,7 @@ pub async fn run_suite(
             results.rows.push(row);
         }
     }
-    results
+    (results, tuned_now)
 }
 
 /// The speed target's figure: per device and square size measured with both kernels, the tuned
@@ -920,149 +924,4 @@ pub fn tuned_over_naive(r: &Results) -> Vec<(usize, String, f64)> {
         }
     }
     out
-}
-
-/// A product to tune: the transposes of A and B, and `(m, n, k)`.
-pub type Product = ((bool, bool), (usize, usize, usize));
-
-/// The products of one step of `job` (each layer's forward, input gradient but the first's, and
-/// weight gradient), as `gpu-train tune` measures them.
-pub fn products(job: &Job) -> Vec<Product> {
-    let (b, d) = (job.batch, &job.layers);
-    let mut v = Vec::new();
-    for l in 0..job.depth() {
-        v.push(((false, false), (b, d[l + 1], d[l])));
-        if l > 0 {
-            v.push(((false, true), (b, d[l], d[l + 1])));
-        }
-        v.push(((true, false), (d[l], d[l + 1], b)));
-    }
-    v.dedup();
-    v
-}
-
-#[cfg(not(target_arch = "wasm32"))]
-/// `gpu-train tune`: measure every matmul variant on each product of `shapes` and cache the
-/// fastest that passes its check. Prints one line per variant and shape.
-/// Seconds per epoch of `job`'s training in each of `layouts` on `ctx`: samples of as many epochs
-/// as take about `target_s`, the layouts alternating round by round (the machine's noise hits
-/// them alike), each sample from the same start.
-pub fn time_layouts(
-    ctx: &Arc<GpuContext>,
-    job: &Job,
-    layouts: &[Layout],
-    target_s: f64,
-    rounds: usize,
-) -> Result<Vec<(Layout, Vec<f64>)>> {
-    let state = HostState::seeded(job);
-    let mut runs = Vec::new();
-    for &layout in layouts {
-        let mut b = GpuBackend::with_layout(ctx.clone(), job, &state, layout)?;
-        let start = b.state()?;
-        let t = Instant::now();
-        b.run(5)?;
-        let per_epoch = t.elapsed().as_secs_f64() / 5.0;
-        let epochs = ((target_s / per_epoch.max(1e-9)) as usize).clamp(5, 500);
-        runs.push((layout, b, start, epochs, Vec::new()));
-    }
-    for _ in 0..rounds.max(1) {
-        for (_, b, start, epochs, samples) in runs.iter_mut() {
-            b.restore(start)?;
-            let t = Instant::now();
-            let mut left = *epochs;
-            while left > 0 {
-                let n = left.min(b.max_chunk());
-                b.run(n)?;
-                left -= n;
-            }
-            samples.push(t.elapsed().as_secs_f64() / *epochs as f64);
-        }
-    }
-    Ok(runs.into_iter().map(|(l, _, _, _, s)| (l, s)).collect())
-}
-
-#[cfg(not(target_arch = "wasm32"))]
-/// `gpu-train tune`: measure every matmul variant of each layout in `layouts` on each product of
-/// `shapes` and cache the fastest that passes its check; with `choose_layout`, also time `job`'s
-/// training in each layout and cache the faster for `--layout auto`. Prints one line per variant
-/// and shape (and layout).
-pub fn tune_command(
-    ctx: &Arc<GpuContext>,
-    layouts: &[Layout],
-    job: &Job,
-    shapes: &[Product],
-    target_s: f64,
-    choose_layout: bool,
-) -> Result<()> {
-    let mut entries = Vec::new();
-    for &layout in layouts {
-        println!(
-            "tuning matmul on {} ({}, driver {} {}), {layout} layout",
-            ctx.info.name, ctx.info.backend, ctx.info.driver, ctx.info.driver_info
-        );
-        entries.extend(tune_layout(ctx, layout, shapes, target_s)?);
-    }
-    let choice =
-        if choose_layout && layouts.len() > 1 {
-            let samples = time_layouts(ctx, job, layouts, 4.0 * target_s, 5)?;
-            let rule = Layout::for_adapter(ctx.plan_type);
-            let (layout, measured) = tune::choose_layout(rule, &samples);
-            for m in &measured {
-                println!(
-                "  training {:?} batch {} in the {} layout: {:.3} ms per epoch (spread {:.0}%){}",
-                job.layers,
-                job.batch,
-                m.layout,
-                m.seconds * 1e3,
-                m.spread * 100.0,
-                if m.layout == layout { "  <- chosen" } else { "" }
-            );
-            }
-            Some(tune::LayoutChoice {
-                layout,
-                job: format!("{:?} batch {}", job.layers, job.batch),
-                measured,
-            })
-        } else {
-            None
-        };
-    let path = tune::save(&ctx.info, &entries, choice)?;
-    println!("cached in {}", path.display());
-    Ok(())
-}
-
-#[cfg(not(target_arch = "wasm32"))]
-/// Tune every product of `shapes` in `layout`, printing each variant's figures.
-fn tune_layout(
-    ctx: &GpuContext,
-    layout: Layout,
-    shapes: &[Product],
-    target_s: f64,
-) -> Result<Vec<tune::Entry>> {
-    let mut entries = Vec::new();
-    for &(trans, dims) in shapes {
-        let (m, n, k) = dims;
-        let e = block_on(tune::tune_shape(ctx, layout, trans, dims, target_s))?;
-        let t = |b: bool| if b { "ᵀ" } else { "" };
-        for v in &e.measured {
-            let speed = v.seconds.map_or_else(
-                || "FAILED its check".to_string(),
-                |s| format!("{:8.2} GFLOP/s", e.gflops(s)),
-            );
-            println!(
-                "  A{}·B{} {m}x{n}x{k}  {:>5}  {speed}  parity {:.2e}{}",
-                t(trans.0),
-                t(trans.1),
-                v.block.name(),
-                v.parity.error,
-                if v.block == e.block {
-                    "  <- chosen"
-                } else {
-                    ""
-                }
-            );
-        }
-        entries.push(e);
-    }
-    Ok(entries)
 }

@@ -203,11 +203,16 @@ pub fn cache_dir() -> Option<PathBuf> {
     }
 }
 
+/// The name of an adapter and driver's tuning, `tune-` and a hash of its identity: the cache
+/// file's stem natively, the storage key in the page.
+pub fn cache_key(info: &wgpu::AdapterInfo) -> String {
+    let id = serde_json::to_string(&AdapterId::of(info)).unwrap_or_default();
+    format!("tune-{:016x}", fnv(id.as_bytes()))
+}
+
 /// The cache file of an adapter and driver.
 pub fn cache_path(info: &wgpu::AdapterInfo) -> Option<PathBuf> {
-    let id = AdapterId::of(info);
-    let key = serde_json::to_string(&id).unwrap_or_default();
-    cache_dir().map(|d| d.join(format!("tune-{:016x}.json", fnv(key.as_bytes()))))
+    cache_dir().map(|d| d.join(format!("{}.json", cache_key(info))))
 }
 
 /// Why a cache file cannot be used, if it cannot.
@@ -282,10 +287,7 @@ impl Table {
                     file.entries.len(),
                     path.display()
                 );
-                Table {
-                    layout: file.layout.as_ref().map(|c| c.layout),
-                    ..Table::from_entries(&file.entries)
-                }
+                Table::of_file(&file)
             }
             Ok(None) => Table::default(),
             Err(why) => {
@@ -296,6 +298,14 @@ impl Table {
                 );
                 Table::default()
             }
+        }
+    }
+
+    /// The choices of a cache file (its variants and its layout).
+    pub fn of_file(file: &CacheFile) -> Self {
+        Table {
+            layout: file.layout.as_ref().map(|c| c.layout),
+            ..Table::from_entries(&file.entries)
         }
     }
 
@@ -566,8 +576,32 @@ pub fn choose_layout(default: Layout, samples: &[(Layout, Vec<f64>)]) -> (Layout
     (choice, measured)
 }
 
-/// Merge `entries` into the adapter's cache file (replacing the same shapes), and `layout` where
-/// given (else the file's is kept), written atomically. Returns the file's path.
+/// The tuning of adapter `id`: `old`'s (a tuning that passed [`parse_cache`], if any) with
+/// `entries` merged in (replacing the same shapes) and `layout` where given (else `old`'s kept).
+pub fn merge(
+    id: AdapterId,
+    old: Option<CacheFile>,
+    entries: &[Entry],
+    layout: Option<LayoutChoice>,
+) -> CacheFile {
+    let (mut all, old_layout) = old.map_or_else(Default::default, |f| (f.entries, f.layout));
+    for e in entries {
+        all.retain(|o| o.shape() != e.shape());
+        all.push(e.clone());
+    }
+    CacheFile {
+        format: CACHE_FORMAT.into(),
+        version: CACHE_VERSION,
+        tool_version: env!("CARGO_PKG_VERSION").into(),
+        kernels: kernels_hash(),
+        adapter: id,
+        entries: all,
+        layout: layout.or(old_layout),
+    }
+}
+
+/// [`merge`] into the adapter's cache file (a stale or corrupt one is replaced), written
+/// atomically. Returns the file's path.
 pub fn save(
     info: &wgpu::AdapterInfo,
     entries: &[Entry],
@@ -577,23 +611,8 @@ pub fn save(
         Error::Gpu("no cache directory (set GPU_TRAIN_CACHE_DIR or HOME)".to_string())
     })?;
     let id = AdapterId::of(info);
-    let (mut all, old_layout) = match read_cache(&path, &id) {
-        Ok(Some(f)) => (f.entries, f.layout),
-        _ => (Vec::new(), None),
-    };
-    for e in entries {
-        all.retain(|o| o.shape() != e.shape());
-        all.push(e.clone());
-    }
-    let file = CacheFile {
-        format: CACHE_FORMAT.into(),
-        version: CACHE_VERSION,
-        tool_version: env!("CARGO_PKG_VERSION").into(),
-        kernels: kernels_hash(),
-        adapter: id,
-        entries: all,
-        layout: layout.or(old_layout),
-    };
+    let old = read_cache(&path, &id).ok().flatten();
+    let file = merge(id, old, entries, layout);
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|source| Error::Io {
             path: dir.to_path_buf(),
@@ -789,5 +808,64 @@ mod tests {
         assert!(read_cache(&path, &other)
             .unwrap_err()
             .contains("driver d 1.0"));
+    }
+
+    #[test]
+    fn merge_replaces_the_same_shapes_and_keeps_the_measured_layout() {
+        let entry = |layout, m, block| Entry {
+            layout,
+            trans_a: false,
+            trans_b: false,
+            m,
+            n: 100,
+            k: 1000,
+            block,
+            measured: vec![],
+        };
+        let choice = |layout| LayoutChoice {
+            layout,
+            job: "[1000, 100, 10] batch 64".into(),
+            measured: vec![],
+        };
+        let old = merge(
+            id(),
+            None,
+            &[
+                entry(Layout::Buffer, 64, Block::B4x4),
+                entry(Layout::Texels, 64, Block::B8x8),
+            ],
+            Some(choice(Layout::Buffer)),
+        );
+        let text = serde_json::to_string(&old).unwrap();
+        let old = parse_cache(&text, &id()).expect("a merged tuning is a current cache file");
+        // 63 pads to 64: the same shape, replaced; another shape is added; no layout given keeps
+        // the old choice.
+        let new = merge(
+            id(),
+            Some(old),
+            &[
+                entry(Layout::Buffer, 63, Block::B16x16),
+                entry(Layout::Buffer, 32, Block::B8x8),
+            ],
+            None,
+        );
+        assert_eq!(new.entries.len(), 3, "{:?}", new.entries);
+        let table = Table::of_file(&new);
+        let dims = |m| (m, 100, 1000);
+        assert_eq!(
+            table.get(Layout::Buffer, (false, false), dims(64)),
+            Some(Block::B16x16)
+        );
+        assert_eq!(
+            table.get(Layout::Texels, (false, false), dims(64)),
+            Some(Block::B8x8)
+        );
+        assert_eq!(
+            table.get(Layout::Buffer, (false, false), dims(32)),
+            Some(Block::B8x8)
+        );
+        assert_eq!(table.layout, Some(Layout::Buffer));
+        let newer = merge(id(), Some(new), &[], Some(choice(Layout::Texels)));
+        assert_eq!(Table::of_file(&newer).layout, Some(Layout::Texels));
     }
 }

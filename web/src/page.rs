@@ -5,6 +5,7 @@ use gpu_train::backend::{Backend, TrainState};
 use gpu_train::bench::{self, results::Host};
 use gpu_train::cpu::CpuBackend;
 use gpu_train::gpu::layout::Layout;
+use gpu_train::gpu::tune::{self, AdapterId, Table};
 use gpu_train::gpu::{GpuBackend, GpuContext, LimitsChoice};
 use gpu_train::init::HostState;
 use gpu_train::io::{checkpoint, summary::Summary};
@@ -40,8 +41,11 @@ fn to_json<T: serde::Serialize>(v: &T) -> Result<JsValue, JsValue> {
 /// The browser's adapter, opened, or why not.
 struct Inner {
     gpu: Result<(Arc<GpuContext>, Layout), String>,
-    /// The layout the page was opened with, if not `auto`: verify checks that one alone.
+    /// The layout the page was opened with, if not `auto`: verify and tune take that one alone.
     asked: Option<Layout>,
+    /// The adapter's tuning in the browser's storage: its key, and what it held or why it was
+    /// ignored.
+    tuning: serde_json::Value,
     wgsl: Vec<&'static str>,
     /// The last job trained here and its end state, for the model download.
     last: RefCell<Option<(Job, TrainState, usize)>>,
@@ -73,10 +77,11 @@ pub fn open_page(limits: String, layout: String) -> Promise {
             "buffer" => Some(Layout::Buffer),
             other => return Err(js_err(format!("layout `{other}`: auto, texels or buffer"))),
         };
-        let (gpu, wgsl) = open_gpu(limits, layout).await;
+        let (gpu, wgsl, tuning) = open_gpu(limits, layout).await;
         let inner = Inner {
             gpu,
             asked: layout,
+            tuning,
             wgsl,
             last: RefCell::new(None),
         };
@@ -84,16 +89,22 @@ pub fn open_page(limits: String, layout: String) -> Promise {
     })
 }
 
-async fn open_gpu(
-    limits: LimitsChoice,
-    asked: Option<Layout>,
-) -> (Result<(Arc<GpuContext>, Layout), String>, Vec<&'static str>) {
+/// What [`open_gpu`] opened: the context and its layout (or why none), the WGSL language
+/// features, and the tuning found in the browser's storage.
+type Opened = (
+    Result<(Arc<GpuContext>, Layout), String>,
+    Vec<&'static str>,
+    serde_json::Value,
+);
+
+async fn open_gpu(limits: LimitsChoice, asked: Option<Layout>) -> Opened {
+    let none = serde_json::Value::Null;
     let has_gpu = web_sys::window()
         .map(|w| w.navigator())
         .and_then(|n| js_sys::Reflect::get(&n, &JsValue::from_str("gpu")).ok())
         .is_some_and(|g| !g.is_undefined() && !g.is_null());
     if !has_gpu {
-        return (Err(NO_WEBGPU.into()), Vec::new());
+        return (Err(NO_WEBGPU.into()), Vec::new(), none);
     }
     let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
         backends: wgpu::Backends::BROWSER_WEBGPU,
@@ -129,12 +140,23 @@ async fn open_gpu(
                 "navigator.gpu is there but gave no adapter ({e}): WebGPU may be disabled or \
                  blocked for this GPU (see chrome://gpu); the CPU reference below still runs"
             );
-            return (Err(msg), wgsl);
+            return (Err(msg), wgsl, none);
         }
     };
     let name = adapter_identity().await;
+    let mut tuning = none;
     let opened = GpuContext::request(&adapter, limits, features, name).await;
-    let gpu = opened.and_then(|ctx| {
+    let gpu = opened.and_then(|mut ctx| {
+        // The tuning `tune` measured here before, as natively from the cache file.
+        let (table, about) = stored_tuning(&ctx.info);
+        tuning = match Arc::get_mut(&mut ctx) {
+            Some(c) => {
+                c.tuning = table;
+                about
+            }
+            // Not reached: the context was opened just now and is not shared yet.
+            None => json!({"stored": true, "ignored": "the context was already in use"}),
+        };
         // The layout by what the shader compiler accepts (its WGSL language features), never
         // by the browser's name: texels where read-only storage textures are there and the
         // adapter's type prefers them, else buffer.
@@ -142,7 +164,63 @@ async fn open_gpu(
         ctx.kernels.layout(layout)?;
         Ok((ctx, layout))
     });
-    (gpu.map_err(|e| e.to_string()), wgsl)
+    (gpu.map_err(|e| e.to_string()), wgsl, tuning)
+}
+
+/// The page's storage (`localStorage`), if the browser keeps one for it.
+fn storage() -> Option<web_sys::Storage> {
+    web_sys::window()?.local_storage().ok()?
+}
+
+/// The adapter's tuning from the browser's storage if it holds a current one: the cache file
+/// (`tune::CacheFile`, the native file's JSON) under `tune::cache_key`, trusted only as natively
+/// (this build's kernels, this adapter).
+fn stored_file(info: &wgpu::AdapterInfo) -> Option<Result<tune::CacheFile, String>> {
+    let text = storage()?.get_item(&tune::cache_key(info)).ok()??;
+    Some(tune::parse_cache(&text, &AdapterId::of(info)))
+}
+
+/// Merge `entries` (and `layout`, where given) into the adapter's tuning in the browser's storage
+/// (a stored one that is corrupt or stale is replaced): its key and the tuning kept.
+fn keep_tuning(
+    info: &wgpu::AdapterInfo,
+    entries: &[tune::Entry],
+    layout: Option<tune::LayoutChoice>,
+) -> Result<(String, tune::CacheFile), JsValue> {
+    let old = stored_file(info).and_then(|f| f.ok());
+    let file = tune::merge(AdapterId::of(info), old, entries, layout);
+    let text = serde_json::to_string(&file).map_err(js_err)?;
+    let key = tune::cache_key(info);
+    match storage().map(|s| s.set_item(&key, &text)) {
+        Some(Ok(())) => Ok((key, file)),
+        _ => Err(js_err(
+            "the browser keeps no storage for this page (a private window, or storage blocked \
+             or full): the tuning was measured but not kept",
+        )),
+    }
+}
+
+/// [`stored_file`] as the context's table, and what the page says of it: `{"key", "stored",
+/// "shapes", "layout", "measured"}`, or `"ignored"` with the reason.
+fn stored_tuning(info: &wgpu::AdapterInfo) -> (Table, serde_json::Value) {
+    let key = tune::cache_key(info);
+    match stored_file(info) {
+        None => (Table::default(), json!({"key": key, "stored": false})),
+        Some(Ok(file)) => {
+            let about = json!({
+                "key": key,
+                "stored": true,
+                "shapes": file.entries.len(),
+                "layout": file.layout.as_ref().map(|c| c.layout.name()),
+                "measured": file.layout.as_ref().map(|c| &c.measured),
+            });
+            (Table::of_file(&file), about)
+        }
+        Some(Err(why)) => {
+            let about = json!({"key": key, "stored": true, "ignored": why});
+            (Table::default(), about)
+        }
+    }
 }
 
 /// The adapter as the browser names it (`GPUAdapterInfo`: vendor, architecture, device,
@@ -210,6 +288,14 @@ impl Page {
                     "backend": i.backend.to_string(),
                     "driver": format!("{} {}", i.driver, i.driver_info).trim(),
                     "layout": layout.name(),
+                    "layout_from": if inner.asked.is_some() {
+                        "asked"
+                    } else if ctx.tuning.layout == Some(*layout) {
+                        "measured"
+                    } else {
+                        "rule"
+                    },
+                    "tuning": inner.tuning,
                     "limits": ctx.limits_choice.name(),
                     "wgsl_language_features": inner.wgsl,
                     "max_storage_buffer_binding_size": l.max_storage_buffer_binding_size,
@@ -296,6 +382,51 @@ impl Page {
         })
     }
 
+    /// `gpu-train tune` on the browser's adapter for the job `spec` (JSON; its products), each
+    /// layout the page may take (every one the adapter runs, or the one asked for), and with more
+    /// than one, the job's training timed in each (`quick`: shorter samples). Calls
+    /// `on_line(text)` per variant and shape; keeps the outcome in the browser's storage, merged
+    /// into what it held, where the next page opened on this adapter finds it. Resolves to
+    /// `{"key", "file"}` (the cache file's JSON, as natively).
+    pub fn tune(&self, spec: String, quick: bool, on_line: Function) -> Promise {
+        let inner = self.0.clone();
+        future_to_promise(async move {
+            let (ctx, _) = inner.gpu.as_ref().map_err(js_err)?;
+            let (job, _) = JobSpec::parse(&spec)
+                .and_then(|s| s.resolve())
+                .map_err(js_err)?;
+            let layouts: Vec<Layout> = match inner.asked {
+                Some(l) => vec![l],
+                None => (Layout::ALL.into_iter())
+                    .filter(|&l| ctx.kernels.supports(l))
+                    .collect(),
+            };
+            let mut report = |line: &str| {
+                let _ = on_line.call1(&JsValue::NULL, &JsValue::from_str(line));
+            };
+            let shapes = bench::products(&job);
+            let target_s = if quick { 0.02 } else { 0.1 };
+            let choose = inner.asked.is_none();
+            let run =
+                bench::tuning::run(ctx, &layouts, &job, &shapes, target_s, choose, &mut report);
+            let tuning = run.await.map_err(js_err)?;
+            let (key, file) = keep_tuning(&ctx.info, &tuning.entries, tuning.layout)?;
+            to_json(&json!({"key": key, "file": file}))
+        })
+    }
+
+    /// Remove this adapter's tuning from the browser's storage; whether it held one.
+    pub fn forget_tuning(&self) -> Result<bool, JsValue> {
+        let (ctx, _) = self.0.gpu.as_ref().map_err(js_err)?;
+        let key = tune::cache_key(&ctx.info);
+        let Some(s) = storage() else {
+            return Ok(false);
+        };
+        let had = s.get_item(&key).ok().flatten().is_some();
+        s.remove_item(&key).map_err(|e| js_err(format!("{e:?}")))?;
+        Ok(had)
+    }
+
     /// `gpu-train bench`'s training cases (`quick`: `--quick`'s) on the browser's adapter and the
     /// CPU reference in wasm, calling `on_row(row JSON, line)` as each completes. Resolves to the
     /// results JSON that `gpu-train bench compare` reads.
@@ -318,8 +449,14 @@ impl Page {
                 );
             };
             let host = browser_host(&user_agent);
-            let results =
+            let (results, tuned) =
                 bench::run_suite(ctx, *layout, host, command, quick, &mut report_row).await;
+            // What was tuned on the spot is kept, as natively in the cache file.
+            if !tuned.is_empty() {
+                if let Err(e) = keep_tuning(&ctx.info, &tuned, None) {
+                    web_sys::console::warn_1(&e);
+                }
+            }
             to_json(&results)
         })
     }

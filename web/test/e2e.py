@@ -10,6 +10,8 @@ enabled, and checks that:
   - the model the page offers loads in the CLI (--resume continues it);
   - verify --quick in the page passes every check, in the layout the adapter's WGSL features pick
     and again in the buffer layout under WebGPU's default limits (?layout=buffer&limits=webgpu);
+  - tune in the page measures every layout, keeps the outcome in the browser's storage, and the
+    page opened again trains with it (a corrupt stored tuning is ignored with the reason);
   - bench --quick in the page (its training and matmul cases, each GPU result checked against the
     CPU) passes, and its results JSON is read by `gpu-train bench compare` beside a native
     results file;
@@ -115,6 +117,70 @@ def error_of(driver, expr, *args):
         return str(e)
 
 
+def tuned(d, url, native):
+    """Tune in the page (the default job's products in every layout, its training in each): the
+    outcome is kept in the browser's storage, and the page opened again takes it (the measured
+    layout, the tuned variants: the default job still within tolerance); a corrupt stored tuning
+    is ignored with the reason; forgetting it brings back the rule."""
+    adapter = call(d, "Promise.resolve(window.gpuTrain.state.adapter)")
+    layouts = sorted(["texels", "buffer"] if "readonly_and_readwrite_storage_textures"
+                     in adapter["wgsl_language_features"] else ["buffer"])
+    t = call(d, "window.gpuTrain.tune('{}', true)")
+    lines = d.find_element("id", "tune-out").text
+    print("\n".join("     " + line for line in lines.splitlines()[-4:]))
+    f, key = t["file"], t["key"]
+    entries = f["entries"]
+    # The default job's products (transposes, m, n, k padded to 4): 1000->100 forward and weight
+    # gradient, 100->10 forward, input gradient and weight gradient.
+    products = {(False, False, 64, 100, 1000), (True, False, 1000, 100, 64),
+                (False, False, 64, 12, 100), (False, True, 64, 100, 12), (True, False, 100, 12, 64)}
+    shape = lambda e: (e["trans_a"], e["trans_b"], e["m"], e["n"], e["k"])
+    job = [e for e in entries if shape(e) in products]
+    check(sorted({e["layout"] for e in job}) == layouts and len(job) == 5 * len(layouts),
+          f"tune measured the default job's 5 products in each of {layouts}: {len(job)} entries")
+    square = [e for e in entries if e["m"] == e["n"] == e["k"]]
+    check(square, f"the bench's on-the-spot tunings are kept beside them: {len(square)} square "
+                  f"shapes ({len(entries)} entries in all)")
+    wrong = [e for e in entries if not any(m["block"] == e["block"] and m["parity"]["passed"]
+                                           and m["seconds"] for m in e["measured"])]
+    check(not wrong, f"every variant tune chose passed its check against the CPU ({wrong[:1]})")
+    choice = f["layout"]
+    if len(layouts) > 1:
+        check(choice and choice["layout"] in layouts and len(choice["measured"]) == 2,
+              f"tune timed the training in both layouts and chose {choice and choice['layout']}: "
+              + ", ".join(f"{m['layout']} {m['seconds'] * 1e3:.2f} ms/epoch"
+                          for m in (choice or {}).get("measured", [])))
+    want = choice["layout"] if choice else adapter["layout"]
+    for how in ["right after tuning", "opened again"]:
+        if how == "opened again":
+            d.get(url)
+            call(d, "window.gpuTrain.ready")
+        a = call(d, "Promise.resolve(window.gpuTrain.state.adapter)")
+        check(a["tuning"].get("shapes") == len(entries) and a["layout"] == want
+              and a["layout_from"] == ("measured" if choice else "rule"),
+              f"the page {how} takes the stored tuning: {a['layout']} ({a['layout_from']}), "
+              f"{a['tuning']}")
+    both = call(d, "window.gpuTrain.trainBoth('{}').then(r => ({gpu: r.gpu.summary.losses, "
+                   "parity: r.parity}))")
+    r = worst_ratio(both["gpu"], native)
+    check(both["parity"]["passed"] and r <= 1.0,
+          f"the default job, tuned: within tolerance of the in-page CPU (worst "
+          f"{both['parity']['worst_ratio']:.3f}) and of the native CLI's CPU (worst {r:.3f})")
+    d.execute_script("localStorage.setItem(arguments[0], '{\"format\": 1')", key)
+    d.get(url)
+    call(d, "window.gpuTrain.ready")
+    a = call(d, "Promise.resolve(window.gpuTrain.state.adapter)")
+    text = d.find_element("id", "adapter").text
+    check("corrupt" in (a["tuning"].get("ignored") or "") and a["layout_from"] == "rule"
+          and "ignored" in text,
+          f"a corrupt stored tuning is ignored with the reason: {a['tuning']}")
+    had = call(d, "window.gpuTrain.forget()")
+    a = call(d, "Promise.resolve(window.gpuTrain.state.adapter)")
+    check(had is True and a["tuning"]["stored"] is False
+          and d.execute_script("return localStorage.getItem(arguments[0])", key) is None,
+          f"forget removes the stored tuning: {a['tuning']}")
+
+
 def native_default_job(cli, out):
     path = os.path.join(out, "native-cpu.json")
     subprocess.run([cli, "--device", "cpu", "--quiet", "--summary-json", path], check=True,
@@ -147,8 +213,10 @@ def main():
             return 1
         chosen = "texels" if "readonly_and_readwrite_storage_textures" in adapter[
             "wgsl_language_features"] and adapter["device_type"] == "Cpu" else "buffer"
-        check(adapter["layout"] == chosen,
-              f"layout {adapter['layout']} follows the WGSL language features ({chosen})")
+        check(adapter["layout"] == chosen and adapter["layout_from"] == "rule"
+              and adapter["tuning"]["stored"] is False,
+              f"untuned, the layout {adapter['layout']} follows the WGSL language features "
+              f"({chosen}; {adapter['layout_from']}, {adapter['tuning']})")
 
         # The default job on WebGPU, then on the CPU reference in wasm, as the page's button does.
         both = call(d, "window.gpuTrain.trainBoth('{}').then(r => ({gpu: r.gpu.summary, "
@@ -215,6 +283,8 @@ def main():
               f"bench --quick in the page: {len(rows)} rows ({', '.join(kinds)}), all ok"
               + "".join(f"; {r['case']}: {r['status']} {r.get('error') or ''}"
                         for r in rows if r["status"] != "ok"))
+
+        tuned(d, url, native)
 
         # Bad input.
         e = error_of(d, "window.gpuTrain.trainNpy('{}', 'gpu', {name: 'broken.npy', bytes: new "
