@@ -5,7 +5,8 @@
 //!
 //! Nothing here orchestrates: a job is [`gpu_train::spec::JobSpec`] resolved once, a run is a
 //! [`gpu_train::train::Session`] driven chunk by chunk (one submission and one readback per log
-//! interval on the GPU, as natively), `verify` and `bench` are the library's suites.
+//! interval on the GPU, as natively), `verify` and `bench` are the library's suites, and `tune`
+//! is the library's tuning run, its outcome kept in the browser's storage as the native cache file.
 
 #[cfg(target_arch = "wasm32")]
 mod page;

@@ -117,12 +117,35 @@ def error_of(driver, expr, *args):
         return str(e)
 
 
+def open_page(d, url):
+    """Open the page at `url`; once it is ready, the adapter it shows."""
+    d.get(url)
+    call(d, "window.gpuTrain.ready")
+    return adapter_of(d)
+
+
+def adapter_of(d):
+    return call(d, "Promise.resolve(window.gpuTrain.state.adapter)")
+
+
+def default_job_within(d, native, what):
+    """Train the default job in the page on WebGPU and then the CPU reference; check the WebGPU
+    trajectory against both the in-page CPU's and the native CLI's (`native`)."""
+    both = call(d, "window.gpuTrain.trainBoth('{}').then(r => ({gpu: r.gpu.summary.losses, "
+                   "rate: r.gpu.summary.timings.epochs_per_s, parity: r.parity}))")
+    r = worst_ratio(both["gpu"], native)
+    check(both["parity"]["passed"] and r <= 1.0,
+          f"the default job {what} ({both['rate']:.1f} epochs/s, final loss "
+          f"{both['gpu'][-1]:.6e}): within tolerance of the in-page CPU (worst "
+          f"{both['parity']['worst_ratio']:.3f}) and of the native CLI's CPU (worst {r:.3f})")
+
+
 def tuned(d, url, native):
     """Tune in the page (the default job's products in every layout, its training in each): the
     outcome is kept in the browser's storage, and the page opened again takes it (the measured
     layout, the tuned variants: the default job still within tolerance); a corrupt stored tuning
     is ignored with the reason; forgetting it brings back the rule."""
-    adapter = call(d, "Promise.resolve(window.gpuTrain.state.adapter)")
+    adapter = adapter_of(d)
     layouts = sorted(["texels", "buffer"] if "readonly_and_readwrite_storage_textures"
                      in adapter["wgsl_language_features"] else ["buffer"])
     t = call(d, "window.gpuTrain.tune('{}', true)")
@@ -152,30 +175,20 @@ def tuned(d, url, native):
                           for m in (choice or {}).get("measured", [])))
     want = choice["layout"] if choice else adapter["layout"]
     for how in ["right after tuning", "opened again"]:
-        if how == "opened again":
-            d.get(url)
-            call(d, "window.gpuTrain.ready")
-        a = call(d, "Promise.resolve(window.gpuTrain.state.adapter)")
+        a = open_page(d, url) if how == "opened again" else adapter_of(d)
         check(a["tuning"].get("shapes") == len(entries) and a["layout"] == want
               and a["layout_from"] == ("measured" if choice else "rule"),
               f"the page {how} takes the stored tuning: {a['layout']} ({a['layout_from']}), "
               f"{a['tuning']}")
-    both = call(d, "window.gpuTrain.trainBoth('{}').then(r => ({gpu: r.gpu.summary.losses, "
-                   "parity: r.parity}))")
-    r = worst_ratio(both["gpu"], native)
-    check(both["parity"]["passed"] and r <= 1.0,
-          f"the default job, tuned: within tolerance of the in-page CPU (worst "
-          f"{both['parity']['worst_ratio']:.3f}) and of the native CLI's CPU (worst {r:.3f})")
+    default_job_within(d, native, "tuned")
     d.execute_script("localStorage.setItem(arguments[0], '{\"format\": 1')", key)
-    d.get(url)
-    call(d, "window.gpuTrain.ready")
-    a = call(d, "Promise.resolve(window.gpuTrain.state.adapter)")
+    a = open_page(d, url)
     text = d.find_element("id", "adapter").text
     check("corrupt" in (a["tuning"].get("ignored") or "") and a["layout_from"] == "rule"
           and "ignored" in text,
           f"a corrupt stored tuning is ignored with the reason: {a['tuning']}")
     had = call(d, "window.gpuTrain.forget()")
-    a = call(d, "Promise.resolve(window.gpuTrain.state.adapter)")
+    a = adapter_of(d)
     check(had is True and a["tuning"]["stored"] is False
           and d.execute_script("return localStorage.getItem(arguments[0])", key) is None,
           f"forget removes the stored tuning: {a['tuning']}")
@@ -203,9 +216,7 @@ def main():
 
     d = browser(WEBGPU_FLAGS)
     try:
-        d.get(url)
-        call(d, "window.gpuTrain.ready")
-        adapter = call(d, "Promise.resolve(window.gpuTrain.state.adapter)")
+        adapter = open_page(d, url)
         print(f"     adapter: {json.dumps(adapter)}")
         check(adapter.get("ok") is True,
               f"the page opened a WebGPU adapter ({adapter.get('name') or adapter.get('error')})")
@@ -297,19 +308,11 @@ def main():
 
         # The buffer layout (what browsers without read-only storage textures get) under
         # WebGPU's default limits (what any browser grants): the same trajectory, every check.
-        d.get(url + "?layout=buffer&limits=webgpu")
-        call(d, "window.gpuTrain.ready")
-        adapter = call(d, "Promise.resolve(window.gpuTrain.state.adapter)")
+        adapter = open_page(d, url + "?layout=buffer&limits=webgpu")
         check(adapter.get("ok") and adapter["layout"] == "buffer" and adapter["limits"] == "webgpu",
               f"?layout=buffer&limits=webgpu opens the buffer layout under WebGPU's limits "
               f"({adapter.get('layout')}, {adapter.get('limits')}, {adapter.get('error')})")
-        both = call(d, "window.gpuTrain.trainBoth('{}').then(r => ({gpu: r.gpu.summary.losses, "
-                       "rate: r.gpu.summary.timings.epochs_per_s, parity: r.parity}))")
-        r = worst_ratio(both["gpu"], native)
-        check(both["parity"]["passed"] and r <= 1.0,
-              f"the default job in the buffer layout ({both['rate']:.1f} epochs/s, final loss "
-              f"{both['gpu'][-1]:.6e}): within tolerance of the in-page CPU (worst "
-              f"{both['parity']['worst_ratio']:.3f}) and of the native CLI's CPU (worst {r:.3f})")
+        default_job_within(d, native, "in the buffer layout")
         report = call(d, "window.gpuTrain.verify(true)")
         failed = [c for c in report["checks"] if not c["passed"]]
         layouts = {c["layout"] for c in report["checks"] if c.get("layout", "-") != "-"}
@@ -325,8 +328,7 @@ def main():
               f"a job past WebGPU's storage binding size names the buffer and the limit: {e}")
 
         # A page option it does not know is refused with a message, not a blank page.
-        d.get(url + "?layout=bogus")
-        call(d, "window.gpuTrain.ready")
+        open_page(d, url + "?layout=bogus")
         text = d.find_element("id", "adapter").text
         check("layout `bogus`" in text, f"?layout=bogus says: {text[:120]}")
     finally:
@@ -335,10 +337,8 @@ def main():
     # Without WebGPU the page says so (and what to enable) instead of staying blank.
     d = browser([])
     try:
-        d.get(url)
-        call(d, "window.gpuTrain.ready")
+        ok = open_page(d, url).get("ok")
         text = d.find_element("id", "adapter").text
-        ok = call(d, "Promise.resolve(window.gpuTrain.state.adapter.ok)")
         check(not ok and "WebGPU" in text, f"without WebGPU the page says: {text[:160]}")
     finally:
         d.quit()
