@@ -11,6 +11,7 @@
 pub mod app;
 pub mod backend;
 pub mod bench;
+pub mod check;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod cli;
 pub mod cpu;

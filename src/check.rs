@@ -1,0 +1,42 @@
+//! Error bounds of GPU results against the CPU reference, derived from the precision WGSL states
+//! for each operation; one home for them, used by `verify` and the kernel tests alike.
+
+/// Unit roundoff of f32: a correctly rounded operation errs by at most this, relative.
+pub const U: f64 = f32::EPSILON as f64 / 2.0;
+
+/// One ulp of a value in [1, 2).
+const ULP1: f64 = f32::EPSILON as f64;
+
+/// WGSL's stated accuracy of `log(s)`: an absolute 2^-21 for s in [0.5, 2], else 3 ulp.
+pub fn log_error(s: f64) -> f64 {
+    if (0.5..=2.0).contains(&s) {
+        2f64.powi(-21)
+    } else {
+        3.0 * ULP1 * s.ln().abs().max(1.0)
+    }
+}
+
+/// The bound on `cross_entropy`'s loss, `scale · Σ_r Σ_j y_rj((m_r - z_rj) + log s_r)` with
+/// `s_r = Σ_j exp(z_rj - m_r)`, against the CPU's (logits `z` and targets `y`, `[rows, cols]`).
+///
+/// Per row, `log s` carries WGSL's stated error of `log` ([`log_error`]: absolute near 1, which is
+/// where a row whose largest logit dominates sits, so a tiny loss cannot be bounded relatively)
+/// plus the relative error of `s` over `log`'s derivative 1/s: each `exp(x)` within (3 + 2|x|)
+/// ulp (WGSL), weighted by its share of `s`, and the sum's `cols·u`; times the row's `Σ y`. On top,
+/// 1e-5 relative for the host's own rounding and the reduction's order (a few ulps per row). A
+/// missing max, a wrong row or a dropped term is off by orders more.
+pub fn cross_entropy_loss_bound(z: &[f32], y: &[f32], cols: usize, scale: f32, loss: f32) -> f64 {
+    let mut sum = 0.0f64;
+    for (z, y) in z.chunks(cols).zip(y.chunks(cols)) {
+        let m = z.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
+        let e: Vec<f64> = z.iter().map(|&v| (v as f64 - m).exp()).collect();
+        let s: f64 = e.iter().sum();
+        let rel_s: f64 = (e.iter().zip(z))
+            .map(|(e, &v)| e / s * (3.0 + 2.0 * (v as f64 - m).abs()) * ULP1)
+            .sum::<f64>()
+            + cols as f64 * U;
+        let ys: f64 = y.iter().map(|&v| v as f64).sum();
+        sum += ys.abs() * (log_error(s) + rel_s);
+    }
+    scale.abs() as f64 * sum + 1e-5 * (loss as f64).abs()
+}
