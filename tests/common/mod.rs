@@ -11,6 +11,8 @@ use rand_distr::{Distribution, StandardNormal};
 use std::io::Write;
 use std::sync::{Arc, OnceLock};
 
+pub mod run;
+
 /// Unit roundoff of f32 (half an ulp of 1.0): every correctly rounded f32 operation has a relative
 /// error of at most this.
 pub const U32: f64 = f32::EPSILON as f64 / 2.0;

@@ -16,7 +16,7 @@
 //! far below what a different formula gives (momentum against plain SGD: a final loss of 14.0
 //! against 31.1; Nesterov against momentum: 11.7 against 14.0).
 
-mod common;
+use crate::common;
 
 use common::{assert_close, assert_close_normwise, fixture_path, gpu_or_skip, json_f32};
 use gpu_train::backend::Backend;

@@ -2,6 +2,7 @@
 //! that stay bounded however long a run goes, checkpoints that survive SIGKILL at any moment
 //! (also mid-write), and full disks.
 
+use crate::common;
 use gpu_train::backend::Backend;
 use gpu_train::cpu::CpuBackend;
 use gpu_train::init::HostState;
@@ -476,9 +477,6 @@ fn histories_read_back_as_a_killed_run_left_them() {
     let epochs: Vec<usize> = h.accuracy.iter().map(|a| a.epoch).collect();
     assert_eq!(epochs, [0, 2, 4]);
 }
-
-#[path = "common/mod.rs"]
-mod common;
 
 /// Past 2^32 - 1 optimizer steps the step counter holds (rather than wrapping to 0 and starting
 /// a schedule over, or overflowing): a state restored one step short of the maximum and trained

@@ -3,7 +3,7 @@
 //! 8192 texture side), in both memory layouts, and matches the CPU; and the layouts refuse, naming
 //! what is missing, where the limits do not allow them.
 
-mod common;
+use crate::common;
 
 use common::{assert_within, auto_adapter, gpu_or_skip, trajectory_tol};
 use gpu_train::backend::Backend;

@@ -4,7 +4,7 @@
 //! the committed checkpoint loads for the same flags, the loss at its parameters is PyTorch's, and
 //! training the same job again writes the same tensors under the same names.
 
-mod common;
+use crate::common;
 
 use common::{assert_close, assert_close_normwise, fixture_path};
 use gpu_train::backend::Backend;

@@ -3,7 +3,7 @@
 //! suite runs and checks every GPU row against the CPU, a device lost mid-bench is reported in its
 //! rows while the bench goes on, and a corrupt tuning cache is ignored with a warning.
 
-mod common;
+use crate::common;
 
 use assert_cmd::Command;
 use common::gpu_or_skip;

@@ -11,7 +11,7 @@
 //! differs is f32 arithmetic compounded over 120 steps (measured below 5e-6 relative on every
 //! epoch's loss on the CPU and lavapipe); we allow 1e-4, as for the other PyTorch fixtures.
 
-mod common;
+use crate::common;
 
 use common::{assert_close, assert_close_normwise, fixture_path, gpu_or_skip, json_f32};
 use gpu_train::backend::Backend;

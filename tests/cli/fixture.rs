@@ -10,7 +10,7 @@
 //! and a wrong update (1% of the loss, e.g. at L = 1e3: 10, against an allowed 2.6e-2) is far
 //! outside.
 
-mod common;
+use crate::common;
 
 use assert_cmd::Command;
 use common::{assert_within, fixture_path, gpu_or_skip, read_history_csv};

@@ -14,7 +14,7 @@
 //!   ~40x headroom over the measured 2e-8..2.6e-7 (CPU and GPU); a wrong element or mask is off by
 //!   far more (1e-2 or more of the gradient's scale).
 
-mod common;
+use crate::common;
 
 use common::{assert_close, assert_close_normwise, gpu_or_skip, max_rel_err, randn};
 use gpu_train::backend::Backend;

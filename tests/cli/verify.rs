@@ -2,7 +2,7 @@
 //! every kernel family; a kernel whose result is perturbed (the testing hook) makes it fail,
 //! naming that kernel and shape and nothing else; bad input exits 2.
 
-mod common;
+use crate::common;
 
 use assert_cmd::Command;
 use common::gpu_or_skip;

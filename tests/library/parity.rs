@@ -11,7 +11,7 @@
 //! `w - lr·dw` may then differ by `lr` times the gradient's allowed difference, plus two roundings
 //! of `w`; measured normwise ~1e-7.
 
-mod common;
+use crate::common;
 
 use common::{
     assert_close, assert_close_normwise, assert_within, auto_adapter, gpu_or_skip, max_rel_err,

@@ -8,7 +8,7 @@
 //! ulps of 1): `|ΔL| ≈ |d|·δp = sqrt(2L)·δp`; we allow `δp = 2e-6` (17 ulps of 1) plus 1e-5 of
 //! the loss and 1e-12 absolute (numpy's loss reaches 1e-31, f32's stops at rounding level).
 
-mod common;
+use crate::common;
 
 use common::{assert_close_normwise, fixture_path, gpu_or_skip, json_f32};
 use gpu_train::backend::Backend;
