@@ -1,29 +1,29 @@
 //! The one trait both paths implement. The training loop, logging and files are written once,
 //! above it, in `train.rs`.
 
-use crate::cpu::OptCounters;
 #[cfg(not(target_arch = "wasm32"))]
 use crate::error::Result;
-use crate::init::{Matrix, Params};
-use crate::io::summary::DeviceSummary;
+use crate::init::Params;
+pub use crate::state::TrainState;
 #[cfg(not(target_arch = "wasm32"))]
 use crate::wait::block_on;
 use crate::wait::Wait;
 
-/// Everything a run needs to continue exactly where it stopped (a checkpoint's content): the
-/// random draws (data order, dynamic depths) are pure functions of the seed and the step.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TrainState {
-    /// Weights `[d_l, d_{l+1}]` and biases `[1, d_{l+1}]`.
-    pub params: Params,
-    /// The optimizer's per-element state of each tensor (weights, then biases), in the tensor's
-    /// shape: none for SGD, the momentum buffer, or Adam's first and second moments.
-    pub opt_state: Vec<Vec<Matrix>>,
-    /// Optimizer steps taken.
-    pub step: usize,
-    /// The optimizer's step counters, and a dynamic-depth net's shared layer's own.
-    pub counters: OptCounters,
-    pub shared_counters: OptCounters,
+/// Where a run ran.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DeviceSummary {
+    /// `cpu` or `gpu`.
+    pub kind: String,
+    pub name: String,
+    pub device_type: String,
+    pub backend: String,
+    pub driver: String,
+    /// The memory layout of the matrices (`texels` or `buffer`; GPU only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layout: Option<String>,
+    /// The device limits requested (`adapter` or `webgpu`; GPU only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limits: Option<String>,
 }
 
 /// GPU time of one kernel (variant and shape) over the steps `--profile` timed.

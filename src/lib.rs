@@ -15,6 +15,7 @@ pub mod check;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod cli;
 pub mod cpu;
+pub mod devices;
 pub mod error;
 pub mod eval;
 pub mod fuzz;
@@ -25,6 +26,8 @@ pub mod job;
 pub mod monitor;
 pub mod schedule;
 pub mod spec;
+pub mod state;
+pub mod text;
 pub mod thinned;
 pub mod train;
 pub mod verify;

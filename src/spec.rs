@@ -322,7 +322,7 @@ fn data_source(v: &serde_json::Value) -> Result<Option<DataSource>> {
             format!(
                 "`{}`: expected \"normal\", {{\"x\": [...], \"y\": [...]}} or \
                  {{\"x_file\": ..., \"y_file\": ...}}",
-                crate::bench::truncate(&v.to_string(), 60)
+                crate::text::truncate(&v.to_string(), 60)
             ),
         )
     };

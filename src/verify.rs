@@ -15,10 +15,10 @@
 
 use crate::backend::Backend;
 use crate::bench;
-use crate::bench::results::{DeviceInfo, Host};
-#[cfg(not(target_arch = "wasm32"))]
-use crate::bench::Device;
 use crate::cpu::{self, CpuBackend, Epilogue};
+#[cfg(not(target_arch = "wasm32"))]
+use crate::devices::Device;
+use crate::devices::{DeviceInfo, Host};
 use crate::error::{Error, Result};
 use crate::gpu::layout::Layout;
 use crate::gpu::tune;
@@ -785,7 +785,7 @@ pub fn run(plan: &Plan, on_check: &mut dyn FnMut(&[DeviceInfo], &Check)) -> Resu
              `gpu-train devices`)",
         ));
     }
-    let opened = bench::open_devices(&plan.devices, plan.layout, plan.limits)?;
+    let opened = crate::devices::open_devices(&plan.devices, plan.layout, plan.limits)?;
     let gpus: Vec<_> = opened
         .into_iter()
         .filter(|(info, _)| info.kind == "gpu")
@@ -798,7 +798,7 @@ pub fn run(plan: &Plan, on_check: &mut dyn FnMut(&[DeviceInfo], &Check)) -> Resu
         ));
     }
     let devices = gpus.iter().map(|(i, _)| i.clone()).collect();
-    let mut report = Report::new(plan.quick, bench::host(), devices);
+    let mut report = Report::new(plan.quick, crate::devices::host(), devices);
     let devices = report.devices.clone();
     let mut forward = |c: &Check| on_check(&devices, c);
     for (device, (info, dev)) in gpus.iter().enumerate() {

@@ -22,18 +22,20 @@ pub use tuning::{products, Product};
 
 use crate::backend::Backend;
 use crate::cpu::CpuBackend;
+use crate::devices::{cpu_info, open_devices, Device, DeviceInfo, Host};
+pub use crate::devices::{host, opened_info};
 use crate::error::{Error, Result};
 #[cfg(not(target_arch = "wasm32"))]
-use crate::gpu::context::{self, DeviceChoice};
 use crate::gpu::layout::Layout;
 use crate::gpu::tune::Parity;
 use crate::gpu::{tune, Block};
 use crate::gpu::{GpuBackend, GpuContext, LimitsChoice};
 use crate::init::HostState;
 use crate::job::Job;
+use crate::text::{one_line, truncate};
 #[cfg(not(target_arch = "wasm32"))]
 use crate::wait::block_on;
-use results::{DeviceInfo, Host, HostOverhead, Results, Row, Status};
+use results::{HostOverhead, Results, Row, Status};
 use std::collections::HashMap;
 use std::sync::Arc;
 use web_time::Instant;
@@ -194,142 +196,6 @@ impl Budget {
             (self.warmup.saturating_sub(1), self.samples)
         }
     }
-}
-
-/// A device of the run, opened.
-pub(crate) enum Device {
-    Cpu,
-    /// An adapter and the memory layout its cases run in.
-    Gpu(Arc<GpuContext>, Layout),
-}
-
-pub(crate) fn host() -> Host {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|s| s.trim().to_string())
-        })
-        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
-    Host {
-        cpu,
-        threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
-        os: std::env::consts::OS.into(),
-        arch: std::env::consts::ARCH.into(),
-        fma_peak: None,
-    }
-}
-
-fn cpu_info() -> DeviceInfo {
-    DeviceInfo {
-        name: host().cpu,
-        kind: "cpu".into(),
-        vendor: 0,
-        device: 0,
-        device_type: "Cpu".into(),
-        backend: "cpu".into(),
-        driver: format!(
-            "gpu-train {} (gemm, {} kernels, {} threads)",
-            env!("CARGO_PKG_VERSION"),
-            crate::cpu::kernels(),
-            crate::cpu::threads()
-        ),
-        driver_info: String::new(),
-        timestamps: "none".into(),
-        tuned_shapes: 0,
-        error: None,
-        layout: None,
-    }
-}
-
-/// An opened adapter as the results describe it: its layout, timestamps and tuned shapes.
-pub fn opened_info(ctx: &GpuContext, layout: Layout) -> DeviceInfo {
-    DeviceInfo {
-        layout: Some(layout),
-        timestamps: serde_json::to_value(ctx.timestamps())
-            .ok()
-            .and_then(|v| v.as_str().map(String::from))
-            .unwrap_or_default(),
-        tuned_shapes: ctx.tuning.len(),
-        ..gpu_info(&ctx.info)
-    }
-}
-
-fn gpu_info(info: &wgpu::AdapterInfo) -> DeviceInfo {
-    DeviceInfo {
-        name: info.name.clone(),
-        kind: "gpu".into(),
-        vendor: info.vendor,
-        device: info.device,
-        device_type: format!("{:?}", info.device_type),
-        backend: info.backend.to_string(),
-        driver: info.driver.clone(),
-        driver_info: info.driver_info.clone(),
-        timestamps: "none".into(),
-        tuned_shapes: 0,
-        error: None,
-        layout: None,
-    }
-}
-
-#[cfg(not(target_arch = "wasm32"))]
-/// The devices to run on, in order: `--device` values, or every adapter that can run compute
-/// shaders and then the CPU. An adapter that cannot be opened is listed with its error.
-pub(crate) fn open_devices(
-    choices: &[String],
-    layout: Option<Layout>,
-    limits: LimitsChoice,
-) -> Result<Vec<(DeviceInfo, Option<Device>)>> {
-    let mut out = Vec::new();
-    let open = |entry: context::AdapterEntry| {
-        let mut info = gpu_info(&entry.info);
-        let opened = GpuContext::open(&entry.adapter, limits).and_then(|ctx| {
-            let layout = layout.unwrap_or_else(|| ctx.auto_layout());
-            ctx.kernels.layout(layout)?;
-            Ok((ctx, layout))
-        });
-        match opened {
-            Ok((ctx, layout)) => {
-                let info = opened_info(&ctx, layout);
-                (info, Some(Device::Gpu(ctx, layout)))
-            }
-            Err(e) => {
-                info.error = Some(e.to_string());
-                (info, None)
-            }
-        }
-    };
-    if choices.is_empty() {
-        let adapters: Vec<_> = (context::list_adapters().into_iter())
-            .filter(|a| a.compute)
-            .collect();
-        if adapters.is_empty() {
-            eprintln!(
-                "notice: no GPU adapter found, benchmarking the CPU path only (on Linux, `apt-get \
-                 install mesa-vulkan-drivers` gives the software adapter lavapipe)"
-            );
-        }
-        for entry in adapters {
-            out.push(open(entry));
-        }
-        out.push((cpu_info(), Some(Device::Cpu)));
-        return Ok(out);
-    }
-    for c in choices {
-        match DeviceChoice::parse(c)? {
-            DeviceChoice::Cpu => out.push((cpu_info(), Some(Device::Cpu))),
-            choice => match context::choose(&choice, context::list_adapters())? {
-                Some(entry) => out.push(open(entry)),
-                None => {
-                    eprintln!("notice: --device {c}: no GPU adapter; benchmarking the CPU");
-                    out.push((cpu_info(), Some(Device::Cpu)));
-                }
-            },
-        }
-    }
-    Ok(out)
 }
 
 /// `|ΔL|` allowed between two f32 trajectories of one job at loss `l` (the model of
@@ -684,19 +550,6 @@ pub fn row_line(r: &Results, row: &Row) -> String {
         50.0 * row.spread(),
         row.median_s()
     )
-}
-
-/// A multi-line wgpu error on one line.
-pub fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-pub(crate) fn truncate(s: &str, n: usize) -> String {
-    if s.chars().count() <= n {
-        s.to_string()
-    } else {
-        s.chars().take(n - 1).chain(['…']).collect()
-    }
 }
 
 /// Testing hook: the case (a substring of its name) before which the bench destroys the GPU

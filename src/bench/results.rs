@@ -10,6 +10,8 @@ use crate::gpu::tune::Parity;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
+pub use crate::devices::{DeviceInfo, FmaPeak, Host};
+
 pub const FORMAT: &str = "gpu-train bench results";
 /// 2: each GPU device carries the memory layout its cases ran in (`layout`); schema 1 is read
 /// with none.
@@ -32,71 +34,6 @@ pub struct Results {
     pub host: Host,
     pub devices: Vec<DeviceInfo>,
     pub rows: Vec<Row>,
-}
-
-/// The machine the bench ran on.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Host {
-    pub cpu: String,
-    pub threads: usize,
-    pub os: String,
-    pub arch: String,
-    /// The FMA peak of the CPU path's threads, measured before the CPU rows (none in a run
-    /// without them, and in files from before it was measured).
-    #[serde(default)]
-    pub fma_peak: Option<FmaPeak>,
-}
-
-/// The machine's measured FMA peak (`bench::peak`): what the CPU rows' share of peak is of.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FmaPeak {
-    /// `avx512f`, `avx2+fma`, `neon` or `scalar`.
-    pub isa: String,
-    /// Threads that ran at once (the CPU path's).
-    pub threads: usize,
-    pub gflops: f64,
-}
-
-/// One device of the run: the CPU path or a GPU adapter.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DeviceInfo {
-    /// `cpu`, or the adapter's name.
-    pub name: String,
-    /// `cpu` or `gpu`.
-    pub kind: String,
-    #[serde(default)]
-    pub vendor: u32,
-    #[serde(default)]
-    pub device: u32,
-    pub device_type: String,
-    pub backend: String,
-    pub driver: String,
-    pub driver_info: String,
-    /// How kernels were timed: `inside-passes`, `per-pass` or `none` (wall clock only).
-    pub timestamps: String,
-    /// Matmul shapes the tuning cache held when the run started.
-    #[serde(default)]
-    pub tuned_shapes: usize,
-    /// Why the device could not be used at all, if it could not.
-    #[serde(default)]
-    pub error: Option<String>,
-    /// The memory layout of the GPU cases (none for the CPU, and in schema 1).
-    #[serde(default)]
-    pub layout: Option<crate::gpu::layout::Layout>,
-}
-
-impl DeviceInfo {
-    /// `name (backend)`, short enough for a table column.
-    pub fn label(&self) -> String {
-        if self.kind == "cpu" {
-            format!("cpu ({})", self.name)
-        } else {
-            match self.layout {
-                Some(l) => format!("{} ({}, {l})", self.name, self.backend),
-                None => format!("{} ({})", self.name, self.backend),
-            }
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -298,7 +235,7 @@ pub fn compare_table(files: &[(PathBuf, Results)]) -> String {
     let heads: Vec<String> = (columns.iter())
         .map(|c| {
             let d = &c.results.devices[c.device];
-            let name = super::truncate(&d.name, 16);
+            let name = crate::text::truncate(&d.name, 16);
             match d.layout {
                 Some(l) => format!("[{}] {name} ({}, {l})", c.file + 1, d.backend),
                 None => format!("[{}] {name} ({})", c.file + 1, d.backend),

@@ -1,16 +1,30 @@
 //! The CPU backend: the reference every GPU kernel is checked against, and the fallback on machines
-//! without an adapter. Its ops (`ops.rs`) have the names of the WGSL kernels and run in the same
-//! order of operations as the GPU path, so that parity tolerances stay tight.
+//! without an adapter. Its ops live one family to a file, `<op>.rs` beside `shaders/<op>.wgsl`,
+//! named like the WGSL kernels and in the same order of operations as the GPU path, so that
+//! parity tolerances stay tight.
 
-mod ops;
+mod activation;
+mod bias;
+mod cross_entropy;
+mod loss;
+mod matmul;
+mod optimizer;
 mod team;
+#[cfg(test)]
+mod tests;
 
-pub use ops::*;
+pub use activation::*;
+pub use bias::*;
+pub use cross_entropy::*;
+pub use loss::*;
+pub use matmul::*;
+pub use optimizer::*;
 
+use crate::backend::DeviceSummary;
 use crate::backend::{Backend, TrainState};
 use crate::init::{HostState, Matrix, Params};
-use crate::io::summary::DeviceSummary;
 use crate::job::{Activation, Job, OptimizerKind};
+use crate::state::OptCounters;
 use crate::wait::Wait;
 
 /// The CPU backend: the whole state in host memory.

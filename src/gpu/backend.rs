@@ -13,10 +13,10 @@ use super::memory::{
 use super::plan::{Dataset, Net, PlanKey};
 use super::record::{record, record_timed, scoped, Dispatch, Profiler, MAX_QUERIES};
 use super::{GpuContext, Opt, Timestamps};
+use crate::backend::DeviceSummary;
 use crate::backend::{Backend, Stats, TrainState};
 use crate::error::{Error, Result};
 use crate::init::{HostState, Matrix, Params};
-use crate::io::summary::DeviceSummary;
 use crate::job::Job;
 use crate::wait::Wait;
 use std::collections::HashMap;

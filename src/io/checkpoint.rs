@@ -14,10 +14,10 @@
 //! checkpoint whole, the model file with that `prev` file, which [`load`] pairs by generation.
 
 use crate::backend::TrainState;
-use crate::cpu::OptCounters;
 use crate::error::{Error, Result};
 use crate::init::{Matrix, Params};
 use crate::job::{Activation, Job, Named, OptimizerKind};
+use crate::state::OptCounters;
 use safetensors::{tensor::TensorView, Dtype, SafeTensors};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

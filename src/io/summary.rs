@@ -1,26 +1,10 @@
 //! The run summary (one JSON object that scripts and benchmarks read).
 
+pub use crate::backend::DeviceSummary;
 use crate::error::{Error, Result};
 use crate::job::Job;
 use serde::Serialize;
 use std::path::Path;
-
-/// Where a run ran.
-#[derive(Debug, Clone, Serialize)]
-pub struct DeviceSummary {
-    /// `cpu` or `gpu`.
-    pub kind: String,
-    pub name: String,
-    pub device_type: String,
-    pub backend: String,
-    pub driver: String,
-    /// The memory layout of the matrices (`texels` or `buffer`; GPU only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub layout: Option<String>,
-    /// The device limits requested (`adapter` or `webgpu`; GPU only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub limits: Option<String>,
-}
 
 /// Timings of a run, in seconds.
 #[derive(Debug, Clone, Serialize)]

@@ -78,7 +78,7 @@ pub(crate) const SHARED_COUNTERS_OFFSET: u64 = 256;
 /// its last step (word 5, what the updates read with a schedule), and the schedule's words from
 /// word 8 (see `shaders/loss_reduce.wgsl`).
 pub(crate) fn counter_slot(
-    c: &crate::cpu::OptCounters,
+    c: &crate::state::OptCounters,
     run_step: u32,
     (schedule, base_lr): (&LrSchedule, f32),
 ) -> [u32; 16] {
@@ -93,8 +93,8 @@ pub(crate) fn counter_slot(
 /// The whole `state` buffer for the counters `c` of every layer and `shared` of a dynamic-depth
 /// net's shared layer (at [`SHARED_COUNTERS_OFFSET`]), at the run's step `c.t`.
 pub(crate) fn state_words(
-    c: &crate::cpu::OptCounters,
-    shared: &crate::cpu::OptCounters,
+    c: &crate::state::OptCounters,
+    shared: &crate::state::OptCounters,
     schedule: (&LrSchedule, f32),
 ) -> Vec<u32> {
     let at = SHARED_COUNTERS_OFFSET as usize / 4;
@@ -107,7 +107,7 @@ pub(crate) fn state_words(
 /// The whole `state` buffer at the start of a job: [`INITIAL_COUNTERS`] in both slots, step 0,
 /// the job's schedule and base rate.
 pub(crate) fn initial_state(job: &crate::job::Job) -> Vec<u32> {
-    let start = crate::cpu::OptCounters::default();
+    let start = crate::state::OptCounters::default();
     let schedule = (&job.lr_schedule, job.lr);
     debug_assert_eq!(counter_slot(&start, 0, schedule)[..4], INITIAL_COUNTERS[..]);
     state_words(&start, &start, schedule)
@@ -163,8 +163,8 @@ pub(crate) fn loss_reduce_dispatch(
 }
 
 /// Step counters from the words `[_, t, bits of beta1^t, bits of beta2^t]`.
-pub(crate) fn counters_of(words: &[f32]) -> crate::cpu::OptCounters {
-    crate::cpu::OptCounters {
+pub(crate) fn counters_of(words: &[f32]) -> crate::state::OptCounters {
+    crate::state::OptCounters {
         t: words[1].to_bits(),
         beta1_t: words[2],
         beta2_t: words[3],

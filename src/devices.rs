@@ -1,0 +1,214 @@
+//! The devices a front end (bench, verify, the page) runs on: the host machine, each device as the
+//! results files describe it, and opening every adapter the user chose (or all of them) beside the
+//! CPU path.
+
+use crate::error::Result;
+use crate::gpu::context::{self, DeviceChoice, LimitsChoice};
+use crate::gpu::layout::Layout;
+use crate::gpu::GpuContext;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// The machine the bench ran on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Host {
+    pub cpu: String,
+    pub threads: usize,
+    pub os: String,
+    pub arch: String,
+    /// The FMA peak of the CPU path's threads, measured before the CPU rows (none in a run
+    /// without them, and in files from before it was measured).
+    #[serde(default)]
+    pub fma_peak: Option<FmaPeak>,
+}
+
+/// The machine's measured FMA peak (`bench::peak`): what the CPU rows' share of peak is of.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FmaPeak {
+    /// `avx512f`, `avx2+fma`, `neon` or `scalar`.
+    pub isa: String,
+    /// Threads that ran at once (the CPU path's).
+    pub threads: usize,
+    pub gflops: f64,
+}
+
+/// One device of the run: the CPU path or a GPU adapter.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceInfo {
+    /// `cpu`, or the adapter's name.
+    pub name: String,
+    /// `cpu` or `gpu`.
+    pub kind: String,
+    #[serde(default)]
+    pub vendor: u32,
+    #[serde(default)]
+    pub device: u32,
+    pub device_type: String,
+    pub backend: String,
+    pub driver: String,
+    pub driver_info: String,
+    /// How kernels were timed: `inside-passes`, `per-pass` or `none` (wall clock only).
+    pub timestamps: String,
+    /// Matmul shapes the tuning cache held when the run started.
+    #[serde(default)]
+    pub tuned_shapes: usize,
+    /// Why the device could not be used at all, if it could not.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// The memory layout of the GPU cases (none for the CPU, and in schema 1).
+    #[serde(default)]
+    pub layout: Option<crate::gpu::layout::Layout>,
+}
+
+impl DeviceInfo {
+    /// `name (backend)`, short enough for a table column.
+    pub fn label(&self) -> String {
+        if self.kind == "cpu" {
+            format!("cpu ({})", self.name)
+        } else {
+            match self.layout {
+                Some(l) => format!("{} ({}, {l})", self.name, self.backend),
+                None => format!("{} ({})", self.name, self.backend),
+            }
+        }
+    }
+}
+
+/// A device of the run, opened.
+pub enum Device {
+    Cpu,
+    /// An adapter and the memory layout its cases run in.
+    Gpu(Arc<GpuContext>, Layout),
+}
+
+/// The machine this process runs on.
+pub fn host() -> Host {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    Host {
+        cpu,
+        threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        os: std::env::consts::OS.into(),
+        arch: std::env::consts::ARCH.into(),
+        fma_peak: None,
+    }
+}
+
+/// The CPU path as the results describe it.
+pub fn cpu_info() -> DeviceInfo {
+    DeviceInfo {
+        name: host().cpu,
+        kind: "cpu".into(),
+        vendor: 0,
+        device: 0,
+        device_type: "Cpu".into(),
+        backend: "cpu".into(),
+        driver: format!(
+            "gpu-train {} (gemm, {} kernels, {} threads)",
+            env!("CARGO_PKG_VERSION"),
+            crate::cpu::kernels(),
+            crate::cpu::threads()
+        ),
+        driver_info: String::new(),
+        timestamps: "none".into(),
+        tuned_shapes: 0,
+        error: None,
+        layout: None,
+    }
+}
+
+/// An opened adapter as the results describe it: its layout, timestamps and tuned shapes.
+pub fn opened_info(ctx: &GpuContext, layout: Layout) -> DeviceInfo {
+    DeviceInfo {
+        layout: Some(layout),
+        timestamps: serde_json::to_value(ctx.timestamps())
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default(),
+        tuned_shapes: ctx.tuning.len(),
+        ..gpu_info(&ctx.info)
+    }
+}
+
+/// An adapter as the results describe it, before it is opened.
+pub fn gpu_info(info: &wgpu::AdapterInfo) -> DeviceInfo {
+    DeviceInfo {
+        name: info.name.clone(),
+        kind: "gpu".into(),
+        vendor: info.vendor,
+        device: info.device,
+        device_type: format!("{:?}", info.device_type),
+        backend: info.backend.to_string(),
+        driver: info.driver.clone(),
+        driver_info: info.driver_info.clone(),
+        timestamps: "none".into(),
+        tuned_shapes: 0,
+        error: None,
+        layout: None,
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+/// The devices to run on, in order: `--device` values, or every adapter that can run compute
+/// shaders and then the CPU. An adapter that cannot be opened is listed with its error.
+pub fn open_devices(
+    choices: &[String],
+    layout: Option<Layout>,
+    limits: LimitsChoice,
+) -> Result<Vec<(DeviceInfo, Option<Device>)>> {
+    let mut out = Vec::new();
+    let open = |entry: context::AdapterEntry| {
+        let mut info = gpu_info(&entry.info);
+        let opened = GpuContext::open(&entry.adapter, limits).and_then(|ctx| {
+            let layout = layout.unwrap_or_else(|| ctx.auto_layout());
+            ctx.kernels.layout(layout)?;
+            Ok((ctx, layout))
+        });
+        match opened {
+            Ok((ctx, layout)) => {
+                let info = opened_info(&ctx, layout);
+                (info, Some(Device::Gpu(ctx, layout)))
+            }
+            Err(e) => {
+                info.error = Some(e.to_string());
+                (info, None)
+            }
+        }
+    };
+    if choices.is_empty() {
+        let adapters: Vec<_> = (context::list_adapters().into_iter())
+            .filter(|a| a.compute)
+            .collect();
+        if adapters.is_empty() {
+            eprintln!(
+                "notice: no GPU adapter found, benchmarking the CPU path only (on Linux, `apt-get \
+                 install mesa-vulkan-drivers` gives the software adapter lavapipe)"
+            );
+        }
+        for entry in adapters {
+            out.push(open(entry));
+        }
+        out.push((cpu_info(), Some(Device::Cpu)));
+        return Ok(out);
+    }
+    for c in choices {
+        match DeviceChoice::parse(c)? {
+            DeviceChoice::Cpu => out.push((cpu_info(), Some(Device::Cpu))),
+            choice => match context::choose(&choice, context::list_adapters())? {
+                Some(entry) => out.push(open(entry)),
+                None => {
+                    eprintln!("notice: --device {c}: no GPU adapter; benchmarking the CPU");
+                    out.push((cpu_info(), Some(Device::Cpu)));
+                }
+            },
+        }
+    }
+    Ok(out)
+}
