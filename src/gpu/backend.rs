@@ -6,22 +6,19 @@ use super::kernels::loss_reduce::{
 };
 use super::layout::Layout;
 use super::layout::{from_padded, pad4, to_padded};
-use super::memory::{
-    self, banded_matrix, data_array, matrix, storage, vector, Banded, GpuMatrix, Storage,
-    BAND_ALIGN_ROWS, STORAGE,
-};
-use super::plan::{Dataset, Net, PlanKey};
+use super::memory::Storage;
+use super::net::Net;
+use super::plan::PlanKey;
 use super::record::{record, record_timed, scoped, Dispatch, Profiler, MAX_QUERIES};
-use super::{GpuContext, Opt, Timestamps};
+use super::{GpuContext, Timestamps};
 use crate::backend::DeviceSummary;
 use crate::backend::{Backend, Stats, TrainState};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::init::{HostState, Matrix, Params};
 use crate::job::Job;
 use crate::wait::Wait;
 use std::collections::HashMap;
 use std::sync::Arc;
-use wgpu::util::DeviceExt;
 
 /// The GPU backend. Build it with [`GpuBackend::new`] from an open [`GpuContext`].
 pub struct GpuBackend {
@@ -42,51 +39,6 @@ pub struct GpuBackend {
     /// Seconds spent recording and submitting.
     pub(crate) encode_s: f64,
     pub(crate) profiler: Option<Profiler>,
-}
-
-/// Padded batch rows per band: `usize::MAX` where the batch's matrices fit one storage binding
-/// (always in the texels layout, whose textures have their own limits), else the most rows of the
-/// widest that fit one, a multiple of [`BAND_ALIGN_ROWS`]. Mini-batches gathered on the GPU are
-/// not banded: refused with the limit.
-fn row_band(ctx: &GpuContext, job: &Job, layout: Layout) -> Result<usize> {
-    let d = &job.layers;
-    let apps = job.applications(job.max_uses());
-    let widest = (apps.iter().map(|&l| d[l + 1]))
-        .chain([d[0], d[job.depth()]])
-        .max()
-        .unwrap_or(1);
-    let row_bytes = (pad4(widest) * 4) as u64;
-    let limit = ctx.limits.max_storage_buffer_binding_size;
-    if layout != Layout::Buffer || pad4(job.batch) as u64 * row_bytes <= limit {
-        return Ok(usize::MAX);
-    }
-    let rows = ((limit / row_bytes) as usize / BAND_ALIGN_ROWS) * BAND_ALIGN_ROWS;
-    if rows == 0 || job.minibatched() {
-        let (buffer, needed) = match rows {
-            0 => (
-                format!("a band of {BAND_ALIGN_ROWS} batch rows of {widest} columns"),
-                BAND_ALIGN_ROWS as u64 * row_bytes,
-            ),
-            _ => (
-                format!(
-                    "a mini-batch of {} rows gathered on the GPU (not split in bands)",
-                    job.batch
-                ),
-                pad4(job.batch) as u64 * row_bytes,
-            ),
-        };
-        return Err(Error::TooLarge {
-            buffer,
-            needed: memory::fmt_bytes(needed),
-            limit: "max_storage_buffer_binding_size",
-            allowed: memory::fmt_bytes(limit),
-        });
-    }
-    log::info!(
-        "the batch's matrices exceed one storage binding ({limit} bytes): {} bands of {rows} rows",
-        pad4(job.batch).div_ceil(rows)
-    );
-    Ok(rows)
 }
 
 impl GpuBackend {
@@ -138,270 +90,16 @@ impl GpuBackend {
         host: &HostState,
         layout: Layout,
     ) -> Result<Self> {
-        let b = job.batch;
-        let depth = job.depth();
-        let d = &job.layers;
-        // The dataset is x and y themselves when it is one batch; else it stays resident in
-        // texture arrays and each step gathers its batch into x and y.
-        let upload = !job.minibatched();
-        let row_band = row_band(&ctx, job, layout)?;
-        let banded = row_band < pad4(b);
-        // The batch's matrices, bound in bands of rows where they exceed one binding.
-        let matrix = |ctx: &GpuContext, layout, label: &str, rows, cols, data| match banded {
-            true => banded_matrix(ctx, layout, label, rows, cols, data),
-            false => matrix(ctx, layout, label, rows, cols, data),
-        };
-        let x = matrix(
-            &ctx,
-            layout,
-            &format!("x ({b}x{} f32)", d[0]),
-            b,
-            d[0],
-            upload.then_some(&host.x.data[..]),
-        )?;
-        let y = matrix(
-            &ctx,
-            layout,
-            &format!("y ({b}x{} f32)", d[depth]),
-            b,
-            d[depth],
-            upload.then_some(&host.y.data[..]),
-        )?;
-        // w1, w2, ... as uploaded (and in the texels layout the second texture of each pair), and
-        // dw1, dw2, ... (the gradients, for `gradients()`).
-        let per_weight = |name: &str, upload: bool| {
-            host.weights
-                .iter()
-                .enumerate()
-                .map(|(l, w)| {
-                    let label = format!("{name}{} ({}x{} f32)", l + 1, w.rows, w.cols);
-                    let data = upload.then_some(&w.data[..]);
-                    memory::matrix(&ctx, layout, &label, w.rows, w.cols, data)
-                })
-                .collect::<Result<Vec<_>>>()
-        };
-        let mut weights: Vec<Vec<GpuMatrix>> = (per_weight("w", true)?.into_iter())
-            .map(|w| vec![w])
-            .collect();
-        if layout.pairs() {
-            for (pair, w) in weights.iter_mut().zip(per_weight("w", false)?) {
-                pair.push(w);
-            }
-        }
-        let dws = per_weight("dw", false)?;
-        let per_bias = |name: &str, upload: bool| {
-            host.biases
-                .iter()
-                .enumerate()
-                .map(|(l, bias)| {
-                    let label = format!("{name}{} ({} f32)", l + 1, bias.cols);
-                    vector(
-                        &ctx,
-                        &label,
-                        bias.cols,
-                        upload.then_some(&bias.data[..]),
-                        0.0,
-                    )
-                })
-                .collect::<Result<Vec<_>>>()
-        };
-        let biases = per_bias("b", true)?;
-        let dbs = per_bias("db", false)?;
-        // The optimizer's state: per weight, then per bias, one zeroed buffer (banded) with as
-        // many copies as the step keeps (momentum: 1, Adam: 2), in the padded layout of what
-        // they follow.
-        let opt = Opt::of(&job.optimizer);
-        let opt_state = (host.weights.iter().chain(&host.biases).enumerate())
-            .map(|(i, m)| {
-                let copies = opt.state_buffers();
-                let label = format!("optimizer state of tensor {}", i + 1);
-                (copies > 0)
-                    .then(|| Banded::with_copies(&ctx, &label, m.rows, m.cols, copies))
-                    .transpose()
-            })
-            .collect::<Result<Vec<_>>>()?;
-        // One activation and one gradient per product but the last, for the most uses of a
-        // shared layer, then the output gradient.
-        let apps = job.applications(job.max_uses());
-        let hidden = |name: &str| {
-            (apps[..apps.len() - 1].iter().enumerate())
-                .map(|(j, &l)| {
-                    let label = format!("{name}{} ({b}x{} f32)", j + 1, d[l + 1]);
-                    matrix(&ctx, layout, &label, b, d[l + 1], None)
-                })
-                .collect::<Result<Vec<_>>>()
-        };
-        let acts = hidden("a")?;
-        let mut grads = hidden("g")?;
-        let label = format!("output gradient ({b}x{} f32)", d[depth]);
-        grads.push(matrix(&ctx, layout, &label, b, d[depth], None)?);
-        // The per-element losses, one buffer per band of rows.
-        let bands: Vec<(usize, usize)> = (0..pad4(b))
-            .step_by(row_band.min(pad4(b)))
-            .map(|r0| (r0, (r0 + row_band).min(pad4(b))))
-            .collect();
-        // One buffer of `cols` per band of rows, named `what`.
-        let per_band = |what: &str, cols: usize| {
-            (bands.iter().enumerate())
-                .map(|(j, &(r0, r1))| {
-                    let label = match banded {
-                        true => format!("{what} (band {})", j + 1),
-                        false => what.to_string(),
-                    };
-                    let buf = storage(&ctx, &label, (r1 - r0) * pad4(cols), None)?;
-                    Ok(Banded::whole(buf, r1 - r0, cols))
-                })
-                .collect::<Result<Vec<_>>>()
-        };
-        let what = match job.loss.is_classification() {
-            true => "logits",
-            false => "per-element losses",
-        };
-        let sq = per_band(what, d[depth])?;
-        // GELU's inputs, for its backward pass.
-        let pre = match job.activation.needs_input() {
-            true => (apps[..apps.len() - 1].iter().enumerate())
-                .map(|(j, &l)| per_band(&format!("z{} (GELU's input)", j + 1), d[l + 1]))
-                .collect::<Result<Vec<_>>>()?,
-            false => Vec::new(),
-        };
-        // With bands: each band's loss slot, the slots, and the gradient sums over the bands.
-        let band_slots: Vec<wgpu::Buffer> = (0..if banded { bands.len() } else { 0 })
-            .map(|j| {
-                ctx.device
-                    .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                        label: Some("band loss slot"),
-                        contents: bytemuck::cast_slice(&[j as u32, 0, 0, 0]),
-                        usage: STORAGE,
-                    })
-            })
-            .collect();
-        let band_sums = banded
-            .then(|| storage(&ctx, "band loss sums", pad4(bands.len()), None))
-            .transpose()?;
-        let own_sum = |l: usize| banded && job.shared_layer() != Some(l);
-        let band_sum_w = (0..depth)
-            .map(|l| {
-                let label = format!("w{} gradient summed over the bands", l + 1);
-                (own_sum(l))
-                    .then(|| Banded::new(&ctx, &label, d[l], d[l + 1]))
-                    .transpose()
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let band_sum_b = (0..depth)
-            .map(|l| {
-                let label = format!("b{} gradient summed over the bands", l + 1);
-                (own_sum(l) && job.bias)
-                    .then(|| vector(&ctx, &label, d[l + 1], None, 0.0))
-                    .transpose()
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let (sum_w, sum_b) = match job.shared_layer() {
-            Some(s) => (
-                Some(Banded::new(
-                    &ctx,
-                    "shared weight gradient sum",
-                    d[s],
-                    d[s + 1],
-                )?),
-                match job.bias {
-                    true => Some(vector(
-                        &ctx,
-                        "shared bias gradient sum",
-                        d[s + 1],
-                        None,
-                        0.0,
-                    )?),
-                    false => None,
-                },
-            ),
-            None => (None, None),
-        };
-
-        let flops = job.flops_with_uses(job.max_uses()).max(1.0);
-        // Bound one submission's work (about 20 GFLOP) so no driver watchdog fires on big jobs,
-        // and its row indices to 16 MiB.
-        // The loss history (4 bytes a step) and the batch rows (4 a row) are single buffers.
-        let l = &ctx.limits;
-        let limit = l.max_storage_buffer_binding_size.min(l.max_buffer_size) as usize;
-        let max_steps = ((2e10 / flops) as usize)
-            .clamp(1, 100_000)
-            .min((1 << 22) / b)
-            .min(limit / 4 / b)
-            .max(1);
-        let rows = job.dataset_rows();
-        let data = if job.minibatched() {
-            let index = storage(&ctx, "batch rows", max_steps * b, None)?;
-            Some(Dataset {
-                x: data_array(
-                    &ctx,
-                    layout,
-                    &format!("dataset x ({rows}x{} f32)", d[0]),
-                    rows,
-                    d[0],
-                    &host.x.data,
-                )?,
-                y: data_array(
-                    &ctx,
-                    layout,
-                    &format!("dataset y ({rows}x{} f32)", d[depth]),
-                    rows,
-                    d[depth],
-                    &host.y.data,
-                )?,
-                index,
-            })
-        } else {
-            None
-        };
-        // The warm-up below runs one step of each plan.
-        let history = storage(
-            &ctx,
-            "loss history",
-            max_steps.max(2 * job.max_uses() + 2),
-            None,
-        )?;
-        let state = ctx
-            .device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some("epoch index and optimizer counters"),
-                contents: bytemuck::cast_slice(&initial_state(job)),
-                usage: STORAGE,
-            });
+        let (net, max_steps) = Net::allocate(&ctx, job, host, layout)?;
         let staging = ctx.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("history readback"),
             size: (max_steps * 4) as u64,
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        let net = Net {
-            job: job.clone(),
-            layout,
-            x,
-            y,
-            weights,
-            dws,
-            biases,
-            dbs,
-            opt_state,
-            acts,
-            pre,
-            grads,
-            sq,
-            row_band,
-            band_slots,
-            band_sums,
-            band_sum_w,
-            band_sum_b,
-            sum_w,
-            sum_b,
-            data,
-            history,
-            state,
-        };
         let mut plans = HashMap::new();
-        let mut batch_rows = vec![b];
-        if job.last_batch_rows() != b {
+        let mut batch_rows = vec![job.batch];
+        if job.last_batch_rows() != job.batch {
             batch_rows.push(job.last_batch_rows());
         }
         for rows in batch_rows {

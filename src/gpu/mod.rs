@@ -42,6 +42,7 @@ pub mod context;
 pub mod kernels;
 pub mod layout;
 pub mod memory;
+pub mod net;
 pub mod plan;
 pub mod record;
 pub mod tune;

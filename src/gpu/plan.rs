@@ -8,13 +8,12 @@ use super::kernels::loss_reduce::{
 };
 use super::kernels::matmul::{matmul_dispatch, MatmulBind, Windows};
 use super::kernels::optimizer::OptBind;
-use super::layout::pad4;
-use super::layout::Layout;
-use super::memory::{Banded, DataArray, GpuMatrix};
+use super::memory::GpuMatrix;
+use super::net::Net;
 use super::record::Dispatch;
 use super::{Acc, Act, GpuContext, MatmulKey, Mode, Opt, Update};
 use crate::error::Result;
-use crate::job::{Activation, Job};
+use crate::job::Activation;
 
 /// Which recorded epoch: training or gradients only, how many times the shared layer of a
 /// dynamic-depth net runs, and which texture of each weight pair holds the current weights
@@ -30,81 +29,7 @@ pub(crate) struct PlanKey {
     pub(crate) shared_parity: usize,
 }
 
-/// A dataset resident on the GPU, its batches gathered by `shaders/gather.wgsl`.
-pub(crate) struct Dataset {
-    pub(crate) x: DataArray,
-    pub(crate) y: DataArray,
-    /// The rows of each step of the current chunk, `job.batch` entries per step (uploaded once
-    /// per chunk).
-    pub(crate) index: wgpu::Buffer,
-}
-
-/// Every resource the recorded epochs bind, uploaded or allocated once.
-pub(crate) struct Net {
-    pub(crate) job: Job,
-    pub(crate) layout: Layout,
-    pub(crate) x: GpuMatrix,
-    pub(crate) y: GpuMatrix,
-    /// `weights[l][p]`: in the texels layout the two textures of weight matrix l, an epoch
-    /// reading `[p]` writing its step to `[1 - p]`; in the buffer layout the one buffer, `[0]`,
-    /// stepped in place.
-    pub(crate) weights: Vec<Vec<GpuMatrix>>,
-    /// The weight gradients, for `gradients()`.
-    pub(crate) dws: Vec<GpuMatrix>,
-    /// `biases[l]`: `pad4(d_{l+1})` f32, updated in place; empty without biases.
-    pub(crate) biases: Vec<wgpu::Buffer>,
-    pub(crate) dbs: Vec<wgpu::Buffer>,
-    /// The optimizer's state: per weight, then per bias, one banded buffer holding as many copies
-    /// (m, then v) as the step keeps; None for plain SGD.
-    pub(crate) opt_state: Vec<Option<Banded>>,
-    /// `acts[j]`: activation output of the j-th product of an epoch, for every product but the
-    /// last (as many as the most uses of a shared layer need).
-    pub(crate) acts: Vec<GpuMatrix>,
-    /// `grads[j]`: gradient w.r.t. the j-th product's output, as `acts`; the last entry is the
-    /// output layer's.
-    pub(crate) grads: Vec<GpuMatrix>,
-    /// `pre[j][band]`: the j-th product's pre-activation, for an activation whose backward pass
-    /// needs its input (GELU), one buffer per band of batch rows; empty else.
-    pub(crate) pre: Vec<Vec<Banded>>,
-    /// Per-element losses of the output layer (its logits, for cross-entropy): one buffer per
-    /// band of batch rows.
-    pub(crate) sq: Vec<Banded>,
-    /// Padded batch rows per band where the batch's matrices exceed one storage binding (buffer
-    /// layout; a multiple of `BAND_ALIGN_ROWS`), else `usize::MAX`: each product over the batch
-    /// then runs once per band on windows of the matrices, the weight and bias gradients summed
-    /// over the bands in order (the `Acc` chain of a shared layer), the loss summed from per-band
-    /// partial sums.
-    pub(crate) row_band: usize,
-    /// Per band, a slot index (`[j, 0, 0, 0]`) for its partial loss sum in `band_sums`.
-    pub(crate) band_slots: Vec<wgpu::Buffer>,
-    pub(crate) band_sums: Option<wgpu::Buffer>,
-    /// Per layer, the weight and bias gradients summed over the bands (None unbanded, and for a
-    /// shared layer, which sums in `sum_w` and `sum_b`).
-    pub(crate) band_sum_w: Vec<Option<Banded>>,
-    pub(crate) band_sum_b: Vec<Option<wgpu::Buffer>>,
-    /// A dynamic-depth net's shared weight and bias gradients, summed over its uses.
-    pub(crate) sum_w: Option<Banded>,
-    pub(crate) sum_b: Option<wgpu::Buffer>,
-    /// The dataset resident on the GPU, for mini-batches (None: the dataset is one batch, in x
-    /// and y).
-    pub(crate) data: Option<Dataset>,
-    /// Loss of each step of the current chunk.
-    pub(crate) history: wgpu::Buffer,
-    /// `[step index within the chunk, optimizer step t, bits of beta1^t, bits of beta2^t]`, and
-    /// the shared layer's `[_, t, beta1^t, beta2^t]` at `SHARED_COUNTERS_OFFSET`.
-    pub(crate) state: wgpu::Buffer,
-}
-
 impl Net {
-    /// The bands of `pad4(rows)` padded batch rows (one, unbanded).
-    pub(crate) fn bands(&self, rows: usize) -> Vec<(usize, usize)> {
-        let padded = pad4(rows);
-        (0..padded)
-            .step_by(self.row_band.min(padded).max(1))
-            .map(|r0| (r0, (r0 + self.row_band).min(padded)))
-            .collect()
-    }
-
     /// One epoch's dispatches: forward, `loss_reduce`, backward (see the module's description),
     /// over the products `job.applications(key.uses)`.
     pub(crate) fn plan<'a>(&'a self, ctx: &GpuContext, key: PlanKey) -> Result<Vec<Dispatch>> {

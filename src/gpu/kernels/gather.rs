@@ -2,7 +2,7 @@
 
 use crate::gpu::layout::pad4;
 use crate::gpu::memory::uniform;
-use crate::gpu::plan::{Dataset, Net};
+use crate::gpu::net::{Dataset, Net};
 use crate::gpu::record::{bind_group, Dispatch};
 use crate::gpu::GpuContext;
 
