@@ -1,5 +1,5 @@
 // The activation between layers and its backward pass, per vec4, in the f32 operations of the
-// CPU's `act_forward` and `act_backward` (src/cpu/ops.rs). Put in front of matmul.wgsl, whose
+// CPU's `act_forward` and `act_backward` (src/cpu/activation.rs). Put in front of matmul.wgsl, whose
 // MODE 1 epilogue applies act_forward and MODE 2 epilogue act_backward.
 //
 //   ACT 0 none        a = z                               g
@@ -16,7 +16,7 @@
 // its relative precision. tanh is written out too (the builtin's precision and its overflow for
 // large |z| are left to each implementation by WebGPU).
 
-override ACT: u32 = 1u;
+override ACT: u32 = ACT_RELU;
 override SLOPE: f32 = 0.0;
 
 fn act_tanh(z: vec4<f32>) -> vec4<f32> {
@@ -54,11 +54,11 @@ fn normal_cdf(z: vec4<f32>) -> vec4<f32> {
 
 fn act_forward(z: vec4<f32>) -> vec4<f32> {
     switch ACT {
-        case 1u: { return max(z, vec4<f32>(0.0)); }
-        case 2u: { return select(SLOPE * z, z, z > vec4<f32>(0.0)); }
-        case 3u: { return act_tanh(z); }
-        case 4u: { return 1.0 / (1.0 + exp(-z)); }
-        case 5u: { return z * normal_cdf(z); }
+        case ACT_RELU: { return max(z, vec4<f32>(0.0)); }
+        case ACT_LEAKY_RELU: { return select(SLOPE * z, z, z > vec4<f32>(0.0)); }
+        case ACT_TANH: { return act_tanh(z); }
+        case ACT_SIGMOID: { return 1.0 / (1.0 + exp(-z)); }
+        case ACT_GELU: { return z * normal_cdf(z); }
         default: { return z; }
     }
 }
@@ -66,11 +66,11 @@ fn act_forward(z: vec4<f32>) -> vec4<f32> {
 // g through the activation, from aux: the output a, or z for GELU.
 fn act_backward(g: vec4<f32>, aux: vec4<f32>) -> vec4<f32> {
     switch ACT {
-        case 1u: { return select(vec4<f32>(0.0), g, aux > vec4<f32>(0.0)); }
-        case 2u: { return select(SLOPE * g, g, aux > vec4<f32>(0.0)); }
-        case 3u: { return g * (1.0 - aux * aux); }
-        case 4u: { return g * (aux * (1.0 - aux)); }
-        case 5u: {
+        case ACT_RELU: { return select(vec4<f32>(0.0), g, aux > vec4<f32>(0.0)); }
+        case ACT_LEAKY_RELU: { return select(SLOPE * g, g, aux > vec4<f32>(0.0)); }
+        case ACT_TANH: { return g * (1.0 - aux * aux); }
+        case ACT_SIGMOID: { return g * (aux * (1.0 - aux)); }
+        case ACT_GELU: {
             let pdf = exp(-0.5 * (aux * aux)) * 0.3989423;
             return g * (normal_cdf(aux) + aux * pdf);
         }

@@ -58,7 +58,7 @@
 
 override TRANS_A: bool = false;
 override TRANS_B: bool = false;
-override MODE: u32 = 0u;
+override MODE: u32 = MODE_STORE;
 override BIAS: bool = false;
 override ACC_IN: bool = false;
 override ACC_OUT: bool = false;
@@ -151,40 +151,40 @@ fn epilogue(row: u32, c4: u32, product: vec4<f32>) {
         return;
     }
     switch MODE {
-        case 1u: {
-            if (ACT == 5u) {
+        case MODE_ACTIVATE: {
+            if (ACT == ACT_GELU) {
                 aux_out[i] = v;
             }
             var a = act_forward(v);
-            if (ACT == 4u) {
+            if (ACT == ACT_SIGMOID) {
                 let col = vec4<u32>(4u * c4) + vec4<u32>(0u, 1u, 2u, 3u);
                 let real = (col < vec4<u32>(params.cols)) & vec4<bool>(row < params.rows);
                 a = select(vec4<f32>(0.0), a, real);
             }
             store_c(c4, row, a);
         }
-        case 2u: {
-            if (ACT == 5u) {
+        case MODE_ACTIVATION_GRAD: {
+            if (ACT == ACT_GELU) {
                 store_c(c4, row, act_backward(v, aux_out[i]));
             } else {
                 store_c(c4, row, act_backward(v, load_aux(c4, row)));
             }
         }
-        case 3u: {
+        case MODE_UPDATE: {
             let h = vec3<f32>(params.h0, params.h1, params.h2);
             store_c(c4, row, optimizer_apply(load_old(c4, row), v, i, params.scalar, h));
         }
-        case 4u: {
+        case MODE_SQUARED_ERROR: {
             let d = v - load_aux(c4, row);
             store_c(c4, row, params.scalar * d);
             aux_out[i] = d * d;
         }
-        case 5u: {
+        case MODE_ABS_ERROR: {
             let d = v - load_aux(c4, row);
             store_c(c4, row, params.scalar * sign(d));
             aux_out[i] = abs(d);
         }
-        case 6u: {
+        case MODE_LOGITS: {
             aux_out[i] = v;
         }
         default: { store_c(c4, row, v); }

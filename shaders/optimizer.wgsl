@@ -21,7 +21,7 @@
 // the step's learning rate, _, _, the schedule's words]. Plain SGD at a constant rate reads none
 // of them.
 
-override OPT: u32 = 0u;
+override OPT: u32 = OPT_SGD;
 override WD: f32 = 0.0;
 override SCHED: bool = false;
 
@@ -35,23 +35,23 @@ fn optimizer_apply(p: vec4<f32>, g0: vec4<f32>, i: u32, base_lr: f32, h: vec3<f3
         lr = bitcast<f32>(counters[5]);
     }
     var g = g0;
-    if (WD != 0.0 && OPT != 4u) {
+    if (WD != 0.0 && OPT != OPT_ADAMW) {
         g = g0 + WD * p;
     }
     switch OPT {
-        case 1u, 2u: {
+        case OPT_MOMENTUM, OPT_NESTEROV: {
             let mu = h.x;
             let m = mu * opt_state[i] + g;
             opt_state[i] = m;
             var s = m;
-            if (OPT == 2u) {
+            if (OPT == OPT_NESTEROV) {
                 s = g + mu * m;
             }
             return p - lr * s;
         }
-        case 3u, 4u: {
+        case OPT_ADAM, OPT_ADAMW: {
             var p0 = p;
-            if (OPT == 4u) {
+            if (OPT == OPT_ADAMW) {
                 p0 = p * (1.0 - lr * WD);
             }
             let b1 = h.x;

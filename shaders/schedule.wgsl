@@ -54,8 +54,8 @@ fn scheduled_lr(lr: f32, step: u32, kind: u32, a: u32, b: f32, warm: u32, start:
         n -= warm;
     }
     switch kind {
-        case 1u: { return lr * sched_powi(b, n / a); }
-        case 2u: { return b + (lr - b) * (0.5 * (1.0 + sched_cos_pi_ratio(n, a))); }
+        case SCHED_STEP: { return lr * sched_powi(b, n / a); }
+        case SCHED_COSINE: { return b + (lr - b) * (0.5 * (1.0 + sched_cos_pi_ratio(n, a))); }
         default: { return lr; }
     }
 }

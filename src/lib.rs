@@ -14,6 +14,7 @@ pub mod bench;
 pub mod check;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod cli;
+pub mod codes;
 pub mod cpu;
 pub mod devices;
 pub mod error;

@@ -6,6 +6,7 @@
 //! same rates as an uninterrupted one. The cosine is a polynomial of our own (not the WGSL
 //! builtin, whose precision WebGPU leaves to the implementation: 2^-11 absolute on Vulkan).
 
+use crate::codes;
 use crate::error::{Error, Result};
 use serde::{Serialize, Serializer};
 use std::fmt;
@@ -78,9 +79,9 @@ impl LrSchedule {
     /// warm-up start, bits of lr]`.
     pub fn words(&self, lr: f32) -> [u32; 6] {
         let (kind, a, b) = match self.main {
-            Schedule::Constant => (0, 1, 0),
-            Schedule::Step { every, gamma } => (1, every, gamma.to_bits()),
-            Schedule::Cosine { t_max, min_lr } => (2, t_max, min_lr.to_bits()),
+            Schedule::Constant => (codes::SCHED_CONSTANT, 1, 0),
+            Schedule::Step { every, gamma } => (codes::SCHED_STEP, every, gamma.to_bits()),
+            Schedule::Cosine { t_max, min_lr } => (codes::SCHED_COSINE, t_max, min_lr.to_bits()),
         };
         let (ws, wstart) = self.warmup.map_or((0, 1.0f32), |w| (w.steps, w.start));
         [kind, a, b, ws, wstart.to_bits(), lr.to_bits()]

@@ -78,18 +78,6 @@ impl Activation {
         }
     }
 
-    /// The `ACT` override of `shaders/activation.wgsl`.
-    pub fn code(self) -> u32 {
-        match self {
-            Activation::None => 0,
-            Activation::Relu => 1,
-            Activation::LeakyRelu(_) => 2,
-            Activation::Tanh => 3,
-            Activation::Sigmoid => 4,
-            Activation::Gelu => 5,
-        }
-    }
-
     /// The leaky ReLU's slope (0 for the others).
     pub fn slope(self) -> f32 {
         match self {

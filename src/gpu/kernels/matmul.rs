@@ -3,6 +3,7 @@
 
 use super::optimizer::{hyper, optimizer_bindings, OptBind};
 use super::{Opt, Update};
+use crate::codes;
 use crate::error::Result;
 use crate::gpu::layout::Layout;
 use crate::gpu::layout::{from_padded, pad4, padding_is_zero, to_padded};
@@ -12,22 +13,23 @@ use crate::gpu::GpuContext;
 
 /// The matmul kernel's epilogue, the `MODE` override of `shaders/matmul.wgsl`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u32)]
 pub enum Mode {
     /// `C = v`
-    Store = 0,
+    Store = codes::MODE_STORE,
     /// `C = act(v)`, the key's activation (GELU also keeps `AUX_OUT = v`)
-    Activate = 1,
+    Activate = codes::MODE_ACTIVATE,
     /// `C = v` through the activation below, from its output (AUX) or for GELU its input
     /// (AUX_OUT)
-    ActivationGrad = 2,
+    ActivationGrad = codes::MODE_ACTIVATION_GRAD,
     /// `C = step(AUX, v)`: the optimizer step (`Opt`) of the weights before the step (AUX)
-    Update = 3,
+    Update = codes::MODE_UPDATE,
     /// `d = v - AUX; C = s·d; AUX_OUT = d²` (squared-error losses; AUX = y)
-    SquaredError = 4,
+    SquaredError = codes::MODE_SQUARED_ERROR,
     /// `d = v - AUX; C = s·sign(d); AUX_OUT = |d|` (L1 loss; AUX = y)
-    AbsError = 5,
+    AbsError = codes::MODE_ABS_ERROR,
     /// `AUX_OUT = v`: the logits of a cross-entropy net, for `cross_entropy.wgsl`
-    Logits = 6,
+    Logits = codes::MODE_LOGITS,
 }
 
 impl Mode {
@@ -192,8 +194,17 @@ pub struct Act {
 
 impl Act {
     pub fn of(a: crate::job::Activation) -> Self {
+        use crate::job::Activation;
+        let code = match a {
+            Activation::None => codes::ACT_NONE,
+            Activation::Relu => codes::ACT_RELU,
+            Activation::LeakyRelu(_) => codes::ACT_LEAKY_RELU,
+            Activation::Tanh => codes::ACT_TANH,
+            Activation::Sigmoid => codes::ACT_SIGMOID,
+            Activation::Gelu => codes::ACT_GELU,
+        };
         Act {
-            code: a.code(),
+            code,
             slope_bits: a.slope().to_bits(),
         }
     }
@@ -231,7 +242,7 @@ impl MatmulKey {
     /// shared layer's uses reads and writes it, and GELU keeps its input there (written forward,
     /// read backward).
     pub fn binds_aux_out(&self) -> bool {
-        let gelu = self.act.code == crate::job::Activation::Gelu.code();
+        let gelu = self.act.code == codes::ACT_GELU;
         self.mode.is_loss()
             || self.acc != Acc::default()
             || (gelu && matches!(self.mode, Mode::Activate | Mode::ActivationGrad))
@@ -240,7 +251,7 @@ impl MatmulKey {
     /// Whether the variant reads AUX: the error modes (y), the activation's gradient (the
     /// output below, but for GELU) and the update of weight pairs (the old weights).
     pub fn reads_aux(&self) -> bool {
-        let gelu = self.act.code == crate::job::Activation::Gelu.code();
+        let gelu = self.act.code == codes::ACT_GELU;
         matches!(self.mode, Mode::SquaredError | Mode::AbsError)
             || (self.mode == Mode::ActivationGrad && !gelu)
             || (self.mode == Mode::Update && self.layout.pairs())

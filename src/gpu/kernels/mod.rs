@@ -27,28 +27,33 @@ macro_rules! shader {
     };
 }
 
-/// `shaders/optimizer.wgsl` and the layout's prelude are put in front of the kernels that update
-/// parameters, `activation.wgsl` in front of the matmul, `schedule.wgsl` in front of the loss
-/// reductions (which compute each step's learning rate); the layout's prelude in front of every
-/// kernel that touches a matrix.
+/// `shaders/codes.wgsl` (the named codes the kernels switch on) is put in front of every kernel
+/// that switches on one; `shaders/optimizer.wgsl` and the layout's prelude in front of the
+/// kernels that update parameters, `activation.wgsl` in front of the matmul, `schedule.wgsl` in
+/// front of the loss reductions (which compute each step's learning rate); the layout's prelude
+/// in front of every kernel that touches a matrix.
 pub const MATMUL_TEXELS_WGSL: &str = concat!(
+    shader!("codes.wgsl"),
     shader!("activation.wgsl"),
     shader!("optimizer.wgsl"),
     shader!("layout/texels/matmul.wgsl"),
     shader!("matmul.wgsl")
 );
 pub const MATMUL_BUFFER_WGSL: &str = concat!(
+    shader!("codes.wgsl"),
     shader!("activation.wgsl"),
     shader!("optimizer.wgsl"),
     shader!("layout/buffer/matmul.wgsl"),
     shader!("matmul.wgsl")
 );
 pub const BIAS_UPDATE_TEXELS_WGSL: &str = concat!(
+    shader!("codes.wgsl"),
     shader!("optimizer.wgsl"),
     shader!("layout/texels/bias_update.wgsl"),
     shader!("bias_update.wgsl")
 );
 pub const BIAS_UPDATE_BUFFER_WGSL: &str = concat!(
+    shader!("codes.wgsl"),
     shader!("optimizer.wgsl"),
     shader!("layout/buffer/bias_update.wgsl"),
     shader!("bias_update.wgsl")
@@ -56,12 +61,14 @@ pub const BIAS_UPDATE_BUFFER_WGSL: &str = concat!(
 /// `loss_reduce.wgsl` (its uniform block, bindings and reduction) in front of the layout's
 /// prelude and `cross_entropy.wgsl`.
 pub const CROSS_ENTROPY_TEXELS_WGSL: &str = concat!(
+    shader!("codes.wgsl"),
     shader!("schedule.wgsl"),
     shader!("loss_reduce.wgsl"),
     shader!("layout/texels/cross_entropy.wgsl"),
     shader!("cross_entropy.wgsl")
 );
 pub const CROSS_ENTROPY_BUFFER_WGSL: &str = concat!(
+    shader!("codes.wgsl"),
     shader!("schedule.wgsl"),
     shader!("loss_reduce.wgsl"),
     shader!("layout/buffer/cross_entropy.wgsl"),
@@ -72,7 +79,11 @@ pub const GATHER_TEXELS_WGSL: &str =
 pub const GATHER_BUFFER_WGSL: &str =
     concat!(shader!("layout/buffer/gather.wgsl"), shader!("gather.wgsl"));
 pub const MATMUL_NAIVE_WGSL: &str = shader!("matmul_naive.wgsl");
-pub const LOSS_REDUCE_WGSL: &str = concat!(shader!("schedule.wgsl"), shader!("loss_reduce.wgsl"));
+pub const LOSS_REDUCE_WGSL: &str = concat!(
+    shader!("codes.wgsl"),
+    shader!("schedule.wgsl"),
+    shader!("loss_reduce.wgsl")
+);
 
 /// Every composed shader source, by name, for the hash of the tuning cache and the reflection
 /// test.

@@ -1,18 +1,20 @@
 //! The optimizer step fused into the kernels that update parameters (`shaders/optimizer.wgsl`,
 //! put in front of `matmul.wgsl` and `bias_update.wgsl`): its variants and its bindings.
 
+use crate::codes;
 use crate::gpu::memory::Banded;
 use crate::gpu::GpuContext;
 
 /// The optimizer step of `shaders/optimizer.wgsl` (its `OPT` override).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[repr(u32)]
 pub enum Opt {
     #[default]
-    Sgd = 0,
-    Momentum = 1,
-    Nesterov = 2,
-    Adam = 3,
-    AdamW = 4,
+    Sgd = codes::OPT_SGD,
+    Momentum = codes::OPT_MOMENTUM,
+    Nesterov = codes::OPT_NESTEROV,
+    Adam = codes::OPT_ADAM,
+    AdamW = codes::OPT_ADAMW,
 }
 
 impl Opt {
