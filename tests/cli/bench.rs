@@ -5,32 +5,13 @@
 
 use crate::common;
 
-use assert_cmd::Command;
 use common::gpu_or_skip;
 use gpu_train::bench::results::{DeviceInfo, Host, HostOverhead, Results, Row, Status};
 use gpu_train::gpu::tune::Parity;
 use std::path::Path;
 
-fn bin() -> Command {
-    let mut c = Command::cargo_bin("gpu-train").unwrap();
-    c.env("XDG_RUNTIME_DIR", "/tmp");
-    c
-}
-
-struct Out {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-fn run(c: &mut Command) -> Out {
-    let o = c.output().unwrap();
-    Out {
-        code: o.status.code(),
-        stdout: String::from_utf8_lossy(&o.stdout).into(),
-        stderr: String::from_utf8_lossy(&o.stderr).into(),
-    }
-}
+use common::run::{bin, run_command as run};
+use std::process::Command;
 
 fn device(name: &str, kind: &str) -> DeviceInfo {
     DeviceInfo {

@@ -12,7 +12,6 @@
 
 use crate::common;
 
-use assert_cmd::Command;
 use common::{assert_within, fixture_path, gpu_or_skip, read_history_csv};
 use gpu_train::backend::Backend;
 use gpu_train::cpu::CpuBackend;
@@ -135,19 +134,18 @@ fn cli_reproduces_numpy_fixture_trajectory_from_init() {
     let job = fixture_job();
     let tmp = tempfile::tempdir().unwrap();
     let hist = tmp.path().join("history.csv");
-    let out = Command::new(env!("CARGO_BIN_EXE_gpu-train"))
-        .arg("--init")
-        .arg(fixture_path("small"))
-        .args(["--device", "cpu", "--quiet"])
-        .args(["--epochs", &job.epochs.to_string()])
-        .args(["--lr", &format!("{:e}", job.lr)])
-        .arg("--history")
-        .arg(&hist)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "exit {:?}: {stderr}", out.status);
-    assert!(!stderr.contains("panicked"), "{stderr}");
+    let out = crate::common::run::run_command(
+        crate::common::run::bin()
+            .arg("--init")
+            .arg(fixture_path("small"))
+            .args(["--device", "cpu", "--quiet"])
+            .args(["--epochs", &job.epochs.to_string()])
+            .args(["--lr", &format!("{:e}", job.lr)])
+            .arg("--history")
+            .arg(&hist),
+    )
+    .success();
+    assert!(out.stdout.contains("final loss"), "{}", out.describe());
     let got: Vec<f32> = read_history_csv(&hist).iter().map(|&v| v as f32).collect();
     check_trajectory("CLI (cpu) vs numpy", &got);
 }

@@ -4,7 +4,6 @@
 
 use crate::common;
 
-use assert_cmd::Command;
 use common::gpu_or_skip;
 use gpu_train::gpu::layout::Layout;
 use gpu_train::gpu::Block;
@@ -12,17 +11,8 @@ use gpu_train::verify::{Report, FORMAT, PERTURB_ENV};
 use std::collections::BTreeSet;
 
 fn verify(args: &[&str], envs: &[(&str, &str)]) -> (Option<i32>, String, String) {
-    let mut cmd = Command::cargo_bin("gpu-train").unwrap();
-    cmd.arg("verify").args(args).env("XDG_RUNTIME_DIR", "/tmp");
-    for (k, v) in envs {
-        cmd.env(k, v);
-    }
-    let o = cmd.output().unwrap();
-    (
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout).into(),
-        String::from_utf8_lossy(&o.stderr).into(),
-    )
+    let r = crate::run_env(["verify"].iter().chain(args), envs);
+    (r.code, r.stdout, r.stderr)
 }
 
 fn load(path: &std::path::Path) -> Report {

@@ -76,15 +76,23 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<std::ffi::OsStr>,
 {
-    let out = Command::new(env!("CARGO_BIN_EXE_gpu-train"))
-        .args(args)
-        .envs(envs.iter().copied())
-        .env(
-            "XDG_RUNTIME_DIR",
-            std::env::var("XDG_RUNTIME_DIR").unwrap_or("/tmp".into()),
-        )
-        .output()
-        .expect("run gpu-train");
+    run_command(bin().args(args).envs(envs.iter().copied()))
+}
+
+/// The binary as a command to add arguments and environment to (`XDG_RUNTIME_DIR` set, which
+/// lavapipe warns without).
+pub fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_gpu-train"));
+    c.env(
+        "XDG_RUNTIME_DIR",
+        std::env::var("XDG_RUNTIME_DIR").unwrap_or("/tmp".into()),
+    );
+    c
+}
+
+/// Run a command of [`bin`] to its end; never accepts a panic.
+pub fn run_command(c: &mut Command) -> Run {
+    let out = c.output().expect("run gpu-train");
     let r = Run {
         code: out.status.code(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
