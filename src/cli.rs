@@ -1,10 +1,10 @@
-//! Command-line definitions (clap). Values are parsed raw here and validated into a [`Job`] in
-//! `job.rs`, so that every error names the flag at fault.
+//! Command-line definitions (clap). Each flag's value is parsed into its type here, once, by the
+//! value parsers of [`values`] (clap's message names the flag and the value, ours what is wrong
+//! with it); the job is validated into a [`Job`] by `job::validate`, whose errors name the flag.
 //!
 //! [`Job`]: crate::job::Job
 
-use crate::error::Result;
-use crate::job;
+use crate::job::{Activation, InitScheme, Loss, OptimizerKind};
 use crate::spec::{DynamicSpec, JobSpec, OptimizerSpec, ScheduleSpec};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -126,12 +126,12 @@ pub struct TuneArgs {
     pub device: String,
 
     /// Tune the products of this net [default: 1000,100,10].
-    #[arg(long, value_name = "D0,D1,...")]
-    pub layers: Option<String>,
+    #[arg(long, value_parser = values::layers, value_name = "D0,D1,...")]
+    pub layers: Option<Vec<usize>>,
 
     /// ... at this batch size [default: 64].
-    #[arg(long, value_name = "N")]
-    pub batch: Option<String>,
+    #[arg(long, value_parser = values::count, value_name = "N")]
+    pub batch: Option<usize>,
 
     /// Also tune a plain product MxNxK (repeatable) [default: 1024x1024x1024].
     #[arg(long = "shape", value_name = "MxNxK")]
@@ -218,8 +218,8 @@ pub struct DatasetArgs {
     pub data: Option<PathBuf>,
 
     /// How many of the last columns of --data are targets.
-    #[arg(long, value_name = "K")]
-    pub targets: Option<String>,
+    #[arg(long, value_parser = values::count, value_name = "K")]
+    pub targets: Option<usize>,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -280,22 +280,22 @@ pub struct TrainArgs {
 
     /// Number of epochs (full passes over the dataset, one optimizer step per batch)
     /// [default: 500].
-    #[arg(long, value_name = "N", allow_hyphen_values = true)]
-    pub epochs: Option<String>,
+    #[arg(long, value_parser = values::count, value_name = "N", allow_hyphen_values = true)]
+    pub epochs: Option<usize>,
 
     /// Rows per optimizer step. A dataset with more rows is trained in mini-batches of this many
     /// rows, the last one shorter if need be [default: 64 (at most the dataset's rows), or the
     /// row count of the --init files].
-    #[arg(long, value_name = "N", allow_hyphen_values = true)]
-    pub batch: Option<String>,
+    #[arg(long, value_parser = values::count, value_name = "N", allow_hyphen_values = true)]
+    pub batch: Option<usize>,
 
     #[command(flatten)]
     pub dataset: DatasetArgs,
 
     /// Hold out this fraction of the dataset's rows (a seeded choice) and report the loss on them
     /// (and the accuracy, for one-hot targets) at every logged epoch and at the end.
-    #[arg(long, value_name = "FRACTION")]
-    pub val_split: Option<String>,
+    #[arg(long, value_parser = values::fraction, value_name = "FRACTION")]
+    pub val_split: Option<f64>,
 
     /// A held-out set's inputs (.npy), scored like --val-split's; with --val-y.
     #[arg(long, value_name = "FILE.npy")]
@@ -307,8 +307,8 @@ pub struct TrainArgs {
 
     /// Rows of the generated (standard normal) dataset, trained in mini-batches of --batch rows
     /// [default: one batch].
-    #[arg(long, value_name = "N", allow_hyphen_values = true)]
-    pub rows: Option<String>,
+    #[arg(long, value_parser = values::count, value_name = "N", allow_hyphen_values = true)]
+    pub rows: Option<usize>,
 
     /// With mini-batches, visit the rows in a new seeded order every epoch (the default).
     #[arg(long, overrides_with = "no_shuffle")]
@@ -320,19 +320,19 @@ pub struct TrainArgs {
 
     /// Layer widths from input to output, comma-separated; the activation between layers, none
     /// after the last [default: 1000,100,10, or the shapes of the --init files].
-    #[arg(long, value_name = "D0,D1,...")]
-    pub layers: Option<String>,
+    #[arg(long, value_parser = values::layers, value_name = "D0,D1,...")]
+    pub layers: Option<Vec<usize>>,
 
     /// Learning rate (finite, > 0) [default: 1e-6].
-    #[arg(long, value_name = "LR", allow_hyphen_values = true)]
-    pub lr: Option<String>,
+    #[arg(long, value_parser = values::real, value_name = "LR", allow_hyphen_values = true)]
+    pub lr: Option<f32>,
 
     /// Function between layers, as PyTorch's module of that name: `relu` (max(z, 0)),
     /// `leaky-relu[:SLOPE]` (z, or SLOPE·z below 0; SLOPE >= 0, default 0.01), `tanh`, `sigmoid`,
     /// `gelu` (z·Φ(z), the exact erf form), or `none` (a purely linear net). There is none after
     /// the last layer [default: relu].
-    #[arg(long, value_name = "NAME")]
-    pub activation: Option<String>,
+    #[arg(long, value_parser = values::activation, value_name = "NAME")]
+    pub activation: Option<Activation>,
 
     /// Loss, with d = prediction - target over all N = batch x output elements: `sse` (sum of d²),
     /// `mse` (mean of d², PyTorch's MSELoss), `half-sse` (½ sum of d², gradient d: the delta
@@ -340,20 +340,20 @@ pub struct TrainArgs {
     /// CrossEntropyLoss: log-softmax over each row of outputs, the negative log-likelihood of the
     /// target, the mean over rows; targets are class indices, an integer .npy or an integer CSV
     /// column, or rows of probabilities; accuracy is reported) [default: sse].
-    #[arg(long, value_name = "NAME")]
-    pub loss: Option<String>,
+    #[arg(long, value_parser = values::named::<Loss>, value_name = "NAME")]
+    pub loss: Option<Loss>,
 
     /// Optimizer: `sgd` (plain), `momentum` (PyTorch's SGD with momentum, see --momentum and
     /// --nesterov), `adam` (PyTorch's Adam, see --beta1, --beta2, --eps), `adamw` (PyTorch's
     /// AdamW: Adam with decoupled weight decay). Its state stays on the device [default: sgd].
-    #[arg(long, value_name = "NAME")]
-    pub optimizer: Option<String>,
+    #[arg(long, value_parser = values::named::<OptimizerKind>, value_name = "NAME")]
+    pub optimizer: Option<OptimizerKind>,
 
     /// Weight decay, >= 0, on every parameter (biases too, as PyTorch's one parameter group):
     /// for sgd, momentum and adam PyTorch's L2 form (wd·p added to the gradient), for adamw the
     /// decoupled form (p scaled by 1 - lr·wd) [default: 0, or 0.01 for adamw as in PyTorch].
-    #[arg(long, value_name = "WD", allow_hyphen_values = true)]
-    pub weight_decay: Option<String>,
+    #[arg(long, value_parser = values::real, value_name = "WD", allow_hyphen_values = true)]
+    pub weight_decay: Option<f32>,
 
     /// The learning rate of each optimizer step, as PyTorch's schedulers stepped once per step:
     /// `constant`, `step:EVERY:GAMMA` (StepLR: times GAMMA every EVERY steps) or
@@ -370,24 +370,24 @@ pub struct TrainArgs {
     pub warmup: Option<String>,
 
     /// Momentum factor of `--optimizer momentum`, in [0, 1) [default: 0.9].
-    #[arg(long, value_name = "MU", allow_hyphen_values = true)]
-    pub momentum: Option<String>,
+    #[arg(long, value_parser = values::real, value_name = "MU", allow_hyphen_values = true)]
+    pub momentum: Option<f32>,
 
     /// Nesterov momentum (with `--optimizer momentum`).
     #[arg(long)]
     pub nesterov: bool,
 
     /// Adam's decay of the gradient average, in [0, 1) [default: 0.9].
-    #[arg(long, value_name = "B1", allow_hyphen_values = true)]
-    pub beta1: Option<String>,
+    #[arg(long, value_parser = values::real, value_name = "B1", allow_hyphen_values = true)]
+    pub beta1: Option<f32>,
 
     /// Adam's decay of the squared-gradient average, in [0, 1) [default: 0.999].
-    #[arg(long, value_name = "B2", allow_hyphen_values = true)]
-    pub beta2: Option<String>,
+    #[arg(long, value_parser = values::real, value_name = "B2", allow_hyphen_values = true)]
+    pub beta2: Option<f32>,
 
     /// Adam's term added to the denominator, finite and > 0 [default: 1e-8].
-    #[arg(long, value_name = "EPS", allow_hyphen_values = true)]
-    pub eps: Option<String>,
+    #[arg(long, value_parser = values::real, value_name = "EPS", allow_hyphen_values = true)]
+    pub eps: Option<f32>,
 
     /// Give every layer a bias, added before the activation and trained like the weights. Drawn
     /// by --init-scheme (torch: uniform in ±1/sqrt(fan_in); normal: standard normal; xavier and
@@ -404,21 +404,21 @@ pub struct TrainArgs {
     /// hidden layer of --layers (e.g. the 100 -> 100 of 1000,100,100,10) is shared and runs a
     /// number of times drawn each epoch from 0..=MAX with the seed (the same on every device);
     /// its gradient is the sum over its uses, and an epoch that does not use it leaves it alone.
-    #[arg(long, value_name = "MAX", allow_hyphen_values = true)]
-    pub dynamic_depth: Option<String>,
+    #[arg(long, value_parser = values::count, value_name = "MAX", allow_hyphen_values = true)]
+    pub dynamic_depth: Option<usize>,
 
     /// How the initial weights are drawn (x and y are standard normal, unless a preset fixes them): `normal` (standard
     /// normal), `torch` (uniform in ±1/sqrt(fan_in), PyTorch's nn.Linear default), `xavier`
     /// (uniform in ±sqrt(6/(fan_in+fan_out))), `kaiming` (normal with std sqrt(2/fan_in)),
     /// `constant:<value>` (every weight the same). Ignored with --init, which loads the weights
     /// [default: normal].
-    #[arg(long, value_name = "SCHEME")]
-    pub init_scheme: Option<String>,
+    #[arg(long, value_parser = values::init_scheme, value_name = "SCHEME")]
+    pub init_scheme: Option<InitScheme>,
 
     /// Print the loss every N epochs (0: only the summary). Also how often the GPU path reads back
     /// [default: 50].
-    #[arg(long, value_name = "N")]
-    pub log_every: Option<String>,
+    #[arg(long, value_parser = values::count, value_name = "N")]
+    pub log_every: Option<usize>,
 
     /// Write the initial x, y and weights as x.npy, y.npy, w1.npy, w2.npy, ... (and biases as
     /// b1.npy, ...) into DIR (created if missing), in numpy's layout: x is [batch, d0], w1 is
@@ -444,8 +444,8 @@ pub struct TrainArgs {
     pub save: Option<PathBuf>,
 
     /// Also write the --save checkpoint every N epochs.
-    #[arg(long, value_name = "N")]
-    pub checkpoint_every: Option<String>,
+    #[arg(long, value_parser = values::count, value_name = "N")]
+    pub checkpoint_every: Option<usize>,
 
     /// Continue from a checkpoint written by --save, up to --epochs in all: give the flags of the
     /// run that wrote it; the continued run is bit-identical to an uninterrupted one.
@@ -476,51 +476,163 @@ pub struct TrainArgs {
 }
 
 impl TrainArgs {
-    /// The job the flags describe, as the library's [`JobSpec`]: each value parsed here, so an
-    /// error names its flag. The dataset flags (`--x`/`--y`, `--data`, `--init`) are the
+    /// The job the flags describe, as the library's [`JobSpec`] (every value already typed). The dataset flags (`--x`/`--y`, `--data`, `--init`) are the
     /// caller's to load.
-    pub fn spec(&self) -> Result<JobSpec> {
-        let count = |flag: &'static str, v: &Option<String>| {
-            v.as_deref().map(|s| job::parse_count(flag, s)).transpose()
-        };
-        let real = |flag: &'static str, v: &Option<String>| {
-            v.as_deref().map(|s| job::parse_f32(flag, s)).transpose()
-        };
+    pub fn spec(&self) -> JobSpec {
         let either = |on: bool, off: bool| (on || off).then_some(on);
         let schedule =
             (self.lr_schedule.is_some() || self.warmup.is_some()).then(|| ScheduleSpec {
                 schedule: self.lr_schedule.clone(),
                 warmup: self.warmup.clone(),
             });
-        Ok(JobSpec {
+        JobSpec {
             preset: self.preset.clone(),
-            layers: self.layers.as_deref().map(job::parse_layers).transpose()?,
-            batch: count("--batch", &self.batch)?,
-            lr: self.lr.as_deref().map(job::parse_lr).transpose()?,
-            epochs: count("--epochs", &self.epochs)?,
+            layers: self.layers.clone(),
+            batch: self.batch,
+            lr: self.lr,
+            epochs: self.epochs,
             seed: Some(self.seed),
-            log_every: count("--log-every", &self.log_every)?,
-            activation: self.activation.clone(),
-            loss: self.loss.clone(),
-            init_scheme: self.init_scheme.clone(),
+            log_every: self.log_every,
+            activation: self.activation,
+            loss: self.loss,
+            init_scheme: self.init_scheme,
             bias: either(self.bias, self.no_bias),
             optimizer: Some(OptimizerSpec {
-                kind: self.optimizer.clone(),
-                momentum: real("--momentum", &self.momentum)?,
+                kind: self.optimizer,
+                momentum: self.momentum,
                 nesterov: self.nesterov.then_some(true),
-                beta1: real("--beta1", &self.beta1)?,
-                beta2: real("--beta2", &self.beta2)?,
-                eps: real("--eps", &self.eps)?,
-                weight_decay: real("--weight-decay", &self.weight_decay)?,
+                beta1: self.beta1,
+                beta2: self.beta2,
+                eps: self.eps,
+                weight_decay: self.weight_decay,
             }),
             lr_schedule: schedule,
             data: None,
-            dynamic: count("--dynamic-depth", &self.dynamic_depth)?.map(|max| DynamicSpec {
+            dynamic: self.dynamic_depth.map(|max| DynamicSpec {
                 max,
                 schedule: Vec::new(),
             }),
-            rows: count("--rows", &self.rows)?,
+            rows: self.rows,
             shuffle: either(self.shuffle, self.no_shuffle),
+        }
+    }
+}
+
+/// The value parsers of the flags: a value into its type, or what is wrong with it.
+pub mod values {
+    use crate::error::Error;
+    use crate::job::{Activation, InitScheme, Named};
+
+    /// The message of the library's own parsers' errors (clap adds the flag and the value).
+    fn message(e: Error) -> String {
+        match e {
+            Error::InvalidArg { msg, .. } => msg,
+            e => e.to_string(),
+        }
+    }
+
+    /// A whole number >= 0.
+    pub fn count(s: &str) -> Result<usize, String> {
+        let t = s.trim();
+        t.parse().map_err(|_| {
+            let digits = !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+            if digits {
+                format!("`{s}` is too large a number")
+            } else {
+                format!("`{s}` is not a whole number")
+            }
         })
+    }
+
+    /// A number (its range is the job's to check).
+    pub fn real(s: &str) -> Result<f32, String> {
+        s.trim()
+            .parse::<f32>()
+            .map_err(|_| format!("`{s}` is not a number"))
+    }
+
+    /// A fraction strictly between 0 and 1.
+    pub fn fraction(s: &str) -> Result<f64, String> {
+        match s.trim().parse::<f64>() {
+            Ok(v) if v > 0.0 && v < 1.0 => Ok(v),
+            _ => Err(format!(
+                "`{s}` must be a fraction between 0 and 1, e.g. 0.2"
+            )),
+        }
+    }
+
+    /// Layer widths, comma-separated: `1000,100,10`.
+    pub fn layers(s: &str) -> Result<Vec<usize>, String> {
+        let parts: Vec<&str> = s.split(',').map(str::trim).collect();
+        let mut out = Vec::with_capacity(parts.len());
+        for p in parts {
+            if p.is_empty() {
+                return Err(format!(
+                    "`{s}` has an empty width; expected comma-separated numbers like 1000,100,10"
+                ));
+            }
+            out.push(p.parse::<usize>().map_err(|_| {
+                format!("`{p}` in `{s}` is not a whole number; expected e.g. 1000,100,10")
+            })?);
+        }
+        Ok(out)
+    }
+
+    /// One of a vocabulary's names (`--loss`, `--optimizer`).
+    pub fn named<T: Named + Send + Sync>(s: &str) -> Result<T, String> {
+        T::parse(s).map_err(message)
+    }
+
+    /// `--activation NAME[:SLOPE]`.
+    pub fn activation(s: &str) -> Result<Activation, String> {
+        Activation::parse(s).map_err(message)
+    }
+
+    /// `--init-scheme SCHEME[:VALUE]`.
+    pub fn init_scheme(s: &str) -> Result<InitScheme, String> {
+        InitScheme::parse(s).map_err(message)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        /// Every flag `error::FIELDS` names for a JSON key is a flag of the command line.
+        #[test]
+        fn every_field_is_a_flag() {
+            use clap::CommandFactory;
+            let cli = crate::cli::Cli::command();
+            let longs: Vec<String> = (cli.get_arguments())
+                .filter_map(|a| a.get_long().map(|l| format!("--{l}")))
+                .collect();
+            for (flag, _) in crate::error::FIELDS {
+                assert!(
+                    longs.iter().any(|l| l == flag),
+                    "{flag} is no flag: {longs:?}"
+                );
+            }
+        }
+
+        #[test]
+        fn layers_are_whole_numbers_separated_by_commas() {
+            assert!(layers("10,,3").unwrap_err().contains("empty width"));
+            assert!(layers("10,x").unwrap_err().contains("`x` in `10,x`"));
+            assert_eq!(layers(" 4, 5 ,6").unwrap(), vec![4, 5, 6]);
+        }
+
+        #[test]
+        fn counts_reals_and_fractions_say_what_is_wrong() {
+            assert_eq!(count(" 12 ").unwrap(), 12);
+            assert!(count("-3").unwrap_err().contains("not a whole number"));
+            assert!(count("99999999999999999999999")
+                .unwrap_err()
+                .contains("too large"));
+            assert_eq!(real("1e-3").unwrap(), 1e-3);
+            assert!(real("fast").unwrap_err().contains("not a number"));
+            assert_eq!(fraction("0.25").unwrap(), 0.25);
+            for bad in ["0", "1", "2", "x"] {
+                assert!(fraction(bad).is_err(), "{bad}");
+            }
+        }
     }
 }

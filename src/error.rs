@@ -107,6 +107,51 @@ impl Error {
             msg: msg.into(),
         }
     }
+
+    /// The error as a job sent as JSON (the page's, a summary's `config`) should read it: a bad
+    /// value named by its JSON key (`optimizer.weight_decay`) instead of its flag
+    /// (`--weight-decay`). Errors of fields that have no key, and all others, are unchanged.
+    pub fn for_json(self) -> Self {
+        match self {
+            Error::InvalidArg { flag, msg } => Error::InvalidArg {
+                flag: json_key(flag).unwrap_or(flag),
+                msg,
+            },
+            e => e,
+        }
+    }
+}
+
+/// Each field of a job by its flag and by its key in a job's JSON (`spec::JobSpec`).
+pub const FIELDS: &[(&str, &str)] = &[
+    ("--preset", "preset"),
+    ("--layers", "layers"),
+    ("--batch", "batch"),
+    ("--lr", "lr"),
+    ("--epochs", "epochs"),
+    ("--seed", "seed"),
+    ("--log-every", "log_every"),
+    ("--activation", "activation"),
+    ("--loss", "loss"),
+    ("--init-scheme", "init_scheme"),
+    ("--bias", "bias"),
+    ("--optimizer", "optimizer.kind"),
+    ("--momentum", "optimizer.momentum"),
+    ("--nesterov", "optimizer.nesterov"),
+    ("--beta1", "optimizer.beta1"),
+    ("--beta2", "optimizer.beta2"),
+    ("--eps", "optimizer.eps"),
+    ("--weight-decay", "optimizer.weight_decay"),
+    ("--lr-schedule", "lr_schedule.schedule"),
+    ("--warmup", "lr_schedule.warmup"),
+    ("--dynamic-depth", "dynamic.max"),
+    ("--rows", "rows"),
+    ("--shuffle", "shuffle"),
+];
+
+/// The JSON key of the job's field that `flag` sets.
+pub fn json_key(flag: &str) -> Option<&'static str> {
+    FIELDS.iter().find(|(f, _)| *f == flag).map(|&(_, k)| k)
 }
 
 fn outputs_text(failed: &[Error]) -> String {

@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::init::{HostState, Matrix};
 use crate::io::{data, npy};
 use crate::job::{
-    self, Activation, DataSource, DynamicDepth, InitScheme, Job, Loss, Named, OptimizerKind,
+    self, Activation, DataSource, DynamicDepth, InitScheme, Job, Loss, OptimizerKind,
 };
 use crate::schedule::LrSchedule;
 use serde::Deserialize;
@@ -32,9 +32,12 @@ pub struct JobSpec {
     pub epochs: Option<usize>,
     pub seed: Option<u64>,
     pub log_every: Option<usize>,
-    pub activation: Option<String>,
-    pub loss: Option<String>,
-    pub init_scheme: Option<String>,
+    #[serde(default, deserialize_with = "parsed::activation")]
+    pub activation: Option<Activation>,
+    #[serde(default, deserialize_with = "parsed::loss")]
+    pub loss: Option<Loss>,
+    #[serde(default, deserialize_with = "parsed::init_scheme")]
+    pub init_scheme: Option<InitScheme>,
     pub bias: Option<bool>,
     pub optimizer: Option<OptimizerSpec>,
     pub lr_schedule: Option<ScheduleSpec>,
@@ -51,7 +54,8 @@ pub struct JobSpec {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OptimizerSpec {
-    pub kind: Option<String>,
+    #[serde(default, deserialize_with = "parsed::optimizer")]
+    pub kind: Option<OptimizerKind>,
     pub momentum: Option<f32>,
     pub nesterov: Option<bool>,
     pub beta1: Option<f32>,
@@ -75,6 +79,38 @@ pub struct DynamicSpec {
     pub max: usize,
     #[serde(default)]
     pub schedule: Vec<usize>,
+}
+
+/// The vocabularies' names in a job's JSON, parsed once as the job is read: a bad one is an error
+/// naming its JSON key.
+mod parsed {
+    use crate::job::{Activation, InitScheme, Loss, Named, OptimizerKind};
+    use serde::{Deserialize, Deserializer};
+
+    fn by<'de, D: Deserializer<'de>, T>(
+        d: D,
+        parse: impl Fn(&str) -> crate::Result<T>,
+    ) -> Result<Option<T>, D::Error> {
+        let s: Option<String> = Option::deserialize(d)?;
+        s.map(|s| parse(&s).map_err(|e| serde::de::Error::custom(e.for_json())))
+            .transpose()
+    }
+
+    pub fn activation<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Activation>, D::Error> {
+        by(d, Activation::parse)
+    }
+
+    pub fn loss<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Loss>, D::Error> {
+        by(d, Loss::parse)
+    }
+
+    pub fn init_scheme<'de, D: Deserializer<'de>>(d: D) -> Result<Option<InitScheme>, D::Error> {
+        by(d, InitScheme::parse)
+    }
+
+    pub fn optimizer<'de, D: Deserializer<'de>>(d: D) -> Result<Option<OptimizerKind>, D::Error> {
+        by(d, OptimizerKind::parse)
+    }
 }
 
 impl JobSpec {
@@ -107,22 +143,22 @@ impl JobSpec {
         if let Some(s) = self.seed {
             job.seed = s;
         }
-        if let Some(a) = &self.activation {
-            job.activation = Activation::parse(a)?;
+        if let Some(a) = self.activation {
+            job.activation = a;
         }
-        if let Some(l) = &self.loss {
-            job.loss = Loss::parse(l)?;
+        if let Some(l) = self.loss {
+            job.loss = l;
         }
-        if let Some(i) = &self.init_scheme {
-            job.init_scheme = InitScheme::parse(i)?;
+        if let Some(i) = self.init_scheme {
+            job.init_scheme = i;
         }
         if let Some(b) = self.bias {
             job.bias = b;
         }
         if let Some(o) = &self.optimizer {
             let opt = &mut job.optimizer;
-            if let Some(k) = &o.kind {
-                opt.kind = OptimizerKind::parse(k)?;
+            if let Some(k) = o.kind {
+                opt.kind = k;
                 if opt.kind == OptimizerKind::AdamW && o.weight_decay.is_none() {
                     opt.weight_decay = job::DEFAULT_ADAMW_DECAY;
                 }
@@ -430,7 +466,14 @@ mod tests {
         for (json, needle) in [
             (r#"{"lr": "fast"}"#, "invalid type"),
             (r#"{"epoch": 5}"#, "unknown field `epoch`"),
-            (r#"{"loss": "hinge"}"#, "--loss"),
+            (
+                r#"{"loss": "hinge"}"#,
+                "invalid value for loss: unknown value `hinge`",
+            ),
+            (
+                r#"{"optimizer": {"kind": "lion"}}"#,
+                "invalid value for optimizer.kind",
+            ),
             (r#"{"layers": [1000]}"#, "--layers"),
             (r#"{"data": 3}"#, "data"),
             (r#"{"preset": "nope"}"#, "nope"),
@@ -445,6 +488,44 @@ mod tests {
                 .expect_err(json)
                 .to_string();
             assert!(err.contains(needle), "{json}: {err}");
+        }
+    }
+
+    /// Every field of `error::FIELDS` is a key of the JSON (not refused as unknown), and a bad
+    /// value read from JSON is named by that key, never by its flag.
+    #[test]
+    fn errors_name_the_json_key_of_the_field() {
+        for &(flag, key) in crate::error::FIELDS {
+            let json = match key.split_once('.') {
+                Some((outer, inner)) => format!(r#"{{"{outer}": {{"{inner}": "?"}}}}"#),
+                None => format!(r#"{{"{key}": "?"}}"#),
+            };
+            if let Err(e) = JobSpec::parse(&json) {
+                let e = e.to_string();
+                assert!(!e.contains("unknown field"), "{flag} -> {key}: {e}");
+            }
+        }
+        for (json, key, flag) in [
+            (r#"{"layers": [1000]}"#, "layers", "--layers"),
+            (r#"{"lr": -1}"#, "lr", "--lr"),
+            (
+                r#"{"optimizer": {"kind": "momentum", "momentum": 2}}"#,
+                "optimizer.momentum",
+                "--momentum",
+            ),
+            (
+                r#"{"lr_schedule": {"schedule": "step:0:0.5"}}"#,
+                "lr_schedule.schedule",
+                "--lr-schedule",
+            ),
+        ] {
+            let e = JobSpec::parse(json)
+                .and_then(|s| s.resolve())
+                .expect_err(json);
+            let (cli, page) = (e.to_string(), e.for_json().to_string());
+            assert!(cli.contains(flag), "{json}: {cli}");
+            assert!(page.contains(&format!("for {key}:")), "{json}: {page}");
+            assert!(!page.contains(flag), "{json}: {page}");
         }
     }
 

@@ -7,7 +7,7 @@ use crate::gpu::layout::Layout;
 use crate::gpu::{context, DeviceChoice, GpuContext};
 use crate::io::history::{self, History};
 use crate::io::{checkpoint, data, npy};
-use crate::job::{self, Job};
+use crate::job::Job;
 use crate::wait::block_on;
 
 pub(super) fn bench_command(args: &crate::cli::BenchArgs) -> Result<()> {
@@ -124,10 +124,10 @@ pub(super) fn verify_command(args: &crate::cli::VerifyArgs) -> Result<()> {
 pub(super) fn tune_command(args: &crate::cli::TuneArgs) -> Result<()> {
     let mut job = Job::default();
     if let Some(l) = &args.layers {
-        job.layers = job::parse_layers(l)?;
+        job.layers = l.clone();
     }
     if let Some(b) = &args.batch {
-        job.batch = job::parse_count("--batch", b)?;
+        job.batch = *b;
     }
     let mut shapes = crate::bench::products(&job);
     let squares = if args.shapes.is_empty() {

@@ -44,7 +44,7 @@ pub fn run(cli: Cli) -> Result<()> {
 /// `--init` (whose shapes fill in `--layers`/`--batch` where those are not given, and must match
 /// them where they are).
 pub fn resolve(args: &TrainArgs) -> Result<(Job, HostState)> {
-    let spec = args.spec()?;
+    let spec = args.spec();
     let loss = spec.job()?.loss;
     if let Some((x, y, names)) = load_data(&args.dataset, spec.classes(), loss)? {
         if args.init.is_some() {
@@ -94,7 +94,7 @@ fn load_data(args: &DatasetArgs, classes: Option<usize>, loss: Loss) -> Result<O
                     "--data needs --targets K: how many of the last columns are targets",
                 ));
             };
-            let k = job::parse_count("--targets", k)?;
+            let k = *k;
             let (xm, ym) = data::load_csv(csv, k)?;
             let ym = targets(csv, ym)?;
             let source = (

@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::init::{HostState, Matrix};
 use crate::io::history::{self, History};
 use crate::io::{checkpoint, data, npy, summary};
-use crate::job::{self, InitScheme, Job};
+use crate::job::{InitScheme, Job};
 use crate::monitor::Monitor;
 use crate::train::{Report, Session};
 use crate::wait::block_on;
@@ -31,7 +31,7 @@ pub(super) fn train_command(args: &TrainArgs) -> Result<()> {
                 format!("`{n}` needs --save FILE, the checkpoint to write"),
             ))
         }
-        Some(n) => job::parse_count("--checkpoint-every", n)?,
+        Some(n) => *n,
         None => 0,
     };
     let setup = Instant::now();
@@ -218,15 +218,7 @@ fn validation(
                 "give the held-out set either as --val-split or as --val-x/--val-y",
             ))
         }
-        Some(f) => match f.trim().parse::<f64>() {
-            Ok(v) if v > 0.0 && v < 1.0 => Some(v),
-            _ => {
-                return Err(Error::arg(
-                    "--val-split",
-                    format!("`{f}` must be a fraction between 0 and 1, e.g. 0.2"),
-                ))
-            }
-        },
+        Some(f) => Some(*f),
     };
     if let Some((x, y)) = files {
         super::check_width("--val-x", &x, job.layers[0], "inputs")?;

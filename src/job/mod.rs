@@ -14,7 +14,6 @@ mod init_scheme;
 mod loss;
 mod named;
 mod optimizer;
-mod parse;
 mod presets;
 mod rng;
 #[cfg(test)]
@@ -26,7 +25,6 @@ pub use init_scheme::*;
 pub use loss::*;
 pub use named::*;
 pub use optimizer::*;
-pub use parse::*;
 pub use presets::*;
 pub use rng::*;
 pub use validate::*;

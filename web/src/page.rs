@@ -32,6 +32,11 @@ fn js_err(e: impl std::fmt::Display) -> JsValue {
     JsValue::from_str(&e.to_string())
 }
 
+/// A job's error as the page shows it: a bad value named by its JSON key, not by a flag.
+fn job_err(e: gpu_train::Error) -> JsValue {
+    js_err(e.for_json())
+}
+
 fn to_json<T: serde::Serialize>(v: &T) -> Result<JsValue, JsValue> {
     serde_json::to_string(v)
         .map(|s| JsValue::from_str(&s))
@@ -317,8 +322,8 @@ impl Page {
     pub fn train(&self, spec: String, device: String, on_chunk: Function) -> Promise {
         let inner = self.0.clone();
         future_to_promise(async move {
-            let spec = JobSpec::parse(&spec).map_err(js_err)?;
-            let (job, state) = spec.resolve().map_err(js_err)?;
+            let spec = JobSpec::parse(&spec).map_err(job_err)?;
+            let (job, state) = spec.resolve().map_err(job_err)?;
             train(&inner, job, state, &device, &on_chunk).await
         })
     }
@@ -337,10 +342,10 @@ impl Page {
     ) -> Promise {
         let inner = self.0.clone();
         future_to_promise(async move {
-            let spec = JobSpec::parse(&spec).map_err(js_err)?;
+            let spec = JobSpec::parse(&spec).map_err(job_err)?;
             let (job, state) = spec
                 .resolve_npy((&x_name, &x), (&y_name, &y))
-                .map_err(js_err)?;
+                .map_err(job_err)?;
             train(&inner, job, state, &device, &on_chunk).await
         })
     }
@@ -394,7 +399,7 @@ impl Page {
             let (ctx, _) = inner.gpu.as_ref().map_err(js_err)?;
             let (job, _) = JobSpec::parse(&spec)
                 .and_then(|s| s.resolve())
-                .map_err(js_err)?;
+                .map_err(job_err)?;
             let layouts: Vec<Layout> = match inner.asked {
                 Some(l) => vec![l],
                 None => (Layout::ALL.into_iter())
