@@ -68,14 +68,10 @@ pub struct VerifyArgs {
     #[arg(long, value_name = "FILE.json")]
     pub json: Option<PathBuf>,
 
-    /// Where the matrices live: `auto` verifies every layout the adapter can run; `texels` or
-    /// `buffer` that one alone.
-    #[arg(long, value_enum, default_value_t = LayoutArg::Auto)]
-    pub layout: LayoutArg,
-
-    /// The device limits to request: `adapter` or `webgpu` (WebGPU's defaults).
-    #[arg(long, value_enum, default_value_t = LimitsArg::Adapter)]
-    pub limits: LimitsArg,
+    /// `--layout auto` verifies every layout the adapter can run (with --quick, the one training
+    /// would take); `texels` or `buffer` that one alone.
+    #[command(flatten)]
+    pub gpu: GpuArgs,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -145,7 +141,7 @@ pub struct TuneArgs {
 #[derive(Debug, Args, Clone, Default)]
 pub struct GpuArgs {
     /// Where the matrices live on the GPU: `auto` (texels on software adapters such as lavapipe,
-    /// buffer on every other), `texels` (rgba32float storage textures, weights ping-ponged) or
+    /// buffer on every other; `verify` checks every layout), `texels` (rgba32float storage textures, weights ping-ponged) or
     /// `buffer` (vec4 storage buffers, weights updated in place: real GPUs and browsers).
     #[arg(long, value_enum, default_value_t = LayoutArg::Auto)]
     pub layout: LayoutArg,

@@ -76,11 +76,7 @@ pub(super) fn verify_command(args: &crate::cli::VerifyArgs) -> Result<()> {
     if let Some(p) = &args.json {
         crate::io::check_writable(p)?;
     }
-    let gpu = crate::cli::GpuArgs {
-        layout: args.layout,
-        limits: args.limits,
-    }
-    .options();
+    let gpu = args.gpu.options();
     let plan = verify::Plan {
         devices: args.devices.clone(),
         layout: gpu.layout,
