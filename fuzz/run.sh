@@ -5,7 +5,7 @@
 # stable one, it is run as nightly with RUSTC_BOOTSTRAP=1. New inputs go to fuzz/work/TARGET (not
 # committed), seeded from the committed fuzz/corpus/TARGET; a crash is written to
 # fuzz/artifacts/TARGET/ and fails the script: copy it to fuzz/regressions/TARGET/ once fixed, and
-# tests/fuzz_inputs.rs replays it from then on. Inputs are capped at 8 KB, memory at 2 GB and one
+# tests/library/fuzz_inputs.rs replays it from then on. Inputs are capped at 8 KB, memory at 2 GB and one
 # input at 10 s (an out-of-memory abort or a hang counts as a crash). Every target runs even when
 # one crashes; the script fails at the end if any did.
 set -euo pipefail

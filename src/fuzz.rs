@@ -1,6 +1,6 @@
 //! What each fuzz target (`fuzz/fuzz_targets/`) does with its input: one function per parser of
 //! outside input, feeding it arbitrary bytes the way a file would. They live in the library so
-//! that `tests/fuzz_inputs.rs` replays the committed corpus and every input a fuzzer ever
+//! that `tests/library/fuzz_inputs.rs` replays the committed corpus and every input a fuzzer ever
 //! crashed on with the ordinary toolchain, and so that they keep building with the crate. Each
 //! must return (an error is a fine outcome) and never panic, hang or allocate without bound.
 

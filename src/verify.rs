@@ -370,7 +370,7 @@ fn perturb(kernel: &str, shape: &str, got: &mut [f32]) {
 }
 
 /// Shapes `(m, n, k)` in which 1, 7, 63, 64, 65, 100, 1000 and 1001 each appear as M, as N and as
-/// K (as in tests/kernels.rs), plus a few around the 4-, 8- and 16-wide blocks; `--quick` takes a
+/// K (as in tests/library/kernels.rs), plus a few around the 4-, 8- and 16-wide blocks; `--quick` takes a
 /// few of them.
 fn shapes(quick: bool) -> Vec<(usize, usize, usize)> {
     const S: [usize; 8] = [1, 7, 63, 64, 65, 100, 1000, 1001];
@@ -663,7 +663,7 @@ async fn cross_entropy_checks(
 
 /// A few epochs of a small net with biases for each optimizer and loss, each activation, and a
 /// learning-rate schedule with weight decay: every epoch's loss within the trajectory tolerance
-/// of the CPU's (the model of tests/parity.rs).
+/// of the CPU's (the model of tests/library/parity.rs).
 async fn training_checks(
     suite: &mut Suite<'_>,
     ctx: &Arc<GpuContext>,

@@ -199,7 +199,7 @@ impl Budget {
 }
 
 /// `|ΔL|` allowed between two f32 trajectories of one job at loss `l` (the model of
-/// tests/parity.rs: the predictions may drift apart by 3e-3·sqrt(L), plus rounding of L itself).
+/// tests/library/parity.rs: the predictions may drift apart by 3e-3·sqrt(L), plus rounding of L itself).
 pub fn trajectory_tol(l: f32) -> f64 {
     let l = l as f64;
     3e-3 * l.sqrt() + 1e-5 * l

@@ -4,7 +4,7 @@
 //!
 //! Tolerance, f32 against f64. The arrays are rounded to f32 on loading (relative 6e-8), and every
 //! operation runs in f32 afterwards, so the trajectories drift apart as two f32 runs do (see
-//! `trajectory_tol` in tests/parity.rs): the difference `δp` of the predictions stays small while
+//! `trajectory_tol` in tests/library/parity.rs): the difference `δp` of the predictions stays small while
 //! the loss falls, and `|ΔL| <= 2·sqrt(L)·‖δp‖`. We allow `5e-4·sqrt(L) + 1e-5·L`; measured on the
 //! CPU and on lavapipe the worst epoch uses 5% of that (while the loss falls from 1.2e5 to 1.4e-2),
 //! and a wrong update (1% of the loss, e.g. at L = 1e3: 10, against an allowed 2.6e-2) is far

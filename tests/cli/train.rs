@@ -27,7 +27,7 @@ fn cli_default_job_on_gpu_logs_every_50_epochs_and_converges() {
     for ((e, g), (_, c)) in r.epoch_lines().into_iter().zip(cpu.epoch_lines()) {
         assert!(
             (g - c).abs() <= 3e-3 * c.sqrt() + 1e-5 * c,
-            "epoch {e}: gpu {g:e} cpu {c:e} (tolerance: tests/parity.rs trajectory_tol)"
+            "epoch {e}: gpu {g:e} cpu {c:e} (tolerance: tests/library/parity.rs trajectory_tol)"
         );
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! Tolerances of one step. The two paths run the same f32 operations in different summation
 //! orders, so each product differs by a few ulps times sqrt(k) relative to `Σ|a||b|` (see
-//! tests/kernels.rs); nothing cancels badly in the first step (the prediction is ~100x larger than
+//! tests/library/kernels.rs); nothing cancels badly in the first step (the prediction is ~100x larger than
 //! y), and a gradient chains three products, compounding a few such errors. Measured on lavapipe
 //! the normwise relative difference of the gradients is 1e-7 to 8e-7, of the loss < 1e-7; we allow
 //! 2e-5 (25x headroom at least, still far below what one wrong element, a wrong mask or a missing

@@ -6,7 +6,7 @@ enabled, and checks that:
   - the page names a WebGPU adapter (none fails the test, as GPU_TRAIN_REQUIRE_GPU=1 does natively);
   - the default job trained in the page on WebGPU matches the in-page CPU reference (wasm) and the
     native CLI's CPU trajectory from the same seed, every epoch within the trajectory tolerance
-    of tests/parity.rs (|dL| <= 3e-3*sqrt(L) + 1e-5*L);
+    of tests/library/parity.rs (|dL| <= 3e-3*sqrt(L) + 1e-5*L);
   - the model the page offers loads in the CLI (--resume continues it);
   - verify --quick in the page passes every check, in the layout the adapter's WGSL features pick
     and again in the buffer layout under WebGPU's default limits (?layout=buffer&limits=webgpu);
