@@ -187,3 +187,21 @@ pub async fn run_bias_sum(
     })
     .await
 }
+
+/// The override constants of a `bias_update` variant: STORE (the gradient alone) or the optimizer
+/// step `opt` with its decay and schedule, the sum over a shared layer's uses.
+pub(crate) fn constants(
+    store: bool,
+    (opt, update): (Opt, Update),
+    acc: Acc,
+) -> [(&'static str, f64); 6] {
+    let [wd, sched] = update.constants();
+    [
+        ("STORE", store as u8 as f64),
+        ("OPT", opt as u32 as f64),
+        ("ACC_IN", acc.input as u8 as f64),
+        ("ACC_OUT", acc.output as u8 as f64),
+        wd,
+        sched,
+    ]
+}

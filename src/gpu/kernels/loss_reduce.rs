@@ -201,3 +201,33 @@ pub async fn run_loss_reduce(
     })
     .await
 }
+
+/// The bindings `shaders/loss_reduce.wgsl` declares (and `cross_entropy.wgsl` after it).
+pub(crate) fn entries() -> [wgpu::BindGroupLayoutEntry; 4] {
+    [
+        super::entry(0, super::UNIFORM),
+        super::entry(1, super::READ),
+        super::entry(2, super::RW),
+        super::entry(3, super::RW),
+    ]
+}
+
+/// The counting variants of a reduction's `entry` by [ADVANCE][ADVANCE_SHARED], and the partial
+/// one (without COUNT).
+pub(crate) fn pipelines(
+    device: &wgpu::Device,
+    family: &super::Family,
+    entry: &str,
+) -> ([[wgpu::ComputePipeline; 2]; 2], wgpu::ComputePipeline) {
+    let partial = family.pipeline(device, entry, &[("COUNT", 0.0)]);
+    let counting = [false, true].map(|advance| {
+        [false, true].map(|shared| {
+            let constants = [
+                ("ADVANCE", advance as u8 as f64),
+                ("ADVANCE_SHARED", shared as u8 as f64),
+            ];
+            family.pipeline(device, entry, &constants)
+        })
+    });
+    (counting, partial)
+}

@@ -629,3 +629,21 @@ pub async fn time_matmul(
     })
     .await
 }
+
+/// The override constants of a matmul variant.
+pub(crate) fn constants(key: MatmulKey) -> [(&'static str, f64); 11] {
+    let [wd, sched] = key.update.constants();
+    [
+        ("TRANS_A", key.trans_a as u8 as f64),
+        ("TRANS_B", key.trans_b as u8 as f64),
+        ("MODE", key.mode as u32 as f64),
+        ("BIAS", key.bias as u8 as f64),
+        ("OPT", key.opt as u32 as f64),
+        ("ACC_IN", key.acc.input as u8 as f64),
+        ("ACC_OUT", key.acc.output as u8 as f64),
+        ("ACT", key.act.code as f64),
+        ("SLOPE", f32::from_bits(key.act.slope_bits) as f64),
+        wd,
+        sched,
+    ]
+}

@@ -74,3 +74,14 @@ pub async fn time_naive(
     })
     .await
 }
+
+/// The bindings `shaders/matmul_naive.wgsl` declares: the sizes, A, B, C.
+pub(crate) fn entries() -> [wgpu::BindGroupLayoutEntry; 4] {
+    use super::{entry, READ, RW, UNIFORM};
+    [
+        entry(0, UNIFORM),
+        entry(1, READ),
+        entry(2, READ),
+        entry(3, RW),
+    ]
+}

@@ -190,24 +190,6 @@ const UNIFORM: wgpu::BufferBindingType = wgpu::BufferBindingType::Uniform;
 const READ: wgpu::BufferBindingType = wgpu::BufferBindingType::Storage { read_only: true };
 const RW: wgpu::BufferBindingType = wgpu::BufferBindingType::Storage { read_only: false };
 
-/// The override constants of a matmul variant.
-fn matmul_constants(key: MatmulKey) -> [(&'static str, f64); 11] {
-    let [wd, sched] = key.update.constants();
-    [
-        ("TRANS_A", key.trans_a as u8 as f64),
-        ("TRANS_B", key.trans_b as u8 as f64),
-        ("MODE", key.mode as u32 as f64),
-        ("BIAS", key.bias as u8 as f64),
-        ("OPT", key.opt as u32 as f64),
-        ("ACC_IN", key.acc.input as u8 as f64),
-        ("ACC_OUT", key.acc.output as u8 as f64),
-        ("ACT", key.act.code as f64),
-        ("SLOPE", f32::from_bits(key.act.slope_bits) as f64),
-        wd,
-        sched,
-    ]
-}
-
 /// Whether shaders get the bounds checks and loop guards that wgpu injects by default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Checks {
@@ -374,11 +356,11 @@ impl LayoutKernels {
         ];
         let gather = Family::new(device, "gather", gather_src, checks, &entries);
         let gather_pipeline = gather.pipeline(device, "gather", &[]);
-        let mut entries = reduce_entries().to_vec();
+        let mut entries = loss_reduce::entries().to_vec();
         entries.extend([m(4, Read), m(5, Write)]);
         let cross_entropy = Family::new(device, "cross_entropy", ce_src, checks, &entries);
         let (cross_entropy_pipelines, cross_entropy_partial) =
-            reduce_pipelines(device, &cross_entropy, "cross_entropy");
+            loss_reduce::pipelines(device, &cross_entropy, "cross_entropy");
         let dummy_matrix = match layout {
             Layout::Texels => DummyMatrix::Texture(
                 device
@@ -413,36 +395,6 @@ impl LayoutKernels {
     }
 }
 
-/// The bindings `shaders/loss_reduce.wgsl` declares (and `cross_entropy.wgsl` after it).
-fn reduce_entries() -> [wgpu::BindGroupLayoutEntry; 4] {
-    [
-        entry(0, UNIFORM),
-        entry(1, READ),
-        entry(2, RW),
-        entry(3, RW),
-    ]
-}
-
-/// The counting variants of a reduction's `entry` by [ADVANCE][ADVANCE_SHARED], and the partial
-/// one (without COUNT).
-fn reduce_pipelines(
-    device: &wgpu::Device,
-    family: &Family,
-    entry: &str,
-) -> ([[wgpu::ComputePipeline; 2]; 2], wgpu::ComputePipeline) {
-    let partial = family.pipeline(device, entry, &[("COUNT", 0.0)]);
-    let counting = [false, true].map(|advance| {
-        [false, true].map(|shared| {
-            let constants = [
-                ("ADVANCE", advance as u8 as f64),
-                ("ADVANCE_SHARED", shared as u8 as f64),
-            ];
-            family.pipeline(device, entry, &constants)
-        })
-    });
-    (counting, partial)
-}
-
 fn dummy_buffer(device: &wgpu::Device, label: &str) -> wgpu::Buffer {
     device.create_buffer(&wgpu::BufferDescriptor {
         label: Some(label),
@@ -450,6 +402,28 @@ fn dummy_buffer(device: &wgpu::Device, label: &str) -> wgpu::Buffer {
         usage: wgpu::BufferUsages::STORAGE,
         mapped_at_creation: false,
     })
+}
+
+/// Pipelines (or anything cloned out) built on first use, by key: the one cache of every kernel
+/// compiled per variant.
+pub struct Cache<K, V = wgpu::ComputePipeline>(Mutex<HashMap<K, V>>);
+
+impl<K, V> Default for Cache<K, V> {
+    fn default() -> Self {
+        Cache(Mutex::default())
+    }
+}
+
+impl<K: std::hash::Hash + Eq, V: Clone> Cache<K, V> {
+    /// The value of `key`, built by `build` the first time.
+    pub fn get(&self, key: K, build: impl FnOnce() -> V) -> V {
+        // A panic while building leaves the map as it was: keep using it.
+        let mut map = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        map.entry(key).or_insert_with(build).clone()
+    }
 }
 
 /// A `bias_update` variant: layout, STORE, OPT, WD and SCHED, ACC_IN and ACC_OUT.
@@ -460,9 +434,9 @@ pub struct Kernels {
     /// Per layout (`Layout as usize`); None where the adapter cannot run it (`missing` says why).
     layouts: [Option<LayoutKernels>; 2],
     missing: [Option<String>; 2],
-    matmul_cache: Mutex<HashMap<MatmulKey, wgpu::ComputePipeline>>,
+    matmul_cache: Cache<MatmulKey>,
     /// Split-K's second pass, by the product's key.
-    reduce_cache: Mutex<HashMap<MatmulKey, wgpu::ComputePipeline>>,
+    reduce_cache: Cache<MatmulKey>,
     pub loss_reduce_layout: wgpu::BindGroupLayout,
     /// `loss_reduce` by [ADVANCE][ADVANCE_SHARED] (the optimizer's step counters, and the shared
     /// layer's).
@@ -471,10 +445,10 @@ pub struct Kernels {
     pub loss_partial: wgpu::ComputePipeline,
     /// `bias_update` by (layout, STORE, OPT, WD and SCHED, ACC_IN and ACC_OUT), built on first
     /// use.
-    bias_cache: Mutex<HashMap<BiasKey, wgpu::ComputePipeline>>,
+    bias_cache: Cache<BiasKey>,
     /// `matmul_naive` (shaders/matmul_naive.wgsl), the bench's reference kernel, built on first
     /// use.
-    naive: Mutex<Option<(wgpu::BindGroupLayout, wgpu::ComputePipeline)>>,
+    naive: Cache<(), (wgpu::BindGroupLayout, wgpu::ComputePipeline)>,
     pub checks: Checks,
     /// Bound where a kernel variant does not use its `aux_out` (write) binding.
     pub dummy_rw: wgpu::Buffer,
@@ -498,19 +472,19 @@ impl Kernels {
             "loss_reduce",
             LOSS_REDUCE_WGSL,
             checks,
-            &reduce_entries(),
+            &loss_reduce::entries(),
         );
-        let (loss_reduce, loss_partial) = reduce_pipelines(device, &reduce, "loss_reduce");
+        let (loss_reduce, loss_partial) = loss_reduce::pipelines(device, &reduce, "loss_reduce");
         Kernels {
             layouts,
             missing,
-            matmul_cache: Mutex::default(),
-            reduce_cache: Mutex::default(),
+            matmul_cache: Cache::default(),
+            reduce_cache: Cache::default(),
             loss_reduce_layout: reduce.bind_layout,
             loss_reduce,
             loss_partial,
-            bias_cache: Mutex::default(),
-            naive: Mutex::default(),
+            bias_cache: Cache::default(),
+            naive: Cache::default(),
             checks,
             dummy_rw: dummy_buffer(device, "unused aux_out"),
             dummy_bias: dummy_buffer(device, "unused bias"),
@@ -571,26 +545,11 @@ impl Kernels {
         (opt, update): (Opt, Update),
         acc: Acc,
     ) -> wgpu::ComputePipeline {
-        let mut cache = self
-            .bias_cache
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        cache
-            .entry((layout, store, opt, update, acc))
-            .or_insert_with(|| {
-                let [wd, sched] = update.constants();
-                let constants = [
-                    ("STORE", store as u8 as f64),
-                    ("OPT", opt as u32 as f64),
-                    ("ACC_IN", acc.input as u8 as f64),
-                    ("ACC_OUT", acc.output as u8 as f64),
-                    wd,
-                    sched,
-                ];
-                let family = &self.kernels_of(layout).bias_update;
-                family.pipeline(device, "bias_update", &constants)
-            })
-            .clone()
+        self.bias_cache.get((layout, store, opt, update, acc), || {
+            let constants = bias_update::constants(store, (opt, update), acc);
+            let family = &self.kernels_of(layout).bias_update;
+            family.pipeline(device, "bias_update", &constants)
+        })
     }
 
     /// The bind group layout of `bias_update` in `layout`.
@@ -616,27 +575,17 @@ impl Kernels {
 
     /// The layout and pipeline of `matmul_naive`, compiled on first use.
     pub fn naive(&self, device: &wgpu::Device) -> (wgpu::BindGroupLayout, wgpu::ComputePipeline) {
-        let mut slot = self
-            .naive
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        slot.get_or_insert_with(|| {
+        self.naive.get((), || {
             let family = Family::new(
                 device,
                 "matmul_naive",
                 MATMUL_NAIVE_WGSL,
                 self.checks,
-                &[
-                    entry(0, UNIFORM),
-                    entry(1, READ),
-                    entry(2, READ),
-                    entry(3, RW),
-                ],
+                &matmul_naive::entries(),
             );
             let p = family.pipeline(device, "matmul_naive", &[]);
             (family.bind_layout, p)
         })
-        .clone()
     }
 
     /// The second pass of split-K (`matmul_splitk_reduce`, buffer layout) with `key`'s
@@ -646,140 +595,20 @@ impl Kernels {
         device: &wgpu::Device,
         key: MatmulKey,
     ) -> wgpu::ComputePipeline {
-        // Cached under a key no product uses: the reduce pass of the split-K key.
-        let mut cache = self
-            .reduce_cache
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        cache
-            .entry(key)
-            .or_insert_with(|| {
-                let family = &self.kernels_of(key.layout).matmul;
-                family.pipeline(device, "matmul_splitk_reduce", &matmul_constants(key))
-            })
-            .clone()
+        self.reduce_cache.get(key, || {
+            let family = &self.kernels_of(key.layout).matmul;
+            family.pipeline(device, "matmul_splitk_reduce", &matmul::constants(key))
+        })
     }
 
     /// The matmul pipeline for `key`, compiled on first use.
     pub fn matmul(&self, device: &wgpu::Device, key: MatmulKey) -> wgpu::ComputePipeline {
-        let mut cache = self
-            .matmul_cache
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        cache
-            .entry(key)
-            .or_insert_with(|| {
-                let family = &self.kernels_of(key.layout).matmul;
-                family.pipeline(device, key.block.entry_point(), &matmul_constants(key))
-            })
-            .clone()
+        self.matmul_cache.get(key, || {
+            let family = &self.kernels_of(key.layout).matmul;
+            family.pipeline(device, key.block.entry_point(), &matmul::constants(key))
+        })
     }
 }
 
 #[cfg(test)]
-mod tests {
-    //! The Rust side's bindings and uniform blocks against the WGSL, by naga reflection: a binding
-    //! renumbered or a uniform field moved on one side only fails here, not as garbage on a GPU.
-    use super::*;
-
-    /// Binding names by number, uniform members and offsets, uniform size.
-    type Tables = (
-        &'static [&'static str],
-        &'static [(&'static str, usize)],
-        usize,
-    );
-
-    /// (shader, source, its tables) for every composed shader.
-    fn shaders() -> Vec<(&'static str, &'static str, Tables)> {
-        let matmul = (
-            matmul::BINDINGS,
-            matmul::UNIFORM_FIELDS,
-            size_of::<matmul::MatmulParams>(),
-        );
-        let bias = (
-            bias_update::BINDINGS,
-            bias_update::UNIFORM_FIELDS,
-            size_of::<bias_update::BiasParams>(),
-        );
-        let gather = (
-            gather::BINDINGS,
-            gather::UNIFORM_FIELDS,
-            size_of::<gather::GatherParams>(),
-        );
-        let reduce = (
-            loss_reduce::BINDINGS,
-            loss_reduce::UNIFORM_FIELDS,
-            size_of::<loss_reduce::ReduceParams>(),
-        );
-        let ce = (
-            cross_entropy::BINDINGS,
-            loss_reduce::UNIFORM_FIELDS,
-            size_of::<loss_reduce::ReduceParams>(),
-        );
-        let naive = (
-            matmul_naive::BINDINGS,
-            matmul_naive::UNIFORM_FIELDS,
-            size_of::<[u32; 4]>(),
-        );
-        ALL_WGSL
-            .iter()
-            .map(|&(name, src)| {
-                let (b, f, s) = match name.split(' ').next() {
-                    Some("matmul") => matmul,
-                    Some("bias_update") => bias,
-                    Some("gather") => gather,
-                    Some("loss_reduce") => reduce,
-                    Some("cross_entropy") => ce,
-                    Some("matmul_naive") => naive,
-                    other => panic!("no binding table for {other:?}"),
-                };
-                (name, src, (b, f, s))
-            })
-            .collect()
-    }
-
-    #[test]
-    fn bindings_and_uniform_blocks_match_the_wgsl() {
-        let all = shaders();
-        assert_eq!(all.len(), ALL_WGSL.len());
-        for (name, src, (bindings, fields, size)) in all {
-            let module = naga::front::wgsl::parse_str(src)
-                .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(src)));
-            let mut seen = vec![false; bindings.len()];
-            for (_, var) in module.global_variables.iter() {
-                let (Some(b), Some(var_name)) = (&var.binding, &var.name) else {
-                    continue;
-                };
-                assert_eq!(b.group, 0, "{name}: {var_name} in group {}", b.group);
-                let i = b.binding as usize;
-                assert_eq!(
-                    bindings.get(i).copied(),
-                    Some(var_name.as_str()),
-                    "{name}: the WGSL binds {var_name} at {i}, the Rust table says {:?}",
-                    bindings.get(i)
-                );
-                seen[i] = true;
-                if var_name == "params" {
-                    let naga::TypeInner::Struct { members, span } = &module.types[var.ty].inner
-                    else {
-                        panic!("{name}: params is not a struct");
-                    };
-                    let wgsl: Vec<(&str, usize)> = (members.iter())
-                        .map(|m| (m.name.as_deref().unwrap_or(""), m.offset as usize))
-                        .collect();
-                    assert_eq!(wgsl, fields.to_vec(), "{name}: uniform members and offsets");
-                    assert!(
-                        *span as usize <= size && size % 16 == 0,
-                        "{name}: the WGSL block is {span} bytes, the Rust one {size}"
-                    );
-                }
-            }
-            for (i, (&want, seen)) in bindings.iter().zip(&seen).enumerate() {
-                assert!(
-                    want.is_empty() || *seen,
-                    "{name}: the Rust table binds {want} at {i}, the WGSL declares nothing there"
-                );
-            }
-        }
-    }
-}
+mod tests;
