@@ -123,7 +123,7 @@ pub struct TuneArgs {
 
     /// Tune the products of this net [default: 1000,100,10].
     #[arg(long, value_parser = values::layers, value_name = "D0,D1,...")]
-    pub layers: Option<Vec<usize>>,
+    pub layers: Option<values::Widths>,
 
     /// ... at this batch size [default: 64].
     #[arg(long, value_parser = values::count, value_name = "N")]
@@ -317,7 +317,7 @@ pub struct TrainArgs {
     /// Layer widths from input to output, comma-separated; the activation between layers, none
     /// after the last [default: 1000,100,10, or the shapes of the --init files].
     #[arg(long, value_parser = values::layers, value_name = "D0,D1,...")]
-    pub layers: Option<Vec<usize>>,
+    pub layers: Option<values::Widths>,
 
     /// Learning rate (finite, > 0) [default: 1e-6].
     #[arg(long, value_parser = values::real, value_name = "LR", allow_hyphen_values = true)]
@@ -483,7 +483,7 @@ impl TrainArgs {
             });
         JobSpec {
             preset: self.preset.clone(),
-            layers: self.layers.clone(),
+            layers: self.layers.clone().map(|w| w.0),
             batch: self.batch,
             lr: self.lr,
             epochs: self.epochs,
@@ -557,8 +557,12 @@ pub mod values {
         }
     }
 
+    /// Layer widths, input to output (one value to clap, which takes a `Vec` for many).
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct Widths(pub Vec<usize>);
+
     /// Layer widths, comma-separated: `1000,100,10`.
-    pub fn layers(s: &str) -> Result<Vec<usize>, String> {
+    pub fn layers(s: &str) -> Result<Widths, String> {
         let parts: Vec<&str> = s.split(',').map(str::trim).collect();
         let mut out = Vec::with_capacity(parts.len());
         for p in parts {
@@ -571,7 +575,7 @@ pub mod values {
                 format!("`{p}` in `{s}` is not a whole number; expected e.g. 1000,100,10")
             })?);
         }
-        Ok(out)
+        Ok(Widths(out))
     }
 
     /// One of a vocabulary's names (`--loss`, `--optimizer`).
@@ -593,6 +597,85 @@ pub mod values {
     mod tests {
         use super::*;
 
+        /// Every typed flag reaches the JobSpec as its value (clap's definition and access agree:
+        /// a mismatch panics only when the flag is given), and clap's own checks of the
+        /// definitions pass.
+        #[test]
+        fn every_typed_flag_parses_into_the_spec() {
+            use crate::cli::{Cli, Command};
+            use clap::{CommandFactory, Parser};
+            Cli::command().debug_assert();
+            let cli = Cli::try_parse_from([
+                "gpu-train",
+                "--layers",
+                "4,3,2",
+                "--batch",
+                "3",
+                "--epochs",
+                "7",
+                "--lr",
+                "0.5",
+                "--activation",
+                "gelu",
+                "--loss",
+                "l1",
+                "--optimizer",
+                "adamw",
+                "--weight-decay",
+                "0.1",
+                "--momentum",
+                "0.8",
+                "--beta1",
+                "0.7",
+                "--beta2",
+                "0.6",
+                "--eps",
+                "1e-6",
+                "--dynamic-depth",
+                "2",
+                "--init-scheme",
+                "xavier",
+                "--log-every",
+                "5",
+                "--rows",
+                "9",
+                "--val-split",
+                "0.25",
+                "--checkpoint-every",
+                "3",
+                "--targets",
+                "2",
+            ])
+            .unwrap();
+            let t = &cli.train;
+            assert_eq!(t.val_split, Some(0.25));
+            assert_eq!((t.checkpoint_every, t.dataset.targets), (Some(3), Some(2)));
+            let s = t.spec();
+            assert_eq!(s.layers, Some(vec![4, 3, 2]));
+            assert_eq!(
+                (s.batch, s.epochs, s.rows, s.log_every),
+                (Some(3), Some(7), Some(9), Some(5))
+            );
+            assert_eq!(s.lr, Some(0.5));
+            assert_eq!(s.activation, Some(Activation::Gelu));
+            assert_eq!(s.loss, Some(crate::job::Loss::L1));
+            assert_eq!(s.init_scheme, Some(InitScheme::Xavier));
+            let o = s.optimizer.unwrap();
+            assert_eq!(o.kind, Some(crate::job::OptimizerKind::AdamW));
+            assert_eq!(
+                (o.weight_decay, o.momentum, o.beta1, o.beta2, o.eps),
+                (Some(0.1), Some(0.8), Some(0.7), Some(0.6), Some(1e-6))
+            );
+            assert_eq!(s.dynamic.map(|d| d.max), Some(2));
+            let tune =
+                Cli::try_parse_from(["gpu-train", "tune", "--layers", "5,4", "--batch", "2"])
+                    .unwrap();
+            let Some(Command::Tune(t)) = tune.command else {
+                panic!("not tune")
+            };
+            assert_eq!((t.layers, t.batch), (Some(Widths(vec![5, 4])), Some(2)));
+        }
+
         /// Every flag `error::FIELDS` names for a JSON key is a flag of the command line.
         #[test]
         fn every_field_is_a_flag() {
@@ -613,7 +696,7 @@ pub mod values {
         fn layers_are_whole_numbers_separated_by_commas() {
             assert!(layers("10,,3").unwrap_err().contains("empty width"));
             assert!(layers("10,x").unwrap_err().contains("`x` in `10,x`"));
-            assert_eq!(layers(" 4, 5 ,6").unwrap(), vec![4, 5, 6]);
+            assert_eq!(layers(" 4, 5 ,6").unwrap(), Widths(vec![4, 5, 6]));
         }
 
         #[test]

@@ -2,7 +2,9 @@
 //! results files describe it, and opening every adapter the user chose (or all of them) beside the
 //! CPU path.
 
+#[cfg(not(target_arch = "wasm32"))]
 use crate::error::Result;
+#[cfg(not(target_arch = "wasm32"))]
 use crate::gpu::context::{self, DeviceChoice, LimitsChoice};
 use crate::gpu::layout::Layout;
 use crate::gpu::GpuContext;

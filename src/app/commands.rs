@@ -120,7 +120,7 @@ pub(super) fn verify_command(args: &crate::cli::VerifyArgs) -> Result<()> {
 pub(super) fn tune_command(args: &crate::cli::TuneArgs) -> Result<()> {
     let mut job = Job::default();
     if let Some(l) = &args.layers {
-        job.layers = l.clone();
+        job.layers = l.0.clone();
     }
     if let Some(b) = &args.batch {
         job.batch = *b;

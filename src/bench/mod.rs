@@ -22,10 +22,11 @@ pub use tuning::{products, Product};
 
 use crate::backend::Backend;
 use crate::cpu::CpuBackend;
-use crate::devices::{cpu_info, open_devices, Device, DeviceInfo, Host};
+use crate::devices::{cpu_info, Device, Host};
 pub use crate::devices::{host, opened_info};
-use crate::error::{Error, Result};
 #[cfg(not(target_arch = "wasm32"))]
+use crate::devices::{open_devices, DeviceInfo};
+use crate::error::{Error, Result};
 use crate::gpu::layout::Layout;
 use crate::gpu::tune::Parity;
 use crate::gpu::{tune, Block};
