@@ -46,6 +46,8 @@ pub struct AccPoint {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct ValPoint {
     pub epoch: usize,
+    /// JSON holds a non-finite loss (a diverging held-out set) as null, like the training loss.
+    #[serde(with = "nullable_one")]
     pub loss: f32,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub accuracy: Option<f32>,
@@ -62,6 +64,22 @@ mod nullable {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<f32>, D::Error> {
         let v: Vec<Option<f32>> = Vec::deserialize(d)?;
         Ok(v.into_iter().map(|x| x.unwrap_or(f32::NAN)).collect())
+    }
+}
+
+/// One f32 with JSON's null for NaN and infinities.
+mod nullable_one {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &f32, s: S) -> Result<S::Ok, S::Error> {
+        match v.is_finite() {
+            true => s.serialize_f32(*v),
+            false => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f32, D::Error> {
+        Ok(Option::<f32>::deserialize(d)?.unwrap_or(f32::NAN))
     }
 }
 
@@ -583,6 +601,29 @@ mod tests {
             assert_eq!(back.loss[..3], h.loss[..3], "{name}");
             assert!(back.loss[3].is_nan(), "{name}");
         }
+        // A held-out loss that overflowed (a diverging run) reads back too, as a non-finite one.
+        let mut h = h;
+        h.validation = vec![
+            ValPoint {
+                epoch: 0,
+                loss: 2.5,
+                accuracy: None,
+            },
+            ValPoint {
+                epoch: 3,
+                loss: f32::INFINITY,
+                accuracy: None,
+            },
+        ];
+        let p = dir.path().join("val.json");
+        h.write(&p).unwrap();
+        let back = History::read(&p).unwrap();
+        assert_eq!(back.validation[0], h.validation[0]);
+        assert!(
+            !back.validation[1].loss.is_finite(),
+            "{:?}",
+            back.validation
+        );
         let p = dir.path().join("bad.csv");
         std::fs::write(&p, "epoch,loss\n0,1.0\n2,0.5\n").unwrap();
         let e = History::read(&p).unwrap_err().to_string();
