@@ -1,0 +1,315 @@
+//! `gpu-train verify`: the kernel conformance suite as a command, for anyone who wants to know
+//! whether a GPU and its driver compute right. Every kernel, variant, layout and epilogue runs on
+//! awkward shapes (1, 7, 63, 64, 65, 100, 1000, 1001 across the dimensions) with its outputs
+//! poisoned with NaN first, and is checked element by element against the CPU reference with a
+//! stated error bound; then a few training steps of each optimizer, loss and activation (and a
+//! learning-rate schedule with weight decay) are checked against the CPU's trajectory.
+//!
+//! The bounds: a product element `v = Σ_p a_ip·b_pj` of length k is within `γ_k·S` of the exact
+//! value in any f32 summation order (`S = Σ_p |a_ip|·|b_pj|`, `γ_k = k·u/(1-k·u)`, u = 2^-24:
+//! Higham, §3.1), so the GPU and the CPU may differ by `2γ_k·S`; each epilogue carries that through
+//! its own derivative, plus a few units of rounding of its result (see [`epilogue_bound`]).
+//! Reductions that the two paths compute in the same order (`bias_update`'s column sums,
+//! `loss_reduce`) must match bit for bit. A check's figure is the worst `|gpu - cpu| / bound` over
+//! its elements: at most 1 passes; a NaN (an element never written) is infinite.
+
+use crate::backend::Backend;
+use crate::bench;
+use crate::cpu::{self, CpuBackend, Epilogue};
+#[cfg(not(target_arch = "wasm32"))]
+use crate::devices::Device;
+use crate::devices::{DeviceInfo, Host};
+use crate::error::{Error, Result};
+use crate::gpu::layout::Layout;
+use crate::gpu::tune;
+use crate::gpu::{
+    run_bias_update, run_cross_entropy, run_loss_reduce, run_matmul, Acc, Act, Block, GpuBackend,
+    GpuContext, LimitsChoice, MatmulKey, Mode, Opt, Update,
+};
+use crate::init::{HostState, Matrix};
+use crate::job::{Activation, InitScheme, Job, Loss, Optimizer, OptimizerKind};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+mod bounds;
+mod kernels;
+mod training;
+
+pub use bounds::worst_ratio;
+use bounds::*;
+use kernels::*;
+use training::*;
+
+/// What the JSON file says it is.
+pub const FORMAT: &str = "gpu-train verify";
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Testing hook: `GPU_TRAIN_VERIFY_PERTURB=KERNEL` (or `KERNEL@SHAPE`) adds 1 to the first element
+/// of that kernel's GPU result (on that shape) before it is checked, so that the suite can be
+/// shown to fail, naming the kernel and the shape.
+pub const PERTURB_ENV: &str = "GPU_TRAIN_VERIFY_PERTURB";
+
+/// What one `verify` run covers.
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    /// `--device` values; empty: every adapter that can run compute shaders.
+    pub devices: Vec<String>,
+    /// `--layout`: one layout (None: every layout each adapter can run).
+    pub layout: Option<Layout>,
+    pub limits: LimitsChoice,
+    /// A reduced set of shapes and training runs, in the layout training takes on each adapter
+    /// unless `layout` names one (under a minute on lavapipe).
+    pub quick: bool,
+}
+
+/// One check: a kernel (and epilogue) in one variant and layout on one shape.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Check {
+    /// Index into [`Report::devices`].
+    pub device: usize,
+    /// `matmul/<epilogue>`, `bias_update/<store|sgd>`, `loss_reduce` or `train/<optimizer>/<loss>`.
+    pub kernel: String,
+    /// The matmul block (`4x4`, `8x8`, `16x16`), or `-`.
+    pub variant: String,
+    pub layout: String,
+    /// `MxNxK` for products, `RxC` for the others, the net for training.
+    pub shape: String,
+    /// The worst `|gpu - cpu| / bound` over the elements (infinite for NaN or a wrong length).
+    pub ratio: f64,
+    /// What the bound is.
+    pub bound: String,
+    pub passed: bool,
+    /// Why the check could not run, or what else failed (non-zero padding).
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+/// A whole run: where, what, and every check.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    pub format: String,
+    pub schema_version: u32,
+    pub tool_version: String,
+    #[serde(default)]
+    pub git_commit: Option<String>,
+    pub created_unix_s: u64,
+    pub quick: bool,
+    pub host: Host,
+    pub devices: Vec<DeviceInfo>,
+    pub checks: Vec<Check>,
+}
+
+impl Report {
+    /// A report with no checks yet, stamped now.
+    pub fn new(quick: bool, host: Host, devices: Vec<DeviceInfo>) -> Self {
+        Report {
+            format: FORMAT.into(),
+            schema_version: SCHEMA_VERSION,
+            tool_version: env!("CARGO_PKG_VERSION").into(),
+            git_commit: option_env!("GPU_TRAIN_GIT_COMMIT").map(String::from),
+            created_unix_s: crate::io::unix_now(),
+            quick,
+            host,
+            devices,
+            checks: Vec::new(),
+        }
+    }
+
+    pub fn failed(&self) -> impl Iterator<Item = &Check> {
+        self.checks.iter().filter(|c| !c.passed)
+    }
+
+    /// Write the report as JSON, atomically.
+    pub fn save(&self, path: &std::path::Path) -> Result<()> {
+        let text = serde_json::to_string_pretty(self).map_err(|e| Error::Gpu(e.to_string()))?;
+        crate::io::atomic_write(path, |w| w.write_all(text.as_bytes()))
+    }
+}
+
+/// The table's head and one line per check.
+pub fn header() -> String {
+    format!(
+        "{:<24} {:<6} {:<7} {:<18} {:>10}  result",
+        "kernel", "variant", "layout", "shape", "err/bound"
+    )
+}
+
+pub fn line(c: &Check) -> String {
+    let result = if c.passed { "pass" } else { "FAIL" };
+    let note = c
+        .note
+        .as_deref()
+        .map_or(String::new(), |n| format!("  ({n})"));
+    format!(
+        "{:<24} {:<6} {:<7} {:<18} {:>10.3e}  {result}{note}",
+        c.kernel, c.variant, c.layout, c.shape, c.ratio
+    )
+}
+
+/// `KERNEL` or `KERNEL@SHAPE` from the environment.
+fn perturbed() -> Option<(String, Option<String>)> {
+    let v = std::env::var(PERTURB_ENV).ok().filter(|s| !s.is_empty())?;
+    Some(match v.split_once('@') {
+        Some((k, s)) => (k.to_string(), Some(s.to_string())),
+        None => (v, None),
+    })
+}
+
+/// Apply the perturbation hook to a GPU result, if it names this kernel and shape.
+fn perturb(kernel: &str, shape: &str, got: &mut [f32]) {
+    if let Some((k, s)) = perturbed() {
+        if k == kernel && s.as_deref().is_none_or(|s| s == shape) {
+            if let Some(x) = got.first_mut() {
+                *x += 1.0;
+            }
+        }
+    }
+}
+
+struct Suite<'a> {
+    checks: &'a mut Vec<Check>,
+    device: usize,
+    on_check: &'a mut dyn FnMut(&Check),
+}
+
+impl Suite<'_> {
+    fn push(&mut self, check: Check) {
+        (self.on_check)(&check);
+        self.checks.push(check);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &mut self,
+        kernel: String,
+        variant: &str,
+        layout: Layout,
+        shape: String,
+        bound: &str,
+        outcome: Result<(f64, Option<String>)>,
+    ) {
+        let (ratio, note) = match outcome {
+            Ok((r, note)) => (r, note),
+            Err(e) => (f64::INFINITY, Some(e.to_string())),
+        };
+        self.push(Check {
+            device: self.device,
+            kernel,
+            variant: variant.into(),
+            layout: layout.name().into(),
+            shape,
+            ratio,
+            bound: bound.into(),
+            passed: ratio <= 1.0 && note.is_none(),
+            note,
+        });
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+/// Run the suite on every chosen adapter (and layout), reporting each check to `on_check` (with
+/// the devices) as it completes. Fails (bad input, exit 2) if there is no adapter to verify.
+pub fn run(plan: &Plan, on_check: &mut dyn FnMut(&[DeviceInfo], &Check)) -> Result<Report> {
+    if plan
+        .devices
+        .iter()
+        .any(|d| d.trim().eq_ignore_ascii_case("cpu"))
+    {
+        return Err(Error::arg(
+            "--device",
+            "verify checks GPU kernels against the CPU reference; pick a GPU adapter (see \
+             `gpu-train devices`)",
+        ));
+    }
+    let opened = crate::devices::open_devices(&plan.devices, plan.layout, plan.limits)?;
+    let gpus: Vec<_> = opened
+        .into_iter()
+        .filter(|(info, _)| info.kind == "gpu")
+        .collect();
+    if gpus.is_empty() {
+        return Err(Error::Device(
+            "verify: no GPU adapter found (on Linux without a GPU, `apt-get install \
+             mesa-vulkan-drivers` gives the software adapter lavapipe)"
+                .into(),
+        ));
+    }
+    let devices = gpus.iter().map(|(i, _)| i.clone()).collect();
+    let mut report = Report::new(plan.quick, crate::devices::host(), devices);
+    let devices = report.devices.clone();
+    let mut forward = |c: &Check| on_check(&devices, c);
+    for (device, (info, dev)) in gpus.iter().enumerate() {
+        let mut suite = Suite {
+            checks: &mut report.checks,
+            device,
+            on_check: &mut forward,
+        };
+        let Some(Device::Gpu(ctx, _)) = dev else {
+            let why = (info.error.clone()).unwrap_or_else(|| "it could not be opened".into());
+            suite.push(Check {
+                device,
+                kernel: "open".into(),
+                variant: "-".into(),
+                layout: "-".into(),
+                shape: "-".into(),
+                ratio: f64::INFINITY,
+                bound: "-".into(),
+                passed: false,
+                note: Some(why),
+            });
+            continue;
+        };
+        let layouts = layouts(ctx, plan.layout, plan.quick);
+        crate::wait::block_on(check_device(&mut suite, ctx, &layouts, plan.quick));
+    }
+    Ok(report)
+}
+
+/// The layouts to verify on `ctx`: the one asked for; with `quick` the one training would take
+/// here; else every layout the adapter runs.
+pub fn layouts(ctx: &GpuContext, asked: Option<Layout>, quick: bool) -> Vec<Layout> {
+    match asked {
+        Some(l) => vec![l],
+        None if quick => vec![ctx.auto_layout()],
+        None => (Layout::ALL.into_iter())
+            .filter(|&l| ctx.kernels.supports(l))
+            .collect(),
+    }
+}
+
+/// Every check of the suite on one open device, in each of `layouts`.
+async fn check_device(
+    suite: &mut Suite<'_>,
+    ctx: &Arc<GpuContext>,
+    layouts: &[Layout],
+    quick: bool,
+) {
+    for &layout in layouts {
+        matmul_checks(suite, ctx, layout, quick).await;
+        bias_checks(suite, ctx, layout, quick).await;
+        if layout == layouts[0] {
+            loss_reduce_checks(suite, ctx, layout, quick).await;
+        }
+        cross_entropy_checks(suite, ctx, layout, quick).await;
+        training_checks(suite, ctx, layout, quick).await;
+    }
+}
+
+/// The suite on one device already open (the browser's adapter, described by `info`, on the
+/// `host` that runs it), each check reported to `on_check` as it completes.
+pub async fn run_on(
+    ctx: &Arc<GpuContext>,
+    info: DeviceInfo,
+    host: Host,
+    asked: Option<Layout>,
+    quick: bool,
+    on_check: &mut dyn FnMut(&Check),
+) -> Report {
+    let mut report = Report::new(quick, host, vec![info]);
+    let mut suite = Suite {
+        checks: &mut report.checks,
+        device: 0,
+        on_check,
+    };
+    check_device(&mut suite, ctx, &layouts(ctx, asked, quick), quick).await;
+    report
+}
