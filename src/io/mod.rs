@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod data;
 pub mod history;
 pub mod npy;
+pub mod plot;
 pub mod summary;
 
 use crate::error::{Error, Result};
