@@ -37,6 +37,7 @@
 //! [`Backend`](crate::backend::Backend) implementation), `context` (adapters and the device),
 //! `tune` (the variant search and its cache).
 
+pub mod adapters;
 pub mod backend;
 pub mod context;
 pub mod kernels;
