@@ -1,238 +1,11 @@
-//! Checkpoints in safetensors. The model file holds the weights and biases under the names and
-//! layouts of PyTorch's `state_dict` (`nn.Sequential` of `nn.Linear` and `nn.ReLU`: "0.weight"
-//! `[out, in]`, "0.bias", "2.weight", ...; the tutorial's `DynamicNet` names, "input_linear.weight"
-//! ..., for a dynamic-depth net of three layers), so that
-//! `model.load_state_dict(safetensors.torch.load_file(F))` works as it is; its metadata records the
-//! format, the tool's version, the job's configuration (JSON), the epoch and step, and the
-//! optimizer's step counters (exact bits). The optimizer's per-element state (PyTorch's
-//! `momentum_buffer`, `exp_avg`, `exp_avg_sq`) cannot share that file (a strict `load_state_dict`
-//! refuses unknown keys), so it goes to a second file beside it, `NAME.optim.safetensors`, written
-//! first. Each file is written atomically, and each save gives the pair a fresh `generation` in
-//! both files' metadata. Before the new optimizer file replaces the old one, the old one (when it
-//! is of the model file's save) is hard-linked as `.NAME.optim.prev.safetensors`, removed once
-//! the model file is in place: a run killed between the two renames leaves the previous
-//! checkpoint whole, the model file with that `prev` file, which [`load`] pairs by generation.
+//! Reading a checkpoint: parsing either file, pairing them by generation (the previous optimizer
+//! file after a kill between the renames), checking them against the job, and the job a
+//! checkpoint holds.
 
-use crate::backend::TrainState;
-use crate::error::{Error, Result};
-use crate::init::{Matrix, Params};
-use crate::job::{Activation, Job, Named, OptimizerKind};
-use crate::state::OptCounters;
-use safetensors::{tensor::TensorView, Dtype, SafeTensors};
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-
-/// The `format` metadata of a model file written here.
-pub const FORMAT: &str = "gpu-train checkpoint 1";
-
-/// The PyTorch name of layer `l`'s module: its index in `nn.Sequential` (Linear, ReLU, Linear ...
-/// or consecutive without activation), or `DynamicNet`'s attribute.
-pub fn module_name(job: &Job, l: usize) -> String {
-    if job.dynamic.is_some() && job.depth() == 3 {
-        return ["input_linear", "middle_linear", "output_linear"][l].to_string();
-    }
-    match job.activation {
-        Activation::None => l.to_string(),
-        _ => (2 * l).to_string(),
-    }
-}
-
-/// The optimizer-state file beside a model file: `run.safetensors` -> `run.optim.safetensors`.
-pub fn optimizer_path(path: &Path) -> PathBuf {
-    let stem = path
-        .file_stem()
-        .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
-    path.with_file_name(format!("{stem}.optim.safetensors"))
-}
-
-/// The names PyTorch gives the optimizer's state buffers.
-fn state_names(kind: OptimizerKind) -> &'static [&'static str] {
-    match kind {
-        OptimizerKind::Sgd => &[],
-        OptimizerKind::Momentum => &["momentum_buffer"],
-        OptimizerKind::Adam | OptimizerKind::AdamW => &["exp_avg", "exp_avg_sq"],
-    }
-}
-
-/// Every parameter tensor: (PyTorch name, our matrix). Weights are transposed to `[out, in]`.
-fn named_tensors(job: &Job, params: &Params) -> Vec<(String, Vec<usize>, Vec<f32>)> {
-    let mut out = Vec::new();
-    for (l, w) in params.weights.iter().enumerate() {
-        let m = module_name(job, l);
-        out.push((format!("{m}.weight"), vec![w.cols, w.rows], transpose(w)));
-        if let Some(b) = params.biases.get(l) {
-            out.push((format!("{m}.bias"), vec![b.cols], b.data.clone()));
-        }
-    }
-    out
-}
-
-fn transpose(m: &Matrix) -> Vec<f32> {
-    let mut t = vec![0.0; m.data.len()];
-    for r in 0..m.rows {
-        for c in 0..m.cols {
-            t[c * m.rows + r] = m.data[r * m.cols + c];
-        }
-    }
-    t
-}
-
-fn counters_text(c: &OptCounters) -> String {
-    format!("{},{},{}", c.t, c.beta1_t.to_bits(), c.beta2_t.to_bits())
-}
-
-fn parse_counters(s: &str) -> Option<OptCounters> {
-    let v: Vec<u32> = s
-        .split(',')
-        .map(|p| p.parse().ok())
-        .collect::<Option<_>>()?;
-    match v[..] {
-        [t, b1, b2] => Some(OptCounters {
-            t,
-            beta1_t: f32::from_bits(b1),
-            beta2_t: f32::from_bits(b2),
-        }),
-        _ => None,
-    }
-}
-
-/// One safetensors file's bytes (`path` names it in errors).
-fn file_bytes(
-    path: &Path,
-    tensors: &[(String, Vec<usize>, Vec<f32>)],
-    meta: HashMap<String, String>,
-) -> Result<Vec<u8>> {
-    let bytes: Vec<Vec<u8>> = tensors
-        .iter()
-        .map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect())
-        .collect();
-    let views = tensors
-        .iter()
-        .zip(&bytes)
-        .map(|((name, shape, _), b)| {
-            TensorView::new(Dtype::F32, shape.clone(), b).map(|v| (name.clone(), v))
-        })
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|e| Error::io(path, std::io::Error::other(e)))?;
-    let data = safetensors::serialize(views, Some(meta))
-        .map_err(|e| Error::io(path, std::io::Error::other(e)))?;
-    Ok(data)
-}
-
-/// Write the checkpoint of `job` at `state` (after `epoch` epochs) to `path`, and its optimizer
-/// state beside it when the optimizer keeps any.
-pub fn save(path: &Path, job: &Job, state: &TrainState, epoch: usize) -> Result<()> {
-    let mut meta = model_meta(path, job, state, epoch)?;
-    let names = state_names(job.optimizer.kind);
-    if !names.is_empty() {
-        let params = named_tensors(job, &state.params);
-        let mut tensors = Vec::new();
-        for ((name, shape, _), bufs) in params.iter().zip(tensor_order(job, &state.opt_state)) {
-            for (buf_name, m) in names.iter().zip(bufs) {
-                let data = if shape.len() == 2 {
-                    transpose(m)
-                } else {
-                    m.data.clone()
-                };
-                tensors.push((format!("{name}.{buf_name}"), shape.clone(), data));
-            }
-        }
-        let opt_path = optimizer_path(path);
-        let file = opt_path
-            .file_name()
-            .map_or_else(String::new, |f| f.to_string_lossy().into());
-        meta.insert("optimizer_file".into(), file);
-        let opt_meta = HashMap::from([
-            ("format".to_string(), OPTIMIZER_FORMAT.to_string()),
-            ("step".into(), state.step.to_string()),
-            ("generation".into(), meta["generation"].clone()),
-        ]);
-        keep_previous(path)?;
-        write_file(&opt_path, &tensors, opt_meta)?;
-    }
-    write_file(path, &named_tensors(job, &state.params), meta)?;
-    // The previous optimizer file is no longer needed; with no optimizer state, neither is an
-    // earlier run's optimizer file beside this one.
-    let _ = std::fs::remove_file(previous_path(path));
-    if names.is_empty() {
-        let _ = std::fs::remove_file(optimizer_path(path));
-    }
-    Ok(())
-}
-
-/// Write one safetensors file atomically.
-fn write_file(
-    path: &Path,
-    tensors: &[(String, Vec<usize>, Vec<f32>)],
-    meta: HashMap<String, String>,
-) -> Result<()> {
-    let data = file_bytes(path, tensors, meta)?;
-    super::atomic_write(path, |w| w.write_all(&data))
-}
-
-/// The model file of [`save`] as bytes (`name` names it in errors): the weights and biases in
-/// PyTorch's layout with the job and the counters, what the CLI's `--resume`, `eval` and
-/// `predict` and PyTorch's `safetensors.torch.load_file` read. Without the optimizer's state (a
-/// second file): a resumed Adam or momentum run starts that state afresh.
-pub fn model_bytes(name: &Path, job: &Job, state: &TrainState, epoch: usize) -> Result<Vec<u8>> {
-    let meta = model_meta(name, job, state, epoch)?;
-    file_bytes(name, &named_tensors(job, &state.params), meta)
-}
-
-/// The model file's metadata.
-fn model_meta(
-    path: &Path,
-    job: &Job,
-    state: &TrainState,
-    epoch: usize,
-) -> Result<HashMap<String, String>> {
-    let config =
-        serde_json::to_string(job).map_err(|e| Error::io(path, std::io::Error::other(e)))?;
-    Ok(HashMap::from([
-        ("format".to_string(), FORMAT.to_string()),
-        ("gpu_train_version".into(), env!("CARGO_PKG_VERSION").into()),
-        ("config".into(), config),
-        ("epoch".into(), epoch.to_string()),
-        ("step".into(), state.step.to_string()),
-        ("optimizer".into(), job.optimizer.kind.name()),
-        ("counters".into(), counters_text(&state.counters)),
-        ("generation".into(), fresh_generation()),
-        (
-            "shared_counters".into(),
-            counters_text(&state.shared_counters),
-        ),
-    ]))
-}
-
-/// The previous optimizer file kept while a save is under way: `.NAME.optim.prev.safetensors`.
-pub fn previous_path(path: &Path) -> PathBuf {
-    let stem = path
-        .file_stem()
-        .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
-    path.with_file_name(format!(".{stem}.optim.prev.safetensors"))
-}
-
-/// Before a save replaces the optimizer file: hard-link it as the previous one, if it is of the
-/// model file's save (if it is not, an earlier save was cut short and the previous file there
-/// already is the model file's: it stays).
-fn keep_previous(path: &Path) -> Result<()> {
-    let (opt, prev) = (optimizer_path(path), previous_path(path));
-    let generation = |p: &Path| header_metadata(p).and_then(|m| m.get("generation").cloned());
-    let model = generation(path);
-    if model.is_none() || generation(&opt) != model {
-        return Ok(());
-    }
-    let _ = std::fs::remove_file(&prev);
-    if std::fs::hard_link(&opt, &prev).is_err() {
-        // A filesystem without hard links: a copy, written atomically.
-        let bytes = std::fs::read(&opt).map_err(|e| Error::io(&opt, e))?;
-        super::atomic_write(&prev, |w| w.write_all(&bytes))?;
-    }
-    Ok(())
-}
+use super::*;
 
 /// The metadata of a safetensors file from its header alone (not its tensors), if it has one.
-fn header_metadata(path: &Path) -> Option<HashMap<String, String>> {
+pub(super) fn header_metadata(path: &Path) -> Option<HashMap<String, String>> {
     use std::io::Read;
     let mut f = std::fs::File::open(path).ok()?;
     let mut len = [0u8; 8];
@@ -246,26 +19,9 @@ fn header_metadata(path: &Path) -> Option<HashMap<String, String>> {
     serde_json::from_value(v.get("__metadata__")?.clone()).ok()
 }
 
-/// The `format` metadata of an optimizer-state file.
-const OPTIMIZER_FORMAT: &str = "gpu-train checkpoint 1 optimizer state";
-
-/// A value that no other save has given a pair of files (a random 64-bit number).
-fn fresh_generation() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        web_time::SystemTime::now()
-            .duration_since(web_time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    #[cfg(not(target_arch = "wasm32"))]
-    h.write_u32(std::process::id());
-    format!("{:016x}", h.finish())
-}
-
 /// Whether an optimizer file's metadata belongs with a model file's: the same generation, or,
 /// in files from before generations, the same step.
-fn same_save(model: &HashMap<String, String>, opt: &HashMap<String, String>) -> bool {
+pub(super) fn same_save(model: &HashMap<String, String>, opt: &HashMap<String, String>) -> bool {
     match (model.get("generation"), opt.get("generation")) {
         (Some(a), Some(b)) => a == b,
         (None, None) => model.get("step") == opt.get("step"),
@@ -273,21 +29,7 @@ fn same_save(model: &HashMap<String, String>, opt: &HashMap<String, String>) -> 
     }
 }
 
-/// `opt_state` (weights, then biases) in the interleaved order of [`named_tensors`].
-fn tensor_order<'a>(job: &Job, opt_state: &'a [Vec<Matrix>]) -> Vec<&'a [Matrix]> {
-    let depth = job.depth();
-    let with_bias = opt_state.len() > depth;
-    let mut out = Vec::new();
-    for l in 0..depth {
-        out.push(&opt_state[l][..]);
-        if with_bias {
-            out.push(&opt_state[depth + l][..]);
-        }
-    }
-    out
-}
-
-fn bad(path: &Path, msg: String) -> Error {
+pub(super) fn bad(path: &Path, msg: String) -> Error {
     Error::BadFile {
         path: path.to_path_buf(),
         msg,
@@ -295,19 +37,19 @@ fn bad(path: &Path, msg: String) -> Error {
 }
 
 /// Tensors by name: shape and values.
-type Tensors = HashMap<String, (Vec<usize>, Vec<f32>)>;
+pub(super) type Tensors = HashMap<String, (Vec<usize>, Vec<f32>)>;
 
 /// A safetensors file read: its tensors (as f32) and metadata.
-type Parsed = (Tensors, HashMap<String, String>);
+pub(super) type Parsed = (Tensors, HashMap<String, String>);
 
 /// Read a safetensors file: its tensors (as f32) and metadata.
-fn read_file(path: &Path) -> Result<Parsed> {
+pub(super) fn read_file(path: &Path) -> Result<Parsed> {
     let bytes = std::fs::read(path).map_err(|e| bad(path, format!("cannot read: {e}")))?;
     parse_file(path, &bytes)
 }
 
 /// [`read_file`] of a file's bytes (`path` names it in errors).
-fn parse_file(path: &Path, bytes: &[u8]) -> Result<Parsed> {
+pub(super) fn parse_file(path: &Path, bytes: &[u8]) -> Result<Parsed> {
     let corrupt = |e: safetensors::SafeTensorError| {
         bad(
             path,
@@ -421,7 +163,7 @@ pub fn parse(
     load_parsed(path, model, opt, job)
 }
 
-fn check_format(path: &Path, meta: &HashMap<String, String>) -> Result<()> {
+pub(super) fn check_format(path: &Path, meta: &HashMap<String, String>) -> Result<()> {
     if meta.get("format").map(String::as_str) != Some(FORMAT) {
         return Err(bad(
             path,
@@ -435,7 +177,7 @@ fn check_format(path: &Path, meta: &HashMap<String, String>) -> Result<()> {
 }
 
 /// The state in a model file and its optimizer file, read.
-fn load_parsed(
+pub(super) fn load_parsed(
     path: &Path,
     model: Parsed,
     opt: Option<(PathBuf, Parsed)>,
@@ -595,7 +337,7 @@ pub fn parse_job(path: &Path, bytes: &[u8]) -> Result<Job> {
     job_from(path, parse_file(path, bytes)?.1)
 }
 
-fn job_from(path: &Path, meta: HashMap<String, String>) -> Result<Job> {
+pub(super) fn job_from(path: &Path, meta: HashMap<String, String>) -> Result<Job> {
     if meta.get("format").map(String::as_str) != Some(FORMAT) {
         return Err(bad(
             path,
