@@ -20,9 +20,9 @@ pub struct Score {
 /// shared layer once.
 pub fn predict(job: &Job, params: &Params, x: &Matrix) -> Matrix {
     let rows = x.rows;
-    let apps = job.applications(1);
+    let product_layers = job.applications(1);
     let mut input = x.data.clone();
-    for (j, &l) in apps.iter().enumerate() {
+    for (j, &l) in product_layers.iter().enumerate() {
         let (k, n) = (job.layers[l], job.layers[l + 1]);
         let mut out = vec![0.0f32; rows * n];
         let w = &params.weights[l].data;
@@ -40,7 +40,7 @@ pub fn predict(job: &Job, params: &Params, x: &Matrix) -> Matrix {
         if let Some(b) = params.biases.get(l) {
             bias_forward(&mut out, &b.data);
         }
-        if j + 1 < apps.len() && job.activation != Activation::None {
+        if j + 1 < product_layers.len() && job.activation != Activation::None {
             activation_forward(&mut out, &mut [], job.activation);
         }
         input = out;

@@ -67,7 +67,7 @@ pub struct CpuBackend {
     dw: Vec<Vec<f32>>,
     db: Vec<Vec<f32>>,
     /// Per-element losses (`d²` or `|d|`) `[batch, dL]`; per-row ones for cross-entropy
-    sq: Vec<f32>,
+    loss_terms: Vec<f32>,
 }
 
 impl CpuBackend {
@@ -76,8 +76,8 @@ impl CpuBackend {
         let depth = job.depth();
         let zeros = |m: &Matrix| vec![0.0f32; m.data.len()];
         // Widths of the products' outputs with the most uses of a shared layer.
-        let apps = job.applications(job.max_uses());
-        let hidden: Vec<Vec<f32>> = (apps[..apps.len() - 1].iter())
+        let product_layers = job.applications(job.max_uses());
+        let hidden: Vec<Vec<f32>> = (product_layers[..product_layers.len() - 1].iter())
             .map(|&l| vec![0.0f32; b * job.layers[l + 1]])
             .collect();
         let out = vec![0.0f32; b * job.layers[depth]];
@@ -122,7 +122,7 @@ impl CpuBackend {
             grads,
             dw: state.weights.iter().map(zeros).collect(),
             db: state.biases.iter().map(zeros).collect(),
-            sq: out,
+            loss_terms: out,
         }
     }
 
@@ -148,12 +148,12 @@ impl CpuBackend {
         rows
     }
 
-    /// Forward pass of the products `apps` (weight indices, see [`Job::applications`]) over the
+    /// Forward pass of the products `product_layers` (weight indices, see [`Job::applications`]) over the
     /// batch's first `b` rows, and the loss; leaves the output gradient in `grads[last]`.
-    fn forward(&mut self, apps: &[usize], b: usize) -> f32 {
-        let n = apps.len();
+    fn forward(&mut self, product_layers: &[usize], b: usize) -> f32 {
+        let n = product_layers.len();
         let out_w = self.job.layers[self.job.depth()];
-        for (j, &l) in apps.iter().enumerate() {
+        for (j, &l) in product_layers.iter().enumerate() {
             let (k, w) = (self.job.layers[l], self.job.layers[l + 1]);
             let hidden = self.acts.len();
             let act = self.job.activation;
@@ -188,20 +188,20 @@ impl CpuBackend {
         }
         let g = &mut self.grads.last_mut().expect("the output gradient")[..b * out_w];
         let y = &self.y[..b * out_w];
-        let (pred, sq) = (&self.pred[..b * out_w], &mut self.sq[..b * out_w]);
-        loss_forward(g, sq, pred, y, out_w, self.job.loss)
+        let (pred, loss_terms) = (&self.pred[..b * out_w], &mut self.loss_terms[..b * out_w]);
+        loss_forward(g, loss_terms, pred, y, out_w, self.job.loss)
     }
 
-    /// Backward pass of the products `apps`, from the last down. Each product first gives the
+    /// Backward pass of the products `product_layers`, from the last down. Each product first gives the
     /// gradient of its input (through the ReLU below) with the weights before any step, then
     /// its weight and bias gradients. A weight's gradient is summed over its uses (in backward
     /// order); after its last one, with `update`, the weight gets its optimizer step (fused into
     /// the gradient product for plain SGD when used once), and so does its bias. Without
     /// `update`, the summed gradients are returned (zeros for a weight not used) and the
     /// parameters left alone.
-    fn backward(&mut self, apps: &[usize], b: usize, update: bool) -> Params {
+    fn backward(&mut self, product_layers: &[usize], b: usize, update: bool) -> Params {
         let depth = self.job.depth();
-        let n = apps.len();
+        let n = product_layers.len();
         let opt = self.job.optimizer;
         // This step's learning rate (`counters.t` counts it already).
         let lr = (self.job.lr_schedule).lr(self.job.lr, self.counters.t.saturating_sub(1));
@@ -211,7 +211,7 @@ impl CpuBackend {
         let shared = self.job.shared_layer();
         let mut used = vec![false; depth];
         for j in (0..n).rev() {
-            let l = apps[j];
+            let l = product_layers[j];
             used[l] = true;
             let (k, w) = (self.job.layers[l], self.job.layers[l + 1]);
             let gi = if j + 1 == n { self.grads.len() - 1 } else { j };
@@ -243,8 +243,8 @@ impl CpuBackend {
             }
             let input: &[f32] = if j == 0 { &self.x } else { &self.acts[j - 1] };
             // Uses of this weight still to come (below) and already summed (above).
-            let more = j > 0 && apps[j - 1] == l;
-            let summed = j + 1 < n && apps[j + 1] == l;
+            let more = j > 0 && product_layers[j - 1] == l;
+            let summed = j + 1 < n && product_layers[j + 1] == l;
             let counters = if shared == Some(l) {
                 self.shared_counters
             } else {
@@ -308,13 +308,13 @@ impl CpuBackend {
     pub fn step(&mut self) -> f32 {
         let rows = self.load_batch();
         let uses = self.job.uses(self.step);
-        let apps = self.job.applications(uses);
-        let loss = self.forward(&apps, rows);
+        let product_layers = self.job.applications(uses);
+        let loss = self.forward(&product_layers, rows);
         self.counters.advance(&self.job.optimizer);
         if uses > 0 {
             self.shared_counters.advance(&self.job.optimizer);
         }
-        self.backward(&apps, rows, true);
+        self.backward(&product_layers, rows, true);
         self.step += 1;
         loss
     }
@@ -331,9 +331,9 @@ impl CpuBackend {
     /// dynamic depth, without updating anything.
     pub fn gradients(&mut self) -> (f32, Params) {
         let rows = self.load_batch();
-        let apps = self.job.applications(self.job.uses(self.step));
-        let loss = self.forward(&apps, rows);
-        (loss, self.backward(&apps, rows, false))
+        let product_layers = self.job.applications(self.job.uses(self.step));
+        let loss = self.forward(&product_layers, rows);
+        (loss, self.backward(&product_layers, rows, false))
     }
 
     fn params(&self) -> Params {

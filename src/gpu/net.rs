@@ -52,7 +52,7 @@ pub(crate) struct Net {
     pub(crate) pre: Vec<Vec<Banded>>,
     /// Per-element losses of the output layer (its logits, for cross-entropy): one buffer per
     /// band of batch rows.
-    pub(crate) sq: Vec<Banded>,
+    pub(crate) loss_terms: Vec<Banded>,
     /// Padded batch rows per band where the batch's matrices exceed one storage binding (buffer
     /// layout; a multiple of `BAND_ALIGN_ROWS`), else `usize::MAX`: each product over the batch
     /// then runs once per band on windows of the matrices, the weight and bias gradients summed
@@ -184,14 +184,16 @@ impl Net {
             .collect::<Result<Vec<_>>>()?;
         // One activation and one gradient per product but the last, for the most uses of a
         // shared layer, then the output gradient.
-        let apps = job.applications(job.max_uses());
+        let product_layers = job.applications(job.max_uses());
         let hidden = |name: &str| {
-            (apps[..apps.len() - 1].iter().enumerate())
-                .map(|(j, &l)| {
-                    let label = format!("{name}{} ({b}x{} f32)", j + 1, d[l + 1]);
-                    matrix(ctx, layout, &label, b, d[l + 1], None)
-                })
-                .collect::<Result<Vec<_>>>()
+            (product_layers[..product_layers.len() - 1]
+                .iter()
+                .enumerate())
+            .map(|(j, &l)| {
+                let label = format!("{name}{} ({b}x{} f32)", j + 1, d[l + 1]);
+                matrix(ctx, layout, &label, b, d[l + 1], None)
+            })
+            .collect::<Result<Vec<_>>>()
         };
         let acts = hidden("a")?;
         let mut grads = hidden("g")?;
@@ -219,12 +221,14 @@ impl Net {
             true => "logits",
             false => "per-element losses",
         };
-        let sq = per_band(what, d[depth])?;
+        let loss_terms = per_band(what, d[depth])?;
         // GELU's inputs, for its backward pass.
         let pre = match job.activation.needs_input() {
-            true => (apps[..apps.len() - 1].iter().enumerate())
-                .map(|(j, &l)| per_band(&format!("z{} (GELU's input)", j + 1), d[l + 1]))
-                .collect::<Result<Vec<_>>>()?,
+            true => (product_layers[..product_layers.len() - 1]
+                .iter()
+                .enumerate())
+            .map(|(j, &l)| per_band(&format!("z{} (GELU's input)", j + 1), d[l + 1]))
+            .collect::<Result<Vec<_>>>()?,
             false => Vec::new(),
         };
         // With bands: each band's loss slot, the slots, and the gradient sums over the bands.
@@ -343,7 +347,7 @@ impl Net {
             acts,
             pre,
             grads,
-            sq,
+            loss_terms,
             row_band,
             band_slots,
             band_sums,
@@ -365,8 +369,8 @@ impl Net {
 /// not banded: refused with the limit.
 fn row_band(ctx: &GpuContext, job: &Job, layout: Layout) -> Result<usize> {
     let d = &job.layers;
-    let apps = job.applications(job.max_uses());
-    let widest = (apps.iter().map(|&l| d[l + 1]))
+    let product_layers = job.applications(job.max_uses());
+    let widest = (product_layers.iter().map(|&l| d[l + 1]))
         .chain([d[0], d[job.depth()]])
         .max()
         .unwrap_or(1);

@@ -38,8 +38,8 @@ impl Net {
         // sums cover `pad4(rows)` rows, which the gather filled (zeros below `rows`).
         let (b, d) = (key.rows, &job.layers);
         let depth = job.depth();
-        let apps = job.applications(key.uses);
-        let n = apps.len();
+        let product_layers = job.applications(key.uses);
+        let n = product_layers.len();
         let shared = job.shared_layer();
         let opt = Opt::of(&job.optimizer);
         let o = &job.optimizer;
@@ -129,7 +129,7 @@ impl Net {
             rows: banded.then_some(band),
             depth: None,
         };
-        for (j, &l) in apps.iter().enumerate() {
+        for (j, &l) in product_layers.iter().enumerate() {
             let input = if j == 0 { &self.x } else { &self.acts[j - 1] };
             let none = Acc::default();
             for (bi, &band) in bands.iter().enumerate() {
@@ -146,12 +146,12 @@ impl Net {
                     mm((false, false, hidden_mode), none, dims, 0.0, bd)?
                 } else {
                     // g_out = dLoss/d(pred) of pred = a_{j-1} · w_l + b_l, per-element losses
-                    // into sq; for cross-entropy, the logits pred into sq (the gradient comes
+                    // into loss_terms; for cross-entropy, the logits pred into loss_terms (the gradient comes
                     // with the loss, from cross_entropy)
-                    let sq = Some(&self.sq[bi]);
+                    let loss_terms = Some(&self.loss_terms[bi]);
                     let mode = Mode::for_loss(job.loss);
                     let y = (mode != Mode::Logits).then_some(&self.y);
-                    let bd = bind(input, w(l), grad(j), y, sq);
+                    let bd = bind(input, w(l), grad(j), y, loss_terms);
                     let bd = MatmulBind {
                         bias: bias(l),
                         windows: rows_of(band),
@@ -177,7 +177,7 @@ impl Net {
                 false => m.binding(),
             };
             let bind = CrossEntropyBind {
-                logits: &self.sq[bi].bufs[0],
+                logits: &self.loss_terms[bi].bufs[0],
                 y: win(&self.y),
                 grad: win(out_grad),
                 history,
@@ -190,7 +190,7 @@ impl Net {
         match (&self.band_sums, banded) {
             (Some(sums), true) => {
                 for (bi, &band) in bands.iter().enumerate() {
-                    let values = &self.sq[bi].bufs[0];
+                    let values = &self.loss_terms[bi].bufs[0];
                     let dims = (real(band), d[depth]);
                     let slot = &self.band_slots[bi];
                     plan.push(match cross_entropy {
@@ -218,13 +218,13 @@ impl Net {
                 (b, d[depth]),
                 scale,
                 (advance, advance_shared),
-                &self.sq[0].bufs[0],
+                &self.loss_terms[0].bufs[0],
                 &self.history,
                 &self.state,
             )),
         }
         for j in (0..n).rev() {
-            let l = apps[j];
+            let l = product_layers[j];
             if j > 0 {
                 // g_{j-1} = (g_j · w_lᵀ) through the activation below (from its output
                 // a_{j-1}, or for GELU its input pre[j-1]), from the weights before any step
@@ -244,8 +244,8 @@ impl Net {
             // comes with the first use (the last one the backward pass reaches). Over bands of
             // the batch, each use's gradient is summed band by band the same way.
             let use_acc = Acc {
-                input: j + 1 < n && apps[j + 1] == l,
-                output: j > 0 && apps[j - 1] == l,
+                input: j + 1 < n && product_layers[j + 1] == l,
+                output: j > 0 && product_layers[j - 1] == l,
             };
             let (sum_w, sum_b) = match shared == Some(l) {
                 true => (self.sum_w.as_ref(), self.sum_b.as_ref()),
