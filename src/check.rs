@@ -19,12 +19,13 @@ pub fn log_error(s: f64) -> f64 {
 /// The bound on `cross_entropy`'s loss, `scale · Σ_r Σ_j y_rj((m_r - z_rj) + log s_r)` with
 /// `s_r = Σ_j exp(z_rj - m_r)`, against the CPU's (logits `z` and targets `y`, `[rows, cols]`).
 ///
-/// Per row, `log s` carries WGSL's stated error of `log` ([`log_error`]: absolute near 1, which is
-/// where a row whose largest logit dominates sits, so a tiny loss cannot be bounded relatively)
-/// plus the relative error of `s` over `log`'s derivative 1/s: each `exp(x)` within (3 + 2|x|)
-/// ulp (WGSL), weighted by its share of `s`, and the sum's `cols·u`; times the row's `Σ y`. On top,
-/// 1e-5 relative for the host's own rounding and the reduction's order (a few ulps per row). A
-/// missing max, a wrong row or a dropped term is off by orders more.
+/// Per row, `log s` carries WGSL's stated error of `log` ([`log_error`]: absolute near 1, which
+/// is where a row whose largest logit dominates sits, so a tiny loss cannot be bounded
+/// relatively) plus the relative error of `s` over `log`'s derivative 1/s: each `exp(x)` within
+/// (3 + 2|x|) ulp (WGSL), weighted by its share of `s`, and the sum's `cols·u`; times the row's
+/// `Σ y`. On top, 1e-5 relative for the host's own rounding and the reduction's order (a few
+/// ulps per row). A wrong row or a dropped term (`m - z_j`, `log s`) is off by orders more; a
+/// missing max is not (log-sum-exp is the same without it until exp overflows), as before.
 pub fn cross_entropy_loss_bound(z: &[f32], y: &[f32], cols: usize, scale: f32, loss: f32) -> f64 {
     let mut sum = 0.0f64;
     for (z, y) in z.chunks(cols).zip(y.chunks(cols)) {

@@ -146,8 +146,8 @@ impl Net {
                     mm((false, false, hidden_mode), none, dims, 0.0, bd)?
                 } else {
                     // g_out = dLoss/d(pred) of pred = a_{j-1} · w_l + b_l, per-element losses
-                    // into loss_terms; for cross-entropy, the logits pred into loss_terms (the gradient comes
-                    // with the loss, from cross_entropy)
+                    // into loss_terms; for cross-entropy, the logits pred into loss_terms (the
+                    // gradient comes with the loss, from cross_entropy)
                     let loss_terms = Some(&self.loss_terms[bi]);
                     let mode = Mode::for_loss(job.loss);
                     let y = (mode != Mode::Logits).then_some(&self.y);
