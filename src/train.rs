@@ -11,7 +11,7 @@ use web_time::Instant;
 
 /// What a training run produced.
 #[derive(Debug, Clone)]
-pub struct Report {
+pub struct Outcome {
     /// The epoch the run started at (0, or a checkpoint's epoch when resumed).
     pub first_epoch: usize,
     /// The loss of every epoch run (up to and including a non-finite one) while the run is at
@@ -34,7 +34,7 @@ pub struct Report {
     pub params: Params,
 }
 
-impl Report {
+impl Outcome {
     pub fn final_loss(&self) -> Option<f32> {
         self.last_loss
     }
@@ -147,11 +147,11 @@ impl<'a> Session<'a> {
     }
 
     /// What the run produced, with the parameters read back.
-    pub async fn finish(self) -> Result<Report> {
+    pub async fn finish(self) -> Result<Outcome> {
         let train_s = self.start.elapsed().as_secs_f64();
         let params = self.backend.read_params_async().await?;
         let losses = self.losses;
-        Ok(Report {
+        Ok(Outcome {
             first_epoch: self.first_epoch,
             losses: losses.kept().to_vec(),
             loss_stride: losses.stride(),
@@ -173,7 +173,7 @@ pub fn train(
     job: &Job,
     backend: &mut dyn Backend,
     mut on_log: impl FnMut(usize, f32),
-) -> Result<Report> {
+) -> Result<Outcome> {
     crate::wait::block_on(async {
         let mut session = Session::new(job, backend, 0);
         while let Some(chunk) = session.next_chunk().await? {

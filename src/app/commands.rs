@@ -30,13 +30,13 @@ pub(super) fn bench_command(args: &crate::cli::BenchArgs) -> Result<()> {
         crate::io::check_writable(p)?;
     }
     let gpu = args.gpu.options();
-    let plan = crate::bench::Plan {
+    let options = crate::bench::Options {
         quick: args.quick,
         devices: args.devices.clone(),
         layout: gpu.layout,
         limits: gpu.limits,
     };
-    let r = crate::bench::run(&plan, false)?;
+    let r = crate::bench::run(&options, false)?;
     for (d, shape, ratio) in crate::bench::tuned_over_naive(&r) {
         println!(
             "{}: tuned matmul at {shape} is {ratio:.1}x the naive kernel",
@@ -77,14 +77,14 @@ pub(super) fn verify_command(args: &crate::cli::VerifyArgs) -> Result<()> {
         crate::io::check_writable(p)?;
     }
     let gpu = args.gpu.options();
-    let plan = verify::Plan {
+    let options = verify::Options {
         devices: args.devices.clone(),
         layout: gpu.layout,
         limits: gpu.limits,
         quick: args.quick,
     };
     let mut last = None;
-    let report = verify::run(&plan, &mut |devices, check| {
+    let report = verify::run(&options, &mut |devices, check| {
         if last != Some(check.device) {
             last = Some(check.device);
             println!("\n{}", devices[check.device].label());

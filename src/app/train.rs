@@ -8,7 +8,7 @@ use crate::io::history::{self, History};
 use crate::io::{checkpoint, data, npy, summary};
 use crate::job::{InitScheme, Job};
 use crate::monitor::Monitor;
-use crate::train::{Report, Session};
+use crate::train::{Outcome, Session};
 use crate::wait::block_on;
 use std::time::Instant;
 
@@ -282,7 +282,7 @@ pub fn profile_table(p: &summary::Profile, steps_per_epoch: usize) -> String {
 
 /// Write the outputs of the end of a run besides the checkpoint and the history (written as the
 /// run goes): each is tried, and the failures returned.
-fn write_outputs(args: &TrainArgs, s: &summary::Summary, report: &Report) -> Vec<Error> {
+fn write_outputs(args: &TrainArgs, s: &summary::Summary, report: &Outcome) -> Vec<Error> {
     let mut failed = Vec::new();
     if let Some(p) = &args.plot {
         let mut history = History::new(&s.device.name, report.first_epoch, report.losses.clone());

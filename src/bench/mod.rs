@@ -47,7 +47,7 @@ use web_time::Instant;
 
 /// What one bench run covers.
 #[derive(Debug, Clone)]
-pub struct Plan {
+pub struct Options {
     pub quick: bool,
     /// `--device` values; empty: every adapter and the CPU.
     pub devices: Vec<String>,
@@ -113,9 +113,9 @@ const LOSE_DEVICE_ENV: &str = "GPU_TRAIN_BENCH_LOSE_DEVICE";
 
 #[cfg(not(target_arch = "wasm32"))]
 /// Run the bench. Rows are printed as they complete (unless `quiet`).
-pub fn run(plan: &Plan, quiet: bool) -> Result<Results> {
-    let budget = Budget::of(plan.quick);
-    let opened = open_devices(&plan.devices, plan.layout, plan.limits)?;
+pub fn run(options: &Options, quiet: bool) -> Result<Results> {
+    let budget = Budget::of(options.quick);
+    let opened = open_devices(&options.devices, options.layout, options.limits)?;
     let mut results = Results {
         format: results::FORMAT.into(),
         schema_version: results::SCHEMA_VERSION,
@@ -123,7 +123,7 @@ pub fn run(plan: &Plan, quiet: bool) -> Result<Results> {
         git_commit: option_env!("GPU_TRAIN_GIT_COMMIT").map(String::from),
         created_unix_s: crate::io::unix_now(),
         command: std::env::args().collect(),
-        quick: plan.quick,
+        quick: options.quick,
         host: host(),
         devices: opened.iter().map(|(i, _)| i.clone()).collect(),
         rows: Vec::new(),
@@ -151,7 +151,15 @@ pub fn run(plan: &Plan, quiet: bool) -> Result<Results> {
     // them).
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|info| log::debug!("{info}")));
-    let out = run_devices(&opened, &budget, plan, quiet, &mut results, &mut refs, lose);
+    let out = run_devices(
+        &opened,
+        &budget,
+        options,
+        quiet,
+        &mut results,
+        &mut refs,
+        lose,
+    );
     std::panic::set_hook(default_hook);
     out.map(|()| results)
 }
@@ -161,7 +169,7 @@ pub fn run(plan: &Plan, quiet: bool) -> Result<Results> {
 fn run_devices(
     opened: &[(DeviceInfo, Option<Device>)],
     budget: &Budget,
-    plan: &Plan,
+    options: &Options,
     quiet: bool,
     results: &mut Results,
     refs: &mut References,
@@ -180,7 +188,7 @@ fn run_devices(
         };
         let mut failed: Option<String> = None;
         let mut tuned_now = Vec::new();
-        for case in suite(plan.quick) {
+        for case in suite(options.quick) {
             if let (Case::Matmul { naive: true, .. }, Device::Cpu) = (&case, dev) {
                 continue;
             }

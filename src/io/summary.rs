@@ -70,7 +70,7 @@ impl Summary {
     pub fn new(
         device: DeviceSummary,
         job: &Job,
-        report: &crate::train::Report,
+        report: &crate::train::Outcome,
         setup_s: f64,
         stats: crate::backend::Stats,
     ) -> Self {

@@ -51,7 +51,7 @@ pub const PERTURB_ENV: &str = "GPU_TRAIN_VERIFY_PERTURB";
 
 /// What one `verify` run covers.
 #[derive(Debug, Clone, Default)]
-pub struct Plan {
+pub struct Options {
     /// `--device` values; empty: every adapter that can run compute shaders.
     pub devices: Vec<String>,
     /// `--layout`: one layout (None: every layout each adapter can run).
@@ -209,8 +209,8 @@ impl Suite<'_> {
 #[cfg(not(target_arch = "wasm32"))]
 /// Run the suite on every chosen adapter (and layout), reporting each check to `on_check` (with
 /// the devices) as it completes. Fails (bad input, exit 2) if there is no adapter to verify.
-pub fn run(plan: &Plan, on_check: &mut dyn FnMut(&[DeviceInfo], &Check)) -> Result<Report> {
-    if plan
+pub fn run(options: &Options, on_check: &mut dyn FnMut(&[DeviceInfo], &Check)) -> Result<Report> {
+    if options
         .devices
         .iter()
         .any(|d| d.trim().eq_ignore_ascii_case("cpu"))
@@ -221,7 +221,7 @@ pub fn run(plan: &Plan, on_check: &mut dyn FnMut(&[DeviceInfo], &Check)) -> Resu
              `gpu-train devices`)",
         ));
     }
-    let opened = crate::devices::open_devices(&plan.devices, plan.layout, plan.limits)?;
+    let opened = crate::devices::open_devices(&options.devices, options.layout, options.limits)?;
     let gpus: Vec<_> = opened
         .into_iter()
         .filter(|(info, _)| info.kind == "gpu")
@@ -234,7 +234,7 @@ pub fn run(plan: &Plan, on_check: &mut dyn FnMut(&[DeviceInfo], &Check)) -> Resu
         ));
     }
     let devices = gpus.iter().map(|(i, _)| i.clone()).collect();
-    let mut report = Report::new(plan.quick, crate::devices::host(), devices);
+    let mut report = Report::new(options.quick, crate::devices::host(), devices);
     let devices = report.devices.clone();
     let mut forward = |c: &Check| on_check(&devices, c);
     for (device, (info, dev)) in gpus.iter().enumerate() {
@@ -258,8 +258,8 @@ pub fn run(plan: &Plan, on_check: &mut dyn FnMut(&[DeviceInfo], &Check)) -> Resu
             });
             continue;
         };
-        let layouts = layouts(ctx, plan.layout, plan.quick);
-        crate::wait::block_on(check_device(&mut suite, ctx, &layouts, plan.quick));
+        let layouts = layouts(ctx, options.layout, options.quick);
+        crate::wait::block_on(check_device(&mut suite, ctx, &layouts, options.quick));
     }
     Ok(report)
 }
