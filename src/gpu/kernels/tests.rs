@@ -101,3 +101,28 @@ fn bindings_and_uniform_blocks_match_the_wgsl() {
         }
     }
 }
+
+/// No kernel compares a switched-on override with a bare number: every `case` and every
+/// `ACT`/`MODE`/`OPT` comparison names its code.
+#[test]
+fn kernels_switch_on_named_codes_only() {
+    for (name, src) in ALL_WGSL {
+        for (i, line) in src.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or("");
+            let bare_case = code.trim_start().starts_with("case ")
+                && code.trim_start()[5..].starts_with(|c: char| c.is_ascii_digit());
+            let bare_cmp = ["ACT", "MODE", "OPT"].iter().any(|o| {
+                [" == ", " != "].iter().any(|op| {
+                    code.split(&format!("{o}{op}"))
+                        .skip(1)
+                        .any(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
+                })
+            });
+            assert!(
+                !bare_case && !bare_cmp,
+                "{name}, line {}: a bare code: {line:?}",
+                i + 1
+            );
+        }
+    }
+}
