@@ -4,6 +4,13 @@
 /// Unit roundoff of f32: a correctly rounded operation errs by at most this, relative.
 pub const U: f64 = f32::EPSILON as f64 / 2.0;
 
+/// `2·γ_k`, `γ_k = k·u/(1-k·u)`: how far two correct f32 products of length k (any summation
+/// order) may be apart, per unit of `|A|·|B|` (Higham, §3.1).
+pub fn two_gamma(k: usize) -> f64 {
+    let ku = k.max(1) as f64 * U;
+    2.0 * ku / (1.0 - ku)
+}
+
 /// One ulp of a value in [1, 2).
 const ULP1: f64 = f32::EPSILON as f64;
 

@@ -20,13 +20,7 @@ pub fn worst_ratio(got: &[f32], want: &[f64], bound: &[f64]) -> f64 {
     worst
 }
 
-pub(super) const U: f64 = f32::EPSILON as f64 / 2.0;
-
-/// `2·γ_k`: how far two correct f32 products of length k may be apart, per unit of `|A|·|B|`.
-pub(super) fn two_gamma(k: usize) -> f64 {
-    let ku = k.max(1) as f64 * U;
-    2.0 * ku / (1.0 - ku)
-}
+pub(super) use crate::check::{two_gamma, U};
 
 /// The matmul epilogues the suite checks, each with what it needs.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -15,7 +15,7 @@ pub mod run;
 
 /// Unit roundoff of f32 (half an ulp of 1.0): every correctly rounded f32 operation has a relative
 /// error of at most this.
-pub const U32: f64 = f32::EPSILON as f64 / 2.0;
+pub const U32: f64 = gpu_train::check::U;
 
 /// The environment variable that turns "no GPU adapter" from a skip into a failure (set it in CI on
 /// machines that have one, so GPU tests cannot silently stop running).

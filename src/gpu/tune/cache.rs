@@ -46,9 +46,7 @@ pub struct Parity {
 impl Parity {
     /// Compare `got` with `want`, scaled elementwise by `scale` (`|A|·|B|`), for depth `k`.
     pub fn of(got: &[f32], want: &[f32], scale: &[f32], k: usize) -> Self {
-        let u = f32::EPSILON as f64 / 2.0;
-        let ku = k.max(1) as f64 * u;
-        let tolerance = 2.0 * ku / (1.0 - ku);
+        let tolerance = crate::check::two_gamma(k);
         let mut error = if got.len() == want.len() {
             0.0f64
         } else {
