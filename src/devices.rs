@@ -161,7 +161,7 @@ pub fn gpu_info(info: &wgpu::AdapterInfo) -> DeviceInfo {
 /// The devices to run on, in order: `--device` values, or every adapter that can run compute
 /// shaders and then the CPU. An adapter that cannot be opened is listed with its error.
 pub fn open_devices(
-    choices: &[String],
+    choices: &[DeviceChoice],
     layout: Option<Layout>,
     limits: LimitsChoice,
 ) -> Result<Vec<(DeviceInfo, Option<Device>)>> {
@@ -201,9 +201,9 @@ pub fn open_devices(
         return Ok(out);
     }
     for c in choices {
-        match DeviceChoice::parse(c)? {
+        match c {
             DeviceChoice::Cpu => out.push((cpu_info(), Some(Device::Cpu))),
-            choice => match context::choose(&choice, context::list_adapters())? {
+            choice => match context::choose(choice, context::list_adapters())? {
                 Some(entry) => out.push(open(entry)),
                 None => {
                     eprintln!("notice: --device {c}: no GPU adapter; benchmarking the CPU");

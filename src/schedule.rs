@@ -87,10 +87,10 @@ impl LrSchedule {
         [kind, a, b, ws, wstart.to_bits(), lr.to_bits()]
     }
 
-    /// Parse `--lr-schedule` and `--warmup`; the error names the flag and the field.
+    /// Parse `--lr-schedule` and `--warmup` together; the error names the flag and the field.
     pub fn parse(schedule: Option<&str>, warmup: Option<&str>) -> Result<Self> {
-        let main = schedule.map_or(Ok(Schedule::Constant), parse_schedule)?;
-        let warmup = warmup.map(parse_warmup).transpose()?;
+        let main = schedule.map_or(Ok(Schedule::Constant), Schedule::parse)?;
+        let warmup = warmup.map(Warmup::parse).transpose()?;
         Ok(LrSchedule { main, warmup })
     }
 
@@ -107,6 +107,20 @@ impl LrSchedule {
                 w.steps, w.start
             ),
         }
+    }
+}
+
+impl Schedule {
+    /// Parse `--lr-schedule`: `constant`, `step:EVERY:GAMMA` or `cosine:T_MAX[:MIN_LR]`.
+    pub fn parse(s: &str) -> Result<Schedule> {
+        parse_schedule(s)
+    }
+}
+
+impl Warmup {
+    /// Parse `--warmup`: `STEPS[:START_FACTOR]`.
+    pub fn parse(s: &str) -> Result<Warmup> {
+        parse_warmup(s)
     }
 }
 

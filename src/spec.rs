@@ -13,7 +13,7 @@ use crate::io::{data, npy};
 use crate::job::{
     self, Activation, DataSource, DynamicDepth, InitScheme, Job, Loss, OptimizerKind,
 };
-use crate::schedule::LrSchedule;
+use crate::schedule::{LrSchedule, Schedule, Warmup};
 use serde::Deserialize;
 use std::path::Path;
 
@@ -68,8 +68,10 @@ pub struct OptimizerSpec {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScheduleSpec {
-    pub schedule: Option<String>,
-    pub warmup: Option<String>,
+    #[serde(default, deserialize_with = "parsed::schedule")]
+    pub schedule: Option<Schedule>,
+    #[serde(default, deserialize_with = "parsed::warmup")]
+    pub warmup: Option<Warmup>,
 }
 
 /// `dynamic` of a [`JobSpec`].
@@ -85,6 +87,7 @@ pub struct DynamicSpec {
 /// naming its JSON key.
 mod parsed {
     use crate::job::{Activation, InitScheme, Loss, Named, OptimizerKind};
+    use crate::schedule::{Schedule, Warmup};
     use serde::{Deserialize, Deserializer};
 
     fn by<'de, D: Deserializer<'de>, T>(
@@ -110,6 +113,14 @@ mod parsed {
 
     pub fn optimizer<'de, D: Deserializer<'de>>(d: D) -> Result<Option<OptimizerKind>, D::Error> {
         by(d, OptimizerKind::parse)
+    }
+
+    pub fn schedule<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Schedule>, D::Error> {
+        by(d, Schedule::parse)
+    }
+
+    pub fn warmup<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Warmup>, D::Error> {
+        by(d, Warmup::parse)
     }
 }
 
@@ -180,8 +191,10 @@ impl JobSpec {
         }
         if let Some(s) = &self.lr_schedule {
             // A summary writes "constant" and a null warmup for the plain schedule.
-            let main = s.schedule.as_deref().filter(|m| *m != "constant");
-            job.lr_schedule = LrSchedule::parse(main, s.warmup.as_deref())?;
+            job.lr_schedule = LrSchedule {
+                main: s.schedule.unwrap_or_default(),
+                warmup: s.warmup,
+            };
         }
         if let Some(d) = &self.dynamic {
             job.dynamic = Some(DynamicDepth {
@@ -513,11 +526,6 @@ mod tests {
                 "optimizer.momentum",
                 "--momentum",
             ),
-            (
-                r#"{"lr_schedule": {"schedule": "step:0:0.5"}}"#,
-                "lr_schedule.schedule",
-                "--lr-schedule",
-            ),
         ] {
             let e = JobSpec::parse(json)
                 .and_then(|s| s.resolve())
@@ -526,6 +534,28 @@ mod tests {
             assert!(cli.contains(flag), "{json}: {cli}");
             assert!(page.contains(&format!("for {key}:")), "{json}: {page}");
             assert!(!page.contains(flag), "{json}: {page}");
+        }
+        // The values parsed as the JSON is read (the command line's are parsed by its flags):
+        // the error names the key, however it is rendered.
+        for (json, key, flag) in [
+            (
+                r#"{"lr_schedule": {"schedule": "step:0:0.5"}}"#,
+                "lr_schedule.schedule",
+                "--lr-schedule",
+            ),
+            (
+                r#"{"lr_schedule": {"warmup": "0"}}"#,
+                "lr_schedule.warmup",
+                "--warmup",
+            ),
+            (r#"{"activation": "relu:2"}"#, "activation", "--activation"),
+            (r#"{"loss": "l3"}"#, "loss", "--loss"),
+        ] {
+            let e = JobSpec::parse(json).expect_err(json);
+            for text in [e.to_string(), e.for_json().to_string()] {
+                assert!(text.contains(&format!("for {key}:")), "{json}: {text}");
+                assert!(!text.contains(flag), "{json}: {text}");
+            }
         }
     }
 

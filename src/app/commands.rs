@@ -134,7 +134,7 @@ pub(super) fn tune_command(args: &crate::cli::TuneArgs) -> Result<()> {
             .collect::<Result<Vec<_>>>()?
     };
     shapes.extend(squares.into_iter().map(|d| ((false, false), d)));
-    let choice = DeviceChoice::parse(&args.device)?;
+    let choice = args.device.clone();
     if choice == DeviceChoice::Cpu {
         return Err(Error::arg(
             "--device",

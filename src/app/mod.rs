@@ -109,16 +109,15 @@ fn load_data(args: &DatasetArgs, classes: Option<usize>, loss: Loss) -> Result<O
 /// Build the backend `--device` asks for, a GPU one with `gpu`'s layout and limits. `auto`
 /// falls back to the CPU with a notice.
 pub fn open_backend(
-    device: &str,
+    choice: &DeviceChoice,
     gpu: GpuOptions,
     job: &Job,
     state: &HostState,
 ) -> Result<Box<dyn Backend>> {
-    let choice = DeviceChoice::parse(device)?;
-    if choice == DeviceChoice::Cpu {
+    if *choice == DeviceChoice::Cpu {
         return Ok(Box::new(CpuBackend::new(job, state)));
     }
-    match context::choose(&choice, context::list_adapters())? {
+    match context::choose(choice, context::list_adapters())? {
         Some(entry) => {
             let ctx = GpuContext::open(&entry.adapter, gpu.limits)?;
             let layout = gpu.layout.unwrap_or_else(|| ctx.auto_layout());

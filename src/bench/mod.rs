@@ -50,7 +50,7 @@ use web_time::Instant;
 pub struct Options {
     pub quick: bool,
     /// `--device` values; empty: every adapter and the CPU.
-    pub devices: Vec<String>,
+    pub devices: Vec<crate::gpu::adapters::DeviceChoice>,
     /// `--layout`: the memory layout on every adapter (None: each adapter's own choice).
     pub layout: Option<Layout>,
     /// `--limits`: the device limits requested.

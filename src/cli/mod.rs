@@ -4,7 +4,9 @@
 //!
 //! [`Job`]: crate::job::Job
 
+use crate::gpu::context::DeviceChoice;
 use crate::job::{Activation, InitScheme, Loss, OptimizerKind};
+use crate::schedule::{Schedule, Warmup};
 use crate::spec::{DynamicSpec, JobSpec, OptimizerSpec, ScheduleSpec};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -56,8 +58,8 @@ pub enum Command {
 pub struct VerifyArgs {
     /// An adapter to verify (auto, gpu, an index or a name); repeat for several [default: every
     /// adapter that can run compute shaders].
-    #[arg(long = "device", value_name = "DEVICE")]
-    pub devices: Vec<String>,
+    #[arg(long = "device", value_name = "DEVICE", value_parser = values::device)]
+    pub devices: Vec<DeviceChoice>,
 
     /// A reduced set of shapes and training runs, in the layout training would take unless
     /// --layout names one (under a minute on a software adapter).
@@ -82,8 +84,8 @@ pub struct BenchArgs {
 
     /// A device to benchmark (auto, cpu, gpu, an index or a name); repeat for several
     /// [default: every adapter that can run compute shaders, and the CPU].
-    #[arg(long = "device", value_name = "DEVICE")]
-    pub devices: Vec<String>,
+    #[arg(long = "device", value_name = "DEVICE", value_parser = values::device)]
+    pub devices: Vec<DeviceChoice>,
 
     /// A reduced suite (about a minute on a software adapter), for smoke tests and CI.
     #[arg(long)]
@@ -118,8 +120,8 @@ pub struct CompareArgs {
 #[derive(Debug, Args, Clone)]
 pub struct TuneArgs {
     /// The adapter to tune (auto, gpu, an index or a name).
-    #[arg(long, default_value = "auto", value_name = "DEVICE")]
-    pub device: String,
+    #[arg(long, default_value = "auto", value_name = "DEVICE", value_parser = values::device)]
+    pub device: DeviceChoice,
 
     /// Tune the products of this net [default: 1000,100,10].
     #[arg(long, value_parser = values::layers, value_name = "D0,D1,...")]
@@ -264,8 +266,8 @@ pub struct TrainArgs {
 
     /// Where to train: `auto` (best GPU adapter, else the CPU), `cpu`, `gpu` (any adapter, error if
     /// none), an adapter index or a case-insensitive substring of its name (see `gpu-train devices`).
-    #[arg(long, default_value = "auto", value_name = "DEVICE")]
-    pub device: String,
+    #[arg(long, default_value = "auto", value_name = "DEVICE", value_parser = values::device)]
+    pub device: DeviceChoice,
 
     #[command(flatten)]
     pub gpu: GpuArgs,
@@ -356,14 +358,14 @@ pub struct TrainArgs {
     /// `cosine:T_MAX[:MIN_LR]` (CosineAnnealingLR from --lr down to MIN_LR, default 0, at step
     /// T_MAX; it rises again after, as PyTorch's does). Computed on the device from its step
     /// counter; a resumed run continues it [default: constant].
-    #[arg(long, value_name = "SCHEDULE")]
-    pub lr_schedule: Option<String>,
+    #[arg(long, value_name = "SCHEDULE", value_parser = values::schedule)]
+    pub lr_schedule: Option<Schedule>,
 
     /// A linear warm-up over the first STEPS optimizer steps from START_FACTOR x --lr up to --lr
     /// (PyTorch's LinearLR, default START_FACTOR 1/3), then --lr-schedule from its own step 0
     /// (as SequentialLR runs the two).
-    #[arg(long, value_name = "STEPS[:START_FACTOR]")]
-    pub warmup: Option<String>,
+    #[arg(long, value_name = "STEPS[:START_FACTOR]", value_parser = values::warmup)]
+    pub warmup: Option<Warmup>,
 
     /// Momentum factor of `--optimizer momentum`, in [0, 1) [default: 0.9].
     #[arg(long, value_parser = values::real, value_name = "MU", allow_hyphen_values = true)]
@@ -477,9 +479,9 @@ impl TrainArgs {
     pub fn spec(&self) -> JobSpec {
         let either = |on: bool, off: bool| (on || off).then_some(on);
         let schedule =
-            (self.lr_schedule.is_some() || self.warmup.is_some()).then(|| ScheduleSpec {
-                schedule: self.lr_schedule.clone(),
-                warmup: self.warmup.clone(),
+            (self.lr_schedule.is_some() || self.warmup.is_some()).then_some(ScheduleSpec {
+                schedule: self.lr_schedule,
+                warmup: self.warmup,
             });
         JobSpec {
             preset: self.preset.clone(),

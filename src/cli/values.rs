@@ -2,7 +2,9 @@
 //! says what is wrong with it (clap names the flag and the value).
 
 use crate::error::Error;
+use crate::gpu::context::DeviceChoice;
 use crate::job::{Activation, InitScheme, Named};
+use crate::schedule::{Schedule, Warmup};
 
 /// The message of the library's own parsers' errors (clap adds the flag and the value).
 fn message(e: Error) -> String {
@@ -76,6 +78,21 @@ pub fn activation(s: &str) -> Result<Activation, String> {
 /// `--init-scheme SCHEME[:VALUE]`.
 pub fn init_scheme(s: &str) -> Result<InitScheme, String> {
     InitScheme::parse(s).map_err(message)
+}
+
+/// `--lr-schedule constant|step:EVERY:GAMMA|cosine:T_MAX[:MIN_LR]`.
+pub fn schedule(s: &str) -> Result<Schedule, String> {
+    Schedule::parse(s).map_err(message)
+}
+
+/// `--warmup STEPS[:START_FACTOR]`.
+pub fn warmup(s: &str) -> Result<Warmup, String> {
+    Warmup::parse(s).map_err(message)
+}
+
+/// `--device auto|cpu|gpu|INDEX|NAME`.
+pub fn device(s: &str) -> Result<DeviceChoice, String> {
+    DeviceChoice::parse(s).map_err(message)
 }
 
 #[cfg(test)]

@@ -121,6 +121,19 @@ impl DeviceChoice {
     }
 }
 
+/// As `--device` takes it.
+impl std::fmt::Display for DeviceChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeviceChoice::Auto => f.write_str("auto"),
+            DeviceChoice::Cpu => f.write_str("cpu"),
+            DeviceChoice::Gpu => f.write_str("gpu"),
+            DeviceChoice::Index(i) => write!(f, "{i}"),
+            DeviceChoice::Name(n) => f.write_str(n),
+        }
+    }
+}
+
 /// The text listing the adapters, for `gpu-train devices` and for error messages.
 pub fn adapters_report(list: &[AdapterEntry]) -> String {
     if list.is_empty() {

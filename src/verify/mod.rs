@@ -53,7 +53,7 @@ pub const PERTURB_ENV: &str = "GPU_TRAIN_VERIFY_PERTURB";
 #[derive(Debug, Clone, Default)]
 pub struct Options {
     /// `--device` values; empty: every adapter that can run compute shaders.
-    pub devices: Vec<String>,
+    pub devices: Vec<crate::gpu::adapters::DeviceChoice>,
     /// `--layout`: one layout (None: every layout each adapter can run).
     pub layout: Option<Layout>,
     pub limits: LimitsChoice,
@@ -212,8 +212,7 @@ impl Suite<'_> {
 pub fn run(options: &Options, on_check: &mut dyn FnMut(&[DeviceInfo], &Check)) -> Result<Report> {
     if options
         .devices
-        .iter()
-        .any(|d| d.trim().eq_ignore_ascii_case("cpu"))
+        .contains(&crate::gpu::adapters::DeviceChoice::Cpu)
     {
         return Err(Error::arg(
             "--device",
