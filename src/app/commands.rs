@@ -1,7 +1,7 @@
 //! The commands besides training: bench, verify, tune, eval, predict, plot.
 
 use super::{check_width, load_data};
-use crate::cli::{EvalArgs, PlotArgs, PredictArgs};
+use crate::cli::{EvalArgs, PlotArgs, Predict, PredictArgs};
 use crate::error::{Error, Result};
 use crate::gpu::layout::Layout;
 use crate::gpu::{context, DeviceChoice, GpuContext};
@@ -129,9 +129,7 @@ pub(super) fn tune_command(args: &crate::cli::TuneArgs) -> Result<()> {
     let squares = if args.shapes.is_empty() {
         vec![(1024, 1024, 1024)]
     } else {
-        (args.shapes.iter())
-            .map(|s| parse_shape(s))
-            .collect::<Result<Vec<_>>>()?
+        args.shapes.clone()
     };
     shapes.extend(squares.into_iter().map(|d| ((false, false), d)));
     let choice = args.device.clone();
@@ -175,24 +173,6 @@ pub(super) fn tune_command(args: &crate::cli::TuneArgs) -> Result<()> {
     Ok(())
 }
 
-/// `MxNxK`, three positive sizes.
-fn parse_shape(s: &str) -> Result<(usize, usize, usize)> {
-    let bad = || {
-        Error::arg(
-            "--shape",
-            format!("`{s}` is not MxNxK (e.g. 1024x1024x1024)"),
-        )
-    };
-    let v: Vec<usize> = (s.split(['x', 'X']))
-        .map(|p| p.trim().parse::<usize>().ok().filter(|&n| n > 0))
-        .collect::<Option<Vec<_>>>()
-        .ok_or_else(bad)?;
-    match v[..] {
-        [m, n, k] => Ok((m, n, k)),
-        _ => Err(bad()),
-    }
-}
-
 /// A checkpoint's net and parameters, for `eval` and `predict`.
 fn load_net(path: &std::path::Path) -> Result<(Job, crate::init::Params)> {
     let job = checkpoint::job_of(path)?;
@@ -227,25 +207,18 @@ pub(super) fn eval_command(args: &EvalArgs) -> Result<()> {
 
 /// `gpu-train predict`: a checkpoint's outputs for the rows of --x, as .npy.
 pub(super) fn predict_command(args: &PredictArgs) -> Result<()> {
-    const KINDS: [&str; 3] = ["outputs", "probabilities", "classes"];
-    let kind = args.kind.as_deref().unwrap_or("outputs");
-    let kind = kind.trim().to_ascii_lowercase();
-    if !KINDS.contains(&kind.as_str()) {
-        return Err(Error::arg(
-            "--as",
-            format!("unknown value `{kind}`; valid: {}", KINDS.join(", ")),
-        ));
-    }
     crate::io::check_writable(&args.output)?;
     let (job, params) = load_net(&args.checkpoint)?;
     let x = npy::read_matrix(&args.x)?;
     data::check_finite(&args.x, &x)?;
     check_width("--x", &x, job.layers[0], "inputs")?;
     let pred = crate::eval::predict(&job, &params, &x);
-    match kind.as_str() {
-        "outputs" => npy::write_matrix(&args.output, &pred)?,
-        "probabilities" => npy::write_matrix(&args.output, &crate::eval::softmax_rows(&pred))?,
-        "classes" => {
+    match args.kind {
+        Predict::Outputs => npy::write_matrix(&args.output, &pred)?,
+        Predict::Probabilities => {
+            npy::write_matrix(&args.output, &crate::eval::softmax_rows(&pred))?
+        }
+        Predict::Classes => {
             let classes: Vec<usize> = pred
                 .data
                 .chunks(pred.cols)
@@ -259,7 +232,6 @@ pub(super) fn predict_command(args: &PredictArgs) -> Result<()> {
             );
             return Ok(());
         }
-        _ => unreachable!("checked above"),
     }
     println!(
         "wrote {} ({} x {})",

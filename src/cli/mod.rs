@@ -132,8 +132,8 @@ pub struct TuneArgs {
     pub batch: Option<usize>,
 
     /// Also tune a plain product MxNxK (repeatable) [default: 1024x1024x1024].
-    #[arg(long = "shape", value_name = "MxNxK")]
-    pub shapes: Vec<String>,
+    #[arg(long = "shape", value_name = "MxNxK", value_parser = values::shape)]
+    pub shapes: Vec<(usize, usize, usize)>,
 
     #[command(flatten)]
     pub gpu: GpuArgs,
@@ -238,8 +238,26 @@ pub struct PredictArgs {
     /// What to write: `outputs` (the net's raw outputs; a cross-entropy net's logits),
     /// `probabilities` (the softmax of each row) or `classes` (each row's largest output, as
     /// class indices) [default: outputs].
-    #[arg(long = "as", value_name = "KIND")]
-    pub kind: Option<String>,
+    #[arg(
+        long = "as",
+        value_name = "KIND",
+        value_enum,
+        ignore_case = true,
+        default_value_t
+    )]
+    pub kind: Predict,
+}
+
+/// What `predict` writes (`--as`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum Predict {
+    /// The net's raw outputs (a cross-entropy net's logits).
+    #[default]
+    Outputs,
+    /// The softmax of each row.
+    Probabilities,
+    /// Each row's largest output, as class indices.
+    Classes,
 }
 
 #[derive(Debug, Args, Clone)]

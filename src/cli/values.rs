@@ -80,6 +80,19 @@ pub fn init_scheme(s: &str) -> Result<InitScheme, String> {
     InitScheme::parse(s).map_err(message)
 }
 
+/// `--shape MxNxK`, each at least 1.
+pub fn shape(s: &str) -> Result<(usize, usize, usize), String> {
+    let bad = || format!("`{s}` is not MxNxK (e.g. 1024x1024x1024)");
+    let v: Vec<usize> = (s.split(['x', 'X']))
+        .map(|p| p.trim().parse::<usize>().ok().filter(|&n| n > 0))
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(bad)?;
+    match v[..] {
+        [m, n, k] => Ok((m, n, k)),
+        _ => Err(bad()),
+    }
+}
+
 /// `--lr-schedule constant|step:EVERY:GAMMA|cosine:T_MAX[:MIN_LR]`.
 pub fn schedule(s: &str) -> Result<Schedule, String> {
     Schedule::parse(s).map_err(message)
