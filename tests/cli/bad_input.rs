@@ -184,19 +184,13 @@ bad_flag!(
 fn cli_dynamic_preset_trains_and_writes_every_layer() {
     let tmp = tempfile::tempdir().unwrap();
     let (dir, j) = (tmp.path().join("final"), tmp.path().join("run.json"));
-    let r = run([
-        "--device",
-        "cpu",
-        "--preset",
-        "dynamic",
-        "--epochs",
-        "60",
-        "--save-final",
-        p(&dir),
-        "--summary-json",
-        p(&j),
-    ])
-    .success();
+    let r = Cmd::cpu()
+        .flag("--preset", "dynamic")
+        .epochs(60)
+        .flag("--save-final", p(&dir))
+        .flag("--summary-json", p(&j))
+        .run()
+        .success();
     assert!(
         r.stdout.contains("w2 shared and run 0-3 times per epoch"),
         "{}",
@@ -243,20 +237,16 @@ fn cli_dynamic_depth_takes_its_widths_from_init_files() {
     .iter()
     .chain(&["--quiet", "--save-init", p(&flat)]))
     .success();
-    let r = run([
-        "--device",
-        "cpu",
-        "--dynamic-depth",
-        "2",
-        "--init",
-        p(&flat),
-    ]);
+    let r = Cmd::cpu()
+        .flag("--dynamic-depth", "2")
+        .flag("--init", p(&flat))
+        .run();
     assert_bad_input(&r, &["--dynamic-depth", "12,6,3"]);
 }
 
 #[test]
 fn bad_device_name_exits_2_and_lists_the_choices() {
-    let r = run(["--device", "bogus", "--epochs", "1"]);
+    let r = Cmd::on("bogus").epochs(1).run();
     assert_bad_input(&r, &["bogus", "auto, cpu, gpu"]);
 }
 
@@ -266,12 +256,12 @@ fn bad_device_name_exits_2_and_lists_the_choices() {
 #[test]
 fn device_gpu_without_any_adapter_exits_2_and_suggests_lavapipe() {
     let none = [("WGPU_BACKEND", "dx12")];
-    let r = run_env(["--device", "gpu", "--epochs", "1"], &none);
+    let r = Cmd::on("gpu").epochs(1).run_env(&none);
     assert_bad_input(
         &r,
         &["--device gpu", "no GPU adapters", "mesa-vulkan-drivers"],
     );
-    let r = run_env(["--epochs", "1", "--quiet"], &none).success();
+    let r = Cmd::default().epochs(1).quiet().run_env(&none).success();
     assert!(
         r.stderr.contains("training on the CPU"),
         "auto must say it fell back: {}",
@@ -287,16 +277,21 @@ fn job_beyond_the_adapters_texture_limit_exits_2_naming_matrix_and_limit() {
     let Some(ctx) = gpu_or_skip() else { return };
     let rows = ctx.limits.max_texture_dimension_2d as usize + 4;
     let layers = format!("{rows},3");
-    let r = run([
-        "--device", "gpu", "--layout", "texels", "--layers", &layers, "--batch", "1", "--epochs",
-        "1",
-    ]);
+    let r = Cmd::on("gpu")
+        .flag("--layout", "texels")
+        .flag("--layers", &layers)
+        .flag("--batch", "1")
+        .epochs(1)
+        .run();
     assert_bad_input(&r, &["w1", &rows.to_string(), "max_texture_dimension_2d"]);
     // The buffer layout has no texture-size ceiling: the same job trains.
-    let r = run([
-        "--device", "gpu", "--layout", "buffer", "--layers", &layers, "--batch", "1", "--epochs",
-        "1", "--quiet",
-    ]);
+    let r = Cmd::on("gpu")
+        .flag("--layout", "buffer")
+        .flag("--layers", &layers)
+        .flag("--batch", "1")
+        .epochs(1)
+        .quiet()
+        .run();
     r.success();
 }
 
@@ -314,20 +309,14 @@ fn cli_each_layout_trains_and_the_summary_names_it() {
         ("auto", "adapter"),
     ] {
         let j = dir.path().join(format!("{layout}.json"));
-        let r = run([
-            "--device",
-            "gpu",
-            "--layout",
-            layout,
-            "--limits",
-            limits,
-            "--epochs",
-            "60",
-            "--quiet",
-            "--summary-json",
-            p(&j),
-        ])
-        .success();
+        let r = Cmd::on("gpu")
+            .flag("--layout", layout)
+            .flag("--limits", limits)
+            .epochs(60)
+            .quiet()
+            .flag("--summary-json", p(&j))
+            .run()
+            .success();
         let v: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&j).unwrap()).unwrap();
         let want = if layout == "auto" { auto } else { layout };
@@ -384,7 +373,7 @@ fn cli_discrete_plan_forced_trains_and_profile_reports_workgroups() {
         Some(128),
         "{kernels:?}"
     );
-    let cpu = run(["--device", "cpu", "--quiet"]).success();
+    let cpu = Cmd::cpu().quiet().run().success();
     let (g, c) = (r.summary().2, cpu.summary().2);
     let tol = 3e-3 * c.sqrt() + 1e-5 * c;
     assert!((g - c).abs() <= tol, "final loss GPU {g:e} CPU {c:e}");
@@ -404,7 +393,7 @@ bad_flag!(
 
 #[test]
 fn bad_device_index_exits_2() {
-    let r = run(["--device", "99", "--epochs", "1"]);
+    let r = Cmd::on("99").epochs(1).run();
     assert_bad_input(&r, &["99", "index"]);
 }
 
@@ -445,18 +434,12 @@ fn init_with_wrong_shape_w1_exits_2_naming_file_and_shapes() {
 #[test]
 fn init_not_matching_explicit_layers_exits_2() {
     let tmp = init_dir();
-    let r = run([
-        "--device",
-        "cpu",
-        "--epochs",
-        "2",
-        "--layers",
-        "30,20,5",
-        "--batch",
-        "9",
-        "--init",
-        p(tmp.path()),
-    ]);
+    let r = Cmd::cpu()
+        .epochs(2)
+        .flag("--layers", "30,20,5")
+        .flag("--batch", "9")
+        .flag("--init", p(tmp.path()))
+        .run();
     assert_bad_input(&r, &["w2.npy", "[20, 5]", "[20, 4]", "--layers"]);
 }
 
@@ -465,17 +448,12 @@ fn init_not_matching_explicit_layers_exits_2() {
 #[test]
 fn init_with_matching_layers_only_takes_the_batch_from_the_files() {
     let tmp = init_dir();
-    let r = run([
-        "--device",
-        "cpu",
-        "--quiet",
-        "--epochs",
-        "2",
-        "--layers",
-        "30,20,4",
-        "--init",
-        p(tmp.path()),
-    ]);
+    let r = Cmd::cpu()
+        .quiet()
+        .epochs(2)
+        .flag("--layers", "30,20,4")
+        .flag("--init", p(tmp.path()))
+        .run();
     assert_eq!(r.code, Some(0), "{}", r.describe());
 }
 
@@ -483,17 +461,12 @@ fn init_with_matching_layers_only_takes_the_batch_from_the_files() {
 #[test]
 fn init_with_matching_batch_only_takes_the_layers_from_the_files() {
     let tmp = init_dir();
-    let r = run([
-        "--device",
-        "cpu",
-        "--quiet",
-        "--epochs",
-        "2",
-        "--batch",
-        "9",
-        "--init",
-        p(tmp.path()),
-    ]);
+    let r = Cmd::cpu()
+        .quiet()
+        .epochs(2)
+        .flag("--batch", "9")
+        .flag("--init", p(tmp.path()))
+        .run();
     assert_eq!(r.code, Some(0), "{}", r.describe());
 }
 
@@ -540,10 +513,7 @@ fn init_with_1d_array_exits_2() {
 fn history_into_missing_directory_exits_2_before_training() {
     let tmp = tempfile::tempdir().unwrap();
     let h = tmp.path().join("no").join("such").join("h.csv");
-    let r = run(SMALL
-        .iter()
-        .copied()
-        .chain(["--device", "cpu", "--history", p(&h)]));
+    let r = Cmd::cpu().small().flag("--history", p(&h)).run();
     assert_bad_input(&r, &["h.csv", "does not exist"]);
 }
 
@@ -551,10 +521,7 @@ fn history_into_missing_directory_exits_2_before_training() {
 fn summary_json_into_missing_directory_exits_2_before_training() {
     let tmp = tempfile::tempdir().unwrap();
     let j = tmp.path().join("no").join("s.json");
-    let r = run(SMALL
-        .iter()
-        .copied()
-        .chain(["--device", "cpu", "--summary-json", p(&j)]));
+    let r = Cmd::cpu().small().flag("--summary-json", p(&j)).run();
     assert_bad_input(&r, &["s.json", "does not exist"]);
 }
 
@@ -566,9 +533,6 @@ fn save_final_under_a_file_exits_2_before_training() {
     let file = tmp.path().join("file");
     std::fs::write(&file, b"x").unwrap();
     let target = file.join("final");
-    let r = run(SMALL
-        .iter()
-        .copied()
-        .chain(["--device", "cpu", "--save-final", p(&target)]));
+    let r = Cmd::cpu().small().flag("--save-final", p(&target)).run();
     assert_bad_input(&r, &["final"]);
 }

@@ -34,38 +34,23 @@ fn cli_validation_eval_and_predict() {
     let tmp = tempfile::tempdir().unwrap();
     let f = |name: &str| tmp.path().join(name);
     let (x, y) = classes(tmp.path());
-    let r = run([
-        "--device",
-        "cpu",
-        "--x",
-        p(&x),
-        "--y",
-        p(&y),
-        "--layers",
-        "6,16,3",
-        "--batch",
-        "20",
-        "--epochs",
-        "40",
-        "--log-every",
-        "10",
-        "--loss",
-        "mse",
-        "--optimizer",
-        "adam",
-        "--lr",
-        "1e-2",
-        "--bias",
-        "--init-scheme",
-        "torch",
-        "--val-split",
-        "0.25",
-        "--save",
-        p(&f("ck.safetensors")),
-        "--history",
-        p(&f("h.csv")),
-    ])
-    .success();
+    let r = Cmd::cpu()
+        .flag("--x", p(&x))
+        .flag("--y", p(&y))
+        .flag("--layers", "6,16,3")
+        .flag("--batch", "20")
+        .epochs(40)
+        .flag("--log-every", "10")
+        .flag("--loss", "mse")
+        .flag("--optimizer", "adam")
+        .flag("--lr", "1e-2")
+        .arg("--bias")
+        .flag("--init-scheme", "torch")
+        .flag("--val-split", "0.25")
+        .flag("--save", p(&f("ck.safetensors")))
+        .flag("--history", p(&f("h.csv")))
+        .run()
+        .success();
     assert!(
         r.stdout.contains("225 rows in batches of 20"),
         "{}",
@@ -109,31 +94,25 @@ fn cli_validation_eval_and_predict() {
         5,
         "header + 4 scored: {h}"
     );
-    let e = run([
-        "eval",
-        "--checkpoint",
-        p(&f("ck.safetensors")),
-        "--x",
-        p(&x),
-        "--y",
-        p(&y),
-    ])
-    .success();
+    let e = Cmd::default()
+        .arg("eval")
+        .flag("--checkpoint", p(&f("ck.safetensors")))
+        .flag("--x", p(&x))
+        .flag("--y", p(&y))
+        .run()
+        .success();
     assert!(
         e.stdout.contains("rows 300 | loss") && e.stdout.contains("accuracy"),
         "{}",
         e.describe()
     );
-    run([
-        "predict",
-        "--checkpoint",
-        p(&f("ck.safetensors")),
-        "--x",
-        p(&x),
-        "-o",
-        p(&f("pred.npy")),
-    ])
-    .success();
+    Cmd::default()
+        .arg("predict")
+        .flag("--checkpoint", p(&f("ck.safetensors")))
+        .flag("--x", p(&x))
+        .flag("-o", p(&f("pred.npy")))
+        .run()
+        .success();
     let pred = npy::read_matrix(&f("pred.npy")).unwrap();
     assert_eq!(pred.shape(), [300, 3]);
     let labels = npy::read_matrix(&y).unwrap();
@@ -155,31 +134,30 @@ fn cli_validation_eval_and_predict() {
         e.stdout
     );
     // Bad input.
-    let r = run(["--device", "cpu", "--val-split", "1.5", "--epochs", "1"]);
+    let r = Cmd::cpu().flag("--val-split", "1.5").epochs(1).run();
     assert_bad_input(&r, &["--val-split", "1.5"]);
-    let r = run(["--device", "cpu", "--val-x", p(&x), "--epochs", "1"]);
+    let r = Cmd::cpu().flag("--val-x", p(&x)).epochs(1).run();
     assert_bad_input(&r, &["--val-x", "--val-y"]);
-    let r = run([
-        "eval",
-        "--checkpoint",
-        p(&f("ck.safetensors")),
-        "--x",
-        p(&y),
-        "--y",
-        p(&y),
-    ]);
+    let r = Cmd::default()
+        .arg("eval")
+        .flag("--checkpoint", p(&f("ck.safetensors")))
+        .flag("--x", p(&y))
+        .flag("--y", p(&y))
+        .run();
     assert_bad_input(&r, &["--x", "3 columns", "6 inputs"]);
-    let r = run(["eval", "--checkpoint", p(&x), "--x", p(&x), "--y", p(&y)]);
+    let r = Cmd::default()
+        .arg("eval")
+        .flag("--checkpoint", p(&x))
+        .flag("--x", p(&x))
+        .flag("--y", p(&y))
+        .run();
     assert_bad_input(&r, &["cx.npy"]);
-    let r = run([
-        "predict",
-        "--checkpoint",
-        p(&f("ck.safetensors")),
-        "--x",
-        p(&x),
-        "-o",
-        p(&f("no/dir/p.npy")),
-    ]);
+    let r = Cmd::default()
+        .arg("predict")
+        .flag("--checkpoint", p(&f("ck.safetensors")))
+        .flag("--x", p(&x))
+        .flag("-o", p(&f("no/dir/p.npy")))
+        .run();
     assert_bad_input(&r, &["p.npy", "does not exist"]);
 }
 
@@ -196,30 +174,19 @@ fn cli_class_index_targets_become_one_hot() {
     let lp = tmp.path().join("labels.npy");
     write_npy(&lp, "<i8", &[300], &labels);
     let args = |y: &Path| {
-        run([
-            "--device",
-            "cpu",
-            "--x",
-            p(&x),
-            "--y",
-            p(y),
-            "--batch",
-            "30",
-            "--epochs",
-            "20",
-            "--loss",
-            "mse",
-            "--optimizer",
-            "adam",
-            "--lr",
-            "1e-2",
-            "--bias",
-            "--init-scheme",
-            "torch",
-            "--val-split",
-            "0.2",
-            "--quiet",
-        ])
+        Cmd::cpu()
+            .flag("--x", p(&x))
+            .flag("--y", p(y))
+            .flag("--batch", "30")
+            .epochs(20)
+            .flag("--loss", "mse")
+            .flag("--optimizer", "adam")
+            .flag("--lr", "1e-2")
+            .arg("--bias")
+            .flag("--init-scheme", "torch")
+            .flag("--val-split", "0.2")
+            .quiet()
+            .run()
     };
     let a = args(&lp).success();
     let b = args(&y).success();
@@ -236,19 +203,14 @@ fn cli_class_index_targets_become_one_hot() {
     );
     assert_eq!(held(&a), held(&b));
     assert!(a.stdout.contains("accuracy"), "{}", a.describe());
-    let r = run([
-        "--device",
-        "cpu",
-        "--x",
-        p(&x),
-        "--y",
-        p(&lp),
-        "--layers",
-        "6,8,2",
-    ]);
+    let r = Cmd::cpu()
+        .flag("--x", p(&x))
+        .flag("--y", p(&lp))
+        .flag("--layers", "6,8,2")
+        .run();
     assert_bad_input(&r, &["labels.npy", "class index 2", "2 outputs"]);
     write_npy(&lp, "<i8", &[100, 3], &[0u8; 2400]);
-    let r = run(["--device", "cpu", "--x", p(&x), "--y", p(&lp)]);
+    let r = Cmd::cpu().flag("--x", p(&x)).flag("--y", p(&lp)).run();
     assert_bad_input(&r, &["labels.npy", "[100, 3]"]);
 }
 
@@ -320,17 +282,13 @@ bad_flag!(
 
 #[test]
 fn predict_with_an_unknown_kind_exits_2_listing_the_kinds() {
-    let r = run([
-        "predict",
-        "--checkpoint",
-        "none.safetensors",
-        "--x",
-        "none.npy",
-        "-o",
-        "out.npy",
-        "--as",
-        "logits",
-    ]);
+    let r = Cmd::default()
+        .arg("predict")
+        .flag("--checkpoint", "none.safetensors")
+        .flag("--x", "none.npy")
+        .flag("-o", "out.npy")
+        .flag("--as", "logits")
+        .run();
     assert_bad_input(&r, &["--as", "probabilities", "classes"]);
 }
 
@@ -400,18 +358,12 @@ fn cli_bad_class_targets_exit_2_naming_the_file_and_row() {
     }
     std::fs::write(dir.join("ok.csv"), &csv).unwrap();
     let fit = |csv: &str| {
-        run([
-            "--device",
-            "cpu",
-            "--loss",
-            "cross-entropy",
-            "--epochs",
-            "2",
-            "--data",
-            &format!("{}/{csv}", p(dir)),
-            "--targets",
-            "1",
-        ])
+        Cmd::cpu()
+            .flag("--loss", "cross-entropy")
+            .epochs(2)
+            .flag("--data", format!("{}/{csv}", p(dir)))
+            .flag("--targets", "1")
+            .run()
     };
     let r = fit("ok.csv").success();
     assert!(r.stdout.contains("[3 -> 100 -> 3]"), "{}", r.describe());
@@ -435,25 +387,16 @@ fn cli_cross_entropy_reports_accuracy_everywhere_and_predict_writes_each_kind() 
         dir.join("s.json"),
         dir.join("m.safetensors"),
     );
-    let r = run([
-        "--device",
-        "cpu",
-        "--preset",
-        "digits",
-        "--epochs",
-        "10",
-        "--x",
-        p(&digits("train_x.npy")),
-        "--y",
-        p(&digits("train_y.npy")),
-        "--history",
-        p(&hist),
-        "--summary-json",
-        p(&json),
-        "--save",
-        p(&ckpt),
-    ])
-    .success();
+    let r = Cmd::cpu()
+        .flag("--preset", "digits")
+        .epochs(10)
+        .flag("--x", p(&digits("train_x.npy")))
+        .flag("--y", p(&digits("train_y.npy")))
+        .flag("--history", p(&hist))
+        .flag("--summary-json", p(&json))
+        .flag("--save", p(&ckpt))
+        .run()
+        .success();
     assert!(r.stdout.contains("  acc 0."), "{}", r.describe());
     assert!(r.stdout.contains("| accuracy 0.9"), "{}", r.describe());
     let csv = std::fs::read_to_string(&hist).unwrap();
@@ -468,31 +411,24 @@ fn cli_cross_entropy_reports_accuracy_everywhere_and_predict_writes_each_kind() 
         "{v:#}"
     );
     assert_eq!(v["config"]["loss"], "cross-entropy");
-    let e = run([
-        "eval",
-        "--checkpoint",
-        p(&ckpt),
-        "--x",
-        p(&digits("test_x.npy")),
-        "--y",
-        p(&digits("test_y.npy")),
-    ])
-    .success();
+    let e = Cmd::default()
+        .arg("eval")
+        .flag("--checkpoint", p(&ckpt))
+        .flag("--x", p(&digits("test_x.npy")))
+        .flag("--y", p(&digits("test_y.npy")))
+        .run()
+        .success();
     assert!(e.stdout.contains("accuracy 0.9"), "{}", e.describe());
     let predict = |kind: &str| {
         let out = dir.join(format!("{kind}.npy"));
-        run([
-            "predict",
-            "--checkpoint",
-            p(&ckpt),
-            "--x",
-            p(&digits("test_x.npy")),
-            "-o",
-            p(&out),
-            "--as",
-            kind,
-        ])
-        .success();
+        Cmd::default()
+            .arg("predict")
+            .flag("--checkpoint", p(&ckpt))
+            .flag("--x", p(&digits("test_x.npy")))
+            .flag("-o", p(&out))
+            .flag("--as", kind)
+            .run()
+            .success();
         out
     };
     let outputs = npy::read_matrix(&predict("outputs")).unwrap();

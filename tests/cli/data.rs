@@ -150,17 +150,22 @@ fn cli_bad_datasets_exit_2_naming_the_file_and_the_fault() {
 /// `--rows` generates a dataset of that many rows, trained in mini-batches.
 #[test]
 fn cli_rows_trains_a_generated_dataset_in_minibatches() {
-    let r = run([
-        "--device", "cpu", "--rows", "100", "--batch", "30", "--layers", "8,4,2", "--epochs", "3",
-    ])
-    .success();
+    let r = Cmd::cpu()
+        .flag("--rows", "100")
+        .flag("--batch", "30")
+        .flag("--layers", "8,4,2")
+        .epochs(3)
+        .run()
+        .success();
     assert!(
         r.stdout.contains("100 rows in batches of 30"),
         "{}",
         r.describe()
     );
-    let r = run([
-        "--device", "cpu", "--rows", "10", "--batch", "30", "--epochs", "1",
-    ]);
+    let r = Cmd::cpu()
+        .flag("--rows", "10")
+        .flag("--batch", "30")
+        .epochs(1)
+        .run();
     assert_bad_input(&r, &["--batch", "30", "10 rows"]);
 }

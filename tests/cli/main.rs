@@ -84,11 +84,64 @@ pub fn assert_bad_input(r: &Run, needles: &[&str]) {
     );
 }
 
+/// The one builder of the command lines the tests share: the device, the reduced job, `--quiet`,
+/// `--epochs` and any other flag, appended in the order given (the binary gets exactly that list).
+#[derive(Debug, Clone, Default)]
+pub struct Cmd(Vec<String>);
+
+impl Cmd {
+    /// `--device DEVICE`.
+    pub fn on(device: &str) -> Self {
+        Cmd::default().flag("--device", device)
+    }
+
+    /// `--device cpu`: most tests train on the CPU path, for speed.
+    pub fn cpu() -> Self {
+        Cmd::on("cpu")
+    }
+
+    /// The reduced job ([`SMALL`], described by [`small_job`]).
+    pub fn small(self) -> Self {
+        self.args(SMALL)
+    }
+
+    pub fn quiet(self) -> Self {
+        self.arg("--quiet")
+    }
+
+    pub fn epochs(self, n: usize) -> Self {
+        self.flag("--epochs", n)
+    }
+
+    /// `name value`.
+    pub fn flag(self, name: &str, value: impl std::fmt::Display) -> Self {
+        self.arg(name).arg(value)
+    }
+
+    /// One argument: a switch, a subcommand or a value.
+    pub fn arg(mut self, a: impl std::fmt::Display) -> Self {
+        self.0.push(a.to_string());
+        self
+    }
+
+    pub fn args<S: std::fmt::Display>(self, list: impl IntoIterator<Item = S>) -> Self {
+        list.into_iter().fold(self, Cmd::arg)
+    }
+
+    pub fn run(&self) -> Run {
+        run(&self.0)
+    }
+
+    pub fn run_env(&self, envs: &[(&str, &str)]) -> Run {
+        run_env(&self.0, envs)
+    }
+}
+
 macro_rules! bad_flag {
     ($name:ident, [$($arg:expr),*], [$($needle:expr),*]) => {
         #[test]
         fn $name() {
-            let r = run(["--device", "cpu", $($arg),*]);
+            let r = Cmd::cpu().args([$($arg),*]).run();
             assert_bad_input(&r, &[$($needle),*]);
         }
     };
@@ -104,7 +157,7 @@ pub fn init_dir() -> tempfile::TempDir {
 }
 
 pub fn run_init(dir: &Path) -> Run {
-    run(["--device", "cpu", "--epochs", "2", "--init", p(dir)])
+    Cmd::cpu().epochs(2).flag("--init", p(dir)).run()
 }
 
 /// A .npy file (format 1.0) with a header of our choosing and the given payload.

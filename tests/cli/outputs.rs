@@ -41,14 +41,13 @@ fn cli_history_json_plots_and_the_plot_command() {
     assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
     let png = std::fs::read(f("b.png")).unwrap();
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "a PNG signature");
-    let r = run([
-        "plot",
-        p(&f("a.json")),
-        p(&f("b.csv")),
-        "-o",
-        p(&f("both.svg")),
-    ])
-    .success();
+    let r = Cmd::default()
+        .arg("plot")
+        .arg(p(&f("a.json")))
+        .arg(p(&f("b.csv")))
+        .flag("-o", p(&f("both.svg")))
+        .run()
+        .success();
     assert!(r.stdout.contains("both.svg"), "{}", r.describe());
     let both = std::fs::read_to_string(f("both.svg")).unwrap();
     assert_eq!(
@@ -62,7 +61,11 @@ fn cli_history_json_plots_and_the_plot_command() {
     );
     // Bad input: a file that is not a history, an output in a missing directory.
     std::fs::write(f("junk.csv"), "hello\n").unwrap();
-    let r = run(["plot", p(&f("junk.csv")), "-o", p(&f("x.svg"))]);
+    let r = Cmd::default()
+        .arg("plot")
+        .arg(p(&f("junk.csv")))
+        .flag("-o", p(&f("x.svg")))
+        .run();
     assert_bad_input(&r, &["junk.csv", "epoch,loss"]);
     let r = run(small
         .iter()

@@ -11,7 +11,7 @@ use gpu_train::job::Job;
 
 #[test]
 fn cli_default_job_on_cpu_logs_every_50_epochs_and_converges() {
-    let r = run(["--device", "cpu"]).success();
+    let r = Cmd::cpu().run().success();
     let device = check_default_run(&r);
     assert_eq!(device, "cpu");
 }
@@ -19,11 +19,11 @@ fn cli_default_job_on_cpu_logs_every_50_epochs_and_converges() {
 #[test]
 fn cli_default_job_on_gpu_logs_every_50_epochs_and_converges() {
     let Some(ctx) = gpu_or_skip() else { return };
-    let r = run(["--device", "gpu"]).success();
+    let r = Cmd::on("gpu").run().success();
     let device = check_default_run(&r);
     assert_eq!(device, ctx.info.name, "summary names the adapter");
     // The same job on the CPU logs (to the 7 printed digits) nearly the same losses.
-    let cpu = run(["--device", "cpu"]).success();
+    let cpu = Cmd::cpu().run().success();
     for ((e, g), (_, c)) in r.epoch_lines().into_iter().zip(cpu.epoch_lines()) {
         assert!(
             (g - c).abs() <= 3e-3 * c.sqrt() + 1e-5 * c,
@@ -34,7 +34,7 @@ fn cli_default_job_on_gpu_logs_every_50_epochs_and_converges() {
 
 #[test]
 fn cli_devices_lists_adapters_and_what_auto_would_choose() {
-    let r = run(["devices"]).success();
+    let r = Cmd::default().arg("devices").run().success();
     assert!(
         r.stdout.contains("auto would choose"),
         "`devices` must say what --device auto picks: {}",
@@ -48,7 +48,7 @@ fn cli_devices_lists_adapters_and_what_auto_would_choose() {
 
 #[test]
 fn cli_quiet_prints_only_the_summary_line() {
-    let r = run(SMALL.iter().copied().chain(["--device", "cpu", "--quiet"])).success();
+    let r = Cmd::cpu().small().quiet().run().success();
     let lines: Vec<&str> = r.stdout.lines().collect();
     assert_eq!(lines.len(), 1, "{}", r.describe());
     let (_, epochs, _) = r.summary();
@@ -60,12 +60,14 @@ fn cli_save_init_then_init_reproduces_the_losses_exactly() {
     let tmp = tempfile::tempdir().unwrap();
     let init = tmp.path().join("init");
     let (h1, h2) = (tmp.path().join("h1.csv"), tmp.path().join("h2.csv"));
-    run(SMALL
-        .iter()
-        .copied()
-        .chain(["--device", "cpu", "--quiet", "--seed", "7"])
-        .chain(["--save-init", p(&init), "--history", p(&h1)]))
-    .success();
+    Cmd::cpu()
+        .small()
+        .quiet()
+        .flag("--seed", "7")
+        .flag("--save-init", p(&init))
+        .flag("--history", p(&h1))
+        .run()
+        .success();
     // The saved arrays are the seeded state, in numpy's layout.
     let seeded = HostState::seeded(&Job {
         seed: 7,
@@ -73,20 +75,14 @@ fn cli_save_init_then_init_reproduces_the_losses_exactly() {
     });
     assert_eq!(npy::load_state(&init).unwrap(), seeded);
     // Shapes come from the files; only lr and epochs are given again.
-    run([
-        "--device",
-        "cpu",
-        "--quiet",
-        "--epochs",
-        "25",
-        "--lr",
-        "1e-4",
-        "--init",
-        p(&init),
-        "--history",
-        p(&h2),
-    ])
-    .success();
+    Cmd::cpu()
+        .quiet()
+        .epochs(25)
+        .flag("--lr", "1e-4")
+        .flag("--init", p(&init))
+        .flag("--history", p(&h2))
+        .run()
+        .success();
     let (a, b) = (
         std::fs::read_to_string(&h1).unwrap(),
         std::fs::read_to_string(&h2).unwrap(),
@@ -138,20 +134,14 @@ fn cli_bias_save_init_then_init_round_trips_the_biases() {
         devices.push("gpu");
     }
     for device in devices {
-        run([
-            "--device",
-            device,
-            "--quiet",
-            "--epochs",
-            "25",
-            "--lr",
-            "1e-4",
-            "--init",
-            p(&init),
-            "--history",
-            p(&h2),
-        ])
-        .success();
+        Cmd::on(device)
+            .quiet()
+            .epochs(25)
+            .flag("--lr", "1e-4")
+            .flag("--init", p(&init))
+            .flag("--history", p(&h2))
+            .run()
+            .success();
         let (a, b) = (
             std::fs::read_to_string(&h1).unwrap(),
             std::fs::read_to_string(&h2).unwrap(),
@@ -178,15 +168,11 @@ fn cli_bias_save_init_then_init_round_trips_the_biases() {
 #[test]
 fn bias_with_init_lacking_bias_files_exits_2_naming_b1() {
     let dir = init_dir();
-    let r = run([
-        "--device",
-        "cpu",
-        "--bias",
-        "--init",
-        p(dir.path()),
-        "--epochs",
-        "1",
-    ]);
+    let r = Cmd::cpu()
+        .arg("--bias")
+        .flag("--init", p(dir.path()))
+        .epochs(1)
+        .run();
     assert_bad_input(&r, &["b1.npy", "missing"]);
 }
 
@@ -208,7 +194,7 @@ fn init_with_wrong_shape_bias_exits_2_naming_file_and_shapes() {
 
 #[test]
 fn cli_presets_lists_every_preset_with_a_line_each() {
-    let r = run(["presets"]).success();
+    let r = Cmd::default().arg("presets").run().success();
     let lines: Vec<&str> = r.stdout.lines().collect();
     assert_eq!(
         lines.len(),
@@ -227,23 +213,16 @@ fn cli_presets_lists_every_preset_with_a_line_each() {
 fn cli_preset_is_overridden_by_explicit_flags() {
     let tmp = tempfile::tempdir().unwrap();
     let j = tmp.path().join("run.json");
-    run([
-        "--device",
-        "cpu",
-        "--preset",
-        "adam",
-        "--lr",
-        "1e-3",
-        "--epochs",
-        "3",
-        "--layers",
-        "20,8,3",
-        "--no-bias",
-        "--summary-json",
-        p(&j),
-        "--quiet",
-    ])
-    .success();
+    Cmd::cpu()
+        .flag("--preset", "adam")
+        .flag("--lr", "1e-3")
+        .epochs(3)
+        .flag("--layers", "20,8,3")
+        .arg("--no-bias")
+        .flag("--summary-json", p(&j))
+        .quiet()
+        .run()
+        .success();
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&j).unwrap()).unwrap();
     let c = &v["config"];
     assert_eq!(c["optimizer"]["kind"], "adam", "from the preset: {c:#}");
@@ -259,7 +238,7 @@ fn cli_preset_is_overridden_by_explicit_flags() {
 
 #[test]
 fn cli_linear_delta_preset_prints_the_worked_example() {
-    let r = run(["--device", "cpu", "--preset", "linear-delta"]).success();
+    let r = Cmd::cpu().flag("--preset", "linear-delta").run().success();
     let lines = r.epoch_lines();
     assert_eq!(lines[0], (0, 0.125), "{}", r.describe());
     assert_eq!(lines.len(), 10, "every 5th of 50 epochs: {}", r.describe());
@@ -302,13 +281,16 @@ fn cli_history_csv_has_a_header_and_one_line_per_epoch() {
 fn cli_summary_json_has_device_config_losses_and_timings() {
     let tmp = tempfile::tempdir().unwrap();
     let (j, h) = (tmp.path().join("run.json"), tmp.path().join("h.csv"));
-    let r = run(SMALL
-        .iter()
-        .copied()
-        .chain(["--device", "cpu", "--seed", "3", "--log-every", "10"])
-        .chain(["--loss", "mse", "--init-scheme", "constant:0.25"])
-        .chain(["--summary-json", p(&j), "--history", p(&h)]))
-    .success();
+    let r = Cmd::cpu()
+        .small()
+        .flag("--seed", "3")
+        .flag("--log-every", "10")
+        .flag("--loss", "mse")
+        .flag("--init-scheme", "constant:0.25")
+        .flag("--summary-json", p(&j))
+        .flag("--history", p(&h))
+        .run()
+        .success();
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&j).unwrap())
         .expect("--summary-json is valid JSON");
     for key in [
@@ -416,18 +398,12 @@ fn cli_save_final_writes_the_trained_weights() {
 fn check_divergence(device: &str) -> Vec<f64> {
     let tmp = tempfile::tempdir().unwrap();
     let (h, j) = (tmp.path().join("h.csv"), tmp.path().join("s.json"));
-    let r = run([
-        "--device",
-        device,
-        "--lr",
-        "1e3",
-        "--epochs",
-        "50",
-        "--history",
-        p(&h),
-        "--summary-json",
-        p(&j),
-    ]);
+    let r = Cmd::on(device)
+        .flag("--lr", "1e3")
+        .epochs(50)
+        .flag("--history", p(&h))
+        .flag("--summary-json", p(&j))
+        .run();
     assert_eq!(r.code, Some(3), "{}", r.describe());
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&j).unwrap()).unwrap();
     assert_eq!(v["device"]["kind"], device, "ran on the device asked for");
