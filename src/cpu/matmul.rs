@@ -2,7 +2,7 @@
 //! split over the CPU path's thread team; the ISA and thread count it runs with.
 
 use super::activation::{activation_backward, activation_forward};
-use super::bias::bias_forward;
+use super::bias_update::bias_forward;
 use super::team::Team;
 use crate::job::Activation;
 

@@ -4,9 +4,9 @@
 //! parity tolerances stay tight.
 
 mod activation;
-mod bias;
+mod bias_update;
 mod cross_entropy;
-mod loss;
+mod loss_reduce;
 mod matmul;
 mod optimizer;
 mod team;
@@ -14,9 +14,9 @@ mod team;
 mod tests;
 
 pub use activation::*;
-pub use bias::*;
+pub use bias_update::*;
 pub use cross_entropy::*;
-pub use loss::*;
+pub use loss_reduce::*;
 pub use matmul::*;
 pub use optimizer::*;
 
