@@ -9,21 +9,60 @@ pub use crate::state::TrainState;
 use crate::wait::block_on;
 use crate::wait::Wait;
 
-/// Where a run ran.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct DeviceSummary {
+/// A device as every output describes it: where a run ran (its summary), and each device of a
+/// bench or verify run (their results files). The CPU path's is [`crate::cpu::describe`], an
+/// adapter's `gpu::adapters::describe` and, opened, `GpuContext::describe`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DeviceInfo {
+    /// `cpu`, or the adapter's name.
+    pub name: String,
     /// `cpu` or `gpu`.
     pub kind: String,
-    pub name: String,
+    #[serde(default)]
+    pub vendor: u32,
+    #[serde(default)]
+    pub device: u32,
     pub device_type: String,
     pub backend: String,
     pub driver: String,
-    /// The memory layout of the matrices (`texels` or `buffer`; GPU only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub layout: Option<String>,
+    /// The adapter's driver details; the CPU's model for the CPU path.
+    #[serde(default)]
+    pub driver_info: String,
+    /// How kernels were timed: `inside-passes`, `per-pass` or `none` (wall clock only).
+    #[serde(default)]
+    pub timestamps: String,
+    /// Matmul shapes the tuning cache held when the device was opened.
+    #[serde(default)]
+    pub tuned_shapes: usize,
+    /// Why the device could not be used at all, if it could not.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// The memory layout of the matrices (none for the CPU, and in bench results of schema 1).
+    #[serde(default)]
+    pub layout: Option<crate::gpu::layout::Layout>,
     /// The device limits requested (`adapter` or `webgpu`; GPU only).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<String>,
+}
+
+impl DeviceInfo {
+    /// `name (backend)`, short enough for a table column; `cpu (model)` for the CPU path.
+    pub fn label(&self) -> String {
+        if self.kind == "cpu" {
+            // Results files before the one description named the CPU by its model.
+            let model = if self.driver_info.is_empty() {
+                &self.name
+            } else {
+                &self.driver_info
+            };
+            format!("cpu ({model})")
+        } else {
+            match self.layout {
+                Some(l) => format!("{} ({}, {l})", self.name, self.backend),
+                None => format!("{} ({})", self.name, self.backend),
+            }
+        }
+    }
 }
 
 /// GPU time of one kernel (variant and shape) over the steps `--profile` timed.
@@ -60,7 +99,7 @@ pub struct Stats {
 /// [`crate::wait::block_on`].
 pub trait Backend {
     /// Which device this is, for the summary line and JSON.
-    fn describe(&self) -> DeviceSummary;
+    fn describe(&self) -> DeviceInfo;
 
     /// Train `epochs` epochs; returns the loss of each, computed before that epoch's update.
     fn run_async(&mut self, epochs: usize) -> Wait<'_, Vec<f32>>;

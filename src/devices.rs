@@ -34,47 +34,7 @@ pub struct FmaPeak {
     pub gflops: f64,
 }
 
-/// One device of the run: the CPU path or a GPU adapter.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DeviceInfo {
-    /// `cpu`, or the adapter's name.
-    pub name: String,
-    /// `cpu` or `gpu`.
-    pub kind: String,
-    #[serde(default)]
-    pub vendor: u32,
-    #[serde(default)]
-    pub device: u32,
-    pub device_type: String,
-    pub backend: String,
-    pub driver: String,
-    pub driver_info: String,
-    /// How kernels were timed: `inside-passes`, `per-pass` or `none` (wall clock only).
-    pub timestamps: String,
-    /// Matmul shapes the tuning cache held when the run started.
-    #[serde(default)]
-    pub tuned_shapes: usize,
-    /// Why the device could not be used at all, if it could not.
-    #[serde(default)]
-    pub error: Option<String>,
-    /// The memory layout of the GPU cases (none for the CPU, and in schema 1).
-    #[serde(default)]
-    pub layout: Option<crate::gpu::layout::Layout>,
-}
-
-impl DeviceInfo {
-    /// `name (backend)`, short enough for a table column.
-    pub fn label(&self) -> String {
-        if self.kind == "cpu" {
-            format!("cpu ({})", self.name)
-        } else {
-            match self.layout {
-                Some(l) => format!("{} ({}, {l})", self.name, self.backend),
-                None => format!("{} ({})", self.name, self.backend),
-            }
-        }
-    }
-}
+pub use crate::backend::DeviceInfo;
 
 /// A device of the run, opened.
 pub enum Device {
@@ -85,15 +45,7 @@ pub enum Device {
 
 /// The machine this process runs on.
 pub fn host() -> Host {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|s| s.trim().to_string())
-        })
-        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    let cpu = crate::cpu::model();
     Host {
         cpu,
         threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -105,56 +57,17 @@ pub fn host() -> Host {
 
 /// The CPU path as the results describe it.
 pub fn cpu_info() -> DeviceInfo {
-    DeviceInfo {
-        name: host().cpu,
-        kind: "cpu".into(),
-        vendor: 0,
-        device: 0,
-        device_type: "Cpu".into(),
-        backend: "cpu".into(),
-        driver: format!(
-            "gpu-train {} (gemm, {} kernels, {} threads)",
-            env!("CARGO_PKG_VERSION"),
-            crate::cpu::kernels(),
-            crate::cpu::threads()
-        ),
-        driver_info: String::new(),
-        timestamps: "none".into(),
-        tuned_shapes: 0,
-        error: None,
-        layout: None,
-    }
+    crate::cpu::describe()
 }
 
 /// An opened adapter as the results describe it: its layout, timestamps and tuned shapes.
 pub fn opened_info(ctx: &GpuContext, layout: Layout) -> DeviceInfo {
-    DeviceInfo {
-        layout: Some(layout),
-        timestamps: serde_json::to_value(ctx.timestamps())
-            .ok()
-            .and_then(|v| v.as_str().map(String::from))
-            .unwrap_or_default(),
-        tuned_shapes: ctx.tuning.len(),
-        ..gpu_info(&ctx.info)
-    }
+    ctx.describe(layout)
 }
 
 /// An adapter as the results describe it, before it is opened.
 pub fn gpu_info(info: &wgpu::AdapterInfo) -> DeviceInfo {
-    DeviceInfo {
-        name: info.name.clone(),
-        kind: "gpu".into(),
-        vendor: info.vendor,
-        device: info.device,
-        device_type: format!("{:?}", info.device_type),
-        backend: info.backend.to_string(),
-        driver: info.driver.clone(),
-        driver_info: info.driver_info.clone(),
-        timestamps: "none".into(),
-        tuned_shapes: 0,
-        error: None,
-        layout: None,
-    }
+    crate::gpu::adapters::describe(info)
 }
 
 #[cfg(not(target_arch = "wasm32"))]

@@ -20,7 +20,7 @@ pub use loss_reduce::*;
 pub use matmul::*;
 pub use optimizer::*;
 
-use crate::backend::DeviceSummary;
+use crate::backend::DeviceInfo;
 use crate::backend::{Backend, TrainState};
 use crate::init::{HostState, Matrix, Params};
 use crate::job::{Activation, Job, OptimizerKind};
@@ -432,16 +432,8 @@ impl Backend for CpuBackend {
         self.step
     }
 
-    fn describe(&self) -> DeviceSummary {
-        DeviceSummary {
-            kind: "cpu".into(),
-            name: "cpu".into(),
-            device_type: "Cpu".into(),
-            backend: "gemm".into(),
-            driver: format!("gemm ({} kernels), {} threads", kernels(), threads()),
-            layout: None,
-            limits: None,
-        }
+    fn describe(&self) -> DeviceInfo {
+        describe()
     }
 
     fn run_async(&mut self, epochs: usize) -> Wait<'_, Vec<f32>> {
@@ -455,4 +447,41 @@ impl Backend for CpuBackend {
     fn gradients_async(&mut self) -> Wait<'_, (f32, Params)> {
         ready(CpuBackend::gradients(self))
     }
+}
+
+/// The CPU path as every output describes it (a run's summary, the bench and verify results).
+pub fn describe() -> DeviceInfo {
+    DeviceInfo {
+        name: "cpu".into(),
+        kind: "cpu".into(),
+        vendor: 0,
+        device: 0,
+        device_type: "Cpu".into(),
+        backend: "gemm".into(),
+        driver: format!(
+            "gpu-train {} (gemm, {} kernels, {} threads)",
+            env!("CARGO_PKG_VERSION"),
+            kernels(),
+            threads()
+        ),
+        driver_info: model(),
+        timestamps: "none".into(),
+        tuned_shapes: 0,
+        error: None,
+        layout: None,
+        limits: None,
+    }
+}
+
+/// The CPU's model name (`/proc/cpuinfo`), else the architecture.
+pub fn model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
 }

@@ -121,6 +121,25 @@ impl DeviceChoice {
     }
 }
 
+/// An adapter as every output describes it, before it is opened.
+pub fn describe(info: &wgpu::AdapterInfo) -> crate::backend::DeviceInfo {
+    crate::backend::DeviceInfo {
+        name: info.name.clone(),
+        kind: "gpu".into(),
+        vendor: info.vendor,
+        device: info.device,
+        device_type: format!("{:?}", info.device_type),
+        backend: info.backend.to_string(),
+        driver: info.driver.clone(),
+        driver_info: info.driver_info.clone(),
+        timestamps: "none".into(),
+        tuned_shapes: 0,
+        error: None,
+        layout: None,
+        limits: None,
+    }
+}
+
 /// As `--device` takes it.
 impl std::fmt::Display for DeviceChoice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -11,7 +11,7 @@ use super::net::Net;
 use super::plan::PlanKey;
 use super::record::{record, record_timed, scoped, Dispatch, Profiler, MAX_QUERIES};
 use super::{GpuContext, Timestamps};
-use crate::backend::DeviceSummary;
+use crate::backend::DeviceInfo;
 use crate::backend::{Backend, Stats, TrainState};
 use crate::error::Result;
 use crate::init::{HostState, Matrix, Params};
@@ -492,17 +492,8 @@ impl Backend for GpuBackend {
         self.step
     }
 
-    fn describe(&self) -> DeviceSummary {
-        let i = &self.ctx.info;
-        DeviceSummary {
-            kind: "gpu".into(),
-            name: i.name.clone(),
-            device_type: format!("{:?}", i.device_type),
-            backend: i.backend.to_string(),
-            driver: format!("{} {}", i.driver, i.driver_info).trim().to_string(),
-            layout: Some(self.net.layout.name().into()),
-            limits: Some(self.ctx.limits_choice.name().into()),
-        }
+    fn describe(&self) -> DeviceInfo {
+        self.ctx.describe(self.net.layout)
     }
 
     fn max_chunk(&self) -> usize {

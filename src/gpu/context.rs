@@ -292,6 +292,21 @@ impl GpuContext {
         })
     }
 
+    /// This adapter, opened, as every output describes it: with `layout`, the limits requested,
+    /// how kernels are timed and the tuned shapes.
+    pub fn describe(&self, layout: Layout) -> crate::backend::DeviceInfo {
+        crate::backend::DeviceInfo {
+            layout: Some(layout),
+            limits: Some(self.limits_choice.name().into()),
+            timestamps: serde_json::to_value(self.timestamps())
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default(),
+            tuned_shapes: self.tuning.len(),
+            ..super::adapters::describe(&self.info)
+        }
+    }
+
     /// How the GPU's own clock can time kernels here.
     pub fn timestamps(&self) -> Timestamps {
         let f = self.device.features();

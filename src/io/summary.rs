@@ -1,6 +1,6 @@
 //! The run summary (one JSON object that scripts and benchmarks read).
 
-pub use crate::backend::DeviceSummary;
+pub use crate::backend::DeviceInfo;
 use crate::error::{Error, Result};
 use crate::job::Job;
 use serde::Serialize;
@@ -25,7 +25,7 @@ pub struct Timings {
 pub struct Summary {
     pub tool: &'static str,
     pub version: &'static str,
-    pub device: DeviceSummary,
+    pub device: DeviceInfo,
     pub config: Job,
     /// Epochs actually run (fewer than `config.epochs` if the run diverged).
     pub epochs_run: usize,
@@ -68,7 +68,7 @@ impl Summary {
     /// The summary of a run of `job` on `device` that took `setup_s` to set up, from its report
     /// and the device's counters (no held-out scores or accuracy: the caller adds those).
     pub fn new(
-        device: DeviceSummary,
+        device: DeviceInfo,
         job: &Job,
         report: &crate::train::Outcome,
         setup_s: f64,

@@ -27,6 +27,7 @@ fn device(name: &str, kind: &str) -> DeviceInfo {
         tuned_shapes: 3,
         error: None,
         layout: (kind == "gpu").then_some(gpu_train::gpu::layout::Layout::Buffer),
+        limits: None,
     }
 }
 
