@@ -19,9 +19,9 @@ struct Params {
     rows: u32,   // real batch rows of g
     cols4: u32,  // padded columns / 4
     lr: f32,
-    h0: f32,     // the optimizer's mu or beta1
-    h1: f32,     // beta2
-    h2: f32,     // eps
+    mu_or_beta1: f32,  // the optimizer's hyperparameters (see optimizer.wgsl)
+    beta2: f32,
+    eps: f32,
     _pad0: u32,
     _pad1: u32,
 }
@@ -58,6 +58,6 @@ fn bias_update(@builtin(global_invocation_id) gid: vec3<u32>) {
         b[c4] = s;
         return;
     }
-    let h = vec3<f32>(params.h0, params.h1, params.h2);
-    b[c4] = optimizer_apply(b[c4], s, c4, params.lr, h);
+    let hyper = vec3<f32>(params.mu_or_beta1, params.beta2, params.eps);
+    b[c4] = optimizer_apply(b[c4], s, c4, params.lr, hyper);
 }

@@ -69,9 +69,9 @@ struct Params {
     k: u32,
     scalar: f32,  // lr (update) or the loss gradient's factor (error modes)
     rows: u32,    // real (unpadded) rows of C
-    h0: f32,      // the optimizer's mu or beta1
-    h1: f32,      // beta2
-    h2: f32,      // eps
+    mu_or_beta1: f32,  // the optimizer's hyperparameters (see optimizer.wgsl)
+    beta2: f32,
+    eps: f32,
     row0: u32,    // this dispatch computes rows row0..row_end of C (a band: see below)
     row_end: u32,
     splits: u32,  // split-K (layout/buffer/matmul.wgsl): the number of K ranges...
@@ -171,8 +171,8 @@ fn epilogue(row: u32, c4: u32, product: vec4<f32>) {
             }
         }
         case MODE_UPDATE: {
-            let h = vec3<f32>(params.h0, params.h1, params.h2);
-            store_c(c4, row, optimizer_apply(load_old(c4, row), v, i, params.scalar, h));
+            let hyper = vec3<f32>(params.mu_or_beta1, params.beta2, params.eps);
+            store_c(c4, row, optimizer_apply(load_old(c4, row), v, i, params.scalar, hyper));
         }
         case MODE_SQUARED_ERROR: {
             let d = v - load_aux(c4, row);

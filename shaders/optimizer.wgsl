@@ -29,7 +29,8 @@ override SCHED: bool = false;
 @group(0) @binding(8) var<storage, read> counters: array<u32>;
 
 // The parameters p stepped by their gradient g; the state at index i is read and written back.
-fn optimizer_apply(p: vec4<f32>, g0: vec4<f32>, i: u32, base_lr: f32, h: vec3<f32>) -> vec4<f32> {
+// hyper: (momentum's mu, or Adam's beta1; beta2; eps), as the uniform blocks hold them.
+fn optimizer_apply(p: vec4<f32>, g0: vec4<f32>, i: u32, base_lr: f32, hyper: vec3<f32>) -> vec4<f32> {
     var lr = base_lr;
     if (SCHED) {
         lr = bitcast<f32>(counters[5]);
@@ -40,7 +41,7 @@ fn optimizer_apply(p: vec4<f32>, g0: vec4<f32>, i: u32, base_lr: f32, h: vec3<f3
     }
     switch OPT {
         case OPT_MOMENTUM, OPT_NESTEROV: {
-            let mu = h.x;
+            let mu = hyper.x;
             let m = mu * opt_state[i] + g;
             opt_state[i] = m;
             var s = m;
@@ -54,8 +55,8 @@ fn optimizer_apply(p: vec4<f32>, g0: vec4<f32>, i: u32, base_lr: f32, h: vec3<f3
             if (OPT == OPT_ADAMW) {
                 p0 = p * (1.0 - lr * WD);
             }
-            let b1 = h.x;
-            let b2 = h.y;
+            let b1 = hyper.x;
+            let b2 = hyper.y;
             let b1t = bitcast<f32>(counters[2]);
             let b2t = bitcast<f32>(counters[3]);
             // v of element i is in the second half of the buffer.
@@ -65,7 +66,7 @@ fn optimizer_apply(p: vec4<f32>, g0: vec4<f32>, i: u32, base_lr: f32, h: vec3<f3
             opt_state[i] = m;
             opt_state[iv] = v;
             let step_size = lr / (1.0 - b1t);
-            let denom = sqrt(v) / sqrt(1.0 - b2t) + h.z;
+            let denom = sqrt(v) / sqrt(1.0 - b2t) + hyper.z;
             return p0 - step_size * (m / denom);
         }
         default: {

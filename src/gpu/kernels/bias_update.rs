@@ -29,9 +29,9 @@ pub const UNIFORM_FIELDS: &[(&str, usize)] = &[
     ("rows", std::mem::offset_of!(BiasParams, rows)),
     ("cols4", std::mem::offset_of!(BiasParams, cols4)),
     ("lr", std::mem::offset_of!(BiasParams, lr)),
-    ("h0", std::mem::offset_of!(BiasParams, hyper)),
-    ("h1", std::mem::offset_of!(BiasParams, hyper) + 4),
-    ("h2", std::mem::offset_of!(BiasParams, hyper) + 8),
+    ("mu_or_beta1", std::mem::offset_of!(BiasParams, hyper)),
+    ("beta2", std::mem::offset_of!(BiasParams, hyper) + 4),
+    ("eps", std::mem::offset_of!(BiasParams, hyper) + 8),
     ("_pad0", std::mem::offset_of!(BiasParams, _pad)),
     ("_pad1", std::mem::offset_of!(BiasParams, _pad) + 4),
 ];

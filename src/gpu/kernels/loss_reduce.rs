@@ -216,7 +216,7 @@ pub(crate) fn entries() -> [wgpu::BindGroupLayoutEntry; 4] {
 /// one (without COUNT).
 pub(crate) fn pipelines(
     device: &wgpu::Device,
-    family: &super::Family,
+    family: &super::KernelModule,
     entry: &str,
 ) -> ([[wgpu::ComputePipeline; 2]; 2], wgpu::ComputePipeline) {
     let partial = family.pipeline(device, entry, &[("COUNT", 0.0)]);

@@ -3,7 +3,7 @@
 //!
 //! A kernel that reads or writes matrices is one body (`shaders/<op>.wgsl`) behind a prelude per
 //! memory layout (`shaders/layout/<layout>/<op>.wgsl`) that declares the matrices and the few
-//! functions the body reads and writes them through; [`Family`] is one such composition compiled.
+//! functions the body reads and writes them through; [`KernelModule`] is one such composition compiled.
 
 use super::layout::Layout;
 use crate::error::{Error, Result};
@@ -157,13 +157,13 @@ fn module(device: &wgpu::Device, label: &str, source: &str, checks: Checks) -> w
 }
 
 /// One kernel composed for one layout: its module, bind group layout and pipeline layout.
-pub struct Family {
+pub struct KernelModule {
     module: wgpu::ShaderModule,
     pub bind_layout: wgpu::BindGroupLayout,
     pipeline_layout: wgpu::PipelineLayout,
 }
 
-impl Family {
+impl KernelModule {
     fn new(
         device: &wgpu::Device,
         label: &str,
@@ -181,7 +181,7 @@ impl Family {
             bind_group_layouts: &[Some(&bind_layout)],
             immediate_size: 0,
         });
-        Family {
+        KernelModule {
             module,
             bind_layout,
             pipeline_layout,
@@ -206,12 +206,12 @@ impl Family {
 
 /// The kernels that touch matrices, composed for one layout.
 pub struct LayoutKernels {
-    pub matmul: Family,
-    pub bias_update: Family,
-    pub gather: Family,
+    pub matmul: KernelModule,
+    pub bias_update: KernelModule,
+    pub gather: KernelModule,
     /// `gather`: a mini-batch's rows from the dataset resident on the GPU.
     pub gather_pipeline: wgpu::ComputePipeline,
-    pub cross_entropy: Family,
+    pub cross_entropy: KernelModule,
     /// `cross_entropy` by [ADVANCE][ADVANCE_SHARED] (see `Kernels::loss_reduce`), and without
     /// COUNT (a band's partial sum).
     pub cross_entropy_pipelines: [[wgpu::ComputePipeline; 2]; 2],
@@ -264,10 +264,10 @@ impl LayoutKernels {
             entry(6, READ),
         ];
         entries.extend(optimizer);
-        let matmul = Family::new(device, "matmul", matmul_src, checks, &entries);
+        let matmul = KernelModule::new(device, "matmul", matmul_src, checks, &entries);
         let mut entries = vec![entry(0, UNIFORM), m(1, Read), entry(2, RW), entry(3, RW)];
         entries.extend(optimizer);
-        let bias_update = Family::new(device, "bias_update", bias_src, checks, &entries);
+        let bias_update = KernelModule::new(device, "bias_update", bias_src, checks, &entries);
         let entries = [
             entry(0, UNIFORM),
             matrix_entry(layout, 1, Read, true),
@@ -277,11 +277,11 @@ impl LayoutKernels {
             entry(5, READ),
             entry(6, READ),
         ];
-        let gather = Family::new(device, "gather", gather_src, checks, &entries);
+        let gather = KernelModule::new(device, "gather", gather_src, checks, &entries);
         let gather_pipeline = gather.pipeline(device, "gather", &[]);
         let mut entries = loss_reduce::entries().to_vec();
         entries.extend([m(4, Read), m(5, Write)]);
-        let cross_entropy = Family::new(device, "cross_entropy", ce_src, checks, &entries);
+        let cross_entropy = KernelModule::new(device, "cross_entropy", ce_src, checks, &entries);
         let (cross_entropy_pipelines, cross_entropy_partial) =
             loss_reduce::pipelines(device, &cross_entropy, "cross_entropy");
         let dummy_matrix = match layout {
@@ -390,7 +390,7 @@ impl Kernels {
                 .is_none()
                 .then(|| LayoutKernels::new(device, l, checks))
         });
-        let reduce = Family::new(
+        let reduce = KernelModule::new(
             device,
             "loss_reduce",
             LOSS_REDUCE_WGSL,
@@ -499,7 +499,7 @@ impl Kernels {
     /// The layout and pipeline of `matmul_naive`, compiled on first use.
     pub fn naive(&self, device: &wgpu::Device) -> (wgpu::BindGroupLayout, wgpu::ComputePipeline) {
         self.naive.get((), || {
-            let family = Family::new(
+            let family = KernelModule::new(
                 device,
                 "matmul_naive",
                 MATMUL_NAIVE_WGSL,
