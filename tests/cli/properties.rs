@@ -101,11 +101,15 @@ fn line() -> impl Strategy<Value = Line> {
     (flags, switches, outputs)
 }
 
-/// Whether the file an output flag wrote (if any) reads back whole.
-fn check_output(path: &Path) -> Result<(), String> {
+/// Whether the file an output flag wrote reads back whole; `required` (the run exited 0): whether
+/// it was written at all.
+fn check_output(path: &Path, required: bool) -> Result<(), String> {
     let name = path.file_name().unwrap().to_string_lossy().into_owned();
     if !path.exists() {
-        return Ok(());
+        return match required {
+            true => Err(format!("{name}: not written by a run that exited 0")),
+            false => Ok(()),
+        };
     }
     let r = match name.as_str() {
         "h.csv" | "h.json" => History::read(path).map(|_| ()).map_err(|e| e.to_string()),
@@ -177,7 +181,7 @@ proptest! {
             _ => prop_assert!(false, "{shown}"),
         }
         for p in &paths {
-            if let Err(e) = check_output(p) {
+            if let Err(e) = check_output(p, out.status.code() == Some(0)) {
                 prop_assert!(false, "{shown}\n{e}");
             }
         }
