@@ -277,7 +277,8 @@ impl GpuContext {
             limits.max_buffer_size
         );
         let plan_type = plan_type(info.device_type);
-        let kernels = Kernels::new(&device, Checks::for_adapter(plan_type), missing);
+        let sources = super::kernels::current()?;
+        let kernels = Kernels::new(&device, Checks::for_adapter(plan_type), missing, sources);
         let tuning = super::tune::Table::load(&info);
         Ok(GpuContext {
             device,

@@ -130,3 +130,98 @@ fn verify_without_an_adapter_or_on_the_cpu_exits_2() {
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("texels") && err.contains("buffer"), "{err}");
 }
+
+/// A copy of `shaders/` for `GPU_TRAIN_SHADER_DIR`, with `from` replaced by `to` in `file`.
+fn shader_copy(file: &str, from: &str, to: &str) -> tempfile::TempDir {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
+    let tmp = tempfile::tempdir().unwrap();
+    let mut dirs = vec![src.clone()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let path = e.unwrap().path();
+            let to_path = tmp.path().join(path.strip_prefix(&src).unwrap());
+            if path.is_dir() {
+                std::fs::create_dir_all(&to_path).unwrap();
+                dirs.push(path);
+            } else {
+                let text = std::fs::read_to_string(&path).unwrap();
+                let text = if to_path.ends_with(file) {
+                    assert!(text.contains(from), "{file} lacks {from:?}");
+                    text.replacen(from, to, 1)
+                } else {
+                    text
+                };
+                std::fs::write(to_path, text).unwrap();
+            }
+        }
+    }
+    tmp
+}
+
+/// `verify` runs the kernels of `GPU_TRAIN_SHADER_DIR`, not the embedded ones (an unchanged copy
+/// composes the same sources to the byte: `gpu::kernels::sources`' tests): a wrong one (SGD
+/// stepping up the gradient) fails the checks of the kernels that step by SGD, and of the kernel
+/// checks only those.
+#[test]
+fn verify_runs_the_shaders_of_gpu_train_shader_dir_and_fails_a_wrong_one() {
+    if gpu_or_skip().is_none() {
+        return;
+    }
+    let wrong = shader_copy("optimizer.wgsl", "return p - lr * g;", "return p + lr * g;");
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("v.json");
+    let env = [("GPU_TRAIN_SHADER_DIR", wrong.path().to_str().unwrap())];
+    let args = [
+        "--quick",
+        "--layout",
+        "buffer",
+        "--json",
+        json.to_str().unwrap(),
+    ];
+    let (code, out, err) = verify(&args, &env);
+    assert_eq!(
+        code,
+        Some(1),
+        "a wrong kernel must fail verify: {out}\n{err}"
+    );
+    assert!(
+        err.contains("GPU_TRAIN_SHADER_DIR"),
+        "where the shaders came from: {err}"
+    );
+    let r = load(&json);
+    let failed: BTreeSet<&str> = (r.checks.iter())
+        .filter(|c| !c.passed)
+        .map(|c| c.kernel.as_str())
+        .collect();
+    for k in ["matmul/sgd", "bias_update/sgd", "train/sgd/sse"] {
+        assert!(
+            failed.contains(k),
+            "{k} passed with SGD's sign flipped: {failed:?}"
+        );
+    }
+    for k in [
+        "matmul/store",
+        "matmul/relu",
+        "matmul/sq-err",
+        "loss_reduce",
+    ] {
+        assert!(!failed.contains(k), "{k} does not step by SGD: {failed:?}");
+    }
+}
+
+/// A shader directory that lacks a file is bad input, named before anything runs.
+#[test]
+fn a_missing_shader_dir_exits_2_naming_the_file() {
+    if gpu_or_skip().is_none() {
+        return;
+    }
+    let env = [("GPU_TRAIN_SHADER_DIR", "/nonexistent/shaders")];
+    let r = crate::Cmd::on("gpu").epochs(1).run_env(&env);
+    assert_eq!(r.code, Some(2), "{}", r.describe());
+    assert!(
+        r.stderr.contains("/nonexistent/shaders/") && r.stderr.contains(".wgsl"),
+        "{}",
+        r.describe()
+    );
+    assert!(r.epoch_lines().is_empty(), "{}", r.describe());
+}

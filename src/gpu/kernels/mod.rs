@@ -236,24 +236,17 @@ impl DummyMatrix {
 }
 
 impl LayoutKernels {
-    fn new(device: &wgpu::Device, layout: Layout, checks: Checks) -> Self {
+    fn new(device: &wgpu::Device, layout: Layout, checks: Checks, sources: &Sources) -> Self {
         use Access::{Read, Write};
         let m = |binding, access| matrix_entry(layout, binding, access, false);
         let optimizer = [entry(OPT_BINDING, RW), entry(OPT_BINDING + 1, READ)];
-        let (matmul_src, bias_src, gather_src, ce_src) = match layout {
-            Layout::Texels => (
-                MATMUL_TEXELS_WGSL,
-                BIAS_UPDATE_TEXELS_WGSL,
-                GATHER_TEXELS_WGSL,
-                CROSS_ENTROPY_TEXELS_WGSL,
-            ),
-            Layout::Buffer => (
-                MATMUL_BUFFER_WGSL,
-                BIAS_UPDATE_BUFFER_WGSL,
-                GATHER_BUFFER_WGSL,
-                CROSS_ENTROPY_BUFFER_WGSL,
-            ),
-        };
+        let source = |stem: &str| sources.get(&format!("{stem} {}", layout.name()));
+        let (matmul_src, bias_src, gather_src, ce_src) = (
+            source("matmul"),
+            source("bias_update"),
+            source("gather"),
+            source("cross_entropy"),
+        );
         let mut entries = vec![
             entry(0, UNIFORM),
             m(1, Read),
@@ -373,6 +366,8 @@ pub struct Kernels {
     /// use.
     naive: Cache<(), (wgpu::BindGroupLayout, wgpu::ComputePipeline)>,
     pub checks: Checks,
+    /// What the kernels were compiled from (`matmul_naive` is compiled on first use).
+    pub sources: &'static Sources,
     /// Bound where a kernel variant does not use its `aux_out` (write) binding.
     pub dummy_rw: wgpu::Buffer,
     /// Bound where a matmul variant does not add a bias.
@@ -384,16 +379,21 @@ pub struct Kernels {
 impl Kernels {
     /// The kernels of every layout the adapter can run: `missing[layout]` is None, or what the
     /// adapter lacks for it.
-    pub fn new(device: &wgpu::Device, checks: Checks, missing: [Option<String>; 2]) -> Self {
+    pub fn new(
+        device: &wgpu::Device,
+        checks: Checks,
+        missing: [Option<String>; 2],
+        sources: &'static Sources,
+    ) -> Self {
         let layouts = Layout::ALL.map(|l| {
             missing[l as usize]
                 .is_none()
-                .then(|| LayoutKernels::new(device, l, checks))
+                .then(|| LayoutKernels::new(device, l, checks, sources))
         });
         let reduce = KernelModule::new(
             device,
             "loss_reduce",
-            LOSS_REDUCE_WGSL,
+            sources.get("loss_reduce"),
             checks,
             &loss_reduce::entries(),
         );
@@ -409,6 +409,7 @@ impl Kernels {
             bias_cache: Cache::default(),
             naive: Cache::default(),
             checks,
+            sources,
             dummy_rw: dummy_buffer(device, "unused aux_out"),
             dummy_bias: dummy_buffer(device, "unused bias"),
             dummy_opt: dummy_buffer(device, "unused optimizer state"),
@@ -502,7 +503,7 @@ impl Kernels {
             let family = KernelModule::new(
                 device,
                 "matmul_naive",
-                MATMUL_NAIVE_WGSL,
+                self.sources.get("matmul_naive"),
                 self.checks,
                 &matmul_naive::entries(),
             );

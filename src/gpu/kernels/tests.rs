@@ -10,7 +10,7 @@ type Tables = (
 );
 
 /// (shader, source, its tables) for every composed shader.
-fn shaders() -> Vec<(&'static str, &'static str, Tables)> {
+fn shaders(sources: &Sources) -> Vec<(&'static str, &str, Tables)> {
     let matmul = (
         matmul::BINDINGS,
         matmul::UNIFORM_FIELDS,
@@ -41,9 +41,9 @@ fn shaders() -> Vec<(&'static str, &'static str, Tables)> {
         matmul_naive::UNIFORM_FIELDS,
         size_of::<[u32; 4]>(),
     );
-    ALL_WGSL
+    sources
         .iter()
-        .map(|&(name, src)| {
+        .map(|(name, src)| {
             let (b, f, s) = match name.split(' ').next() {
                 Some("matmul") => matmul,
                 Some("bias_update") => bias,
@@ -60,8 +60,9 @@ fn shaders() -> Vec<(&'static str, &'static str, Tables)> {
 
 #[test]
 fn bindings_and_uniform_blocks_match_the_wgsl() {
-    let all = shaders();
-    assert_eq!(all.len(), ALL_WGSL.len());
+    let sources = Sources::embedded();
+    let all = shaders(&sources);
+    assert_eq!(all.len(), KERNELS.len());
     for (name, src, (bindings, fields, size)) in all {
         let module = naga::front::wgsl::parse_str(src)
             .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(src)));
@@ -106,7 +107,7 @@ fn bindings_and_uniform_blocks_match_the_wgsl() {
 /// `ACT`/`MODE`/`OPT` comparison names its code.
 #[test]
 fn kernels_switch_on_named_codes_only() {
-    for (name, src) in ALL_WGSL {
+    for (name, src) in Sources::embedded().iter() {
         for (i, line) in src.lines().enumerate() {
             let code = line.split("//").next().unwrap_or("");
             let bare_case = code.trim_start().starts_with("case ")

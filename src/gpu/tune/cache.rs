@@ -173,8 +173,14 @@ fn fnv(bytes: &[u8]) -> u64 {
 
 /// The hash of the kernels a tuning was measured on.
 pub fn kernels_hash() -> String {
-    let all: String = ALL_WGSL.iter().map(|(_, src)| *src).collect();
-    format!("{:016x}", fnv(all.as_bytes()))
+    let hash = |s: &Sources| {
+        let all: String = s.iter().map(|(_, src)| src).collect();
+        format!("{:016x}", fnv(all.as_bytes()))
+    };
+    match super::super::kernels::current() {
+        Ok(s) => hash(s),
+        Err(_) => hash(&Sources::embedded()),
+    }
 }
 
 /// The cache directory: `$GPU_TRAIN_CACHE_DIR`, else the user's cache directory + `gpu-train`.
