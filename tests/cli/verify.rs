@@ -15,19 +15,24 @@ fn verify(args: &[&str], envs: &[(&str, &str)]) -> (Option<i32>, String, String)
     (r.code, r.stdout, r.stderr)
 }
 
-fn load(path: &std::path::Path) -> Report {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+/// `verify ARGS --json F` with `envs`: the exit code, stdout, stderr and the report it wrote.
+fn verify_report(args: &[&str], envs: &[(&str, &str)]) -> (Option<i32>, String, String, Report) {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("v.json");
+    let mut all = args.to_vec();
+    all.extend(["--json", json.to_str().unwrap()]);
+    let (code, out, err) = verify(&all, envs);
+    let text = std::fs::read_to_string(&json)
+        .unwrap_or_else(|e| panic!("no report ({e}), exit {code:?}: {out}\n{err}"));
+    (code, out, err, serde_json::from_str(&text).unwrap())
 }
 
 #[test]
 fn verify_quick_passes_and_covers_every_kernel_family() {
     let Some(ctx) = gpu_or_skip() else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("v.json");
-    let (code, out, err) = verify(&["--quick", "--json", json.to_str().unwrap()], &[]);
+    let (code, out, err, r) = verify_report(&["--quick"], &[]);
     assert_eq!(code, Some(0), "{out}\n{err}");
     assert!(out.contains("err/bound"), "the table's head: {out}");
-    let r = load(&json);
     assert_eq!(r.format, FORMAT);
     assert!(!r.devices.is_empty() && r.devices[0].kind == "gpu");
     assert!(r.checks.iter().all(|c| c.passed && c.ratio <= 1.0));
@@ -73,17 +78,8 @@ fn verify_fails_naming_the_perturbed_kernel_and_shape_only() {
     if gpu_or_skip().is_none() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("v.json");
     let hook = [(PERTURB_ENV, "matmul/relu@65x7x1000")];
-    let args = [
-        "--quick",
-        "--layout",
-        "buffer",
-        "--json",
-        json.to_str().unwrap(),
-    ];
-    let (code, out, err) = verify(&args, &hook);
+    let (code, out, err, r) = verify_report(&["--quick", "--layout", "buffer"], &hook);
     assert_eq!(
         code,
         Some(1),
@@ -93,7 +89,6 @@ fn verify_fails_naming_the_perturbed_kernel_and_shape_only() {
         err.contains("matmul/relu") && err.contains("65x7x1000"),
         "the message names the kernel and shape: {err}"
     );
-    let r = load(&json);
     let failed: Vec<_> = r.checks.iter().filter(|c| !c.passed).collect();
     assert_eq!(
         failed.len(),
@@ -168,17 +163,8 @@ fn verify_runs_the_shaders_of_gpu_train_shader_dir_and_fails_a_wrong_one() {
         return;
     }
     let wrong = shader_copy("optimizer.wgsl", "return p - lr * g;", "return p + lr * g;");
-    let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("v.json");
     let env = [("GPU_TRAIN_SHADER_DIR", wrong.path().to_str().unwrap())];
-    let args = [
-        "--quick",
-        "--layout",
-        "buffer",
-        "--json",
-        json.to_str().unwrap(),
-    ];
-    let (code, out, err) = verify(&args, &env);
+    let (code, out, err, r) = verify_report(&["--quick", "--layout", "buffer"], &env);
     assert_eq!(
         code,
         Some(1),
@@ -188,7 +174,6 @@ fn verify_runs_the_shaders_of_gpu_train_shader_dir_and_fails_a_wrong_one() {
         err.contains("GPU_TRAIN_SHADER_DIR"),
         "where the shaders came from: {err}"
     );
-    let r = load(&json);
     let failed: BTreeSet<&str> = (r.checks.iter())
         .filter(|c| !c.passed)
         .map(|c| c.kernel.as_str())
