@@ -55,21 +55,6 @@ pub fn host() -> Host {
     }
 }
 
-/// The CPU path as the results describe it.
-pub fn cpu_info() -> DeviceInfo {
-    crate::cpu::describe()
-}
-
-/// An opened adapter as the results describe it: its layout, timestamps and tuned shapes.
-pub fn opened_info(ctx: &GpuContext, layout: Layout) -> DeviceInfo {
-    ctx.describe(layout)
-}
-
-/// An adapter as the results describe it, before it is opened.
-pub fn gpu_info(info: &wgpu::AdapterInfo) -> DeviceInfo {
-    crate::gpu::adapters::describe(info)
-}
-
 #[cfg(not(target_arch = "wasm32"))]
 /// The devices to run on, in order: `--device` values, or every adapter that can run compute
 /// shaders and then the CPU. An adapter that cannot be opened is listed with its error.
@@ -80,7 +65,7 @@ pub fn open_devices(
 ) -> Result<Vec<(DeviceInfo, Option<Device>)>> {
     let mut out = Vec::new();
     let open = |entry: context::AdapterEntry| {
-        let mut info = gpu_info(&entry.info);
+        let mut info = crate::gpu::adapters::describe(&entry.info);
         let opened = GpuContext::open(&entry.adapter, limits).and_then(|ctx| {
             let layout = layout.unwrap_or_else(|| ctx.auto_layout());
             ctx.kernels.layout(layout)?;
@@ -88,7 +73,7 @@ pub fn open_devices(
         });
         match opened {
             Ok((ctx, layout)) => {
-                let info = opened_info(&ctx, layout);
+                let info = ctx.describe(layout);
                 (info, Some(Device::Gpu(ctx, layout)))
             }
             Err(e) => {
@@ -110,17 +95,17 @@ pub fn open_devices(
         for entry in adapters {
             out.push(open(entry));
         }
-        out.push((cpu_info(), Some(Device::Cpu)));
+        out.push((crate::cpu::describe(), Some(Device::Cpu)));
         return Ok(out);
     }
     for c in choices {
         match c {
-            DeviceChoice::Cpu => out.push((cpu_info(), Some(Device::Cpu))),
+            DeviceChoice::Cpu => out.push((crate::cpu::describe(), Some(Device::Cpu))),
             choice => match context::choose(choice, context::list_adapters())? {
                 Some(entry) => out.push(open(entry)),
                 None => {
                     eprintln!("notice: --device {c}: no GPU adapter; benchmarking the CPU");
-                    out.push((cpu_info(), Some(Device::Cpu)));
+                    out.push((crate::cpu::describe(), Some(Device::Cpu)));
                 }
             },
         }

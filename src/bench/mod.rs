@@ -24,10 +24,10 @@ pub use tuning::{products, Product};
 
 use crate::backend::Backend;
 use crate::cpu::CpuBackend;
-use crate::devices::{cpu_info, Device, Host};
-pub use crate::devices::{host, opened_info};
+pub use crate::devices::host;
 #[cfg(not(target_arch = "wasm32"))]
 use crate::devices::{open_devices, DeviceInfo};
+use crate::devices::{Device, Host};
 use crate::error::{Error, Result};
 use crate::gpu::layout::Layout;
 use crate::gpu::tune::Parity;
@@ -280,10 +280,10 @@ pub async fn run_suite(
     on_row: &mut dyn FnMut(&Results, &Row),
 ) -> (Results, Vec<tune::Entry>) {
     let budget = Budget::of(quick);
-    let mut cpu = cpu_info();
+    let mut cpu = crate::cpu::describe();
     cpu.name = host.cpu.clone();
     let devices = [
-        (opened_info(ctx, layout), Device::Gpu(ctx.clone(), layout)),
+        (ctx.describe(layout), Device::Gpu(ctx.clone(), layout)),
         (cpu, Device::Cpu),
     ];
     let mut results = Results {

@@ -369,7 +369,7 @@ impl Page {
         let inner = self.0.clone();
         future_to_promise(async move {
             let (ctx, layout) = inner.gpu.as_ref().map_err(js_err)?;
-            let info = bench::opened_info(ctx, *layout);
+            let info = ctx.describe(*layout);
             let mut report_check = |c: &verify::Check| {
                 let text = serde_json::to_string(c).unwrap_or_default();
                 let _ = on_check.call1(&JsValue::NULL, &JsValue::from_str(&text));
