@@ -126,7 +126,7 @@ pub struct Sources {
 impl Sources {
     /// The copies embedded at compile time.
     pub fn embedded() -> Sources {
-        let texts = compose(|name| Ok(embedded_file(name).to_string()))
+        let (texts, _) = compose(|name| Ok(embedded_file(name).to_string()))
             .expect("every kernel's files are embedded");
         Sources { texts, dir: None }
     }
@@ -135,7 +135,7 @@ impl Sources {
     /// compile is an error naming it (and naga's message, at the file's own line).
     #[cfg(not(target_arch = "wasm32"))]
     pub fn from_dir(dir: &std::path::Path) -> Result<Sources> {
-        let texts = compose(|name| {
+        let (texts, read) = compose(|name| {
             let path = dir.join(name);
             std::fs::read_to_string(&path).map_err(|e| Error::BadFile {
                 path,
@@ -143,7 +143,10 @@ impl Sources {
             })
         })?;
         for ((kernel, files), text) in KERNELS.iter().zip(&texts) {
-            check(dir, kernel, files, text)?;
+            let parts: Vec<(&str, &str)> = (files.iter())
+                .map(|&f| (f, read.iter().find(|(n, _)| *n == f).map_or("", |(_, t)| t)))
+                .collect();
+            check(dir, kernel, &parts, text)?;
         }
         Ok(Sources {
             texts,
@@ -170,8 +173,11 @@ fn embedded_file(name: &str) -> &'static str {
         .unwrap_or_else(|| panic!("no embedded shader file {name:?}"))
 }
 
-/// Every kernel's files read by `read` (each file once) and concatenated in order.
-fn compose(mut read: impl FnMut(&str) -> Result<String>) -> Result<Vec<String>> {
+/// Every kernel's files read by `read` (each file once) and concatenated in order; and the files
+/// as read.
+type Composed = (Vec<String>, Vec<(&'static str, String)>);
+
+fn compose(mut read: impl FnMut(&str) -> Result<String>) -> Result<Composed> {
     let mut files: Vec<(&str, String)> = Vec::new();
     let mut texts = Vec::with_capacity(KERNELS.len());
     for (_, parts) in KERNELS {
@@ -185,20 +191,20 @@ fn compose(mut read: impl FnMut(&str) -> Result<String>) -> Result<Vec<String>> 
         }
         texts.push(text);
     }
-    Ok(texts)
+    Ok((texts, files))
 }
 
-/// `text` (kernel `kernel`, composed of `files`) parsed and validated by naga; an error names the
-/// file and the line in it.
+/// `text` (kernel `kernel`, composed of `parts`: each file's name and text, in order) parsed and
+/// validated by naga; an error names the file and the line in it.
 #[cfg(not(target_arch = "wasm32"))]
-fn check(dir: &std::path::Path, kernel: &str, files: &[&str], text: &str) -> Result<()> {
+fn check(dir: &std::path::Path, kernel: &str, parts: &[(&str, &str)], text: &str) -> Result<()> {
     let fail = |line: Option<usize>, msg: String| {
         // The file that holds composed line `line` (1-based), and the line within it.
         let mut first = 1;
-        let mut at = (files.last().copied().unwrap_or(""), None);
+        let mut at = (parts.last().map_or("", |(f, _)| *f), None);
         if let Some(line) = line {
-            for &f in files {
-                let n = std::fs::read_to_string(dir.join(f)).map_or(0, |t| t.lines().count());
+            for &(f, t) in parts {
+                let n = t.lines().count();
                 if line < first + n {
                     at = (f, Some(line + 1 - first));
                     break;
