@@ -82,6 +82,7 @@ pub(super) fn verify_command(args: &crate::cli::VerifyArgs) -> Result<()> {
         layout: gpu.layout,
         limits: gpu.limits,
         quick: args.quick,
+        fail_fast: args.fail_fast,
     };
     let mut last = None;
     let report = verify::run(&options, &mut |devices, check| {

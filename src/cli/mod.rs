@@ -66,6 +66,11 @@ pub struct VerifyArgs {
     #[arg(long)]
     pub quick: bool,
 
+    /// Stop at the first check that fails (exit 1 as always): for a kernel being edited (see
+    /// GPU_TRAIN_SHADER_DIR) and the mutation tests, where the first failure says enough.
+    #[arg(long)]
+    pub fail_fast: bool,
+
     /// Write every check and the adapters' identity as a JSON file.
     #[arg(long, value_name = "FILE.json")]
     pub json: Option<PathBuf>,

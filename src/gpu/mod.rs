@@ -52,11 +52,11 @@ pub use backend::GpuBackend;
 #[cfg(not(target_arch = "wasm32"))]
 pub use context::list_adapters;
 pub use context::{AdapterEntry, DeviceChoice, GpuContext, GpuOptions, LimitsChoice, Timestamps};
-pub use kernels::bias_update::{run_bias_sum, run_bias_update};
+pub use kernels::bias_update::{run_bias, run_bias_sum, run_bias_update, BiasRun};
 pub use kernels::cross_entropy::run_cross_entropy;
-pub use kernels::loss_reduce::run_loss_reduce;
-pub use kernels::matmul::{run_matmul, time_matmul, MatmulOutput};
+pub use kernels::loss_reduce::{run_advance, run_loss_reduce};
+pub use kernels::matmul::{run_matmul, time_matmul, MatmulInputs, MatmulOutput};
 pub use kernels::matmul_naive::{run_naive, time_naive};
-pub use kernels::{Acc, Act, Block, MatmulKey, Mode, Opt, Update};
+pub use kernels::{Acc, Act, Block, MatmulKey, Mode, Opt, StepState, Update};
 pub use layout::{from_padded, pad4, to_padded};
 pub use memory::{Banded, GpuMatrix};

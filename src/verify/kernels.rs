@@ -22,6 +22,66 @@ pub(super) fn shapes(quick: bool) -> Vec<(usize, usize, usize)> {
     }
 }
 
+/// The shapes of the epilogue variants (every activation, the logits, every optimizer step): odd
+/// in M and N, so that the masks and the padding show, on a short K, so that the product's error
+/// is small beside what a wrong step changes.
+fn variant_shapes(quick: bool) -> &'static [(usize, usize, usize)] {
+    if quick {
+        &[(63, 65, 7)]
+    } else {
+        &[(63, 65, 7), (7, 33, 65)]
+    }
+}
+
+/// The inputs of epilogue `e` besides A and B on an `[m, n]` output, from `r`: AUX holds the
+/// activation's output (its input for GELU) with exact zeros among it, y, the old weights or the
+/// sum so far; the optimizer's moments are random (v non-negative).
+fn extra_inputs(e: Epi, (m, n): (usize, usize), r: &mut rand_chacha::ChaCha8Rng) -> Extra {
+    let mut aux = Matrix::randn(m, n, r).data;
+    if let Epi::Grad(a) = e {
+        for (i, x) in aux.iter_mut().enumerate() {
+            let z = if i % 5 == 0 { 0.0 } else { 2.0 * *x };
+            *x = if a == Activation::Gelu {
+                z
+            } else {
+                cpu::act_forward(a, z)
+            };
+        }
+    }
+    let bias = Matrix::randn(1, n, r).data;
+    let moments = match e {
+        Epi::Update(o, _) => (0..o.state_buffers())
+            .map(|j| {
+                let x = Matrix::randn(m, n, r).data;
+                if j == 1 {
+                    x.iter().map(|v| v * v).collect()
+                } else {
+                    x
+                }
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    let opt = match e {
+        Epi::Update(o, _) => o,
+        _ => Opt::Sgd,
+    };
+    Extra {
+        aux,
+        bias,
+        coef: match e {
+            Epi::AbsError => Loss::L1.grad_coef(m, n),
+            _ => Loss::Sse.grad_coef(m, n),
+        },
+        state: StepState {
+            hyper: hyper_of(opt),
+            moments,
+            beta_t: BETA_T,
+            scheduled_lr: SCHEDULED_LR,
+        },
+    }
+}
+
 /// One matmul check: the GPU's outputs against the CPU reference for epilogue `e`.
 pub(super) async fn matmul_check(
     ctx: &GpuContext,
@@ -29,93 +89,131 @@ pub(super) async fn matmul_check(
     e: Epi,
     dims: (usize, usize, usize),
     seed: u64,
-) -> Result<(Vec<Compared>, bool)> {
+) -> Result<(Vec<Compared>, Option<String>)> {
     let (m, n, k) = dims;
     let (a, b) = tune::random_inputs(key, dims, seed);
     let (v, scale) = tune::cpu_reference(key, &a, &b, dims);
     let g2 = two_gamma(k);
     let err: Vec<f64> = scale.iter().map(|&s| g2 * s as f64).collect();
-    let mut r = seeded(seed ^ 0x5eed);
-    let extra = Extra {
-        aux: Matrix::randn(m, n, &mut r).data,
-        bias: Matrix::randn(1, n, &mut r).data,
-        lr: 0.25,
-        coef: match e {
-            Epi::AbsError => Loss::L1.grad_coef(m, n),
-            _ => Loss::Sse.grad_coef(m, n),
-        },
-    };
+    let extra = extra_inputs(e, (m, n), &mut seeded(seed ^ 0x5eed));
     let poison = vec![f32::NAN; m * n];
-    let (scalar, c_init, aux, bias, sum) = match e {
-        Epi::Store | Epi::Relu => (0.0, &poison, None, None, None),
-        Epi::Mask => (0.0, &poison, Some(&extra.aux[..]), None, None),
-        Epi::Sgd => (extra.lr, &extra.aux, None, None, None),
-        Epi::SquaredError | Epi::AbsError => {
-            (extra.coef, &poison, Some(&extra.aux[..]), None, None)
+    let mut inputs = MatmulInputs::new(&poison);
+    match e {
+        Epi::Store | Epi::Logits => {}
+        Epi::Act(_) => {}
+        Epi::Grad(Activation::Gelu) => inputs.aux_out = Some(&extra.aux),
+        Epi::Grad(_) | Epi::SquaredError | Epi::AbsError => inputs.aux = Some(&extra.aux),
+        Epi::Update(..) => {
+            inputs.c_init = &extra.aux;
+            inputs.step = Some(&extra.state);
         }
-        Epi::Bias => (0.0, &poison, None, Some(&extra.bias[..]), None),
-        Epi::Sum => (0.0, &poison, None, None, Some(&extra.aux[..])),
+        Epi::Bias => inputs.bias = Some(&extra.bias),
+        Epi::Sum => inputs.aux_out = Some(&extra.aux),
+    }
+    inputs.scalar = match e {
+        Epi::Update(..) => BASE_LR,
+        Epi::SquaredError | Epi::AbsError => extra.coef,
+        _ => 0.0,
     };
-    let out = run_matmul(ctx, key, &a, &b, dims, scalar, c_init, aux, bias, sum).await?;
-    let ((want_c, bound_c), second) = epilogue_bound(e, &v, &err, &extra);
+    let out = run_matmul(ctx, key, &a, &b, dims, inputs).await?;
+    let [c, aux_out, m1, m2] = expected(e, &v, &err, &extra);
     let mut compared = Vec::new();
-    if !want_c.is_empty() {
-        compared.push(Compared {
-            got: out.c,
-            want: want_c,
-            bound: bound_c,
-        });
+    let mut got = vec![out.c.clone(), out.aux_out];
+    got.extend(out.moments);
+    for (got, (want, bound)) in got.into_iter().zip([c, aux_out, m1, m2]) {
+        if !want.is_empty() {
+            compared.push(Compared { got, want, bound });
+        }
     }
-    if let Some((want, bound)) = second {
-        compared.push(Compared {
-            got: out.aux_out,
-            want,
-            bound,
-        });
+    let mut note = (!out.padding_zero).then(|| "non-zero padding left in the output".to_string());
+    // What must stay untouched: C while summing and for the logits (its NaN poison).
+    if matches!(e, Epi::Sum | Epi::Logits) && out.c.iter().any(|x| !x.is_nan()) {
+        note = Some("C written where it must stay untouched".into());
     }
-    Ok((compared, out.padding_zero))
+    Ok((compared, note))
 }
 
-/// Every matmul check on `ctx` in `layout`.
+/// `"C[r, c] = got, want w ± b"` for the element of `c` (an output `n` wide) furthest outside
+/// its bound.
+fn worst_element(c: &Compared, name: &str, n: usize) -> Option<String> {
+    let ratio = |i: usize| {
+        let d = (c.got[i] as f64 - c.want[i]).abs();
+        if d.is_nan() {
+            f64::INFINITY
+        } else {
+            d / c.bound[i]
+        }
+    };
+    let i = (0..c.got.len()).max_by(|&a, &b| ratio(a).total_cmp(&ratio(b)))?;
+    Some(format!(
+        "{name}[{}, {}] = {}, want {:.9e} ± {:.2e}",
+        i / n,
+        i % n,
+        c.got[i],
+        c.want[i],
+        c.bound[i]
+    ))
+}
+
+/// Every matmul check on `ctx` in `layout`, cheapest first: every epilogue on the first shape
+/// with the first block (the quickest to compile), then the other blocks, then the next shape,
+/// so that a wrong kernel fails early (`--fail-fast`).
 pub(super) async fn matmul_checks(
     suite: &mut Suite<'_>,
     ctx: &GpuContext,
     layout: Layout,
     quick: bool,
 ) {
-    for e in Epi::ALL {
+    let mut tasks = Vec::new();
+    for (ei, e) in Epi::all(quick).into_iter().enumerate() {
+        // The variants on one block: the epilogue is one function that every block calls, and
+        // the core epilogues check each block's calls.
+        let (shapes, blocks) = if e.core() {
+            (shapes(quick), Block::of_layout(layout))
+        } else {
+            (
+                variant_shapes(quick).to_vec(),
+                vec![Block::of_layout(layout)[0]],
+            )
+        };
         for &trans in e.transposes() {
-            for (si, dims) in shapes(quick).into_iter().enumerate() {
-                for block in Block::of_layout(layout) {
-                    let key = e.key(layout, block, trans);
-                    let t = |b: bool| if b { "ᵀ" } else { "" };
-                    let kernel = format!("matmul/{}", e.name());
-                    let (m, n, k) = dims;
-                    let shape = format!("A{}B{} {m}x{n}x{k}", t(trans.0), t(trans.1));
-                    let seed =
-                        (si as u64) << 8 | (e as u64) << 4 | trans.0 as u64 | (trans.1 as u64) << 1;
-                    let outcome =
-                        matmul_check(ctx, key, e, dims, seed)
-                            .await
-                            .map(|(mut cmp, pad)| {
-                                if let Some(first) = cmp.first_mut() {
-                                    perturb(&kernel, &format!("{m}x{n}x{k}"), &mut first.got);
-                                }
-                                let ratio = (cmp.iter())
-                                    .map(|c| worst_ratio(&c.got, &c.want, &c.bound))
-                                    .fold(0.0, f64::max);
-                                let note =
-                                    (!pad).then(|| "non-zero padding left in the output".into());
-                                (ratio, note)
-                            });
-                    suite.record(kernel, block.name(), layout, shape, "2γ_k·|A|·|B|", outcome);
+            for (si, &dims) in shapes.iter().enumerate() {
+                for (bi, &block) in blocks.iter().enumerate() {
+                    tasks.push(((si, bi), ei, e, trans, dims, block));
                 }
             }
         }
     }
+    tasks.sort_by_key(|t| t.0);
+    for ((si, _), ei, e, trans, dims, block) in tasks {
+        if suite.stopped() {
+            return;
+        }
+        let key = e.key(layout, block, trans);
+        let t = |b: bool| if b { "ᵀ" } else { "" };
+        let kernel = format!("matmul/{}", e.name());
+        let (m, n, k) = dims;
+        let shape = format!("A{}B{} {m}x{n}x{k}", t(trans.0), t(trans.1));
+        let seed = (si as u64) << 16 | (ei as u64) << 4 | trans.0 as u64 | (trans.1 as u64) << 1;
+        let outcome = matmul_check(ctx, key, e, dims, seed)
+            .await
+            .map(|(cmp, note)| {
+                let ratio = (cmp.iter())
+                    .map(|c| worst_ratio(&c.got, &c.want, &c.bound))
+                    .fold(0.0, f64::max);
+                // Where it failed, the worst element, for whoever edits the kernel.
+                let worst = (cmp.iter().zip(["C", "AUX_OUT", "m", "v"]))
+                    .filter(|(c, _)| worst_ratio(&c.got, &c.want, &c.bound) > 1.0)
+                    .find_map(|(c, name)| worst_element(c, name, n));
+                (ratio, note.or(worst))
+            });
+        suite.record(kernel, block.name(), layout, shape, "2γ_k·|A|·|B|", outcome);
+    }
 }
 
-/// `bias_update` (the column sums bit for bit, the SGD step within rounding) on `ctx` in `layout`.
+/// `bias_update`: the column sums bit for bit (STORE), and every optimizer step on them within
+/// its rounding (the sums are the CPU's bits, so only the step's slack is allowed) on `ctx` in
+/// `layout`, the optimizer's moments included.
 pub(super) async fn bias_checks(
     suite: &mut Suite<'_>,
     ctx: &GpuContext,
@@ -127,43 +225,146 @@ pub(super) async fn bias_checks(
     } else {
         &[(1, 1), (7, 3), (64, 100), (63, 65), (1001, 7), (5, 1000)]
     };
-    for &(rows, cols) in shapes {
-        let mut r = seeded((rows * 10_000 + cols) as u64);
-        let g = Matrix::randn(rows, cols, &mut r).data;
-        let b = &Matrix::randn(1, cols, &mut r).data[..];
-        let mut db = b.to_vec();
-        cpu::bias_update(&mut db, &g, Epilogue::Store);
-        let shape = format!("{rows}x{cols}");
-        let lr = 0.125f32;
-        for store in [true, false] {
-            let kernel = format!("bias_update/{}", if store { "store" } else { "sgd" });
-            let outcome = run_bias_update(ctx, layout, &g, (rows, cols), b, lr, store)
-                .await
-                .map(|mut got| {
-                    perturb(&kernel, &shape, &mut got);
-                    let (want, bound): (Vec<f64>, Vec<f64>) = (0..cols)
-                        .map(|j| {
-                            if store {
-                                (db[j] as f64, f64::MIN_POSITIVE)
-                            } else {
-                                let step = lr as f64 * db[j] as f64;
-                                let want = b[j] as f64 - step;
-                                (
-                                    want,
-                                    2.0 * U * (b[j].abs() as f64 + step.abs()) + f64::MIN_POSITIVE,
-                                )
+    const FEW: &[(usize, usize)] = &[(7, 3), (63, 65)];
+    let mut variants = vec![None];
+    variants.extend(steps(quick).into_iter().map(Some));
+    for (vi, variant) in variants.into_iter().enumerate() {
+        // The store and plain SGD on every shape, the other steps on two (one of them wider than
+        // a vec4, so that each column's state is its own).
+        let shapes = if vi <= 1 { shapes } else { FEW };
+        for &(rows, cols) in shapes {
+            if suite.stopped() {
+                return;
+            }
+            let mut r = seeded((rows * 10_000 + cols) as u64 ^ (vi as u64) << 32);
+            let g = Matrix::randn(rows, cols, &mut r).data;
+            let b = &Matrix::randn(1, cols, &mut r).data[..];
+            let mut db = b.to_vec();
+            cpu::bias_update(&mut db, &g, Epilogue::Store);
+            let shape = format!("{rows}x{cols}");
+            let (opt, update) = variant.unwrap_or_default();
+            let state = StepState {
+                hyper: hyper_of(opt),
+                moments: (0..opt.state_buffers())
+                    .map(|j| {
+                        let x = Matrix::randn(1, cols, &mut r).data;
+                        if j == 1 {
+                            x.iter().map(|v| v * v).collect()
+                        } else {
+                            x
+                        }
+                    })
+                    .collect(),
+                beta_t: BETA_T,
+                scheduled_lr: SCHEDULED_LR,
+            };
+            let run = BiasRun {
+                lr: BASE_LR,
+                store: variant.is_none(),
+                opt,
+                update,
+                state: variant.is_some().then_some(&state),
+                ..BiasRun::default()
+            };
+            let kernel = match variant {
+                None => "bias_update/store".to_string(),
+                Some((o, u)) => format!("bias_update/{}", step_name(o, u)),
+            };
+            let outcome =
+                run_bias(ctx, layout, &g, (rows, cols), b, run)
+                    .await
+                    .map(|(got, _, moments)| {
+                        let ratio = match variant {
+                            None => {
+                                let want: Vec<f64> = db.iter().map(|&x| x as f64).collect();
+                                worst_ratio(&got, &want, &vec![f64::MIN_POSITIVE; cols])
                             }
-                        })
-                        .unzip();
-                    (worst_ratio(&got, &want, &bound), None)
-                });
-            let bound = if store {
+                            Some((o, u)) => {
+                                let s = step_of(o, u);
+                                let moment = |j: usize, c: usize| {
+                                    state.moments.get(j).map_or(0.0, |m| m[c] as f64)
+                                };
+                                let mut outs = [(); 3].map(|_| (Vec::new(), Vec::new()));
+                                for c in 0..cols {
+                                    let w = propagate(
+                                        |x| {
+                                            epilogue::step(
+                                                &s,
+                                                b[c] as f64,
+                                                x,
+                                                moment(0, c),
+                                                moment(1, c),
+                                            )
+                                        },
+                                        db[c] as f64,
+                                        0.0,
+                                    );
+                                    for (o, w) in outs.iter_mut().zip([w[0], w[2], w[3]]) {
+                                        if let Some((want, bound)) = w {
+                                            o.0.push(want);
+                                            o.1.push(bound);
+                                        }
+                                    }
+                                }
+                                let mut got = vec![got];
+                                got.extend(moments);
+                                (got.iter().zip(&outs))
+                                    .filter(|(_, (want, _))| !want.is_empty())
+                                    .map(|(g, (want, bound))| worst_ratio(g, want, bound))
+                                    .fold(0.0, f64::max)
+                            }
+                        };
+                        (ratio, None)
+                    });
+            let bound = if variant.is_none() {
                 "bit-exact"
             } else {
-                "2u·(|b|+|lr·db|)"
+                "the step's rounding"
             };
             suite.record(kernel, "-", layout, shape.clone(), bound, outcome);
         }
+    }
+    // A shared layer's bias gradient summed over its uses (ACC_IN and ACC_OUT): the sum so far
+    // plus the column sums, bit for bit; the bias itself untouched.
+    for &(rows, cols) in FEW {
+        if suite.stopped() {
+            return;
+        }
+        let mut r = seeded((rows * 10_000 + cols) as u64 ^ 0xacc);
+        let g = Matrix::randn(rows, cols, &mut r).data;
+        let b = Matrix::randn(1, cols, &mut r).data;
+        let sum0 = Matrix::randn(1, cols, &mut r).data;
+        let mut db = vec![0.0f32; cols];
+        cpu::bias_update(&mut db, &g, Epilogue::Store);
+        let want: Vec<f64> = (sum0.iter().zip(&db))
+            .map(|(s, d)| (s + d) as f64)
+            .collect();
+        let shape = format!("{rows}x{cols}");
+        let run = BiasRun {
+            lr: BASE_LR,
+            acc: Acc {
+                input: true,
+                output: true,
+            },
+            sum: Some(&sum0),
+            ..BiasRun::default()
+        };
+        let outcome =
+            run_bias(ctx, layout, &g, (rows, cols), &b, run)
+                .await
+                .map(|(got_b, got_sum, _)| {
+                    let r = worst_ratio(&got_sum, &want, &vec![f64::MIN_POSITIVE; cols]);
+                    let note = (got_b != b).then(|| "the bias changed while summing".to_string());
+                    (r, note)
+                });
+        suite.record(
+            "bias_update/sum".into(),
+            "-",
+            layout,
+            shape,
+            "bit-exact",
+            outcome,
+        );
     }
 }
 
@@ -180,6 +381,9 @@ pub(super) async fn loss_reduce_checks(
         &[(1, 1), (7, 3), (64, 10), (63, 65), (1001, 7), (100, 1000)]
     };
     for &(rows, cols) in shapes {
+        if suite.stopped() {
+            return;
+        }
         let v = Matrix::randn(rows, cols, &mut seeded((rows * 7 + cols) as u64)).data;
         let v: Vec<f32> = v.iter().map(|x| x * x).collect();
         let want = cpu::loss_reduce(&v);
@@ -187,8 +391,7 @@ pub(super) async fn loss_reduce_checks(
         let outcome = run_loss_reduce(ctx, &v, (rows, cols))
             .await
             .map(|(got, epoch)| {
-                let mut got = [got];
-                perturb("loss_reduce", &shape, &mut got);
+                let got = [got];
                 let r = worst_ratio(&got, &[want as f64], &[f64::MIN_POSITIVE]);
                 let note = (epoch != 3).then(|| format!("the epoch index became {epoch}, not 3"));
                 (r, note)
@@ -201,6 +404,97 @@ pub(super) async fn loss_reduce_checks(
             "bit-exact",
             outcome,
         );
+    }
+}
+
+/// `loss_reduce` as a training step ends it (ADVANCE): the step count, beta1^t and beta2^t bit for
+/// bit against the CPU's `OptCounters::advance`, and the next step's learning rate from the
+/// schedule within `64u·|lr| + 1.2e-6·|lr - min|` of the CPU's (`schedule.wgsl`: a power by
+/// squaring, a warm-up's few operations, and the cosine's polynomial, which both paths evaluate
+/// within 6e-7 of cos), on schedules with and without a warm-up and at steps around their
+/// boundaries and the counter's saturation.
+pub(super) async fn schedule_checks(
+    suite: &mut Suite<'_>,
+    ctx: &GpuContext,
+    layout: Layout,
+    quick: bool,
+) {
+    let schedules: &[(&str, Option<&str>)] = if quick {
+        &[("cosine:10:0.001", Some("4:0.1"))]
+    } else {
+        &[
+            ("step:3:0.5", None),
+            ("cosine:10:0.001", Some("4:0.1")),
+            ("constant", Some("5:0.2")),
+            ("cosine:7:0", None),
+        ]
+    };
+    let steps: &[u32] = if quick {
+        &[0, 3, 9]
+    } else {
+        &[0, 1, 3, 4, 9, 13, 1000, u32::MAX - 1, u32::MAX]
+    };
+    let (beta1, beta2) = (ADAM[0], ADAM[1]);
+    let opt = Optimizer {
+        kind: OptimizerKind::Adam,
+        beta1,
+        beta2,
+        ..Optimizer::default()
+    };
+    for &(main, warmup) in schedules {
+        let Ok(schedule) = crate::schedule::LrSchedule::parse(Some(main), warmup) else {
+            continue;
+        };
+        for &t in steps {
+            if suite.stopped() {
+                return;
+            }
+            let c = crate::state::OptCounters {
+                t,
+                beta1_t: BETA_T[0],
+                beta2_t: BETA_T[1],
+            };
+            let mut next = c;
+            next.advance(&opt);
+            let lr = BASE_LR;
+            let want_lr = schedule.lr(lr, next.t - 1) as f64;
+            let min_lr = match schedule.main {
+                crate::schedule::Schedule::Cosine { min_lr, .. } => min_lr as f64,
+                _ => 0.0,
+            };
+            let bound = 64.0 * crate::check::U * want_lr.abs()
+                + 1.2e-6 * (want_lr - min_lr).abs()
+                + f64::MIN_POSITIVE;
+            let shape = format!(
+                "{main}{} t={t}",
+                warmup.map_or(String::new(), |w| format!("+{w}"))
+            );
+            let outcome = run_advance(ctx, c, (beta1, beta2), (&schedule, lr))
+                .await
+                .map(|w| {
+                    let want = [
+                        1,
+                        next.t,
+                        next.beta1_t.to_bits(),
+                        next.beta2_t.to_bits(),
+                        next.t,
+                    ];
+                    let words_ok = w[..5] == want;
+                    let got = [f32::from_bits(w[5])];
+                    let r = worst_ratio(&got, &[want_lr], &[bound]);
+                    let note = (!words_ok)
+                        .then(|| format!("counters {:?}, the CPU's {:?}", &w[..5], want));
+                    (if words_ok { r } else { f64::INFINITY }, note)
+                });
+            suite.record(
+                "loss_reduce/advance".into(),
+                "-",
+                layout,
+                shape,
+                "counters bit-exact; lr 64u + 1.2e-6·|lr-min|",
+                outcome,
+            );
+        }
     }
 }
 
@@ -229,47 +523,61 @@ pub(super) async fn cross_entropy_checks(
             (100, 1000),
         ]
     };
-    for &(rows, cols) in shapes {
+    for (si, &(rows, cols)) in shapes.iter().enumerate() {
+        if suite.stopped() {
+            return;
+        }
         let mut r = seeded((rows * 11 + cols) as u64);
         let z: Vec<f32> = (Matrix::randn(rows, cols, &mut r).data.iter())
             .map(|v| 8.0 * v)
             .collect();
-        let y = Matrix::one_hot_classes(rows, cols, &mut r).data;
+        // Class targets, and on every other shape soft ones whose rows do not sum to 1 (the
+        // gradient's Σy term shows only there).
+        let y = if si % 2 == 0 {
+            Matrix::one_hot_classes(rows, cols, &mut r).data
+        } else {
+            (Matrix::randn(rows, cols, &mut r).data.iter())
+                .map(|v| v.abs())
+                .collect()
+        };
         let coef = 1.0 / rows as f32;
         let (mut g, mut row_loss) = (vec![0.0f32; rows * cols], vec![0.0f32; rows]);
         cpu::cross_entropy(&mut g, &mut row_loss, &z, &y, cols, coef);
         let loss = cpu::loss_reduce(&row_loss) * coef;
         let shape = format!("{rows}x{cols}");
-        let outcome = run_cross_entropy(ctx, layout, &z, &y, (rows, cols), (coef, coef))
-            .await
-            .map(|(got_loss, grad)| {
-                let padded = crate::gpu::pad4(cols);
-                let mut got = vec![got_loss];
-                got.extend((0..rows).flat_map(|rr| grad[rr * padded..][..cols].to_vec()));
-                perturb("cross_entropy", &shape, &mut got);
-                let mut want = vec![loss as f64];
-                want.extend(g.iter().map(|&v| v as f64));
-                let mut bound = vec![crate::check::cross_entropy_loss_bound(
-                    &z, &y, cols, coef, loss,
-                )];
-                bound.extend(
-                    g.iter()
-                        .map(|&v| 2e-6 * coef as f64 + 1e-6 * (v as f64).abs()),
-                );
-                // The padding the backward products read must be zero.
-                let padding_zero = (0..crate::gpu::pad4(rows)).all(|rr| {
-                    (0..padded).all(|c| (rr < rows && c < cols) || grad[rr * padded + c] == 0.0)
+        let outcome =
+            run_cross_entropy(ctx, layout, &z, &y, (rows, cols), (coef, coef))
+                .await
+                .map(|(got_loss, grad)| {
+                    let padded = crate::gpu::pad4(cols);
+                    let mut got = vec![got_loss];
+                    got.extend((0..rows).flat_map(|rr| grad[rr * padded..][..cols].to_vec()));
+                    let mut want = vec![loss as f64];
+                    want.extend(g.iter().map(|&v| v as f64));
+                    let mut bound = vec![crate::check::cross_entropy_loss_bound(
+                        &z, &y, cols, coef, loss,
+                    )];
+                    // The softmax times the row's Σy: its error scales with Σy (1 for classes).
+                    let ys: Vec<f64> = (y.chunks(cols))
+                        .map(|row| row.iter().map(|&v| v as f64).sum::<f64>().max(1.0))
+                        .collect();
+                    bound.extend(g.iter().enumerate().map(|(i, &v)| {
+                        2e-6 * coef as f64 * ys[i / cols] + 1e-6 * (v as f64).abs()
+                    }));
+                    // The padding the backward products read must be zero.
+                    let padding_zero = (0..crate::gpu::pad4(rows)).all(|rr| {
+                        (0..padded).all(|c| (rr < rows && c < cols) || grad[rr * padded + c] == 0.0)
+                    });
+                    let note = (!padding_zero).then(|| "non-zero padding in the gradient".into());
+                    let r = worst_ratio(&got, &want, &bound);
+                    (if padding_zero { r } else { f64::INFINITY }, note)
                 });
-                let note = (!padding_zero).then(|| "non-zero padding in the gradient".into());
-                let r = worst_ratio(&got, &want, &bound);
-                (if padding_zero { r } else { f64::INFINITY }, note)
-            });
         suite.record(
             "cross_entropy".into(),
             "-",
             layout,
             shape,
-            "2e-6/rows + 1e-6·|g|; loss WGSL log/exp + 1e-5",
+            "2e-6·Σy/rows + 1e-6·|g|; loss WGSL log/exp + 1e-5",
             outcome,
         );
     }

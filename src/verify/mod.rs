@@ -23,8 +23,9 @@ use crate::error::{Error, Result};
 use crate::gpu::layout::Layout;
 use crate::gpu::tune;
 use crate::gpu::{
-    run_bias_update, run_cross_entropy, run_loss_reduce, run_matmul, Acc, Act, Block, GpuBackend,
-    GpuContext, LimitsChoice, MatmulKey, Mode, Opt, Update,
+    run_advance, run_bias, run_cross_entropy, run_loss_reduce, run_matmul, Acc, Act, BiasRun,
+    Block, GpuBackend, GpuContext, LimitsChoice, MatmulInputs, MatmulKey, Mode, Opt, StepState,
+    Update,
 };
 use crate::init::{HostState, Matrix};
 use crate::job::{Activation, InitScheme, Job, Loss, Optimizer, OptimizerKind};
@@ -44,11 +45,6 @@ use training::*;
 pub const FORMAT: &str = "gpu-train verify";
 pub const SCHEMA_VERSION: u32 = 1;
 
-/// Testing hook: `GPU_TRAIN_VERIFY_PERTURB=KERNEL` (or `KERNEL@SHAPE`) adds 1 to the first element
-/// of that kernel's GPU result (on that shape) before it is checked, so that the suite can be
-/// shown to fail, naming the kernel and the shape.
-pub const PERTURB_ENV: &str = "GPU_TRAIN_VERIFY_PERTURB";
-
 /// What one `verify` run covers.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
@@ -60,6 +56,9 @@ pub struct Options {
     /// A reduced set of shapes and training runs, in the layout training takes on each adapter
     /// unless `layout` names one (under a minute on lavapipe).
     pub quick: bool,
+    /// Stop at the first failing check (the mutation tests: a killed mutant need not run the
+    /// rest).
+    pub fail_fast: bool,
 }
 
 /// One check: a kernel (and epilogue) in one variant and layout on one shape.
@@ -146,33 +145,19 @@ pub fn line(c: &Check) -> String {
     )
 }
 
-/// `KERNEL` or `KERNEL@SHAPE` from the environment.
-fn perturbed() -> Option<(String, Option<String>)> {
-    let v = std::env::var(PERTURB_ENV).ok().filter(|s| !s.is_empty())?;
-    Some(match v.split_once('@') {
-        Some((k, s)) => (k.to_string(), Some(s.to_string())),
-        None => (v, None),
-    })
-}
-
-/// Apply the perturbation hook to a GPU result, if it names this kernel and shape.
-fn perturb(kernel: &str, shape: &str, got: &mut [f32]) {
-    if let Some((k, s)) = perturbed() {
-        if k == kernel && s.as_deref().is_none_or(|s| s == shape) {
-            if let Some(x) = got.first_mut() {
-                *x += 1.0;
-            }
-        }
-    }
-}
-
 struct Suite<'a> {
     checks: &'a mut Vec<Check>,
     device: usize,
     on_check: &'a mut dyn FnMut(&Check),
+    fail_fast: bool,
 }
 
 impl Suite<'_> {
+    /// Whether the suite stops here: a check failed and it was asked to stop at the first.
+    fn stopped(&self) -> bool {
+        self.fail_fast && self.checks.iter().any(|c| !c.passed)
+    }
+
     fn push(&mut self, check: Check) {
         (self.on_check)(&check);
         self.checks.push(check);
@@ -241,6 +226,7 @@ pub fn run(options: &Options, on_check: &mut dyn FnMut(&[DeviceInfo], &Check)) -
             checks: &mut report.checks,
             device,
             on_check: &mut forward,
+            fail_fast: options.fail_fast,
         };
         let Some(Device::Gpu(ctx, _)) = dev else {
             let why = (info.error.clone()).unwrap_or_else(|| "it could not be opened".into());
@@ -283,13 +269,21 @@ async fn check_device(
     quick: bool,
 ) {
     for &layout in layouts {
-        matmul_checks(suite, ctx, layout, quick).await;
-        bias_checks(suite, ctx, layout, quick).await;
+        // The cheap kernels first, then the products, then training (see `--fail-fast`).
         if layout == layouts[0] {
             loss_reduce_checks(suite, ctx, layout, quick).await;
+            schedule_checks(suite, ctx, layout, quick).await;
         }
-        cross_entropy_checks(suite, ctx, layout, quick).await;
-        training_checks(suite, ctx, layout, quick).await;
+        if !suite.stopped() {
+            bias_checks(suite, ctx, layout, quick).await;
+        }
+        if !suite.stopped() {
+            cross_entropy_checks(suite, ctx, layout, quick).await;
+        }
+        matmul_checks(suite, ctx, layout, quick).await;
+        if !suite.stopped() {
+            training_checks(suite, ctx, layout, quick).await;
+        }
     }
 }
 
@@ -308,6 +302,7 @@ pub async fn run_on(
         checks: &mut report.checks,
         device: 0,
         on_check,
+        fail_fast: false,
     };
     check_device(&mut suite, ctx, &layouts(ctx, asked, quick), quick).await;
     report

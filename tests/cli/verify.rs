@@ -1,13 +1,14 @@
 //! `gpu-train verify` end to end: the quick suite passes on this machine's adapter and covers
-//! every kernel family; a kernel whose result is perturbed (the testing hook) makes it fail,
-//! naming that kernel and shape and nothing else; bad input exits 2.
+//! every kernel family; a wrong kernel (a copy of the shaders, edited, through
+//! GPU_TRAIN_SHADER_DIR) makes it fail, naming that kernel and shape and nothing else; bad input
+//! exits 2. tests/mutants/run.py does the same for 75 named mutations.
 
 use crate::common;
 
 use common::gpu_or_skip;
 use gpu_train::gpu::layout::Layout;
 use gpu_train::gpu::Block;
-use gpu_train::verify::{Report, FORMAT, PERTURB_ENV};
+use gpu_train::verify::{Report, FORMAT};
 use std::collections::BTreeSet;
 
 fn verify(args: &[&str], envs: &[(&str, &str)]) -> (Option<i32>, String, String) {
@@ -37,23 +38,42 @@ fn verify_quick_passes_and_covers_every_kernel_family() {
     assert!(!r.devices.is_empty() && r.devices[0].kind == "gpu");
     assert!(r.checks.iter().all(|c| c.passed && c.ratio <= 1.0));
     let kernels: BTreeSet<&str> = r.checks.iter().map(|c| c.kernel.as_str()).collect();
-    for k in [
+    let mut want: Vec<String> = [
         "matmul/store",
-        "matmul/relu",
-        "matmul/mask",
-        "matmul/sgd",
         "matmul/sq-err",
         "matmul/abs-err",
         "matmul/bias",
         "matmul/sum",
+        "matmul/logits",
         "bias_update/store",
-        "bias_update/sgd",
+        "bias_update/sum",
         "loss_reduce",
+        "loss_reduce/advance",
+        "cross_entropy",
         "train/sgd/sse",
         "train/adam/sse",
         "train/sgd/l1",
-    ] {
-        assert!(kernels.contains(k), "{k} is not checked: {kernels:?}");
+        "train/sgd/sse/mini-batches",
+    ]
+    .map(String::from)
+    .into();
+    // Every activation forward and backward, every optimizer step plain and with the decay and
+    // the schedule, fused into the product and into the bias's update.
+    for a in ["relu", "leaky-relu", "tanh", "sigmoid", "gelu", "linear"] {
+        want.push(format!("matmul/{a}"));
+        want.push(format!("matmul/{a}-grad"));
+    }
+    for o in ["sgd", "momentum", "nesterov", "adam", "adamw"] {
+        for step in [o.to_string(), format!("{o}+decay+sched")] {
+            want.push(format!("matmul/{step}"));
+            want.push(format!("bias_update/{step}"));
+        }
+    }
+    for k in &want {
+        assert!(
+            kernels.contains(k.as_str()),
+            "{k} is not checked: {kernels:?}"
+        );
     }
     let variants: BTreeSet<&str> = (r.checks.iter())
         .filter(|c| c.kernel == "matmul/relu")
@@ -73,39 +93,49 @@ fn verify_quick_passes_and_covers_every_kernel_family() {
     );
 }
 
+/// A wrong ReLU (its floor moved off zero) fails every check of the ReLU epilogue, in every
+/// block and on every shape, and nothing else but the training runs that use ReLU; the message
+/// names the kernel and a shape.
 #[test]
-fn verify_fails_naming_the_perturbed_kernel_and_shape_only() {
+fn verify_fails_naming_the_wrong_kernel_and_nothing_else() {
     if gpu_or_skip().is_none() {
         return;
     }
-    let hook = [(PERTURB_ENV, "matmul/relu@65x7x1000")];
-    let (code, out, err, r) = verify_report(&["--quick", "--layout", "buffer"], &hook);
+    let wrong = shader_copy(
+        "activation.wgsl",
+        "case ACT_RELU: { return max(z, vec4<f32>(0.0)); }",
+        "case ACT_RELU: { return max(z, vec4<f32>(1e-3)); }",
+    );
+    let env = [("GPU_TRAIN_SHADER_DIR", wrong.path().to_str().unwrap())];
+    let (code, out, err, r) = verify_report(&["--quick", "--layout", "buffer"], &env);
     assert_eq!(
         code,
         Some(1),
         "a wrong kernel must fail verify: {out}\n{err}"
     );
     assert!(
-        err.contains("matmul/relu") && err.contains("65x7x1000"),
+        err.contains("matmul/relu ") && err.contains("1x1001x64"),
         "the message names the kernel and shape: {err}"
     );
-    let failed: Vec<_> = r.checks.iter().filter(|c| !c.passed).collect();
+    let relu: Vec<_> = (r.checks.iter())
+        .filter(|c| c.kernel == "matmul/relu")
+        .collect();
     assert_eq!(
-        failed.len(),
-        Block::of_layout(Layout::Buffer).len() * r.devices.len(),
-        "one check per block and adapter: {failed:?}"
+        relu.len(),
+        Block::of_layout(Layout::Buffer).len() * 3 * r.devices.len(),
+        "every block, three shapes: {relu:?}"
     );
-    for c in failed {
-        assert_eq!(c.kernel, "matmul/relu");
-        assert!(c.shape.ends_with("65x7x1000"), "{}", c.shape);
-        assert_eq!(c.layout, "buffer");
-        assert!(c.ratio > 1.0);
+    assert!(relu
+        .iter()
+        .all(|c| !c.passed && c.ratio > 1.0 && c.layout == "buffer"));
+    for c in r.failed() {
+        assert!(
+            c.kernel == "matmul/relu" || c.kernel.starts_with("train/"),
+            "{} does not run ReLU forward: {c:?}",
+            c.kernel
+        );
     }
-    // The same hook on a training run fails that run.
-    let hook = [(PERTURB_ENV, "train/adam/sse")];
-    let (code, _, err) = verify(&["--quick", "--layout", "texels"], &hook);
-    assert_eq!(code, Some(1), "{err}");
-    assert!(err.contains("train/adam/sse"), "{err}");
+    assert!(r.failed().any(|c| c.kernel == "train/sgd/sse"));
 }
 
 #[test]
@@ -209,4 +239,25 @@ fn a_missing_shader_dir_exits_2_naming_the_file() {
         r.describe()
     );
     assert!(r.epoch_lines().is_empty(), "{}", r.describe());
+}
+
+/// `--fail-fast` stops at the first failing check: exit 1, one failure, and it is the last check
+/// of the report (nothing ran after it).
+#[test]
+fn verify_fail_fast_stops_at_the_first_failure() {
+    if gpu_or_skip().is_none() {
+        return;
+    }
+    let wrong = shader_copy("optimizer.wgsl", "p0 = p * (1.0 - lr * WD);", "p0 = p;");
+    let env = [("GPU_TRAIN_SHADER_DIR", wrong.path().to_str().unwrap())];
+    let (code, out, err, r) = verify_report(&["--quick", "--fail-fast"], &env);
+    assert_eq!(
+        code,
+        Some(1),
+        "AdamW without its decay must fail: {out}\n{err}"
+    );
+    let failed: Vec<_> = r.failed().collect();
+    assert_eq!(failed.len(), 1, "{out}");
+    assert_eq!(failed[0], r.checks.last().unwrap(), "{out}");
+    assert!(failed[0].kernel.contains("adamw+decay"), "{:?}", failed[0]);
 }

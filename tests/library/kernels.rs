@@ -21,7 +21,7 @@ use gpu_train::cpu::{self, Epilogue};
 use gpu_train::gpu::layout::Layout;
 use gpu_train::gpu::{
     run_bias_sum, run_bias_update, run_cross_entropy, run_loss_reduce, run_matmul, Acc, Act, Block,
-    GpuContext, MatmulKey, Mode, Opt, Update,
+    GpuContext, MatmulInputs, MatmulKey, Mode, Opt, Update,
 };
 use gpu_train::job::{Activation, Loss};
 use gpu_train::wait::block_on;
@@ -224,7 +224,14 @@ impl Case {
     ) -> (Vec<f32>, Vec<f32>) {
         let dims = (self.m, self.n, self.k);
         let (a, b) = (&self.a, &self.b);
-        let out = block_on(run_matmul(ctx, key, a, b, dims, lr, c_init, aux, bias, sum))
+        let inputs = MatmulInputs {
+            scalar: lr,
+            aux,
+            bias,
+            aux_out: sum,
+            ..MatmulInputs::new(c_init)
+        };
+        let out = block_on(run_matmul(ctx, key, a, b, dims, inputs))
             .unwrap_or_else(|e| panic!("{}: {e}", self.label(Variant::of(key))));
         assert!(
             out.padding_zero,

@@ -1,7 +1,7 @@
 //! `shaders/bias_update.wgsl`: a layer's bias gradient summed over the batch rows in order, and
 //! its optimizer step; its uniform block, dispatch and standalone run.
 
-use super::optimizer::{hyper, optimizer_bindings, OptBind};
+use super::optimizer::{hyper, optimizer_bindings, read_moments, OptBind, StepState};
 use super::{Acc, Opt, Update};
 use crate::error::Result;
 use crate::gpu::layout::Layout;
@@ -145,12 +145,50 @@ pub async fn run_bias_sum(
     ctx: &GpuContext,
     layout: Layout,
     g: &[f32],
-    (rows, cols): (usize, usize),
+    dims: (usize, usize),
     b: &[f32],
     (lr, store): (f32, bool),
     acc: Acc,
     sum: Option<&[f32]>,
 ) -> Result<(Vec<f32>, Vec<f32>)> {
+    let step = BiasRun {
+        lr,
+        store,
+        acc,
+        sum,
+        ..BiasRun::default()
+    };
+    let out = run_bias(ctx, layout, g, dims, b, step).await?;
+    Ok((out.0, out.1))
+}
+
+/// What [`run_bias`] runs besides the gradient and the bias.
+#[derive(Clone, Copy, Default)]
+pub struct BiasRun<'a> {
+    pub lr: f32,
+    /// The gradient alone into a NaN-poisoned bias, instead of a step.
+    pub store: bool,
+    /// The optimizer step, its decay and schedule.
+    pub opt: Opt,
+    pub update: Update,
+    /// The optimizer's state and counters (None: plain SGD at a constant rate).
+    pub state: Option<&'a StepState>,
+    pub acc: Acc,
+    /// The sum so far of a shared layer's gradient (`[cols]`; NaN-poisoned without it).
+    pub sum: Option<&'a [f32]>,
+}
+
+/// Run `bias_update` once on a `[rows, cols]` output gradient `g` (row-major, unpadded; padded
+/// with NaN, which the kernel must not read) and a bias `b` (`[cols]`) as `run` says. Returns the
+/// bias, the sum and the optimizer's moments after the kernel (`[cols]` each).
+pub async fn run_bias(
+    ctx: &GpuContext,
+    layout: Layout,
+    g: &[f32],
+    (rows, cols): (usize, usize),
+    b: &[f32],
+    run: BiasRun<'_>,
+) -> Result<(Vec<f32>, Vec<f32>, Vec<Vec<f32>>)> {
     scoped(ctx, "running bias_update", async {
         let gm = padded_matrix(
             ctx,
@@ -160,22 +198,28 @@ pub async fn run_bias_sum(
             cols,
             Some(&to_padded(rows, cols, g, f32::NAN)),
         )?;
-        let bb = if store {
+        let bb = if run.store {
             vector(ctx, "b", cols, None, f32::NAN)?
         } else {
             vector(ctx, "b", cols, Some(b), 0.0)?
         };
-        let sb = match sum {
+        let sb = match run.sum {
             Some(s) => vector(ctx, "sum", cols, Some(s), 0.0)?,
             None => vector(ctx, "sum", cols, None, f32::NAN)?,
         };
+        let uploaded = run.state.map(|s| s.upload(ctx, (1, cols))).transpose()?;
+        let opt = uploaded.as_ref().map(|(state, counters)| OptBind {
+            state: state.as_ref(),
+            counters: (counters, 0),
+            hyper: run.state.map_or([0.0; 3], |s| s.hyper),
+        });
         let step = BiasStep {
-            lr,
-            store,
-            kind: Opt::Sgd,
-            update: Update::default(),
-            opt: None,
-            acc,
+            lr: run.lr,
+            store: run.store,
+            kind: run.opt,
+            update: run.update,
+            opt,
+            acc: run.acc,
             sum: Some(&sb),
             band: None,
         };
@@ -183,7 +227,11 @@ pub async fn run_bias_sum(
         submit(ctx, &[&[d]]);
         let out = ctx.read_f32(&bb, (pad4(cols) * 4) as u64).await?;
         let summed = ctx.read_f32(&sb, (pad4(cols) * 4) as u64).await?;
-        Ok((out[..cols].to_vec(), summed[..cols].to_vec()))
+        let moments = match &uploaded {
+            Some((state, _)) => read_moments(ctx, state.as_ref(), (1, cols)).await?,
+            None => Vec::new(),
+        };
+        Ok((out[..cols].to_vec(), summed[..cols].to_vec(), moments))
     })
     .await
 }

@@ -231,3 +231,35 @@ pub(crate) fn pipelines(
     });
     (counting, partial)
 }
+
+/// Run `loss_reduce` once with ADVANCE (a training step's reduction) from the counters `c`
+/// under `schedule` at the base rate `lr`, with `betas`: the state words it leaves in the first
+/// slot (`[epoch, t, bits of beta1^t, bits of beta2^t, the run's step, bits of the step's rate]`).
+pub async fn run_advance(
+    ctx: &GpuContext,
+    c: crate::state::OptCounters,
+    betas: (f32, f32),
+    (schedule, lr): (&LrSchedule, f32),
+) -> Result<[u32; 6]> {
+    scoped(ctx, "running loss_reduce", async {
+        let vb = storage(ctx, "values", 16, Some(&[0.0; 16]))?;
+        let hb = storage(ctx, "history", 4, Some(&[f32::NAN; 4]))?;
+        let words = state_words(&c, &c, (schedule, lr));
+        let sb = ctx
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("state"),
+                contents: bytemuck::cast_slice(&words),
+                usage: STORAGE,
+            });
+        let d = loss_reduce_dispatch(ctx, (4, 4), 1.0, (Some(betas), false), &vb, &hb, &sb);
+        submit(ctx, &[&[d]]);
+        let s = ctx.read_f32(&sb, 24).await?;
+        let mut out = [0u32; 6];
+        for (o, v) in out.iter_mut().zip(s) {
+            *o = v.to_bits();
+        }
+        Ok(out)
+    })
+    .await
+}

@@ -20,7 +20,7 @@ pub mod optimizer;
 mod sources;
 
 pub use matmul::{Acc, Act, Block, MatmulKey, Mode};
-pub use optimizer::{Opt, Update};
+pub use optimizer::{Opt, StepState, Update};
 pub use sources::*;
 
 /// The first of the two bindings `shaders/optimizer.wgsl` declares (the optimizer's state and the

@@ -112,3 +112,75 @@ pub(crate) fn optimizer_bindings<'a>(
 pub(crate) fn hyper(opt: Option<OptBind<'_>>) -> [f32; 3] {
     opt.map_or([0.0; 3], |o| o.hyper)
 }
+
+/// An optimizer step's inputs for a kernel run on its own (the checks of `verify` and the tests:
+/// `run_matmul` in `Mode::Update`, `run_bias_sum`): its hyperparameters, its state before the
+/// step and the step counters the update reads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepState {
+    /// mu, or beta1, beta2, eps.
+    pub hyper: [f32; 3],
+    /// m, then v for Adam, each `[rows, cols]` row-major in the parameters' shape: as many as
+    /// the step's [`Opt::state_buffers`].
+    pub moments: Vec<Vec<f32>>,
+    /// beta1^t and beta2^t at this step (counters words 2 and 3).
+    pub beta_t: [f32; 2],
+    /// The step's scheduled learning rate (counters word 5, read with `Update::scheduled`).
+    pub scheduled_lr: f32,
+}
+
+impl StepState {
+    /// The counters slot the update binds: `[_, t, bits of beta1^t, bits of beta2^t, _, bits of
+    /// the scheduled rate, ...]` (what `loss_reduce` leaves there in training).
+    pub(crate) fn counter_words(&self) -> [u32; 16] {
+        let mut w = [0u32; 16];
+        w[1] = 1;
+        w[2] = self.beta_t[0].to_bits();
+        w[3] = self.beta_t[1].to_bits();
+        w[5] = self.scheduled_lr.to_bits();
+        w
+    }
+
+    /// The state and the counters on the GPU, for a `[rows, cols]` parameter (the state padded
+    /// with zeros as in training), and the counters' buffer.
+    pub(crate) fn upload(
+        &self,
+        ctx: &GpuContext,
+        (rows, cols): (usize, usize),
+    ) -> crate::error::Result<(Option<Banded>, wgpu::Buffer)> {
+        use wgpu::util::DeviceExt;
+        let state = if self.moments.is_empty() {
+            None
+        } else {
+            let b = Banded::with_copies(ctx, "optimizer state", rows, cols, self.moments.len())?;
+            let padded: Vec<Vec<f32>> = (self.moments.iter())
+                .map(|m| crate::gpu::layout::to_padded(rows, cols, m, 0.0))
+                .collect();
+            b.write_copies(ctx, &padded);
+            Some(b)
+        };
+        let counters = ctx
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("counters"),
+                contents: bytemuck::cast_slice(&self.counter_words()),
+                usage: wgpu::BufferUsages::STORAGE,
+            });
+        Ok((state, counters))
+    }
+}
+
+/// The moments of a `[rows, cols]` parameter after a step (unpadded), from the state on the GPU.
+pub(crate) async fn read_moments(
+    ctx: &GpuContext,
+    state: Option<&Banded>,
+    (rows, cols): (usize, usize),
+) -> crate::error::Result<Vec<Vec<f32>>> {
+    let Some(state) = state else {
+        return Ok(Vec::new());
+    };
+    let copies = state.read_copies(ctx).await?;
+    Ok((copies.iter())
+        .map(|c| crate::gpu::layout::from_padded(rows, cols, c))
+        .collect())
+}

@@ -142,8 +142,8 @@ pub async fn check_variant(
     let (a, b) = random_inputs(key, dims, (m * 31 + n * 17 + k) as u64);
     let (want, scale) = cpu_reference(key, &a, &b, dims);
     let poison = vec![f32::NAN; m * n];
-    let out =
-        crate::gpu::run_matmul(ctx, key, &a, &b, dims, 0.0, &poison, None, None, None).await?;
+    let inputs = crate::gpu::MatmulInputs::new(&poison);
+    let out = crate::gpu::run_matmul(ctx, key, &a, &b, dims, inputs).await?;
     let mut p = Parity::of(&out.c, &want, &scale, k);
     if !out.padding_zero {
         p.passed = false;

@@ -11,7 +11,7 @@ use crate::gpu::record::{bind_group, check_groups, Dispatch};
 use crate::gpu::GpuContext;
 
 mod run;
-pub use run::{run_matmul, time_matmul, MatmulOutput};
+pub use run::{run_matmul, time_matmul, MatmulInputs, MatmulOutput};
 
 /// The matmul kernel's epilogue, the `MODE` override of `shaders/matmul.wgsl`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

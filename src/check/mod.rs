@@ -1,6 +1,8 @@
 //! Error bounds of GPU results against the CPU reference, derived from the precision WGSL states
 //! for each operation; one home for them, used by `verify` and the kernel tests alike.
 
+pub mod epilogue;
+
 /// Unit roundoff of f32: a correctly rounded operation errs by at most this, relative.
 pub const U: f64 = f32::EPSILON as f64 / 2.0;
 
