@@ -34,6 +34,9 @@ pub struct DeviceInfo {
     /// Matmul shapes the tuning cache held when the device was opened.
     #[serde(default)]
     pub tuned_shapes: usize,
+    /// What the run's own tuning did before it trained (`--tune`), where it tuned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub self_tuned: Option<crate::gpu::tune::SelfTuned>,
     /// Why the device could not be used at all, if it could not.
     #[serde(default)]
     pub error: Option<String>,

@@ -106,11 +106,13 @@ fn load_data(args: &DatasetArgs, classes: Option<usize>, loss: Loss) -> Result<O
     }
 }
 
-/// Build the backend `--device` asks for, a GPU one with `gpu`'s layout and limits. `auto`
-/// falls back to the CPU with a notice.
+/// Build the backend `--device` asks for, a GPU one with `gpu`'s layout and limits, its products
+/// tuned first as `tune` says (the mode and the budget in seconds; the one line saying what it
+/// chose goes to stderr). `auto` falls back to the CPU with a notice.
 pub fn open_backend(
     choice: &DeviceChoice,
     gpu: GpuOptions,
+    tune: (crate::gpu::tune::TuneMode, f64),
     job: &Job,
     state: &HostState,
 ) -> Result<Box<dyn Backend>> {
@@ -119,8 +121,9 @@ pub fn open_backend(
     }
     match context::choose(choice, context::list_adapters())? {
         Some(entry) => {
-            let ctx = GpuContext::open(&entry.adapter, gpu.limits)?;
+            let mut ctx = GpuContext::open(&entry.adapter, gpu.limits)?;
             let layout = gpu.layout.unwrap_or_else(|| ctx.auto_layout());
+            self_tune(&mut ctx, layout, job, tune)?;
             Ok(Box::new(GpuBackend::with_layout(ctx, job, state, layout)?))
         }
         None => {
@@ -131,6 +134,42 @@ pub fn open_backend(
             Ok(Box::new(CpuBackend::new(job, state)))
         }
     }
+}
+
+/// Tune the products of `job` on `ctx` first where `tune` asks for it (see
+/// `gpu::tune::to_tune`), cache the choices and take them, and say what was chosen in one line.
+/// A Ctrl-C meanwhile ends the process before anything is written (the cache is written
+/// atomically at the end).
+fn self_tune(
+    ctx: &mut std::sync::Arc<GpuContext>,
+    layout: crate::gpu::layout::Layout,
+    job: &Job,
+    (mode, budget_s): (crate::gpu::tune::TuneMode, f64),
+) -> Result<()> {
+    use crate::gpu::tune;
+    let products = tune::to_tune(mode, ctx, layout, job);
+    if products.is_empty() {
+        return Ok(());
+    }
+    eprintln!(
+        "tuning: {} has no measured choice for {} of this job's products in the {layout} layout; \
+         measuring them first (at most about {budget_s} s; --tune never to skip)",
+        ctx.info.name,
+        products.len()
+    );
+    let (entries, done) =
+        crate::wait::block_on(tune::tune_products(ctx, layout, &products, budget_s))?;
+    match tune::save(&ctx.info, &entries, None) {
+        Ok(path) => eprintln!("{}; cached in {}", done.line(), path.display()),
+        Err(e) => eprintln!("{} (not cached: {e})", done.line()),
+    }
+    if let Some(c) = std::sync::Arc::get_mut(ctx) {
+        for e in &entries {
+            c.tuning.insert(e);
+        }
+        c.self_tuned = Some(done);
+    }
+    Ok(())
 }
 
 /// Data whose width must be the net's (`what`: inputs or outputs).

@@ -35,7 +35,8 @@ pub(super) fn train_command(args: &TrainArgs) -> Result<()> {
         None => 0,
     };
     let setup = Instant::now();
-    let mut backend = super::open_backend(&args.device, args.gpu.options(), &job, &state)?;
+    let tune = (args.tune.into(), args.tune_budget);
+    let mut backend = super::open_backend(&args.device, args.gpu.options(), tune, &job, &state)?;
     let setup_s = setup.elapsed().as_secs_f64();
     let device = backend.describe();
     if !args.quiet {

@@ -169,6 +169,24 @@ pub enum LayoutArg {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum TuneArg {
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+impl From<TuneArg> for crate::gpu::tune::TuneMode {
+    fn from(t: TuneArg) -> Self {
+        match t {
+            TuneArg::Auto => Self::Auto,
+            TuneArg::Always => Self::Always,
+            TuneArg::Never => Self::Never,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
 pub enum LimitsArg {
     #[default]
     Adapter,
@@ -294,6 +312,18 @@ pub struct TrainArgs {
 
     #[command(flatten)]
     pub gpu: GpuArgs,
+
+    /// Tune the matmul variants of this job's products on the GPU before training: `auto` where
+    /// the adapter is not of type Cpu and its tuning cache lacks one of them (a first run on a
+    /// new GPU), `always`, or `never` (the untuned rule). The choices are cached for later runs
+    /// (see `gpu-train tune`).
+    #[arg(long, value_enum, default_value_t = TuneArg::Auto)]
+    pub tune: TuneArg,
+
+    /// What the tuning before training may take, in seconds (it stops after the shape in
+    /// progress, keeping what it measured).
+    #[arg(long, value_name = "S", default_value = "10", value_parser = values::seconds)]
+    pub tune_budget: f64,
 
     /// Seed of the generator that draws x, y and the initial weights (identical on every device).
     #[arg(long, default_value_t = 0)]

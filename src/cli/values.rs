@@ -44,6 +44,16 @@ pub fn fraction(s: &str) -> Result<f64, String> {
     }
 }
 
+/// A time in seconds, more than zero.
+pub fn seconds(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
+        _ => Err(format!(
+            "`{s}` must be a number of seconds above 0, e.g. 10"
+        )),
+    }
+}
+
 /// Layer widths, input to output (one value to clap, which takes a `Vec` for many).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Widths(pub Vec<usize>);

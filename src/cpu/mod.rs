@@ -467,6 +467,7 @@ pub fn describe() -> DeviceInfo {
         driver_info: model(),
         timestamps: "none".into(),
         tuned_shapes: 0,
+        self_tuned: None,
         error: None,
         layout: None,
         limits: None,

@@ -134,6 +134,7 @@ pub fn describe(info: &wgpu::AdapterInfo) -> crate::backend::DeviceInfo {
         driver_info: info.driver_info.clone(),
         timestamps: "none".into(),
         tuned_shapes: 0,
+        self_tuned: None,
         error: None,
         layout: None,
         limits: None,

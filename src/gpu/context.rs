@@ -135,6 +135,8 @@ pub struct GpuContext {
     pub kernels: Kernels,
     /// Matmul variants measured by `gpu-train tune` on this adapter and driver (from the cache).
     pub tuning: super::tune::Table,
+    /// What this run's own tuning did before training (`--tune`), if it tuned.
+    pub self_tuned: Option<super::tune::SelfTuned>,
     /// What the limits were asked as.
     pub limits_choice: LimitsChoice,
     /// The adapter type the untuned choices (layout, matmul blocks, bounds checks) are made for:
@@ -287,6 +289,7 @@ impl GpuContext {
             limits,
             kernels,
             tuning,
+            self_tuned: None,
             limits_choice,
             plan_type,
             errors,
@@ -304,6 +307,7 @@ impl GpuContext {
                 .and_then(|v| v.as_str().map(String::from))
                 .unwrap_or_default(),
             tuned_shapes: self.tuning.len(),
+            self_tuned: self.self_tuned.clone(),
             ..super::adapters::describe(&self.info)
         }
     }

@@ -347,9 +347,12 @@ fn cli_discrete_plan_forced_trains_and_profile_reports_workgroups() {
     let dir = tempfile::tempdir().unwrap();
     let j = dir.path().join("s.json");
     let plan = [("GPU_TRAIN_PLAN_AS", "discrete")];
+    // The untuned rule's plan (`--tune never`: a discrete GPU's first run would tune first).
     let args = [
         "--device",
         "gpu",
+        "--tune",
+        "never",
         "--profile",
         "--quiet",
         "--summary-json",

@@ -25,6 +25,7 @@ fn device(name: &str, kind: &str) -> DeviceInfo {
         driver_info: "550.1".into(),
         timestamps: "inside-passes".into(),
         tuned_shapes: 3,
+        self_tuned: None,
         error: None,
         layout: (kind == "gpu").then_some(gpu_train::gpu::layout::Layout::Buffer),
         limits: None,

@@ -444,3 +444,104 @@ fn cli_divergence_on_gpu_exits_3_names_the_epoch_and_suggests_a_lower_lr() {
     let cpu = check_divergence("cpu");
     assert_eq!(gpu.len(), cpu.len(), "both diverge at the same epoch");
 }
+
+/// The summary JSON of a run.
+fn summary_of(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// A first run on a GPU whose cache lacks the job's products tunes them first (here lavapipe
+/// planned as a discrete GPU, `GPU_TRAIN_PLAN_AS=discrete`, since `--tune auto` leaves adapters
+/// of type Cpu alone): one line says what it chose, the cache holds every product, the summary
+/// reports it; a second run takes the cache and does not tune; `--tune never` does not either.
+#[test]
+fn a_first_run_on_an_unseen_gpu_tunes_its_products_and_caches_them() {
+    if gpu_or_skip().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let env = [
+        ("GPU_TRAIN_PLAN_AS", "discrete"),
+        ("GPU_TRAIN_CACHE_DIR", cache.to_str().unwrap()),
+    ];
+    let (s1, s2) = (dir.path().join("1.json"), dir.path().join("2.json"));
+    let run = |summary: &Path| {
+        Cmd::on("gpu")
+            .small()
+            .quiet()
+            .flag("--summary-json", p(summary))
+            .run_env(&env)
+            .success()
+    };
+    let first = run(&s1);
+    assert!(
+        first.stderr.contains("tuned the job's products in"),
+        "{}",
+        first.describe()
+    );
+    let products = gpu_train::bench::products(&small_job()).len();
+    let v = summary_of(&s1);
+    let tuned = &v["device"]["self_tuned"];
+    assert_eq!(tuned["tuned"], products, "{v}");
+    assert_eq!(tuned["wanted"], products, "{v}");
+    assert_eq!(tuned["choices"].as_array().unwrap().len(), products);
+    assert!(tuned["seconds"].as_f64().unwrap() <= 10.0 + 5.0, "{tuned}");
+    assert_eq!(v["device"]["tuned_shapes"], products, "{v}");
+    let files: Vec<_> = std::fs::read_dir(&cache).unwrap().collect();
+    assert_eq!(files.len(), 1, "one cache file for the adapter");
+
+    let second = run(&s2);
+    assert!(!second.stderr.contains("tuning"), "{}", second.describe());
+    let v = summary_of(&s2);
+    assert!(v["device"].get("self_tuned").is_none(), "{v}");
+    assert_eq!(v["device"]["tuned_shapes"], products, "{v}");
+
+    let never_cache = dir.path().join("never");
+    let r = Cmd::on("gpu")
+        .small()
+        .quiet()
+        .flag("--tune", "never")
+        .run_env(&[
+            ("GPU_TRAIN_PLAN_AS", "discrete"),
+            ("GPU_TRAIN_CACHE_DIR", never_cache.to_str().unwrap()),
+        ])
+        .success();
+    assert!(!r.stderr.contains("tun"), "{}", r.describe());
+    assert!(!never_cache.exists(), "--tune never writes no cache");
+}
+
+/// The budget bounds the tuning: with a tiny one, the first product is tuned and the run says
+/// the budget ran out; `--tune always` tunes on an adapter of type Cpu too; a budget of 0 or
+/// below is refused naming the flag.
+#[test]
+fn the_tuning_budget_bounds_it_and_bad_budgets_are_refused() {
+    if gpu_or_skip().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let s = dir.path().join("s.json");
+    let r = Cmd::on("gpu")
+        .small()
+        .quiet()
+        .flag("--tune", "always")
+        .flag("--tune-budget", "0.000001")
+        .flag("--summary-json", p(&s))
+        .run_env(&[(
+            "GPU_TRAIN_CACHE_DIR",
+            dir.path().join("c").to_str().unwrap(),
+        )])
+        .success();
+    assert!(r.stderr.contains("budget"), "{}", r.describe());
+    let v = summary_of(&s);
+    assert_eq!(v["device"]["self_tuned"]["tuned"], 1, "{v}");
+    for bad in ["0", "-1", "soon"] {
+        let r = Cmd::on("gpu")
+            .small()
+            .arg(format!("--tune-budget={bad}"))
+            .run();
+        assert_bad_input(&r, &["--tune-budget", bad]);
+    }
+    let r = Cmd::on("gpu").small().flag("--tune", "sometimes").run();
+    assert_bad_input(&r, &["--tune", "sometimes"]);
+}

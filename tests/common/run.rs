@@ -80,13 +80,16 @@ where
 }
 
 /// The binary as a command to add arguments and environment to (`XDG_RUNTIME_DIR` set, which
-/// lavapipe warns without).
+/// lavapipe warns without; the tuning cache in a directory of the test process's own, so that no
+/// test reads or writes the user's: a test that wants one sets `GPU_TRAIN_CACHE_DIR` after).
 pub fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_gpu-train"));
     c.env(
         "XDG_RUNTIME_DIR",
         std::env::var("XDG_RUNTIME_DIR").unwrap_or("/tmp".into()),
     );
+    let cache = std::env::temp_dir().join(format!("gpu-train-tests-{}", std::process::id()));
+    c.env("GPU_TRAIN_CACHE_DIR", cache);
     c
 }
 

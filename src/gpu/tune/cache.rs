@@ -324,6 +324,11 @@ impl Table {
         self.entries.len()
     }
 
+    /// Take the choice of a measured entry (replacing the shape's).
+    pub fn insert(&mut self, e: &Entry) {
+        self.entries.insert(e.shape(), e.block);
+    }
+
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }

@@ -16,10 +16,12 @@ use std::collections::HashMap;
 use std::hash::Hasher;
 use std::path::PathBuf;
 
+mod auto;
 mod cache;
 mod search;
 #[cfg(test)]
 mod tests;
 
+pub use auto::*;
 pub use cache::*;
 pub use search::*;
