@@ -57,12 +57,7 @@ pub struct Options {
     pub limits: LimitsChoice,
 }
 
-/// `|ΔL|` allowed between two f32 trajectories of one job at loss `l` (the model of
-/// tests/library/parity.rs: the predictions may drift apart by 3e-3·sqrt(L), plus rounding of L itself).
-pub fn trajectory_tol(l: f32) -> f64 {
-    let l = l as f64;
-    3e-3 * l.sqrt() + 1e-5 * l
-}
+pub use crate::check::trajectory_tol;
 
 /// One line of the live table.
 pub fn row_line(r: &Results, row: &Row) -> String {

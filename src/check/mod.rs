@@ -6,11 +6,25 @@ pub mod epilogue;
 /// Unit roundoff of f32: a correctly rounded operation errs by at most this, relative.
 pub const U: f64 = f32::EPSILON as f64 / 2.0;
 
-/// `2·γ_k`, `γ_k = k·u/(1-k·u)`: how far two correct f32 products of length k (any summation
-/// order) may be apart, per unit of `|A|·|B|` (Higham, §3.1).
-pub fn two_gamma(k: usize) -> f64 {
+/// `γ_k = k·u/(1-k·u)`: how far a correct f32 sum of k products (any order) may be from the
+/// exact one, per unit of `Σ|a·b|` (Higham, §3.1).
+pub fn gamma(k: usize) -> f64 {
     let ku = k.max(1) as f64 * U;
-    2.0 * ku / (1.0 - ku)
+    ku / (1.0 - ku)
+}
+
+/// `2·γ_k`: how far two correct f32 products of length k may be apart, per unit of `|A|·|B|`.
+pub fn two_gamma(k: usize) -> f64 {
+    2.0 * gamma(k)
+}
+
+/// How far two correct training runs' losses may drift apart at loss `L`, per epoch: the
+/// trajectory tolerance of every parity check (tests, `verify`, the bench, the page),
+/// `3e-3·√L + 1e-5·L`: summation order changes the predictions by ~1e-6 relative, which moves
+/// the loss by about `3e-3·√L` at the default job's scale, plus rounding of `L` itself.
+pub fn trajectory_tol(l: f32) -> f64 {
+    let l = l as f64;
+    3e-3 * l.sqrt() + 1e-5 * l
 }
 
 /// One ulp of a value in [1, 2).

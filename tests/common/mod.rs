@@ -210,20 +210,8 @@ pub fn read_history_csv(path: &std::path::Path) -> Vec<f64> {
         .collect()
 }
 
-/// Allowed difference between two f32 trajectories of the same job at loss `l`.
-///
-/// From the first step on the two paths' weights differ by rounding, and that difference is carried
-/// along (gradient descent damps it only along the well-conditioned directions). What reaches the
-/// loss is the difference `δp` of the predictions: `L = Σ d²` with `d = p - y`, so
-/// `|ΔL| ≈ |2·d·δp| <= 2·sqrt(L)·‖δp‖` (Cauchy-Schwarz). Measured on lavapipe over the 500 epochs of
-/// the default job, `|ΔL| / sqrt(L)` stays between 2e-5 and 4.4e-4 while the loss falls from 3e7 to
-/// 3e-4 (so the relative difference grows to ~1e-2 at the end); we allow `‖δp‖ <= 1.5e-3`, i.e.
-/// `3e-3·sqrt(L)`, plus `1e-5·L` for the rounding of large losses themselves. A wrong update
-/// (e.g. lr off by 1%) moves the loss by ~1% of L early on, 30x this bound at L = 1e4.
-pub fn trajectory_tol(l: f32) -> f64 {
-    let l = l as f64;
-    3e-3 * l.sqrt() + 1e-5 * l
-}
+#[allow(unused_imports)]
+pub use gpu_train::check::trajectory_tol;
 
 /// The adapter `gpu_or_skip` opened, to open again with other limits.
 pub fn auto_adapter() -> gpu_train::gpu::AdapterEntry {

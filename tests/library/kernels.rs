@@ -16,7 +16,7 @@
 use crate::common;
 
 use common::{assert_within, gpu_or_skip, randn, rng, U32};
-use gpu_train::check;
+use gpu_train::check::{self, epilogue};
 use gpu_train::cpu::{self, Epilogue};
 use gpu_train::gpu::layout::Layout;
 use gpu_train::gpu::{
@@ -79,11 +79,7 @@ impl Variant {
     }
 }
 
-/// `γ_k = k·u / (1 - k·u)`.
-fn gamma(k: usize) -> f64 {
-    let ku = k as f64 * U32;
-    ku / (1.0 - ku)
-}
+use check::gamma;
 
 /// Inputs of one product: `a` and `b` as stored for the key's transposes.
 struct Case {
@@ -395,15 +391,6 @@ const ACTIVATIONS: [Activation; 5] = [
     Activation::None,
 ];
 
-/// The bound of an activation epilogue's element against the CPU's: the product's `2·γ_k·S`
-/// through the activation (or its derivative), whose slope is at most 1.13 (GELU's), and the
-/// activation evaluated in f32 on two implementations (exp and division may differ by a few ulps
-/// between them): 1e-6 relative to the larger of the value and 1. A wrong formula is off by far
-/// more: GELU's tanh approximation against the erf form differs by up to 4.7e-4.
-fn activation_bound(g: f64, s: f64, want: f32) -> f64 {
-    1.2 * g * s + 1e-6 * (want.abs() as f64).max(1.0)
-}
-
 /// A hidden layer's forward pass through each activation (`Mode::Activate`), bias added, on every
 /// shape of [`epilogue_shapes`] and variant, against `cpu::activation_forward`; GELU also leaves its input (the
 /// product plus bias) in AUX_OUT for the backward pass. Sigmoid maps 0 to 1/2: the padding of
@@ -426,11 +413,28 @@ fn gpu_activation_epilogues_match_cpu_odd_shapes() {
             cpu::activation_forward(&mut want, &mut kept, act);
             let s = case.abs_products();
             let g = 2.0 * gamma(case.k);
+            // The reference and bound of check::epilogue, from z (the product's error and the
+            // bias's rounding carried through), against the CPU twin's f32 result.
+            let reference: Vec<(f64, f64)> = (z.iter().enumerate())
+                .map(|(i, &zi)| {
+                    let f = |x| epilogue::Outputs::c(epilogue::act_forward(act, x));
+                    let err = g * s[i] + check::U * zi.abs() as f64;
+                    epilogue::propagate(f, zi as f64, err)[0].expect("C")
+                })
+                .collect();
+            for (i, &(r, b)) in reference.iter().enumerate() {
+                assert!(
+                    (want[i] as f64 - r).abs() <= b,
+                    "{act}: the CPU twin off its reference"
+                );
+            }
             for block in variants() {
                 let label = format!("{act} {}", case.label(block));
                 let poison = vec![f32::NAN; case.m * case.n];
                 let (got, out) = case.gpu_bias(&ctx, block, 0.0, &poison, None, Some(&bias));
-                assert_within(&label, &got, &want, |i| activation_bound(g, s[i], want[i]));
+                assert_within(&label, &got, &want, |i| {
+                    2.0 * reference[i].1 + check::U * reference[i].0.abs()
+                });
                 if act.needs_input() {
                     assert_within(&format!("{label} AUX_OUT"), &out, &kept, |i| {
                         g * s[i] + 1e-6 * kept[i].abs() as f64
@@ -465,6 +469,19 @@ fn gpu_activation_gradient_epilogues_match_cpu_odd_shapes() {
             cpu::activation_backward(&mut want, &aux, act);
             let s = case.abs_products();
             let g = 2.0 * gamma(case.k);
+            let product = case.cpu_product();
+            let reference: Vec<(f64, f64)> = (product.iter().enumerate())
+                .map(|(i, &v)| {
+                    let f = |x| epilogue::Outputs::c(epilogue::act_backward(act, x, aux[i] as f64));
+                    epilogue::propagate(f, v as f64, g * s[i])[0].expect("C")
+                })
+                .collect();
+            for (i, &(r, b)) in reference.iter().enumerate() {
+                assert!(
+                    (want[i] as f64 - r).abs() <= b,
+                    "{act}: the CPU twin off its reference"
+                );
+            }
             for block in variants() {
                 let label = format!("{act} {}", case.label(block));
                 let poison = vec![f32::NAN; case.m * case.n];
@@ -473,7 +490,9 @@ fn gpu_activation_gradient_epilogues_match_cpu_odd_shapes() {
                     true => case.run(&ctx, k, 0.0, &poison, None, None, Some(&aux)),
                     false => case.run(&ctx, k, 0.0, &poison, Some(&aux), None, None),
                 };
-                assert_within(&label, &got, &want, |i| activation_bound(g, s[i], want[i]));
+                assert_within(&label, &got, &want, |i| {
+                    2.0 * reference[i].1 + check::U * reference[i].0.abs()
+                });
             }
         }
     }
@@ -1171,6 +1190,17 @@ proptest! {
         if let Some(b) = &bias {
             cpu::bias_forward(&mut want, b);
         }
+        // check::epilogue's bound: the product's error and the bias's rounding through the
+        // activation, plus its slack.
+        let bound: Vec<f64> = (want.iter().enumerate())
+            .map(|(i, &z)| {
+                let a = act.unwrap_or(Activation::None);
+                let f = |x| epilogue::Outputs::c(epilogue::act_forward(a, x));
+                let err = g * s[i] + check::U * z.abs() as f64;
+                let (r, b) = epilogue::propagate(f, z as f64, err)[0].expect("C");
+                2.0 * b + check::U * r.abs()
+            })
+            .collect();
         if let Some(act) = act {
             let mut kept = vec![0.0; want.len()];
             cpu::activation_forward(&mut want, &mut kept, act);
@@ -1178,6 +1208,6 @@ proptest! {
         let label = format!("{act:?} bias={} {}", bias.is_some(), case.label(block));
         let poison = vec![f32::NAN; m * n];
         let (got, _) = case.gpu_bias(&ctx, block, 0.0, &poison, None, bias.as_deref());
-        assert_within(&label, &got, &want, |i| activation_bound(g, s[i], want[i]));
+        assert_within(&label, &got, &want, |i| bound[i]);
     }
 }

@@ -8,9 +8,13 @@ through GPU_TRAIN_SHADER_DIR, on both layouts; the mutant is killed when verify 
 failing check. A mutant that survives is a gap in verify (or, written down in EQUIVALENT below, a
 change that cannot alter any result).
 
-    tests/mutants/run.py [--sample] [--only NAME,...] [--binary PATH] [--device D] [--list]
+    tests/mutants/run.py [--sample] [--only NAME,...] [--quick] [--binary PATH] [--device D] [--list]
 
---sample runs the fixed CI sample (SAMPLE below), --only the named mutants. Prints a table (the
+--sample runs the fixed CI sample (SAMPLE below), --only the named mutants, --quick runs
+`verify --quick` rather than the full suite (what CI does, to keep within its time). A mutant of
+a layout's prelude (shaders/layout/L/) is verified in that layout only; the others in every
+layout (`--quick`: the one training takes). Before the mutants, verify must pass on the
+unmutated copy in each layout the mutants are verified in. Prints a table (the
 mutant, its family, what killed it, seconds) and the score per family; exits 0 when every mutant
 run was killed, 1 when one survived or the unmutated kernels fail, 2 when verify cannot run (no
 adapter, a mutant that does not compile: a broken mutant proves nothing).
@@ -208,12 +212,12 @@ MUTANTS = [
 # Mutants that no result can show (name: why). None so far.
 EQUIVALENT = {}
 
-# The CI sample: one or more per family, each killed within seconds.
+# The CI sample (with --quick): one or more per family, each killed within seconds.
 SAMPLE = [
     "mac-term-dropped",
     "tiled-k-loop-short",
     "sigmoid-column-mask-skipped",
-    "buffer-splitk-reduce-first-dropped",
+    "buffer-bias-g-column",
     "texels-old-weights-row",
     "relu-grad-ge",
     "adamw-decay-dropped",
@@ -236,29 +240,42 @@ def apply(text, old, new, nth):
     return text[:at] + new + text[at + len(old):]
 
 
-def run_verify(binary, shader_dir, device):
-    """verify --fail-fast on both layouts: (exit code, the first failing check or the error, s)."""
+def layout_of(path):
+    """The layout a mutated file belongs to (None: every layout)."""
+    parts = path.split("/")
+    return parts[1] if parts[0] == "layout" else None
+
+
+def run_verify(binary, shader_dir, device, quick, layout):
+    """verify --fail-fast (in `layout`, else every one): (exit code, the first failing check or
+    the error, seconds)."""
     with tempfile.TemporaryDirectory() as tmp:
         report = os.path.join(tmp, "verify.json")
         cmd = [binary, "verify", "--fail-fast", "--json", report]
         if device:
             cmd += ["--device", device]
+        if quick:
+            cmd += ["--quick"]
+        if layout:
+            cmd += ["--layout", layout]
         env = dict(os.environ, GPU_TRAIN_SHADER_DIR=shader_dir)
         env.setdefault("XDG_RUNTIME_DIR", "/tmp")
         t = time.time()
         p = subprocess.run(cmd, env=env, capture_output=True, text=True)
         took = time.time() - t
-        what = ""
+        what, covered = "", set()
         if os.path.exists(report):
             with open(report) as f:
-                failed = [c for c in json.load(f)["checks"] if not c["passed"]]
+                checks = json.load(f)["checks"]
+            covered = {c["layout"] for c in checks}
+            failed = [c for c in checks if not c["passed"]]
             if failed:
                 c = failed[0]
                 what = f"{c['kernel']} {c['variant']} {c['layout']} {c['shape']}"
         if not what:
             lines = (p.stderr.strip() or p.stdout.strip()).splitlines()
             what = lines[-1] if lines else ""
-        return p.returncode, what, took
+        return p.returncode, what, took, covered
 
 
 def main():
@@ -268,6 +285,7 @@ def main():
     ap.add_argument("--binary", default=os.path.join(ROOT, "target", "release", "gpu-train"))
     ap.add_argument("--device", default="gpu", help="the adapter to verify (default: gpu, the first)")
     ap.add_argument("--list", action="store_true", help="list the mutants and exit")
+    ap.add_argument("--quick", action="store_true", help="verify --quick rather than the full suite")
     args = ap.parse_args()
 
     chosen = MUTANTS
@@ -291,11 +309,19 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         clean = os.path.join(tmp, "clean")
         shutil.copytree(src, clean)
-        code, what, took = run_verify(args.binary, clean, args.device)
-        if code != 0:
-            print(f"error: verify of the unmutated kernels exits {code}: {what}", file=sys.stderr)
-            return 2 if code == 2 else 1
-        print(f"unmutated kernels: verify passes ({took:.1f} s)\n")
+        layouts = sorted({layout_of(m[2].partition("#")[0]) for m in chosen}, key=str)
+        verified = set()
+        for layout in layouts:
+            if layout in verified:
+                continue
+            code, what, took, covered = run_verify(args.binary, clean, args.device, args.quick, layout)
+            verified |= covered
+            if code != 0:
+                print(f"error: verify of the unmutated kernels exits {code}: {what}", file=sys.stderr)
+                return 2 if code == 2 else 1
+            where = f"the {layout} layout" if layout else ", ".join(sorted(covered))
+            print(f"unmutated kernels, {where}: verify passes ({took:.1f} s)")
+        print()
         print(f"{'mutant':40} {'family':16} {'result':9} {'seconds':>7}  killed by")
         results = []
         for name, family, path, old, new in chosen:
@@ -312,7 +338,7 @@ def main():
                 return 2
             with open(target, "w") as f:
                 f.write(text)
-            code, what, took = run_verify(args.binary, work, args.device)
+            code, what, took, _ = run_verify(args.binary, work, args.device, args.quick, layout_of(file))
             shutil.rmtree(work)
             if code == 1:
                 result = "killed"
