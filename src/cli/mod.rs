@@ -320,8 +320,8 @@ pub struct TrainArgs {
     #[arg(long, value_enum, default_value_t = TuneArg::Auto)]
     pub tune: TuneArg,
 
-    /// What the tuning before training may take, in seconds (it stops after the shape in
-    /// progress, keeping what it measured).
+    /// What the tuning before training may take, in seconds (a shape is started only if it
+    /// would fit; what was measured is kept).
     #[arg(long, value_name = "S", default_value = "10", value_parser = values::seconds)]
     pub tune_budget: f64,
 

@@ -76,9 +76,10 @@ pub fn to_tune(
     }
 }
 
-/// Tune `products` in `layout` within about `budget_s` seconds: each shape's variants are timed
-/// for a share of the budget, and after each shape the run stops if the budget is spent (the
-/// shape in progress finishes). Returns the entries measured and what was done.
+/// Tune `products` in `layout` within `budget_s` seconds: each shape's variants are timed for a
+/// share of the budget, and a shape is started only if the longest one so far would still fit
+/// (the first always is: a budget smaller than one shape tunes that one). Returns the entries
+/// measured and what was done.
 pub async fn tune_products(
     ctx: &GpuContext,
     layout: Layout,
@@ -91,11 +92,15 @@ pub async fn tune_products(
     let target_s = (budget_s / (products.len().max(1) * variants * 5) as f64).clamp(0.002, 0.1);
     let mut entries = Vec::new();
     let mut choices = Vec::new();
+    // The longest shape so far: a shape is not started unless it would fit in what is left.
+    let mut longest = 0.0f64;
     for &((ta, tb), dims) in products {
-        if start.elapsed().as_secs_f64() >= budget_s {
+        let elapsed = start.elapsed().as_secs_f64();
+        if !entries.is_empty() && elapsed + longest > budget_s {
             break;
         }
         let e = tune_shape(ctx, layout, (ta, tb), dims, target_s).await?;
+        longest = longest.max(start.elapsed().as_secs_f64() - elapsed);
         let rule = Block::for_product(ctx.plan_type, layout, dims);
         let t = |b: bool| if b { "ᵀ" } else { "" };
         let (m, n, k) = dims;
