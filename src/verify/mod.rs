@@ -8,7 +8,11 @@
 //! The bounds: a product element `v = Σ_p a_ip·b_pj` of length k is within `γ_k·S` of the exact
 //! value in any f32 summation order (`S = Σ_p |a_ip|·|b_pj|`, `γ_k = k·u/(1-k·u)`, u = 2^-24:
 //! Higham, §3.1), so the GPU and the CPU may differ by `2γ_k·S`; each epilogue carries that through
-//! its own derivative, plus a few units of rounding of its result (see [`epilogue_bound`]).
+//! (evaluated in f64 at the product ± that error), plus the roundings of its own operations and
+//! the precision WGSL states for its builtins (`crate::check::epilogue`, where each is derived).
+//! The checks run cheapest first (the small kernels, then every epilogue on the first shape and
+//! block, then the rest), so that `--fail-fast` stops a wrong kernel early; the mutation tests
+//! (`tests/mutants/run.py`) show that each kind of wrong kernel fails.
 //! Reductions that the two paths compute in the same order (`bias_update`'s column sums,
 //! `loss_reduce`) must match bit for bit. A check's figure is the worst `|gpu - cpu| / bound` over
 //! its elements: at most 1 passes; a NaN (an element never written) is infinite.
