@@ -466,10 +466,13 @@ fn a_first_run_on_an_unseen_gpu_tunes_its_products_and_caches_them() {
         ("GPU_TRAIN_CACHE_DIR", cache.to_str().unwrap()),
     ];
     let (s1, s2) = (dir.path().join("1.json"), dir.path().join("2.json"));
+    // A budget no run here reaches (a debug build under parallel tests is slow): every product
+    // is tuned whatever the machine's speed; the budget's own test is below.
     let run = |summary: &Path| {
         Cmd::on("gpu")
             .small()
             .quiet()
+            .flag("--tune-budget", 600)
             .flag("--summary-json", p(summary))
             .run_env(&env)
             .success()
@@ -486,7 +489,7 @@ fn a_first_run_on_an_unseen_gpu_tunes_its_products_and_caches_them() {
     assert_eq!(tuned["tuned"], products, "{v}");
     assert_eq!(tuned["wanted"], products, "{v}");
     assert_eq!(tuned["choices"].as_array().unwrap().len(), products);
-    assert!(tuned["seconds"].as_f64().unwrap() <= 10.0 + 5.0, "{tuned}");
+    assert!(tuned["seconds"].as_f64().unwrap() <= 600.0, "{tuned}");
     assert_eq!(v["device"]["tuned_shapes"], products, "{v}");
     let files: Vec<_> = std::fs::read_dir(&cache).unwrap().collect();
     assert_eq!(files.len(), 1, "one cache file for the adapter");
