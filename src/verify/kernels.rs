@@ -49,19 +49,6 @@ fn extra_inputs(e: Epi, (m, n): (usize, usize), r: &mut rand_chacha::ChaCha8Rng)
         }
     }
     let bias = Matrix::randn(1, n, r).data;
-    let moments = match e {
-        Epi::Update(o, _) => (0..o.state_buffers())
-            .map(|j| {
-                let x = Matrix::randn(m, n, r).data;
-                if j == 1 {
-                    x.iter().map(|v| v * v).collect()
-                } else {
-                    x
-                }
-            })
-            .collect(),
-        _ => Vec::new(),
-    };
     let opt = match e {
         Epi::Update(o, _) => o,
         _ => Opt::Sgd,
@@ -73,12 +60,32 @@ fn extra_inputs(e: Epi, (m, n): (usize, usize), r: &mut rand_chacha::ChaCha8Rng)
             Epi::AbsError => Loss::L1.grad_coef(m, n),
             _ => Loss::Sse.grad_coef(m, n),
         },
-        state: StepState {
-            hyper: hyper_of(opt),
-            moments,
-            beta_t: BETA_T,
-            scheduled_lr: SCHEDULED_LR,
-        },
+        state: step_state(opt, (m, n), r),
+    }
+}
+
+/// The optimizer's state before a step of `opt` on a `[rows, cols]` parameter, from `r`: random
+/// moments (v non-negative), the hyperparameters and counters of [`step_of`].
+fn step_state(
+    opt: Opt,
+    (rows, cols): (usize, usize),
+    r: &mut rand_chacha::ChaCha8Rng,
+) -> StepState {
+    let moments = (0..opt.state_buffers())
+        .map(|j| {
+            let x = Matrix::randn(rows, cols, r).data;
+            if j == 1 {
+                x.iter().map(|v| v * v).collect()
+            } else {
+                x
+            }
+        })
+        .collect();
+    StepState {
+        hyper: hyper_of(opt),
+        moments,
+        beta_t: BETA_T,
+        scheduled_lr: SCHEDULED_LR,
     }
 }
 
@@ -243,21 +250,7 @@ pub(super) async fn bias_checks(
             cpu::bias_update(&mut db, &g, Epilogue::Store);
             let shape = format!("{rows}x{cols}");
             let (opt, update) = variant.unwrap_or_default();
-            let state = StepState {
-                hyper: hyper_of(opt),
-                moments: (0..opt.state_buffers())
-                    .map(|j| {
-                        let x = Matrix::randn(1, cols, &mut r).data;
-                        if j == 1 {
-                            x.iter().map(|v| v * v).collect()
-                        } else {
-                            x
-                        }
-                    })
-                    .collect(),
-                beta_t: BETA_T,
-                scheduled_lr: SCHEDULED_LR,
-            };
+            let state = step_state(opt, (1, cols), &mut r);
             let run = BiasRun {
                 lr: BASE_LR,
                 store: variant.is_none(),
