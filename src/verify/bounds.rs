@@ -227,6 +227,8 @@ impl Epi {
 
 /// What one epilogue check compares: the GPU's output, the CPU's, and the bound per element.
 pub(super) struct Compared {
+    /// Which output: C, AUX_OUT, m or v.
+    pub(super) name: &'static str,
     pub(super) got: Vec<f32>,
     pub(super) want: Vec<f64>,
     pub(super) bound: Vec<f64>,
@@ -333,3 +335,27 @@ pub(super) fn expected(e: Epi, v: &[f32], err: &[f64], extra: &Extra) -> [Expect
 
 /// The wanted values of one output and the bound of each.
 pub(super) type Expected = (Vec<f64>, Vec<f64>);
+
+/// The names of the outputs [`expected`] returns, in its order.
+pub(super) const OUTPUTS: [&str; 4] = ["C", "AUX_OUT", "m", "v"];
+
+/// The outputs `got` (in [`OUTPUTS`]' order, an empty one where the kernel wrote none) beside
+/// what [`expected`] wants of them, for those it wants something of.
+pub(super) fn compare(got: Vec<Vec<f32>>, wanted: [Expected; 4]) -> Vec<Compared> {
+    (got.into_iter().zip(wanted).zip(OUTPUTS))
+        .filter(|((_, (want, _)), _)| !want.is_empty())
+        .map(|((got, (want, bound)), name)| Compared {
+            name,
+            got,
+            want,
+            bound,
+        })
+        .collect()
+}
+
+impl Compared {
+    /// The worst `|got - want| / bound` of this output (see [`worst_ratio`]).
+    pub(super) fn ratio(&self) -> f64 {
+        worst_ratio(&self.got, &self.want, &self.bound)
+    }
+}

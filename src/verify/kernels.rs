@@ -123,18 +123,13 @@ pub(super) async fn matmul_check(
         _ => 0.0,
     };
     let out = run_matmul(ctx, key, &a, &b, dims, inputs).await?;
-    let [c, aux_out, m1, m2] = expected(e, &v, &err, &extra);
-    let mut compared = Vec::new();
-    let mut got = vec![out.c.clone(), out.aux_out];
+    let untouched = out.c.iter().all(|x| x.is_nan());
+    let mut got = vec![out.c, out.aux_out];
     got.extend(out.moments);
-    for (got, (want, bound)) in got.into_iter().zip([c, aux_out, m1, m2]) {
-        if !want.is_empty() {
-            compared.push(Compared { got, want, bound });
-        }
-    }
+    let compared = compare(got, expected(e, &v, &err, &extra));
     let mut note = (!out.padding_zero).then(|| "non-zero padding left in the output".to_string());
     // What must stay untouched: C while summing and for the logits (its NaN poison).
-    if matches!(e, Epi::Sum | Epi::Logits) && out.c.iter().any(|x| !x.is_nan()) {
+    if matches!(e, Epi::Sum | Epi::Logits) && !untouched {
         note = Some("C written where it must stay untouched".into());
     }
     Ok((compared, note))
@@ -142,7 +137,7 @@ pub(super) async fn matmul_check(
 
 /// `"C[r, c] = got, want w ± b"` for the element of `c` (an output `n` wide) furthest outside
 /// its bound.
-fn worst_element(c: &Compared, name: &str, n: usize) -> Option<String> {
+fn worst_element(c: &Compared, n: usize) -> Option<String> {
     let ratio = |i: usize| {
         let d = (c.got[i] as f64 - c.want[i]).abs();
         if d.is_nan() {
@@ -153,7 +148,8 @@ fn worst_element(c: &Compared, name: &str, n: usize) -> Option<String> {
     };
     let i = (0..c.got.len()).max_by(|&a, &b| ratio(a).total_cmp(&ratio(b)))?;
     Some(format!(
-        "{name}[{}, {}] = {}, want {:.9e} ± {:.2e}",
+        "{}[{}, {}] = {}, want {:.9e} ± {:.2e}",
+        c.name,
         i / n,
         i % n,
         c.got[i],
@@ -205,14 +201,12 @@ pub(super) async fn matmul_checks(
         let outcome = matmul_check(ctx, key, e, dims, seed)
             .await
             .map(|(cmp, note)| {
-                let ratio = (cmp.iter())
-                    .map(|c| worst_ratio(&c.got, &c.want, &c.bound))
-                    .fold(0.0, f64::max);
+                let ratios: Vec<f64> = cmp.iter().map(Compared::ratio).collect();
                 // Where it failed, the worst element, for whoever edits the kernel.
-                let worst = (cmp.iter().zip(["C", "AUX_OUT", "m", "v"]))
-                    .filter(|(c, _)| worst_ratio(&c.got, &c.want, &c.bound) > 1.0)
-                    .find_map(|(c, name)| worst_element(c, name, n));
-                (ratio, note.or(worst))
+                let worst = (cmp.iter().zip(&ratios))
+                    .find(|(_, &r)| r > 1.0)
+                    .and_then(|(c, _)| worst_element(c, n));
+                (ratios.into_iter().fold(0.0, f64::max), note.or(worst))
             });
         suite.record(kernel, block.name(), layout, shape, "2γ_k·|A|·|B|", outcome);
     }
@@ -273,37 +267,19 @@ pub(super) async fn bias_checks(
                                 worst_ratio(&got, &want, &vec![f64::MIN_POSITIVE; cols])
                             }
                             Some((o, u)) => {
-                                let s = step_of(o, u);
-                                let moment = |j: usize, c: usize| {
-                                    state.moments.get(j).map_or(0.0, |m| m[c] as f64)
+                                // The sums are the CPU's bits: the step's slack alone.
+                                let extra = Extra {
+                                    aux: b.to_vec(),
+                                    bias: Vec::new(),
+                                    coef: 0.0,
+                                    state: state.clone(),
                                 };
-                                let mut outs = [(); 3].map(|_| (Vec::new(), Vec::new()));
-                                for c in 0..cols {
-                                    let w = propagate(
-                                        |x| {
-                                            epilogue::step(
-                                                &s,
-                                                b[c] as f64,
-                                                x,
-                                                moment(0, c),
-                                                moment(1, c),
-                                            )
-                                        },
-                                        db[c] as f64,
-                                        0.0,
-                                    );
-                                    for (o, w) in outs.iter_mut().zip([w[0], w[2], w[3]]) {
-                                        if let Some((want, bound)) = w {
-                                            o.0.push(want);
-                                            o.1.push(bound);
-                                        }
-                                    }
-                                }
-                                let mut got = vec![got];
+                                let wanted =
+                                    expected(Epi::Update(o, u), &db, &vec![0.0; cols], &extra);
+                                let mut got = vec![got, Vec::new()];
                                 got.extend(moments);
-                                (got.iter().zip(&outs))
-                                    .filter(|(_, (want, _))| !want.is_empty())
-                                    .map(|(g, (want, bound))| worst_ratio(g, want, bound))
+                                (compare(got, wanted).iter())
+                                    .map(Compared::ratio)
                                     .fold(0.0, f64::max)
                             }
                         };
