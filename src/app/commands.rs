@@ -83,6 +83,7 @@ pub(super) fn verify_command(args: &crate::cli::VerifyArgs) -> Result<()> {
         limits: gpu.limits,
         quick: args.quick,
         fail_fast: args.fail_fast,
+        only: args.only.clone(),
     };
     let mut last = None;
     let report = verify::run(&options, &mut |devices, check| {

@@ -67,7 +67,7 @@ impl Outputs {
         }
     }
 
-    fn all(&self) -> [Option<Approx>; 4] {
+    pub fn all(&self) -> [Option<Approx>; 4] {
         [self.c, self.aux_out, self.m, self.v]
     }
 }

@@ -71,6 +71,11 @@ pub struct VerifyArgs {
     #[arg(long)]
     pub fail_fast: bool,
 
+    /// Run only these families of checks, comma-separated: loss_reduce, bias_update,
+    /// cross_entropy, matmul, train [default: all].
+    #[arg(long, value_name = "FAMILY,...", value_delimiter = ',', value_parser = values::verify_family)]
+    pub only: Vec<crate::verify::Family>,
+
     /// Write every check and the adapters' identity as a JSON file.
     #[arg(long, value_name = "FILE.json")]
     pub json: Option<PathBuf>,

@@ -44,6 +44,11 @@ pub fn fraction(s: &str) -> Result<f64, String> {
     }
 }
 
+/// A family of `verify`'s checks.
+pub fn verify_family(s: &str) -> Result<crate::verify::Family, String> {
+    crate::verify::Family::parse(s).map_err(message)
+}
+
 /// A time in seconds, more than zero.
 pub fn seconds(s: &str) -> Result<f64, String> {
     match s.trim().parse::<f64>() {

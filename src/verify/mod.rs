@@ -2,8 +2,9 @@
 //! whether a GPU and its driver compute right. Every kernel, variant, layout and epilogue runs on
 //! awkward shapes (1, 7, 63, 64, 65, 100, 1000, 1001 across the dimensions) with its outputs
 //! poisoned with NaN first, and is checked element by element against the CPU reference with a
-//! stated error bound; then a few training steps of each optimizer, loss and activation (and a
-//! learning-rate schedule with weight decay) are checked against the CPU's trajectory.
+//! stated error bound; then a few epochs of each optimizer, loss and activation (with weight
+//! decay, a learning-rate schedule, mini-batches), each from the GPU's own state, are checked
+//! parameter by parameter against the CPU's with the radii of `crate::check::train_step`.
 //!
 //! The bounds: a product element `v = Σ_p a_ip·b_pj` of length k is within `γ_k·S` of the exact
 //! value in any f32 summation order (`S = Σ_p |a_ip|·|b_pj|`, `γ_k = k·u/(1-k·u)`, u = 2^-24:
@@ -18,7 +19,6 @@
 //! its elements: at most 1 passes; a NaN (an element never written) is infinite.
 
 use crate::backend::Backend;
-use crate::bench;
 use crate::cpu::{self, CpuBackend, Epilogue};
 #[cfg(not(target_arch = "wasm32"))]
 use crate::devices::Device;
@@ -63,6 +63,55 @@ pub struct Options {
     /// Stop at the first failing check (the mutation tests: a killed mutant need not run the
     /// rest).
     pub fail_fast: bool,
+    /// The families of checks to run (empty: all).
+    pub only: Vec<Family>,
+}
+
+/// A family of checks, by the kernel it checks (`--only`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// `loss_reduce` and `loss_reduce/advance` (the step counters and the schedule).
+    LossReduce,
+    BiasUpdate,
+    CrossEntropy,
+    /// Every product variant with every epilogue.
+    Matmul,
+    /// The training runs (every kernel composed, parameters compared).
+    Train,
+}
+
+impl Family {
+    pub const ALL: [Family; 5] = [
+        Family::LossReduce,
+        Family::BiasUpdate,
+        Family::CrossEntropy,
+        Family::Matmul,
+        Family::Train,
+    ];
+
+    /// The name `--only` takes, the first word of its checks' kernel names.
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::LossReduce => "loss_reduce",
+            Family::BiasUpdate => "bias_update",
+            Family::CrossEntropy => "cross_entropy",
+            Family::Matmul => "matmul",
+            Family::Train => "train",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self> {
+        let t = s.trim();
+        (Family::ALL.into_iter())
+            .find(|f| f.name() == t)
+            .ok_or_else(|| {
+                let names: Vec<_> = Family::ALL.iter().map(|f| f.name()).collect();
+                Error::arg(
+                    "--only",
+                    format!("`{t}` is not a family of checks ({})", names.join(", ")),
+                )
+            })
+    }
 }
 
 /// One check: a kernel (and epilogue) in one variant and layout on one shape.
@@ -248,7 +297,8 @@ pub fn run(options: &Options, on_check: &mut dyn FnMut(&[DeviceInfo], &Check)) -
             continue;
         };
         let layouts = layouts(ctx, options.layout, options.quick);
-        crate::wait::block_on(check_device(&mut suite, ctx, &layouts, options.quick));
+        let only = &options.only;
+        crate::wait::block_on(check_device(&mut suite, ctx, &layouts, options.quick, only));
     }
     Ok(report)
 }
@@ -265,27 +315,32 @@ pub fn layouts(ctx: &GpuContext, asked: Option<Layout>, quick: bool) -> Vec<Layo
     }
 }
 
-/// Every check of the suite on one open device, in each of `layouts`.
+/// Every check of the suite on one open device, in each of `layouts` (of the families `only`
+/// names, or all).
 async fn check_device(
     suite: &mut Suite<'_>,
     ctx: &Arc<GpuContext>,
     layouts: &[Layout],
     quick: bool,
+    only: &[Family],
 ) {
+    let asked = |f: Family| only.is_empty() || only.contains(&f);
     for &layout in layouts {
         // The cheap kernels first, then the products, then training (see `--fail-fast`).
-        if layout == layouts[0] {
+        if layout == layouts[0] && asked(Family::LossReduce) && !suite.stopped() {
             loss_reduce_checks(suite, ctx, layout, quick).await;
             schedule_checks(suite, ctx, layout, quick).await;
         }
-        if !suite.stopped() {
+        if asked(Family::BiasUpdate) && !suite.stopped() {
             bias_checks(suite, ctx, layout, quick).await;
         }
-        if !suite.stopped() {
+        if asked(Family::CrossEntropy) && !suite.stopped() {
             cross_entropy_checks(suite, ctx, layout, quick).await;
         }
-        matmul_checks(suite, ctx, layout, quick).await;
-        if !suite.stopped() {
+        if asked(Family::Matmul) && !suite.stopped() {
+            matmul_checks(suite, ctx, layout, quick).await;
+        }
+        if asked(Family::Train) && !suite.stopped() {
             training_checks(suite, ctx, layout, quick).await;
         }
     }
@@ -308,6 +363,6 @@ pub async fn run_on(
         on_check,
         fail_fast: false,
     };
-    check_device(&mut suite, ctx, &layouts(ctx, asked, quick), quick).await;
+    check_device(&mut suite, ctx, &layouts(ctx, asked, quick), quick, &[]).await;
     report
 }

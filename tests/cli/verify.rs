@@ -162,6 +162,11 @@ fn verify_without_an_adapter_or_on_the_cpu_exits_2() {
 
 /// A copy of `shaders/` for `GPU_TRAIN_SHADER_DIR`, with `from` replaced by `to` in `file`.
 fn shader_copy(file: &str, from: &str, to: &str) -> tempfile::TempDir {
+    shader_copy_edits(file, &[(from, to)])
+}
+
+/// A copy of `shaders/` with each `(from, to)` of `edits` applied to `file`.
+fn shader_copy_edits(file: &str, edits: &[(&str, &str)]) -> tempfile::TempDir {
     let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
     let tmp = tempfile::tempdir().unwrap();
     let mut dirs = vec![src.clone()];
@@ -174,12 +179,13 @@ fn shader_copy(file: &str, from: &str, to: &str) -> tempfile::TempDir {
                 dirs.push(path);
             } else {
                 let text = std::fs::read_to_string(&path).unwrap();
-                let text = if to_path.ends_with(file) {
-                    assert!(text.contains(from), "{file} lacks {from:?}");
-                    text.replacen(from, to, 1)
-                } else {
-                    text
-                };
+                let mut text = text;
+                if to_path.ends_with(file) {
+                    for (from, to) in edits {
+                        assert!(text.contains(from), "{file} lacks {from:?}");
+                        text = text.replacen(from, to, 1);
+                    }
+                }
                 std::fs::write(to_path, text).unwrap();
             }
         }
@@ -187,10 +193,6 @@ fn shader_copy(file: &str, from: &str, to: &str) -> tempfile::TempDir {
     tmp
 }
 
-/// `verify` runs the kernels of `GPU_TRAIN_SHADER_DIR`, not the embedded ones (an unchanged copy
-/// composes the same sources to the byte: `gpu::kernels::sources`' tests): a wrong one (SGD
-/// stepping up the gradient) fails the checks of the kernels that step by SGD, and of the kernel
-/// checks only those.
 /// A shader directory that lacks a file is bad input, named before anything runs.
 #[test]
 fn a_missing_shader_dir_exits_2_naming_the_file() {
@@ -227,4 +229,57 @@ fn verify_fail_fast_stops_at_the_first_failure() {
     assert_eq!(failed.len(), 1, "{out}");
     assert_eq!(failed[0], r.checks.last().unwrap(), "{out}");
     assert!(failed[0].kernel.contains("adamw+decay"), "{:?}", failed[0]);
+}
+
+/// The training checks compare every parameter: a step without AdamW's decoupled decay and
+/// without the other optimizers' L2 decay fails the training runs that decay, each naming the
+/// epoch and the parameter element (on the loss alone these moved 0.1-0.5 of its bound and
+/// passed), while the runs without decay still pass.
+#[test]
+fn verify_training_checks_catch_a_dropped_decay_at_the_parameters() {
+    if gpu_or_skip().is_none() {
+        return;
+    }
+    let wrong = shader_copy_edits(
+        "optimizer.wgsl",
+        &[
+            ("p0 = p * (1.0 - lr * WD);", "p0 = p;"),
+            ("g = g0 + WD * p;", "g = g0;"),
+        ],
+    );
+    let env = [("GPU_TRAIN_SHADER_DIR", wrong.path().to_str().unwrap())];
+    let (code, out, err, r) = verify_report(&["--quick", "--only", "train"], &env);
+    assert_eq!(code, Some(1), "{out}\n{err}");
+    assert!(
+        r.checks.iter().all(|c| c.kernel.starts_with("train/")),
+        "{out}"
+    );
+    for kernel in ["train/adamw/sse", "train/momentum/mse/schedule+decay"] {
+        let failed: Vec<_> = (r.checks.iter()).filter(|c| c.kernel == kernel).collect();
+        assert!(!failed.is_empty(), "{kernel} did not run: {out}");
+        for c in failed {
+            let note = c.note.as_deref().unwrap_or_default();
+            assert!(!c.passed && c.ratio > 10.0, "{c:?}");
+            assert!(
+                note.starts_with("epoch ") && note.contains("the CPU's") && !note.contains("loss"),
+                "names the parameter element: {c:?}"
+            );
+        }
+    }
+    for c in r.checks.iter().filter(|c| c.kernel.starts_with("train/")) {
+        let decays = c.kernel.contains("adamw") || c.kernel.contains("decay");
+        assert_eq!(c.passed, !decays, "{c:?}");
+    }
+}
+
+/// `--only` takes the families of checks by name; anything else is refused naming the flag and
+/// the value, and listing the names.
+#[test]
+fn verify_only_refuses_an_unknown_family() {
+    let (code, _, err) = verify(&["--only", "matmul,softmax"], &[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("--only") && err.contains("softmax") && err.contains("cross_entropy"),
+        "{err}"
+    );
 }
