@@ -19,6 +19,23 @@ pub fn two_gamma(k: usize) -> f64 {
     2.0 * gamma(k)
 }
 
+/// The worst `|got - want| / bound` (0/0 counts as 0; a NaN, or a length mismatch, as infinite).
+pub fn worst_ratio(got: &[f32], want: &[f64], bound: &[f64]) -> f64 {
+    if got.len() != want.len() {
+        return f64::INFINITY;
+    }
+    let mut worst = 0.0f64;
+    for ((&g, &w), &b) in got.iter().zip(want).zip(bound) {
+        let d = (g as f64 - w).abs();
+        let r = if d == 0.0 { 0.0 } else { d / b };
+        if r.is_nan() {
+            return f64::INFINITY;
+        }
+        worst = worst.max(r);
+    }
+    worst
+}
+
 /// How far two correct training runs' losses may drift apart at loss `L`, per epoch: the
 /// trajectory tolerance of every parity check (tests, `verify`, the bench, the page),
 /// `3e-3·√L + 1e-5·L`: summation order changes the predictions by ~1e-6 relative, which moves

@@ -19,11 +19,13 @@
 //!   moves by at most E, plus the kernel's own `2e-6·Σy·coef + 1e-6·|g|` (`verify`'s bound).
 //!
 //! Within an epoch of several mini-batches the radii carry over from step to step; each epoch
-//! starts exact from the state it is given. A dynamic-depth net is not covered (its shared
-//! layer's counters), and is refused.
+//! starts exact from the state it is given. A dynamic-depth net's shared layer gets its gradient
+//! summed over its uses (each sum rounded once) and its own step counters, as on both paths.
 
 use super::epilogue::{self, Approx, Outputs, Step, FTZ};
-use super::gamma;
+use super::{gamma, U};
+use crate::backend::Backend;
+use crate::error::Result;
 use crate::gpu::Opt;
 use crate::init::Matrix;
 use crate::job::{Activation, Job};
@@ -252,61 +254,47 @@ fn update(s: &Step, p: &mut Field, g: &Field, state: &mut [Field]) {
 
 /// One epoch of `job` from `start` on the dataset `x`, `y` (`[rows, d0]`, `[rows, dL]`): its
 /// steps in the epoch's row order, each forward, loss gradient, backward and optimizer step as
-/// the CPU backend orders them. `epoch` picks the row order of mini-batches.
-pub fn epoch(
-    job: &Job,
-    start: &TrainState,
-    x: &Matrix,
-    y: &Matrix,
-    epoch: usize,
-) -> Result<Reference, String> {
-    if job.shared_layer().is_some() {
-        return Err("a dynamic-depth net has no parameter reference".into());
-    }
+/// the CPU backend orders them (the shared layer of a dynamic-depth net as many times as each
+/// step draws). `epoch` picks the row order of mini-batches.
+pub fn epoch(job: &Job, start: &TrainState, x: &Matrix, y: &Matrix, epoch: usize) -> Reference {
     let depth = job.depth();
     let act = job.activation;
-    let mut weights: Vec<Field> = start
-        .params
-        .weights
-        .iter()
-        .map(|w| Field::exact(&w.data))
-        .collect();
-    let mut biases: Vec<Field> = start
-        .params
-        .biases
-        .iter()
-        .map(|b| Field::exact(&b.data))
-        .collect();
-    let mut opt_state: Vec<Vec<Field>> = (start.opt_state.iter())
-        .map(|kept| kept.iter().map(|m| Field::exact(&m.data)).collect())
-        .collect();
-    let mut counters = start.counters;
+    let exact =
+        |ms: &[Matrix]| -> Vec<Field> { ms.iter().map(|m| Field::exact(&m.data)).collect() };
+    let mut weights = exact(&start.params.weights);
+    let mut biases = exact(&start.params.biases);
+    let mut opt_state: Vec<Vec<Field>> = start.opt_state.iter().map(|kept| exact(kept)).collect();
+    let (mut counters, mut shared_counters) = (start.counters, start.shared_counters);
     let order = job.order(epoch);
     let (d0, dl) = (job.layers[0], job.layers[depth]);
     for j in 0..job.steps_per_epoch() {
         let rows = job.batch_rows(j);
         let picked = &order[j * job.batch..][..rows];
         let gather = |m: &Matrix, w: usize| -> Vec<f32> {
-            picked
-                .iter()
+            (picked.iter())
                 .flat_map(|&r| m.data[r as usize * w..][..w].to_vec())
                 .collect()
         };
         let (xb, yb) = (gather(x, d0), gather(y, dl));
-        // Forward: each layer's input, and what its activation's backward reads (its output, or
-        // its input for GELU).
+        // The weights this step applies, in order (a dynamic-depth net's shared one as many
+        // times as the step draws).
+        let uses = job.uses(start.step + j);
+        let products = job.applications(uses);
+        let n = products.len();
+        // Forward: each product's input, and what its activation's backward reads (its output,
+        // or its input for GELU).
         let mut inputs = vec![Field::exact(&xb)];
         let mut aux = Vec::new();
-        for l in 0..depth {
+        for (i, &l) in products.iter().enumerate() {
             let (k, w) = (job.layers[l], job.layers[l + 1]);
             let z = product(
-                &inputs[l],
+                &inputs[i],
                 &weights[l],
                 biases.get(l),
                 (rows, w, k),
                 (false, false),
             );
-            if l + 1 == depth {
+            if i + 1 == n {
                 inputs.push(z);
                 break;
             }
@@ -316,35 +304,68 @@ pub fn epoch(
         }
         let out = inputs.pop().expect("the output layer");
         counters.advance(&job.optimizer);
-        let s = step_settings(job, counters);
+        if uses > 0 {
+            shared_counters.advance(&job.optimizer);
+        }
         let mut g = loss_gradient(job, &out, &yb, rows, dl);
-        for l in (0..depth).rev() {
+        // The gradients of a weight used more than once, summed over its uses (backward order).
+        let mut sums: Vec<Option<(Field, Option<Field>)>> = vec![None; depth];
+        for i in (0..n).rev() {
+            let l = products[i];
             let (k, w) = (job.layers[l], job.layers[l + 1]);
             // The gradient below, with the weights before their step.
-            let below = (l > 0).then(|| {
+            let below = (i > 0).then(|| {
                 let h = product(&g, &weights[l], None, (rows, k, w), (false, true));
-                backward(act, &h, &aux[l - 1])
+                backward(act, &h, &aux[i - 1])
             });
-            let dw = product(&inputs[l], &g, None, (k, w, rows), (true, false));
-            let kept = opt_state.get_mut(l).map_or(&mut [][..], |s| &mut s[..]);
-            update(&s, &mut weights[l], &dw, kept);
-            if let Some(b) = biases.get_mut(l) {
-                let db = column_sums(&g, rows, w);
-                let kept = opt_state
-                    .get_mut(depth + l)
-                    .map_or(&mut [][..], |s| &mut s[..]);
-                update(&s, b, &db, kept);
+            let dw = product(&inputs[i], &g, None, (k, w, rows), (true, false));
+            let db = (l < biases.len()).then(|| column_sums(&g, rows, w));
+            let (dw, db) = match sums[l].take() {
+                Some((sw, sb)) => (add(&sw, &dw), sb.zip(db).map(|(a, b)| add(&a, &b))),
+                None => (dw, db),
+            };
+            if i > 0 && products[i - 1] == l {
+                // More uses below: the step waits for their gradients.
+                sums[l] = Some((dw, db));
+            } else {
+                let c = if job.shared_layer() == Some(l) {
+                    shared_counters
+                } else {
+                    counters
+                };
+                let mut s = step_settings(job, c);
+                // The rate follows the run's step count, whichever counters the powers are.
+                s.lr = step_settings(job, counters).lr;
+                let kept = opt_state.get_mut(l).map_or(&mut [][..], |s| &mut s[..]);
+                update(&s, &mut weights[l], &dw, kept);
+                if let (Some(b), Some(db)) = (biases.get_mut(l), db) {
+                    let kept = opt_state
+                        .get_mut(depth + l)
+                        .map_or(&mut [][..], |s| &mut s[..]);
+                    update(&s, b, &db, kept);
+                }
             }
             if let Some(below) = below {
                 g = below;
             }
         }
     }
-    Ok(Reference {
+    Reference {
         weights,
         biases,
         opt_state,
-    })
+    }
+}
+
+/// `a + b`, rounded once.
+fn add(a: &Field, b: &Field) -> Field {
+    let mut out = Field::zeros(a.value.len());
+    for i in 0..a.value.len() {
+        let v = a.value[i] + b.value[i];
+        out.value[i] = v;
+        out.radius[i] = a.radius[i] + b.radius[i] + U * (a.value[i].abs() + b.value[i].abs());
+    }
+    out
 }
 
 /// The gradient `h` through the activation, from `aux` (the layer's output, or its input for
@@ -365,7 +386,7 @@ fn backward(act: Activation, h: &Field, aux: &Field) -> Field {
     out
 }
 
-/// `got` against `want` (both f32 runs from the same state) within twice each element's radius
+/// `got` against `want` (both f32 runs from the same state: a GPU's and the CPU's) within twice each element's radius
 /// (each run within one radius of the reference): the worst ratio over every tensor, and where.
 pub fn compare(got: &TrainState, want: &TrainState, reference: &Reference) -> (f64, String) {
     let mut worst = (0.0f64, String::new());
@@ -392,14 +413,14 @@ pub fn compare(got: &TrainState, want: &TrainState, reference: &Reference) -> (f
     if got.len() != want.len() || got.len() != fields.len() {
         return (
             f64::INFINITY,
-            format!("{} tensors, the CPU's {}", got.len(), want.len()),
+            format!("{} tensors, want {}", got.len(), want.len()),
         );
     }
     for (((name, cols, g), (.., w)), f) in got.iter().zip(&want).zip(fields) {
         if g.len() != w.len() || g.len() != f.value.len() {
             return (
                 f64::INFINITY,
-                format!("{name} has {} elements, the CPU's {}", g.len(), w.len()),
+                format!("{name} has {} elements, want {}", g.len(), w.len()),
             );
         }
         for i in 0..g.len() {
@@ -421,7 +442,7 @@ pub fn compare(got: &TrainState, want: &TrainState, reference: &Reference) -> (f
                 worst = (
                     r,
                     format!(
-                        "{name}[{}, {}] = {:e}, the CPU's {:e} ± {bound:.1e}",
+                        "{name}[{}, {}] = {:e}, want {:e} ± {bound:.1e}",
                         i / cols.max(&1),
                         i % cols.max(&1),
                         g[i],
@@ -432,6 +453,39 @@ pub fn compare(got: &TrainState, want: &TrainState, reference: &Reference) -> (f
         }
     }
     worst
+}
+
+/// `epochs` epochs of `job` (on the dataset `x`, `y`) on two backends, each epoch started from
+/// `got`'s state (restored into `want`): the worst ratio over the epochs of every tensor of the
+/// state against the [`epoch`] reference ([`compare`]) and of the loss (the trajectory
+/// tolerance), and where it was. Used by `verify` (a GPU against the CPU) and the tests (a
+/// banded run against a whole one, a resumed state on both paths).
+pub async fn follow(
+    job: &Job,
+    (x, y): (&Matrix, &Matrix),
+    got: &mut dyn Backend,
+    want: &mut dyn Backend,
+    epochs: usize,
+) -> Result<(f64, String)> {
+    let mut start = got.state_async().await?;
+    let mut worst = (0.0f64, String::new());
+    for _ in 0..epochs {
+        want.restore_async(&start).await?;
+        let e = start.step / job.steps_per_epoch().max(1);
+        let reference = epoch(job, &start, x, y, e);
+        let (g, w) = (got.run_async(1).await?, want.run_async(1).await?);
+        let loss = super::worst_ratio(&g, &[w[0] as f64], &[super::trajectory_tol(w[0])]);
+        if loss > worst.0 {
+            worst = (loss, format!("epoch {e}: loss {:e}, want {:e}", g[0], w[0]));
+        }
+        let end = got.state_async().await?;
+        let (r, at) = compare(&end, &want.state_async().await?, &reference);
+        if r > worst.0 {
+            worst = (r, format!("epoch {e}: {at}"));
+        }
+        start = end;
+    }
+    Ok(worst)
 }
 
 #[cfg(test)]
@@ -493,6 +547,20 @@ mod tests {
             rows: Some(3 * base.batch + 2),
             ..base.clone()
         });
+        // A shared layer used 0 to 3 times a step, with Adam (its own step counters).
+        let dynamic = crate::job::preset("dynamic").expect("the dynamic preset");
+        jobs.push(Job {
+            layers: vec![11, 7, 7, 3],
+            batch: 5,
+            epochs: 6,
+            lr: 1e-2,
+            bias: true,
+            optimizer: Optimizer {
+                kind: OptimizerKind::Adam,
+                ..Optimizer::default()
+            },
+            ..dynamic
+        });
         if let Ok(lr_schedule) =
             crate::schedule::LrSchedule::parse(Some("step:1:0.5"), Some("1:0.25"))
         {
@@ -518,8 +586,7 @@ mod tests {
                 let before: Vec<f64> = (start.params.weights.iter().chain(&start.params.biases))
                     .flat_map(|m| m.data.iter().map(|&v| v as f64))
                     .collect();
-                let reference =
-                    epoch(&job, &start, &state.x, &state.y, e).expect("no dynamic depth");
+                let reference = epoch(&job, &start, &state.x, &state.y, e);
                 cpu.run(1).expect("the CPU runs");
                 let end = cpu.train_state();
                 // The CPU's values against the reference's, within one radius (not the two of
@@ -594,8 +661,7 @@ mod tests {
             let state = HostState::seeded(&job);
             let mut cpu = CpuBackend::new(&job, &state);
             let start = cpu.train_state();
-            let reference =
-                epoch(&dropped, &start, &state.x, &state.y, 0).expect("no dynamic depth");
+            let reference = epoch(&dropped, &start, &state.x, &state.y, 0);
             cpu.run(1).expect("the CPU runs");
             let end = cpu.train_state();
             let (mut outside, mut all) = (0, 0);

@@ -3,25 +3,8 @@
 
 use super::*;
 
-/// The worst `|got - want| / bound` (0/0 counts as 0; a NaN, or a length mismatch, as infinite).
-pub fn worst_ratio(got: &[f32], want: &[f64], bound: &[f64]) -> f64 {
-    if got.len() != want.len() {
-        return f64::INFINITY;
-    }
-    let mut worst = 0.0f64;
-    for ((&g, &w), &b) in got.iter().zip(want).zip(bound) {
-        let d = (g as f64 - w).abs();
-        let r = if d == 0.0 { 0.0 } else { d / b };
-        if r.is_nan() {
-            return f64::INFINITY;
-        }
-        worst = worst.max(r);
-    }
-    worst
-}
-
 pub(super) use crate::check::epilogue::{self, propagate, Approx, Outputs, Step};
-pub(super) use crate::check::two_gamma;
+pub(super) use crate::check::{two_gamma, worst_ratio};
 
 /// The settings of every optimizer step the suite checks, chosen so that each term matters: ε
 /// is a fifth of Adam's denominator, β1 ≠ β2, μ, the decay and the scheduled rate (a quarter of

@@ -18,7 +18,6 @@
 //! `loss_reduce`) must match bit for bit. A check's figure is the worst `|gpu - cpu| / bound` over
 //! its elements: at most 1 passes; a NaN (an element never written) is infinite.
 
-use crate::backend::Backend;
 use crate::cpu::{self, CpuBackend, Epilogue};
 #[cfg(not(target_arch = "wasm32"))]
 use crate::devices::Device;
@@ -40,7 +39,7 @@ mod bounds;
 mod kernels;
 mod training;
 
-pub use bounds::worst_ratio;
+pub use crate::check::worst_ratio;
 use bounds::*;
 use kernels::*;
 use training::*;

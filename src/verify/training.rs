@@ -143,8 +143,8 @@ pub(super) async fn training_checks(
     }
 }
 
-/// One training check: `job.epochs` epochs, each from the GPU's state on both paths. The worst
-/// ratio over the epochs' parameters and losses, and on failure where it was.
+/// One training check: `job.epochs` epochs, each from the GPU's state on both paths
+/// ([`crate::check::train_step::follow`]); on failure, where it was.
 async fn train_check(
     ctx: &Arc<GpuContext>,
     layout: Layout,
@@ -154,31 +154,8 @@ async fn train_check(
     let state = HostState::seeded(job);
     let mut cpu = CpuBackend::new(job, &state);
     let mut gpu = GpuBackend::create(ctx.clone(), job, &state, layout).await?;
-    let mut start = gpu.state_async().await?;
-    let mut worst = (0.0f64, String::new());
-    for e in 0..job.epochs {
-        cpu.load_state(&start);
-        let reference = crate::check::train_step::epoch(job, &start, &state.x, &state.y, e)
-            .map_err(Error::Gpu)?;
-        let got = gpu.run_async(1).await?;
-        let want = cpu.run_async(1).await?;
-        let loss = worst_ratio(
-            &got,
-            &[want[0] as f64],
-            &[crate::check::trajectory_tol(want[0])],
-        );
-        if loss > worst.0 {
-            worst = (
-                loss,
-                format!("epoch {e}: loss {:e}, the CPU's {:e}", got[0], want[0]),
-            );
-        }
-        let end = gpu.state_async().await?;
-        let (r, at) = crate::check::train_step::compare(&end, &cpu.train_state(), &reference);
-        if r > worst.0 {
-            worst = (r, format!("epoch {e}: {at}"));
-        }
-        start = end;
-    }
-    Ok((worst.0, (worst.0 > 1.0).then_some(worst.1)))
+    let data = (&state.x, &state.y);
+    let (worst, at) =
+        crate::check::train_step::follow(job, data, &mut gpu, &mut cpu, job.epochs).await?;
+    Ok((worst, (worst > 1.0).then_some(at)))
 }

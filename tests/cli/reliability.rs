@@ -195,6 +195,73 @@ fn a_checkpoint_cut_between_its_two_files_loads_the_previous_save() {
     );
 }
 
+/// What a kill between a checkpoint's two renames leaves (the new save's optimizer file in place,
+/// the model file and the optimizer file kept beside it the previous save's) resumes from the
+/// command line from the previous save, saying so, to the bit as a resume from that save intact
+/// would: what the random kills below count when one lands there, made to happen.
+#[test]
+fn a_resume_after_a_kill_between_the_two_renames_takes_the_previous_save() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = |n: &str| dir.path().join(n);
+    let flags = [
+        "--device",
+        "cpu",
+        "--layers",
+        "3,5,2",
+        "--batch",
+        "4",
+        "--bias",
+        "--optimizer",
+        "adam",
+        "--lr",
+        "1e-3",
+        "--quiet",
+    ];
+    let train = |extra: &[&str]| {
+        let out = gpu_train(&[&flags[..], extra].concat());
+        assert!(out.status.success(), "{}", text(&out));
+        out
+    };
+    let (cut, intact, later) = (
+        f("cut.safetensors"),
+        f("intact.safetensors"),
+        f("later.safetensors"),
+    );
+    train(&["--epochs", "2", "--save", p(&cut)]);
+    train(&["--epochs", "2", "--save", p(&intact)]);
+    train(&["--epochs", "4", "--save", p(&later)]);
+    // The save of `later` to `cut`, up to its model file's rename.
+    let opt = checkpoint::optimizer_path(&cut);
+    std::fs::hard_link(&opt, checkpoint::previous_path(&cut)).unwrap();
+    let new = f("new-optimizer-file");
+    std::fs::copy(checkpoint::optimizer_path(&later), &new).unwrap();
+    std::fs::rename(&new, &opt).unwrap();
+    let resume = |from: &Path, history: &Path| {
+        train(&[
+            "--epochs",
+            "5",
+            "--resume",
+            p(from),
+            "--history",
+            p(history),
+        ])
+    };
+    let (h_cut, h_intact) = (f("cut.csv"), f("intact.csv"));
+    let out = resume(&cut, &h_cut);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("previous save"),
+        "says it took the previous save: {}",
+        text(&out)
+    );
+    resume(&intact, &h_intact);
+    let (a, b) = (
+        History::read(&h_cut).unwrap(),
+        History::read(&h_intact).unwrap(),
+    );
+    assert_eq!((a.first_epoch, a.loss.len()), (2, 3));
+    assert_eq!(a.loss, b.loss, "the previous save, whole");
+}
+
 /// SIGKILL a checkpointing run at random moments (many of them inside a checkpoint write, which
 /// is most of what a tiny net's run with a checkpoint every epoch does); after each, whatever
 /// is there loads: the checkpoint resumes, the history and the summary (where written) read
@@ -288,6 +355,8 @@ fn runs_killed_at_random_moments_leave_loadable_outputs() {
             text(&out)
         );
         resumes += 1;
+        // Counted, not asserted: whether a kill lands between the two renames is timing
+        // (the test above makes it happen).
         if String::from_utf8_lossy(&out.stderr).contains("previous save") {
             took_optimizer_file += 1;
         }
@@ -499,13 +568,14 @@ fn the_step_counter_holds_at_its_maximum_on_both_paths() {
     };
     let mut gpu = gpu_train::gpu::GpuBackend::new(ctx, &job, &host).unwrap();
     gpu.restore(&start).unwrap();
-    gpu.run(3).unwrap();
+    // Each epoch from the GPU's state on both paths: every weight, bias and moment within the
+    // radii of check::train_step (the rate of a held counter included).
+    let data = (&host.x, &host.y);
+    let (ratio, at) = gpu_train::wait::block_on(gpu_train::check::train_step::follow(
+        &job, data, &mut gpu, &mut cpu, 3,
+    ))
+    .unwrap();
+    assert!(ratio <= 1.0, "{ratio:.2} of the bound at {at}");
     let g = gpu.state().unwrap();
     assert_eq!(g.counters.t, u32::MAX);
-    for (name, (a, b)) in ["w1", "w2"]
-        .iter()
-        .zip(g.params.weights.iter().zip(&after.params.weights))
-    {
-        common::assert_close(name, &a.data, &b.data, 1e-4, 1e-6);
-    }
 }

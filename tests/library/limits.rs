@@ -7,11 +7,13 @@ use crate::common;
 
 use common::{assert_within, auto_adapter, gpu_or_skip, trajectory_tol};
 use gpu_train::backend::Backend;
+use gpu_train::check::train_step::follow;
 use gpu_train::cpu::CpuBackend;
 use gpu_train::gpu::layout::Layout;
 use gpu_train::gpu::{GpuBackend, GpuContext, LimitsChoice};
 use gpu_train::init::HostState;
 use gpu_train::job::{self, InitScheme, Job, Loss};
+use gpu_train::wait::block_on;
 
 #[test]
 fn every_preset_trains_under_webgpu_default_limits_in_both_layouts() {
@@ -126,8 +128,9 @@ fn a_batch_past_the_texture_side_trains_in_the_buffer_layout() {
 /// are bound in bands of 64 rows, each product over the batch runs once per band, the weight and
 /// bias gradients are summed over the bands in order and the loss from per-band sums. It trains
 /// like the unbanded job (the sums differ only in their order) and the CPU, bit for bit the same
-/// from run to run, with cross-entropy and GELU, with a shared layer too; mini-batches gathered
-/// on the GPU are refused.
+/// from run to run, with cross-entropy and GELU, with a shared layer too: every epoch's loss, and
+/// every parameter and optimizer state element within the radii of `check::train_step`;
+/// mini-batches gathered on the GPU are refused.
 #[test]
 fn a_batch_past_one_storage_binding_is_banded_in_the_buffer_layout() {
     let Some(full) = gpu_or_skip() else { return };
@@ -218,6 +221,21 @@ fn a_batch_past_one_storage_binding_is_banded_in_the_buffer_layout() {
         let (a, b) = (again.read_params().unwrap(), banded.read_params().unwrap());
         for ((name, x), (_, y)) in a.named().into_iter().zip(b.named()) {
             assert_eq!(bits(&x.data), bits(&y.data), "{label}: rerun {name}");
+        }
+        // Every weight, bias and optimizer state element, each epoch from the banded run's
+        // state, against the unbanded run's and the CPU's within the radii of one epoch.
+        let mut cpu = CpuBackend::new(&job, &state);
+        for (other, b) in [
+            ("unbanded", &mut whole as &mut dyn Backend),
+            ("the CPU", &mut cpu),
+        ] {
+            let mut banded = GpuBackend::with_layout(small.clone(), &job, &state, buffer).unwrap();
+            let data = (&state.x, &state.y);
+            let (ratio, at) = block_on(follow(&job, data, &mut banded, b, job.epochs)).unwrap();
+            assert!(
+                ratio <= 1.0,
+                "{label}: against {other}: {ratio:.2} of the bound at {at}"
+            );
         }
     }
     // Mini-batches are gathered into the batch matrices whole: refused, naming the limit.
