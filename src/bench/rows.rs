@@ -2,6 +2,7 @@
 //! (a training trajectory within its tolerance, a product per element).
 
 use super::*;
+use crate::check::matmul;
 
 /// The parity of a loss trajectory against the CPU's: `error` is the largest
 /// `|ΔL| / trajectory_tol(L)`, which must stay at most 1.
@@ -212,8 +213,8 @@ pub(super) async fn matmul_row(
     let (m, n, k) = *dims;
     let (samples, per_sample, warmup, parity, kernel) = match dev {
         Device::Cpu => {
-            let key = tune::store_key(Layout::Buffer, trans.0, trans.1, Block::B8x8);
-            let (a, b) = tune::random_inputs(key, *dims, 1);
+            let key = matmul::store_key(Layout::Buffer, trans.0, trans.1, Block::B8x8);
+            let (a, b) = matmul::random_inputs(key, *dims, 1);
             let mut c = vec![0.0f32; m * n];
             let mut run = || {
                 crate::cpu::matmul(
@@ -242,9 +243,9 @@ pub(super) async fn matmul_row(
             if *trans != (false, false) {
                 return Err(Error::Gpu("the naive kernel has no transposes".into()));
             }
-            let key = tune::store_key(Layout::Buffer, false, false, Block::B8x8);
-            let (a, b) = tune::random_inputs(key, *dims, 1);
-            let (want, scale) = tune::cpu_reference(key, &a, &b, *dims);
+            let key = matmul::store_key(Layout::Buffer, false, false, Block::B8x8);
+            let (a, b) = matmul::random_inputs(key, *dims, 1);
+            let (want, scale) = matmul::cpu_reference(key, &a, &b, *dims);
             let got = crate::gpu::run_naive(ctx, &a, &b, *dims).await?;
             let parity = Parity::of(&got, &want, &scale, k);
             let (samples, reps, warmup) = sample_product(budget, async |reps| {
@@ -266,7 +267,7 @@ pub(super) async fn matmul_row(
                     b
                 }
             };
-            let key = tune::store_key(layout, trans.0, trans.1, block);
+            let key = matmul::store_key(layout, trans.0, trans.1, block);
             let parity = tune::check_variant(ctx, key, *dims).await?;
             let (samples, reps, warmup) = sample_product(budget, async |reps| {
                 crate::gpu::time_matmul(ctx, key, *dims, reps).await

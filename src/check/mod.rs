@@ -2,6 +2,7 @@
 //! for each operation; one home for them, used by `verify` and the kernel tests alike.
 
 pub mod epilogue;
+pub mod matmul;
 pub mod train_step;
 
 /// Unit roundoff of f32: a correctly rounded operation errs by at most this, relative.

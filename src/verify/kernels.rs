@@ -3,11 +3,6 @@
 
 use super::*;
 
-/// The generator of a check's inputs.
-pub(super) fn seeded(seed: u64) -> rand_chacha::ChaCha8Rng {
-    rand::SeedableRng::seed_from_u64(seed)
-}
-
 /// Shapes `(m, n, k)` in which 1, 7, 63, 64, 65, 100, 1000 and 1001 each appear as M, as N and as
 /// K (as in tests/library/kernels.rs), plus a few around the 4-, 8- and 16-wide blocks; `--quick` takes a
 /// few of them.
@@ -31,131 +26,6 @@ fn variant_shapes(quick: bool) -> &'static [(usize, usize, usize)] {
     } else {
         &[(63, 65, 7), (7, 33, 65)]
     }
-}
-
-/// The inputs of epilogue `e` besides A and B on an `[m, n]` output, from `r`: AUX holds the
-/// activation's output (its input for GELU) with exact zeros among it, y, the old weights or the
-/// sum so far; the optimizer's moments are random (v non-negative).
-fn extra_inputs(e: Epi, (m, n): (usize, usize), r: &mut rand_chacha::ChaCha8Rng) -> Extra {
-    let mut aux = Matrix::randn(m, n, r).data;
-    if let Epi::Grad(a) = e {
-        for (i, x) in aux.iter_mut().enumerate() {
-            let z = if i % 5 == 0 { 0.0 } else { 2.0 * *x };
-            *x = if a == Activation::Gelu {
-                z
-            } else {
-                cpu::act_forward(a, z)
-            };
-        }
-    }
-    let bias = Matrix::randn(1, n, r).data;
-    let opt = match e {
-        Epi::Update(o, _) => o,
-        _ => Opt::Sgd,
-    };
-    Extra {
-        aux,
-        bias,
-        coef: match e {
-            Epi::AbsError => Loss::L1.grad_coef(m, n),
-            _ => Loss::Sse.grad_coef(m, n),
-        },
-        state: step_state(opt, (m, n), r),
-    }
-}
-
-/// The optimizer's state before a step of `opt` on a `[rows, cols]` parameter, from `r`: random
-/// moments (v non-negative), the hyperparameters and counters of [`step_of`].
-fn step_state(
-    opt: Opt,
-    (rows, cols): (usize, usize),
-    r: &mut rand_chacha::ChaCha8Rng,
-) -> StepState {
-    let moments = (0..opt.state_buffers())
-        .map(|j| {
-            let x = Matrix::randn(rows, cols, r).data;
-            if j == 1 {
-                x.iter().map(|v| v * v).collect()
-            } else {
-                x
-            }
-        })
-        .collect();
-    StepState {
-        hyper: hyper_of(opt),
-        moments,
-        beta_t: BETA_T,
-        scheduled_lr: SCHEDULED_LR,
-    }
-}
-
-/// One matmul check: the GPU's outputs against the CPU reference for epilogue `e`.
-pub(super) async fn matmul_check(
-    ctx: &GpuContext,
-    key: MatmulKey,
-    e: Epi,
-    dims: (usize, usize, usize),
-    seed: u64,
-) -> Result<(Vec<Compared>, Option<String>)> {
-    let (m, n, k) = dims;
-    let (a, b) = tune::random_inputs(key, dims, seed);
-    let (v, scale) = tune::cpu_reference(key, &a, &b, dims);
-    let g2 = two_gamma(k);
-    let err: Vec<f64> = scale.iter().map(|&s| g2 * s as f64).collect();
-    let extra = extra_inputs(e, (m, n), &mut seeded(seed ^ 0x5eed));
-    let poison = vec![f32::NAN; m * n];
-    let mut inputs = MatmulInputs::new(&poison);
-    match e {
-        Epi::Store | Epi::Logits => {}
-        Epi::Act(_) => {}
-        Epi::Grad(Activation::Gelu) => inputs.aux_out = Some(&extra.aux),
-        Epi::Grad(_) | Epi::SquaredError | Epi::AbsError => inputs.aux = Some(&extra.aux),
-        Epi::Update(..) => {
-            inputs.c_init = &extra.aux;
-            inputs.step = Some(&extra.state);
-        }
-        Epi::Bias => inputs.bias = Some(&extra.bias),
-        Epi::Sum => inputs.aux_out = Some(&extra.aux),
-    }
-    inputs.scalar = match e {
-        Epi::Update(..) => BASE_LR,
-        Epi::SquaredError | Epi::AbsError => extra.coef,
-        _ => 0.0,
-    };
-    let out = run_matmul(ctx, key, &a, &b, dims, inputs).await?;
-    let untouched = out.c.iter().all(|x| x.is_nan());
-    let mut got = vec![out.c, out.aux_out];
-    got.extend(out.moments);
-    let compared = compare(got, expected(e, &v, &err, &extra));
-    let mut note = (!out.padding_zero).then(|| "non-zero padding left in the output".to_string());
-    // What must stay untouched: C while summing and for the logits (its NaN poison).
-    if matches!(e, Epi::Sum | Epi::Logits) && !untouched {
-        note = Some("C written where it must stay untouched".into());
-    }
-    Ok((compared, note))
-}
-
-/// `"C[r, c] = got, want w ± b"` for the element of `c` (an output `n` wide) furthest outside
-/// its bound.
-fn worst_element(c: &Compared, n: usize) -> Option<String> {
-    let ratio = |i: usize| {
-        let d = (c.got[i] as f64 - c.want[i]).abs();
-        if d.is_nan() {
-            f64::INFINITY
-        } else {
-            d / c.bound[i]
-        }
-    };
-    let i = (0..c.got.len()).max_by(|&a, &b| ratio(a).total_cmp(&ratio(b)))?;
-    Some(format!(
-        "{}[{}, {}] = {}, want {:.9e} ± {:.2e}",
-        c.name,
-        i / n,
-        i % n,
-        c.got[i],
-        c.want[i],
-        c.bound[i]
-    ))
 }
 
 /// Every matmul check on `ctx` in `layout`, cheapest first: every epilogue on the first shape
@@ -198,16 +68,8 @@ pub(super) async fn matmul_checks(
         let (m, n, k) = dims;
         let shape = format!("A{}B{} {m}x{n}x{k}", t(trans.0), t(trans.1));
         let seed = (si as u64) << 16 | (ei as u64) << 4 | trans.0 as u64 | (trans.1 as u64) << 1;
-        let outcome = matmul_check(ctx, key, e, dims, seed)
-            .await
-            .map(|(cmp, note)| {
-                let ratios: Vec<f64> = cmp.iter().map(Compared::ratio).collect();
-                // Where it failed, the worst element, for whoever edits the kernel.
-                let worst = (cmp.iter().zip(&ratios))
-                    .find(|(_, &r)| r > 1.0)
-                    .and_then(|(c, _)| worst_element(c, n));
-                (ratios.into_iter().fold(0.0, f64::max), note.or(worst))
-            });
+        let outcome = (check_matmul(ctx, key, e, dims, seed).await)
+            .map(|checked| (checked.ratio(), checked.failure()));
         suite.record(kernel, block.name(), layout, shape, "2γ_k·|A|·|B|", outcome);
     }
 }

@@ -24,23 +24,20 @@ use crate::devices::Device;
 use crate::devices::{DeviceInfo, Host};
 use crate::error::{Error, Result};
 use crate::gpu::layout::Layout;
-use crate::gpu::tune;
 use crate::gpu::{
-    run_advance, run_bias, run_cross_entropy, run_loss_reduce, run_matmul, Acc, Act, BiasRun,
-    Block, GpuBackend, GpuContext, LimitsChoice, MatmulInputs, MatmulKey, Mode, Opt, StepState,
-    Update,
+    run_advance, run_bias, run_cross_entropy, run_loss_reduce, Acc, BiasRun, Block, GpuBackend,
+    GpuContext, LimitsChoice,
 };
 use crate::init::{HostState, Matrix};
 use crate::job::{Activation, InitScheme, Job, Loss, Optimizer, OptimizerKind};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
-mod bounds;
 mod kernels;
 mod training;
 
+use crate::check::matmul::*;
 pub use crate::check::worst_ratio;
-use bounds::*;
 use kernels::*;
 use training::*;
 

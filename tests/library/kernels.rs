@@ -12,11 +12,17 @@
 //! It is tight enough to catch a missing or repeated term (error ~|a_ip·b_pj| ~ S/k, against
 //! 2·k·u·S: for k = 1001 that is 1e-3·S against 1.2e-4·S) and any wrong index, wrong transpose or
 //! wrong epilogue (errors of order S).
+//!
+//! The matmul's epilogues run through `check::matmul::check_matmul`, the same check `verify`
+//! and `tune`'s parity gate run: here on every covering shape, every layout and every block;
+//! what it does not cover (the gradient sum's first and last uses, L1's `sign(0)` hit exactly,
+//! the other kernels) has its own test below.
 
 use crate::common;
 
 use common::{assert_within, gpu_or_skip, randn, rng, U32};
-use gpu_train::check::{self, epilogue};
+use gpu_train::check;
+use gpu_train::check::matmul::{check_matmul, steps, Epi, ACTIVATIONS};
 use gpu_train::cpu::{self, Epilogue};
 use gpu_train::gpu::layout::Layout;
 use gpu_train::gpu::{
@@ -254,22 +260,6 @@ fn key(trans_a: bool, trans_b: bool, mode: Mode) -> MatmulKey {
     }
 }
 
-/// Plain products (Store) for one transpose combination, every covering shape and every block.
-fn check_store(trans_a: bool, trans_b: bool, seed: u64) {
-    let Some(ctx) = gpu_or_skip() else { return };
-    for (si, shape) in covering_shapes().into_iter().enumerate() {
-        let case = Case::new(key(trans_a, trans_b, Mode::Store), shape, seed + si as u64);
-        let want = case.cpu_product();
-        let s = case.abs_products();
-        let g = 2.0 * gamma(case.k);
-        for block in variants() {
-            let poison = vec![f32::NAN; case.m * case.n];
-            let (got, _) = case.gpu(&ctx, block, 0.0, &poison, None);
-            assert_within(&case.label(block), &got, &want, |i| g * s[i]);
-        }
-    }
-}
-
 /// The bench's reference kernel (`shaders/matmul_naive.wgsl`, one output per invocation, storage
 /// buffers, its output NaN-poisoned before the run) on every covering shape.
 #[test]
@@ -283,87 +273,6 @@ fn gpu_naive_reference_kernel_matches_cpu_covering_shapes() {
         let got = block_on(gpu_train::gpu::run_naive(&ctx, &case.a, &case.b, shape)).unwrap();
         assert_eq!(got.len(), case.m * case.n);
         assert_within(&format!("naive {shape:?}"), &got, &want, |i| g * s[i]);
-    }
-}
-
-#[test]
-fn gpu_store_matches_cpu_no_transpose_covering_shapes() {
-    check_store(false, false, 100);
-}
-
-#[test]
-fn gpu_store_matches_cpu_trans_a_covering_shapes() {
-    check_store(true, false, 200);
-}
-
-#[test]
-fn gpu_store_matches_cpu_trans_b_covering_shapes() {
-    check_store(false, true, 300);
-}
-
-#[test]
-fn gpu_store_matches_cpu_both_transposed_covering_shapes() {
-    check_store(true, true, 400);
-}
-
-/// Forward of a hidden layer: `C = max(A·B, 0)`, no transposes.
-#[test]
-fn gpu_relu_epilogue_matches_cpu_and_zeroes_negatives() {
-    let Some(ctx) = gpu_or_skip() else { return };
-    for (si, shape) in covering_shapes().into_iter().enumerate() {
-        let case = Case::new(key(false, false, Mode::Activate), shape, 500 + si as u64);
-        let mut want = case.cpu_product();
-        cpu::activation_forward(&mut want, &mut [], Activation::Relu);
-        let s = case.abs_products();
-        let g = 2.0 * gamma(case.k);
-        for block in variants() {
-            let poison = vec![f32::NAN; case.m * case.n];
-            let (got, _) = case.gpu(&ctx, block, 0.0, &poison, None);
-            assert_within(&case.label(block), &got, &want, |i| g * s[i]);
-            assert!(
-                got.iter().all(|&v| v >= 0.0),
-                "{}: negative output",
-                case.label(block)
-            );
-        }
-    }
-}
-
-/// Input gradient through the ReLU: `C = A·Bᵀ where AUX > 0, else exactly 0` (AUX > 0 is strict:
-/// a ReLU output of exactly 0 must block the gradient, as it does on the CPU).
-#[test]
-fn gpu_mask_epilogue_trans_b_matches_cpu_and_blocks_where_aux_not_positive() {
-    let Some(ctx) = gpu_or_skip() else { return };
-    for (si, shape) in covering_shapes().into_iter().enumerate() {
-        let case = Case::new(
-            key(false, true, Mode::ActivationGrad),
-            shape,
-            600 + si as u64,
-        );
-        // Like ReLU outputs: a third exactly zero, some negative to be thorough, the rest positive.
-        let mut r = rng(6000 + si as u64);
-        let aux: Vec<f32> = (0..case.m * case.n)
-            .map(|_| match r.random_range(0..3) {
-                0 => 0.0,
-                _ => randn(&mut r, 1)[0],
-            })
-            .collect();
-        let mut want = case.cpu_product();
-        cpu::activation_backward(&mut want, &aux, Activation::Relu);
-        let s = case.abs_products();
-        let g = 2.0 * gamma(case.k);
-        for block in variants() {
-            let poison = vec![f32::NAN; case.m * case.n];
-            let (got, _) = case.gpu(&ctx, block, 0.0, &poison, Some(&aux));
-            // Masked elements must be exactly zero, the others within the product's bound.
-            assert_within(&case.label(block), &got, &want, |i| {
-                if aux[i] > 0.0 {
-                    g * s[i]
-                } else {
-                    0.0
-                }
-            });
-        }
     }
 }
 
@@ -382,146 +291,167 @@ fn epilogue_shapes() -> [(usize, usize, usize); 7] {
     ]
 }
 
-/// The activations besides ReLU (whose epilogues have their own tests above).
-const ACTIVATIONS: [Activation; 5] = [
-    Activation::LeakyRelu(0.1),
-    Activation::Tanh,
-    Activation::Sigmoid,
-    Activation::Gelu,
-    Activation::None,
-];
-
-/// A hidden layer's forward pass through each activation (`Mode::Activate`), bias added, on every
-/// shape of [`epilogue_shapes`] and variant, against `cpu::activation_forward`; GELU also leaves its input (the
-/// product plus bias) in AUX_OUT for the backward pass. Sigmoid maps 0 to 1/2: the padding of
-/// its output must still be zero (checked by `Case::run`).
-#[test]
-fn gpu_activation_epilogues_match_cpu_odd_shapes() {
+/// Epilogue `e` through [`check_matmul`], the check `verify` and `tune`'s parity gate run (seeded
+/// inputs, the outputs poisoned with NaN first, every output against the CPU's product carried
+/// through the epilogue's f64 reference with its derived bound, the padding left zero, C left
+/// untouched where it must be): on every shape of `shapes`, with each transpose training uses
+/// it with (or `trans`), in every layout and block (or each layout's first block: an epilogue
+/// variant is one function every block calls).
+fn check_epilogue(
+    e: Epi,
+    trans: Option<(bool, bool)>,
+    shapes: &[(usize, usize, usize)],
+    every_block: bool,
+    seed: u64,
+) {
     let Some(ctx) = gpu_or_skip() else { return };
-    for (ai, act) in ACTIVATIONS.into_iter().enumerate() {
-        for (si, shape) in epilogue_shapes().into_iter().enumerate() {
-            let key = MatmulKey {
-                act: Act::of(act),
-                ..key(false, false, Mode::Activate)
-            };
-            let case = Case::new(key, shape, 7000 + 100 * ai as u64 + si as u64);
-            let bias = randn(&mut rng(7500 + si as u64), case.n);
-            let mut z = case.cpu_product();
-            cpu::bias_forward(&mut z, &bias);
-            let mut want = z.clone();
-            let mut kept = vec![0.0; z.len()];
-            cpu::activation_forward(&mut want, &mut kept, act);
-            let s = case.abs_products();
-            let g = 2.0 * gamma(case.k);
-            // The reference and bound of check::epilogue, from z (the product's error and the
-            // bias's rounding carried through), against the CPU twin's f32 result.
-            let reference: Vec<(f64, f64)> = (z.iter().enumerate())
-                .map(|(i, &zi)| {
-                    let f = |x| epilogue::Outputs::c(epilogue::act_forward(act, x));
-                    let err = g * s[i] + check::U * zi.abs() as f64;
-                    epilogue::propagate(f, zi as f64, err)[0].expect("C")
-                })
-                .collect();
-            for (i, &(r, b)) in reference.iter().enumerate() {
-                assert!(
-                    (want[i] as f64 - r).abs() <= b,
-                    "{act}: the CPU twin off its reference"
-                );
-            }
-            for block in variants() {
-                let label = format!("{act} {}", case.label(block));
-                let poison = vec![f32::NAN; case.m * case.n];
-                let (got, out) = case.gpu_bias(&ctx, block, 0.0, &poison, None, Some(&bias));
-                assert_within(&label, &got, &want, |i| {
-                    2.0 * reference[i].1 + check::U * reference[i].0.abs()
-                });
-                if act.needs_input() {
-                    assert_within(&format!("{label} AUX_OUT"), &out, &kept, |i| {
-                        g * s[i] + 1e-6 * kept[i].abs() as f64
-                    });
+    let transposes = trans.map_or(e.transposes().to_vec(), |t| vec![t]);
+    for t in transposes {
+        for (si, &dims) in shapes.iter().enumerate() {
+            for layout in Layout::ALL {
+                let blocks = Block::of_layout(layout);
+                let blocks = if every_block {
+                    &blocks[..]
+                } else {
+                    &blocks[..1]
+                };
+                for &block in blocks {
+                    let key = e.key(layout, block, t);
+                    let label = format!("{} {t:?} {layout:?} {block:?} {dims:?}", e.name());
+                    let checked = block_on(check_matmul(&ctx, key, e, dims, seed + si as u64))
+                        .unwrap_or_else(|err| panic!("{label}: {err}"));
+                    assert!(
+                        checked.ratio() <= 1.0,
+                        "{label}: {:.3} of the bound: {}",
+                        checked.ratio(),
+                        checked.failure().unwrap_or_default()
+                    );
                 }
             }
         }
     }
 }
 
-/// The input gradient through each activation (`Mode::ActivationGrad`, `g·wᵀ` as in training),
-/// from the activation's output (AUX), or for GELU its input (AUX_OUT), against
-/// `cpu::activation_backward`.
 #[test]
-fn gpu_activation_gradient_epilogues_match_cpu_odd_shapes() {
-    let Some(ctx) = gpu_or_skip() else { return };
-    for (ai, act) in ACTIVATIONS.into_iter().enumerate() {
-        for (si, shape) in epilogue_shapes().into_iter().enumerate() {
-            let key = MatmulKey {
-                act: Act::of(act),
-                ..key(false, true, Mode::ActivationGrad)
-            };
-            let case = Case::new(key, shape, 8000 + 100 * ai as u64 + si as u64);
-            // What training has there: the activation of a pre-activation (or, for GELU, the
-            // pre-activation itself).
-            let z = randn(&mut rng(8500 + si as u64), case.m * case.n);
-            let mut aux = z.clone();
-            if !act.needs_input() {
-                cpu::activation_forward(&mut aux, &mut [], act);
-            }
-            let mut want = case.cpu_product();
-            cpu::activation_backward(&mut want, &aux, act);
-            let s = case.abs_products();
-            let g = 2.0 * gamma(case.k);
-            let product = case.cpu_product();
-            let reference: Vec<(f64, f64)> = (product.iter().enumerate())
-                .map(|(i, &v)| {
-                    let f = |x| epilogue::Outputs::c(epilogue::act_backward(act, x, aux[i] as f64));
-                    epilogue::propagate(f, v as f64, g * s[i])[0].expect("C")
-                })
-                .collect();
-            for (i, &(r, b)) in reference.iter().enumerate() {
-                assert!(
-                    (want[i] as f64 - r).abs() <= b,
-                    "{act}: the CPU twin off its reference"
-                );
-            }
-            for block in variants() {
-                let label = format!("{act} {}", case.label(block));
-                let poison = vec![f32::NAN; case.m * case.n];
-                let k = block.key(case.key);
-                let (got, _) = match act.needs_input() {
-                    true => case.run(&ctx, k, 0.0, &poison, None, None, Some(&aux)),
-                    false => case.run(&ctx, k, 0.0, &poison, Some(&aux), None, None),
-                };
-                assert_within(&label, &got, &want, |i| {
-                    2.0 * reference[i].1 + check::U * reference[i].0.abs()
-                });
-            }
-        }
+fn gpu_store_matches_cpu_no_transpose_covering_shapes() {
+    check_epilogue(
+        Epi::Store,
+        Some((false, false)),
+        &covering_shapes(),
+        true,
+        100,
+    );
+}
+
+#[test]
+fn gpu_store_matches_cpu_trans_a_covering_shapes() {
+    check_epilogue(
+        Epi::Store,
+        Some((true, false)),
+        &covering_shapes(),
+        true,
+        200,
+    );
+}
+
+#[test]
+fn gpu_store_matches_cpu_trans_b_covering_shapes() {
+    check_epilogue(
+        Epi::Store,
+        Some((false, true)),
+        &covering_shapes(),
+        true,
+        300,
+    );
+}
+
+#[test]
+fn gpu_store_matches_cpu_both_transposed_covering_shapes() {
+    check_epilogue(
+        Epi::Store,
+        Some((true, true)),
+        &covering_shapes(),
+        true,
+        400,
+    );
+}
+
+/// A hidden layer's forward pass (`C = max(A·B + bias, 0)`) and the input gradient through it
+/// (`A·Bᵀ` where the ReLU's output is > 0, exactly 0 elsewhere: a fifth of the outputs are exact
+/// zeros, which must block it).
+#[test]
+fn gpu_relu_forward_and_gradient_match_cpu_covering_shapes() {
+    let relu = Activation::Relu;
+    check_epilogue(Epi::Act(relu), None, &covering_shapes(), true, 500);
+    check_epilogue(Epi::Grad(relu), None, &covering_shapes(), true, 600);
+}
+
+/// The weight gradient fused with the SGD step, in place: `C = C - lr·(Aᵀ·B)`.
+#[test]
+fn gpu_sgd_step_epilogue_matches_cpu_covering_shapes() {
+    let sgd = Epi::Update(Opt::Sgd, Update::default());
+    check_epilogue(sgd, None, &covering_shapes(), true, 700);
+}
+
+/// The output layer fused with the loss: `d = A·B - Y`, `C = s·d` and `AUX_OUT = d²`, or
+/// `C = s·sign(d)` and `AUX_OUT = |d|`; the bias of a forward product (the padding rows left
+/// zero: the weight gradient sums over them); a shared layer's gradient summed (C untouched).
+#[test]
+fn gpu_error_bias_and_sum_epilogues_match_cpu_covering_shapes() {
+    let shapes = covering_shapes();
+    check_epilogue(Epi::SquaredError, None, &shapes, true, 800);
+    check_epilogue(Epi::AbsError, None, &shapes, true, 850);
+    check_epilogue(Epi::Bias, None, &shapes, true, 870);
+    check_epilogue(Epi::Sum, None, &shapes, true, 890);
+}
+
+/// The output layer of a cross-entropy net: the logits, bias added, into AUX_OUT; C is not
+/// written (its poison stays: cross_entropy writes the gradient there).
+#[test]
+fn gpu_logits_epilogue_writes_aux_out_only() {
+    check_epilogue(Epi::Logits, None, &covering_shapes(), true, 9000);
+}
+
+/// Every other activation forward (bias added; GELU also keeps its input in AUX_OUT) and
+/// backward (from the activation's output, or GELU's kept input), in every variant.
+#[test]
+fn gpu_activation_epilogues_match_cpu_odd_shapes() {
+    for (ai, a) in ACTIVATIONS.into_iter().skip(1).enumerate() {
+        let seed = 7000 + 100 * ai as u64;
+        check_epilogue(Epi::Act(a), None, &epilogue_shapes(), true, seed);
+        check_epilogue(Epi::Grad(a), None, &epilogue_shapes(), true, seed + 50);
     }
 }
 
-/// The output layer of a cross-entropy net (`Mode::Logits`): the logits, bias added, into
-/// AUX_OUT; C is not written (its poison stays: cross_entropy writes the gradient there).
+/// Every optimizer step fused into the weight gradient (momentum, Nesterov, Adam, AdamW, each
+/// plain, with weight decay, with a scheduled rate and with both), the moments compared as well
+/// as the weights, on odd shapes in each layout.
 #[test]
-fn gpu_logits_epilogue_writes_aux_out_only() {
-    let Some(ctx) = gpu_or_skip() else { return };
-    for (si, shape) in covering_shapes().into_iter().enumerate() {
-        let case = Case::new(key(false, false, Mode::Logits), shape, 9000 + si as u64);
-        let bias = randn(&mut rng(9500 + si as u64), case.n);
-        let mut want = case.cpu_product();
-        cpu::bias_forward(&mut want, &bias);
-        let s = case.abs_products();
-        let g = 2.0 * gamma(case.k);
-        for block in variants() {
-            let poison = vec![f32::NAN; case.m * case.n];
-            let (c, out) = case.gpu_bias(&ctx, block, 0.0, &poison, None, Some(&bias));
-            assert!(
-                c.iter().all(|v| v.is_nan()),
-                "{}: C written",
-                case.label(block)
-            );
-            assert_within(&case.label(block), &out, &want, |i| {
-                g * s[i] + 1e-6 * want[i].abs() as f64
-            });
-        }
+fn gpu_optimizer_step_epilogues_match_cpu_odd_shapes() {
+    for (i, (o, u)) in steps(false).into_iter().enumerate() {
+        let shapes = [(63, 65, 7), (7, 33, 65), (1, 5, 1001)];
+        check_epilogue(
+            Epi::Update(o, u),
+            None,
+            &shapes,
+            false,
+            9500 + 10 * i as u64,
+        );
+    }
+}
+
+/// The products of the default job (batch 64, 1000 -> 100 -> 10) as training runs them.
+#[test]
+fn gpu_training_products_of_default_job_match_cpu() {
+    let products = [
+        ((false, false), (64, 100, 1000)),
+        ((false, false), (64, 10, 100)),
+        ((false, true), (64, 100, 10)),
+        ((true, false), (100, 10, 64)),
+        ((true, false), (1000, 100, 64)),
+    ];
+    for (i, (t, dims)) in products.into_iter().enumerate() {
+        check_epilogue(Epi::Store, Some(t), &[dims], true, 900 + i as u64);
     }
 }
 
@@ -671,86 +601,6 @@ fn gpu_gradient_sum_epilogues_match_cpu() {
     }
 }
 
-/// Weight gradient fused with the SGD step, in place: `C = C - lr·(Aᵀ·B)`.
-#[test]
-fn gpu_sgd_epilogue_trans_a_updates_c_in_place_like_cpu() {
-    let Some(ctx) = gpu_or_skip() else { return };
-    // Large enough that the product visibly moves C (|lr·v| ~ 0.1·sqrt(k) against |C| ~ 1).
-    let lr = 0.1f32;
-    for (si, shape) in covering_shapes().into_iter().enumerate() {
-        let case = Case::new(key(true, false, Mode::Update), shape, 700 + si as u64);
-        let c_init = randn(&mut rng(7000 + si as u64), case.m * case.n);
-        let mut want = c_init.clone();
-        cpu::matmul(
-            &mut want,
-            &case.a,
-            &case.b,
-            case.m,
-            case.n,
-            case.k,
-            true,
-            false,
-            Epilogue::Sgd(lr),
-        );
-        let s = case.abs_products();
-        let g = 2.0 * gamma(case.k);
-        let lr64 = lr as f64;
-        for block in variants() {
-            let (got, _) = case.gpu(&ctx, block, lr, &c_init, None);
-            // The product's error scaled by lr, plus a few roundings of the multiply and the
-            // subtraction on either side (relative to the operands' size).
-            assert_within(&case.label(block), &got, &want, |i| {
-                lr64 * g * s[i] + 4.0 * U32 * ((c_init[i] as f64).abs() + lr64 * s[i])
-            });
-            // And it must not be a no-op: the update changed C (lr·v is far above C's ulp).
-            let moved = got.iter().zip(&c_init).filter(|(a, b)| a != b).count();
-            assert!(
-                moved * 2 > got.len(),
-                "{}: only {moved} of {} elements of C changed",
-                case.label(block),
-                got.len()
-            );
-        }
-    }
-}
-
-/// Output layer fused with a squared-error loss: `d = A·B - Y; C = s·d; AUX_OUT = d²`, with the
-/// factors of sse (2), half-sse (1) and mse (2/N).
-#[test]
-fn gpu_squared_error_epilogue_matches_cpu_loss_gradient_and_squares() {
-    let Some(ctx) = gpu_or_skip() else { return };
-    for (si, shape) in covering_shapes().into_iter().enumerate() {
-        let case = Case::new(
-            key(false, false, Mode::SquaredError),
-            shape,
-            800 + si as u64,
-        );
-        let y = randn(&mut rng(8000 + si as u64), case.m * case.n);
-        let v = case.cpu_product();
-        let s = case.abs_products();
-        let g = 2.0 * gamma(case.k);
-        // Error of d: the product's, plus one rounding of the subtraction on each side.
-        let ed = |i: usize| g * s[i] + 2.0 * U32 * (s[i] + (y[i] as f64).abs());
-        let loss = [Loss::Sse, Loss::HalfSse, Loss::Mse][si % 3];
-        let coef = loss.grad_coef(case.m, case.n);
-        let mut want_g = vec![f32::NAN; v.len()];
-        let mut want_sq = vec![f32::NAN; v.len()];
-        cpu::loss_forward(&mut want_g, &mut want_sq, &v, &y, case.n, loss);
-        for block in variants() {
-            let poison = vec![f32::NAN; case.m * case.n];
-            let (got_g, got_sq) = case.gpu(&ctx, block, coef, &poison, Some(&y));
-            let label = format!("{} {loss:?}", case.label(block));
-            assert_within(&format!("{label}: C = s·d"), &got_g, &want_g, |i| {
-                coef as f64 * ed(i) * 1.01
-            });
-            assert_within(&format!("{label}: AUX_OUT = d²"), &got_sq, &want_sq, |i| {
-                let d = (want_g[i] as f64 / coef as f64).abs();
-                2.0 * d * ed(i) + ed(i) * ed(i) + 2.0 * U32 * d * d
-            });
-        }
-    }
-}
-
 /// Output layer fused with the L1 loss: `d = A·B - Y; C = s·sign(d); AUX_OUT = |d|`, including
 /// `sign(0) = 0` where the prediction equals the target exactly.
 #[test]
@@ -807,37 +657,6 @@ fn gpu_abs_error_epilogue_matches_cpu_sign_gradient_and_magnitudes() {
                     "{label}: sign(0) must be 0"
                 );
             }
-        }
-    }
-}
-
-/// Forward products with a bias: `C = act(A·B + bias)` on the real rows, for ReLU and for the
-/// plain (linear net) store, and the padding rows left zero (the weight gradient sums over them).
-#[test]
-fn gpu_bias_epilogue_matches_cpu_and_keeps_padding_rows_zero() {
-    let Some(ctx) = gpu_or_skip() else { return };
-    for (si, shape) in covering_shapes().into_iter().enumerate() {
-        let mode = if si % 2 == 0 {
-            Mode::Activate
-        } else {
-            Mode::Store
-        };
-        let case = Case::new(key(false, false, mode), shape, 700 + si as u64);
-        let bias = randn(&mut rng(7000 + si as u64), case.n);
-        let mut want = case.cpu_product();
-        cpu::bias_forward(&mut want, &bias);
-        if mode == Mode::Activate {
-            cpu::activation_forward(&mut want, &mut [], Activation::Relu);
-        }
-        let s = case.abs_products();
-        let g = 2.0 * gamma(case.k);
-        for block in variants() {
-            let poison = vec![f32::NAN; case.m * case.n];
-            let (got, _) = case.gpu_bias(&ctx, block, 0.0, &poison, None, Some(&bias));
-            let label = format!("{} with bias", case.label(block));
-            assert_within(&label, &got, &want, |i| {
-                g * s[i] + 2.0 * U32 * (s[i] + (bias[i % case.n] as f64).abs())
-            });
         }
     }
 }
@@ -963,30 +782,6 @@ fn gpu_bias_gradient_sums_match_cpu_bit_for_bit() {
         .unwrap();
         let want: Vec<f32> = b.iter().zip(&added).map(|(b, a)| b - lr * a).collect();
         assert_eq!(bits(&got_b), bits(&want), "{label}: b -= lr·(sum + db)");
-    }
-}
-
-/// The products of the default job (batch 64, 1000 -> 100 -> 10) in the modes training uses them.
-#[test]
-fn gpu_training_products_of_default_job_match_cpu() {
-    let Some(ctx) = gpu_or_skip() else { return };
-    let cases = [
-        (key(false, false, Mode::Store), (64, 100, 1000)),
-        (key(false, false, Mode::Store), (64, 10, 100)),
-        (key(false, true, Mode::Store), (64, 100, 10)),
-        (key(true, false, Mode::Store), (100, 10, 64)),
-        (key(true, false, Mode::Store), (1000, 100, 64)),
-    ];
-    for (ci, (k, shape)) in cases.into_iter().enumerate() {
-        let case = Case::new(k, shape, 900 + ci as u64);
-        let want = case.cpu_product();
-        let s = case.abs_products();
-        let g = 2.0 * gamma(case.k);
-        for block in variants() {
-            let poison = vec![f32::NAN; case.m * case.n];
-            let (got, _) = case.gpu(&ctx, block, 0.0, &poison, None);
-            assert_within(&case.label(block), &got, &want, |i| g * s[i]);
-        }
     }
 }
 
@@ -1153,61 +948,25 @@ proptest! {
     // A failure prints the case (shape, variant, activation, seed) it shrank to.
     #![proptest_config(ProptestConfig::with_cases(48))]
 
-    /// The matmul kernel against the CPU on random shapes, layouts, blocks, transposes and
-    /// epilogues (a plain product, or a hidden layer's forward pass through a random activation
-    /// with or without a bias), its output poisoned with NaN first.
+    /// The matmul kernel against the CPU on random shapes, layouts, blocks and epilogues (each
+    /// with a transpose training uses it with), through [`check_matmul`].
     #[test]
     fn gpu_matmul_matches_cpu_on_random_cases(
         (m, n, k) in (dimension(), dimension(), dimension()),
         variant in 0usize..64,
+        epilogue in 0usize..64,
         transposes in 0usize..4,
-        epilogue in 0usize..(ACTIVATIONS.len() + 2),
-        with_bias: bool,
         seed: u64,
     ) {
         let Some(ctx) = gpu_or_skip() else { return Ok(()) };
         let all: Vec<Variant> = variants().collect();
-        let block = all[variant % all.len()];
-        let act = match epilogue {
-            0 => None,
-            1 => Some(Activation::Relu),
-            e => Some(ACTIVATIONS[e - 2]),
-        };
-        let case = match act {
-            None => {
-                let (ta, tb) = (transposes & 1 == 1, transposes & 2 == 2);
-                Case::new(key(ta, tb, Mode::Store), (m, n, k), seed)
-            }
-            Some(act) => {
-                let key = MatmulKey { act: Act::of(act), ..key(false, false, Mode::Activate) };
-                Case::new(key, (m, n, k), seed)
-            }
-        };
-        let s = case.abs_products();
-        let g = 2.0 * gamma(k);
-        let mut want = case.cpu_product();
-        let bias = (with_bias && act.is_some()).then(|| randn(&mut rng(seed ^ 1), n));
-        if let Some(b) = &bias {
-            cpu::bias_forward(&mut want, b);
-        }
-        // check::epilogue's bound: the product's error and the bias's rounding through the
-        // activation, plus its slack.
-        let bound: Vec<f64> = (want.iter().enumerate())
-            .map(|(i, &z)| {
-                let a = act.unwrap_or(Activation::None);
-                let f = |x| epilogue::Outputs::c(epilogue::act_forward(a, x));
-                let err = g * s[i] + check::U * z.abs() as f64;
-                let (r, b) = epilogue::propagate(f, z as f64, err)[0].expect("C");
-                2.0 * b + check::U * r.abs()
-            })
-            .collect();
-        if let Some(act) = act {
-            let mut kept = vec![0.0; want.len()];
-            cpu::activation_forward(&mut want, &mut kept, act);
-        }
-        let label = format!("{act:?} bias={} {}", bias.is_some(), case.label(block));
-        let poison = vec![f32::NAN; m * n];
-        let (got, _) = case.gpu_bias(&ctx, block, 0.0, &poison, None, bias.as_deref());
-        assert_within(&label, &got, &want, |i| bound[i]);
+        let v = all[variant % all.len()];
+        let epis = Epi::all(false);
+        let e = epis[epilogue % epis.len()];
+        let t = e.transposes()[transposes % e.transposes().len()];
+        let label = format!("{} {t:?} {:?} {:?} {:?} seed {seed}", e.name(), v.layout, v.block, (m, n, k));
+        let checked = block_on(check_matmul(&ctx, e.key(v.layout, v.block, t), e, (m, n, k), seed))
+            .unwrap_or_else(|err| panic!("{label}: {err}"));
+        prop_assert!(checked.ratio() <= 1.0, "{label}: {}", checked.failure().unwrap_or_default());
     }
 }

@@ -44,32 +44,20 @@ pub struct Parity {
 }
 
 impl Parity {
-    /// Compare `got` with `want`, scaled elementwise by `scale` (`|A|·|B|`), for depth `k`.
+    /// Compare `got` with `want`, scaled elementwise by `scale` (`|A|·|B|`), for depth `k`
+    /// ([`crate::check::matmul::product_ratio`]).
     pub fn of(got: &[f32], want: &[f32], scale: &[f32], k: usize) -> Self {
+        Parity::of_ratio(crate::check::matmul::product_ratio(got, want, scale, k), k)
+    }
+
+    /// A check whose worst element is `ratio` of its bound `2γ_k·|A|·|B|` (infinite: a NaN, a
+    /// wrong length, non-zero padding).
+    pub fn of_ratio(ratio: f64, k: usize) -> Self {
         let tolerance = crate::check::two_gamma(k);
-        let mut error = if got.len() == want.len() {
-            0.0f64
-        } else {
-            f64::INFINITY
-        };
-        for ((&g, &w), &s) in got.iter().zip(want).zip(scale) {
-            let d = (g as f64 - w as f64).abs();
-            let e = if d == 0.0 {
-                0.0
-            } else {
-                d / (s as f64).max(f64::MIN_POSITIVE)
-            };
-            // NaN (an unwritten, poisoned element) fails.
-            error = if e.is_nan() {
-                f64::INFINITY
-            } else {
-                error.max(e)
-            };
-        }
         Parity {
-            error,
+            error: ratio * tolerance,
             tolerance,
-            passed: error <= tolerance,
+            passed: ratio <= 1.0,
         }
     }
 }

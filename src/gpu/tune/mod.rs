@@ -7,7 +7,7 @@
 //! with a warning: a stale choice can only be slow, never wrong (every variant computes the same
 //! product), but it must not be trusted silently.
 
-use super::kernels::{Acc, Act, Block, MatmulKey, Mode, Opt, Sources, Update};
+use super::kernels::{Block, MatmulKey, Sources};
 use super::layout::Layout;
 use super::GpuContext;
 use crate::error::{Error, Result};

@@ -2,6 +2,7 @@
 //! ones that pass timed, the fastest kept; and the faster layout for a job.
 
 use super::*;
+use crate::check::matmul::{check_matmul, store_key, Epi};
 
 /// Choose among `candidates`: each is checked first (`check`), only those that pass are timed
 /// (`time`, seconds per product of each sample), and the fastest median is the choice, unless
@@ -60,96 +61,18 @@ pub async fn search(
     Ok((choice, measured))
 }
 
-/// Standard-normal inputs of a product, seeded.
-pub fn random_inputs(
-    key: MatmulKey,
-    (m, n, k): (usize, usize, usize),
-    seed: u64,
-) -> (Vec<f32>, Vec<f32>) {
-    use rand::SeedableRng;
-    use rand_distr::Distribution;
-    let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let ((ar, ac), (br, bc)) = key.stored_shapes((m, n, k));
-    let normal = rand_distr::StandardNormal;
-    let mut draw = |len: usize| -> Vec<f32> { (0..len).map(|_| normal.sample(&mut r)).collect() };
-    let a = draw(ar * ac);
-    let b = draw(br * bc);
-    (a, b)
-}
-
-/// The CPU's product of `a` and `b` (stored as `key`'s transposes say) and `|A|·|B|`, the scale
-/// [`Parity::of`] needs.
-pub fn cpu_reference(
-    key: MatmulKey,
-    a: &[f32],
-    b: &[f32],
-    (m, n, k): (usize, usize, usize),
-) -> (Vec<f32>, Vec<f32>) {
-    let mut want = vec![0.0; m * n];
-    crate::cpu::matmul(
-        &mut want,
-        a,
-        b,
-        m,
-        n,
-        k,
-        key.trans_a,
-        key.trans_b,
-        crate::cpu::Epilogue::Store,
-    );
-    let (aa, ba): (Vec<f32>, Vec<f32>) = (
-        a.iter().map(|v| v.abs()).collect(),
-        b.iter().map(|v| v.abs()).collect(),
-    );
-    let mut scale = vec![0.0; m * n];
-    crate::cpu::matmul(
-        &mut scale,
-        &aa,
-        &ba,
-        m,
-        n,
-        k,
-        key.trans_a,
-        key.trans_b,
-        crate::cpu::Epilogue::Store,
-    );
-    (want, scale)
-}
-
-/// A plain product (`Mode::Store`) of a variant in `layout`.
-pub fn store_key(layout: Layout, trans_a: bool, trans_b: bool, block: Block) -> MatmulKey {
-    MatmulKey {
-        layout,
-        trans_a,
-        trans_b,
-        mode: Mode::Store,
-        block,
-        bias: false,
-        opt: Opt::Sgd,
-        update: Update::default(),
-        acc: Acc::default(),
-        act: Act::default(),
-    }
-}
-
-/// Check one variant against the CPU on fresh random inputs, its output poisoned first.
+/// Check one variant against the CPU: the plain product's [`check_matmul`] (fresh random
+/// inputs, the output poisoned first, `2γ_k·|A|·|B|` per element, the padding left zero), as
+/// `verify` and the kernel tests check it, recorded as a [`Parity`].
 pub async fn check_variant(
     ctx: &GpuContext,
     key: MatmulKey,
     dims: (usize, usize, usize),
 ) -> Result<Parity> {
     let (m, n, k) = dims;
-    let (a, b) = random_inputs(key, dims, (m * 31 + n * 17 + k) as u64);
-    let (want, scale) = cpu_reference(key, &a, &b, dims);
-    let poison = vec![f32::NAN; m * n];
-    let inputs = crate::gpu::MatmulInputs::new(&poison);
-    let out = crate::gpu::run_matmul(ctx, key, &a, &b, dims, inputs).await?;
-    let mut p = Parity::of(&out.c, &want, &scale, k);
-    if !out.padding_zero {
-        p.passed = false;
-        p.error = f64::INFINITY;
-    }
-    Ok(p)
+    let seed = (m * 31 + n * 17 + k) as u64;
+    let checked = check_matmul(ctx, key, Epi::Store, dims, seed).await?;
+    Ok(Parity::of_ratio(checked.ratio(), k))
 }
 
 /// Seconds per product of one variant: the median of `samples` timings of as many back-to-back
