@@ -6,7 +6,8 @@
 use super::*;
 
 /// A few epochs of a small net with biases for each optimizer and loss, each optimizer with
-/// weight decay, each activation, a learning-rate schedule with weight decay, and mini-batches.
+/// weight decay, each activation, a learning-rate schedule with weight decay, mini-batches and a
+/// dynamic-depth net.
 /// Each epoch starts the CPU from the GPU's state; the GPU's weights, biases and optimizer state
 /// after it must be within twice the radius [`crate::check::train_step::epoch`] derives for each
 /// element of the CPU's (each run within one radius of the f64 reference), and its loss within
@@ -118,6 +119,20 @@ pub(super) async fn training_checks(
         };
         jobs.push(("train/momentum/mse/schedule+decay".to_string(), job));
     }
+    // A dynamic-depth net: the shared layer run 0 to 3 times a step, its gradient summed over
+    // its uses (the sum epilogues), its own step counters for Adam.
+    if let Ok(dynamic) = crate::job::preset("dynamic") {
+        let job = Job {
+            layers: vec![23, 13, 13, 5],
+            batch: base.batch,
+            epochs: base.epochs,
+            lr: 1e-2,
+            log_every: 0,
+            optimizer: adam,
+            ..dynamic
+        };
+        jobs.push(("train/adam/sse/dynamic".to_string(), job));
+    }
     // Mini-batches: the rows gathered from the resident dataset in a seeded order each epoch,
     // the last batch short (the gather kernel).
     let job = Job {
@@ -130,7 +145,7 @@ pub(super) async fn training_checks(
         if suite.stopped() {
             return;
         }
-        let shape = "9x[23,13,5]".to_string();
+        let shape = format!("{}x{:?}", job.batch, job.layers).replace(' ', "");
         let outcome = train_check(ctx, layout, &job).await;
         suite.record(
             kernel,

@@ -54,6 +54,7 @@ fn verify_quick_passes_and_covers_every_kernel_family() {
         "train/adam/sse",
         "train/sgd/l1",
         "train/sgd/sse/mini-batches",
+        "train/adam/sse/dynamic",
     ]
     .map(String::from)
     .into();
