@@ -83,3 +83,10 @@ pub fn cross_entropy_loss_bound(z: &[f32], y: &[f32], cols: usize, scale: f32, l
     }
     scale.abs() as f64 * sum + 1e-5 * (loss as f64).abs()
 }
+
+/// A ratio read back: null (what serde_json writes for an infinite one) is infinite.
+pub fn null_as_infinity<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<f64, D::Error> {
+    Ok(<Option<f64> as serde::Deserialize>::deserialize(d)?.unwrap_or(f64::INFINITY))
+}

@@ -122,7 +122,9 @@ pub struct Check {
     pub layout: String,
     /// `MxNxK` for products, `RxC` for the others, the net for training.
     pub shape: String,
-    /// The worst `|gpu - cpu| / bound` over the elements (infinite for NaN or a wrong length).
+    /// The worst `|gpu - cpu| / bound` over the elements (infinite for NaN, a wrong length or
+    /// a failure the note names; JSON has no infinity: null).
+    #[serde(deserialize_with = "crate::check::null_as_infinity")]
     pub ratio: f64,
     /// What the bound is.
     pub bound: String,

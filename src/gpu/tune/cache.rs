@@ -38,6 +38,8 @@ impl AdapterId {
 /// products allows (`2·γ_k`, γ_k = k·u/(1 - k·u)).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Parity {
+    /// Infinite (null in JSON) where an element was NaN or the padding was written.
+    #[serde(deserialize_with = "crate::check::null_as_infinity")]
     pub error: f64,
     pub tolerance: f64,
     pub passed: bool,

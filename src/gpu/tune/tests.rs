@@ -239,3 +239,15 @@ fn merge_replaces_the_same_shapes_and_keeps_the_measured_layout() {
     let newer = merge(id(), Some(new), &[], Some(choice(Layout::Texels)));
     assert_eq!(Table::of_file(&newer).layout, Some(Layout::Texels));
 }
+
+/// A failed check's infinite error is written as JSON's null and read back infinite (a cache or
+/// a bench result holding one stays readable).
+#[test]
+fn an_infinite_parity_round_trips_through_json() {
+    let p = Parity::of_ratio(f64::INFINITY, 10);
+    let text = serde_json::to_string(&p).unwrap();
+    assert!(text.contains("null"), "{text}");
+    let back: Parity = serde_json::from_str(&text).unwrap();
+    assert_eq!(back.error, f64::INFINITY);
+    assert!(!back.passed);
+}
