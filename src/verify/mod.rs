@@ -36,6 +36,7 @@ use std::sync::Arc;
 mod kernels;
 mod training;
 
+use crate::check::cross_entropy::check_cross_entropy;
 use crate::check::matmul::*;
 pub use crate::check::worst_ratio;
 use kernels::*;
