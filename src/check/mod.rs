@@ -1,6 +1,7 @@
 //! Error bounds of GPU results against the CPU reference, derived from the precision WGSL states
 //! for each operation; one home for them, used by `verify` and the kernel tests alike.
 
+pub mod bias_update;
 pub mod cross_entropy;
 pub mod epilogue;
 pub mod matmul;

@@ -52,7 +52,7 @@ pub use backend::GpuBackend;
 #[cfg(not(target_arch = "wasm32"))]
 pub use context::list_adapters;
 pub use context::{AdapterEntry, DeviceChoice, GpuContext, GpuOptions, LimitsChoice, Timestamps};
-pub use kernels::bias_update::{run_bias, run_bias_sum, run_bias_update, BiasRun};
+pub use kernels::bias_update::{run_bias, run_bias_sum, BiasRun};
 pub use kernels::cross_entropy::run_cross_entropy;
 pub use kernels::loss_reduce::{run_advance, run_loss_reduce};
 pub use kernels::matmul::{run_matmul, time_matmul, MatmulInputs, MatmulOutput};

@@ -2,6 +2,7 @@
 //! `loss_reduce`, `cross_entropy`, each on awkward shapes with its output poisoned first.
 
 use super::*;
+use crate::check::bias_update::check_bias_update;
 
 /// Shapes `(m, n, k)` in which 1, 7, 63, 64, 65, 100, 1000 and 1001 each appear as M, as N and as
 /// K (as in tests/library/kernels.rs), plus a few around the 4-, 8- and 16-wide blocks; `--quick` takes a
@@ -99,54 +100,14 @@ pub(super) async fn bias_checks(
             if suite.stopped() {
                 return;
             }
-            let mut r = seeded((rows * 10_000 + cols) as u64 ^ (vi as u64) << 32);
-            let g = Matrix::randn(rows, cols, &mut r).data;
-            let b = &Matrix::randn(1, cols, &mut r).data[..];
-            let mut db = b.to_vec();
-            cpu::bias_update(&mut db, &g, Epilogue::Store);
+            let seed = (rows * 10_000 + cols) as u64 ^ (vi as u64) << 32;
             let shape = format!("{rows}x{cols}");
-            let (opt, update) = variant.unwrap_or_default();
-            let state = step_state(opt, (1, cols), &mut r);
-            let run = BiasRun {
-                lr: BASE_LR,
-                store: variant.is_none(),
-                opt,
-                update,
-                state: variant.is_some().then_some(&state),
-                ..BiasRun::default()
-            };
             let kernel = match variant {
                 None => "bias_update/store".to_string(),
                 Some((o, u)) => format!("bias_update/{}", step_name(o, u)),
             };
-            let outcome =
-                run_bias(ctx, layout, &g, (rows, cols), b, run)
-                    .await
-                    .map(|(got, _, moments)| {
-                        let ratio = match variant {
-                            None => {
-                                let want: Vec<f64> = db.iter().map(|&x| x as f64).collect();
-                                worst_ratio(&got, &want, &vec![f64::MIN_POSITIVE; cols])
-                            }
-                            Some((o, u)) => {
-                                // The sums are the CPU's bits: the step's slack alone.
-                                let extra = Extra {
-                                    aux: b.to_vec(),
-                                    bias: Vec::new(),
-                                    coef: 0.0,
-                                    state: state.clone(),
-                                };
-                                let wanted =
-                                    expected(Epi::Update(o, u), &db, &vec![0.0; cols], &extra);
-                                let mut got = vec![got, Vec::new()];
-                                got.extend(moments);
-                                (compare(got, wanted).iter())
-                                    .map(Compared::ratio)
-                                    .fold(0.0, f64::max)
-                            }
-                        };
-                        (ratio, None)
-                    });
+            let outcome = (check_bias_update(ctx, layout, (rows, cols), variant, seed).await)
+                .map(|ratio| (ratio, None));
             let bound = if variant.is_none() {
                 "bit-exact"
             } else {

@@ -112,34 +112,9 @@ pub(crate) fn bias_update_dispatch(
     }
 }
 
-/// Run `bias_update` once on a `[rows, cols]` output gradient `g` (row-major, unpadded; padded
-/// with NaN, which the kernel must not read) and a bias `b` (`[cols]`): the SGD step with `lr`, or
-/// (`store`) the gradient alone into a NaN-poisoned buffer. Returns the new `[cols]` values.
-pub async fn run_bias_update(
-    ctx: &GpuContext,
-    layout: Layout,
-    g: &[f32],
-    (rows, cols): (usize, usize),
-    b: &[f32],
-    lr: f32,
-    store: bool,
-) -> Result<Vec<f32>> {
-    run_bias_sum(
-        ctx,
-        layout,
-        g,
-        (rows, cols),
-        b,
-        (lr, store),
-        Acc::default(),
-        None,
-    )
-    .await
-    .map(|(b, _)| b)
-}
-
-/// [`run_bias_update`] summing a shared layer's gradient by `acc`, with the sum so far `sum`
-/// (`[cols]`; NaN-poisoned without it). Returns the bias and the sum after the kernel.
+/// [`run_bias`] summing a shared layer's gradient by `acc`, with the sum so far `sum` (`[cols]`;
+/// NaN-poisoned without it), at a constant rate `lr` (or, `store`, the gradient alone). Returns
+/// the bias and the sum after the kernel.
 #[allow(clippy::too_many_arguments)]
 pub async fn run_bias_sum(
     ctx: &GpuContext,
