@@ -475,13 +475,15 @@ pub async fn follow(
         let reference = epoch(job, &start, x, y, e);
         let (g, w) = (got.run_async(1).await?, want.run_async(1).await?);
         let loss = super::worst_ratio(&g, &[w[0] as f64], &[super::trajectory_tol(w[0])]);
-        if loss > worst.0 {
-            worst = (loss, format!("epoch {e}: loss {:e}, want {:e}", g[0], w[0]));
-        }
         let end = got.state_async().await?;
         let (r, at) = compare(&end, &want.state_async().await?, &reference);
-        if r > worst.0 {
-            worst = (r, format!("epoch {e}: {at}"));
+        // The worst ratio; where: the worst until something fails, then the first failure
+        // (what follows starts from a wrong state).
+        for (ratio, at) in [(loss, format!("loss {:e}, want {:e}", g[0], w[0])), (r, at)] {
+            if worst.0 <= 1.0 && (ratio > worst.0 || worst.1.is_empty()) {
+                worst.1 = format!("epoch {e}: {at}");
+            }
+            worst.0 = worst.0.max(ratio);
         }
         start = end;
     }

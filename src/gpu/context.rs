@@ -296,6 +296,27 @@ impl GpuContext {
         })
     }
 
+    /// This device with its storage bindings held to at most `bytes`: a batch whose matrices
+    /// exceed it is bound in bands of rows in the buffer layout, as on an adapter with that
+    /// limit (its own kernel cache; the device, queue and error sink shared). `verify` checks the
+    /// bands this way on any adapter.
+    pub fn with_binding_limit(&self, bytes: u64) -> Arc<GpuContext> {
+        let mut limits = self.limits.clone();
+        limits.max_storage_buffer_binding_size = limits.max_storage_buffer_binding_size.min(bytes);
+        Arc::new(GpuContext {
+            device: self.device.clone(),
+            queue: self.queue.clone(),
+            info: self.info.clone(),
+            limits,
+            kernels: self.kernels.fresh(&self.device),
+            tuning: self.tuning.clone(),
+            self_tuned: None,
+            limits_choice: self.limits_choice,
+            plan_type: self.plan_type,
+            errors: self.errors.clone(),
+        })
+    }
+
     /// This adapter, opened, as every output describes it: with `layout`, the limits requested,
     /// how kernels are timed and the tuned shapes.
     pub fn describe(&self, layout: Layout) -> crate::backend::DeviceInfo {

@@ -340,11 +340,6 @@ pub struct Banded {
 }
 
 impl Banded {
-    /// Zeros.
-    pub(crate) fn new(ctx: &GpuContext, label: &str, rows: usize, cols: usize) -> Result<Self> {
-        Self::with_copies(ctx, label, rows, cols, 1)
-    }
-
     /// Zeros, `copies` matrices in each band's buffer.
     pub(crate) fn with_copies(
         ctx: &GpuContext,
@@ -353,9 +348,24 @@ impl Banded {
         cols: usize,
         copies: usize,
     ) -> Result<Self> {
+        Self::banded_as(ctx, label, rows, cols, copies, copies)
+    }
+
+    /// Zeros, `copies` matrices in each band's buffer, in bands of as many rows as a buffer of
+    /// `band_copies` (at least `copies`) would have: banded alike with such a buffer that the
+    /// same product binds (a gradient summed beside Adam's two moments), as a kernel indexes
+    /// every per-element buffer of a band from the same first row.
+    pub(crate) fn banded_as(
+        ctx: &GpuContext,
+        label: &str,
+        rows: usize,
+        cols: usize,
+        copies: usize,
+        band_copies: usize,
+    ) -> Result<Self> {
         let l = &ctx.limits;
         let limit = l.max_storage_buffer_binding_size.min(l.max_buffer_size);
-        let row_bytes = (pad4(cols) * 4 * copies) as u64;
+        let row_bytes = (pad4(cols) * 4 * copies.max(band_copies)) as u64;
         let fit = ((limit / row_bytes) as usize / 4) * 4;
         if fit == 0 {
             let which = if l.max_storage_buffer_binding_size <= l.max_buffer_size {

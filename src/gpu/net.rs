@@ -249,8 +249,10 @@ impl Net {
         let band_sum_w = (0..depth)
             .map(|l| {
                 let label = format!("w{} gradient summed over the bands", l + 1);
+                // Banded alike with the optimizer's state it is bound beside.
+                let alike = opt.state_buffers();
                 (own_sum(l))
-                    .then(|| Banded::new(ctx, &label, d[l], d[l + 1]))
+                    .then(|| Banded::banded_as(ctx, &label, d[l], d[l + 1], 1, alike))
                     .transpose()
             })
             .collect::<Result<Vec<_>>>()?;
@@ -264,11 +266,13 @@ impl Net {
             .collect::<Result<Vec<_>>>()?;
         let (sum_w, sum_b) = match job.shared_layer() {
             Some(s) => (
-                Some(Banded::new(
+                Some(Banded::banded_as(
                     ctx,
                     "shared weight gradient sum",
                     d[s],
                     d[s + 1],
+                    1,
+                    opt.state_buffers(),
                 )?),
                 match job.bias {
                     true => Some(vector(

@@ -141,7 +141,31 @@ pub(super) async fn training_checks(
         ..base.clone()
     };
     jobs.push(("train/sgd/sse/mini-batches".to_string(), job));
-    for (kernel, job) in jobs {
+    // Past one storage binding (held to 32 KiB here): the batch's matrices bound in bands of
+    // rows, each product and the cross-entropy once per band, the gradients summed over the
+    // bands, with GELU's kept input and a schedule; and w1's Adam moments (72x72, two copies)
+    // split into bands of rows, its step one dispatch per band (the kernels' band offsets).
+    let banded = (layout == Layout::Buffer).then(|| {
+        let job = Job {
+            layers: vec![72, 72, 7],
+            batch: 300,
+            epochs: 3,
+            lr: 1e-2,
+            loss: Loss::CrossEntropy,
+            activation: Activation::Gelu,
+            optimizer: adam,
+            lr_schedule: crate::schedule::LrSchedule::parse(Some("step:2:0.5"), None)
+                .unwrap_or_default(),
+            ..base.clone()
+        };
+        ("train/adam/cross-entropy/banded".to_string(), job)
+    });
+    let banded_ctx = banded.as_ref().map(|_| ctx.with_binding_limit(32 << 10));
+    for (kernel, job) in jobs.into_iter().chain(banded) {
+        let ctx = match &banded_ctx {
+            Some(banded) if kernel.ends_with("/banded") => banded,
+            _ => ctx,
+        };
         if suite.stopped() {
             return;
         }

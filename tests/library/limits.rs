@@ -174,6 +174,37 @@ fn a_batch_past_one_storage_binding_is_banded_in_the_buffer_layout() {
                 ..Job::default()
             },
         ),
+        // Adam's moments of w1 (72x72, two copies) past the binding: split into bands of
+        // rows, the step one dispatch per band; with the batch within one binding, then past it
+        // too (the gradient summed over the batch's bands, then stepped band by band).
+        (
+            32 << 10,
+            Job {
+                layers: vec![72, 72, 7],
+                batch: 40,
+                epochs: 3,
+                lr: 1e-2,
+                bias: true,
+                init_scheme: InitScheme::Torch,
+                optimizer: adam,
+                log_every: 0,
+                ..Job::default()
+            },
+        ),
+        (
+            32 << 10,
+            Job {
+                layers: vec![72, 72, 7],
+                batch: 300,
+                epochs: 3,
+                lr: 1e-2,
+                bias: true,
+                init_scheme: InitScheme::Torch,
+                optimizer: adam,
+                log_every: 0,
+                ..Job::default()
+            },
+        ),
         (
             32 << 10,
             Job {
@@ -182,6 +213,8 @@ fn a_batch_past_one_storage_binding_is_banded_in_the_buffer_layout() {
                 epochs: 6,
                 log_every: 0,
                 lr: 1e-4,
+                // Adam: the shared weight's two moments banded, its gradient sum banded alike.
+                optimizer: adam,
                 ..job::preset("dynamic").unwrap()
             },
         ),

@@ -106,6 +106,12 @@ MUTANTS = [
      "return textureLoad(b, vec2<u32>(q, row));", "return textureLoad(b, vec2<u32>(q, row)) * 1.001;"),
     ("texels-k-extent-of-width", "layout/texels", "layout/texels/matmul.wgsl",
      "return 4u * max(d.x, d.y);", "return 4u * d.x;"),
+    # Bands (the buffer layout past one storage binding): only verify's banded training run has
+    # row0 > 0, so only it can kill these.
+    ("band-offset-ignored", "epilogue", "matmul.wgsl",
+     "let i = (row - params.row0) * (params.n / 4u) + c4;", "let i = row * (params.n / 4u) + c4;"),
+    ("band-first-row-ignored-8x8", "matmul", "matmul.wgsl",
+     "let r = params.row0 + gid.y * 8u;", "let r = gid.y * 8u;"),
     # activation.wgsl
     ("tanh-series-sign", "activation", "activation.wgsl",
      "x2 - 17.0 / 315.0)", "x2 + 17.0 / 315.0)"),

@@ -379,6 +379,11 @@ pub struct Kernels {
 impl Kernels {
     /// The kernels of every layout the adapter can run: `missing[layout]` is None, or what the
     /// adapter lacks for it.
+    /// A fresh cache of the same kernels (the same sources, checks and layouts) on `device`.
+    pub fn fresh(&self, device: &wgpu::Device) -> Self {
+        Kernels::new(device, self.checks, self.missing.clone(), self.sources)
+    }
+
     pub fn new(
         device: &wgpu::Device,
         checks: Checks,

@@ -148,7 +148,7 @@ impl Entry {
 }
 
 /// The tuned variants of one adapter, by shape.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Table {
     entries: HashMap<Shape, Block>,
     /// The measured layout choice, if any.

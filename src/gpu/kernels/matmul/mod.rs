@@ -392,6 +392,13 @@ pub(crate) fn matmul_dispatch(
         .chain(bind.opt.into_iter().flat_map(|o| o.state))
         .next();
     let bands = banded.map_or(vec![(0, m)], |b| b.bands());
+    debug_assert!(
+        (bind.aux_out.into_iter())
+            .chain(bind.opt.into_iter().flat_map(|o| o.state))
+            .all(|b| b.bands() == bands),
+        "{:?}: per-element buffers banded unlike",
+        key.mode
+    );
     let (tile_rows, tile_cols) = key.block.tile();
     let pipeline = ctx.kernels.matmul(&ctx.device, key);
     let split = key.block == Block::SplitK;
