@@ -69,7 +69,8 @@ pub fn log_error(s: f64) -> f64 {
 /// (3 + 2|x|) ulp (WGSL), weighted by its share of `s`, and the sum's `cols·u`; times the row's
 /// `Σ y`. On top, 1e-5 relative for the host's own rounding and the reduction's order (a few
 /// ulps per row). A wrong row or a dropped term (`m - z_j`, `log s`) is off by orders more; a
-/// missing max is not (log-sum-exp is the same without it until exp overflows), as before.
+/// missing max shows only where exp under- or overflows without it (the checks shift rows of
+/// logits by ±100 for that).
 pub fn cross_entropy_loss_bound(z: &[f32], y: &[f32], cols: usize, scale: f32, loss: f32) -> f64 {
     let mut sum = 0.0f64;
     for (z, y) in z.chunks(cols).zip(y.chunks(cols)) {

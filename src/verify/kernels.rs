@@ -317,8 +317,10 @@ pub(super) async fn cross_entropy_checks(
             return;
         }
         let mut r = seeded((rows * 11 + cols) as u64);
-        let z: Vec<f32> = (Matrix::randn(rows, cols, &mut r).data.iter())
-            .map(|v| 8.0 * v)
+        // Logits spread widely, each row shifted by -100, 0 or +100 (softmax does not move):
+        // exp of a shifted logit under- or overflows f32 unless the row's max is taken out.
+        let z: Vec<f32> = (Matrix::randn(rows, cols, &mut r).data.iter().enumerate())
+            .map(|(i, v)| 8.0 * v + 100.0 * ((i / cols) % 3) as f32 - 100.0)
             .collect();
         // Class targets, and on every other shape soft ones whose rows do not sum to 1 (the
         // gradient's Σy term shows only there).

@@ -1,7 +1,7 @@
 //! `gpu-train verify` end to end: the quick suite passes on this machine's adapter and covers
 //! every kernel family; a wrong kernel (a copy of the shaders, edited, through
 //! GPU_TRAIN_SHADER_DIR) makes it fail, naming that kernel and shape and nothing else; bad input
-//! exits 2. tests/mutants/run.py does the same for 77 named mutations.
+//! exits 2. tests/mutants/run.py does the same for 78 named mutations.
 
 use crate::common;
 
