@@ -300,6 +300,7 @@ impl GpuContext {
     /// exceed it is bound in bands of rows in the buffer layout, as on an adapter with that
     /// limit (its own kernel cache; the device, queue and error sink shared). `verify` checks the
     /// bands this way on any adapter.
+    #[cfg_attr(target_arch = "wasm32", allow(clippy::arc_with_non_send_sync))]
     pub fn with_binding_limit(&self, bytes: u64) -> Arc<GpuContext> {
         let mut limits = self.limits.clone();
         limits.max_storage_buffer_binding_size = limits.max_storage_buffer_binding_size.min(bytes);
