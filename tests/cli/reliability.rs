@@ -134,6 +134,22 @@ fn a_run_past_the_cap_thins_the_summary_and_keeps_every_epoch_in_the_csv() {
     assert_eq!((json.loss_stride, &json.loss), (stride, &losses));
 }
 
+/// [`adam_job`] on the command line, on the CPU, quiet.
+const ADAM_FLAGS: &[&str] = &[
+    "--device",
+    "cpu",
+    "--layers",
+    "3,5,2",
+    "--batch",
+    "4",
+    "--bias",
+    "--optimizer",
+    "adam",
+    "--lr",
+    "1e-3",
+    "--quiet",
+];
+
 fn adam_job() -> Job {
     let mut job = Job {
         layers: vec![3, 5, 2],
@@ -203,22 +219,8 @@ fn a_checkpoint_cut_between_its_two_files_loads_the_previous_save() {
 fn a_resume_after_a_kill_between_the_two_renames_takes_the_previous_save() {
     let dir = tempfile::tempdir().unwrap();
     let f = |n: &str| dir.path().join(n);
-    let flags = [
-        "--device",
-        "cpu",
-        "--layers",
-        "3,5,2",
-        "--batch",
-        "4",
-        "--bias",
-        "--optimizer",
-        "adam",
-        "--lr",
-        "1e-3",
-        "--quiet",
-    ];
     let train = |extra: &[&str]| {
-        let out = gpu_train(&[&flags[..], extra].concat());
+        let out = gpu_train(&[ADAM_FLAGS, extra].concat());
         assert!(out.status.success(), "{}", text(&out));
         out
     };
@@ -281,23 +283,8 @@ fn runs_killed_at_random_moments_leave_loadable_outputs() {
     for round in 0..40 {
         let every = if round % 2 == 0 { "1" } else { "7" };
         let (ck, h, s) = (f("ck.safetensors"), f("h.csv"), f("s.json"));
-        let common = [
-            "--device",
-            "cpu",
-            "--layers",
-            "3,5,2",
-            "--batch",
-            "4",
-            "--bias",
-            "--optimizer",
-            "adam",
-            "--lr",
-            "1e-3",
-            "--quiet",
-            "--log-every",
-            "5",
-        ];
-        let mut args: Vec<&str> = common.to_vec();
+        let flags = [ADAM_FLAGS, &["--log-every", "5"]].concat();
+        let mut args: Vec<&str> = flags.clone();
         args.extend([
             "--epochs",
             "100000000",
@@ -345,7 +332,7 @@ fn runs_killed_at_random_moments_leave_loadable_outputs() {
         )
         .unwrap_or_else(|e| panic!("{note}: checkpoint: {e}"));
         let more = (epoch + 2).to_string();
-        let mut resume: Vec<&str> = common.to_vec();
+        let mut resume: Vec<&str> = flags.clone();
         resume.extend(["--epochs", &more, "--resume", p(&ck), "--save", p(&ck)]);
         resume.extend(["--history", p(&h), "--summary-json", p(&s)]);
         let out = gpu_train(&resume);

@@ -139,6 +139,16 @@ fn a_batch_past_one_storage_binding_is_banded_in_the_buffer_layout() {
         kind: gpu_train::job::OptimizerKind::Adam,
         ..Default::default()
     };
+    let banded_moments = Job {
+        layers: vec![72, 72, 7],
+        epochs: 3,
+        lr: 1e-2,
+        bias: true,
+        init_scheme: InitScheme::Torch,
+        optimizer: adam,
+        log_every: 0,
+        ..Job::default()
+    };
     let jobs = [
         (
             16u64 << 10,
@@ -180,29 +190,15 @@ fn a_batch_past_one_storage_binding_is_banded_in_the_buffer_layout() {
         (
             32 << 10,
             Job {
-                layers: vec![72, 72, 7],
                 batch: 40,
-                epochs: 3,
-                lr: 1e-2,
-                bias: true,
-                init_scheme: InitScheme::Torch,
-                optimizer: adam,
-                log_every: 0,
-                ..Job::default()
+                ..banded_moments.clone()
             },
         ),
         (
             32 << 10,
             Job {
-                layers: vec![72, 72, 7],
                 batch: 300,
-                epochs: 3,
-                lr: 1e-2,
-                bias: true,
-                init_scheme: InitScheme::Torch,
-                optimizer: adam,
-                log_every: 0,
-                ..Job::default()
+                ..banded_moments
             },
         ),
         (
