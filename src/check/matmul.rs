@@ -600,14 +600,7 @@ pub fn product_ratio(got: &[f32], want: &[f32], scale: &[f32], k: usize) -> f64 
 /// `"C[r, c] = got, want w ± b"` for the element of `c` (an output `n` wide) furthest outside
 /// its bound.
 fn worst_element(c: &Compared, n: usize) -> Option<String> {
-    let ratio = |i: usize| {
-        let d = (c.got[i] as f64 - c.want[i]).abs();
-        if d.is_nan() {
-            f64::INFINITY
-        } else {
-            d / c.bound[i]
-        }
-    };
+    let ratio = |i: usize| super::ratio(c.got[i], c.want[i], c.bound[i]);
     let i = (0..c.got.len()).max_by(|&a, &b| ratio(a).total_cmp(&ratio(b)))?;
     Some(format!(
         "{}[{}, {}] = {}, want {:.9e} ± {:.2e}",

@@ -27,16 +27,24 @@ pub fn worst_ratio(got: &[f32], want: &[f64], bound: &[f64]) -> f64 {
     if got.len() != want.len() {
         return f64::INFINITY;
     }
-    let mut worst = 0.0f64;
-    for ((&g, &w), &b) in got.iter().zip(want).zip(bound) {
-        let d = (g as f64 - w).abs();
-        let r = if d == 0.0 { 0.0 } else { d / b };
-        if r.is_nan() {
-            return f64::INFINITY;
-        }
-        worst = worst.max(r);
+    (got.iter().zip(want).zip(bound))
+        .map(|((&g, &w), &b)| ratio(g, w, b))
+        .fold(0.0, f64::max)
+}
+
+/// One element's `|got - want| / bound`: 0 where they are equal (whatever the bound), infinite
+/// where they differ under a zero bound or anything is NaN.
+pub fn ratio(got: f32, want: f64, bound: f64) -> f64 {
+    let d = (got as f64 - want).abs();
+    if d == 0.0 {
+        return 0.0;
     }
-    worst
+    let r = d / bound;
+    if r.is_nan() {
+        f64::INFINITY
+    } else {
+        r
+    }
 }
 
 /// How far two correct training runs' losses may drift apart at loss `L`, per epoch: the

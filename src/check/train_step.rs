@@ -29,7 +29,7 @@ use crate::error::Result;
 use crate::gpu::Opt;
 use crate::init::Matrix;
 use crate::job::{Activation, Job};
-use crate::state::TrainState;
+use crate::state::{OptCounters, TrainState};
 
 /// A tensor's reference values and, per element, how far a correct f32 run may be from each.
 #[derive(Debug, Clone, PartialEq)]
@@ -63,8 +63,9 @@ pub struct Reference {
     pub opt_state: Vec<Vec<Field>>,
 }
 
-/// The step's settings as the kernels take them, for the step after `counters` advanced.
-fn step_settings(job: &Job, counters: crate::state::OptCounters) -> Step {
+/// The step's settings as the kernels take them, once `counters` (the run's: the rate follows
+/// its step) and `powers` (the tensor's: β1^t and β2^t, a shared layer's own) have advanced.
+fn step_settings(job: &Job, counters: OptCounters, powers: OptCounters) -> Step {
     let o = &job.optimizer;
     let opt = Opt::of(o);
     Step {
@@ -76,7 +77,7 @@ fn step_settings(job: &Job, counters: crate::state::OptCounters) -> Step {
             Opt::Momentum | Opt::Nesterov => [o.momentum, 0.0, 0.0],
             Opt::Adam | Opt::AdamW => [o.beta1, o.beta2, o.eps],
         },
-        beta_t: [counters.beta1_t, counters.beta2_t],
+        beta_t: [powers.beta1_t, powers.beta2_t],
     }
 }
 
@@ -328,14 +329,12 @@ pub fn epoch(job: &Job, start: &TrainState, x: &Matrix, y: &Matrix, epoch: usize
                 // More uses below: the step waits for their gradients.
                 sums[l] = Some((dw, db));
             } else {
-                let c = if job.shared_layer() == Some(l) {
+                let powers = if job.shared_layer() == Some(l) {
                     shared_counters
                 } else {
                     counters
                 };
-                let mut s = step_settings(job, c);
-                // The rate follows the run's step count, whichever counters the powers are.
-                s.lr = step_settings(job, counters).lr;
+                let s = step_settings(job, counters, powers);
                 let kept = opt_state.get_mut(l).map_or(&mut [][..], |s| &mut s[..]);
                 update(&s, &mut weights[l], &dw, kept);
                 if let (Some(b), Some(db)) = (biases.get_mut(l), db) {
@@ -425,19 +424,7 @@ pub fn compare(got: &TrainState, want: &TrainState, reference: &Reference) -> (f
         }
         for i in 0..g.len() {
             let bound = 2.0 * f.radius[i];
-            let d = (g[i] as f64 - w[i] as f64).abs();
-            let r = if d == 0.0 {
-                0.0
-            } else if bound > 0.0 {
-                d / bound
-            } else {
-                f64::INFINITY
-            };
-            let r = if r.is_nan() || !g[i].is_finite() {
-                f64::INFINITY
-            } else {
-                r
-            };
+            let r = super::ratio(g[i], w[i] as f64, bound);
             if r > worst.0 || worst.1.is_empty() {
                 worst = (
                     r,
