@@ -141,11 +141,17 @@ pub(super) async fn training_checks(
         ..base.clone()
     };
     jobs.push(("train/sgd/sse/mini-batches".to_string(), job));
+    for (kernel, job) in jobs {
+        if suite.stopped() {
+            return;
+        }
+        record_train(suite, ctx, layout, kernel, &job).await;
+    }
     // Past one storage binding (held to 32 KiB here): the batch's matrices bound in bands of
     // rows, each product and the cross-entropy once per band, the gradients summed over the
     // bands, with GELU's kept input and a schedule; and w1's Adam moments (72x72, two copies)
     // split into bands of rows, its step one dispatch per band (the kernels' band offsets).
-    let banded = (layout == Layout::Buffer).then(|| {
+    if layout == Layout::Buffer && !suite.stopped() {
         let job = Job {
             layers: vec![72, 72, 7],
             batch: 300,
@@ -158,28 +164,30 @@ pub(super) async fn training_checks(
                 .unwrap_or_default(),
             ..base.clone()
         };
-        ("train/adam/cross-entropy/banded".to_string(), job)
-    });
-    let banded_ctx = banded.as_ref().map(|_| ctx.with_binding_limit(32 << 10));
-    for (kernel, job) in jobs.into_iter().chain(banded) {
-        let ctx = match &banded_ctx {
-            Some(banded) if kernel.ends_with("/banded") => banded,
-            _ => ctx,
-        };
-        if suite.stopped() {
-            return;
-        }
-        let shape = format!("{}x{:?}", job.batch, job.layers).replace(' ', "");
-        let outcome = train_check(ctx, layout, &job).await;
-        suite.record(
-            kernel,
-            "-",
-            layout,
-            shape,
-            "params 2·radius (check::train_step); loss 3e-3·√L + 1e-5·L",
-            outcome,
-        );
+        let banded = ctx.with_binding_limit(32 << 10);
+        let kernel = "train/adam/cross-entropy/banded".to_string();
+        record_train(suite, &banded, layout, kernel, &job).await;
     }
+}
+
+/// Run [`train_check`] for `job` and record it as `kernel`.
+async fn record_train(
+    suite: &mut Suite<'_>,
+    ctx: &Arc<GpuContext>,
+    layout: Layout,
+    kernel: String,
+    job: &Job,
+) {
+    let shape = format!("{}x{:?}", job.batch, job.layers).replace(' ', "");
+    let outcome = train_check(ctx, layout, job).await;
+    suite.record(
+        kernel,
+        "-",
+        layout,
+        shape,
+        "params 2·radius (check::train_step); loss 3e-3·√L + 1e-5·L",
+        outcome,
+    );
 }
 
 /// One training check: `job.epochs` epochs, each from the GPU's state on both paths
