@@ -61,6 +61,10 @@ pub enum Error {
         suggest: f32,
     },
 
+    /// Every variant of a sweep diverged.
+    #[error("every variant diverged ({variants} of {variants}): the learning rates are probably too high")]
+    SweepDiverged { variants: usize },
+
     /// SIGINT or SIGTERM: the run stopped after the chunk in flight, its files written.
     #[error("interrupted after epoch {epoch}; {saved}")]
     Interrupted { epoch: usize, saved: String },
@@ -84,7 +88,7 @@ impl Error {
             | Error::TooLarge { .. }
             | Error::BadFile { .. }
             | Error::Shape { .. } => 2,
-            Error::Diverged { .. } => 3,
+            Error::Diverged { .. } | Error::SweepDiverged { .. } => 3,
             Error::Interrupted { .. } => 130,
             Error::Io { .. }
             | Error::Outputs(_)

@@ -28,6 +28,7 @@ pub mod monitor;
 pub mod schedule;
 pub mod spec;
 pub mod state;
+pub mod sweep;
 pub mod text;
 pub mod thinned;
 pub mod train;

@@ -284,15 +284,29 @@ pub fn cos_pi_ratio(n: u32, t: u32) -> f32 {
     sign * p
 }
 
+/// As `--lr-schedule` takes it.
+impl fmt::Display for Schedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Schedule::Constant => f.write_str("constant"),
+            Schedule::Step { every, gamma } => write!(f, "step:{every}:{gamma}"),
+            Schedule::Cosine { t_max, min_lr } => write!(f, "cosine:{t_max}:{min_lr}"),
+        }
+    }
+}
+
+/// As `--warmup` takes it.
+impl fmt::Display for Warmup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.steps, self.start)
+    }
+}
+
 impl fmt::Display for LrSchedule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.main {
-            Schedule::Constant => f.write_str("constant")?,
-            Schedule::Step { every, gamma } => write!(f, "step:{every}:{gamma}")?,
-            Schedule::Cosine { t_max, min_lr } => write!(f, "cosine:{t_max}:{min_lr}")?,
-        }
+        write!(f, "{}", self.main)?;
         if let Some(w) = self.warmup {
-            write!(f, ", warmup:{}:{}", w.steps, w.start)?;
+            write!(f, ", warmup:{w}")?;
         }
         Ok(())
     }
@@ -302,16 +316,8 @@ impl Serialize for LrSchedule {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
         let mut st = s.serialize_struct("lr_schedule", 2)?;
-        let main = match self.main {
-            Schedule::Constant => "constant".to_string(),
-            Schedule::Step { every, gamma } => format!("step:{every}:{gamma}"),
-            Schedule::Cosine { t_max, min_lr } => format!("cosine:{t_max}:{min_lr}"),
-        };
-        st.serialize_field("schedule", &main)?;
-        st.serialize_field(
-            "warmup",
-            &self.warmup.map(|w| format!("{}:{}", w.steps, w.start)),
-        )?;
+        st.serialize_field("schedule", &self.main.to_string())?;
+        st.serialize_field("warmup", &self.warmup.map(|w| w.to_string()))?;
         st.end()
     }
 }

@@ -124,14 +124,7 @@ impl<'a> Session<'a> {
             return Ok(None);
         }
         let done = self.done();
-        let mut n = job.epochs - done;
-        // Read back at every log point, so a line appears as soon as its epoch is done.
-        for every in [job.log_every, self.every] {
-            if every > 0 {
-                n = n.min(every - done % every);
-            }
-        }
-        n = n.min(self.backend.max_chunk()).clamp(1, MAX_CHUNK);
+        let n = chunk_len(job, done, self.every, self.backend.max_chunk());
         let mut losses = self.backend.run_async(n).await?;
         if let Some(i) = losses.iter().position(|l| !l.is_finite()) {
             self.diverged = Some((done + i, losses[i]));
@@ -183,6 +176,20 @@ pub fn train(
         }
         session.finish().await
     })
+}
+
+/// The epochs of the chunk from epoch `done`: up to the next log point (a line appears as soon
+/// as its epoch is done), the next multiple of `every` (0: none), the end, at most `max_chunk`
+/// and [`MAX_CHUNK`]. A [`Session`] and a sweep's chunk alike, so that a variant of a sweep runs
+/// the chunks of its lone run.
+pub(crate) fn chunk_len(job: &Job, done: usize, every: usize, max_chunk: usize) -> usize {
+    let mut n = job.epochs - done;
+    for every in [job.log_every, every] {
+        if every > 0 {
+            n = n.min(every - done % every);
+        }
+    }
+    n.min(max_chunk).clamp(1, MAX_CHUNK)
 }
 
 /// Most epochs one chunk covers (their losses are held until the chunk ends), so that a run's

@@ -4,16 +4,18 @@
 
 mod commands;
 mod observer;
+mod sweep;
 mod train;
 
 use crate::backend::Backend;
-use crate::cli::{Cli, Command, DatasetArgs, TrainArgs};
+use crate::cli::{Cli, Command, DatasetArgs, JobArgs};
 use crate::cpu::CpuBackend;
 use crate::error::{Error, Result};
 use crate::gpu::{context, DeviceChoice, GpuBackend, GpuContext, GpuOptions};
 use crate::init::{HostState, Matrix};
 use crate::io::data;
 use crate::job::{self, Job, Loss};
+use crate::spec::JobSpec;
 
 pub use train::{profile_table, INTERRUPTED_CHECKPOINT};
 
@@ -36,17 +38,26 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Bench(args)) => commands::bench_command(&args),
         Some(Command::Tune(args)) => commands::tune_command(&args),
         Some(Command::Verify(args)) => commands::verify_command(&args),
+        Some(Command::Sweep(args)) => sweep::sweep_command(&args),
         None => train::train_command(&cli.train),
     }
 }
 
-/// The job and its initial state from the flags: seeded, on a dataset from files, or loaded from
-/// `--init` (whose shapes fill in `--layers`/`--batch` where those are not given, and must match
-/// them where they are).
-pub fn resolve(args: &TrainArgs) -> Result<(Job, HostState)> {
-    let spec = args.spec();
-    let loss = spec.job()?.loss;
-    if let Some((x, y, names)) = load_data(&args.dataset, spec.classes(), loss)? {
+/// The job and its initial state from the flags and `spec` (theirs, or a sweep's variant of
+/// them): seeded, on a dataset from files, or loaded from `--init` (whose shapes fill in
+/// `--layers`/`--batch` where those are not given, and must match them where they are).
+pub fn resolve(args: &JobArgs, spec: JobSpec) -> Result<(Job, HostState)> {
+    let data = load_data(&args.dataset, spec.classes(), spec.job()?.loss)?;
+    resolve_with(args, spec, data)
+}
+
+/// [`resolve`] with the dataset from files already loaded (once for all the variants of a sweep).
+pub(crate) fn resolve_with(
+    args: &JobArgs,
+    spec: JobSpec,
+    data: Option<Dataset>,
+) -> Result<(Job, HostState)> {
+    if let Some((x, y, names)) = data {
         if args.init.is_some() {
             return Err(Error::arg(
                 "--init",
@@ -62,11 +73,15 @@ pub fn resolve(args: &TrainArgs) -> Result<(Job, HostState)> {
 }
 
 /// A dataset from files: x, y, and the names to record (of the files, or of a CSV's columns).
-type Dataset = (Matrix, Matrix, (String, String));
+pub(crate) type Dataset = (Matrix, Matrix, (String, String));
 
 /// The dataset of `--x`/`--y` or `--data`, if given, with the names to record; integer class
 /// indices become one-hot rows over `classes` classes (default: the largest index + 1).
-fn load_data(args: &DatasetArgs, classes: Option<usize>, loss: Loss) -> Result<Option<Dataset>> {
+pub(crate) fn load_data(
+    args: &DatasetArgs,
+    classes: Option<usize>,
+    loss: Loss,
+) -> Result<Option<Dataset>> {
     // Cross-entropy's targets: class indices become one-hot, probabilities are checked.
     let targets = |path: &std::path::Path, y| data::targets_for(loss, path, y, classes);
     let shown = |p: &std::path::Path| p.display().to_string();
@@ -116,22 +131,37 @@ pub fn open_backend(
     job: &Job,
     state: &HostState,
 ) -> Result<Box<dyn Backend>> {
+    match open_gpu(choice, gpu, tune, job)? {
+        Some((ctx, layout)) => Ok(Box::new(GpuBackend::with_layout(ctx, job, state, layout)?)),
+        None => Ok(Box::new(CpuBackend::new(job, state))),
+    }
+}
+
+/// The adapter `--device` asks for, opened with `gpu`'s limits, and the layout to run `job` in,
+/// its products tuned first as `tune` says; None for the CPU (asked for, or `auto`'s fallback,
+/// with a notice).
+pub(crate) fn open_gpu(
+    choice: &DeviceChoice,
+    gpu: GpuOptions,
+    tune: (crate::gpu::tune::TuneMode, f64),
+    job: &Job,
+) -> Result<Option<(std::sync::Arc<GpuContext>, crate::gpu::layout::Layout)>> {
     if *choice == DeviceChoice::Cpu {
-        return Ok(Box::new(CpuBackend::new(job, state)));
+        return Ok(None);
     }
     match context::choose(choice, context::list_adapters())? {
         Some(entry) => {
             let mut ctx = GpuContext::open(&entry.adapter, gpu.limits)?;
             let layout = gpu.layout.unwrap_or_else(|| ctx.auto_layout());
             self_tune(&mut ctx, layout, job, tune)?;
-            Ok(Box::new(GpuBackend::with_layout(ctx, job, state, layout)?))
+            Ok(Some((ctx, layout)))
         }
         None => {
             eprintln!(
                 "notice: no GPU adapter found, training on the CPU (on Linux, `apt-get install \
                  mesa-vulkan-drivers` gives the software adapter lavapipe)"
             );
-            Ok(Box::new(CpuBackend::new(job, state)))
+            Ok(None)
         }
     }
 }

@@ -41,11 +41,11 @@ impl<'a> Observer<'a> {
     ) -> Result<Self> {
         // A progress bar on an interactive terminal, unless only the summary or explicit log
         // lines were asked for; loss lines go above it.
-        let interactive = !args.quiet
-            && args.log_every.is_none()
+        let interactive = !args.out.quiet
+            && args.job.log_every.is_none()
             && std::io::stdout().is_terminal()
             && std::io::stderr().is_terminal();
-        let history = match &args.history {
+        let history = match &args.out.history {
             Some(p) => {
                 let columns = history::Columns {
                     accuracy: monitor.classes(),
@@ -57,11 +57,11 @@ impl<'a> Observer<'a> {
         };
         Ok(Observer {
             job,
-            quiet: args.quiet,
+            quiet: args.out.quiet,
             first_epoch,
-            progress: Progress::new(interactive, job.epochs - first_epoch),
+            progress: Progress::new(interactive, job.epochs - first_epoch, "epochs"),
             history,
-            checkpoint: args.save.as_deref().map(|p| (p, every)),
+            checkpoint: args.out.save.as_deref().map(|p| (p, every)),
             interrupted: interrupt_flag(),
         })
     }
@@ -125,7 +125,7 @@ impl<'a> Observer<'a> {
 
 /// Set by SIGINT or SIGTERM: the training loop stops after the chunk in flight and the run writes
 /// its files. A second signal exits at once.
-fn interrupt_flag() -> Arc<AtomicBool> {
+pub(super) fn interrupt_flag() -> Arc<AtomicBool> {
     let flag = Arc::new(AtomicBool::new(false));
     let set = flag.clone();
     let installed = ctrlc::set_handler(move || {
@@ -143,33 +143,35 @@ fn interrupt_flag() -> Arc<AtomicBool> {
 }
 
 /// An indicatif progress bar (epochs, loss, epochs/s, ETA) for runs that take more than about a
-/// second, shown only when asked for (an interactive terminal).
-struct Progress {
+/// second, shown only when asked for (an interactive terminal); a sweep's counts models·epochs.
+pub(super) struct Progress {
     enabled: bool,
     epochs: usize,
+    unit: &'static str,
     start: Instant,
     bar: std::cell::RefCell<Option<indicatif::ProgressBar>>,
 }
 
 impl Progress {
-    fn new(enabled: bool, epochs: usize) -> Self {
+    pub(super) fn new(enabled: bool, epochs: usize, unit: &'static str) -> Self {
         Progress {
             enabled,
             epochs,
+            unit,
             start: Instant::now(),
             bar: std::cell::RefCell::new(None),
         }
     }
 
     /// A log line, above the bar if there is one.
-    fn line(&self, text: &str) {
+    pub(super) fn line(&self, text: &str) {
         match &*self.bar.borrow() {
             Some(bar) => bar.suspend(|| println!("{text}")),
             None => println!("{text}"),
         }
     }
 
-    fn update(&self, done: usize, loss: f32) {
+    pub(super) fn update(&self, done: usize, loss: f32) {
         if !self.enabled || done >= self.epochs {
             return;
         }
@@ -181,9 +183,10 @@ impl Progress {
                 return;
             }
             let b = indicatif::ProgressBar::new(self.epochs as u64);
-            let style = indicatif::ProgressStyle::with_template(
-                "{bar:40} {pos}/{len} epochs  {msg}  ETA {eta}",
-            );
+            let style = indicatif::ProgressStyle::with_template(&format!(
+                "{{bar:40}} {{pos}}/{{len}} {}  {{msg}}  ETA {{eta}}",
+                self.unit
+            ));
             if let Ok(style) = style {
                 b.set_style(style);
             }
@@ -192,11 +195,12 @@ impl Progress {
         if let Some(b) = &*bar {
             b.set_position(done as u64);
             let rate = done as f64 / self.start.elapsed().as_secs_f64().max(1e-9);
-            b.set_message(format!("loss {loss:.4e}  {rate:.1} epochs/s"));
+            let unit = self.unit;
+            b.set_message(format!("loss {loss:.4e}  {rate:.1} {unit}/s"));
         }
     }
 
-    fn finish(&self) {
+    pub(super) fn finish(&self) {
         if let Some(b) = self.bar.borrow_mut().take() {
             b.finish_and_clear();
         }

@@ -1,7 +1,7 @@
 //! `gpu-train` (no subcommand): train the job the flags describe and write what they ask for.
 
 use super::observer::Observer;
-use crate::cli::TrainArgs;
+use crate::cli::{JobArgs, TrainArgs};
 use crate::error::{Error, Result};
 use crate::init::{HostState, Matrix};
 use crate::io::history::{self, History};
@@ -16,16 +16,16 @@ use std::time::Instant;
 pub const INTERRUPTED_CHECKPOINT: &str = "gpu-train-interrupted.safetensors";
 
 pub(super) fn train_command(args: &TrainArgs) -> Result<()> {
-    let (mut job, mut state) = super::resolve(args)?;
-    let val = validation(args, &mut job, &mut state)?;
+    let (mut job, mut state) = super::resolve(&args.job, args.job.spec()?)?;
+    let val = validation(&args.job, &mut job, &mut state)?;
     let (job, state) = (job, state);
     prepare_outputs(args, &state)?;
     // A checkpoint to continue from is checked against the flags before anything is set up.
-    let resumed = (args.resume.as_deref())
+    let resumed = (args.out.resume.as_deref())
         .map(|path| checkpoint::resume(path, &job))
         .transpose()?;
-    let every = match &args.checkpoint_every {
-        Some(n) if args.save.is_none() => {
+    let every = match &args.out.checkpoint_every {
+        Some(n) if args.out.save.is_none() => {
             return Err(Error::arg(
                 "--checkpoint-every",
                 format!("`{n}` needs --save FILE, the checkpoint to write"),
@@ -35,11 +35,12 @@ pub(super) fn train_command(args: &TrainArgs) -> Result<()> {
         None => 0,
     };
     let setup = Instant::now();
-    let tune = (args.tune.into(), args.tune_budget);
-    let mut backend = super::open_backend(&args.device, args.gpu.options(), tune, &job, &state)?;
+    let tune = (args.run.tune.into(), args.run.tune_budget);
+    let mut backend =
+        super::open_backend(&args.run.device, args.run.gpu.options(), tune, &job, &state)?;
     let setup_s = setup.elapsed().as_secs_f64();
     let device = backend.describe();
-    if !args.quiet {
+    if !args.out.quiet {
         println!(
             "{} on {} ({}, {})",
             describe_net(&job),
@@ -48,7 +49,7 @@ pub(super) fn train_command(args: &TrainArgs) -> Result<()> {
             device.backend
         );
     }
-    if args.profile {
+    if args.out.profile {
         if let Err(why) = backend.enable_profiling() {
             eprintln!("profile: {why}; wall-clock times only");
         }
@@ -77,7 +78,7 @@ pub(super) fn train_command(args: &TrainArgs) -> Result<()> {
     })?;
     let history = observer.finish();
     // The checkpoint at the end, or where an interrupt stopped the run.
-    let saved = match (&args.save, report.stopped) {
+    let saved = match (&args.out.save, report.stopped) {
         (Some(path), _) => Some(path.clone()),
         (None, true) => Some(std::path::PathBuf::from(INTERRUPTED_CHECKPOINT)),
         (None, false) => None,
@@ -143,22 +144,30 @@ pub(super) fn train_command(args: &TrainArgs) -> Result<()> {
 
 /// Fail on an unwritable output before training, not after; write `--save-init`.
 fn prepare_outputs(args: &TrainArgs, state: &HostState) -> Result<()> {
-    for p in [&args.history, &args.summary_json, &args.plot, &args.save]
-        .into_iter()
-        .flatten()
+    for p in [
+        &args.out.history,
+        &args.out.summary_json,
+        &args.out.plot,
+        &args.out.save,
+    ]
+    .into_iter()
+    .flatten()
     {
         crate::io::check_writable(p)?;
     }
-    for dir in [&args.save_init, &args.save_final].into_iter().flatten() {
+    for dir in [&args.out.save_init, &args.out.save_final]
+        .into_iter()
+        .flatten()
+    {
         crate::io::ensure_dir(dir)?;
     }
-    if let Some(dir) = &args.save_init {
+    if let Some(dir) = &args.out.save_init {
         npy::save_state(dir, state)?;
     }
     Ok(())
 }
 
-fn describe_net(job: &Job) -> String {
+pub(super) fn describe_net(job: &Job) -> String {
     let widths: Vec<String> = job.layers.iter().map(|d| d.to_string()).collect();
     let activation = job.activation.describe();
     let init = match job.init_scheme {
@@ -196,8 +205,8 @@ fn describe_net(job: &Job) -> String {
 
 /// A held-out set from `--val-split` (taken out of the dataset, which shrinks) or
 /// `--val-x`/`--val-y`.
-fn validation(
-    args: &TrainArgs,
+pub(super) fn validation(
+    args: &JobArgs,
     job: &mut Job,
     state: &mut HostState,
 ) -> Result<Option<(Matrix, Matrix)>> {
@@ -285,7 +294,7 @@ pub fn profile_table(p: &summary::Profile, steps_per_epoch: usize) -> String {
 /// run goes): each is tried, and the failures returned.
 fn write_outputs(args: &TrainArgs, s: &summary::Summary, report: &Outcome) -> Vec<Error> {
     let mut failed = Vec::new();
-    if let Some(p) = &args.plot {
+    if let Some(p) = &args.out.plot {
         let mut history = History::new(&s.device.name, report.first_epoch, report.losses.clone());
         history.loss_stride = report.loss_stride;
         history.validation = s.validation.clone();
@@ -293,10 +302,10 @@ fn write_outputs(args: &TrainArgs, s: &summary::Summary, report: &Outcome) -> Ve
         let title = format!("gpu-train on {}", s.device.name);
         failed.extend(history::plot(p, &title, &[(s.device.name.clone(), &history)]).err());
     }
-    if let Some(p) = &args.summary_json {
+    if let Some(p) = &args.out.summary_json {
         failed.extend(summary::write_summary(p, s).err());
     }
-    if let Some(dir) = &args.save_final {
+    if let Some(dir) = &args.out.save_final {
         failed.extend(npy::save_params(dir, &report.params).err());
     }
     failed

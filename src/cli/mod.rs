@@ -4,10 +4,12 @@
 //!
 //! [`Job`]: crate::job::Job
 
+use crate::error::{Error, Result};
 use crate::gpu::context::DeviceChoice;
 use crate::job::{Activation, InitScheme, Loss, OptimizerKind};
 use crate::schedule::{Schedule, Warmup};
-use crate::spec::{DynamicSpec, JobSpec, OptimizerSpec, ScheduleSpec};
+use crate::spec::{DynamicSpec, JobSpec, OptimizerSpec};
+use crate::sweep::Value;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
@@ -52,6 +54,43 @@ pub enum Command {
     /// reference with a stated error bound, then a few training steps of each optimizer and loss:
     /// does this GPU and driver compute right? Exits 1 on any failure.
     Verify(VerifyArgs),
+    /// Train many variants of one job at once, one model each in the same submissions: any of
+    /// --lr, --seed, --weight-decay, --momentum, --init-scheme, --beta1, --beta2, --eps,
+    /// --lr-schedule, --warmup takes a comma-separated list, and the variants are every
+    /// combination. Each variant's losses and parameters are those of its own run with the same
+    /// flags, bit for bit. Writes DIR/sweep.json, DIR/curves.svg and DIR/<k>/summary.json.
+    Sweep(Box<SweepArgs>),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct SweepArgs {
+    #[command(flatten)]
+    pub job: JobArgs,
+
+    #[command(flatten)]
+    pub run: RunArgs,
+
+    /// Where the results go: sweep.json (the index), curves.svg (every variant's loss curve) and
+    /// a directory per variant, <k>/summary.json (and <k>/model.safetensors with --save).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+
+    /// Write into a --out directory that already holds files.
+    #[arg(long)]
+    pub force: bool,
+
+    /// Refuse a sweep of more variants than this.
+    #[arg(long, value_name = "N", default_value_t = crate::sweep::MAX_VARIANTS, value_parser = values::count)]
+    pub max_variants: usize,
+
+    /// Write every variant's checkpoint (as a run's --save: PyTorch's state_dict names) to
+    /// DIR/<k>/model.safetensors, its optimizer's state beside it.
+    #[arg(long)]
+    pub save: bool,
+
+    /// Print only the table of results (no log lines, no progress bar).
+    #[arg(long, short)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -303,36 +342,34 @@ pub struct PlotArgs {
     pub title: Option<String>,
 }
 
+/// A training run: the job, the device and the outputs.
 #[derive(Debug, Args, Clone)]
 pub struct TrainArgs {
+    #[command(flatten)]
+    pub job: JobArgs,
+
+    #[command(flatten)]
+    pub run: RunArgs,
+
+    #[command(flatten)]
+    pub out: OutputArgs,
+}
+
+/// The job: the net, its data and its training, shared by a training run and a sweep. The
+/// settings a sweep can vary (`--lr`, `--seed`, `--weight-decay`, `--momentum`, `--init-scheme`,
+/// `--beta1`, `--beta2`, `--eps`, `--lr-schedule`, `--warmup`) take a comma-separated list there;
+/// a training run takes one value of each.
+#[derive(Debug, Args, Clone)]
+pub struct JobArgs {
     /// Start from a named job (see `gpu-train presets`); every other flag given overrides its
     /// setting [default: tutorial].
     #[arg(long, value_name = "NAME")]
     pub preset: Option<String>,
 
-    /// Where to train: `auto` (best GPU adapter, else the CPU), `cpu`, `gpu` (any adapter, error if
-    /// none), an adapter index or a case-insensitive substring of its name (see `gpu-train devices`).
-    #[arg(long, default_value = "auto", value_name = "DEVICE", value_parser = values::device)]
-    pub device: DeviceChoice,
-
-    #[command(flatten)]
-    pub gpu: GpuArgs,
-
-    /// Tune the matmul variants of this job's products on the GPU before training: `auto` where
-    /// the adapter is not of type Cpu and its tuning cache lacks one of them (a first run on a
-    /// new GPU), `always`, or `never` (the untuned rule). The choices are cached for later runs
-    /// (see `gpu-train tune`).
-    #[arg(long, value_enum, default_value_t = TuneArg::Auto)]
-    pub tune: TuneArg,
-
-    /// What the tuning before training may take, in seconds (a shape is started only if it
-    /// would fit; what was measured is kept).
-    #[arg(long, value_name = "S", default_value = "10", value_parser = values::seconds)]
-    pub tune_budget: f64,
-
-    /// Seed of the generator that draws x, y and the initial weights (identical on every device).
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    /// Seed of the generator that draws x, y and the initial weights (identical on every device)
+    /// [default: 0].
+    #[arg(long, value_name = "SEED", value_parser = values::seeds)]
+    pub seed: Option<values::List<u64>>,
 
     /// Number of epochs (full passes over the dataset, one optimizer step per batch)
     /// [default: 500].
@@ -380,8 +417,8 @@ pub struct TrainArgs {
     pub layers: Option<values::Widths>,
 
     /// Learning rate (finite, > 0) [default: 1e-6].
-    #[arg(long, value_parser = values::real, value_name = "LR", allow_hyphen_values = true)]
-    pub lr: Option<f32>,
+    #[arg(long, value_parser = values::reals, value_name = "LR", allow_hyphen_values = true)]
+    pub lr: Option<values::List<f32>>,
 
     /// Function between layers, as PyTorch's module of that name: `relu` (max(z, 0)),
     /// `leaky-relu[:SLOPE]` (z, or SLOPE·z below 0; SLOPE >= 0, default 0.01), `tanh`, `sigmoid`,
@@ -408,42 +445,42 @@ pub struct TrainArgs {
     /// Weight decay, >= 0, on every parameter (biases too, as PyTorch's one parameter group):
     /// for sgd, momentum and adam PyTorch's L2 form (wd·p added to the gradient), for adamw the
     /// decoupled form (p scaled by 1 - lr·wd) [default: 0, or 0.01 for adamw as in PyTorch].
-    #[arg(long, value_parser = values::real, value_name = "WD", allow_hyphen_values = true)]
-    pub weight_decay: Option<f32>,
+    #[arg(long, value_parser = values::reals, value_name = "WD", allow_hyphen_values = true)]
+    pub weight_decay: Option<values::List<f32>>,
 
     /// The learning rate of each optimizer step, as PyTorch's schedulers stepped once per step:
     /// `constant`, `step:EVERY:GAMMA` (StepLR: times GAMMA every EVERY steps) or
     /// `cosine:T_MAX[:MIN_LR]` (CosineAnnealingLR from --lr down to MIN_LR, default 0, at step
     /// T_MAX; it rises again after, as PyTorch's does). Computed on the device from its step
     /// counter; a resumed run continues it [default: constant].
-    #[arg(long, value_name = "SCHEDULE", value_parser = values::schedule)]
-    pub lr_schedule: Option<Schedule>,
+    #[arg(long, value_name = "SCHEDULE", value_parser = values::schedules)]
+    pub lr_schedule: Option<values::List<Schedule>>,
 
     /// A linear warm-up over the first STEPS optimizer steps from START_FACTOR x --lr up to --lr
     /// (PyTorch's LinearLR, default START_FACTOR 1/3), then --lr-schedule from its own step 0
     /// (as SequentialLR runs the two).
-    #[arg(long, value_name = "STEPS[:START_FACTOR]", value_parser = values::warmup)]
-    pub warmup: Option<Warmup>,
+    #[arg(long, value_name = "STEPS[:START_FACTOR]", value_parser = values::warmups)]
+    pub warmup: Option<values::List<Warmup>>,
 
     /// Momentum factor of `--optimizer momentum`, in [0, 1) [default: 0.9].
-    #[arg(long, value_parser = values::real, value_name = "MU", allow_hyphen_values = true)]
-    pub momentum: Option<f32>,
+    #[arg(long, value_parser = values::reals, value_name = "MU", allow_hyphen_values = true)]
+    pub momentum: Option<values::List<f32>>,
 
     /// Nesterov momentum (with `--optimizer momentum`).
     #[arg(long)]
     pub nesterov: bool,
 
     /// Adam's decay of the gradient average, in [0, 1) [default: 0.9].
-    #[arg(long, value_parser = values::real, value_name = "B1", allow_hyphen_values = true)]
-    pub beta1: Option<f32>,
+    #[arg(long, value_parser = values::reals, value_name = "B1", allow_hyphen_values = true)]
+    pub beta1: Option<values::List<f32>>,
 
     /// Adam's decay of the squared-gradient average, in [0, 1) [default: 0.999].
-    #[arg(long, value_parser = values::real, value_name = "B2", allow_hyphen_values = true)]
-    pub beta2: Option<f32>,
+    #[arg(long, value_parser = values::reals, value_name = "B2", allow_hyphen_values = true)]
+    pub beta2: Option<values::List<f32>>,
 
     /// Adam's term added to the denominator, finite and > 0 [default: 1e-8].
-    #[arg(long, value_parser = values::real, value_name = "EPS", allow_hyphen_values = true)]
-    pub eps: Option<f32>,
+    #[arg(long, value_parser = values::reals, value_name = "EPS", allow_hyphen_values = true)]
+    pub eps: Option<values::List<f32>>,
 
     /// Give every layer a bias, added before the activation and trained like the weights. Drawn
     /// by --init-scheme (torch: uniform in ±1/sqrt(fan_in); normal: standard normal; xavier and
@@ -468,24 +505,52 @@ pub struct TrainArgs {
     /// (uniform in ±sqrt(6/(fan_in+fan_out))), `kaiming` (normal with std sqrt(2/fan_in)),
     /// `constant:<value>` (every weight the same). Ignored with --init, which loads the weights
     /// [default: normal].
-    #[arg(long, value_parser = values::init_scheme, value_name = "SCHEME")]
-    pub init_scheme: Option<InitScheme>,
+    #[arg(long, value_parser = values::init_schemes, value_name = "SCHEME")]
+    pub init_scheme: Option<values::List<InitScheme>>,
 
     /// Print the loss every N epochs (0: only the summary). Also how often the GPU path reads back
     /// [default: 50].
     #[arg(long, value_parser = values::count, value_name = "N")]
     pub log_every: Option<usize>,
 
+    /// Start from x.npy, y.npy, w1.npy, ... (and b1.npy, ... if present) in DIR (f32 or f64, C
+    /// order) instead of the seed.
+    #[arg(long, value_name = "DIR")]
+    pub init: Option<PathBuf>,
+}
+
+/// Where a job runs: the device, how the GPU is used, and its tuning.
+#[derive(Debug, Args, Clone)]
+pub struct RunArgs {
+    /// Where to train: `auto` (best GPU adapter, else the CPU), `cpu`, `gpu` (any adapter, error if
+    /// none), an adapter index or a case-insensitive substring of its name (see `gpu-train devices`).
+    #[arg(long, default_value = "auto", value_name = "DEVICE", value_parser = values::device)]
+    pub device: DeviceChoice,
+
+    #[command(flatten)]
+    pub gpu: GpuArgs,
+
+    /// Tune the matmul variants of this job's products on the GPU before training: `auto` where
+    /// the adapter is not of type Cpu and its tuning cache lacks one of them (a first run on a
+    /// new GPU), `always`, or `never` (the untuned rule). The choices are cached for later runs
+    /// (see `gpu-train tune`).
+    #[arg(long, value_enum, default_value_t = TuneArg::Auto)]
+    pub tune: TuneArg,
+
+    /// What the tuning before training may take, in seconds (a shape is started only if it
+    /// would fit; what was measured is kept).
+    #[arg(long, value_name = "S", default_value = "10", value_parser = values::seconds)]
+    pub tune_budget: f64,
+}
+
+/// What a training run writes, and how much it prints.
+#[derive(Debug, Args, Clone)]
+pub struct OutputArgs {
     /// Write the initial x, y and weights as x.npy, y.npy, w1.npy, w2.npy, ... (and biases as
     /// b1.npy, ...) into DIR (created if missing), in numpy's layout: x is [batch, d0], w1 is
     /// [d0, d1], b1 is [d1].
     #[arg(long, value_name = "DIR")]
     pub save_init: Option<PathBuf>,
-
-    /// Start from x.npy, y.npy, w1.npy, ... (and b1.npy, ... if present) in DIR (f32 or f64, C
-    /// order) instead of the seed.
-    #[arg(long, value_name = "DIR")]
-    pub init: Option<PathBuf>,
 
     /// Write the trained weights as w1.npy, w2.npy, ... (and biases as b1.npy, ...) into DIR
     /// (created if missing).
@@ -531,38 +596,50 @@ pub struct TrainArgs {
     pub profile: bool,
 }
 
-impl TrainArgs {
-    /// The job the flags describe, as the library's [`JobSpec`] (every value already typed). The dataset flags (`--x`/`--y`, `--data`, `--init`) are the
-    /// caller's to load.
-    pub fn spec(&self) -> JobSpec {
+impl JobArgs {
+    /// The lists of the settings a sweep can vary, one per flag given, in a fixed order.
+    pub fn lists(&self) -> Vec<Vec<Value>> {
+        fn list<T: Copy>(v: &Option<values::List<T>>, f: impl Fn(T) -> Value) -> Vec<Value> {
+            v.iter().flat_map(|l| &l.0).map(|&x| f(x)).collect()
+        }
+        let all = [
+            list(&self.lr, Value::Lr),
+            list(&self.seed, Value::Seed),
+            list(&self.weight_decay, Value::WeightDecay),
+            list(&self.momentum, Value::Momentum),
+            list(&self.init_scheme, Value::InitScheme),
+            list(&self.beta1, Value::Beta1),
+            list(&self.beta2, Value::Beta2),
+            list(&self.eps, Value::Eps),
+            list(&self.lr_schedule, Value::LrSchedule),
+            list(&self.warmup, Value::Warmup),
+        ];
+        all.into_iter().filter(|l| !l.is_empty()).collect()
+    }
+
+    /// The job the flags describe but for the settings a sweep can vary ([`JobArgs::lists`]),
+    /// as the library's [`JobSpec`] (every value already typed); seed 0 unless a list sets it.
+    /// The dataset flags (`--x`/`--y`, `--data`, `--init`) are the caller's to load.
+    pub fn base_spec(&self) -> JobSpec {
         let either = |on: bool, off: bool| (on || off).then_some(on);
-        let schedule =
-            (self.lr_schedule.is_some() || self.warmup.is_some()).then_some(ScheduleSpec {
-                schedule: self.lr_schedule,
-                warmup: self.warmup,
-            });
         JobSpec {
             preset: self.preset.clone(),
             layers: self.layers.clone().map(|w| w.0),
             batch: self.batch,
-            lr: self.lr,
+            lr: None,
             epochs: self.epochs,
-            seed: Some(self.seed),
+            seed: Some(0),
             log_every: self.log_every,
             activation: self.activation,
             loss: self.loss,
-            init_scheme: self.init_scheme,
+            init_scheme: None,
             bias: either(self.bias, self.no_bias),
             optimizer: Some(OptimizerSpec {
                 kind: self.optimizer,
-                momentum: self.momentum,
                 nesterov: self.nesterov.then_some(true),
-                beta1: self.beta1,
-                beta2: self.beta2,
-                eps: self.eps,
-                weight_decay: self.weight_decay,
+                ..OptimizerSpec::default()
             }),
-            lr_schedule: schedule,
+            lr_schedule: None,
             data: None,
             dynamic: self.dynamic_depth.map(|max| DynamicSpec {
                 max,
@@ -571,6 +648,26 @@ impl TrainArgs {
             rows: self.rows,
             shuffle: either(self.shuffle, self.no_shuffle),
         }
+    }
+
+    /// The job of a training run: [`JobArgs::base_spec`] with the one value of each list (a
+    /// list of several is an error naming its flag: that is a sweep).
+    pub fn spec(&self) -> Result<JobSpec> {
+        let mut spec = self.base_spec();
+        for list in self.lists() {
+            if list.len() > 1 {
+                return Err(Error::arg(
+                    list[0].flag(),
+                    format!(
+                        "a training run takes one value, not a list of {}; `gpu-train sweep` \
+                         trains one model per value",
+                        list.len()
+                    ),
+                ));
+            }
+            list[0].apply(&mut spec);
+        }
+        Ok(spec)
     }
 }
 

@@ -14,9 +14,21 @@ fn message(e: Error) -> String {
     }
 }
 
+/// A value of a setting that every variant of a sweep shares: a list there is refused, saying so.
+fn one(s: &str) -> Result<&str, String> {
+    match s.contains(',') {
+        true => Err(format!(
+            "`{s}` is a list, but this setting takes one value: it changes the net's shapes, its \
+             data or its training's kind, which every variant of a sweep shares, so it cannot \
+             vary in a sweep"
+        )),
+        false => Ok(s),
+    }
+}
+
 /// A whole number >= 0.
 pub fn count(s: &str) -> Result<usize, String> {
-    let t = s.trim();
+    let t = one(s)?.trim();
     t.parse().map_err(|_| {
         let digits = !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
         if digits {
@@ -59,6 +71,56 @@ pub fn seconds(s: &str) -> Result<f64, String> {
     }
 }
 
+/// A comma-separated list of a setting's values (one value in a training run, the values a
+/// sweep trains in `gpu-train sweep`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct List<T>(pub Vec<T>);
+
+/// The values of `s`, each parsed by `item`; the error names the item (`item 2 of `1e-3,,2` is
+/// empty`).
+fn list<T>(s: &str, item: impl Fn(&str) -> Result<T, String>) -> Result<List<T>, String> {
+    let parts: Vec<&str> = s.split(',').collect();
+    let many = parts.len() > 1;
+    let at = |i: usize| format!("item {} of `{s}`", i + 1);
+    (parts.iter().enumerate())
+        .map(|(i, p)| match (p.trim(), many) {
+            ("", true) => Err(format!("{} is empty", at(i))),
+            ("", false) => Err("no value given".to_string()),
+            (t, true) => item(t).map_err(|e| format!("{}: {e}", at(i))),
+            (t, false) => item(t),
+        })
+        .collect::<Result<Vec<T>, String>>()
+        .map(List)
+}
+
+/// `--lr`, `--weight-decay`, ...: numbers.
+pub fn reals(s: &str) -> Result<List<f32>, String> {
+    list(s, real)
+}
+
+/// `--seed`: whole numbers.
+pub fn seeds(s: &str) -> Result<List<u64>, String> {
+    list(s, |t| {
+        t.parse::<u64>()
+            .map_err(|_| format!("`{t}` is not a whole number"))
+    })
+}
+
+/// `--init-scheme`.
+pub fn init_schemes(s: &str) -> Result<List<InitScheme>, String> {
+    list(s, init_scheme)
+}
+
+/// `--lr-schedule`.
+pub fn schedules(s: &str) -> Result<List<Schedule>, String> {
+    list(s, schedule)
+}
+
+/// `--warmup`.
+pub fn warmups(s: &str) -> Result<List<Warmup>, String> {
+    list(s, warmup)
+}
+
 /// Layer widths, input to output (one value to clap, which takes a `Vec` for many).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Widths(pub Vec<usize>);
@@ -82,12 +144,12 @@ pub fn layers(s: &str) -> Result<Widths, String> {
 
 /// One of a vocabulary's names (`--loss`, `--optimizer`).
 pub fn named<T: Named + Send + Sync>(s: &str) -> Result<T, String> {
-    T::parse(s).map_err(message)
+    T::parse(one(s)?).map_err(message)
 }
 
 /// `--activation NAME[:SLOPE]`.
 pub fn activation(s: &str) -> Result<Activation, String> {
-    Activation::parse(s).map_err(message)
+    Activation::parse(one(s)?).map_err(message)
 }
 
 /// `--init-scheme SCHEME[:VALUE]`.
@@ -178,9 +240,12 @@ mod tests {
         ])
         .unwrap();
         let t = &cli.train;
-        assert_eq!(t.val_split, Some(0.25));
-        assert_eq!((t.checkpoint_every, t.dataset.targets), (Some(3), Some(2)));
-        let s = t.spec();
+        assert_eq!(t.job.val_split, Some(0.25));
+        assert_eq!(
+            (t.out.checkpoint_every, t.job.dataset.targets),
+            (Some(3), Some(2))
+        );
+        let s = t.job.spec().unwrap();
         assert_eq!(s.layers, Some(vec![4, 3, 2]));
         assert_eq!(
             (s.batch, s.epochs, s.rows, s.log_every),

@@ -208,21 +208,48 @@ impl GpuBackend {
             .write_buffer(&data.index, 0, bytemuck::cast_slice(&index));
     }
 
-    /// Record `steps` steps in one encoder, submit once, read the losses back once.
-    async fn submit_chunk(&mut self, grad_only: bool, steps: usize) -> Result<Vec<f32>> {
+    /// Get `steps` steps from the current one ready to record: their plans (built where
+    /// missing), the rows of their batches uploaded, the chunk's step index reset. [`Self::commit`]
+    /// after submitting them.
+    pub(crate) async fn begin_chunk(&mut self, grad_only: bool, steps: usize) -> Result<Pending> {
         assert!(steps >= 1 && steps <= self.max_steps);
         let (keys, parity, shared_parity) = self.chunk_keys(grad_only, steps).await?;
         self.upload_rows(self.step, steps);
+        self.ctx
+            .queue
+            .write_buffer(&self.net.state, 0, bytemuck::bytes_of(&0u32));
+        Ok(Pending {
+            keys,
+            parity,
+            shared_parity,
+            grad_only,
+        })
+    }
+
+    /// The dispatches of a chunk begun, in order.
+    pub(crate) fn plans_of(&self, pending: &Pending) -> Vec<&[Dispatch]> {
+        pending.keys.iter().map(|k| &self.plans[k][..]).collect()
+    }
+
+    /// The chunk begun was submitted: the step and the weights' parities move past it.
+    pub(crate) fn commit(&mut self, pending: Pending) {
+        if !pending.grad_only {
+            (self.parity, self.shared_parity) = (pending.parity, pending.shared_parity);
+            self.step += pending.keys.len();
+        }
+    }
+
+    /// Record `steps` steps in one encoder, submit once, read the losses back once.
+    async fn submit_chunk(&mut self, grad_only: bool, steps: usize) -> Result<Vec<f32>> {
+        let pending = self.begin_chunk(grad_only, steps).await?;
         let ctx = &self.ctx;
         let start = web_time::Instant::now();
-        ctx.queue
-            .write_buffer(&self.net.state, 0, bytemuck::bytes_of(&0u32));
         let mut enc = ctx
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("chunk"),
             });
-        let plans: Vec<&[Dispatch]> = keys.iter().map(|k| &self.plans[k][..]).collect();
+        let plans: Vec<&[Dispatch]> = pending.keys.iter().map(|k| &self.plans[k][..]).collect();
         // With --profile, the first steps of the chunk that fit the query set are timed.
         let timed = match &self.profiler {
             Some(p) => {
@@ -275,10 +302,7 @@ impl GpuBackend {
             }
             p.steps += t;
         }
-        if !grad_only {
-            (self.parity, self.shared_parity) = (parity, shared_parity);
-            self.step += steps;
-        }
+        self.commit(pending);
         Ok(losses)
     }
 
@@ -316,6 +340,14 @@ impl GpuBackend {
     pub fn context(&self) -> &Arc<GpuContext> {
         &self.ctx
     }
+}
+
+/// A chunk begun ([`GpuBackend::begin_chunk`]) and not yet committed.
+pub(crate) struct Pending {
+    keys: Vec<PlanKey>,
+    parity: usize,
+    shared_parity: usize,
+    grad_only: bool,
 }
 
 /// Run one epoch of each recorded plan at setup, so that implementations which compile a pipeline

@@ -46,6 +46,7 @@ pub mod memory;
 pub mod net;
 pub mod plan;
 pub mod record;
+pub mod sweep;
 pub mod tune;
 
 pub use backend::GpuBackend;
@@ -60,3 +61,4 @@ pub use kernels::matmul_naive::{run_naive, time_naive};
 pub use kernels::{Acc, Act, Block, MatmulKey, Mode, Opt, StepState, Update};
 pub use layout::{from_padded, pad4, to_padded};
 pub use memory::{Banded, GpuMatrix};
+pub use sweep::GpuModels;

@@ -188,5 +188,6 @@ mod fixture;
 mod outputs;
 mod properties;
 mod reliability;
+mod sweep;
 mod train;
 mod verify;
