@@ -204,6 +204,20 @@ fn run_devices(
                         Case::Train { name, job, epochs } => {
                             block_on(train_row(d, dev, name, job, *epochs, budget, refs))
                         }
+                        Case::Sweep {
+                            name,
+                            job,
+                            variants,
+                            epochs,
+                        } => block_on(sweep_row(
+                            d,
+                            dev,
+                            name,
+                            job,
+                            (*variants, *epochs),
+                            budget,
+                            refs,
+                        )),
                         Case::Matmul { .. } => {
                             block_on(matmul_row(d, dev, &case, budget, &mut tuned_now))
                         }
@@ -302,6 +316,15 @@ pub async fn run_suite(
                 (Case::Train { name, job, epochs }, _) => {
                     train_row(d, dev, name, job, *epochs, &budget, &mut refs).await
                 }
+                (
+                    Case::Sweep {
+                        name,
+                        job,
+                        variants,
+                        epochs,
+                    },
+                    _,
+                ) => sweep_row(d, dev, name, job, (*variants, *epochs), &budget, &mut refs).await,
                 (Case::Matmul { .. }, _) => {
                     matmul_row(d, dev, &case, &budget, &mut tuned_now).await
                 }

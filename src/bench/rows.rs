@@ -33,7 +33,7 @@ pub(super) fn error_row(device: usize, case: &Case, msg: String) -> Row {
         device,
         case: case.name().into(),
         kind: match case {
-            Case::Train { .. } => "train",
+            Case::Train { .. } | Case::Sweep { .. } => "train",
             Case::Matmul { .. } => "matmul",
         }
         .into(),
@@ -170,6 +170,117 @@ pub(super) async fn train_row(
         host_overhead,
         kernels,
         steps_timed,
+    })
+}
+
+/// Run the sweep case: `variants` models of `job` (seeds 0, 1, ...) trained together (one
+/// submission per chunk on the GPU, one after another on the CPU); a sample is `epochs` epochs of
+/// all of them, counted as models·epochs; the parity of variant 0 (the job itself) against the
+/// CPU's losses.
+pub(super) async fn sweep_row(
+    device: usize,
+    dev: &Device,
+    name: &str,
+    job: &Job,
+    (variants, epochs): (usize, usize),
+    budget: &Budget,
+    refs: &mut References,
+) -> Result<Row> {
+    use crate::sweep::Models;
+    let jobs: Vec<Job> = (0..variants as u64)
+        .map(|seed| Job {
+            seed,
+            ..job.clone()
+        })
+        .collect();
+    let states: Vec<HostState> = jobs.iter().map(HostState::seeded).collect();
+    let mut models: Box<dyn Models> = match dev {
+        Device::Cpu => Box::new(crate::sweep::Each(
+            (jobs.iter().zip(&states))
+                .map(|(j, s)| Box::new(CpuBackend::new(j, s)) as Box<dyn Backend>)
+                .collect(),
+        )),
+        Device::Gpu(ctx, layout) => {
+            Box::new(crate::gpu::GpuModels::create(ctx.clone(), &jobs, &states, *layout).await?)
+        }
+    };
+    let all = vec![true; variants];
+    let mut starts = Vec::with_capacity(variants);
+    for k in 0..variants {
+        starts.push(models.model(k).state_async().await?);
+    }
+    let t = Instant::now();
+    models.run_async(1, &all).await?;
+    let per_epoch = t.elapsed().as_secs_f64();
+    let epochs = match epochs {
+        0 => ((budget.target_s / per_epoch.max(1e-9)) as usize).clamp(1, 500),
+        n => n,
+    };
+    let (extra, n_samples) = budget.runs(per_epoch * epochs as f64);
+    let mut samples = Vec::new();
+    let mut first = Vec::new();
+    let stats0 = models.stats();
+    for i in 0..extra + n_samples {
+        for (k, s) in starts.iter().enumerate() {
+            models.model(k).restore_async(s).await?;
+        }
+        let t = Instant::now();
+        let mut losses = vec![Vec::with_capacity(epochs); variants];
+        let mut left = epochs;
+        while left > 0 {
+            let n = left.min(models.max_chunk());
+            for (all, l) in losses.iter_mut().zip(models.run_async(n, &all).await?) {
+                all.extend(l);
+            }
+            left -= n;
+        }
+        if i >= extra {
+            samples.push(t.elapsed().as_secs_f64());
+        }
+        if i == extra {
+            first = losses.swap_remove(0);
+        }
+    }
+    let n = n_samples as f64;
+    let gpu = matches!(dev, Device::Gpu(..));
+    let stats = models.stats();
+    let host_overhead = gpu.then(|| HostOverhead {
+        submits_per_sample: (stats.submits - stats0.submits) as f64 / n,
+        readbacks_per_sample: (stats.submits - stats0.submits) as f64 / n,
+        encode_s_per_epoch: (stats.encode_s - stats0.encode_s) / n / epochs as f64,
+    });
+    let parity = match gpu {
+        true => Some(trajectory_parity(
+            &first,
+            &refs.losses(name, job, epochs).await,
+        )),
+        false => None,
+    };
+    let mut config = serde_json::to_value(Job {
+        epochs,
+        ..job.clone()
+    })
+    .unwrap_or_default();
+    config["variants"] = serde_json::json!(variants);
+    Ok(Row {
+        device,
+        case: name.into(),
+        kind: "train".into(),
+        config,
+        status: match &parity {
+            Some(p) if !p.passed => Status::Failed,
+            _ => Status::Ok,
+        },
+        error: None,
+        warmup: 1 + extra,
+        samples_s: samples,
+        per_sample: epochs * variants,
+        flops_per_sample: job.flops_of_epochs(epochs) * variants as f64,
+        bytes_per_sample: None,
+        parity,
+        host_overhead,
+        kernels: Vec::new(),
+        steps_timed: 0,
     })
 }
 

@@ -12,6 +12,14 @@ pub(super) enum Case {
         /// Epochs per sample; 0: calibrated to about `target_s`.
         epochs: usize,
     },
+    /// `variants` models of `job` (seeds 0, 1, ...) trained together as `gpu-train sweep` trains
+    /// them; a sample is `epochs` epochs of every one (0: calibrated).
+    Sweep {
+        name: String,
+        job: Box<Job>,
+        variants: usize,
+        epochs: usize,
+    },
     Matmul {
         name: String,
         trans: (bool, bool),
@@ -23,7 +31,7 @@ pub(super) enum Case {
 impl Case {
     pub(super) fn name(&self) -> &str {
         match self {
-            Case::Train { name, .. } | Case::Matmul { name, .. } => name,
+            Case::Train { name, .. } | Case::Sweep { name, .. } | Case::Matmul { name, .. } => name,
         }
     }
 }
@@ -69,6 +77,19 @@ pub(super) fn suite(quick: bool) -> Vec<Case> {
         }),
         epochs: 500,
     }];
+    // Many small models at once: what a big GPU can do with this tool's nets (models·epochs/s).
+    let variants: &[usize] = if quick { &[8] } else { &[8, 32] };
+    for &n in variants {
+        cases.push(Case::Sweep {
+            name: format!("train/sweep-{n}"),
+            job: Box::new(Job {
+                log_every: 0,
+                ..Job::default()
+            }),
+            variants: n,
+            epochs: 0,
+        });
+    }
     let (hidden, batch): (&[usize], &[usize]) = if quick {
         (&[1024], &[1024])
     } else {
