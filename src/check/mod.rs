@@ -5,6 +5,7 @@ pub mod bias_update;
 pub mod cross_entropy;
 pub mod epilogue;
 pub mod matmul;
+pub mod sweep;
 pub mod train_step;
 
 /// Unit roundoff of f32: a correctly rounded operation errs by at most this, relative.

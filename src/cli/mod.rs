@@ -111,7 +111,7 @@ pub struct VerifyArgs {
     pub fail_fast: bool,
 
     /// Run only these families of checks, comma-separated: loss_reduce, bias_update,
-    /// cross_entropy, matmul, train [default: all].
+    /// cross_entropy, matmul, train, sweep [default: all].
     #[arg(long, value_name = "FAMILY,...", value_delimiter = ',', value_parser = values::verify_family)]
     pub only: Vec<crate::verify::Family>,
 

@@ -75,15 +75,18 @@ pub enum Family {
     Matmul,
     /// The training runs (every kernel composed, parameters compared).
     Train,
+    /// Sweeps: every model of a sweep bit for bit its lone run.
+    Sweep,
 }
 
 impl Family {
-    pub const ALL: [Family; 5] = [
+    pub const ALL: [Family; 6] = [
         Family::LossReduce,
         Family::BiasUpdate,
         Family::CrossEntropy,
         Family::Matmul,
         Family::Train,
+        Family::Sweep,
     ];
 
     /// The name `--only` takes, the first word of its checks' kernel names.
@@ -94,6 +97,7 @@ impl Family {
             Family::CrossEntropy => "cross_entropy",
             Family::Matmul => "matmul",
             Family::Train => "train",
+            Family::Sweep => "sweep",
         }
     }
 
@@ -341,6 +345,9 @@ async fn check_device(
         }
         if asked(Family::Train) && !suite.stopped() {
             training_checks(suite, ctx, layout, quick).await;
+        }
+        if asked(Family::Sweep) && !suite.stopped() {
+            sweep_checks(suite, ctx, layout).await;
         }
     }
 }

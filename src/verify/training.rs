@@ -206,3 +206,48 @@ async fn train_check(
         crate::check::train_step::follow(job, data, &mut gpu, &mut cpu, job.epochs).await?;
     Ok((worst, (worst > 1.0).then_some(at)))
 }
+
+/// Sweeps: three variants (seeds 0 to 2, learning rates 1e-2 to 3e-2) of a job with biases, Adam,
+/// a schedule and mini-batches, trained as one sweep, the second sitting out the second half;
+/// every model's losses, parameters and optimizer state must be bit for bit those of its lone run
+/// ([`crate::check::sweep::check_sweep`]), which the training checks hold to the CPU.
+pub(super) async fn sweep_checks(suite: &mut Suite<'_>, ctx: &Arc<GpuContext>, layout: Layout) {
+    let lr_schedule = crate::schedule::LrSchedule::parse(Some("step:3:0.5"), None);
+    let base = Job {
+        layers: vec![23, 13, 5],
+        batch: 9,
+        rows: Some(29),
+        epochs: 4,
+        bias: true,
+        log_every: 0,
+        optimizer: Optimizer {
+            kind: OptimizerKind::Adam,
+            ..Optimizer::default()
+        },
+        lr_schedule: lr_schedule.unwrap_or_default(),
+        ..Job::default()
+    };
+    let jobs: Vec<Job> = (0..3u64)
+        .map(|seed| Job {
+            seed,
+            lr: 1e-2 * (1 + seed) as f32,
+            ..base.clone()
+        })
+        .collect();
+    let shape = format!("3x{}x{:?}", base.batch, base.layers).replace(' ', "");
+    let outcome = crate::check::sweep::check_sweep(ctx, layout, &jobs)
+        .await
+        .map(|diff| match diff {
+            None => (0.0, None),
+            Some(at) => (f64::INFINITY, Some(at)),
+        });
+    let bound = "bit for bit each model's lone run";
+    suite.record(
+        "sweep/adam/sse/mini-batches".into(),
+        "-",
+        layout,
+        shape,
+        bound,
+        outcome,
+    );
+}

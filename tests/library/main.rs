@@ -15,4 +15,5 @@ mod limits;
 mod parity;
 mod presets;
 mod reference;
+mod sweep;
 mod torch_fixture;

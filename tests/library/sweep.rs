@@ -1,0 +1,41 @@
+//! A sweep's models on the GPU ([`gpu_train::gpu::GpuModels`]): 1, 3 and 65 models in one
+//! submission, in both layouts, each bit for bit its lone run, one sitting out half the epochs
+//! ([`gpu_train::check::sweep::check_sweep`]).
+
+use crate::common::gpu_or_skip;
+use gpu_train::gpu::layout::Layout;
+use gpu_train::job::{Job, Optimizer, OptimizerKind};
+use gpu_train::wait::block_on;
+
+#[test]
+fn gpu_sweep_models_match_their_lone_runs() {
+    let Some(ctx) = gpu_or_skip() else { return };
+    // Odd widths and a short last mini-batch; momentum, so the state has a buffer to compare.
+    let base = Job {
+        layers: vec![7, 5, 3],
+        batch: 4,
+        rows: Some(7),
+        epochs: 3,
+        bias: true,
+        log_every: 0,
+        optimizer: Optimizer {
+            kind: OptimizerKind::Momentum,
+            ..Optimizer::default()
+        },
+        ..Job::default()
+    };
+    for layout in [Layout::Texels, Layout::Buffer] {
+        for models in [1u64, 3, 65] {
+            let jobs: Vec<Job> = (0..models)
+                .map(|seed| Job {
+                    seed,
+                    lr: 1e-3 * (1 + seed % 5) as f32,
+                    ..base.clone()
+                })
+                .collect();
+            let diff = block_on(gpu_train::check::sweep::check_sweep(&ctx, layout, &jobs))
+                .unwrap_or_else(|e| panic!("{layout}, {models} models: {e}"));
+            assert_eq!(diff, None, "{layout}, {models} models");
+        }
+    }
+}
