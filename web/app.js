@@ -17,7 +17,8 @@ function showError(where, e) {
   return msg;
 }
 
-// A log-scale loss chart of every run so far.
+// A log-scale loss chart of every run so far: every decade the losses span labelled on the
+// left, whole epochs along the bottom, the legend at the top right (clear of both axes).
 function draw() {
   const c = $("chart");
   const g = c.getContext("2d");
@@ -26,28 +27,49 @@ function draw() {
   if (!runs.length) return;
   const all = runs.flatMap(([, r]) => r.losses).filter((l) => l > 0 && isFinite(l));
   if (!all.length) return;
-  const lo = Math.log10(Math.min(...all)), hi = Math.log10(Math.max(...all));
+  // Whole decades, so that each one the losses span has its power of ten on the axis.
+  let lo = Math.floor(Math.log10(Math.min(...all))), hi = Math.ceil(Math.log10(Math.max(...all)));
+  if (hi <= lo) hi = lo + 1;
   const epochs = Math.max(...runs.map(([, r]) => r.first + r.losses.length));
-  const [L, R, T, B] = [70, 20, 20, 30];
+  const [L, R, T, B] = [64, 20, 16, 34];
   const x = (e) => L + ((c.width - L - R) * e) / Math.max(1, epochs - 1);
-  const y = (l) => T + ((c.height - T - B) * (hi - Math.log10(l))) / Math.max(1e-9, hi - lo);
+  const y = (l) => T + ((c.height - T - B) * (hi - Math.log10(l))) / (hi - lo);
   g.font = "13px sans-serif";
   g.fillStyle = "#555";
-  g.fillText(`loss ${Math.max(...all).toExponential(2)}`, 4, T + 4);
-  g.fillText(`${Math.min(...all).toExponential(2)}`, 4, c.height - B);
-  g.fillText(`epoch ${epochs - 1}`, c.width - R - 70, c.height - 8);
+  g.strokeStyle = "#e4e4e4";
+  g.lineWidth = 1;
+  g.textAlign = "right";
+  g.textBaseline = "middle";
+  const every = Math.ceil((hi - lo) / 12);
+  for (let d = lo; d <= hi; d += every) {
+    const yy = y(10 ** d);
+    g.beginPath(); g.moveTo(L, yy); g.lineTo(c.width - R, yy); g.stroke();
+    g.fillText(`1e${d}`, L - 6, yy);
+  }
+  g.textAlign = "center";
+  g.textBaseline = "top";
+  const step = Math.max(1, Math.ceil((epochs - 1) / 10));
+  for (let e = 0; e <= epochs - 1; e += step) {
+    g.fillText(String(e), x(e), c.height - B + 6);
+  }
+  g.textAlign = "left";
+  g.textBaseline = "alphabetic";
+  g.fillText("loss (log)", 4, T - 4 + 13);
+  g.textAlign = "right";
+  g.fillText("epoch", c.width - R, c.height - 4);
   const colors = { gpu: "#1f5fbf", cpu: "#d9731a" };
   runs.forEach(([name, r], i) => {
     g.strokeStyle = colors[name] || "#888";
     g.lineWidth = name === "cpu" ? 1.5 : 3;
     g.setLineDash(name === "cpu" ? [6, 4] : []);
     g.beginPath();
-    r.losses.forEach((l, j) => (j ? g.lineTo : g.moveTo).call(g, x(r.first + j), y(Math.max(l, 1e-30))));
+    r.losses.forEach((l, j) => (j ? g.lineTo : g.moveTo).call(g, x(r.first + j), y(Math.max(l, 10 ** lo))));
     g.stroke();
     g.setLineDash([]);
     g.fillStyle = g.strokeStyle;
-    g.fillText(r.label, L + 10, T + 18 + 16 * i);
+    g.fillText(r.label, c.width - R - 8, T + 18 + 16 * i);
   });
+  g.textAlign = "left";
 }
 
 function spec() {

@@ -208,7 +208,8 @@ async fn train_check(
 }
 
 /// Sweeps: three variants (seeds 0 to 2, learning rates 1e-2 to 3e-2) of a job with biases, Adam,
-/// a schedule and mini-batches, trained as one sweep, the second sitting out the second half;
+/// a schedule and mini-batches, and three seeds of a dynamic-depth net (each drawing its own
+/// depths), each trained as one sweep, the second model sitting out the second half;
 /// every model's losses, parameters and optimizer state must be bit for bit those of its lone run
 /// ([`crate::check::sweep::check_sweep`]), which the training checks hold to the CPU.
 pub(super) async fn sweep_checks(suite: &mut Suite<'_>, ctx: &Arc<GpuContext>, layout: Layout) {
@@ -234,20 +235,38 @@ pub(super) async fn sweep_checks(suite: &mut Suite<'_>, ctx: &Arc<GpuContext>, l
             ..base.clone()
         })
         .collect();
-    let shape = format!("3x{}x{:?}", base.batch, base.layers).replace(' ', "");
-    let outcome = crate::check::sweep::check_sweep(ctx, layout, &jobs)
-        .await
-        .map(|diff| match diff {
-            None => (0.0, None),
-            Some(at) => (f64::INFINITY, Some(at)),
-        });
-    let bound = "bit for bit each model's lone run";
-    suite.record(
-        "sweep/adam/sse/mini-batches".into(),
-        "-",
-        layout,
-        shape,
-        bound,
-        outcome,
-    );
+    let mut sweeps = vec![("sweep/adam/sse/mini-batches", jobs)];
+    // Dynamic depth: each seed draws its own depths, so the models' steps differ in length.
+    if let Ok(dynamic) = crate::job::preset("dynamic") {
+        let job = Job {
+            layers: vec![23, 13, 13, 5],
+            batch: base.batch,
+            epochs: base.epochs,
+            lr: 1e-2,
+            log_every: 0,
+            ..dynamic
+        };
+        let jobs = (0..3)
+            .map(|seed| Job {
+                seed,
+                ..job.clone()
+            })
+            .collect();
+        sweeps.push(("sweep/momentum/sse/dynamic", jobs));
+    }
+    for (kernel, jobs) in sweeps {
+        if suite.stopped() {
+            return;
+        }
+        let j = &jobs[0];
+        let shape = format!("{}x{}x{:?}", jobs.len(), j.batch, j.layers).replace(' ', "");
+        let outcome = crate::check::sweep::check_sweep(ctx, layout, &jobs)
+            .await
+            .map(|diff| match diff {
+                None => (0.0, None),
+                Some(at) => (f64::INFINITY, Some(at)),
+            });
+        let bound = "bit for bit each model's lone run";
+        suite.record(kernel.into(), "-", layout, shape, bound, outcome);
+    }
 }

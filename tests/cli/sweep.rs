@@ -364,7 +364,10 @@ fn sweep_sigint_writes_what_finished_and_exits_130() {
     for k in 0..2 {
         let s = json(&out.join(format!("{k}/summary.json")));
         let run = s["epochs_run"].as_u64().unwrap();
-        assert!((200..100_000_000).contains(&run), "variant {k}: {run} epochs");
+        assert!(
+            (200..100_000_000).contains(&run),
+            "variant {k}: {run} epochs"
+        );
         assert_eq!(index["variants"][k]["epochs_run"], run);
         assert!(out.join(format!("{k}/model.safetensors")).exists());
     }

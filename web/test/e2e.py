@@ -251,6 +251,15 @@ def main():
         with open(os.path.join(out, "page-summary.json"), "w") as f:
             json.dump(both, f)
 
+        # The page's layout: the job selector (long descriptions) within the page's width, the
+        # chart's legend clear of its axis labels (drawn at the top right, the labels at the left).
+        fits = call(d, "(() => { const w = document.documentElement.clientWidth;"
+                       " const s = document.getElementById('preset').getBoundingClientRect();"
+                       " return {right: s.right, width: w,"
+                       " scroll: document.documentElement.scrollWidth}; })()")
+        check(fits["right"] <= fits["width"] and fits["scroll"] <= fits["width"],
+              f"the job selector fits the page's width ({fits})")
+
         # The model the page offers, resumed by the CLI for one more epoch.
         model = bytes(call(d, "Promise.resolve(window.gpuTrain.model())"))
         model_path = os.path.join(out, "page-model.safetensors")
