@@ -52,8 +52,9 @@ pub(super) fn sweep_command(args: &SweepArgs) -> Result<()> {
     let device = models.describe();
     if !args.quiet {
         println!(
-            "{} variants of {} on {} ({}, {})",
+            "{} variants, varying {}, of {} (variant 0's values) on {} ({}, {})",
             grid.len(),
+            grid.describe(),
             describe_net(&jobs[0]),
             device.name,
             device.device_type,

@@ -202,6 +202,19 @@ impl Grid {
         }
     }
 
+    /// What varies: `lr (3) x seed (4)`, the lists of more than one value in order (`nothing`
+    /// when every list has one).
+    pub fn describe(&self) -> String {
+        let parts: Vec<String> = (self.axes.iter())
+            .filter(|a| a.len() > 1)
+            .map(|a| format!("{} ({})", a[0].name(), a.len()))
+            .collect();
+        match parts.is_empty() {
+            true => "nothing".into(),
+            false => parts.join(" x "),
+        }
+    }
+
     /// The job of variant `k`: `base` with its values set.
     pub fn spec(&self, base: &JobSpec, k: usize) -> JobSpec {
         let mut spec = base.clone();
@@ -236,6 +249,7 @@ mod tests {
             assert!(all[..k].iter().all(|o| o != v));
         }
         assert_eq!(g.label(3), "lr=0.01 seed=7");
+        assert_eq!(g.describe(), "lr (3) x seed (2)");
         assert_eq!(g.label(4), "lr=0.5 seed=0");
     }
 
