@@ -6,7 +6,7 @@ use super::kernels::loss_reduce::{
 };
 use super::layout::Layout;
 use super::layout::{from_padded, pad4, to_padded};
-use super::memory::Storage;
+use super::memory::{DataArray, Storage};
 use super::net::Net;
 use super::plan::PlanKey;
 use super::record::{record, record_timed, scoped, Dispatch, Profiler, MAX_QUERIES};
@@ -69,14 +69,32 @@ impl GpuBackend {
         state: &HostState,
         layout: Layout,
     ) -> Result<Self> {
+        Self::create_sharing(ctx, job, state, layout, None).await
+    }
+
+    /// [`GpuBackend::create`] binding the resident dataset `shared` (another backend's, of the
+    /// same data) instead of uploading its own.
+    pub(crate) async fn create_sharing(
+        ctx: Arc<GpuContext>,
+        job: &Job,
+        state: &HostState,
+        layout: Layout,
+        shared: Option<&(DataArray, DataArray)>,
+    ) -> Result<Self> {
         ctx.kernels.layout(layout)?;
         let c = ctx.clone();
         scoped(
             &c,
             "setting up the job",
-            Self::build(ctx, job, state, layout),
+            Self::build(ctx, job, state, layout, shared),
         )
         .await
+    }
+
+    /// The resident dataset (x and y) of a job in mini-batches, to share with another backend of
+    /// the same data.
+    pub(crate) fn dataset(&self) -> Option<(DataArray, DataArray)> {
+        self.net.data.as_ref().map(|d| (d.x.clone(), d.y.clone()))
     }
 
     /// The memory layout of the job's matrices.
@@ -89,8 +107,9 @@ impl GpuBackend {
         job: &Job,
         host: &HostState,
         layout: Layout,
+        shared: Option<&(DataArray, DataArray)>,
     ) -> Result<Self> {
-        let (net, max_steps) = Net::allocate(&ctx, job, host, layout)?;
+        let (net, max_steps) = Net::allocate(&ctx, job, host, layout, shared)?;
         let staging = ctx.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("history readback"),
             size: (max_steps * 4) as u64,

@@ -41,7 +41,8 @@ pub(crate) fn too_large(ctx: &GpuContext, label: &str, bytes: u64) -> Result<()>
 }
 
 /// Where the vec4 of a matrix (or the dataset) live: a texture and its view (texels layout), or a
-/// storage buffer (buffer layout).
+/// storage buffer (buffer layout). A clone is another handle to the same memory.
+#[derive(Clone)]
 pub enum Storage {
     Texture {
         texture: wgpu::Texture,
@@ -468,7 +469,9 @@ pub(crate) fn uniform<T: bytemuck::Pod>(ctx: &GpuContext, label: &str, v: &T) ->
 
 /// The dataset's `[rows, cols]` x or y resident on the GPU: in the texels layout an rgba32float
 /// 2D-array texture of `layer_rows` rows per layer (the matrix layout in each), so that it may have
-/// more rows than a texture may be high; in the buffer layout one storage buffer.
+/// more rows than a texture may be high; in the buffer layout one storage buffer. A clone is
+/// another handle to the same memory (the models of a sweep on one dataset share it).
+#[derive(Clone)]
 pub(crate) struct DataArray {
     pub(crate) storage: Storage,
     pub(crate) layer_rows: usize,

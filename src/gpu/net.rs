@@ -94,11 +94,14 @@ impl Net {
     /// gradients and the optimizer's state, the activations and gradients of every product, the
     /// per-element losses, the bands' partial sums, the loss history and the step counters.
     /// Returns the net and the most steps one submission may hold.
+    /// A resident dataset given in `shared` (x and y, uploaded by another net of the same data:
+    /// the models of a sweep) is bound as it is, not uploaded again.
     pub(crate) fn allocate(
         ctx: &GpuContext,
         job: &Job,
         host: &HostState,
         layout: Layout,
+        shared: Option<&(DataArray, DataArray)>,
     ) -> Result<(Net, usize)> {
         let b = job.batch;
         let depth = job.depth();
@@ -302,25 +305,28 @@ impl Net {
         let rows = job.dataset_rows();
         let data = if job.minibatched() {
             let index = storage(ctx, "batch rows", max_steps * b, None)?;
-            Some(Dataset {
-                x: data_array(
-                    ctx,
-                    layout,
-                    &format!("dataset x ({rows}x{} f32)", d[0]),
-                    rows,
-                    d[0],
-                    &host.x.data,
-                )?,
-                y: data_array(
-                    ctx,
-                    layout,
-                    &format!("dataset y ({rows}x{} f32)", d[depth]),
-                    rows,
-                    d[depth],
-                    &host.y.data,
-                )?,
-                index,
-            })
+            let (x, y) = match shared {
+                Some(xy) => xy.clone(),
+                None => (
+                    data_array(
+                        ctx,
+                        layout,
+                        &format!("dataset x ({rows}x{} f32)", d[0]),
+                        rows,
+                        d[0],
+                        &host.x.data,
+                    )?,
+                    data_array(
+                        ctx,
+                        layout,
+                        &format!("dataset y ({rows}x{} f32)", d[depth]),
+                        rows,
+                        d[depth],
+                        &host.y.data,
+                    )?,
+                ),
+            };
+            Some(Dataset { x, y, index })
         } else {
             None
         };

@@ -19,6 +19,8 @@ use std::sync::Arc;
 pub struct GpuModels {
     ctx: Arc<GpuContext>,
     models: Vec<GpuBackend>,
+    /// Resident datasets uploaded (models of the same data share one).
+    datasets: usize,
     /// Every model's losses of a chunk, side by side (`max_steps` words each).
     staging: wgpu::Buffer,
     max_steps: usize,
@@ -35,9 +37,21 @@ impl GpuModels {
         states: &[HostState],
         layout: Layout,
     ) -> Result<Self> {
-        let mut models = Vec::with_capacity(jobs.len());
-        for (job, state) in jobs.iter().zip(states) {
-            models.push(GpuBackend::create(ctx.clone(), job, state, layout).await?);
+        let mut models: Vec<GpuBackend> = Vec::with_capacity(jobs.len());
+        // A resident dataset (mini-batches) is uploaded once for the models whose data are the
+        // same (one dataset from files, or one seed), and bound by each of them.
+        let mut datasets = 0;
+        for (k, (job, state)) in jobs.iter().zip(states).enumerate() {
+            let same = match job.minibatched() {
+                true => (0..k).find(|&j| same_data(&states[j], state)),
+                false => None,
+            };
+            let shared = same.and_then(|j| models[j].dataset());
+            let model =
+                GpuBackend::create_sharing(ctx.clone(), job, state, layout, shared.as_ref())
+                    .await?;
+            datasets += usize::from(model.dataset().is_some() && shared.is_none());
+            models.push(model);
         }
         let max_steps = models.iter().map(|m| m.max_steps).min().unwrap_or(1);
         let staging = ctx.device.create_buffer(&wgpu::BufferDescriptor {
@@ -49,6 +63,7 @@ impl GpuModels {
         Ok(GpuModels {
             ctx,
             models,
+            datasets,
             staging,
             max_steps,
             submits: 0,
@@ -65,6 +80,12 @@ impl GpuModels {
         layout: Layout,
     ) -> Result<Self> {
         crate::wait::block_on(Self::create(ctx, jobs, states, layout))
+    }
+
+    /// Resident datasets on the device: one per distinct dataset of the models (0 where each
+    /// model's data is one batch).
+    pub fn datasets(&self) -> usize {
+        self.datasets
     }
 
     /// `steps` steps of every active model in one submission; the loss of every step of each.
@@ -173,4 +194,13 @@ impl Models for GpuModels {
             ..Stats::default()
         }
     }
+}
+
+/// Whether two models train on the same data, bit for bit (their resident datasets may be one).
+fn same_data(a: &HostState, b: &HostState) -> bool {
+    let same = |p: &crate::init::Matrix, q: &crate::init::Matrix| {
+        (p.rows, p.cols) == (q.rows, q.cols)
+            && (p.data.iter().zip(&q.data)).all(|(u, v)| u.to_bits() == v.to_bits())
+    };
+    same(&a.x, &b.x) && same(&a.y, &b.y)
 }

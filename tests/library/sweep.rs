@@ -1,9 +1,11 @@
 //! A sweep's models on the GPU ([`gpu_train::gpu::GpuModels`]): 1, 3 and 65 models in one
 //! submission, in both layouts, each bit for bit its lone run, one sitting out half the epochs
-//! ([`gpu_train::check::sweep::check_sweep`]).
+//! ([`gpu_train::check::sweep::check_sweep`]); models of one seed on one resident dataset.
 
 use crate::common::gpu_or_skip;
 use gpu_train::gpu::layout::Layout;
+use gpu_train::gpu::GpuModels;
+use gpu_train::init::HostState;
 use gpu_train::job::{Job, Optimizer, OptimizerKind};
 use gpu_train::wait::block_on;
 
@@ -37,5 +39,20 @@ fn gpu_sweep_models_match_their_lone_runs() {
                 .unwrap_or_else(|e| panic!("{layout}, {models} models: {e}"));
             assert_eq!(diff, None, "{layout}, {models} models");
         }
+        // Models of one seed share one resident dataset (read by the gather of each); models of
+        // other seeds have their own. The bits above are the check that sharing changes nothing.
+        let jobs: Vec<Job> = [(0, 1e-3), (0, 2e-3), (1, 1e-3), (0, 3e-3)]
+            .into_iter()
+            .map(|(seed, lr)| Job {
+                seed,
+                lr,
+                ..base.clone()
+            })
+            .collect();
+        let states: Vec<HostState> = jobs.iter().map(HostState::seeded).collect();
+        let models = block_on(GpuModels::create(ctx.clone(), &jobs, &states, layout)).unwrap();
+        assert_eq!(models.datasets(), 2, "{layout}: seeds 0 and 1");
+        let diff = block_on(gpu_train::check::sweep::check_sweep(&ctx, layout, &jobs)).unwrap();
+        assert_eq!(diff, None, "{layout}, a shared dataset");
     }
 }
