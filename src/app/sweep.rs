@@ -252,8 +252,14 @@ fn table(rows: &[Row]) -> String {
     let names: Vec<String> = first.values.iter().map(|v| v.name()).collect();
     let mut head: Vec<String> = vec!["#".into()];
     head.extend(names.iter().cloned());
-    head.extend(["final loss", "held-out loss", "accuracy", "diverged at"].map(String::from));
     let scored = rows.iter().any(|r| r.held_out().is_some());
+    // The accuracy of the held-out rows where there are some, else of the training rows.
+    let accuracy = if scored {
+        "held-out accuracy"
+    } else {
+        "accuracy"
+    };
+    head.extend(["final loss", "held-out loss", accuracy, "diverged at"].map(String::from));
     let classes = rows.iter().any(|r| r.accuracy().is_some());
     let cells: Vec<Vec<String>> = (rows.iter().enumerate())
         .map(|(k, r)| {

@@ -373,3 +373,62 @@ fn sweep_sigint_writes_what_finished_and_exits_130() {
     }
     assert!(out.join("curves.svg").exists());
 }
+
+/// A held-out set per variant (`--val-split`, drawn with the variant's seed) on class targets:
+/// the table's held-out columns, the index's figures, and each variant's held-out scores those of
+/// its lone run, bit for bit.
+#[test]
+fn sweep_scores_each_variant_on_its_own_held_out_rows() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("s");
+    let x = crate::common::fixture_path("digits/train_x.npy");
+    let y = crate::common::fixture_path("digits/train_y.npy");
+    let job = [
+        "--preset",
+        "digits",
+        "--x",
+        p(&x),
+        "--y",
+        p(&y),
+        "--val-split",
+        "0.2",
+        "--epochs",
+        "4",
+        "--quiet",
+    ];
+    let r = sweep(&out, "cpu")
+        .args(job)
+        .flag("--lr", "1e-3,1e-2")
+        .flag("--seed", "0,1")
+        .run()
+        .success();
+    let head = r.stdout.lines().next().unwrap_or_default();
+    assert!(
+        head.contains("held-out loss") && head.contains("held-out accuracy"),
+        "{}",
+        r.stdout
+    );
+    let index = json(&out.join("sweep.json"));
+    for (k, (lr, seed)) in [("1e-3", "0"), ("1e-3", "1"), ("1e-2", "0"), ("1e-2", "1")]
+        .into_iter()
+        .enumerate()
+    {
+        let v = &index["variants"][k];
+        assert!(
+            v["validation_loss"].as_f64().is_some() && v["accuracy"].as_f64().is_some(),
+            "{v}"
+        );
+        let solo = tmp.path().join(format!("{k}.json"));
+        Cmd::cpu()
+            .args(job)
+            .flag("--lr", lr)
+            .flag("--seed", seed)
+            .flag("--summary-json", p(&solo))
+            .run()
+            .success();
+        let (got, want) = (json(&out.join(format!("{k}/summary.json"))), json(&solo));
+        assert_eq!(got["validation"], want["validation"], "variant {k}");
+        assert_eq!(got["accuracy"], want["accuracy"], "variant {k}");
+        assert_eq!(losses(&got), losses(&want), "variant {k}");
+    }
+}
