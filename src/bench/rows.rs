@@ -123,13 +123,8 @@ pub(super) async fn train_row(
             first = losses;
         }
     }
-    let n = n_samples as f64;
     let gpu = matches!(dev, Device::Gpu(..));
-    let host_overhead = gpu.then(|| HostOverhead {
-        submits_per_sample: (backend.stats().submits - stats0.submits) as f64 / n,
-        readbacks_per_sample: (backend.stats().submits - stats0.submits) as f64 / n,
-        encode_s_per_epoch: (backend.stats().encode_s - stats0.encode_s) / n / epochs as f64,
-    });
+    let host_overhead = gpu.then(|| host_overhead(&stats0, &backend.stats(), n_samples, epochs));
     let parity = match gpu {
         true => Some(trajectory_parity(
             &first,
@@ -146,12 +141,49 @@ pub(super) async fn train_row(
         let stats = backend.stats();
         (steps_timed, kernels) = (stats.steps_timed, stats.kernels);
     }
-    let config = serde_json::to_value(Job {
+    let mut row = measured_train_row(device, name, job, (epochs, 1), samples, parity);
+    (row.warmup, row.host_overhead) = (1 + extra, host_overhead);
+    (row.kernels, row.steps_timed) = (kernels, steps_timed);
+    Ok(row)
+}
+
+/// What the host did per sample between two of a device's counts: submissions and readbacks
+/// (one each per chunk), encoding time per epoch.
+fn host_overhead(
+    before: &crate::backend::Stats,
+    after: &crate::backend::Stats,
+    samples: usize,
+    epochs: usize,
+) -> HostOverhead {
+    let n = samples.max(1) as f64;
+    let per_sample = (after.submits - before.submits) as f64 / n;
+    HostOverhead {
+        submits_per_sample: per_sample,
+        readbacks_per_sample: per_sample,
+        encode_s_per_epoch: (after.encode_s - before.encode_s) / n / epochs.max(1) as f64,
+    }
+}
+
+/// The row of a training case from its samples (`epochs` epochs of each of `models` models of
+/// `job`: 1 but for a sweep) and its parity; the warm-up, host overhead and kernel times are the
+/// caller's to fill.
+fn measured_train_row(
+    device: usize,
+    name: &str,
+    job: &Job,
+    (epochs, models): (usize, usize),
+    samples: Vec<f64>,
+    parity: Option<Parity>,
+) -> Row {
+    let mut config = serde_json::to_value(Job {
         epochs,
         ..job.clone()
     })
     .unwrap_or_default();
-    Ok(Row {
+    if models > 1 {
+        config["variants"] = serde_json::json!(models);
+    }
+    Row {
         device,
         case: name.into(),
         kind: "train".into(),
@@ -161,16 +193,16 @@ pub(super) async fn train_row(
             _ => Status::Ok,
         },
         error: None,
-        warmup: 1 + extra,
+        warmup: 1,
         samples_s: samples,
-        per_sample: epochs,
-        flops_per_sample: job.flops_of_epochs(epochs),
+        per_sample: epochs * models,
+        flops_per_sample: job.flops_of_epochs(epochs) * models as f64,
         bytes_per_sample: None,
         parity,
-        host_overhead,
-        kernels,
-        steps_timed,
-    })
+        host_overhead: None,
+        kernels: Vec::new(),
+        steps_timed: 0,
+    }
 }
 
 /// Run the sweep case: `variants` models of `job` (seeds 0, 1, ...) trained together (one
@@ -241,14 +273,8 @@ pub(super) async fn sweep_row(
             first = losses.swap_remove(0);
         }
     }
-    let n = n_samples as f64;
     let gpu = matches!(dev, Device::Gpu(..));
-    let stats = models.stats();
-    let host_overhead = gpu.then(|| HostOverhead {
-        submits_per_sample: (stats.submits - stats0.submits) as f64 / n,
-        readbacks_per_sample: (stats.submits - stats0.submits) as f64 / n,
-        encode_s_per_epoch: (stats.encode_s - stats0.encode_s) / n / epochs as f64,
-    });
+    let host_overhead = gpu.then(|| host_overhead(&stats0, &models.stats(), n_samples, epochs));
     let parity = match gpu {
         true => Some(trajectory_parity(
             &first,
@@ -256,32 +282,9 @@ pub(super) async fn sweep_row(
         )),
         false => None,
     };
-    let mut config = serde_json::to_value(Job {
-        epochs,
-        ..job.clone()
-    })
-    .unwrap_or_default();
-    config["variants"] = serde_json::json!(variants);
-    Ok(Row {
-        device,
-        case: name.into(),
-        kind: "train".into(),
-        config,
-        status: match &parity {
-            Some(p) if !p.passed => Status::Failed,
-            _ => Status::Ok,
-        },
-        error: None,
-        warmup: 1 + extra,
-        samples_s: samples,
-        per_sample: epochs * variants,
-        flops_per_sample: job.flops_of_epochs(epochs) * variants as f64,
-        bytes_per_sample: None,
-        parity,
-        host_overhead,
-        kernels: Vec::new(),
-        steps_timed: 0,
-    })
+    let mut row = measured_train_row(device, name, job, (epochs, variants), samples, parity);
+    (row.warmup, row.host_overhead) = (1 + extra, host_overhead);
+    Ok(row)
 }
 
 /// Time a product: `per_product(reps)` runs it `reps` times back to back and returns seconds

@@ -53,40 +53,43 @@ impl Value {
         self.flag().trim_start_matches('-').replace('-', "_")
     }
 
-    /// The value as its flag takes it (`1e-3`, `step:100:0.5`, `kaiming`).
-    pub fn text(&self) -> String {
-        let real = |v: f32| {
-            let a = v.abs();
-            if a != 0.0 && !(1e-3..1e4).contains(&a) {
-                format!("{v:e}")
-            } else {
-                format!("{v}")
-            }
-        };
+    /// The number of a setting whose values are numbers (all but the seed, the init scheme and
+    /// the schedules).
+    fn real(&self) -> Option<f32> {
         match *self {
             Value::Lr(v)
             | Value::WeightDecay(v)
             | Value::Momentum(v)
             | Value::Beta1(v)
             | Value::Beta2(v)
-            | Value::Eps(v) => real(v),
+            | Value::Eps(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// The value as its flag takes it (`1e-3`, `step:100:0.5`, `kaiming`).
+    pub fn text(&self) -> String {
+        if let Some(v) = self.real() {
+            let a = v.abs();
+            return match a != 0.0 && !(1e-3..1e4).contains(&a) {
+                true => format!("{v:e}"),
+                false => format!("{v}"),
+            };
+        }
+        match *self {
             Value::Seed(s) => s.to_string(),
             Value::InitScheme(i) => i.to_string(),
             Value::LrSchedule(s) => s.to_string(),
             Value::Warmup(w) => w.to_string(),
+            _ => String::new(),
         }
     }
 
     /// The value as JSON: a number where it is one, else its text.
     pub fn json(&self) -> serde_json::Value {
-        match *self {
-            Value::Lr(v)
-            | Value::WeightDecay(v)
-            | Value::Momentum(v)
-            | Value::Beta1(v)
-            | Value::Beta2(v)
-            | Value::Eps(v) => serde_json::json!(v),
-            Value::Seed(s) => serde_json::json!(s),
+        match (self.real(), self) {
+            (Some(v), _) => serde_json::json!(v),
+            (None, Value::Seed(s)) => serde_json::json!(s),
             _ => serde_json::Value::String(self.text()),
         }
     }

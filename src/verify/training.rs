@@ -121,16 +121,7 @@ pub(super) async fn training_checks(
     }
     // A dynamic-depth net: the shared layer run 0 to 3 times a step, its gradient summed over
     // its uses (the sum epilogues), its own step counters for Adam.
-    if let Ok(dynamic) = crate::job::preset("dynamic") {
-        let job = Job {
-            layers: vec![23, 13, 13, 5],
-            batch: base.batch,
-            epochs: base.epochs,
-            lr: 1e-2,
-            log_every: 0,
-            optimizer: adam,
-            ..dynamic
-        };
+    if let Some(job) = dynamic_job(&base, Some(adam)) {
         jobs.push(("train/adam/sse/dynamic".to_string(), job));
     }
     // Mini-batches: the rows gathered from the resident dataset in a seeded order each epoch,
@@ -241,15 +232,7 @@ pub(super) async fn sweep_checks(suite: &mut Suite<'_>, ctx: &Arc<GpuContext>, l
         .collect();
     let mut sweeps = vec![("sweep/adam/sse/mini-batches", jobs)];
     // Dynamic depth: each seed draws its own depths, so the models' steps differ in length.
-    if let Ok(dynamic) = crate::job::preset("dynamic") {
-        let job = Job {
-            layers: vec![23, 13, 13, 5],
-            batch: base.batch,
-            epochs: base.epochs,
-            lr: 1e-2,
-            log_every: 0,
-            ..dynamic
-        };
+    if let Some(job) = dynamic_job(&base, None) {
         let jobs = (0..3)
             .map(|seed| Job {
                 seed,
@@ -273,4 +256,19 @@ pub(super) async fn sweep_checks(suite: &mut Suite<'_>, ctx: &Arc<GpuContext>, l
         let bound = "bit for bit each model's lone run";
         suite.record(kernel.into(), "-", layout, shape, bound, outcome);
     }
+}
+
+/// The `dynamic` preset's net shrunk to `base`'s batch and epochs (23 -> 13 -> [13 -> 13 shared]
+/// -> 5), lr 1e-2, with `optimizer` or the preset's own.
+fn dynamic_job(base: &Job, optimizer: Option<Optimizer>) -> Option<Job> {
+    let dynamic = crate::job::preset("dynamic").ok()?;
+    Some(Job {
+        layers: vec![23, 13, 13, 5],
+        batch: base.batch,
+        epochs: base.epochs,
+        lr: 1e-2,
+        log_every: 0,
+        optimizer: optimizer.unwrap_or(dynamic.optimizer),
+        ..dynamic
+    })
 }

@@ -66,6 +66,40 @@ pub fn check_default_run(r: &Run) -> String {
     device
 }
 
+/// Spawn `cmd`, wait for its `n`-th `epoch ` line on stdout, send it SIGINT, and wait for it:
+/// its exit code, its stderr, and the stdout lines after the n-th.
+#[cfg(unix)]
+pub fn interrupt_after_epochs(
+    cmd: &mut std::process::Command,
+    n: usize,
+) -> (Option<i32>, String, Vec<String>) {
+    use std::io::BufRead;
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn gpu-train");
+    let mut lines = std::io::BufReader::new(child.stdout.take().expect("piped")).lines();
+    let mut seen = 0;
+    for line in lines.by_ref() {
+        if line.expect("stdout").starts_with("epoch ") {
+            seen += 1;
+            if seen == n {
+                break;
+            }
+        }
+    }
+    let killed = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let rest: Vec<String> = lines.map_while(|l| l.ok()).collect();
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out.status.code(), stderr, rest)
+}
+
 #[track_caller]
 pub fn assert_bad_input(r: &Run, needles: &[&str]) {
     assert_eq!(r.code, Some(2), "bad input must exit 2: {}", r.describe());

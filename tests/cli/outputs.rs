@@ -188,7 +188,6 @@ fn cli_bad_checkpoints_exit_2_naming_the_tensor() {
 #[cfg(unix)]
 #[test]
 fn cli_sigint_writes_a_checkpoint_and_the_history_and_exits_130() {
-    use std::io::BufRead;
     let tmp = tempfile::tempdir().unwrap();
     let f = |name: &str| tmp.path().join(name);
     let args = [
@@ -209,38 +208,16 @@ fn cli_sigint_writes_a_checkpoint_and_the_history_and_exits_130() {
         "--init-scheme",
         "torch",
     ];
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gpu-train"))
-        .args(args)
-        .args([
-            "--save",
-            p(&f("ck.safetensors")),
-            "--history",
-            p(&f("h.csv")),
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    // Wait until it trains (a few logged epochs), then interrupt.
-    let mut seen = 0;
-    for line in lines.by_ref() {
-        if line.unwrap().starts_with("epoch ") {
-            seen += 1;
-            if seen == 3 {
-                break;
-            }
-        }
-    }
-    let killed = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let rest: Vec<String> = lines.map_while(|l| l.ok()).collect();
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(130), "{stderr}\n{rest:?}");
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_gpu-train"));
+    cmd.args(args).args([
+        "--save",
+        p(&f("ck.safetensors")),
+        "--history",
+        p(&f("h.csv")),
+    ]);
+    // Once it trains (a few logged epochs).
+    let (code, stderr, rest) = interrupt_after_epochs(&mut cmd, 3);
+    assert_eq!(code, Some(130), "{stderr}\n{rest:?}");
     assert!(
         stderr.contains("interrupted after epoch") && stderr.contains("--resume"),
         "{stderr}"

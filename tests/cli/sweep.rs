@@ -320,45 +320,23 @@ fn sweep_bad_lists_and_out_are_refused_naming_the_flag() {
 #[cfg(unix)]
 #[test]
 fn sweep_sigint_writes_what_finished_and_exits_130() {
-    use std::io::BufRead;
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("s");
-    let mut child = crate::common::run::bin()
-        .args([
-            "sweep", "--device", "cpu", "--layers", "30,20,4", "--batch", "9",
-        ])
-        .args([
-            "--epochs",
-            "100000000",
-            "--log-every",
-            "100",
-            "--lr",
-            "1e-4,2e-4",
-        ])
-        .args(["--save", "--out", p(&out)])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut seen = 0;
-    for line in lines.by_ref() {
-        if line.unwrap().starts_with("epoch ") {
-            seen += 1;
-            if seen == 3 {
-                break;
-            }
-        }
-    }
-    let killed = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let rest: Vec<String> = lines.map_while(|l| l.ok()).collect();
-    let done = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&done.stderr);
-    assert_eq!(done.status.code(), Some(130), "{stderr}\n{rest:?}");
+    let mut cmd = crate::common::run::bin();
+    cmd.args([
+        "sweep", "--device", "cpu", "--layers", "30,20,4", "--batch", "9",
+    ])
+    .args([
+        "--epochs",
+        "100000000",
+        "--log-every",
+        "100",
+        "--lr",
+        "1e-4,2e-4",
+    ])
+    .args(["--save", "--out", p(&out)]);
+    let (code, stderr, rest) = interrupt_after_epochs(&mut cmd, 3);
+    assert_eq!(code, Some(130), "{stderr}\n{rest:?}");
     assert!(stderr.contains("interrupted after epoch"), "{stderr}");
     let index = json(&out.join("sweep.json"));
     for k in 0..2 {
