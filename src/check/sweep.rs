@@ -43,15 +43,9 @@ fn first_difference(
     (losses, state): (&[f32], &TrainState),
     (want_losses, want): (&[f32], &TrainState),
 ) -> Option<String> {
-    let same = |a: &[f32], b: &[f32]| {
-        a.iter()
-            .map(|v| v.to_bits())
-            .eq(b.iter().map(|v| v.to_bits()))
-    };
-    if !same(losses, want_losses) {
-        let at = (losses.iter().zip(want_losses))
-            .position(|(a, b)| a.to_bits() != b.to_bits())
-            .unwrap_or(losses.len().min(want_losses.len()));
+    let at = (losses.iter().zip(want_losses)).position(|(a, b)| a.to_bits() != b.to_bits());
+    if at.is_some() || losses.len() != want_losses.len() {
+        let at = at.unwrap_or(losses.len().min(want_losses.len()));
         return Some(format!(
             "loss of epoch {at}: {:?}, its lone run {:?} ({} and {} epochs)",
             losses.get(at),

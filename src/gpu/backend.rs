@@ -245,11 +245,6 @@ impl GpuBackend {
         })
     }
 
-    /// The dispatches of a chunk begun, in order.
-    pub(crate) fn plans_of(&self, pending: &Pending) -> Vec<&[Dispatch]> {
-        pending.keys.iter().map(|k| &self.plans[k][..]).collect()
-    }
-
     /// The chunk begun was submitted: the step and the weights' parities move past it.
     pub(crate) fn commit(&mut self, pending: Pending) {
         if !pending.grad_only {
@@ -268,7 +263,7 @@ impl GpuBackend {
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("chunk"),
             });
-        let plans: Vec<&[Dispatch]> = pending.keys.iter().map(|k| &self.plans[k][..]).collect();
+        let plans = pending.plans(&self.plans);
         // With --profile, the first steps of the chunk that fit the query set are timed.
         let timed = match &self.profiler {
             Some(p) => {
@@ -367,6 +362,17 @@ pub(crate) struct Pending {
     parity: usize,
     shared_parity: usize,
     grad_only: bool,
+}
+
+impl Pending {
+    /// Its dispatches, in order, from the backend's recorded `plans` (a field borrow, so that
+    /// the backend's profiler can be updated while they are held).
+    pub(crate) fn plans<'a>(
+        &self,
+        plans: &'a HashMap<PlanKey, Vec<Dispatch>>,
+    ) -> Vec<&'a [Dispatch]> {
+        self.keys.iter().map(|k| &plans[k][..]).collect()
+    }
 }
 
 /// Run one epoch of each recorded plan at setup, so that implementations which compile a pipeline

@@ -106,7 +106,7 @@ impl GpuModels {
             });
         // Step by step across the models: step s of every model, then step s + 1.
         let plans: Vec<Vec<&[Dispatch]>> = (self.models.iter().zip(&pending))
-            .filter_map(|(m, p)| p.as_ref().map(|p| m.plans_of(p)))
+            .filter_map(|(m, p)| p.as_ref().map(|p| p.plans(&m.plans)))
             .collect();
         let interleaved: Vec<&[Dispatch]> = (0..steps)
             .flat_map(|s| plans.iter().map(move |p| p[s]))
