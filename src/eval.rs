@@ -123,6 +123,35 @@ pub fn split(
     ))
 }
 
+/// Hold out `fraction` of the rows of `state`'s dataset (drawn by [`split`] from the job's seed)
+/// and train `job` on the rest: its rows become theirs, and its batch at most their number unless
+/// `batch_given`. Returns the held-out (x, y); `name` is the argument errors name (`--val-split`,
+/// `val_split`).
+pub fn hold_out(
+    job: &mut Job,
+    state: &mut crate::init::HostState,
+    fraction: f64,
+    batch_given: bool,
+    name: &'static str,
+) -> crate::Result<(Matrix, Matrix)> {
+    let Some(((tx, ty), val)) = split(&state.x, &state.y, fraction, job.seed) else {
+        return Err(crate::Error::InvalidArg {
+            flag: name,
+            msg: format!(
+                "{fraction} of {} rows leaves none to train on",
+                state.x.rows
+            ),
+        });
+    };
+    (state.x, state.y) = (tx, ty);
+    job.rows = Some(state.x.rows);
+    if !batch_given {
+        job.batch = job.batch.min(state.x.rows);
+    }
+    job.validate()?;
+    Ok(val)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

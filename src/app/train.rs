@@ -238,21 +238,8 @@ pub(super) fn validation(
     let Some(fraction) = fraction else {
         return Ok(None);
     };
-    let Some(((tx, ty), val)) = crate::eval::split(&state.x, &state.y, fraction, job.seed) else {
-        return Err(Error::arg(
-            "--val-split",
-            format!(
-                "{fraction} of {} rows leaves none to train on",
-                state.x.rows
-            ),
-        ));
-    };
-    (state.x, state.y) = (tx, ty);
-    job.rows = Some(state.x.rows);
-    if args.batch.is_none() {
-        job.batch = job.batch.min(state.x.rows);
-    }
-    job.validate()?;
+    let batch_given = args.batch.is_some();
+    let val = crate::eval::hold_out(job, state, fraction, batch_given, "--val-split")?;
     Ok(Some(val))
 }
 

@@ -318,36 +318,50 @@ pub fn parse_targets(path: &Path, bytes: &[u8], classes: Option<usize>) -> Resul
         (shape, Values::Float(_)) => Err(bad(format!(
             "a 1-D float array {shape:?}: targets are 2-D floats, or 1-D integer class indices"
         ))),
-        (shape, Values::Int(labels)) => {
-            if shape.len() == 2 && shape[1] != 1 {
-                return Err(bad(format!(
-                    "integer targets of shape {shape:?}: class indices are [rows] or [rows, 1]"
-                )));
-            }
-            if let Some(i) = labels.iter().position(|&c| c < 0) {
-                return Err(bad(format!(
-                    "class index {} at row {i} is negative",
-                    labels[i]
-                )));
-            }
-            let most = labels.iter().max().map_or(0.0, |&m| m as f64 + 1.0);
-            let k = match classes {
-                Some(k) => k,
-                None => inferred_classes(path, most)?,
-            };
-            if let Some(i) = labels.iter().position(|&c| c as usize >= k) {
-                return Err(bad(format!(
-                    "class index {} at row {i} is out of range for a net with {k} outputs",
-                    labels[i]
-                )));
-            }
-            let mut m = Matrix::zeros(labels.len(), k);
-            for (r, &c) in labels.iter().enumerate() {
-                m.data[r * k + c as usize] = 1.0;
-            }
-            Ok(m)
-        }
+        (shape, Values::Int(labels)) => one_hot_indices(path, &labels, &shape, classes),
     }
+}
+
+/// Class indices (integers of shape `[rows]` or `[rows, 1]`, read from `path`) as one-hot rows
+/// over `classes` classes (default: the largest index + 1): a file's integer targets, or a
+/// caller's integer array.
+pub fn one_hot_indices(
+    path: &Path,
+    labels: &[i64],
+    shape: &[usize],
+    classes: Option<usize>,
+) -> Result<Matrix> {
+    let bad = |msg: String| Error::BadFile {
+        path: path.to_path_buf(),
+        msg,
+    };
+    if shape.len() > 2 || (shape.len() == 2 && shape[1] != 1) {
+        return Err(bad(format!(
+            "integer targets of shape {shape:?}: class indices are [rows] or [rows, 1]"
+        )));
+    }
+    if let Some(i) = labels.iter().position(|&c| c < 0) {
+        return Err(bad(format!(
+            "class index {} at row {i} is negative",
+            labels[i]
+        )));
+    }
+    let most = labels.iter().max().map_or(0.0, |&m| m as f64 + 1.0);
+    let k = match classes {
+        Some(k) => k,
+        None => inferred_classes(path, most)?,
+    };
+    if let Some(i) = labels.iter().position(|&c| c as usize >= k) {
+        return Err(bad(format!(
+            "class index {} at row {i} is out of range for a net with {k} outputs",
+            labels[i]
+        )));
+    }
+    let mut m = Matrix::zeros(labels.len(), k);
+    for (r, &c) in labels.iter().enumerate() {
+        m.data[r * k + c as usize] = 1.0;
+    }
+    Ok(m)
 }
 
 /// File name of weight `l` (0-based): `w1.npy`, `w2.npy`, ...

@@ -37,7 +37,8 @@ pub(super) fn bad(path: &Path, msg: String) -> Error {
 }
 
 /// Tensors by name: shape and values.
-pub(super) type Tensors = HashMap<String, (Vec<usize>, Vec<f32>)>;
+/// Tensors by name: shape and values (f32, row-major).
+pub type Tensors = HashMap<String, (Vec<usize>, Vec<f32>)>;
 
 /// A safetensors file read: its tensors (as f32) and metadata.
 pub(super) type Parsed = (Tensors, HashMap<String, String>);
@@ -176,6 +177,72 @@ pub(super) fn check_format(path: &Path, meta: &HashMap<String, String>) -> Resul
     Ok(())
 }
 
+/// What decides a net's tensors, as the command line names it (for errors).
+const FROM_FLAGS: &str = "--layers, --bias and --activation";
+
+/// Tensor `name` of `shape` taken out of `tensors` (read from `file`); `from`: what decides the
+/// net's tensors, named in errors.
+fn take(
+    tensors: &mut Tensors,
+    file: &Path,
+    name: &str,
+    shape: &[usize],
+    from: &str,
+) -> Result<Vec<f32>> {
+    let (found, data) = tensors.remove(name).ok_or_else(|| {
+        bad(
+            file,
+            format!("has no tensor `{name}`, which the net needs (from {from})"),
+        )
+    })?;
+    if found != shape {
+        return Err(Error::Shape {
+            path: file.to_path_buf(),
+            expected: shape.to_vec(),
+            found,
+            hint: format!(" (tensor `{name}`, from {from})"),
+        });
+    }
+    Ok(data)
+}
+
+/// The weights and biases of `job`'s net from tensors in the names and layouts of PyTorch's
+/// `state_dict` (see [`named_tensors`]), read from `file`: every tensor the net needs, of its
+/// shape, and no other. `from` names what decides the net's tensors in the errors (flags or
+/// keyword arguments). A checkpoint's tensors, or a Python caller's `params`.
+pub fn params_from_tensors(
+    job: &Job,
+    tensors: &mut Tensors,
+    file: &Path,
+    from: &str,
+) -> Result<Params> {
+    let d = &job.layers;
+    let mut params = Params {
+        weights: Vec::new(),
+        biases: Vec::new(),
+    };
+    for l in 0..job.depth() {
+        let m = module_name(job, l);
+        let shape = [d[l + 1], d[l]];
+        let w = take(tensors, file, &format!("{m}.weight"), &shape, from)?;
+        let wt = Matrix::from_vec(d[l + 1], d[l], w);
+        params
+            .weights
+            .push(Matrix::from_vec(d[l], d[l + 1], transpose(&wt)));
+        if job.bias {
+            let b = take(tensors, file, &format!("{m}.bias"), &[d[l + 1]], from)?;
+            params.biases.push(Matrix::from_vec(1, d[l + 1], b));
+        }
+    }
+    if let Some(extra) = tensors.keys().min() {
+        return Err(bad(
+            file,
+            format!("has a tensor `{extra}` the net does not (check {from})"),
+        ));
+    }
+    Ok(params)
+}
+
 /// The state in a model file and its optimizer file, read.
 pub(super) fn load_parsed(
     path: &Path,
@@ -228,52 +295,7 @@ pub(super) fn load_parsed(
             ),
         ));
     }
-    let take =
-        |tensors: &mut Tensors, file: &Path, name: &str, shape: &[usize]| -> Result<Vec<f32>> {
-            let (found, data) = tensors.remove(name).ok_or_else(|| {
-                bad(
-                    file,
-                    format!("has no tensor `{name}`, which the net of the flags needs"),
-                )
-            })?;
-            if found != shape {
-                return Err(Error::Shape {
-                    path: file.to_path_buf(),
-                    expected: shape.to_vec(),
-                    found,
-                    hint: format!(" (tensor `{name}`, from --layers and --bias)"),
-                });
-            }
-            Ok(data)
-        };
-    let d = &job.layers;
-    let mut params = Params {
-        weights: Vec::new(),
-        biases: Vec::new(),
-    };
-    for l in 0..job.depth() {
-        let m = module_name(job, l);
-        let w = take(
-            &mut tensors,
-            path,
-            &format!("{m}.weight"),
-            &[d[l + 1], d[l]],
-        )?;
-        let wt = Matrix::from_vec(d[l + 1], d[l], w);
-        params
-            .weights
-            .push(Matrix::from_vec(d[l], d[l + 1], transpose(&wt)));
-        if job.bias {
-            let b = take(&mut tensors, path, &format!("{m}.bias"), &[d[l + 1]])?;
-            params.biases.push(Matrix::from_vec(1, d[l + 1], b));
-        }
-    }
-    if let Some(extra) = tensors.keys().min() {
-        return Err(bad(
-            path,
-            format!("has a tensor `{extra}` the net of the flags does not (check --layers, --bias and --activation)"),
-        ));
-    }
+    let params = params_from_tensors(job, &mut tensors, path, FROM_FLAGS)?;
     // The optimizer's state, per tensor in our order (weights, then biases).
     let n_tensors = params.weights.len() + params.biases.len();
     let mut opt_state = vec![Vec::new(); n_tensors];
@@ -289,7 +311,7 @@ pub(super) fn load_parsed(
                 ),
             ));
         }
-        let depth = job.depth();
+        let (depth, d) = (job.depth(), &job.layers);
         for (i, slot) in opt_state.iter_mut().enumerate() {
             let (l, is_bias) = if i < depth {
                 (i, false)
@@ -299,11 +321,17 @@ pub(super) fn load_parsed(
             let m = module_name(job, l);
             for buf in names {
                 let m = if is_bias {
-                    let v = take(opt, opt_path, &format!("{m}.bias.{buf}"), &[d[l + 1]])?;
+                    let v = take(
+                        opt,
+                        opt_path,
+                        &format!("{m}.bias.{buf}"),
+                        &[d[l + 1]],
+                        FROM_FLAGS,
+                    )?;
                     Matrix::from_vec(1, d[l + 1], v)
                 } else {
                     let name = format!("{m}.weight.{buf}");
-                    let v = take(opt, opt_path, &name, &[d[l + 1], d[l]])?;
+                    let v = take(opt, opt_path, &name, &[d[l + 1], d[l]], FROM_FLAGS)?;
                     Matrix::from_vec(
                         d[l],
                         d[l + 1],

@@ -60,8 +60,9 @@ pub(super) fn state_names(kind: OptimizerKind) -> &'static [&'static str] {
     }
 }
 
-/// Every parameter tensor: (PyTorch name, our matrix). Weights are transposed to `[out, in]`.
-pub(super) fn named_tensors(job: &Job, params: &Params) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+/// Every parameter tensor in PyTorch's `state_dict` names and layouts: (name, shape, values).
+/// Weights are transposed to `[out, in]`.
+pub fn named_tensors(job: &Job, params: &Params) -> Vec<(String, Vec<usize>, Vec<f32>)> {
     let mut out = Vec::new();
     for (l, w) in params.weights.iter().enumerate() {
         let m = module_name(job, l);
