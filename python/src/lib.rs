@@ -5,7 +5,7 @@
 //! the results handed back as numpy arrays and JSON. Nothing here computes anything the library
 //! does not.
 
-use gpu_train::app::open_backend;
+use gpu_train::app::{open_backend_kept, KeptDevice};
 use gpu_train::error::Error;
 use gpu_train::gpu::adapters::{self, DeviceChoice};
 use gpu_train::gpu::layout::Layout;
@@ -23,7 +23,12 @@ use numpy::{PyReadonlyArrayDyn, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use std::path::Path;
+use std::sync::Mutex;
 use std::time::Instant;
+
+/// The GPU device the last run opened, kept for the next (see `app::open_backend_kept`): a
+/// session's runs open it and compile its kernels once.
+static KEPT: Mutex<Option<KeptDevice>> = Mutex::new(None);
 
 /// What names the arguments of the command line's errors in Python: a flag becomes the keyword
 /// argument of the same meaning.
@@ -182,7 +187,13 @@ fn run(req: Request, interrupted: &dyn Fn() -> bool) -> gpu_train::Result<Traine
     };
     let (job, state) = (job, state);
     let setup = Instant::now();
-    let mut backend = open_backend(&device, gpu, (tune, 10.0), &job, &state)?;
+    // Taken out while this run opens its backend (another thread's run meanwhile opens its own).
+    let mut kept = KEPT.lock().ok().and_then(|mut k| k.take());
+    let opened = open_backend_kept(&device, gpu, (tune, 10.0), &job, &state, &mut kept);
+    if let (Some(k), Ok(mut slot)) = (kept, KEPT.lock()) {
+        *slot = Some(k);
+    }
+    let mut backend = opened?;
     let setup_s = setup.elapsed().as_secs_f64();
     let mut monitor = Monitor::new(&job, &state, val);
     let mut losses = Vec::with_capacity(job.epochs);
@@ -402,6 +413,21 @@ fn verify(py: Python<'_>, device: &str, quick: bool, layout_name: &str) -> PyRes
     Ok(serde_json::to_string(&report).expect("a report serializes"))
 }
 
+/// `kept_device()`: the name of the GPU adapter kept open for the next run, or None.
+#[pyfunction]
+fn kept_device() -> Option<String> {
+    let kept = KEPT.lock().ok()?;
+    kept.as_ref().map(|k| k.name().to_string())
+}
+
+/// `release_device()`: close the kept GPU device (the next GPU run opens it again).
+#[pyfunction]
+fn release_device() {
+    if let Ok(mut k) = KEPT.lock() {
+        *k = None;
+    }
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
@@ -409,5 +435,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(predict, m)?)?;
     m.add_function(wrap_pyfunction!(devices, m)?)?;
     m.add_function(wrap_pyfunction!(verify, m)?)?;
+    m.add_function(wrap_pyfunction!(kept_device, m)?)?;
+    m.add_function(wrap_pyfunction!(release_device, m)?)?;
     Ok(())
 }

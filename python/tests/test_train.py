@@ -165,6 +165,31 @@ def test_class_targets_and_held_out_accuracy_match_the_command_line(cli, tmp_pat
     assert (p.argmax(axis=1) == ty).mean() > 0.9
 
 
+def test_a_kept_device_gives_the_bits_of_a_fresh_one():
+    """The GPU device a run keeps open serves the next run with the same options: its losses
+    and tensors are those of a run on a freshly opened device; another layout opens afresh."""
+    from conftest import gpu_adapter
+
+    adapter = gpu_adapter()
+    if adapter is None:
+        pytest.skip("no GPU adapter")
+    job = dict(device=adapter, epochs=20, bias=True, optimizer="adam", lr=1e-3, tune="never")
+    gpu_train.release_device()
+    assert gpu_train._native.kept_device() is None
+    fresh = gpu_train.train(**job)
+    name = gpu_train._native.kept_device()
+    assert name == fresh.device
+    again = gpu_train.train(**job)
+    np.testing.assert_array_equal(again.losses, fresh.losses)
+    for k, v in fresh.params.items():
+        np.testing.assert_array_equal(again.params[k], v)
+    other = gpu_train.train(**job, layout="buffer")
+    assert other.summary["device"]["layout"] == "buffer"
+    np.testing.assert_allclose(other.losses, fresh.losses, rtol=1e-4)
+    gpu_train.release_device()
+    assert gpu_train._native.kept_device() is None
+
+
 def test_devices_lists_the_cpu_path_and_one_auto_choice():
     ds = gpu_train.devices()
     assert ds[-1]["select"] == "cpu"

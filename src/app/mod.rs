@@ -137,6 +137,62 @@ pub fn open_backend(
     }
 }
 
+/// A GPU device kept open between the runs of one process (a Python session), so that a later
+/// run with the same device and options skips opening it and compiling its kernels again.
+pub struct KeptDevice {
+    choice: DeviceChoice,
+    gpu: GpuOptions,
+    ctx: std::sync::Arc<GpuContext>,
+    layout: crate::gpu::layout::Layout,
+}
+
+impl KeptDevice {
+    /// The adapter's name.
+    pub fn name(&self) -> &str {
+        &self.ctx.info.name
+    }
+}
+
+/// [`open_backend`], reusing the device in `kept` where it was opened for the same `choice` and
+/// `gpu` options, has reported no error, and needs no tuning for `job` (the same device, kernels
+/// and tuned choices: the same bits as a fresh one); otherwise it opens the device afresh and
+/// keeps that one in `kept` (unless it tuned itself: its description says so, which a later
+/// run's must not).
+pub fn open_backend_kept(
+    choice: &DeviceChoice,
+    gpu: GpuOptions,
+    tune: (crate::gpu::tune::TuneMode, f64),
+    job: &Job,
+    state: &HostState,
+    kept: &mut Option<KeptDevice>,
+) -> Result<Box<dyn Backend>> {
+    if *choice == DeviceChoice::Cpu {
+        return Ok(Box::new(CpuBackend::new(job, state)));
+    }
+    if let Some(k) = kept.as_ref() {
+        let same = k.choice == *choice && k.gpu == gpu && k.ctx.check().is_ok();
+        if same && crate::gpu::tune::to_tune(tune.0, &k.ctx, k.layout, job).is_empty() {
+            let backend = GpuBackend::with_layout(k.ctx.clone(), job, state, k.layout)?;
+            return Ok(Box::new(backend));
+        }
+    }
+    *kept = None;
+    match open_gpu(choice, gpu, tune, job)? {
+        Some((ctx, layout)) => {
+            if ctx.self_tuned.is_none() {
+                *kept = Some(KeptDevice {
+                    choice: choice.clone(),
+                    gpu,
+                    ctx: ctx.clone(),
+                    layout,
+                });
+            }
+            Ok(Box::new(GpuBackend::with_layout(ctx, job, state, layout)?))
+        }
+        None => Ok(Box::new(CpuBackend::new(job, state))),
+    }
+}
+
 /// The adapter `--device` asks for, opened with `gpu`'s limits, and the layout to run `job` in,
 /// its products tuned first as `tune` says; None for the CPU (asked for, or `auto`'s fallback,
 /// with a notice).
