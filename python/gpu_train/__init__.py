@@ -15,6 +15,7 @@ this module only turns arguments into the job's JSON and the results into numpy 
 """
 
 import difflib
+import itertools
 import json
 
 import numpy as np
@@ -22,7 +23,7 @@ import numpy as np
 from . import _native
 
 __version__ = _native.__version__
-__all__ = ["devices", "train", "predict", "verify", "release_device", "TrainResult", "VerifyReport"]
+__all__ = ["devices", "train", "sweep", "predict", "verify", "release_device", "SweepResult", "TrainResult", "VerifyReport"]
 
 # The job's fields as the summary's `config` names them (gpu_train.spec.JobSpec in the library).
 JOB_FIELDS = (
@@ -33,6 +34,12 @@ JOB_FIELDS = (
 OPTIMIZER_FIELDS = ("momentum", "nesterov", "beta1", "beta2", "eps", "weight_decay")
 SCHEDULE_FIELDS = ("warmup",)
 RUN_ARGUMENTS = ("device", "params", "val_split", "layout", "tune")
+# The fields a sweep may vary (`gpu-train sweep`'s list flags); every other is shared, since it
+# changes shapes or kinds.
+SWEEPABLE = ("lr", "seed", "weight_decay", "momentum", "init_scheme", "beta1", "beta2", "eps",
+             "lr_schedule", "warmup")
+# Fields whose value is a list without being a sweep.
+LIST_VALUED = ("layers", "data", "dynamic")
 
 
 def devices():
@@ -221,6 +228,12 @@ def train(x=None, y=None, *, device="auto", params=None, val_split=None, layout=
     if x is not None and "data" in job:
         raise ValueError("data: give the dataset either as x and y or as data=, not both")
     spec = job_json(job)
+    losses, tensors, summary = _native.train(spec, *_run_arguments(x, y, params, device, layout, tune, val_split))
+    return TrainResult(losses, dict(tensors), json.loads(summary))
+
+
+def _run_arguments(x, y, params, device, layout, tune, val_split):
+    """The arguments `train` and `sweep` hand to the library after the job's JSON, checked."""
     if val_split is not None:
         val_split = float(val_split)
         if not 0.0 < val_split < 1.0:
@@ -231,10 +244,88 @@ def train(x=None, y=None, *, device="auto", params=None, val_split=None, layout=
         raise ValueError(
             f"y has {ya.shape[0]} rows but x has {xa.shape[0]}: one target row per input row"
         )
-    losses, tensors, summary = _native.train(
-        spec, xa, ya, _params(params), str(device), str(layout), str(tune), val_split
-    )
-    return TrainResult(losses, dict(tensors), json.loads(summary))
+    return xa, ya, _params(params), str(device), str(layout), str(tune), val_split
+
+
+class SweepResult:
+    """What `sweep` returns: `values` (each variant's varied values, a list of dicts), `results`
+    (each variant's `TrainResult`, as `train` with those values would return it, bit for bit),
+    `varied` (the names varied, in the order of the product: the last fastest)."""
+
+    def __init__(self, varied, values, results):
+        self.varied = varied
+        self.values = values
+        self.results = results
+
+    def __len__(self):
+        return len(self.results)
+
+    def __getitem__(self, k):
+        return self.results[k]
+
+    def __iter__(self):
+        return iter(self.results)
+
+    def best(self):
+        """The index of the variant with the lowest final loss among those that did not
+        diverge (None if every one diverged)."""
+        done = [(r.final_loss, k) for k, r in enumerate(self.results)
+                if r.diverged_at is None and r.final_loss is not None]
+        return min(done)[1] if done else None
+
+    def __repr__(self):
+        lines = [f"SweepResult({len(self)} variants varying {', '.join(self.varied)})"]
+        for v, r in zip(self.values, self.results):
+            end = f"diverged at {r.diverged_at}" if r.diverged_at is not None else f"{r.final_loss:.6e}"
+            lines.append(f"  {v}: {end}")
+        return "\n".join(lines)
+
+
+def sweep(x=None, y=None, *, device="auto", params=None, val_split=None, layout="auto",
+          tune="auto", max_variants=4096, **job):
+    """Train every combination of the lists given to the sweepable fields (lr, seed,
+    weight_decay, momentum, init_scheme, beta1, beta2, eps, lr_schedule, warmup) as its own
+    model, all together (`gpu-train sweep`: on a GPU one submission per chunk for every model),
+    and return a `SweepResult`. Each variant's losses and parameters are bit for bit those of
+    `train` with its values; a variant that diverges stops alone. The other arguments are
+    `train`'s, shared by every variant.
+
+        s = gpu_train.sweep(lr=[1e-6, 3e-6], seed=[0, 1, 2], epochs=100)
+        s.values[s.best()], s[s.best()].losses
+    """
+    lists = {}
+    for name, value in job.items():
+        if isinstance(value, np.ndarray):
+            value = value.tolist()
+        if name in SWEEPABLE and isinstance(value, (list, tuple)):
+            if not value:
+                raise ValueError(f"{name}: an empty list; give at least one value")
+            plain = [json.dumps(_plain(v), sort_keys=True) for v in value]
+            dup = next((v for i, v in enumerate(plain) if v in plain[:i]), None)
+            if dup is not None:
+                raise ValueError(f"{name}: {dup} is listed twice")
+            lists[name] = list(value)
+        elif name not in LIST_VALUED and isinstance(value, (list, tuple)):
+            raise ValueError(
+                f"{name} cannot vary in a sweep: the variants share every shape and kind "
+                f"(the fields that may vary: {', '.join(SWEEPABLE)})"
+            )
+    if (x is None) != (y is None):
+        raise ValueError("give both x and y (the inputs and the targets), or neither (the seeded data)")
+    if x is not None and "data" in job:
+        raise ValueError("data: give the dataset either as x and y or as data=, not both")
+    count = int(np.prod([len(v) for v in lists.values()])) if lists else 1
+    if count > max_variants:
+        sizes = " x ".join(f"{k} {len(v)}" for k, v in lists.items())
+        raise ValueError(
+            f"the lists make {count} variants ({sizes}), more than the cap of {max_variants} "
+            f"(max_variants)"
+        )
+    values = [dict(zip(lists, combo)) for combo in itertools.product(*lists.values())]
+    specs = [job_json({**job, **v}) for v in values]
+    out = _native.sweep(specs, *_run_arguments(x, y, params, device, layout, tune, val_split))
+    results = [TrainResult(losses, dict(t), json.loads(s)) for losses, t, s in out]
+    return SweepResult(list(lists), values, results)
 
 
 class VerifyReport:

@@ -5,17 +5,22 @@
 //! the results handed back as numpy arrays and JSON. Nothing here computes anything the library
 //! does not.
 
-use gpu_train::app::{open_backend_kept, KeptDevice};
+use gpu_train::app::{open_backend_kept, open_models, KeptDevice};
 use gpu_train::error::Error;
+use gpu_train::eval::hold_out;
 use gpu_train::gpu::adapters::{self, DeviceChoice};
 use gpu_train::gpu::layout::Layout;
 use gpu_train::gpu::tune::TuneMode;
 use gpu_train::gpu::GpuOptions;
+use gpu_train::init::HostState;
 use gpu_train::init::{Matrix, Params};
 use gpu_train::io::checkpoint::{named_tensors, params_from_tensors, Tensors};
 use gpu_train::io::{data, npy, summary::Summary};
+use gpu_train::job::Job;
 use gpu_train::monitor::Monitor;
 use gpu_train::spec::JobSpec;
+use gpu_train::sweep::SweepSession;
+use gpu_train::train::Outcome;
 use gpu_train::train::Session;
 use gpu_train::wait::block_on;
 use numpy::{PyArray1, PyArrayDyn, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2};
@@ -97,11 +102,10 @@ enum Targets<'py> {
     Classes(PyReadonlyArray1<'py, i64>),
 }
 
-/// Everything a run needs, owned, so that it can run with the GIL released.
+/// Everything a run (or a sweep: one job per variant) needs, owned, so that it can run with the
+/// GIL released.
 struct Request {
-    spec: JobSpec,
-    /// Whether `batch` was given (a held-out split then keeps it).
-    batch_given: bool,
+    specs: Vec<JobSpec>,
     data: Option<(Matrix, Matrix)>,
     params: Option<Tensors>,
     device: DeviceChoice,
@@ -110,7 +114,7 @@ struct Request {
     val_split: Option<f64>,
 }
 
-/// What a run gives back.
+/// What a run gives back (each variant's, in a sweep).
 struct Trained {
     /// Every epoch's loss (not thinned: the chunks' losses, collected).
     losses: Vec<f32>,
@@ -145,51 +149,64 @@ fn parse_spec(json: &str) -> Result<JobSpec, PyErr> {
     Err(to_py(whole))
 }
 
-/// Train the job; see `gpu_train.train`.
-fn run(req: Request, interrupted: &dyn Fn() -> bool) -> gpu_train::Result<Trained> {
-    let Request {
-        spec,
-        batch_given,
-        data,
-        params,
-        device,
-        gpu,
-        tune,
-        val_split,
-    } = req;
-    let (mut job, mut state) = match data {
+/// The validated job of `spec` and its initial state: on the caller's data or the seeded one,
+/// from the caller's parameters if given, with the held-out rows split off.
+type Resolved = (Job, HostState, Option<(Matrix, Matrix)>);
+
+fn resolve(spec: &JobSpec, req: &Request) -> gpu_train::Result<Resolved> {
+    let (mut job, mut state) = match &req.data {
         Some((x, y)) => {
-            data::check_finite(Path::new("x"), &x)?;
-            data::check_finite(Path::new("y"), &y)?;
-            let y = data::targets_for(spec.job()?.loss, Path::new("y"), y, spec.classes())?;
-            spec.resolve_with_data(x, y, ("x".into(), "y".into()))
+            data::check_finite(Path::new("x"), x)?;
+            data::check_finite(Path::new("y"), y)?;
+            let y = data::targets_for(spec.job()?.loss, Path::new("y"), y.clone(), spec.classes())?;
+            spec.resolve_with_data(x.clone(), y, ("x".into(), "y".into()))
         }
         None => spec.resolve(),
     }
     .map_err(Error::for_json)?;
-    if let Some(mut tensors) = params {
+    if let Some(tensors) = &req.params {
         let from = "layers, bias and activation";
+        let mut tensors = tensors.clone();
         let p = params_from_tensors(&job, &mut tensors, Path::new("params"), from)?;
         for (name, m) in p.named() {
             data::check_finite(Path::new(&format!("params[{name}]")), m)?;
         }
         (state.weights, state.biases) = (p.weights, p.biases);
     }
-    let val = match val_split {
-        Some(f) => Some(gpu_train::eval::hold_out(
-            &mut job,
-            &mut state,
-            f,
-            batch_given,
-            "val_split",
-        )?),
+    let val = match req.val_split {
+        Some(f) => {
+            let batch_given = spec.batch.is_some();
+            Some(hold_out(&mut job, &mut state, f, batch_given, "val_split")?)
+        }
         None => None,
     };
-    let (job, state) = (job, state);
+    Ok((job, state, val))
+}
+
+/// What the run of `job` gives back: its losses, its parameters, its summary.
+fn trained(summary: Summary, job: &Job, report: &Outcome, losses: Vec<f32>) -> Trained {
+    Trained {
+        losses,
+        tensors: named_tensors(job, &report.params),
+        summary: serde_json::to_string(&summary).expect("a summary serializes"),
+    }
+}
+
+fn interrupted_error(epoch: usize) -> Error {
+    Error::Interrupted {
+        epoch,
+        saved: "nothing was returned".into(),
+    }
+}
+
+/// Train the job; see `gpu_train.train`.
+fn run(req: Request, interrupted: &dyn Fn() -> bool) -> gpu_train::Result<Trained> {
+    let (job, state, val) = resolve(&req.specs[0], &req)?;
     let setup = Instant::now();
     // Taken out while this run opens its backend (another thread's run meanwhile opens its own).
     let mut kept = KEPT.lock().ok().and_then(|mut k| k.take());
-    let opened = open_backend_kept(&device, gpu, (tune, 10.0), &job, &state, &mut kept);
+    let tune = (req.tune, 10.0);
+    let opened = open_backend_kept(&req.device, req.gpu, tune, &job, &state, &mut kept);
     if let (Some(k), Ok(mut slot)) = (kept, KEPT.lock()) {
         *slot = Some(k);
     }
@@ -212,18 +229,67 @@ fn run(req: Request, interrupted: &dyn Fn() -> bool) -> gpu_train::Result<Traine
         session.finish().await
     })?;
     if report.stopped {
-        return Err(Error::Interrupted {
-            epoch: report.end_epoch(),
-            saved: "nothing was returned".into(),
-        });
+        return Err(interrupted_error(report.end_epoch()));
     }
     let mut s = Summary::new(backend.describe(), &job, &report, setup_s, backend.stats());
     monitor.fill(&mut s);
-    Ok(Trained {
-        losses,
-        tensors: named_tensors(&job, &report.params),
-        summary: serde_json::to_string(&s).expect("a summary serializes"),
-    })
+    Ok(trained(s, &job, &report, losses))
+}
+
+/// Train every variant together; see `gpu_train.sweep`.
+fn run_sweep(req: Request, interrupted: &dyn Fn() -> bool) -> gpu_train::Result<Vec<Trained>> {
+    let mut jobs = Vec::with_capacity(req.specs.len());
+    let mut states = Vec::with_capacity(req.specs.len());
+    let mut vals = Vec::with_capacity(req.specs.len());
+    for spec in &req.specs {
+        let (job, state, val) = resolve(spec, &req)?;
+        jobs.push(job);
+        states.push(state);
+        vals.push(val);
+    }
+    let setup = Instant::now();
+    let mut models = open_models(&req.device, req.gpu, (req.tune, 10.0), &jobs, &states)?;
+    let setup_s = setup.elapsed().as_secs_f64();
+    let mut monitors: Vec<Monitor> = (jobs.iter().zip(&states).zip(vals))
+        .map(|((j, s), v)| Monitor::new(j, s, v))
+        .collect();
+    let mut losses: Vec<Vec<f32>> = vec![Vec::new(); jobs.len()];
+    let outcomes = block_on(async {
+        for (m, k) in monitors.iter_mut().zip(0..) {
+            m.measure(models.model(k), 0).await?;
+        }
+        let mut session = SweepSession::new(&jobs, models.as_mut(), 0);
+        while let Some(chunks) = session.next_chunk().await? {
+            let done = session.done();
+            for (k, chunk) in chunks.iter().enumerate() {
+                let Some(chunk) = chunk else { continue };
+                losses[k].extend_from_slice(&chunk.losses);
+                if session.diverged(k).is_none() && monitors[k].due(done) {
+                    monitors[k].measure(session.models().model(k), done).await?;
+                }
+            }
+            if interrupted() {
+                session.stop();
+            }
+        }
+        session.finish().await
+    })?;
+    if let Some(o) = outcomes.iter().find(|o| o.stopped) {
+        return Err(interrupted_error(o.end_epoch()));
+    }
+    let device = models.describe();
+    let stats = models.stats();
+    let mut out = Vec::with_capacity(jobs.len());
+    for (k, (outcome, losses)) in outcomes.iter().zip(losses).enumerate() {
+        // As `gpu-train sweep` writes each variant's summary: its own counts, the submissions
+        // and the encoding time of the whole sweep.
+        let mut model_stats = models.model(k).stats();
+        (model_stats.submits, model_stats.encode_s) = (stats.submits, stats.encode_s);
+        let mut s = Summary::new(device.clone(), &jobs[k], outcome, setup_s, model_stats);
+        monitors[k].fill(&mut s);
+        out.push(trained(s, &jobs[k], outcome, losses));
+    }
+    Ok(out)
 }
 
 /// Tensors by name from a list of (name, array) pairs.
@@ -265,17 +331,26 @@ fn layout(s: &str) -> PyResult<Option<Layout>> {
     }
 }
 
+fn tune_mode(s: &str) -> PyResult<TuneMode> {
+    match s {
+        "auto" => Ok(TuneMode::Auto),
+        "always" => Ok(TuneMode::Always),
+        "never" => Ok(TuneMode::Never),
+        _ => Err(PyValueError::new_err(format!(
+            "invalid value for tune: `{s}` (auto, always or never)"
+        ))),
+    }
+}
+
 fn device(s: &str) -> PyResult<DeviceChoice> {
     DeviceChoice::parse(s).map_err(to_py)
 }
 
-/// `train(spec, x, y, params, device, layout, tune, val_split)` -> (losses, params, summary JSON).
-#[pyfunction]
-#[pyo3(signature = (spec, x, y, params, device, layout_name, tune, val_split))]
+/// The request of `train` or `sweep`: the jobs' JSON (one per variant), the arrays copied into
+/// the library's matrices, the run's options parsed.
 #[allow(clippy::too_many_arguments)]
-fn train<'py>(
-    py: Python<'py>,
-    spec: &str,
+fn request<'py>(
+    specs: &[String],
     x: Option<Floats<'py>>,
     y: Option<Targets<'py>>,
     params: Option<Vec<(String, PyReadonlyArrayDyn<'py, f32>)>>,
@@ -283,8 +358,14 @@ fn train<'py>(
     layout_name: &str,
     tune: &str,
     val_split: Option<f64>,
-) -> PyResult<Returned<'py>> {
-    let parsed = parse_spec(spec)?;
+) -> PyResult<Request> {
+    let specs = specs
+        .iter()
+        .map(|s| parse_spec(s))
+        .collect::<PyResult<Vec<JobSpec>>>()?;
+    let Some(first) = specs.first() else {
+        return Err(PyValueError::new_err("no job to run"));
+    };
     let data = match (x, y) {
         (None, None) => None,
         (Some(x), Some(y)) => {
@@ -292,7 +373,7 @@ fn train<'py>(
                 Targets::Floats(f) => f.matrix(),
                 Targets::Classes(c) => {
                     let labels = c.as_array().to_vec();
-                    npy::one_hot_indices(Path::new("y"), &labels, &[labels.len()], parsed.classes())
+                    npy::one_hot_indices(Path::new("y"), &labels, &[labels.len()], first.classes())
                         .map_err(to_py)?
                 }
             };
@@ -304,19 +385,8 @@ fn train<'py>(
             ))
         }
     };
-    let tune = match tune {
-        "auto" => TuneMode::Auto,
-        "always" => TuneMode::Always,
-        "never" => TuneMode::Never,
-        _ => {
-            return Err(PyValueError::new_err(format!(
-                "invalid value for tune: `{tune}` (auto, always or never)"
-            )))
-        }
-    };
-    let req = Request {
-        batch_given: parsed.batch.is_some(),
-        spec: parsed,
+    Ok(Request {
+        specs,
         data,
         params: params.map(tensors),
         device: self::device(device)?,
@@ -324,15 +394,62 @@ fn train<'py>(
             layout: layout(layout_name)?,
             limits: Default::default(),
         },
-        tune,
+        tune: tune_mode(tune)?,
         val_split,
-    };
-    // The GIL is released while training; between chunks it is taken back for a moment to see
-    // whether Ctrl-C was pressed (the signal handler only sets a flag that Python code reads).
-    let interrupted = || Python::attach(|py| py.check_signals().is_err());
-    let trained = py.detach(|| run(req, &interrupted)).map_err(to_py)?;
-    let losses = PyArray1::from_vec(py, trained.losses);
-    Ok((losses, arrays(py, trained.tensors)?, trained.summary))
+    })
+}
+
+/// Whether Ctrl-C was pressed: the GIL is released while training, and taken back between chunks
+/// for a moment to ask (the signal handler only sets a flag that Python code reads).
+fn interrupted() -> bool {
+    Python::attach(|py| py.check_signals().is_err())
+}
+
+fn returned(py: Python<'_>, t: Trained) -> PyResult<Returned<'_>> {
+    let losses = PyArray1::from_vec(py, t.losses);
+    Ok((losses, arrays(py, t.tensors)?, t.summary))
+}
+
+/// `train(spec, x, y, params, device, layout, tune, val_split)` -> (losses, params, summary JSON).
+#[pyfunction]
+#[pyo3(signature = (spec, x, y, params, device, layout_name, tune, val_split))]
+#[allow(clippy::too_many_arguments)]
+fn train<'py>(
+    py: Python<'py>,
+    spec: String,
+    x: Option<Floats<'py>>,
+    y: Option<Targets<'py>>,
+    params: Option<Vec<(String, PyReadonlyArrayDyn<'py, f32>)>>,
+    device: &str,
+    layout_name: &str,
+    tune: &str,
+    val_split: Option<f64>,
+) -> PyResult<Returned<'py>> {
+    let req = request(&[spec], x, y, params, device, layout_name, tune, val_split)?;
+    let t = py.detach(|| run(req, &interrupted)).map_err(to_py)?;
+    returned(py, t)
+}
+
+/// `sweep(specs, x, y, params, device, layout, tune, val_split)`: every variant's job (one JSON
+/// each) trained together as `gpu-train sweep` trains them -> one (losses, params, summary JSON)
+/// per variant.
+#[pyfunction]
+#[pyo3(signature = (specs, x, y, params, device, layout_name, tune, val_split))]
+#[allow(clippy::too_many_arguments)]
+fn sweep<'py>(
+    py: Python<'py>,
+    specs: Vec<String>,
+    x: Option<Floats<'py>>,
+    y: Option<Targets<'py>>,
+    params: Option<Vec<(String, PyReadonlyArrayDyn<'py, f32>)>>,
+    device: &str,
+    layout_name: &str,
+    tune: &str,
+    val_split: Option<f64>,
+) -> PyResult<Vec<Returned<'py>>> {
+    let req = request(&specs, x, y, params, device, layout_name, tune, val_split)?;
+    let all = py.detach(|| run_sweep(req, &interrupted)).map_err(to_py)?;
+    all.into_iter().map(|t| returned(py, t)).collect()
 }
 
 /// `predict(config, params, x, proba)`: the net's outputs for the rows of `x`, by the library's
@@ -432,6 +549,7 @@ fn release_device() {
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(train, m)?)?;
+    m.add_function(wrap_pyfunction!(sweep, m)?)?;
     m.add_function(wrap_pyfunction!(predict, m)?)?;
     m.add_function(wrap_pyfunction!(devices, m)?)?;
     m.add_function(wrap_pyfunction!(verify, m)?)?;

@@ -17,6 +17,7 @@ use crate::io::data;
 use crate::job::{self, Job, Loss};
 use crate::spec::JobSpec;
 
+pub use sweep::open_models;
 pub use train::{profile_table, INTERRUPTED_CHECKPOINT};
 
 /// Run what the command line asks for.
@@ -131,10 +132,7 @@ pub fn open_backend(
     job: &Job,
     state: &HostState,
 ) -> Result<Box<dyn Backend>> {
-    match open_gpu(choice, gpu, tune, job)? {
-        Some((ctx, layout)) => Ok(Box::new(GpuBackend::with_layout(ctx, job, state, layout)?)),
-        None => Ok(Box::new(CpuBackend::new(job, state))),
-    }
+    open_backend_kept(choice, gpu, tune, job, state, &mut None)
 }
 
 /// A GPU device kept open between the runs of one process (a Python session), so that a later

@@ -39,15 +39,8 @@ pub(super) fn sweep_command(args: &SweepArgs) -> Result<()> {
     }
     let setup = Instant::now();
     let tune = (args.run.tune.into(), args.run.tune_budget);
-    let mut models: Box<dyn Models> =
-        match super::open_gpu(&args.run.device, args.run.gpu.options(), tune, &jobs[0])? {
-            Some((ctx, layout)) => Box::new(GpuModels::new(ctx, &jobs, &states, layout)?),
-            None => Box::new(Each(
-                (jobs.iter().zip(&states))
-                    .map(|(j, s)| Box::new(CpuBackend::new(j, s)) as Box<dyn Backend>)
-                    .collect(),
-            )),
-        };
+    let gpu = args.run.gpu.options();
+    let mut models = open_models(&args.run.device, gpu, tune, &jobs, &states)?;
     let setup_s = setup.elapsed().as_secs_f64();
     let device = models.describe();
     if !args.quiet {
@@ -116,6 +109,26 @@ pub(super) fn sweep_command(args: &SweepArgs) -> Result<()> {
         }),
         _ => Ok(()),
     }
+}
+
+/// The models of a sweep of `jobs` from `states` on the device `choice` asks for (see
+/// [`super::open_backend`]): on a GPU, every model's dispatches in one submission per chunk
+/// ([`GpuModels`]); on the CPU, one after another ([`Each`]).
+pub fn open_models(
+    choice: &crate::gpu::DeviceChoice,
+    gpu: crate::gpu::GpuOptions,
+    tune: (crate::gpu::tune::TuneMode, f64),
+    jobs: &[Job],
+    states: &[crate::init::HostState],
+) -> Result<Box<dyn Models>> {
+    Ok(match super::open_gpu(choice, gpu, tune, &jobs[0])? {
+        Some((ctx, layout)) => Box::new(GpuModels::new(ctx, jobs, states, layout)?),
+        None => Box::new(Each(
+            (jobs.iter().zip(states))
+                .map(|(j, s)| Box::new(CpuBackend::new(j, s)) as Box<dyn Backend>)
+                .collect(),
+        )),
+    })
 }
 
 /// An existing `--out` must be a directory, and empty unless `--force`.

@@ -36,7 +36,6 @@ pub(super) fn bad(path: &Path, msg: String) -> Error {
     }
 }
 
-/// Tensors by name: shape and values.
 /// Tensors by name: shape and values (f32, row-major).
 pub type Tensors = HashMap<String, (Vec<usize>, Vec<f32>)>;
 
