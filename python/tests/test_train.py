@@ -190,6 +190,22 @@ def test_a_kept_device_gives_the_bits_of_a_fresh_one():
     assert gpu_train._native.kept_device() is None
 
 
+def test_runs_in_two_threads_at_once_give_their_own_bits(device):
+    """Two Python threads training at once (the GIL released; on a GPU both on the kept device)
+    give the bits each gives alone: no state shared between runs but the device."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    jobs = [dict(device=device, epochs=25, seed=s, bias=True, optimizer="momentum", lr=1e-6,
+                 tune="never") for s in (1, 2, 3, 4)]
+    alone = [gpu_train.train(**j) for j in jobs]
+    with ThreadPoolExecutor(2) as pool:
+        together = list(pool.map(lambda j: gpu_train.train(**j), jobs))
+    for a, t in zip(alone, together):
+        np.testing.assert_array_equal(t.losses, a.losses)
+        for k in a.params:
+            np.testing.assert_array_equal(t.params[k], a.params[k])
+
+
 def test_devices_lists_the_cpu_path_and_one_auto_choice():
     ds = gpu_train.devices()
     assert ds[-1]["select"] == "cpu"
