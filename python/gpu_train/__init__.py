@@ -223,17 +223,18 @@ def train(x=None, y=None, *, device="auto", params=None, val_split=None, layout=
     failure, KeyboardInterrupt on Ctrl-C (between chunks of epochs; nothing is returned). The GIL
     is released while training. A run whose loss stops being finite returns, with `diverged_at`.
     """
+    spec = job_json(job)
+    args = _run_arguments(x, y, job, params, device, layout, tune, val_split)
+    losses, tensors, summary = _native.train(spec, *args)
+    return TrainResult(losses, dict(tensors), json.loads(summary))
+
+
+def _run_arguments(x, y, job, params, device, layout, tune, val_split):
+    """The arguments `train` and `sweep` hand to the library after the job's JSON, checked."""
     if (x is None) != (y is None):
         raise ValueError("give both x and y (the inputs and the targets), or neither (the seeded data)")
     if x is not None and "data" in job:
         raise ValueError("data: give the dataset either as x and y or as data=, not both")
-    spec = job_json(job)
-    losses, tensors, summary = _native.train(spec, *_run_arguments(x, y, params, device, layout, tune, val_split))
-    return TrainResult(losses, dict(tensors), json.loads(summary))
-
-
-def _run_arguments(x, y, params, device, layout, tune, val_split):
-    """The arguments `train` and `sweep` hand to the library after the job's JSON, checked."""
     if val_split is not None:
         val_split = float(val_split)
         if not 0.0 < val_split < 1.0:
@@ -310,10 +311,6 @@ def sweep(x=None, y=None, *, device="auto", params=None, val_split=None, layout=
                 f"{name} cannot vary in a sweep: the variants share every shape and kind "
                 f"(the fields that may vary: {', '.join(SWEEPABLE)})"
             )
-    if (x is None) != (y is None):
-        raise ValueError("give both x and y (the inputs and the targets), or neither (the seeded data)")
-    if x is not None and "data" in job:
-        raise ValueError("data: give the dataset either as x and y or as data=, not both")
     count = int(np.prod([len(v) for v in lists.values()])) if lists else 1
     if count > max_variants:
         sizes = " x ".join(f"{k} {len(v)}" for k, v in lists.items())
@@ -323,7 +320,7 @@ def sweep(x=None, y=None, *, device="auto", params=None, val_split=None, layout=
         )
     values = [dict(zip(lists, combo)) for combo in itertools.product(*lists.values())]
     specs = [job_json({**job, **v}) for v in values]
-    out = _native.sweep(specs, *_run_arguments(x, y, params, device, layout, tune, val_split))
+    out = _native.sweep(specs, *_run_arguments(x, y, job, params, device, layout, tune, val_split))
     results = [TrainResult(losses, dict(t), json.loads(s)) for losses, t, s in out]
     return SweepResult(list(lists), values, results)
 

@@ -35,6 +35,9 @@ use std::time::Instant;
 /// session's runs open it and compile its kernels once.
 static KEPT: Mutex<Option<KeptDevice>> = Mutex::new(None);
 
+/// What decides a net's tensors, as the keyword arguments name it (for `params` errors).
+const FROM_KEYWORDS: &str = "layers, bias and activation";
+
 /// What names the arguments of the command line's errors in Python: a flag becomes the keyword
 /// argument of the same meaning.
 fn python_name(flag: &str) -> Option<&'static str> {
@@ -156,8 +159,6 @@ type Resolved = (Job, HostState, Option<(Matrix, Matrix)>);
 fn resolve(spec: &JobSpec, req: &Request) -> gpu_train::Result<Resolved> {
     let (mut job, mut state) = match &req.data {
         Some((x, y)) => {
-            data::check_finite(Path::new("x"), x)?;
-            data::check_finite(Path::new("y"), y)?;
             let y = data::targets_for(spec.job()?.loss, Path::new("y"), y.clone(), spec.classes())?;
             spec.resolve_with_data(x.clone(), y, ("x".into(), "y".into()))
         }
@@ -165,9 +166,8 @@ fn resolve(spec: &JobSpec, req: &Request) -> gpu_train::Result<Resolved> {
     }
     .map_err(Error::for_json)?;
     if let Some(tensors) = &req.params {
-        let from = "layers, bias and activation";
         let mut tensors = tensors.clone();
-        let p = params_from_tensors(&job, &mut tensors, Path::new("params"), from)?;
+        let p = params_from_tensors(&job, &mut tensors, Path::new("params"), FROM_KEYWORDS)?;
         for (name, m) in p.named() {
             data::check_finite(Path::new(&format!("params[{name}]")), m)?;
         }
@@ -377,7 +377,11 @@ fn request<'py>(
                         .map_err(to_py)?
                 }
             };
-            Some((x.matrix(), y))
+            let x = x.matrix();
+            // Once for every variant of a sweep.
+            data::check_finite(Path::new("x"), &x).map_err(to_py)?;
+            data::check_finite(Path::new("y"), &y).map_err(to_py)?;
+            Some((x, y))
         }
         _ => {
             return Err(PyValueError::new_err(
@@ -464,8 +468,8 @@ fn predict<'py>(
 ) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
     let job = parse_spec(config)?.job().map_err(to_py)?;
     let mut t = tensors(params);
-    let from = "layers, bias and activation";
-    let p: Params = params_from_tensors(&job, &mut t, Path::new("params"), from).map_err(to_py)?;
+    let p: Params =
+        params_from_tensors(&job, &mut t, Path::new("params"), FROM_KEYWORDS).map_err(to_py)?;
     let x = x.matrix();
     if x.cols != job.layers[0] {
         return Err(PyValueError::new_err(format!(
