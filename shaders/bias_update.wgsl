@@ -6,7 +6,7 @@
 // g is the gradient w.r.t. the layer's output, a matrix in the layout of matmul.wgsl (declared,
 // with load_g and g_rows, by the layout's prelude shaders/layout/<layout>/bias_update.wgsl);
 // b is n/4 vec4 in a storage buffer (read by the forward product's epilogue). One invocation per
-// 4 columns.
+// 4 columns, per model (workgroup_id.z).
 //
 // A shared layer's bias gradient is summed over its uses in acc (as matmul.wgsl sums its weight
 // gradient): ACC_IN adds the sum so far (db = acc + db), ACC_OUT writes db to acc and stops there.
@@ -18,10 +18,13 @@ override ACC_OUT: bool = false;
 struct Params {
     rows: u32,   // real batch rows of g
     cols4: u32,  // padded columns / 4
-    lr: f32,
-    mu_or_beta1: f32,  // the optimizer's hyperparameters (see optimizer.wgsl)
-    beta2: f32,
-    eps: f32,
+    // Models (a sweep's, in one dispatch: workgroup_id.z): the vec4 between one model's g and
+    // the next, its b and the next, its optimizer state and the next, and the words between
+    // their step counters; 0 for a lone run.
+    sg: u32,
+    sb: u32,
+    sopt: u32,
+    scount: u32,
     _pad0: u32,
     _pad1: u32,
 }
@@ -30,14 +33,21 @@ struct Params {
 // Binding 1 (g): the layout's prelude.
 @group(0) @binding(2) var<storage, read_write> b: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> acc: array<vec4<f32>>;
+
+// Where this invocation's model starts in g (read by the layout's load_g).
+var<private> base_g: u32;
 // Bindings 7-8: the optimizer's state of the bias, declared in optimizer.wgsl.
 
 @compute @workgroup_size(64)
 fn bias_update(@builtin(global_invocation_id) gid: vec3<u32>) {
     let c4 = gid.x;
+    base_g = gid.z * params.sg;
+    opt_base = gid.z * params.sopt;
+    count_base = gid.z * params.scount;
     if (c4 >= params.cols4) {
         return;
     }
+    let i = gid.z * params.sb + c4;
     var s = vec4<f32>(0.0);
     // params.rows, in a form the compiler cannot treat as a uniform value: Mesa's gallium drivers
     // (lavapipe) inline uniforms that bound loops and compile a variant per value, which made
@@ -55,9 +65,8 @@ fn bias_update(@builtin(global_invocation_id) gid: vec3<u32>) {
         return;
     }
     if (STORE) {
-        b[c4] = s;
+        b[i] = s;
         return;
     }
-    let hyper = vec3<f32>(params.mu_or_beta1, params.beta2, params.eps);
-    b[c4] = optimizer_apply(b[c4], s, c4, params.lr, hyper);
+    b[i] = optimizer_apply(b[i], s, c4);
 }

@@ -16,7 +16,8 @@
 // prelude (y, grad: shaders/layout/<layout>/cross_entropy.wgsl).
 
 @compute @workgroup_size(256)
-fn cross_entropy(@builtin(local_invocation_index) lid: u32) {
+fn cross_entropy(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: vec3<u32>) {
+    set_model(wg.z);
     let cols = params.cols;
     let cp = params.cols_padded;
     let c4n = cp / 4u;
@@ -32,7 +33,7 @@ fn cross_entropy(@builtin(local_invocation_index) lid: u32) {
             }
             continue;
         }
-        let base = r * cp;
+        let base = base_values + r * cp;
         var m = values[base];
         for (var j = 1u; j < cols; j++) {
             m = max(m, values[base + j]);

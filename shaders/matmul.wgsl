@@ -43,7 +43,8 @@
 //   6 logits  AUX_OUT = v                            (output layer of a cross-entropy net: the
 //                                                     logits, for cross_entropy.wgsl, which
 //                                                     writes the gradient C; C is not written)
-// `params.scalar` is lr for the update and s for the two error modes. With BIAS (forward products only),
+// `params.scalar` is s for the two error modes (the update's rate and hyperparameters are the
+// model's, from its step counters: optimizer.wgsl). With BIAS (forward products only),
 // the layer's bias is added to v first, on the real rows: the padding rows stay zero. An
 // activation that does not map 0 to 0 (sigmoid) is masked to the real rows and columns
 // (params.rows, params.cols), so that the padding stays zero there too.
@@ -67,19 +68,43 @@ struct Params {
     m: u32,  // padded: multiples of 4
     n: u32,
     k: u32,
-    scalar: f32,  // lr (update) or the loss gradient's factor (error modes)
+    scalar: f32,  // the loss gradient's factor (error modes)
     rows: u32,    // real (unpadded) rows of C
-    mu_or_beta1: f32,  // the optimizer's hyperparameters (see optimizer.wgsl)
-    beta2: f32,
-    eps: f32,
     row0: u32,    // this dispatch computes rows row0..row_end of C (a band: see below)
     row_end: u32,
     splits: u32,  // split-K (layout/buffer/matmul.wgsl): the number of K ranges...
     k_split: u32, // ...and the depth of each (a multiple of 4)
     cols: u32,    // real (unpadded) columns of C
+    // Models (a sweep's, in one dispatch: workgroup_id.z, or z / splits for split-K): the vec4
+    // between one model's matrix and the next in A, in B, in C (and AUX_OUT and the optimizer's
+    // state), in AUX and in the bias; and the words between their step counters. 0 where every
+    // model binds the same data (a lone run, and data shared by a sweep's models).
+    sa: u32,
+    sb: u32,
+    sc: u32,
+    saux: u32,
+    sbias: u32,
+    scount: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
+
+// Where this invocation's model starts in each binding (set_model).
+var<private> base_a: u32;
+var<private> base_b: u32;
+var<private> base_c: u32;
+var<private> base_aux: u32;
+var<private> base_bias: u32;
+
+fn set_model(model: u32) {
+    base_a = model * params.sa;
+    base_b = model * params.sb;
+    base_c = model * params.sc;
+    base_aux = model * params.saux;
+    base_bias = model * params.sbias;
+    opt_base = base_c;
+    count_base = model * params.scount;
+}
 // Bindings 1-4 (A, B, C, AUX): the layout's prelude.
 @group(0) @binding(5) var<storage, read_write> aux_out: array<vec4<f32>>;
 // The layer's bias, n/4 vec4 (zero-padded), read when BIAS.
@@ -138,10 +163,12 @@ fn epilogue(row: u32, c4: u32, product: vec4<f32>) {
     if (row >= params.row_end || c4 >= params.n / 4u) {
         return;
     }
-    let i = (row - params.row0) * (params.n / 4u) + c4;
+    // The element's index in the band (the optimizer's state), and in the model's AUX_OUT.
+    let e = (row - params.row0) * (params.n / 4u) + c4;
+    let i = base_c + e;
     var v = product;
     if (BIAS && row < params.rows) {
-        v += bias[c4];
+        v += bias[base_bias + c4];
     }
     if (ACC_IN) {
         v = aux_out[i] + v;
@@ -171,8 +198,7 @@ fn epilogue(row: u32, c4: u32, product: vec4<f32>) {
             }
         }
         case MODE_UPDATE: {
-            let hyper = vec3<f32>(params.mu_or_beta1, params.beta2, params.eps);
-            store_c(c4, row, optimizer_apply(load_old(c4, row), v, i, params.scalar, hyper));
+            store_c(c4, row, optimizer_apply(load_old(c4, row), v, e));
         }
         case MODE_SQUARED_ERROR: {
             let d = v - load_aux(c4, row);
@@ -205,6 +231,7 @@ fn store(r: u32, c0: u32, acc: mat4x4<f32>) {
 // most invocations per product, for GPUs with many cores and small products.
 @compute @workgroup_size(8, 8)
 fn matmul_4x4(@builtin(global_invocation_id) gid: vec3<u32>) {
+    set_model(gid.z);
     let r = params.row0 + gid.y * 4u;
     let c0 = gid.x * 4u;
     if (r >= params.row_end || c0 >= params.n) {
@@ -220,6 +247,7 @@ fn matmul_4x4(@builtin(global_invocation_id) gid: vec3<u32>) {
 // 8x8 results per invocation, 8x8 invocations per workgroup: a 64x64 tile of C.
 @compute @workgroup_size(8, 8)
 fn matmul_8x8(@builtin(global_invocation_id) gid: vec3<u32>) {
+    set_model(gid.z);
     let r = params.row0 + gid.y * 8u;
     let c0 = gid.x * 8u;
     if (r >= params.row_end || c0 >= params.n) {
@@ -254,6 +282,7 @@ fn matmul_8x8(@builtin(global_invocation_id) gid: vec3<u32>) {
 // (Generated pattern: the same lines as `matmul_8x8`, written out for each block.)
 @compute @workgroup_size(16, 1)
 fn matmul_16x16(@builtin(global_invocation_id) gid: vec3<u32>) {
+    set_model(gid.z);
     let r = params.row0 + gid.y * 16u;
     let c0 = gid.x * 16u;
     if (r >= params.row_end || c0 >= params.n) {
@@ -336,6 +365,7 @@ fn matmul_tiled(
     @builtin(local_invocation_id) lid: vec3<u32>,
     @builtin(local_invocation_index) li: u32,
 ) {
+    set_model(wg.z);
     let r_tile = params.row0 + wg.y * 64u;
     let c_tile = wg.x * 64u;
     let kend = k_end();

@@ -7,37 +7,46 @@
 //   OPT 3 adam      m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g*g;
 //                   p = p - (lr / (1 - b1^t)) * (m / (sqrt(v) / sqrt(1 - b2^t) + eps))
 //   OPT 4 adamw     p = p*(1 - lr*WD), then adam's step (PyTorch's AdamW: decoupled decay)
-// h holds (mu or b1, b2, eps); b1^t and b2^t at this step are kept on the GPU by loss_reduce.wgsl.
-// With a weight decay WD, every OPT but adamw first adds it to the gradient, g = g + WD*p
-// (PyTorch's weight_decay of SGD and Adam). With SCHED the step's learning rate is the schedule's,
-// which loss_reduce.wgsl computes once per step (schedule.wgsl) into counters[5], rather than
-// every invocation for every element (which cost +65% on the default job on lavapipe).
+// The step's scalars come from the model's slot of step counters (`counters`, loss_reduce's
+// state, at word `count_base`), so that one dispatch steps many models of a sweep, each with its
+// own (a lone run is model 0): the step's learning rate (word 5: loss_reduce computes it once per
+// step from the schedule, schedule.wgsl, also where the rate is constant), mu or b1 (word 16), b2
+// (word 17), eps (word 18) and the weight decay WD (word 19); b1^t and b2^t at this step (words 2
+// and 3) are kept on the GPU by loss_reduce.wgsl. With a weight decay, every OPT but adamw first
+// adds it to the gradient, g = g + WD*p (PyTorch's weight_decay of SGD and Adam).
 //
 // The state lives at the same bindings in every kernel that includes this file: one buffer with
 // m (momentum buffer or Adam's first moment) in the layout of the parameters and, for Adam, v (the
 // second moment) after it in the same layout (one binding rather than two, so that the buffer
-// layout's matmul kernel binds 8 storage buffers, WebGPU's default limit per stage), and
-// loss_reduce's state [epoch in chunk, step t, bits of b1^t, bits of b2^t, the run's step, bits of
-// the step's learning rate, _, _, the schedule's words]. Plain SGD at a constant rate reads none
-// of them.
+// layout's matmul kernel binds 8 storage buffers, WebGPU's default limit per stage); with many
+// models, every model's m, then every model's v, model k's at `opt_base` (set by the including
+// kernel). The counters (32 words, see loss_reduce.wgsl): [epoch in chunk, step t, bits of b1^t,
+// bits of b2^t, the run's step, bits of the step's learning rate, b1 and b2 of the powers, the
+// schedule's 6 words, _, _, mu or b1, b2, eps, WD, ...].
 
 override OPT: u32 = OPT_SGD;
-override WD: f32 = 0.0;
-override SCHED: bool = false;
+
+// The including kernel sets these from its model (workgroup_id.z) before any step.
+var<private> count_base: u32;
+var<private> opt_base: u32;
 
 @group(0) @binding(7) var<storage, read_write> opt_state: array<vec4<f32>>;
 @group(0) @binding(8) var<storage, read> counters: array<u32>;
 
-// The parameters p stepped by their gradient g; the state at index i is read and written back.
-// hyper: (momentum's mu, or Adam's beta1; beta2; eps), as the uniform blocks hold them.
-fn optimizer_apply(p: vec4<f32>, g0: vec4<f32>, i: u32, base_lr: f32, hyper: vec3<f32>) -> vec4<f32> {
-    var lr = base_lr;
-    if (SCHED) {
-        lr = bitcast<f32>(counters[5]);
-    }
+fn counter_f32(word: u32) -> f32 {
+    return bitcast<f32>(counters[count_base + word]);
+}
+
+// The parameters p stepped by their gradient g; the state at index i of the model (opt_base + i)
+// is read and written back.
+fn optimizer_apply(p: vec4<f32>, g0: vec4<f32>, i0: u32) -> vec4<f32> {
+    let i = opt_base + i0;
+    let lr = counter_f32(5u);
+    let hyper = vec3<f32>(counter_f32(16u), counter_f32(17u), counter_f32(18u));
+    let wd = counter_f32(19u);
     var g = g0;
-    if (WD != 0.0 && OPT != OPT_ADAMW) {
-        g = g0 + WD * p;
+    if (wd != 0.0 && OPT != OPT_ADAMW) {
+        g = g0 + wd * p;
     }
     switch OPT {
         case OPT_MOMENTUM, OPT_NESTEROV: {
@@ -53,12 +62,12 @@ fn optimizer_apply(p: vec4<f32>, g0: vec4<f32>, i: u32, base_lr: f32, hyper: vec
         case OPT_ADAM, OPT_ADAMW: {
             var p0 = p;
             if (OPT == OPT_ADAMW) {
-                p0 = p * (1.0 - lr * WD);
+                p0 = p * (1.0 - lr * wd);
             }
             let b1 = hyper.x;
             let b2 = hyper.y;
-            let b1t = bitcast<f32>(counters[2]);
-            let b2t = bitcast<f32>(counters[3]);
+            let b1t = counter_f32(2u);
+            let b2t = counter_f32(3u);
             // v of element i is in the second half of the buffer.
             let iv = i + arrayLength(&opt_state) / 2u;
             let m = b1 * opt_state[i] + (1.0 - b1) * g;

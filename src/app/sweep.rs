@@ -53,6 +53,7 @@ pub(super) fn sweep_command(args: &SweepArgs) -> Result<()> {
             device.device_type,
             device.backend
         );
+        println!("{}", models.batching());
     }
     // Nothing is written before the sweep starts training.
     crate::io::ensure_dir(&args.out)?;
@@ -86,7 +87,8 @@ pub(super) fn sweep_command(args: &SweepArgs) -> Result<()> {
     }
     print!("{}", table(&rows));
     let train_s = outcomes.first().map_or(0.0, |o| o.train_s);
-    failed.extend(write_index(&args.out, &device, setup_s, train_s, &rows).err());
+    let timing = (setup_s, train_s, models.batching());
+    failed.extend(write_index(&args.out, &device, timing, &rows).err());
     failed.extend(write_curves(&args.out.join("curves.svg"), &device.name, &rows).err());
     let stopped = outcomes.iter().any(|o| o.stopped);
     let finished = outcomes.iter().filter(|o| o.diverged.is_none()).count();
@@ -335,8 +337,7 @@ fn table(rows: &[Row]) -> String {
 fn write_index(
     out: &Path,
     device: &summary::DeviceInfo,
-    setup_s: f64,
-    train_s: f64,
+    (setup_s, train_s, batching): (f64, f64, String),
     rows: &[Row],
 ) -> Result<()> {
     let variants: Vec<serde_json::Value> = (rows.iter().enumerate())
@@ -365,6 +366,7 @@ fn write_index(
         "setup_s": setup_s,
         "train_s": train_s,
         "model_epochs_per_s": model_epochs as f64 / train_s.max(1e-12),
+        "batching": batching,
         "variants": variants,
     });
     let path: PathBuf = out.join("sweep.json");

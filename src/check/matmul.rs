@@ -536,24 +536,11 @@ impl MatmulCheck {
     }
 }
 
-/// `check_matmul`: the product of `key` with epilogue `e` on `dims` (`(m, n, k)`), inputs drawn
-/// from `seed`, its outputs poisoned with NaN first, against the CPU's product carried through
-/// the epilogue's f64 reference ([`expected`]).
-pub async fn check_matmul(
-    ctx: &GpuContext,
-    key: MatmulKey,
-    e: Epi,
-    dims: (usize, usize, usize),
-    seed: u64,
-) -> Result<MatmulCheck> {
-    let (m, n, k) = dims;
-    let (a, b) = random_inputs(key, dims, seed);
-    let (v, scale) = cpu_reference(key, &a, &b, dims);
-    let g2 = two_gamma(k);
-    let err: Vec<f64> = scale.iter().map(|&s| g2 * s as f64).collect();
-    let extra = extra_inputs(e, (m, n), &mut seeded(seed ^ 0x5eed));
-    let poison = vec![f32::NAN; m * n];
-    let mut inputs = MatmulInputs::new(&poison);
+/// What the product of epilogue `e` reads besides A and B, from `extra`: C's content before
+/// (`poison`, or the weights before an update), AUX, AUX_OUT, the bias, the step's state, and
+/// the scalar (the base rate of an update, the loss gradient's factor).
+pub fn epilogue_inputs<'a>(e: Epi, extra: &'a Extra, poison: &'a [f32]) -> MatmulInputs<'a> {
+    let mut inputs = MatmulInputs::new(poison);
     match e {
         Epi::Store | Epi::Logits | Epi::Act(_) | Epi::Bias => {}
         Epi::Grad(Activation::Gelu) => inputs.aux_out = Some(&extra.aux),
@@ -572,6 +559,27 @@ pub async fn check_matmul(
         Epi::SquaredError | Epi::AbsError => extra.coef,
         _ => 0.0,
     };
+    inputs
+}
+
+/// `check_matmul`: the product of `key` with epilogue `e` on `dims` (`(m, n, k)`), inputs drawn
+/// from `seed`, its outputs poisoned with NaN first, against the CPU's product carried through
+/// the epilogue's f64 reference ([`expected`]).
+pub async fn check_matmul(
+    ctx: &GpuContext,
+    key: MatmulKey,
+    e: Epi,
+    dims: (usize, usize, usize),
+    seed: u64,
+) -> Result<MatmulCheck> {
+    let (m, n, k) = dims;
+    let (a, b) = random_inputs(key, dims, seed);
+    let (v, scale) = cpu_reference(key, &a, &b, dims);
+    let g2 = two_gamma(k);
+    let err: Vec<f64> = scale.iter().map(|&s| g2 * s as f64).collect();
+    let extra = extra_inputs(e, (m, n), &mut seeded(seed ^ 0x5eed));
+    let poison = vec![f32::NAN; m * n];
+    let inputs = epilogue_inputs(e, &extra, &poison);
     let out = run_matmul(ctx, key, &a, &b, dims, inputs).await?;
     let untouched = out.c.iter().all(|x| x.is_nan());
     let mut got = vec![out.c, out.aux_out];

@@ -3,10 +3,17 @@
 //! state and counters), also when some models sit out a chunk (a diverged variant) and the others
 //! run on. The lone run is itself checked against the CPU by the training checks, so this carries
 //! that check over to every model of a sweep. Called by `verify` and the library's tests.
+//!
+//! The same promise kernel by kernel ([`check_matmul_models`]): one matmul dispatch of many
+//! models stacked gives each model the bits of its own lone dispatch, in every block (split-K's
+//! ranges of every model included), epilogue and shape, each model with its own inputs, rate and
+//! hyperparameters, its outputs poisoned first.
 
 use crate::backend::{Backend, TrainState};
+use crate::check::matmul::{epilogue_inputs, extra_inputs, random_inputs, seeded, Epi};
 use crate::error::Result;
 use crate::gpu::layout::Layout;
+use crate::gpu::{run_matmul, run_matmul_models, MatmulKey, MatmulOutput};
 use crate::gpu::{GpuBackend, GpuContext, GpuModels};
 use crate::init::HostState;
 use crate::job::Job;
@@ -74,16 +81,28 @@ fn first_difference(
 }
 
 /// Train `jobs` (variants of one job: the same shapes and epochs) as one sweep on `ctx` in
-/// `layout`: all of them for the first half of the epochs, then all but model 1 (when there are
-/// more than one) for the rest; then each job alone for the epochs its model ran. Returns the
+/// `layout` (in the same dispatches in the buffer layout, but for a dynamic-depth net: a sweep
+/// that does not is a difference): all of them for the first half of the epochs, then all but
+/// model 1 (when there are more than one) for the rest; then each job alone for the epochs its model ran. Returns the
 /// first model that differs from its lone run in any bit, and where; None when none does.
+/// At most `per_stack` models share dispatches (None: as many as fit).
 pub async fn check_sweep(
     ctx: &Arc<GpuContext>,
-    layout: Layout,
+    (layout, per_stack): (Layout, Option<usize>),
     jobs: &[Job],
 ) -> Result<Option<String>> {
     let states: Vec<HostState> = jobs.iter().map(HostState::seeded).collect();
-    let mut models = GpuModels::create(ctx.clone(), jobs, &states, layout).await?;
+    let stacks = (layout, per_stack);
+    let mut models = GpuModels::create_in_stacks(ctx.clone(), jobs, &states, stacks).await?;
+    // In the buffer layout the models share their dispatches, but a dynamic-depth net's.
+    let stackable = layout == Layout::Buffer && jobs.len() > 1;
+    if let (true, None, Some(why)) = (
+        stackable,
+        jobs[0].shared_layer(),
+        models.per_model_dispatches(),
+    ) {
+        return Ok(Some(format!("the models did not share dispatches: {why}")));
+    }
     let epochs = jobs.first().map_or(0, |j| j.epochs);
     let first = epochs.div_ceil(2);
     let mut losses = vec![Vec::new(); jobs.len()];
@@ -119,6 +138,71 @@ pub async fn check_sweep(
         }
     }
     Ok(None)
+}
+
+/// One matmul dispatch of `key` with epilogue `e` on `dims` for one model per seed of `seeds`,
+/// stacked (buffer layout), each model's inputs drawn from its seed (model j's rate and
+/// hyperparameters scaled by 1 + j/8, so that each is its own), against each model's lone
+/// dispatch: the first model whose outputs (C, AUX_OUT, the moments, the padding) differ in any
+/// bit, and where; None when none does.
+pub async fn check_matmul_models(
+    ctx: &GpuContext,
+    key: MatmulKey,
+    e: Epi,
+    dims: (usize, usize, usize),
+    seeds: &[u64],
+) -> Result<Option<String>> {
+    let (m, n, _) = dims;
+    let poison = vec![f32::NAN; m * n];
+    let drawn: Vec<_> = (seeds.iter())
+        .enumerate()
+        .map(|(j, &seed)| {
+            let (a, b) = random_inputs(key, dims, seed);
+            let mut extra = extra_inputs(e, (m, n), &mut seeded(seed ^ 0x5eed));
+            let own = 1.0 + j as f32 / 8.0;
+            extra.state.hyper = extra.state.hyper.map(|h| h / own);
+            (a, b, extra, own)
+        })
+        .collect();
+    let models: Vec<_> = (drawn.iter())
+        .map(|(a, b, extra, own)| {
+            let mut inputs = epilogue_inputs(e, extra, &poison);
+            if let Epi::Update(..) = e {
+                inputs.scalar *= own;
+            }
+            (&a[..], &b[..], inputs)
+        })
+        .collect();
+    let stacked = run_matmul_models(ctx, key, dims, &models).await?;
+    for (j, (got, (a, b, inputs))) in stacked.iter().zip(&models).enumerate() {
+        let lone = run_matmul(ctx, key, a, b, dims, *inputs).await?;
+        if let Some(at) = output_difference(got, &lone) {
+            return Ok(Some(format!("model {j} of {}: {at}", seeds.len())));
+        }
+    }
+    Ok(None)
+}
+
+/// The first bit in which two runs' outputs differ, named.
+fn output_difference(got: &MatmulOutput, want: &MatmulOutput) -> Option<String> {
+    let named = |o: &MatmulOutput| {
+        let mut v = vec![("C", o.c.clone()), ("AUX_OUT", o.aux_out.clone())];
+        v.extend((o.moments.iter()).map(|m| ("a moment", m.clone())));
+        v
+    };
+    for ((name, g), (_, w)) in named(got).into_iter().zip(named(want)) {
+        if g.len() != w.len() {
+            return Some(format!(
+                "{name}: {} elements, its lone run {}",
+                g.len(),
+                w.len()
+            ));
+        }
+        if let Some(i) = (g.iter().zip(&w)).position(|(p, q)| p.to_bits() != q.to_bits()) {
+            return Some(format!("{name}[{i}]: {:e}, its lone run {:e}", g[i], w[i]));
+        }
+    }
+    (got.padding_zero != want.padding_zero).then(|| "the padding".into())
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use super::kernels::loss_reduce::{
 use super::layout::Layout;
 use super::layout::{from_padded, pad4, to_padded};
 use super::memory::{DataArray, Storage};
-use super::net::Net;
+use super::net::{Net, Stacking};
 use super::plan::PlanKey;
 use super::record::{record, record_timed, scoped, Dispatch, Profiler, MAX_QUERIES};
 use super::{GpuContext, Timestamps};
@@ -69,24 +69,30 @@ impl GpuBackend {
         state: &HostState,
         layout: Layout,
     ) -> Result<Self> {
-        Self::create_sharing(ctx, job, state, layout, None).await
+        Self::create_sharing(ctx, job, state, layout, (None, usize::MAX)).await
     }
 
     /// [`GpuBackend::create`] binding the resident dataset `shared` (another backend's, of the
     /// same data) instead of uploading its own.
+    /// At most `max_steps` steps per submission (a sweep's model: its submissions hold every
+    /// model's steps).
     pub(crate) async fn create_sharing(
         ctx: Arc<GpuContext>,
         job: &Job,
         state: &HostState,
         layout: Layout,
-        shared: Option<&(DataArray, DataArray)>,
+        (shared, max_steps): (Option<&(DataArray, DataArray)>, usize),
     ) -> Result<Self> {
         ctx.kernels.layout(layout)?;
         let c = ctx.clone();
+        let stacking = Stacking {
+            max_steps,
+            ..Stacking::ONE
+        };
         scoped(
             &c,
             "setting up the job",
-            Self::build(ctx, job, state, layout, shared),
+            Self::build(ctx, job, state, layout, shared, stacking),
         )
         .await
     }
@@ -108,8 +114,9 @@ impl GpuBackend {
         host: &HostState,
         layout: Layout,
         shared: Option<&(DataArray, DataArray)>,
+        stacking: Stacking,
     ) -> Result<Self> {
-        let (net, max_steps) = Net::allocate(&ctx, job, host, layout, shared)?;
+        let (net, max_steps) = Net::allocate(&ctx, job, host, layout, shared, stacking)?;
         let staging = ctx.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("history readback"),
             size: (max_steps * 4) as u64,
@@ -358,7 +365,7 @@ impl GpuBackend {
 
 /// A chunk begun ([`GpuBackend::begin_chunk`]) and not yet committed.
 pub(crate) struct Pending {
-    keys: Vec<PlanKey>,
+    pub(crate) keys: Vec<PlanKey>,
     parity: usize,
     shared_parity: usize,
     grad_only: bool,
@@ -495,7 +502,8 @@ impl GpuBackend {
             }
         }
         let job = &self.net.job;
-        let words = state_words(&s.counters, &s.shared_counters, (&job.lr_schedule, job.lr));
+        let schedule = (&job.lr_schedule, job.lr);
+        let words = state_words(&s.counters, &s.shared_counters, schedule, &job.optimizer);
         q.write_buffer(&self.net.state, 0, bytemuck::cast_slice(&words));
         (self.parity, self.shared_parity, self.step) = (0, 0, s.step);
         ctx.wait().await

@@ -70,10 +70,14 @@ impl Storage {
 /// A `[rows, cols]` matrix on the GPU in the padded layout `[pad4(rows), pad4(cols)]`: an
 /// rgba32float texture `pad4(cols) / 4` texels wide and `pad4(rows)` high, or a storage buffer of
 /// `pad4(rows)·pad4(cols)` f32, row-major.
+///
+/// A sweep's models stacked in one dispatch hold `models` such matrices in one buffer, one after
+/// the other (buffer layout only); `rows` and `cols` are then one model's.
 pub struct GpuMatrix {
     pub storage: Storage,
     pub rows: usize,
     pub cols: usize,
+    pub models: usize,
 }
 
 impl GpuMatrix {
@@ -87,6 +91,15 @@ impl GpuMatrix {
 
     pub fn binding(&self) -> wgpu::BindingResource<'_> {
         self.storage.binding()
+    }
+
+    /// The vec4 from one model's matrix to the next's, as the kernels take it: 0 for one matrix
+    /// (a lone run's, or data that every model of a sweep reads).
+    pub fn model_stride(&self) -> u32 {
+        match self.models {
+            0 | 1 => 0,
+            _ => (pad4(self.rows) * pad4(self.cols) / 4) as u32,
+        }
     }
 
     /// The padded rows `r0..r1` alone (a band of a buffer-layout matrix larger than one storage
@@ -214,6 +227,7 @@ pub(crate) fn padded_matrix(
             storage: Storage::Buffer(buf),
             rows,
             cols,
+            models: 1,
         });
     }
     let size = GpuMatrix::extent(rows, cols);
@@ -241,6 +255,7 @@ pub(crate) fn padded_matrix(
         storage: Storage::Texture { texture, view },
         rows,
         cols,
+        models: 1,
     })
 }
 
@@ -272,6 +287,25 @@ pub(crate) fn banded_matrix(
         storage: Storage::Buffer(buf),
         rows,
         cols,
+        models: 1,
+    })
+}
+
+/// `models` zeroed `[rows, cols]` matrices one after the other in one storage buffer (buffer
+/// layout): a sweep's per-model matrix, bound whole by one dispatch for all models; checked
+/// against one storage binding.
+pub(crate) fn stacked_matrix(
+    ctx: &GpuContext,
+    label: &str,
+    (rows, cols): (usize, usize),
+    models: usize,
+) -> Result<GpuMatrix> {
+    let buf = storage(ctx, label, models * pad4(rows) * pad4(cols), None)?;
+    Ok(GpuMatrix {
+        storage: Storage::Buffer(buf),
+        rows,
+        cols,
+        models,
     })
 }
 
@@ -333,11 +367,15 @@ fn allocate(ctx: &GpuContext, label: &str, len: usize, data: Option<&[f32]>) -> 
 ///
 /// A buffer may hold `copies` such matrices, each band's rows of the first, then of the second
 /// (the optimizer's m and v: one binding, see `shaders/optimizer.wgsl`).
+///
+/// A sweep's models stacked in one dispatch hold `models` such matrices in one band: every
+/// model's first copy, then every model's second (`rows` one model's).
 pub struct Banded {
     pub(crate) band_rows: usize,
     pub(crate) bufs: Vec<wgpu::Buffer>,
     pub(crate) cols: usize,
     pub(crate) copies: usize,
+    pub(crate) models: usize,
 }
 
 impl Banded {
@@ -399,6 +437,7 @@ impl Banded {
             bufs,
             cols,
             copies,
+            models: 1,
         })
     }
 
@@ -409,6 +448,35 @@ impl Banded {
             bufs: vec![buf],
             cols,
             copies: 1,
+            models: 1,
+        }
+    }
+
+    /// `models` zeroed `[rows, cols]` matrices with `copies` each, in one unbanded buffer (a
+    /// sweep's per-model state, bound whole by one dispatch for all models): every model's first
+    /// copy, then every model's second; checked against one storage binding.
+    pub(crate) fn stacked(
+        ctx: &GpuContext,
+        label: &str,
+        (rows, cols): (usize, usize),
+        copies: usize,
+        models: usize,
+    ) -> Result<Self> {
+        let buf = storage(ctx, label, models * copies * pad4(rows) * pad4(cols), None)?;
+        Ok(Banded {
+            band_rows: pad4(rows).max(4),
+            bufs: vec![buf],
+            cols,
+            copies,
+            models,
+        })
+    }
+
+    /// The vec4 from one model's matrix to the next's in a copy (0 for one model).
+    pub(crate) fn model_stride(&self) -> u32 {
+        match self.models {
+            0 | 1 => 0,
+            _ => (self.band_rows * pad4(self.cols) / 4) as u32,
         }
     }
 
@@ -420,7 +488,7 @@ impl Banded {
                 let r0 = j * self.band_rows;
                 (
                     r0,
-                    r0 + b.size() as usize / 4 / pad4(self.cols) / self.copies,
+                    r0 + b.size() as usize / 4 / pad4(self.cols) / self.copies / self.models.max(1),
                 )
             })
             .collect()

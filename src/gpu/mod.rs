@@ -56,7 +56,9 @@ pub use context::{AdapterEntry, DeviceChoice, GpuContext, GpuOptions, LimitsChoi
 pub use kernels::bias_update::{run_bias, run_bias_sum, BiasRun};
 pub use kernels::cross_entropy::run_cross_entropy;
 pub use kernels::loss_reduce::{run_advance, run_loss_reduce};
-pub use kernels::matmul::{run_matmul, time_matmul, MatmulInputs, MatmulOutput};
+pub use kernels::matmul::{
+    run_matmul, run_matmul_models, time_matmul, MatmulInputs, MatmulOutput, ModelInputs,
+};
 pub use kernels::matmul_naive::{run_naive, time_naive};
 pub use kernels::{Acc, Act, Block, MatmulKey, Mode, Opt, StepState, Update};
 pub use layout::{from_padded, pad4, to_padded};

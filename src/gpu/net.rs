@@ -5,8 +5,8 @@
 use super::kernels::loss_reduce::initial_state;
 use super::layout::{pad4, Layout};
 use super::memory::{
-    self, banded_matrix, data_array, matrix, storage, vector, Banded, DataArray, GpuMatrix,
-    BAND_ALIGN_ROWS, STORAGE,
+    self, banded_matrix, data_array, matrix, stacked_matrix, storage, vector, Banded, DataArray,
+    GpuMatrix, BAND_ALIGN_ROWS, STORAGE,
 };
 use super::{GpuContext, Opt};
 use crate::error::{Error, Result};
@@ -19,14 +19,47 @@ pub(crate) struct Dataset {
     pub(crate) x: DataArray,
     pub(crate) y: DataArray,
     /// The rows of each step of the current chunk, `job.batch` entries per step (uploaded once
-    /// per chunk).
+    /// per chunk); each model's after the previous one's where a net holds many.
     pub(crate) index: wgpu::Buffer,
+    /// Entries of `index` per model.
+    pub(crate) index_len: usize,
+    /// Rows from one model's dataset to the next's in `x` and `y` (0: one dataset for all).
+    pub(crate) model_rows: usize,
 }
+
+/// How many models one [`Net`] holds: 1 for a lone run; a sweep's models trained in the same
+/// dispatches (buffer layout), each per-model buffer holding every model's copy one after the
+/// other, bound whole, model z of every dispatch's grid.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Stacking {
+    pub(crate) models: usize,
+    /// Rows from one model's resident dataset to the next's (0: one dataset for all).
+    pub(crate) model_rows: usize,
+    /// The most steps one submission may hold, below what the job alone allows (a sweep's
+    /// submissions hold every model's steps).
+    pub(crate) max_steps: usize,
+}
+
+impl Stacking {
+    pub(crate) const ONE: Stacking = Stacking {
+        models: 1,
+        model_rows: 0,
+        max_steps: usize::MAX,
+    };
+}
+
+/// The work one submission may hold, in FLOPs (about 20 GFLOP: no driver watchdog fires).
+pub(crate) const SUBMISSION_FLOPS: f64 = 2e10;
 
 /// Every resource the recorded epochs bind, uploaded or allocated once.
 pub(crate) struct Net {
     pub(crate) job: Job,
     pub(crate) layout: Layout,
+    /// Models stacked in every per-model resource (1: a lone run's; see [`Stacking`]): all but
+    /// `job`'s data and weights are then zeros, for the caller to fill.
+    pub(crate) models: usize,
+    /// Words of `history` per model.
+    pub(crate) history_len: usize,
     pub(crate) x: GpuMatrix,
     pub(crate) y: GpuMatrix,
     /// `weights[l][p]`: in the texels layout the two textures of weight matrix l, an epoch
@@ -96,26 +129,42 @@ impl Net {
     /// Returns the net and the most steps one submission may hold.
     /// A resident dataset given in `shared` (x and y, uploaded by another net of the same data:
     /// the models of a sweep) is bound as it is, not uploaded again.
+    ///
+    /// With `stack.models` > 1 (buffer layout, unbanded, no shared layer), every per-model
+    /// resource holds that many models' copies, zeros: the caller copies each model's data,
+    /// weights and counters in (`GpuModels`); `shared` is then the stacked resident dataset.
     pub(crate) fn allocate(
         ctx: &GpuContext,
         job: &Job,
         host: &HostState,
         layout: Layout,
         shared: Option<&(DataArray, DataArray)>,
+        stack: Stacking,
     ) -> Result<(Net, usize)> {
         let b = job.batch;
         let depth = job.depth();
         let d = &job.layers;
+        let models = stack.models.max(1);
+        let stacked = models > 1;
         // The dataset is x and y themselves when it is one batch; else it stays resident in
         // texture arrays and each step gathers its batch into x and y.
-        let upload = !job.minibatched();
+        let upload = !job.minibatched() && !stacked;
         let row_band = row_band(ctx, job, layout)?;
         let banded = row_band < pad4(b);
-        // The batch's matrices, bound in bands of rows where they exceed one binding.
-        let matrix = |ctx: &GpuContext, layout, label: &str, rows, cols, data| match banded {
-            true => banded_matrix(ctx, layout, label, rows, cols, data),
-            false => matrix(ctx, layout, label, rows, cols, data),
-        };
+        if stacked && (banded || layout != Layout::Buffer || job.shared_layer().is_some()) {
+            return Err(Error::Gpu(
+                "models are stacked in the buffer layout only, unbanded, without a shared layer"
+                    .into(),
+            ));
+        }
+        // The batch's matrices, bound in bands of rows where they exceed one binding; one per
+        // model where stacked.
+        let matrix =
+            |ctx: &GpuContext, layout, label: &str, rows, cols, data| match (stacked, banded) {
+                (true, _) => stacked_matrix(ctx, label, (rows, cols), models),
+                (_, true) => banded_matrix(ctx, layout, label, rows, cols, data),
+                _ => matrix(ctx, layout, label, rows, cols, data),
+            };
         let x = matrix(
             ctx,
             layout,
@@ -140,6 +189,9 @@ impl Net {
                 .enumerate()
                 .map(|(l, w)| {
                     let label = format!("{name}{} ({}x{} f32)", l + 1, w.rows, w.cols);
+                    if stacked {
+                        return stacked_matrix(ctx, &label, (w.rows, w.cols), models);
+                    }
                     let data = upload.then_some(&w.data[..]);
                     memory::matrix(ctx, layout, &label, w.rows, w.cols, data)
                 })
@@ -160,6 +212,9 @@ impl Net {
                 .enumerate()
                 .map(|(l, bias)| {
                     let label = format!("{name}{} ({} f32)", l + 1, bias.cols);
+                    if stacked {
+                        return storage(ctx, &label, models * pad4(bias.cols), None);
+                    }
                     vector(
                         ctx,
                         &label,
@@ -181,7 +236,10 @@ impl Net {
                 let copies = opt.state_buffers();
                 let label = format!("optimizer state of tensor {}", i + 1);
                 (copies > 0)
-                    .then(|| Banded::with_copies(ctx, &label, m.rows, m.cols, copies))
+                    .then(|| match stacked {
+                        true => Banded::stacked(ctx, &label, (m.rows, m.cols), copies, models),
+                        false => Banded::with_copies(ctx, &label, m.rows, m.cols, copies),
+                    })
                     .transpose()
             })
             .collect::<Result<Vec<_>>>()?;
@@ -215,6 +273,9 @@ impl Net {
                         true => format!("{what} (band {})", j + 1),
                         false => what.to_string(),
                     };
+                    if stacked {
+                        return Banded::stacked(ctx, &label, (r1 - r0, cols), 1, models);
+                    }
                     let buf = storage(ctx, &label, (r1 - r0) * pad4(cols), None)?;
                     Ok(Banded::whole(buf, r1 - r0, cols))
                 })
@@ -297,14 +358,15 @@ impl Net {
         // The loss history (4 bytes a step) and the batch rows (4 a row) are single buffers.
         let l = &ctx.limits;
         let limit = l.max_storage_buffer_binding_size.min(l.max_buffer_size) as usize;
-        let max_steps = ((2e10 / flops) as usize)
+        let max_steps = ((SUBMISSION_FLOPS / flops) as usize)
             .clamp(1, 100_000)
             .min((1 << 22) / b)
             .min(limit / 4 / b)
+            .min(stack.max_steps)
             .max(1);
         let rows = job.dataset_rows();
         let data = if job.minibatched() {
-            let index = storage(ctx, "batch rows", max_steps * b, None)?;
+            let index = storage(ctx, "batch rows", models * max_steps * b, None)?;
             let (x, y) = match shared {
                 Some(xy) => xy.clone(),
                 None => (
@@ -326,27 +388,31 @@ impl Net {
                     )?,
                 ),
             };
-            Some(Dataset { x, y, index })
+            Some(Dataset {
+                x,
+                y,
+                index,
+                index_len: max_steps * b,
+                model_rows: stack.model_rows,
+            })
         } else {
             None
         };
         // The warm-up below runs one step of each plan.
-        let history = storage(
-            ctx,
-            "loss history",
-            max_steps.max(2 * job.max_uses() + 2),
-            None,
-        )?;
+        let history_len = max_steps.max(2 * job.max_uses() + 2);
+        let history = storage(ctx, "loss history", models * history_len, None)?;
         let state = ctx
             .device
             .create_buffer_init(&wgpu::util::BufferInitDescriptor {
                 label: Some("epoch index and optimizer counters"),
-                contents: bytemuck::cast_slice(&initial_state(job)),
+                contents: bytemuck::cast_slice(&initial_state(job).repeat(models)),
                 usage: STORAGE,
             });
         let net = Net {
             job: job.clone(),
             layout,
+            models,
+            history_len,
             x,
             y,
             weights,

@@ -5,10 +5,11 @@
 use super::kernels::bias_update::{bias_update_dispatch, BiasStep};
 use super::kernels::cross_entropy::{cross_entropy_dispatch, CrossEntropyBind};
 use super::kernels::loss_reduce::{
-    loss_partial_dispatch, loss_reduce_dispatch, SHARED_COUNTERS_OFFSET,
+    loss_partial_dispatch, loss_reduce_dispatch, Stack, SHARED_COUNTERS_OFFSET,
 };
 use super::kernels::matmul::{matmul_dispatch, MatmulBind, Windows};
 use super::kernels::optimizer::OptBind;
+use super::kernels::optimizer::COUNTER_MODEL_WORDS;
 use super::memory::{Banded, GpuMatrix};
 use super::net::Net;
 use super::record::Dispatch;
@@ -189,7 +190,6 @@ impl<'a> Step<'a> {
 
     /// The optimizer's bindings for tensor `i` (weights, then biases) of layer `l`.
     fn opt_of(&self, i: usize, l: usize) -> OptBind<'a> {
-        let o = &self.net.job.optimizer;
         OptBind {
             state: self.net.opt_state[i].as_ref(),
             counters: (
@@ -200,10 +200,7 @@ impl<'a> Step<'a> {
                     0
                 },
             ),
-            hyper: match self.opt {
-                Opt::Adam | Opt::AdamW => [o.beta1, o.beta2, o.eps],
-                _ => [o.momentum, 0.0, 0.0],
-            },
+            stacked: self.net.models > 1,
         }
     }
 
@@ -263,11 +260,21 @@ impl<'a> Step<'a> {
         let job = &self.net.job;
         let (b, d) = (self.b, self.d());
         let depth = job.depth();
-        let o = &job.optimizer;
         // Training advances the step counters (Adam's powers, and the run's step that a
         // learning-rate schedule reads).
-        let advance = self.key.update.then_some((o.beta1, o.beta2));
-        let advance_shared = advance.is_some() && self.shared.is_some() && self.key.uses > 0;
+        let advance = self.key.update;
+        let advance_shared = advance && self.shared.is_some() && self.key.uses > 0;
+        // Stacked models: one reduction for all, model z of the grid.
+        let stack = match self.net.models {
+            1 => Stack::ONE,
+            models => Stack {
+                models,
+                values: 4 * self.net.loss_terms[0].model_stride(),
+                history: self.net.history_len as u32,
+                state: COUNTER_MODEL_WORDS,
+                y: self.net.y.model_stride(),
+            },
+        };
         let scale = job.loss.scale(b, d[depth]);
         let cross_entropy = job.loss.is_classification();
         let out_grad = self.net.grads.last().expect("the output gradient");
@@ -287,6 +294,7 @@ impl<'a> Step<'a> {
             };
             let dims = (self.real(band), d[depth]);
             let coef = job.loss.grad_coef(b, d[depth]);
+            let adv = (adv, stack);
             cross_entropy_dispatch(self.ctx, self.net.layout, dims, (scale, coef), adv, bind)
         };
         match (&self.net.band_sums, self.banded) {
@@ -304,7 +312,14 @@ impl<'a> Step<'a> {
                 let (history, state) = (&self.net.history, &self.net.state);
                 let dims = (1, self.bands.len());
                 plan.push(loss_reduce_dispatch(
-                    self.ctx, dims, scale, adv, sums, history, state,
+                    self.ctx,
+                    dims,
+                    scale,
+                    adv,
+                    Stack::ONE,
+                    sums,
+                    history,
+                    state,
                 ));
             }
             _ if cross_entropy => plan.push(ce(
@@ -320,6 +335,7 @@ impl<'a> Step<'a> {
                 (b, d[depth]),
                 scale,
                 (advance, advance_shared),
+                stack,
                 &self.net.loss_terms[0].bufs[0],
                 &self.net.history,
                 &self.net.state,
@@ -333,7 +349,7 @@ impl<'a> Step<'a> {
         let job = &self.net.job;
         let (d, n) = (self.d(), self.n());
         let depth = job.depth();
-        let (opt, update) = (self.opt, self.update);
+        let opt = self.opt;
         let activated = self.activated();
         let gelu = job.activation.needs_input();
         let input_grad_mode = match activated {
@@ -413,10 +429,8 @@ impl<'a> Step<'a> {
                 // b_l' = step(b_l, Σ_rows g_j [+ sum]) (or db_l = ..., or sum = ...)
                 if let Some(b_l) = self.bias(l) {
                     let step = BiasStep {
-                        lr: job.lr,
                         store: !self.key.update,
                         kind: opt,
-                        update,
                         opt: Some(self.opt_of(depth + l, l)),
                         acc,
                         sum: sum_b.filter(|_| summing),

@@ -36,6 +36,9 @@ pub trait Models {
 
     /// What the device counted, over all models.
     fn stats(&self) -> Stats;
+
+    /// How the models share the device: in the same dispatches, or each its own, and why.
+    fn batching(&self) -> String;
 }
 
 /// Models on backends of their own, run one after another: the CPU path's sweep.
@@ -72,6 +75,10 @@ impl Models for Each {
 
     fn max_chunk(&self) -> usize {
         self.0.iter().map(|b| b.max_chunk()).min().unwrap_or(1)
+    }
+
+    fn batching(&self) -> String {
+        "one model after another, each on the whole thread team".into()
     }
 
     fn stats(&self) -> Stats {

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::check::bias_update::check_bias_update;
+use crate::gpu::{Opt, Update};
 
 /// Shapes `(m, n, k)` in which 1, 7, 63, 64, 65, 100, 1000 and 1001 each appear as M, as N and as
 /// K (as in tests/library/kernels.rs), plus a few around the 4-, 8- and 16-wide blocks; `--quick` takes a
@@ -72,6 +73,57 @@ pub(super) async fn matmul_checks(
         let outcome = (check_matmul(ctx, key, e, dims, seed).await)
             .map(|checked| (checked.ratio(), checked.failure()));
         suite.record(kernel, block.name(), layout, shape, "2γ_k·|A|·|B|", outcome);
+    }
+    if layout == Layout::Buffer {
+        matmul_model_checks(suite, ctx, quick).await;
+    }
+}
+
+/// A sweep's models stacked in one matmul dispatch (buffer layout): in every block, for the
+/// epilogues training runs, 3 models on odd shapes and 65 on a small one, each model's outputs
+/// must be those of its own dispatch bit for bit ([`crate::check::sweep::check_matmul_models`]).
+async fn matmul_model_checks(suite: &mut Suite<'_>, ctx: &GpuContext, quick: bool) {
+    let decayed = |scheduled| Update {
+        decay_bits: crate::check::matmul::DECAY.to_bits(),
+        scheduled,
+    };
+    let epis = [
+        Epi::Act(Activation::Gelu),
+        Epi::Grad(Activation::Relu),
+        Epi::SquaredError,
+        Epi::Logits,
+        Epi::Update(Opt::AdamW, decayed(true)),
+        Epi::Update(Opt::Nesterov, decayed(false)),
+    ];
+    // K of 33 and 66: two and four split-K ranges per model.
+    let shapes: &[(usize, usize, usize)] = match quick {
+        true => &[(7, 5, 33)],
+        false => &[(7, 5, 33), (65, 63, 66)],
+    };
+    let mut runs: Vec<(Epi, (usize, usize, usize), usize)> = Vec::new();
+    for &dims in shapes {
+        runs.extend(epis.iter().map(|&e| (e, dims, 3)));
+    }
+    runs.push((Epi::Update(Opt::Adam, Update::default()), (7, 5, 33), 65));
+    for (i, (e, dims, models)) in runs.into_iter().enumerate() {
+        for block in Block::of_layout(Layout::Buffer) {
+            if suite.stopped() {
+                return;
+            }
+            let key = e.key(Layout::Buffer, block, e.transposes()[0]);
+            let seeds: Vec<u64> = (0..models as u64).map(|j| (i as u64) << 8 | j).collect();
+            let outcome = crate::check::sweep::check_matmul_models(ctx, key, e, dims, &seeds)
+                .await
+                .map(|diff| match diff {
+                    None => (0.0, None),
+                    Some(at) => (f64::INFINITY, Some(at)),
+                });
+            let (m, n, k) = dims;
+            let kernel = format!("matmul/models/{}", e.name());
+            let shape = format!("{models}x{m}x{n}x{k}");
+            let bound = "bit for bit each model's own dispatch";
+            suite.record(kernel, block.name(), Layout::Buffer, shape, bound, outcome);
+        }
     }
 }
 

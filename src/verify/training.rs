@@ -231,6 +231,67 @@ pub(super) async fn sweep_checks(suite: &mut Suite<'_>, ctx: &Arc<GpuContext>, l
         })
         .collect();
     let mut sweeps = vec![("sweep/adam/sse/mini-batches", jobs)];
+    // Every value a sweep may vary, different in each model (its rate, hyperparameters, decay,
+    // schedule and warm-up are its own words of the step counters, in the dispatches the models
+    // share): a kernel reading one model's for another's fails.
+    let schedules = [
+        (None, None),
+        (Some("step:2:0.5"), Some("2:0.25")),
+        (Some("cosine:5:1e-4"), Some("1")),
+    ];
+    let varied = |i: usize, base: &Job, kind: OptimizerKind| {
+        let (main, warmup) = schedules[i % 3];
+        Job {
+            seed: base.seed + i as u64,
+            lr: [1e-2, 2e-2, 5e-3][i % 3],
+            init_scheme: [InitScheme::Normal, InitScheme::Xavier, InitScheme::Torch][i % 3],
+            lr_schedule: crate::schedule::LrSchedule::parse(main, warmup).unwrap_or_default(),
+            optimizer: Optimizer {
+                kind,
+                momentum: [0.9, 0.5, 0.8][i % 3],
+                nesterov: kind == OptimizerKind::Momentum,
+                beta1: [0.9, 0.8, 0.95][i % 3],
+                beta2: [0.999, 0.99, 0.9][i % 3],
+                eps: [1e-8, 1e-3, 1e-1][i % 3],
+                weight_decay: [0.0, 1e-2, 0.3][i % 3],
+            },
+            ..base.clone()
+        }
+    };
+    // One batch (x and y of each seed in each model's slot), cross-entropy after GELU.
+    let classify = Job {
+        batch: 29,
+        loss: Loss::CrossEntropy,
+        activation: Activation::Gelu,
+        ..base.clone()
+    };
+    let jobs = (0..3)
+        .map(|i| varied(i, &classify, OptimizerKind::AdamW))
+        .collect();
+    sweeps.push(("sweep/adamw/cross-entropy/varied", jobs));
+    // Mini-batches from one resident dataset (one seed: each model differs in all but its data).
+    let l1 = Job {
+        loss: Loss::L1,
+        activation: Activation::Sigmoid,
+        ..base.clone()
+    };
+    let jobs = (0..3)
+        .map(|i| Job {
+            seed: 7,
+            ..varied(i, &l1, OptimizerKind::Momentum)
+        })
+        .collect();
+    sweeps.push(("sweep/nesterov/l1/varied", jobs));
+    // Seven models in stacks of three (three sets of dispatches: 3, 3 and 1 models; the models
+    // of one stack on two datasets).
+    let jobs = (0..7)
+        .map(|i| Job {
+            seed: (i % 2) as u64,
+            lr: 1e-2 + 2e-3 * i as f32,
+            ..base.clone()
+        })
+        .collect();
+    sweeps.push(("sweep/adam/sse/stacks-of-3", jobs));
     // Dynamic depth: each seed draws its own depths, so the models' steps differ in length.
     if let Some(job) = dynamic_job(&base, None) {
         let jobs = (0..3)
@@ -247,7 +308,8 @@ pub(super) async fn sweep_checks(suite: &mut Suite<'_>, ctx: &Arc<GpuContext>, l
         }
         let j = &jobs[0];
         let shape = format!("{}x{}x{:?}", jobs.len(), j.batch, j.layers).replace(' ', "");
-        let outcome = crate::check::sweep::check_sweep(ctx, layout, &jobs)
+        let per_stack = kernel.ends_with("stacks-of-3").then_some(3);
+        let outcome = crate::check::sweep::check_sweep(ctx, (layout, per_stack), &jobs)
             .await
             .map(|diff| match diff {
                 None => (0.0, None),

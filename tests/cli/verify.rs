@@ -218,7 +218,7 @@ fn verify_fail_fast_stops_at_the_first_failure() {
     if gpu_or_skip().is_none() {
         return;
     }
-    let wrong = shader_copy("optimizer.wgsl", "p0 = p * (1.0 - lr * WD);", "p0 = p;");
+    let wrong = shader_copy("optimizer.wgsl", "p0 = p * (1.0 - lr * wd);", "p0 = p;");
     let env = [("GPU_TRAIN_SHADER_DIR", wrong.path().to_str().unwrap())];
     let (code, out, err, r) = verify_report(&["--quick", "--fail-fast"], &env);
     assert_eq!(
@@ -244,8 +244,8 @@ fn verify_training_checks_catch_a_dropped_decay_at_the_parameters() {
     let wrong = shader_copy_edits(
         "optimizer.wgsl",
         &[
-            ("p0 = p * (1.0 - lr * WD);", "p0 = p;"),
-            ("g = g0 + WD * p;", "g = g0;"),
+            ("p0 = p * (1.0 - lr * wd);", "p0 = p;"),
+            ("g = g0 + wd * p;", "g = g0;"),
         ],
     );
     let env = [("GPU_TRAIN_SHADER_DIR", wrong.path().to_str().unwrap())];

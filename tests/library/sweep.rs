@@ -1,6 +1,7 @@
 //! A sweep's models on the GPU ([`gpu_train::gpu::GpuModels`]): 1, 3 and 65 models in one
-//! submission, in both layouts, each bit for bit its lone run, one sitting out half the epochs
-//! ([`gpu_train::check::sweep::check_sweep`]); models of one seed on one resident dataset.
+//! submission, in both layouts (in the buffer layout in the same dispatches: all 65 in one set,
+//! and in stacks of 8, the last of one), each bit for bit its lone run, one sitting out half the
+//! epochs ([`gpu_train::check::sweep::check_sweep`]); models of one seed on one resident dataset.
 
 use crate::common::gpu_or_skip;
 use gpu_train::gpu::layout::Layout;
@@ -27,7 +28,7 @@ fn gpu_sweep_models_match_their_lone_runs() {
         ..Job::default()
     };
     for layout in [Layout::Texels, Layout::Buffer] {
-        for models in [1u64, 3, 65] {
+        for (models, per_stack) in [(1u64, None), (3, None), (65, None), (65, Some(8))] {
             let jobs: Vec<Job> = (0..models)
                 .map(|seed| Job {
                     seed,
@@ -35,9 +36,10 @@ fn gpu_sweep_models_match_their_lone_runs() {
                     ..base.clone()
                 })
                 .collect();
-            let diff = block_on(gpu_train::check::sweep::check_sweep(&ctx, layout, &jobs))
-                .unwrap_or_else(|e| panic!("{layout}, {models} models: {e}"));
-            assert_eq!(diff, None, "{layout}, {models} models");
+            let check = gpu_train::check::sweep::check_sweep(&ctx, (layout, per_stack), &jobs);
+            let diff = block_on(check)
+                .unwrap_or_else(|e| panic!("{layout}, {models} models by {per_stack:?}: {e}"));
+            assert_eq!(diff, None, "{layout}, {models} models by {per_stack:?}");
         }
         // Models of one seed share one resident dataset (read by the gather of each); models of
         // other seeds have their own. The bits above are the check that sharing changes nothing.
@@ -52,7 +54,11 @@ fn gpu_sweep_models_match_their_lone_runs() {
         let states: Vec<HostState> = jobs.iter().map(HostState::seeded).collect();
         let models = block_on(GpuModels::create(ctx.clone(), &jobs, &states, layout)).unwrap();
         assert_eq!(models.datasets(), 2, "{layout}: seeds 0 and 1");
-        let diff = block_on(gpu_train::check::sweep::check_sweep(&ctx, layout, &jobs)).unwrap();
+        // The buffer layout's models share their dispatches; the texels layout's cannot.
+        let shared = models.per_model_dispatches().is_none();
+        assert_eq!(shared, layout == Layout::Buffer, "{layout}");
+        let check = gpu_train::check::sweep::check_sweep(&ctx, (layout, None), &jobs);
+        let diff = block_on(check).unwrap();
         assert_eq!(diff, None, "{layout}, a shared dataset");
     }
 }

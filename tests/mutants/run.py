@@ -81,9 +81,8 @@ MUTANTS = [
     ("logits-clamped", "epilogue", "matmul.wgsl",
      "case MODE_LOGITS: {\n            aux_out[i] = v;",
      "case MODE_LOGITS: {\n            aux_out[i] = max(v, vec4<f32>(0.0));"),
-    ("update-lr-dropped", "epilogue", "matmul.wgsl",
-     "optimizer_apply(load_old(c4, row), v, i, params.scalar, hyper)",
-     "optimizer_apply(load_old(c4, row), v, i, 1.0, hyper)"),
+    ("update-lr-dropped", "optimizer", "optimizer.wgsl",
+     "let lr = counter_f32(5u);", "let lr = 1.0;"),
     # the layouts' preludes of matmul.wgsl
     ("buffer-a-stride", "layout/buffer", "layout/buffer/matmul.wgsl",
      "select(params.k, params.m, TRANS_A)", "select(params.m, params.k, TRANS_A)"),
@@ -95,10 +94,10 @@ MUTANTS = [
     ("buffer-splitk-reduce-first-dropped", "layout/buffer", "layout/buffer/matmul.wgsl",
      "for (var z = 0u; z < splits; z++) {", "for (var z = 1u; z < splits; z++) {"),
     ("buffer-old-weights-row", "layout/buffer", "layout/buffer/matmul.wgsl",
-     "fn load_old(c4: u32, row: u32) -> vec4<f32> {\n    return c[row * (params.n / 4u) + c4];",
-     "fn load_old(c4: u32, row: u32) -> vec4<f32> {\n    return c[c4];"),
+     "fn load_old(c4: u32, row: u32) -> vec4<f32> {\n    return c[base_c + row * (params.n / 4u) + c4];",
+     "fn load_old(c4: u32, row: u32) -> vec4<f32> {\n    return c[base_c + c4];"),
     ("buffer-aux-column", "layout/buffer", "layout/buffer/matmul.wgsl",
-     "return aux[row * (params.n / 4u) + c4];", "return aux[row * (params.n / 4u)];"),
+     "return aux[base_aux + row * (params.n / 4u) + c4];", "return aux[base_aux + row * (params.n / 4u)];"),
     ("texels-old-weights-row", "layout/texels", "layout/texels/matmul.wgsl",
      "fn load_old(c4: u32, row: u32) -> vec4<f32> {\n    return textureLoad(aux, vec2<u32>(c4, row));",
      "fn load_old(c4: u32, row: u32) -> vec4<f32> {\n    return textureLoad(aux, vec2<u32>(c4, 0u));"),
@@ -109,7 +108,7 @@ MUTANTS = [
     # Bands (the buffer layout past one storage binding): only verify's banded training run has
     # row0 > 0, so only it can kill these.
     ("band-offset-ignored", "epilogue", "matmul.wgsl",
-     "let i = (row - params.row0) * (params.n / 4u) + c4;", "let i = row * (params.n / 4u) + c4;"),
+     "let e = (row - params.row0) * (params.n / 4u) + c4;", "let e = row * (params.n / 4u) + c4;"),
     ("band-first-row-ignored-8x8", "matmul", "matmul.wgsl",
      "let r = params.row0 + gid.y * 8u;", "let r = gid.y * 8u;"),
     # activation.wgsl
@@ -143,11 +142,11 @@ MUTANTS = [
      "case ACT_GELU: { return z * normal_cdf(z); }", "case ACT_GELU: { return normal_cdf(z); }"),
     # optimizer.wgsl
     ("l2-decay-dropped", "optimizer", "optimizer.wgsl",
-     "g = g0 + WD * p;", "g = g0;"),
+     "g = g0 + wd * p;", "g = g0;"),
     ("adamw-decay-dropped", "optimizer", "optimizer.wgsl",
-     "p0 = p * (1.0 - lr * WD);", "p0 = p;"),
-    ("schedule-ignored", "optimizer", "optimizer.wgsl",
-     "lr = bitcast<f32>(counters[5]);", "lr = base_lr;"),
+     "p0 = p * (1.0 - lr * wd);", "p0 = p;"),
+    ("schedule-ignored", "loss_reduce", "loss_reduce.wgsl",
+     "state[st + 5u] = bitcast<u32>(lr);", "state[st + 5u] = state[st + 13u];"),
     ("momentum-mu-dropped", "optimizer", "optimizer.wgsl",
      "let m = mu * opt_state[i] + g;", "let m = opt_state[i] + g;"),
     ("nesterov-mu-dropped", "optimizer", "optimizer.wgsl",
@@ -169,23 +168,25 @@ MUTANTS = [
     ("bias-sum-term-dropped", "bias_update", "bias_update.wgsl",
      "s = acc[c4] + s;", "s = acc[c4];"),
     ("bias-state-index", "bias_update", "bias_update.wgsl",
-     "optimizer_apply(b[c4], s, c4, params.lr, hyper)", "optimizer_apply(b[c4], s, 0u, params.lr, hyper)"),
+     "b[i] = optimizer_apply(b[i], s, c4);", "b[i] = optimizer_apply(b[i], s, 0u);"),
     ("buffer-bias-g-column", "layout/buffer", "layout/buffer/bias_update.wgsl",
-     "return g[row * params.cols4 + c4];", "return g[row * params.cols4];"),
+     "return g[base_g + row * params.cols4 + c4];", "return g[base_g + row * params.cols4];"),
     ("texels-bias-g-row", "layout/texels", "layout/texels/bias_update.wgsl",
      "return textureLoad(g, vec2<u32>(c4, row));", "return textureLoad(g, vec2<u32>(c4, 0u));"),
     # loss_reduce.wgsl and schedule.wgsl
     ("reduce-padding-read", "loss_reduce", "loss_reduce.wgsl",
-     "s += values[(i / params.cols) * params.cols_padded + i % params.cols];", "s += values[i];"),
+     "s += values[base_values + (i / params.cols) * params.cols_padded + i % params.cols];",
+     "s += values[base_values + i];"),
     ("reduce-tree-last-add-dropped", "loss_reduce", "loss_reduce.wgsl",
      "stride > 0u; stride /= 2u", "stride > 1u; stride /= 2u"),
     ("beta2-power-by-beta1", "loss_reduce", "loss_reduce.wgsl",
-     "state[3] = bitcast<u32>(bitcast<f32>(state[3]) * params.beta2);",
-     "state[3] = bitcast<u32>(bitcast<f32>(state[3]) * params.beta1);"),
+     "state[at + 3u] = bitcast<u32>(bitcast<f32>(state[at + 3u]) * beta2);",
+     "state[at + 3u] = bitcast<u32>(bitcast<f32>(state[at + 3u]) * beta1);"),
     ("schedule-step-off-by-one", "loss_reduce", "loss_reduce.wgsl",
-     "state[1] - 1u,", "state[1],"),
+     "t - 1u,", "t,"),
     ("loss-scale-dropped", "loss_reduce", "loss_reduce.wgsl",
-     "history[epoch] = partial[0] * params.scale;", "history[epoch] = partial[0];"),
+     "history[base_history + epoch] = partial[0] * params.scale;",
+     "history[base_history + epoch] = partial[0];"),
     ("cosine-sign-kept", "schedule", "schedule.wgsl",
      "sign = -1.0;", "sign = 1.0;"),
     ("warmup-off-by-one", "schedule", "schedule.wgsl",
@@ -208,14 +209,47 @@ MUTANTS = [
     ("ce-coef-dropped", "cross_entropy", "cross_entropy.wgsl",
      "/ se * ys - yv[k]) * params.coef;", "/ se * ys - yv[k]);"),
     ("buffer-ce-y-stride", "layout/buffer", "layout/buffer/cross_entropy.wgsl",
-     "return y[row * (params.cols_padded / 4u) + c4];", "return y[row * (params.cols_padded / 4u)];"),
+     "return y[base_y + row * (params.cols_padded / 4u) + c4];",
+     "return y[base_y + row * (params.cols_padded / 4u)];"),
     # gather.wgsl and its preludes
     ("gather-step-ignored", "gather", "gather.wgsl",
-     "src = index[state[0] * params.batch + r];", "src = index[r];"),
+     "index[model * params.sindex + state[model * params.sstate] * params.batch + r]",
+     "index[model * params.sindex + r]"),
     ("gather-y-by-batch-row", "gather", "gather.wgsl",
      "v = load_data_y(c4, src);", "v = load_data_y(c4, r);"),
     ("buffer-gather-x-stride", "layout/buffer", "layout/buffer/gather.wgsl",
      "return data_x[src * params.x_cols4 + c4];", "return data_x[src * params.y_cols4 + c4];"),
+]
+
+# A sweep's models in the same dispatches (model z of the grid): one model's stride, counters or
+# slot used for another's. verify's sweep checks vary every per-model value.
+MUTANTS += [
+    ("model-counters-shared", "models", "optimizer.wgsl",
+     "return bitcast<f32>(counters[count_base + word]);", "return bitcast<f32>(counters[word]);"),
+    ("model-a-stride-dropped", "models", "layout/buffer/matmul.wgsl",
+     "return a[base_a + row", "return a[row"),
+    ("model-c-stride-dropped", "models", "matmul.wgsl",
+     "base_c = model * params.sc;", "base_c = 0u;"),
+    ("model-bias-stride-dropped", "models", "matmul.wgsl",
+     "v += bias[base_bias + c4];", "v += bias[c4];"),
+    ("model-bias-state-stride-dropped", "models", "bias_update.wgsl",
+     "opt_base = gid.z * params.sopt;", "opt_base = 0u;"),
+    ("model-bias-g-stride-dropped", "models", "bias_update.wgsl",
+     "base_g = gid.z * params.sg;", "base_g = 0u;"),
+    ("model-history-stride-dropped", "models", "loss_reduce.wgsl",
+     "base_history = model * params.shistory;", "base_history = 0u;"),
+    ("model-state-stride-dropped", "models", "loss_reduce.wgsl",
+     "base_state = model * params.sstate;", "base_state = 0u;"),
+    ("model-ce-y-stride-dropped", "models", "loss_reduce.wgsl",
+     "base_y = model * params.sy;", "base_y = 0u;"),
+    ("model-gather-row-dropped", "models", "gather.wgsl",
+     "base_row = model * params.padded_rows;", "base_row = 0u;"),
+    ("model-gather-data-shared", "models", "gather.wgsl",
+     "src = model * params.sdata + index[", "src = index["),
+    ("model-splitk-range-by-z", "models", "layout/buffer/matmul.wgsl",
+     "let k_lo = (z % params.splits) * params.k_split;", "let k_lo = z * params.k_split;"),
+    ("model-splitk-partials-shared", "models", "layout/buffer/matmul.wgsl",
+     "let first = gid.z * params.splits;", "let first = 0u;"),
 ]
 
 # Mutants that no result can show (name: why). None so far.
@@ -234,6 +268,7 @@ SAMPLE = [
     "bias-state-index",
     "schedule-step-off-by-one",
     "ce-target-sum-dropped",
+    "model-counters-shared",
 ]
 
 
@@ -249,10 +284,13 @@ def apply(text, old, new, nth):
     return text[:at] + new + text[at + len(old):]
 
 
-def layout_of(path):
-    """The layout a mutated file belongs to (None: every layout)."""
+def layout_of(path, family=None):
+    """The layout a mutant is verified in (None: every layout): its file's, or for the "models"
+    family the buffer layout, the only one whose sweeps share dispatches."""
     parts = path.split("/")
-    return parts[1] if parts[0] == "layout" else None
+    if parts[0] == "layout":
+        return parts[1]
+    return "buffer" if family == "models" else None
 
 
 def run_verify(binary, shader_dir, device, quick, layout):
@@ -318,7 +356,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         clean = os.path.join(tmp, "clean")
         shutil.copytree(src, clean)
-        layouts = sorted({layout_of(m[2].partition("#")[0]) for m in chosen}, key=str)
+        layouts = sorted({layout_of(m[2].partition("#")[0], m[1]) for m in chosen}, key=str)
         verified = set()
         for layout in layouts:
             if layout in verified:
@@ -347,7 +385,7 @@ def main():
                 return 2
             with open(target, "w") as f:
                 f.write(text)
-            code, what, took, _ = run_verify(args.binary, work, args.device, args.quick, layout_of(file))
+            code, what, took, _ = run_verify(args.binary, work, args.device, args.quick, layout_of(file, family))
             shutil.rmtree(work)
             if code == 1:
                 result = "killed"

@@ -5,9 +5,9 @@
 @group(0) @binding(5) var<storage, read_write> grad: array<vec4<f32>>;
 
 fn load_y(c4: u32, row: u32) -> vec4<f32> {
-    return y[row * (params.cols_padded / 4u) + c4];
+    return y[base_y + row * (params.cols_padded / 4u) + c4];
 }
 
 fn store_grad(c4: u32, row: u32, v: vec4<f32>) {
-    grad[row * (params.cols_padded / 4u) + c4] = v;
+    grad[base_values / 4u + row * (params.cols_padded / 4u) + c4] = v;
 }

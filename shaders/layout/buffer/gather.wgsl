@@ -15,9 +15,9 @@ fn load_data_y(c4: u32, src: u32) -> vec4<f32> {
 }
 
 fn store_x(c4: u32, row: u32, v: vec4<f32>) {
-    x[row * params.x_cols4 + c4] = v;
+    x[(base_row + row) * params.x_cols4 + c4] = v;
 }
 
 fn store_y(c4: u32, row: u32, v: vec4<f32>) {
-    y[row * params.y_cols4 + c4] = v;
+    y[(base_row + row) * params.y_cols4 + c4] = v;
 }

@@ -1,7 +1,7 @@
 //! `shaders/bias_update.wgsl`: a layer's bias gradient summed over the batch rows in order, and
 //! its optimizer step; its uniform block, dispatch and standalone run.
 
-use super::optimizer::{hyper, optimizer_bindings, read_moments, OptBind, StepState};
+use super::optimizer::{optimizer_bindings, read_moments, OptBind, StepState, COUNTER_MODEL_WORDS};
 use super::{Acc, Opt, Update};
 use crate::error::Result;
 use crate::gpu::layout::Layout;
@@ -28,10 +28,10 @@ pub const BINDINGS: &[&str] = &[
 pub const UNIFORM_FIELDS: &[(&str, usize)] = &[
     ("rows", std::mem::offset_of!(BiasParams, rows)),
     ("cols4", std::mem::offset_of!(BiasParams, cols4)),
-    ("lr", std::mem::offset_of!(BiasParams, lr)),
-    ("mu_or_beta1", std::mem::offset_of!(BiasParams, hyper)),
-    ("beta2", std::mem::offset_of!(BiasParams, hyper) + 4),
-    ("eps", std::mem::offset_of!(BiasParams, hyper) + 8),
+    ("sg", std::mem::offset_of!(BiasParams, sg)),
+    ("sb", std::mem::offset_of!(BiasParams, sb)),
+    ("sopt", std::mem::offset_of!(BiasParams, sopt)),
+    ("scount", std::mem::offset_of!(BiasParams, scount)),
     ("_pad0", std::mem::offset_of!(BiasParams, _pad)),
     ("_pad1", std::mem::offset_of!(BiasParams, _pad) + 4),
 ];
@@ -42,20 +42,22 @@ pub const UNIFORM_FIELDS: &[(&str, usize)] = &[
 pub(crate) struct BiasParams {
     pub(crate) rows: u32,
     pub(crate) cols4: u32,
-    pub(crate) lr: f32,
-    pub(crate) hyper: [f32; 3],
+    /// A sweep's stacked models: vec4 from one model's g to the next's, from its bias to the
+    /// next's and from the bias's optimizer state to the next's, words from its step counters to
+    /// the next's; 0 for a lone run.
+    pub(crate) sg: u32,
+    pub(crate) sb: u32,
+    pub(crate) sopt: u32,
+    pub(crate) scount: u32,
     pub(crate) _pad: [u32; 2],
 }
 
 /// What one `bias_update` dispatch binds besides the gradient and the bias.
 pub(crate) struct BiasStep<'a> {
-    pub(crate) lr: f32,
     /// Store the gradient alone instead of stepping.
     pub(crate) store: bool,
     pub(crate) kind: Opt,
-    /// The weight decay and learning-rate schedule of the step.
-    pub(crate) update: Update,
-    /// The optimizer's bindings (None: plain SGD).
+    /// The optimizer's bindings (every step binds its counters; None: `store`).
     pub(crate) opt: Option<OptBind<'a>>,
     /// Summing a shared layer's gradient (or a gradient over bands of the batch), in `sum`.
     pub(crate) acc: Acc,
@@ -74,14 +76,19 @@ pub(crate) fn bias_update_dispatch(
     b: &wgpu::Buffer,
 ) -> Dispatch {
     let cols4 = pad4(cols) / 4;
+    // A sweep's stacked models: one dispatch for all, model z of the grid.
+    let models = g.models.max(1);
+    let per_model = |stride: u32| if models > 1 { stride } else { 0 };
     let params = uniform(
         ctx,
         "bias_update params",
         &BiasParams {
             rows: rows as u32,
             cols4: cols4 as u32,
-            lr: step.lr,
-            hyper: hyper(step.opt),
+            sg: g.model_stride(),
+            sb: per_model(cols4 as u32),
+            sopt: (step.opt.and_then(|o| o.state)).map_or(0, |s| s.model_stride()),
+            scount: per_model(COUNTER_MODEL_WORDS),
             _pad: [0; 2],
         },
     );
@@ -100,15 +107,9 @@ pub(crate) fn bias_update_dispatch(
     let bind_group = bind_group(ctx, "bias_update", layout, resources, optimizer);
     Dispatch {
         label: format!("bias_update {rows}x{cols}"),
-        pipeline: kn.bias_update(
-            &ctx.device,
-            g.layout(),
-            step.store,
-            (step.kind, step.update),
-            step.acc,
-        ),
+        pipeline: kn.bias_update(&ctx.device, g.layout(), step.store, step.kind, step.acc),
         bind_group,
-        groups: [cols4.div_ceil(64) as u32, 1, 1],
+        groups: [cols4.div_ceil(64) as u32, 1, models as u32],
     }
 }
 
@@ -182,17 +183,20 @@ pub async fn run_bias(
             Some(s) => vector(ctx, "sum", cols, Some(s), 0.0)?,
             None => vector(ctx, "sum", cols, None, f32::NAN)?,
         };
-        let uploaded = run.state.map(|s| s.upload(ctx, (1, cols))).transpose()?;
+        // Every step reads its rate and hyperparameters from the counters.
+        let plain = StepState::default();
+        let steps = [(run.state.unwrap_or(&plain), run.lr)];
+        let uploaded = (!run.store)
+            .then(|| StepState::upload_models(ctx, (1, cols), &steps, run.update))
+            .transpose()?;
         let opt = uploaded.as_ref().map(|(state, counters)| OptBind {
             state: state.as_ref(),
             counters: (counters, 0),
-            hyper: run.state.map_or([0.0; 3], |s| s.hyper),
+            stacked: false,
         });
         let step = BiasStep {
-            lr: run.lr,
             store: run.store,
             kind: run.opt,
-            update: run.update,
             opt,
             acc: run.acc,
             sum: Some(&sb),
@@ -203,7 +207,9 @@ pub async fn run_bias(
         let out = ctx.read_f32(&bb, (pad4(cols) * 4) as u64).await?;
         let summed = ctx.read_f32(&sb, (pad4(cols) * 4) as u64).await?;
         let moments = match &uploaded {
-            Some((state, _)) => read_moments(ctx, state.as_ref(), (1, cols)).await?,
+            Some((state, _)) => read_moments(ctx, state.as_ref(), (1, cols), 1)
+                .await?
+                .remove(0),
             None => Vec::new(),
         };
         Ok((out[..cols].to_vec(), summed[..cols].to_vec(), moments))
@@ -212,19 +218,13 @@ pub async fn run_bias(
 }
 
 /// The override constants of a `bias_update` variant: STORE (the gradient alone) or the optimizer
-/// step `opt` with its decay and schedule, the sum over a shared layer's uses.
-pub(crate) fn constants(
-    store: bool,
-    (opt, update): (Opt, Update),
-    acc: Acc,
-) -> [(&'static str, f64); 6] {
-    let [wd, sched] = update.constants();
+/// step `opt` (its decay and schedule are read from the step counters), the sum over a shared
+/// layer's uses.
+pub(crate) fn constants(store: bool, opt: Opt, acc: Acc) -> [(&'static str, f64); 4] {
     [
         ("STORE", store as u8 as f64),
         ("OPT", opt as u32 as f64),
         ("ACC_IN", acc.input as u8 as f64),
         ("ACC_OUT", acc.output as u8 as f64),
-        wd,
-        sched,
     ]
 }

@@ -2,7 +2,7 @@
 //! gradient and its deterministic sum, in the dispatch that reduces the loss; its bindings,
 //! dispatch and standalone run (the kernel tests). The CPU twin is `cpu::cross_entropy`.
 
-use super::loss_reduce::ReduceParams;
+use super::loss_reduce::{ReduceParams, Stack};
 use crate::error::Result;
 use crate::gpu::layout::{pad4, to_padded, Layout};
 use crate::gpu::memory::{self, storage, uniform, GpuMatrix, STORAGE};
@@ -27,23 +27,23 @@ pub(crate) struct CrossEntropyBind<'a> {
 
 /// `cross_entropy` over `[rows, cols]` logits: the gradient times `coef` into `grad`, the rows'
 /// summed losses times `scale` into the history. `advance`: as `loss_reduce_dispatch`'s, with
-/// `None` for a band's partial sum (the slot in `state[0]`, nothing advanced).
+/// `None` for a band's partial sum (the slot in `state[0]`, nothing advanced); a sweep's models
+/// in `stack`.
 pub(crate) fn cross_entropy_dispatch(
     ctx: &GpuContext,
     layout: Layout,
     (rows, cols): (usize, usize),
     (scale, coef): (f32, f32),
-    advance: Option<(Option<(f32, f32)>, bool)>,
+    (advance, stack): (Option<(bool, bool)>, Stack),
     bind: CrossEntropyBind<'_>,
 ) -> Dispatch {
-    let betas = advance.and_then(|a| a.0);
     let params = uniform(
         ctx,
         "cross_entropy params",
-        &ReduceParams::new((rows, cols), scale, betas, coef),
+        &ReduceParams::new((rows, cols), scale, coef, stack),
     );
     let kn = &ctx.kernels;
-    let (bind_layout, pipeline) = kn.cross_entropy(layout, advance.map(|(a, s)| (a.is_some(), s)));
+    let (bind_layout, pipeline) = kn.cross_entropy(layout, advance);
     let resources = vec![
         params.as_entire_binding(),
         bind.logits.as_entire_binding(),
@@ -60,7 +60,7 @@ pub(crate) fn cross_entropy_dispatch(
         ),
         pipeline,
         bind_group,
-        groups: [1, 1, 1],
+        groups: [1, 1, stack.models as u32],
     }
 }
 
@@ -92,7 +92,7 @@ pub async fn run_cross_entropy(
             .device
             .create_buffer_init(&wgpu::util::BufferInitDescriptor {
                 label: Some("state"),
-                contents: bytemuck::cast_slice(&[1u32; 80]),
+                contents: bytemuck::cast_slice(&[1u32; 96]),
                 usage: STORAGE,
             });
         let bind = CrossEntropyBind {
@@ -107,7 +107,7 @@ pub async fn run_cross_entropy(
             layout,
             (rows, cols),
             (scale, coef),
-            Some((None, false)),
+            (Some((false, false)), Stack::ONE),
             bind,
         );
         submit(ctx, &[&[d]]);

@@ -1,5 +1,6 @@
 //! `shaders/gather.wgsl`: a mini-batch's rows gathered from the dataset resident on the GPU.
 
+use crate::gpu::kernels::optimizer::COUNTER_MODEL_WORDS;
 use crate::gpu::layout::pad4;
 use crate::gpu::memory::uniform;
 use crate::gpu::net::{Dataset, Net};
@@ -21,8 +22,12 @@ pub const UNIFORM_FIELDS: &[(&str, usize)] = &[
     ("layer_rows", std::mem::offset_of!(GatherParams, layer_rows)),
     ("x_cols4", std::mem::offset_of!(GatherParams, x_cols4)),
     ("y_cols4", std::mem::offset_of!(GatherParams, y_cols4)),
+    ("sindex", std::mem::offset_of!(GatherParams, sindex)),
+    ("sstate", std::mem::offset_of!(GatherParams, sstate)),
+    ("sdata", std::mem::offset_of!(GatherParams, sdata)),
     ("_pad0", std::mem::offset_of!(GatherParams, _pad)),
     ("_pad1", std::mem::offset_of!(GatherParams, _pad) + 4),
+    ("_pad2", std::mem::offset_of!(GatherParams, _pad) + 8),
 ];
 
 /// Uniform block of `shaders/gather.wgsl`.
@@ -35,7 +40,13 @@ pub(crate) struct GatherParams {
     pub(crate) layer_rows: u32,
     pub(crate) x_cols4: u32,
     pub(crate) y_cols4: u32,
-    pub(crate) _pad: [u32; 2],
+    /// A sweep's stacked models: entries from one model's rows to the next's in the index,
+    /// words from its step counters to the next's, rows from its dataset to the next's (0: one
+    /// dataset); 0 for a lone run.
+    pub(crate) sindex: u32,
+    pub(crate) sstate: u32,
+    pub(crate) sdata: u32,
+    pub(crate) _pad: [u32; 3],
 }
 
 impl Net {
@@ -49,6 +60,9 @@ impl Net {
         let job = &self.job;
         let (x_cols4, y_cols4) = (pad4(job.layers[0]) / 4, pad4(job.layers[job.depth()]) / 4);
         let padded_rows = pad4(job.batch);
+        // Stacked models: one gather for all, model z of the grid.
+        let models = self.models;
+        let per_model = |stride: u32| if models > 1 { stride } else { 0 };
         let params = uniform(
             ctx,
             "gather params",
@@ -59,7 +73,10 @@ impl Net {
                 layer_rows: data.x.layer_rows as u32,
                 x_cols4: x_cols4 as u32,
                 y_cols4: y_cols4 as u32,
-                _pad: [0; 2],
+                sindex: per_model(data.index_len as u32),
+                sstate: per_model(COUNTER_MODEL_WORDS),
+                sdata: per_model(data.model_rows as u32),
+                _pad: [0; 3],
             },
         );
         debug_assert_eq!(data.x.layer_rows, data.y.layer_rows);
@@ -80,7 +97,7 @@ impl Net {
             groups: [
                 x_cols4.max(y_cols4).div_ceil(64) as u32,
                 padded_rows as u32,
-                1,
+                models as u32,
             ],
         }
     }

@@ -2,6 +2,7 @@
 //! and the step counters it keeps on the GPU; its uniform block, dispatch and standalone run.
 
 use crate::error::Result;
+use crate::gpu::kernels::optimizer::{hyper_of, step_words, COUNTER_MODEL_WORDS};
 use crate::gpu::layout::{pad4, to_padded};
 use crate::gpu::memory::{storage, uniform, STORAGE};
 use crate::gpu::record::{bind_group, scoped, submit, Dispatch};
@@ -21,10 +22,14 @@ pub const UNIFORM_FIELDS: &[(&str, usize)] = &[
         std::mem::offset_of!(ReduceParams, cols_padded),
     ),
     ("scale", std::mem::offset_of!(ReduceParams, scale)),
-    ("beta1", std::mem::offset_of!(ReduceParams, beta1)),
-    ("beta2", std::mem::offset_of!(ReduceParams, beta2)),
     ("coef", std::mem::offset_of!(ReduceParams, coef)),
+    ("svalues", std::mem::offset_of!(ReduceParams, svalues)),
+    ("shistory", std::mem::offset_of!(ReduceParams, shistory)),
+    ("sstate", std::mem::offset_of!(ReduceParams, sstate)),
+    ("sy", std::mem::offset_of!(ReduceParams, sy)),
     ("_pad0", std::mem::offset_of!(ReduceParams, _pad)),
+    ("_pad1", std::mem::offset_of!(ReduceParams, _pad) + 4),
+    ("_pad2", std::mem::offset_of!(ReduceParams, _pad) + 8),
 ];
 
 /// Uniform block of `shaders/loss_reduce.wgsl`.
@@ -35,32 +40,54 @@ pub(crate) struct ReduceParams {
     pub(crate) cols: u32,
     pub(crate) cols_padded: u32,
     pub(crate) scale: f32,
-    pub(crate) beta1: f32,
-    pub(crate) beta2: f32,
     /// The gradient's factor (`shaders/cross_entropy.wgsl`).
     pub(crate) coef: f32,
-    pub(crate) _pad: u32,
+    /// A sweep's stacked models ([`Stack`]).
+    pub(crate) svalues: u32,
+    pub(crate) shistory: u32,
+    pub(crate) sstate: u32,
+    pub(crate) sy: u32,
+    pub(crate) _pad: [u32; 3],
+}
+
+/// A sweep's models stacked in one reduction (workgroup z: model z): how many, and the elements
+/// from one model's values (its logits, and cross-entropy's gradient) to the next's, its history
+/// and its state, and the vec4 from its y to the next's (0: one y for all). `Stack::ONE` for a
+/// lone run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Stack {
+    pub(crate) models: usize,
+    pub(crate) values: u32,
+    pub(crate) history: u32,
+    pub(crate) state: u32,
+    pub(crate) y: u32,
+}
+
+impl Stack {
+    pub(crate) const ONE: Stack = Stack {
+        models: 1,
+        values: 0,
+        history: 0,
+        state: 0,
+        y: 0,
+    };
 }
 
 impl ReduceParams {
-    /// The block of a reduction over `[rows, cols]` values times `scale`, advancing the step
-    /// counters with `betas` (none: ones, unused), the gradient's factor `coef`
-    /// (`cross_entropy` only).
-    pub(crate) fn new(
-        (rows, cols): (usize, usize),
-        scale: f32,
-        betas: Option<(f32, f32)>,
-        coef: f32,
-    ) -> Self {
+    /// The block of a reduction over `[rows, cols]` values times `scale`, the gradient's factor
+    /// `coef` (`cross_entropy` only), for the models of `stack`.
+    pub(crate) fn new((rows, cols): (usize, usize), scale: f32, coef: f32, stack: Stack) -> Self {
         ReduceParams {
             len: (rows * cols) as u32,
             cols: cols as u32,
             cols_padded: pad4(cols) as u32,
             scale,
-            beta1: betas.map_or(1.0, |a| a.0),
-            beta2: betas.map_or(1.0, |a| a.1),
             coef,
-            _pad: 0,
+            svalues: stack.values,
+            shistory: stack.history,
+            sstate: stack.state,
+            sy: stack.y,
+            _pad: [0; 3],
         }
     }
 }
@@ -75,32 +102,38 @@ pub(crate) const SHARED_COUNTERS_OFFSET: u64 = 256;
 
 /// One slot of step counters as the updates bind it (`COUNTER_SLOT_BYTES`): the counters
 /// `[_, t, bits of beta1^t, bits of beta2^t]`, the run's step (word 4) and the learning rate of
-/// its last step (word 5, what the updates read with a schedule), and the schedule's words from
-/// word 8 (see `shaders/loss_reduce.wgsl`).
+/// its last step (word 5, what the updates read), beta1 and beta2 (words 6 and 7, what the powers
+/// advance by), the schedule's words from word 8 (see `shaders/loss_reduce.wgsl`), and what the
+/// optimizer's step reads from word 16 (`optimizer::step_words`).
 pub(crate) fn counter_slot(
     c: &crate::state::OptCounters,
     run_step: u32,
     (schedule, base_lr): (&LrSchedule, f32),
-) -> [u32; 16] {
-    let mut w = [0u32; 16];
+    o: &crate::job::Optimizer,
+) -> [u32; 32] {
+    let mut w = [0u32; 32];
     w[..4].copy_from_slice(&[0, c.t, c.beta1_t.to_bits(), c.beta2_t.to_bits()]);
     w[4] = run_step;
     w[5] = schedule.lr(base_lr, run_step.saturating_sub(1)).to_bits();
+    w[6] = o.beta1.to_bits();
+    w[7] = o.beta2.to_bits();
     w[8..14].copy_from_slice(&schedule.words(base_lr));
+    w[16..20].copy_from_slice(&step_words(hyper_of(o), o.weight_decay));
     w
 }
 
 /// The whole `state` buffer for the counters `c` of every layer and `shared` of a dynamic-depth
-/// net's shared layer (at [`SHARED_COUNTERS_OFFSET`]), at the run's step `c.t`.
+/// net's shared layer (at [`SHARED_COUNTERS_OFFSET`]), at the run's step `c.t`, of `job`.
 pub(crate) fn state_words(
     c: &crate::state::OptCounters,
     shared: &crate::state::OptCounters,
     schedule: (&LrSchedule, f32),
+    o: &crate::job::Optimizer,
 ) -> Vec<u32> {
     let at = SHARED_COUNTERS_OFFSET as usize / 4;
-    let mut v = vec![0u32; at + 16];
-    v[..16].copy_from_slice(&counter_slot(c, c.t, schedule));
-    v[at..].copy_from_slice(&counter_slot(shared, c.t, schedule));
+    let mut v = vec![0u32; COUNTER_MODEL_WORDS as usize];
+    v[..32].copy_from_slice(&counter_slot(c, c.t, schedule, o));
+    v[at..].copy_from_slice(&counter_slot(shared, c.t, schedule, o));
     v
 }
 
@@ -108,9 +141,9 @@ pub(crate) fn state_words(
 /// the job's schedule and base rate.
 pub(crate) fn initial_state(job: &crate::job::Job) -> Vec<u32> {
     let start = crate::state::OptCounters::default();
-    let schedule = (&job.lr_schedule, job.lr);
-    debug_assert_eq!(counter_slot(&start, 0, schedule)[..4], INITIAL_COUNTERS[..]);
-    state_words(&start, &start, schedule)
+    let words = state_words(&start, &start, (&job.lr_schedule, job.lr), &job.optimizer);
+    debug_assert_eq!(words[..4], INITIAL_COUNTERS[..]);
+    words
 }
 
 /// `loss_reduce` of `[rows, cols]` values times `scale`; with `advance = Some((beta1, beta2))` it
@@ -125,26 +158,29 @@ pub(crate) fn loss_partial_dispatch(
     sums: &wgpu::Buffer,
     slot: &wgpu::Buffer,
 ) -> Dispatch {
-    let mut d = loss_reduce_dispatch(ctx, (rows, cols), 1.0, (None, false), values, sums, slot);
+    let no = (false, false);
+    let mut d = loss_reduce_dispatch(ctx, (rows, cols), 1.0, no, Stack::ONE, values, sums, slot);
     d.label = format!("loss_reduce {rows}x{cols} (a band)");
     d.pipeline = ctx.kernels.loss_partial.clone();
     d
 }
 
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn loss_reduce_dispatch(
     ctx: &GpuContext,
     (rows, cols): (usize, usize),
     scale: f32,
-    (advance, advance_shared): (Option<(f32, f32)>, bool),
+    (advance, advance_shared): (bool, bool),
+    stack: Stack,
     values: &wgpu::Buffer,
     history: &wgpu::Buffer,
     state: &wgpu::Buffer,
 ) -> Dispatch {
-    debug_assert!(advance.is_some() || !advance_shared);
+    debug_assert!(advance || !advance_shared);
     let params = uniform(
         ctx,
         "loss_reduce params",
-        &ReduceParams::new((rows, cols), scale, advance, 0.0),
+        &ReduceParams::new((rows, cols), scale, 0.0, stack),
     );
     let kn = &ctx.kernels;
     let resources = vec![
@@ -156,9 +192,9 @@ pub(crate) fn loss_reduce_dispatch(
     let bind_group = bind_group(ctx, "loss_reduce", &kn.loss_reduce_layout, resources, None);
     Dispatch {
         label: format!("loss_reduce {rows}x{cols}"),
-        pipeline: kn.loss_reduce(advance.is_some(), advance_shared),
+        pipeline: kn.loss_reduce(advance, advance_shared),
         bind_group,
-        groups: [1, 1, 1],
+        groups: [1, 1, stack.models as u32],
     }
 }
 
@@ -193,7 +229,8 @@ pub async fn run_loss_reduce(
                 contents: bytemuck::cast_slice(&[2u32, 0, 0, 0]),
                 usage: STORAGE,
             });
-        let d = loss_reduce_dispatch(ctx, (rows, cols), 1.0, (None, false), &vb, &hb, &sb);
+        let no = (false, false);
+        let d = loss_reduce_dispatch(ctx, (rows, cols), 1.0, no, Stack::ONE, &vb, &hb, &sb);
         submit(ctx, &[&[d]]);
         let h = ctx.read_f32(&hb, 16).await?;
         let s = ctx.read_f32(&sb, 4).await?;
@@ -238,13 +275,18 @@ pub(crate) fn pipelines(
 pub async fn run_advance(
     ctx: &GpuContext,
     c: crate::state::OptCounters,
-    betas: (f32, f32),
+    (beta1, beta2): (f32, f32),
     (schedule, lr): (&LrSchedule, f32),
 ) -> Result<[u32; 6]> {
     scoped(ctx, "running loss_reduce", async {
         let vb = storage(ctx, "values", 16, Some(&[0.0; 16]))?;
         let hb = storage(ctx, "history", 4, Some(&[f32::NAN; 4]))?;
-        let words = state_words(&c, &c, (schedule, lr));
+        let o = crate::job::Optimizer {
+            beta1,
+            beta2,
+            ..Default::default()
+        };
+        let words = state_words(&c, &c, (schedule, lr), &o);
         let sb = ctx
             .device
             .create_buffer_init(&wgpu::util::BufferInitDescriptor {
@@ -252,7 +294,8 @@ pub async fn run_advance(
                 contents: bytemuck::cast_slice(&words),
                 usage: STORAGE,
             });
-        let d = loss_reduce_dispatch(ctx, (4, 4), 1.0, (Some(betas), false), &vb, &hb, &sb);
+        let adv = (true, false);
+        let d = loss_reduce_dispatch(ctx, (4, 4), 1.0, adv, Stack::ONE, &vb, &hb, &sb);
         submit(ctx, &[&[d]]);
         let s = ctx.read_f32(&sb, 24).await?;
         let mut out = [0u32; 6];

@@ -342,8 +342,8 @@ impl<K: std::hash::Hash + Eq, V: Clone> Cache<K, V> {
     }
 }
 
-/// A `bias_update` variant: layout, STORE, OPT, WD and SCHED, ACC_IN and ACC_OUT.
-type BiasKey = (Layout, bool, Opt, Update, Acc);
+/// A `bias_update` variant: layout, STORE, OPT, ACC_IN and ACC_OUT.
+type BiasKey = (Layout, bool, Opt, Acc);
 
 /// Shader modules, layouts and the pipeline caches of one device.
 pub struct Kernels {
@@ -359,8 +359,7 @@ pub struct Kernels {
     loss_reduce: [[wgpu::ComputePipeline; 2]; 2],
     /// `loss_reduce` without COUNT: a band's partial sum into its slot.
     pub loss_partial: wgpu::ComputePipeline,
-    /// `bias_update` by (layout, STORE, OPT, WD and SCHED, ACC_IN and ACC_OUT), built on first
-    /// use.
+    /// `bias_update` by (layout, STORE, OPT, ACC_IN and ACC_OUT), built on first use.
     bias_cache: Cache<BiasKey>,
     /// `matmul_naive` (shaders/matmul_naive.wgsl), the bench's reference kernel, built on first
     /// use.
@@ -464,18 +463,18 @@ impl Kernels {
         (&k.cross_entropy.bind_layout, pipeline)
     }
 
-    /// `bias_update` with the optimizer step `opt` (its decay and schedule in `update`), or
-    /// (`store`) storing the gradient alone, summing over a shared layer's uses by `acc`.
+    /// `bias_update` with the optimizer step `opt`, or (`store`) storing the gradient alone,
+    /// summing over a shared layer's uses by `acc`.
     pub fn bias_update(
         &self,
         device: &wgpu::Device,
         layout: Layout,
         store: bool,
-        (opt, update): (Opt, Update),
+        opt: Opt,
         acc: Acc,
     ) -> wgpu::ComputePipeline {
-        self.bias_cache.get((layout, store, opt, update, acc), || {
-            let constants = bias_update::constants(store, (opt, update), acc);
+        self.bias_cache.get((layout, store, opt, acc), || {
+            let constants = bias_update::constants(store, opt, acc);
             let family = &self.kernels_of(layout).bias_update;
             family.pipeline(device, "bias_update", &constants)
         })
@@ -524,7 +523,7 @@ impl Kernels {
         device: &wgpu::Device,
         key: MatmulKey,
     ) -> wgpu::ComputePipeline {
-        self.reduce_cache.get(key, || {
+        self.reduce_cache.get(key.pipeline(), || {
             let family = &self.kernels_of(key.layout).matmul;
             family.pipeline(device, "matmul_splitk_reduce", &matmul::constants(key))
         })
@@ -532,7 +531,7 @@ impl Kernels {
 
     /// The matmul pipeline for `key`, compiled on first use.
     pub fn matmul(&self, device: &wgpu::Device, key: MatmulKey) -> wgpu::ComputePipeline {
-        self.matmul_cache.get(key, || {
+        self.matmul_cache.get(key.pipeline(), || {
             let family = &self.kernels_of(key.layout).matmul;
             family.pipeline(device, key.block.entry_point(), &matmul::constants(key))
         })

@@ -1,7 +1,8 @@
 //! The matmul kernel family (`shaders/matmul.wgsl`): its variants and epilogues, uniform block,
 //! bindings and dispatch; `run` runs it on its own for tests, tuning and the bench.
 
-use super::optimizer::{hyper, optimizer_bindings, OptBind};
+use super::optimizer::COUNTER_MODEL_WORDS;
+use super::optimizer::{optimizer_bindings, OptBind};
 use super::{Opt, Update};
 use crate::codes;
 use crate::error::Result;
@@ -11,7 +12,9 @@ use crate::gpu::record::{bind_group, check_groups, Dispatch};
 use crate::gpu::GpuContext;
 
 mod run;
-pub use run::{run_matmul, time_matmul, MatmulInputs, MatmulOutput};
+pub use run::{
+    run_matmul, run_matmul_models, time_matmul, MatmulInputs, MatmulOutput, ModelInputs,
+};
 
 /// The matmul kernel's epilogue, the `MODE` override of `shaders/matmul.wgsl`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -229,7 +232,9 @@ pub struct MatmulKey {
     pub bias: bool,
     /// The optimizer step of `Mode::Update` (`Opt::Sgd` for the other modes).
     pub opt: Opt,
-    /// The weight decay and learning-rate schedule of `Mode::Update` (none for the others).
+    /// The weight decay and learning-rate schedule of `Mode::Update` (none for the others): not
+    /// compiled in (the kernel reads them from the step counters), but what a check of the
+    /// variant writes there.
     pub update: Update,
     /// Summing a shared layer's gradient (`Mode::Store` and `Mode::Update` only).
     pub acc: Acc,
@@ -240,6 +245,15 @@ pub struct MatmulKey {
 }
 
 impl MatmulKey {
+    /// The key of the compiled pipeline: the step's decay and schedule are read from the step
+    /// counters at run time, so variants that differ only there share one.
+    pub fn pipeline(self) -> Self {
+        MatmulKey {
+            update: Update::default(),
+            ..self
+        }
+    }
+
     /// Whether the variant binds AUX_OUT: the error and logits modes write it, a sum over a
     /// shared layer's uses reads and writes it, and GELU keeps its input there (written forward,
     /// read backward).
@@ -293,14 +307,17 @@ pub const UNIFORM_FIELDS: &[(&str, usize)] = &[
     ("k", std::mem::offset_of!(MatmulParams, k)),
     ("scalar", std::mem::offset_of!(MatmulParams, scalar)),
     ("rows", std::mem::offset_of!(MatmulParams, rows)),
-    ("mu_or_beta1", std::mem::offset_of!(MatmulParams, hyper)),
-    ("beta2", std::mem::offset_of!(MatmulParams, hyper) + 4),
-    ("eps", std::mem::offset_of!(MatmulParams, hyper) + 8),
     ("row0", std::mem::offset_of!(MatmulParams, row0)),
     ("row_end", std::mem::offset_of!(MatmulParams, row_end)),
     ("splits", std::mem::offset_of!(MatmulParams, splits)),
     ("k_split", std::mem::offset_of!(MatmulParams, k_split)),
     ("cols", std::mem::offset_of!(MatmulParams, cols)),
+    ("sa", std::mem::offset_of!(MatmulParams, sa)),
+    ("sb", std::mem::offset_of!(MatmulParams, sb)),
+    ("sc", std::mem::offset_of!(MatmulParams, sc)),
+    ("saux", std::mem::offset_of!(MatmulParams, saux)),
+    ("sbias", std::mem::offset_of!(MatmulParams, sbias)),
+    ("scount", std::mem::offset_of!(MatmulParams, scount)),
 ];
 
 /// Uniform block of `shaders/matmul.wgsl`.
@@ -310,12 +327,10 @@ pub(crate) struct MatmulParams {
     pub(crate) m: u32,
     pub(crate) n: u32,
     pub(crate) k: u32,
-    /// lr for `Mode::Update`, the loss gradient's factor for the error modes.
+    /// The loss gradient's factor for the error modes.
     pub(crate) scalar: f32,
     /// Real (unpadded) rows of C: the bias is added to these only.
     pub(crate) rows: u32,
-    /// The optimizer's hyperparameters (mu or beta1, beta2, eps) for `Mode::Update`.
-    pub(crate) hyper: [f32; 3],
     /// The band of rows of C this dispatch computes (see [`Banded`]).
     pub(crate) row0: u32,
     pub(crate) row_end: u32,
@@ -324,7 +339,15 @@ pub(crate) struct MatmulParams {
     pub(crate) k_split: u32,
     /// Real (unpadded) columns of C: an activation that does not map 0 to 0 is masked to these.
     pub(crate) cols: u32,
-    pub(crate) _pad: [u32; 3],
+    /// Stacked models (one dispatch for a sweep's): vec4 from one model's A, B, C (and AUX_OUT
+    /// and the optimizer's state), AUX and bias to the next's, words from its step counters to
+    /// the next's; 0 where one copy serves every model.
+    pub(crate) sa: u32,
+    pub(crate) sb: u32,
+    pub(crate) sc: u32,
+    pub(crate) saux: u32,
+    pub(crate) sbias: u32,
+    pub(crate) scount: u32,
 }
 
 /// The matrices one matmul dispatch binds.
@@ -337,7 +360,7 @@ pub(crate) struct MatmulBind<'a> {
     pub(crate) aux: Option<&'a GpuMatrix>,
     pub(crate) aux_out: Option<&'a Banded>,
     pub(crate) bias: Option<&'a wgpu::Buffer>,
-    /// The optimizer of `Mode::Update` (None: plain SGD, or another mode).
+    /// The optimizer of `Mode::Update` (its step counters: every update binds them).
     pub(crate) opt: Option<OptBind<'a>>,
 }
 
@@ -425,13 +448,20 @@ pub(crate) fn matmul_dispatch(
         t(key.trans_b),
         if bands.len() > 1 { " (banded)" } else { "" },
     );
+    // A sweep's stacked models: one dispatch for all, model z of the grid (C is every model's).
+    let models = bind.c.models.max(1);
+    debug_assert!(
+        models == 1 || bands.len() == 1,
+        "stacked models are not banded"
+    );
+    let per_model = |stride: u32| if models > 1 { stride } else { 0 };
     let mut out = Vec::new();
     for (band, &(row0, row_end)) in bands.iter().enumerate() {
         let band_rows = row_end - row0;
         let groups = [
             n.div_ceil(tile_cols as usize),
             band_rows.div_ceil(tile_rows as usize),
-            splits,
+            splits * models,
         ];
         check_groups(ctx, format!("the {m}x{k}·{k}x{n} product"), groups)?;
         let params = uniform(
@@ -443,19 +473,26 @@ pub(crate) fn matmul_dispatch(
                 k: k as u32,
                 scalar,
                 rows: rows as u32,
-                hyper: hyper(bind.opt),
                 row0: row0 as u32,
                 row_end: row_end as u32,
                 splits: splits as u32,
                 k_split: k_split as u32,
                 cols: cols as u32,
-                _pad: [0; 3],
+                sa: bind.a.model_stride(),
+                sb: bind.b.model_stride(),
+                sc: bind.c.model_stride(),
+                saux: bind.aux.map_or(0, |m| m.model_stride()),
+                sbias: per_model((n / 4) as u32),
+                scount: per_model(COUNTER_MODEL_WORDS),
             },
         );
-        // Split-K's partial sums, `splits` matrices of the band's rows: written by the first
-        // pass as its C, read by the second as its A.
+        // Split-K's partial sums, `splits` matrices of the band's rows per model: written by the
+        // first pass as its C, read by the second as its A.
         let partials = split
-            .then(|| storage(ctx, "split-K partial sums", splits * band_rows * n, None))
+            .then(|| {
+                let len = models * splits * band_rows * n;
+                storage(ctx, "split-K partial sums", len, None)
+            })
             .transpose()?;
         let win = bind.windows;
         let a_band = if key.trans_a { win.depth } else { win.rows };
@@ -490,7 +527,7 @@ pub(crate) fn matmul_dispatch(
         if let (Some(p), Some(reduce)) = (&partials, &reduce) {
             let mut second = resources;
             second[1] = p.as_entire_binding();
-            let groups = [(n / 4).div_ceil(8), band_rows.div_ceil(8), 1];
+            let groups = [(n / 4).div_ceil(8), band_rows.div_ceil(8), models];
             out.push(Dispatch {
                 label: format!("{label} [reduce]"),
                 pipeline: reduce.clone(),
@@ -503,8 +540,7 @@ pub(crate) fn matmul_dispatch(
 }
 
 /// The override constants of a matmul variant.
-pub(crate) fn constants(key: MatmulKey) -> [(&'static str, f64); 11] {
-    let [wd, sched] = key.update.constants();
+pub(crate) fn constants(key: MatmulKey) -> [(&'static str, f64); 9] {
     [
         ("TRANS_A", key.trans_a as u8 as f64),
         ("TRANS_B", key.trans_b as u8 as f64),
@@ -515,7 +551,5 @@ pub(crate) fn constants(key: MatmulKey) -> [(&'static str, f64); 11] {
         ("ACC_OUT", key.acc.output as u8 as f64),
         ("ACT", key.act.code as f64),
         ("SLOPE", f32::from_bits(key.act.slope_bits) as f64),
-        wd,
-        sched,
     ]
 }

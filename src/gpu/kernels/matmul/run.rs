@@ -4,8 +4,8 @@
 use super::{matmul_dispatch, MatmulBind, MatmulKey, Mode, Windows};
 use crate::error::Result;
 use crate::gpu::kernels::optimizer::{read_moments, OptBind, StepState};
-use crate::gpu::layout::{from_padded, pad4, padding_is_zero, to_padded};
-use crate::gpu::memory::{matrix, padded_matrix, storage, vector, Banded};
+use crate::gpu::layout::{from_padded, pad4, padding_is_zero, to_padded, Layout};
+use crate::gpu::memory::{matrix, padded_matrix, stacked_matrix, storage, Banded, Storage};
 use crate::gpu::record::{scoped, submit, time_plan};
 use crate::gpu::GpuContext;
 
@@ -26,7 +26,8 @@ pub struct MatmulOutput {
 /// The inputs of [`run_matmul`] besides A and B.
 #[derive(Clone, Copy)]
 pub struct MatmulInputs<'a> {
-    /// The lr (`Mode::Update`) or the loss gradient's factor (error modes).
+    /// The lr (`Mode::Update`: written to the step counters it reads) or the loss gradient's
+    /// factor (error modes).
     pub scalar: f32,
     /// C's content before the kernel (poison it to catch unwritten elements; for
     /// `Mode::Update`, the weights before the step: with pairs (texels) they go to AUX as in
@@ -65,52 +66,117 @@ pub async fn run_matmul(
     key: MatmulKey,
     a: &[f32],
     b: &[f32],
-    (m, n, k): (usize, usize, usize),
+    dims: (usize, usize, usize),
     inputs: MatmulInputs<'_>,
 ) -> Result<MatmulOutput> {
+    let mut out = run_matmul_models(ctx, key, dims, &[(a, b, inputs)]).await?;
+    Ok(out.remove(0))
+}
+
+/// One model's A, B (row-major as stored) and the rest, for [`run_matmul_models`].
+pub type ModelInputs<'a> = (&'a [f32], &'a [f32], MatmulInputs<'a>);
+
+/// Run one matmul variant once for every model of `models`, stacked as a sweep's models are in
+/// the buffer layout (one dispatch, model z of its grid; one model: [`run_matmul`], in any
+/// layout): each model's output, as [`run_matmul`] describes it.
+pub async fn run_matmul_models(
+    ctx: &GpuContext,
+    key: MatmulKey,
+    (m, n, k): (usize, usize, usize),
+    models: &[ModelInputs<'_>],
+) -> Result<Vec<MatmulOutput>> {
     let ((a_rows, a_cols), (b_rows, b_cols)) = key.stored_shapes((m, n, k));
     let update = key.mode == Mode::Update;
-    let (c_init, aux) = if update && key.layout.pairs() {
-        (vec![f32::NAN; m * n], Some(inputs.c_init))
-    } else {
-        (inputs.c_init.to_vec(), inputs.aux)
-    };
-    let c_padding = if update && !key.layout.pairs() {
-        0.0
-    } else {
-        f32::NAN
-    };
     let layout = key.layout;
+    let count = models.len();
+    let stacked = count > 1;
+    if stacked && layout != Layout::Buffer {
+        return Err(crate::error::Error::Gpu(
+            "models are stacked in the buffer layout only".into(),
+        ));
+    }
+    // With weight pairs (texels) the weights go to AUX as in training while C, the other texture
+    // of the pair, is poisoned with NaN; in the buffer layout C holds them, stepped in place, its
+    // padding zero as in training.
+    let pairs = update && layout.pairs();
+    let c_padding = if update && !pairs { 0.0 } else { f32::NAN };
+    let padded = |rows, cols, v: &[f32], fill| to_padded(rows, cols, v, fill);
     scoped(ctx, "running matmul", async {
-        let ab = matrix(ctx, layout, "a", a_rows, a_cols, Some(a))?;
-        let bb = matrix(ctx, layout, "b", b_rows, b_cols, Some(b))?;
-        let c_padded = to_padded(m, n, &c_init, c_padding);
-        let cb = padded_matrix(ctx, layout, "c", m, n, Some(&c_padded))?;
-        let auxb = (aux.map(|v| matrix(ctx, layout, "aux", m, n, Some(v)))).transpose()?;
-        let nan = vec![f32::NAN; pad4(m) * pad4(n)];
-        let out_init = inputs
-            .aux_out
-            .map_or(nan.clone(), |s| to_padded(m, n, s, 0.0));
-        let outb = storage(ctx, "aux_out", nan.len(), Some(&out_init))?;
-        let outb = Banded::whole(outb, m, n);
+        // Each model's padded matrix, one after the other where stacked.
+        let upload = |label: &str, (rows, cols), per_model: Vec<Vec<f32>>| match stacked {
+            false => padded_matrix(ctx, layout, label, rows, cols, Some(&per_model[0])),
+            true => {
+                let mm = stacked_matrix(ctx, label, (rows, cols), count)?;
+                write_models(ctx, &mm.storage, &per_model);
+                Ok(mm)
+            }
+        };
+        let each = |f: &dyn Fn(&ModelInputs<'_>) -> Vec<f32>| models.iter().map(f).collect();
+        let ab = upload(
+            "a",
+            (a_rows, a_cols),
+            each(&|i| padded(a_rows, a_cols, i.0, 0.0)),
+        )?;
+        let bb = upload(
+            "b",
+            (b_rows, b_cols),
+            each(&|i| padded(b_rows, b_cols, i.1, 0.0)),
+        )?;
+        let cb = upload(
+            "c",
+            (m, n),
+            each(&|i| match pairs {
+                true => vec![f32::NAN; pad4(m) * pad4(n)],
+                false => padded(m, n, i.2.c_init, c_padding),
+            }),
+        )?;
+        let aux: Vec<Option<&[f32]>> = (models.iter())
+            .map(|i| if pairs { Some(i.2.c_init) } else { i.2.aux })
+            .collect();
+        let auxb = match aux.iter().all(|a| a.is_some()) && !aux.is_empty() {
+            true => Some(upload(
+                "aux",
+                (m, n),
+                aux.iter()
+                    .map(|a| padded(m, n, a.unwrap_or(&[]), 0.0))
+                    .collect(),
+            )?),
+            false => None,
+        };
+        let out_init: Vec<Vec<f32>> = each(&|i| match i.2.aux_out {
+            Some(s) => padded(m, n, s, 0.0),
+            None => vec![f32::NAN; pad4(m) * pad4(n)],
+        });
+        let outb = Banded::stacked(ctx, "aux_out", (m, n), 1, count)?;
+        write_models(ctx, &Storage::Buffer(outb.bufs[0].clone()), &out_init);
         let reads_out = key.binds_aux_out();
-        let biasb = (inputs.bias)
-            .map(|v| vector(ctx, "bias", n, Some(v), 0.0))
-            .transpose()?;
-        let uploaded = (inputs.step)
-            .filter(|_| update)
-            .map(|s| s.upload(ctx, (m, n)))
+        let biasb = match models.iter().all(|i| i.2.bias.is_some()) {
+            true => {
+                let all: Vec<f32> = (models.iter())
+                    .flat_map(|i| padded(1, n, i.2.bias.unwrap_or(&[]), 0.0)[..pad4(n)].to_vec())
+                    .collect();
+                Some(storage(ctx, "bias", all.len(), Some(&all))?)
+            }
+            false => None,
+        };
+        // Every update reads its rate and hyperparameters from the counters.
+        let plain = StepState::default();
+        let steps: Vec<(&StepState, f32)> = (models.iter())
+            .map(|i| (i.2.step.unwrap_or(&plain), i.2.scalar))
+            .collect();
+        let uploaded = update
+            .then(|| StepState::upload_models(ctx, (m, n), &steps, key.update))
             .transpose()?;
         let opt = uploaded.as_ref().map(|(state, counters)| OptBind {
             state: state.as_ref(),
             counters: (counters, 0),
-            hyper: inputs.step.map_or([0.0; 3], |s| s.hyper),
+            stacked,
         });
         let d = matmul_dispatch(
             ctx,
             key,
             (m, n, k),
-            inputs.scalar,
+            models.first().map_or(0.0, |i| i.2.scalar),
             MatmulBind {
                 windows: Windows::default(),
                 a: &ab,
@@ -123,30 +189,50 @@ pub async fn run_matmul(
             },
         )?;
         submit(ctx, &[&d]);
-        let c = cb.read_padded(ctx).await?;
+        let len = pad4(m) * pad4(n);
+        let c_all = cb.read_padded(ctx).await?;
+        let out_all = match reads_out {
+            true => outb.read(ctx).await?,
+            false => Vec::new(),
+        };
+        let moments = match &uploaded {
+            Some((state, _)) => read_moments(ctx, state.as_ref(), (m, n), count).await?,
+            None => vec![Vec::new(); count],
+        };
         // C is not written while summing, nor for the logits: its NaN poison stays, padding
         // included.
         let untouched = key.acc.output || key.mode == Mode::Logits;
-        let mut padding_zero = untouched || padding_is_zero(m, n, &c);
-        let aux_out = if reads_out {
-            let o = outb.read(ctx).await?;
-            padding_zero &= padding_is_zero(m, n, &o);
-            from_padded(m, n, &o)
-        } else {
-            Vec::new()
-        };
-        let moments = match &uploaded {
-            Some((state, _)) => read_moments(ctx, state.as_ref(), (m, n)).await?,
-            None => Vec::new(),
-        };
-        Ok(MatmulOutput {
-            c: from_padded(m, n, &c),
-            aux_out,
-            moments,
-            padding_zero,
-        })
+        let mut outputs = Vec::with_capacity(count);
+        for (j, moments) in moments.into_iter().enumerate() {
+            let c = &c_all[j * len..][..len];
+            let mut padding_zero = untouched || padding_is_zero(m, n, c);
+            let aux_out = if reads_out {
+                let o = &out_all[j * len..][..len];
+                padding_zero &= padding_is_zero(m, n, o);
+                from_padded(m, n, o)
+            } else {
+                Vec::new()
+            };
+            outputs.push(MatmulOutput {
+                c: from_padded(m, n, c),
+                aux_out,
+                moments,
+                padding_zero,
+            });
+        }
+        Ok(outputs)
     })
     .await
+}
+
+/// Write each model's padded matrix into its place in a stacked buffer.
+fn write_models(ctx: &GpuContext, storage: &Storage, per_model: &[Vec<f32>]) {
+    if let Storage::Buffer(buf) = storage {
+        for (j, p) in per_model.iter().enumerate() {
+            let at = (j * p.len() * 4) as u64;
+            ctx.queue.write_buffer(buf, at, bytemuck::cast_slice(p));
+        }
+    }
 }
 
 /// Time `reps` back-to-back dispatches of one matmul variant on resident matrices (zeros: the
