@@ -78,7 +78,7 @@ pub(super) fn suite(quick: bool) -> Vec<Case> {
         epochs: 500,
     }];
     // Many small models at once: what a big GPU can do with this tool's nets (models·epochs/s).
-    let variants: &[usize] = if quick { &[8] } else { &[8, 32] };
+    let variants: &[usize] = if quick { &[8] } else { &[8, 32, 64, 128] };
     for &n in variants {
         cases.push(Case::Sweep {
             name: format!("train/sweep-{n}"),

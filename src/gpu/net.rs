@@ -38,6 +38,8 @@ pub(crate) struct Stacking {
     /// The most steps one submission may hold, below what the job alone allows (a sweep's
     /// submissions hold every model's steps).
     pub(crate) max_steps: usize,
+    /// One x and one y for all the models (one batch, the same data): bound once, read by all.
+    pub(crate) shared_batch: bool,
 }
 
 impl Stacking {
@@ -45,6 +47,7 @@ impl Stacking {
         models: 1,
         model_rows: 0,
         max_steps: usize::MAX,
+        shared_batch: false,
     };
 }
 
@@ -165,7 +168,14 @@ impl Net {
                 (_, true) => banded_matrix(ctx, layout, label, rows, cols, data),
                 _ => matrix(ctx, layout, label, rows, cols, data),
             };
-        let x = matrix(
+        // One batch of the same data for every model: one x and one y (filled by the caller).
+        let data_matrix = |ctx: &GpuContext, layout, label: &str, rows, cols, data| match stacked
+            && stack.shared_batch
+        {
+            true => memory::matrix(ctx, layout, label, rows, cols, None),
+            false => matrix(ctx, layout, label, rows, cols, data),
+        };
+        let x = data_matrix(
             ctx,
             layout,
             &format!("x ({b}x{} f32)", d[0]),
@@ -173,7 +183,7 @@ impl Net {
             d[0],
             upload.then_some(&host.x.data[..]),
         )?;
-        let y = matrix(
+        let y = data_matrix(
             ctx,
             layout,
             &format!("y ({b}x{} f32)", d[depth]),

@@ -292,6 +292,15 @@ pub(super) async fn sweep_checks(suite: &mut Suite<'_>, ctx: &Arc<GpuContext>, l
         })
         .collect();
     sweeps.push(("sweep/adam/sse/stacks-of-3", jobs));
+    // One batch of one seed: one x and one y bound for all the models (each its own rate).
+    let jobs = (0..3)
+        .map(|i| Job {
+            batch: 29,
+            lr: 1e-2 * (i + 1) as f32,
+            ..base.clone()
+        })
+        .collect();
+    sweeps.push(("sweep/adam/sse/one-batch", jobs));
     // Dynamic depth: each seed draws its own depths, so the models' steps differ in length.
     if let Some(job) = dynamic_job(&base, None) {
         let jobs = (0..3)

@@ -8,6 +8,7 @@ use gpu_train::gpu::layout::Layout;
 use gpu_train::gpu::GpuModels;
 use gpu_train::init::HostState;
 use gpu_train::job::{Job, Optimizer, OptimizerKind};
+use gpu_train::sweep::Models;
 use gpu_train::wait::block_on;
 
 #[test]
@@ -57,8 +58,29 @@ fn gpu_sweep_models_match_their_lone_runs() {
         // The buffer layout's models share their dispatches; the texels layout's cannot.
         let shared = models.per_model_dispatches().is_none();
         assert_eq!(shared, layout == Layout::Buffer, "{layout}");
+        // Two datasets: each model's own in the stack (no one dataset read by all).
+        assert!(!models.batching().contains("read by all"), "{layout}");
         let check = gpu_train::check::sweep::check_sweep(&ctx, (layout, None), &jobs);
         let diff = block_on(check).unwrap();
         assert_eq!(diff, None, "{layout}, a shared dataset");
+        // One batch of one seed: one x and one y read by every model of the stack.
+        let jobs: Vec<Job> = (1..4)
+            .map(|i| Job {
+                batch: 7,
+                lr: 1e-3 * i as f32,
+                ..base.clone()
+            })
+            .collect();
+        let states: Vec<HostState> = jobs.iter().map(HostState::seeded).collect();
+        let models = block_on(GpuModels::create(ctx.clone(), &jobs, &states, layout)).unwrap();
+        let one = models.batching().contains("one batch read by all");
+        assert_eq!(
+            one,
+            layout == Layout::Buffer,
+            "{layout}: {}",
+            models.batching()
+        );
+        let check = gpu_train::check::sweep::check_sweep(&ctx, (layout, None), &jobs);
+        assert_eq!(block_on(check).unwrap(), None, "{layout}, one batch");
     }
 }

@@ -327,11 +327,17 @@ impl Models for GpuModels {
     }
 
     fn batching(&self) -> String {
+        let shared = match self.stacks.first().map(|s| s.shared_data()) {
+            Some((true, _)) => ", one batch read by all",
+            Some((_, true)) => ", one resident dataset read by all",
+            _ => "",
+        };
         match (self.per_model, self.stacks.len()) {
             (Some(why), _) => format!("each model its own dispatches, one submission: {why}"),
-            (None, 1) => "every model in the same dispatches".into(),
+            (None, 1) => format!("every model in the same dispatches{shared}"),
             (None, n) => format!(
-                "the models in {n} sets of dispatches (as many as one storage binding holds                  in each)"
+                "the models in {n} sets of dispatches (as many as one storage binding holds \
+                 in each){shared}"
             ),
         }
     }
@@ -356,7 +362,7 @@ impl Models for GpuModels {
 }
 
 /// Whether two models train on the same data, bit for bit (their resident datasets may be one).
-fn same_data(a: &HostState, b: &HostState) -> bool {
+pub(crate) fn same_data(a: &HostState, b: &HostState) -> bool {
     let same = |p: &crate::init::Matrix, q: &crate::init::Matrix| {
         (p.rows, p.cols) == (q.rows, q.cols)
             && (p.data.iter().zip(&q.data)).all(|(u, v)| u.to_bits() == v.to_bits())

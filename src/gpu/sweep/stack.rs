@@ -109,10 +109,14 @@ impl Stack {
                 Some(((x, y), rows))
             }
         };
+        // One batch of the same data for all: one x and one y, bound once.
+        let shared_batch = resident.is_none()
+            && (members.iter()).all(|&k| super::same_data(&states[members[0]], &states[k]));
         let stacking = Stacking {
             models: n,
             model_rows: dataset.as_ref().map_or(0, |d| d.1),
             max_steps,
+            shared_batch,
         };
         let shared = dataset.as_ref().map(|d| &d.0);
         let (net, _) = Net::allocate(
@@ -123,10 +127,12 @@ impl Stack {
             shared,
             stacking,
         )?;
-        // One batch: each model's x and y into its slot, once.
+        // One batch: each model's x and y into its slot (model 0's alone where they share
+        // them), once.
         if resident.is_none() {
             let mut enc = ctx.device.create_command_encoder(&Default::default());
-            for (j, &k) in members.iter().enumerate() {
+            let slots = if shared_batch { 1 } else { n };
+            for (j, &k) in members.iter().enumerate().take(slots) {
                 let own = &models[k].net;
                 copy_slot(
                     &mut enc,
@@ -150,6 +156,14 @@ impl Stack {
             members,
             plans: HashMap::new(),
         })
+    }
+
+    /// Whether the models bind one x and y (one batch of the same data), and one resident
+    /// dataset.
+    pub(crate) fn shared_data(&self) -> (bool, bool) {
+        let one_batch = self.net.data.is_none() && self.net.x.models == 1 && self.net.models > 1;
+        let one_dataset = (self.net.data.as_ref()).is_some_and(|d| d.model_rows == 0);
+        (one_batch, one_dataset)
     }
 
     /// Record the step of `key` for all the models, where it is not yet.
