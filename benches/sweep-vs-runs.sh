@@ -1,11 +1,11 @@
 #!/bin/bash
 # Run from the repository root after `cargo build --release`; prints one line per sweep and per set of lone runs.
-# models·epochs/s of `gpu-train sweep` against lone runs, default job, 100 epochs, seeds 0..N-1.
+# models·epochs/s of `gpu-train sweep` against lone runs, default job, E epochs (default 100), seeds 0..N-1.
 # LAYOUT (auto, texels or buffer: where the GPU's models share dispatches), DEVS and NS choose
 # what runs (defaults: auto, "0 cpu", "1 8 32 128").
 export XDG_RUNTIME_DIR=/tmp
 G=${G:-target/release/gpu-train}
-E=100
+E=${E:-100}
 LAYOUT=${LAYOUT:-auto}
 for dev in ${DEVS:-0 cpu}; do
   for n in ${NS:-1 8 32 128}; do

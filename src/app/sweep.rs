@@ -4,16 +4,15 @@
 
 use super::observer::{interrupt_flag, Progress};
 use super::train::{describe_net, validation};
-use crate::backend::Backend;
 use crate::cli::SweepArgs;
-use crate::cpu::CpuBackend;
+use crate::cpu::CpuModels;
 use crate::error::{Error, Result};
 use crate::gpu::GpuModels;
 use crate::io::history::{self, History};
 use crate::io::{checkpoint, summary};
 use crate::job::Job;
 use crate::monitor::Monitor;
-use crate::sweep::{Each, Grid, Models, SweepSession};
+use crate::sweep::{Grid, Models, SweepSession};
 use crate::train::Outcome;
 use crate::wait::block_on;
 use serde_json::json;
@@ -115,7 +114,7 @@ pub(super) fn sweep_command(args: &SweepArgs) -> Result<()> {
 
 /// The models of a sweep of `jobs` from `states` on the device `choice` asks for (see
 /// [`super::open_backend`]): on a GPU, every model's dispatches in one submission per chunk
-/// ([`GpuModels`]); on the CPU, one after another ([`Each`]).
+/// ([`GpuModels`]); on the CPU, one model to a thread of the team ([`CpuModels`]).
 pub fn open_models(
     choice: &crate::gpu::DeviceChoice,
     gpu: crate::gpu::GpuOptions,
@@ -125,11 +124,7 @@ pub fn open_models(
 ) -> Result<Box<dyn Models>> {
     Ok(match super::open_gpu(choice, gpu, tune, &jobs[0])? {
         Some((ctx, layout)) => Box::new(GpuModels::new(ctx, jobs, states, layout)?),
-        None => Box::new(Each(
-            (jobs.iter().zip(states))
-                .map(|(j, s)| Box::new(CpuBackend::new(j, s)) as Box<dyn Backend>)
-                .collect(),
-        )),
+        None => Box::new(CpuModels::new(jobs, states)),
     })
 }
 

@@ -227,11 +227,7 @@ pub(super) async fn sweep_row(
         .collect();
     let states: Vec<HostState> = jobs.iter().map(HostState::seeded).collect();
     let mut models: Box<dyn Models> = match dev {
-        Device::Cpu => Box::new(crate::sweep::Each(
-            (jobs.iter().zip(&states))
-                .map(|(j, s)| Box::new(CpuBackend::new(j, s)) as Box<dyn Backend>)
-                .collect(),
-        )),
+        Device::Cpu => Box::new(crate::cpu::CpuModels::new(&jobs, &states)),
         Device::Gpu(ctx, layout) => {
             Box::new(crate::gpu::GpuModels::create(ctx.clone(), &jobs, &states, *layout).await?)
         }

@@ -2,7 +2,9 @@
 //! [`GpuBackend`] run of the same job ends (every epoch's loss, the parameters, the optimizer's
 //! state and counters), also when some models sit out a chunk (a diverged variant) and the others
 //! run on. The lone run is itself checked against the CPU by the training checks, so this carries
-//! that check over to every model of a sweep. Called by `verify` and the library's tests.
+//! that check over to every model of a sweep. Called by `verify` and the library's tests. The
+//! same on the CPU ([`check_cpu_sweep`]): a sweep's models, one to a thread, against their lone
+//! runs on the whole team.
 //!
 //! The same promise kernel by kernel ([`check_matmul_models`]): one matmul dispatch of many
 //! models stacked gives each model the bits of its own lone dispatch, in every block (split-K's
@@ -11,6 +13,7 @@
 
 use crate::backend::{Backend, TrainState};
 use crate::check::matmul::{epilogue_inputs, extra_inputs, random_inputs, seeded, Epi};
+use crate::cpu::{CpuBackend, CpuModels};
 use crate::error::Result;
 use crate::gpu::layout::Layout;
 use crate::gpu::{run_matmul, run_matmul_models, MatmulKey, MatmulOutput};
@@ -103,10 +106,41 @@ pub async fn check_sweep(
     ) {
         return Ok(Some(format!("the models did not share dispatches: {why}")));
     }
+    let (losses, ran) = train_one_sitting_out(&mut models, jobs).await?;
+    for (k, (job, state)) in jobs.iter().zip(&states).enumerate() {
+        let mut lone = GpuBackend::create(ctx.clone(), job, state, layout).await?;
+        if let Some(at) = lone_difference(&mut models, k, (&losses[k], ran[k]), &mut lone).await? {
+            return Ok(Some(at));
+        }
+    }
+    Ok(None)
+}
+
+/// [`check_sweep`] on the CPU: `jobs` as one sweep of [`CpuModels`] (one model to a thread of
+/// the team), each model against its lone [`CpuBackend`] run, bit for bit.
+pub async fn check_cpu_sweep(jobs: &[Job]) -> Result<Option<String>> {
+    let states: Vec<HostState> = jobs.iter().map(HostState::seeded).collect();
+    let mut models = CpuModels::new(jobs, &states);
+    let (losses, ran) = train_one_sitting_out(&mut models, jobs).await?;
+    for (k, (job, state)) in jobs.iter().zip(&states).enumerate() {
+        let mut lone = CpuBackend::new(job, state);
+        if let Some(at) = lone_difference(&mut models, k, (&losses[k], ran[k]), &mut lone).await? {
+            return Ok(Some(at));
+        }
+    }
+    Ok(None)
+}
+
+/// Train `models` (of `jobs`) in chunks as a sweep does: all of them for the first half of the
+/// epochs, then all but model 1 (when there are more than one). Each model's losses, and the
+/// epochs it should have run (its lone run runs these, whatever the sweep reports).
+async fn train_one_sitting_out(
+    models: &mut dyn Models,
+    jobs: &[Job],
+) -> Result<(Vec<Vec<f32>>, Vec<usize>)> {
     let epochs = jobs.first().map_or(0, |j| j.epochs);
     let first = epochs.div_ceil(2);
     let mut losses = vec![Vec::new(); jobs.len()];
-    // Epochs each model should have run: its lone run runs these, whatever the sweep reports.
     let mut ran = vec![0; jobs.len()];
     let mut active = vec![true; jobs.len()];
     let mut done = 0;
@@ -124,20 +158,27 @@ pub async fn check_sweep(
         }
         done += n;
     }
-    for (k, (job, state)) in jobs.iter().zip(&states).enumerate() {
-        let mut lone = GpuBackend::create(ctx.clone(), job, state, layout).await?;
-        let mut want = Vec::new();
-        while want.len() < ran[k] {
-            let n = (ran[k] - want.len()).min(lone.max_chunk());
-            want.extend(lone.run_async(n).await?);
-        }
-        let got_state = models.model(k).state_async().await?;
-        let want_state = lone.state_async().await?;
-        if let Some(at) = first_difference((&losses[k], &got_state), (&want, &want_state)) {
-            return Ok(Some(format!("model {k} of {}: {at}", jobs.len())));
-        }
+    Ok((losses, ran))
+}
+
+/// Model `k` of `models`, which gave `losses` over `ran` epochs, against `lone` (its job, from
+/// its state) run as many epochs: where they first differ, if they do.
+async fn lone_difference(
+    models: &mut dyn Models,
+    k: usize,
+    (losses, ran): (&[f32], usize),
+    lone: &mut dyn Backend,
+) -> Result<Option<String>> {
+    let mut want = Vec::new();
+    while want.len() < ran {
+        let n = (ran - want.len()).min(lone.max_chunk());
+        want.extend(lone.run_async(n).await?);
     }
-    Ok(None)
+    let got_state = models.model(k).state_async().await?;
+    let want_state = lone.state_async().await?;
+    let n = models.len();
+    Ok(first_difference((losses, &got_state), (&want, &want_state))
+        .map(|at| format!("model {k} of {n}: {at}")))
 }
 
 /// One matmul dispatch of `key` with epilogue `e` on `dims` for one model per seed of `seeds`,

@@ -473,7 +473,7 @@ pub fn kernels() -> &'static str {
 }
 
 /// The team of [`threads`] threads that every product runs on.
-fn team() -> &'static Team {
+pub(super) fn team() -> &'static Team {
     static TEAM: std::sync::OnceLock<Team> = std::sync::OnceLock::new();
     TEAM.get_or_init(|| Team::new(threads()))
 }

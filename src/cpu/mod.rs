@@ -9,6 +9,7 @@ mod cross_entropy;
 mod loss_reduce;
 mod matmul;
 mod optimizer;
+mod sweep;
 mod team;
 #[cfg(test)]
 mod tests;
@@ -19,6 +20,7 @@ pub use cross_entropy::*;
 pub use loss_reduce::*;
 pub use matmul::*;
 pub use optimizer::*;
+pub use sweep::CpuModels;
 
 use crate::backend::DeviceInfo;
 use crate::backend::{Backend, TrainState};

@@ -10,7 +10,9 @@
 //!
 //! Which part runs where is fixed by the part's index, never by timing, so the results are the
 //! same bits from run to run for a given team size. Two callers of one team at once: the second
-//! runs all the parts itself, in order (the same parts, so the same bits).
+//! runs all the parts itself, in order (the same parts, so the same bits). So does a part that
+//! calls `run` again: a sweep's model trained on one thread of the team ([`super::CpuModels`])
+//! makes each of its products from the parts the whole team would make it from.
 
 use std::cell::UnsafeCell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -262,6 +264,32 @@ mod tests {
         for c in callers {
             assert_eq!(c.join().expect("a caller"), 4000);
         }
+    }
+
+    #[test]
+    fn a_part_that_runs_a_job_runs_its_parts_itself_in_order() {
+        let team = Team::new(2);
+        for outer in [1, 2, 3, 4] {
+            let seen: Vec<Mutex<Vec<usize>>> = (0..outer).map(|_| Mutex::new(Vec::new())).collect();
+            team.run(outer, &|i| {
+                let me = std::thread::current().id();
+                let ran = Mutex::new(Vec::new());
+                team.run(5, &|j| {
+                    assert_eq!(std::thread::current().id(), me, "part {j} of part {i}");
+                    ran.lock().unwrap().push(j);
+                });
+                *seen[i].lock().unwrap() = ran.into_inner().unwrap();
+            });
+            for s in &seen {
+                assert_eq!(*s.lock().unwrap(), vec![0, 1, 2, 3, 4], "{outer} parts");
+            }
+        }
+        // And the team still runs jobs on all its threads after.
+        let callers = Mutex::new(std::collections::HashSet::new());
+        team.run(2, &|_| {
+            callers.lock().unwrap().insert(std::thread::current().id());
+        });
+        assert_eq!(callers.into_inner().unwrap().len(), 2);
     }
 
     #[test]

@@ -6,7 +6,7 @@
 
 mod session;
 
-pub use session::{Each, Models, SweepSession};
+pub use session::{Models, SweepSession};
 
 use crate::error::{Error, Result};
 use crate::job::InitScheme;

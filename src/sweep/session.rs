@@ -41,58 +41,6 @@ pub trait Models {
     fn batching(&self) -> String;
 }
 
-/// Models on backends of their own, run one after another: the CPU path's sweep.
-pub struct Each(pub Vec<Box<dyn Backend>>);
-
-impl Models for Each {
-    fn describe(&self) -> DeviceInfo {
-        match self.0.first() {
-            Some(b) => b.describe(),
-            None => crate::cpu::describe(),
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    fn model(&mut self, k: usize) -> &mut dyn Backend {
-        self.0[k].as_mut()
-    }
-
-    fn run_async<'a>(&'a mut self, epochs: usize, active: &'a [bool]) -> Wait<'a, Vec<Vec<f32>>> {
-        Box::pin(async move {
-            let mut out = Vec::with_capacity(self.0.len());
-            for (b, &on) in self.0.iter_mut().zip(active) {
-                out.push(match on {
-                    true => b.run_async(epochs).await?,
-                    false => Vec::new(),
-                });
-            }
-            Ok(out)
-        })
-    }
-
-    fn max_chunk(&self) -> usize {
-        self.0.iter().map(|b| b.max_chunk()).min().unwrap_or(1)
-    }
-
-    fn batching(&self) -> String {
-        "one model after another, each on the whole thread team".into()
-    }
-
-    fn stats(&self) -> Stats {
-        let mut s = Stats::default();
-        for b in &self.0 {
-            let t = b.stats();
-            s.dispatches_per_epoch += t.dispatches_per_epoch;
-            s.submits += t.submits;
-            s.encode_s += t.encode_s;
-        }
-        s
-    }
-}
-
 /// A sweep in progress: every variant from epoch 0 up to the jobs' epochs, one chunk of epochs
 /// at a time, chunked as a lone run of any of them would be.
 pub struct SweepSession<'a> {

@@ -84,3 +84,40 @@ fn gpu_sweep_models_match_their_lone_runs() {
         assert_eq!(block_on(check).unwrap(), None, "{layout}, one batch");
     }
 }
+
+/// A sweep's models on the CPU ([`gpu_train::cpu::CpuModels`]): 1, 2, 3 and 5 models (on a team
+/// of two: none, all, two and four of them one to a thread, the rest on the whole team), each bit
+/// for bit its lone run on the whole team, one sitting out half the epochs. The products are big
+/// enough to be split over the team (the default job's widths; mini-batches of 64 rows and a last
+/// one of 22, an inner dimension of 1000 split in ranges), so a model on one thread that made its
+/// products from other parts than the team's (one whole gemm, or ranges of another count) would
+/// differ in the low bits of the first step.
+#[test]
+fn cpu_sweep_models_match_their_lone_runs() {
+    let base = Job {
+        rows: Some(150),
+        epochs: 4,
+        bias: true,
+        log_every: 0,
+        lr_schedule: gpu_train::job::LrSchedule::parse(Some("step:2:0.5"), Some("3:0.2")).unwrap(),
+        optimizer: Optimizer {
+            kind: OptimizerKind::Adam,
+            weight_decay: 1e-2,
+            ..Optimizer::default()
+        },
+        ..Job::default()
+    };
+    assert_eq!(base.layers, [1000, 100, 10], "the default job's widths");
+    for models in [1u64, 2, 3, 5] {
+        let jobs: Vec<Job> = (0..models)
+            .map(|seed| Job {
+                seed,
+                lr: 1e-4 * (1 + seed % 3) as f32,
+                ..base.clone()
+            })
+            .collect();
+        let check = gpu_train::check::sweep::check_cpu_sweep(&jobs);
+        let diff = block_on(check).unwrap_or_else(|e| panic!("{models} models: {e}"));
+        assert_eq!(diff, None, "{models} models");
+    }
+}
