@@ -251,12 +251,15 @@ def _run_arguments(x, y, job, params, device, layout, tune, val_split):
 class SweepResult:
     """What `sweep` returns: `values` (each variant's varied values, a list of dicts), `results`
     (each variant's `TrainResult`, as `train` with those values would return it, bit for bit),
-    `varied` (the names varied, in the order of the product: the last fastest)."""
+    `varied` (the names varied, in the order of the product: the last fastest), `batching` (how
+    the models shared the device: in the same dispatches on a GPU, one to a thread on the CPU, or
+    one after another, and why; `sweep.json`'s `batching`)."""
 
-    def __init__(self, varied, values, results):
+    def __init__(self, varied, values, results, batching):
         self.varied = varied
         self.values = values
         self.results = results
+        self.batching = batching
 
     def __len__(self):
         return len(self.results)
@@ -275,7 +278,8 @@ class SweepResult:
         return min(done)[1] if done else None
 
     def __repr__(self):
-        lines = [f"SweepResult({len(self)} variants varying {', '.join(self.varied)})"]
+        lines = [f"SweepResult({len(self)} variants varying {', '.join(self.varied)}; "
+                 f"{self.batching})"]
         for v, r in zip(self.values, self.results):
             end = f"diverged at {r.diverged_at}" if r.diverged_at is not None else f"{r.final_loss:.6e}"
             lines.append(f"  {v}: {end}")
@@ -320,9 +324,10 @@ def sweep(x=None, y=None, *, device="auto", params=None, val_split=None, layout=
         )
     values = [dict(zip(lists, combo)) for combo in itertools.product(*lists.values())]
     specs = [job_json({**job, **v}) for v in values]
-    out = _native.sweep(specs, *_run_arguments(x, y, job, params, device, layout, tune, val_split))
+    out, batching = _native.sweep(
+        specs, *_run_arguments(x, y, job, params, device, layout, tune, val_split))
     results = [TrainResult(losses, dict(t), json.loads(s)) for losses, t, s in out]
-    return SweepResult(list(lists), values, results)
+    return SweepResult(list(lists), values, results, batching)
 
 
 class VerifyReport:

@@ -237,7 +237,12 @@ fn run(req: Request, interrupted: &dyn Fn() -> bool) -> gpu_train::Result<Traine
 }
 
 /// Train every variant together; see `gpu_train.sweep`.
-fn run_sweep(req: Request, interrupted: &dyn Fn() -> bool) -> gpu_train::Result<Vec<Trained>> {
+/// The variants of `req` trained together: each variant's run, and how the models shared the
+/// device ([`gpu_train::sweep::Models::batching`]).
+fn run_sweep(
+    req: Request,
+    interrupted: &dyn Fn() -> bool,
+) -> gpu_train::Result<(Vec<Trained>, String)> {
     let mut jobs = Vec::with_capacity(req.specs.len());
     let mut states = Vec::with_capacity(req.specs.len());
     let mut vals = Vec::with_capacity(req.specs.len());
@@ -289,7 +294,7 @@ fn run_sweep(req: Request, interrupted: &dyn Fn() -> bool) -> gpu_train::Result<
         monitors[k].fill(&mut s);
         out.push(trained(s, &jobs[k], outcome, losses));
     }
-    Ok(out)
+    Ok((out, models.batching()))
 }
 
 /// Tensors by name from a list of (name, array) pairs.
@@ -435,8 +440,8 @@ fn train<'py>(
 }
 
 /// `sweep(specs, x, y, params, device, layout, tune, val_split)`: every variant's job (one JSON
-/// each) trained together as `gpu-train sweep` trains them -> one (losses, params, summary JSON)
-/// per variant.
+/// each) trained together as `gpu-train sweep` trains them -> (one (losses, params, summary
+/// JSON) per variant, how the models shared the device).
 #[pyfunction]
 #[pyo3(signature = (specs, x, y, params, device, layout_name, tune, val_split))]
 #[allow(clippy::too_many_arguments)]
@@ -450,10 +455,14 @@ fn sweep<'py>(
     layout_name: &str,
     tune: &str,
     val_split: Option<f64>,
-) -> PyResult<Vec<Returned<'py>>> {
+) -> PyResult<(Vec<Returned<'py>>, String)> {
     let req = request(&specs, x, y, params, device, layout_name, tune, val_split)?;
-    let all = py.detach(|| run_sweep(req, &interrupted)).map_err(to_py)?;
-    all.into_iter().map(|t| returned(py, t)).collect()
+    let (all, batching) = py.detach(|| run_sweep(req, &interrupted)).map_err(to_py)?;
+    let all = all
+        .into_iter()
+        .map(|t| returned(py, t))
+        .collect::<PyResult<_>>()?;
+    Ok((all, batching))
 }
 
 /// `predict(config, params, x, proba)`: the net's outputs for the rows of `x`, by the library's

@@ -31,6 +31,10 @@ def test_every_variant_is_its_own_run(device):
         assert_same_run(r, gpu_train.train(**job, **v), str(v))
     # The variants really differ (else the comparisons above prove little).
     assert len({r.losses[-1] for r in s.results}) == 4
+    # How they shared the device: the CPU's thread team, or the GPU's dispatches.
+    assert ("thread" in s.batching) == (device == "cpu"), s.batching
+    assert ("dispatches" in s.batching) == (device != "cpu"), s.batching
+    assert s.batching in repr(s)
 
 
 def test_a_diverging_variant_stops_alone(device):
