@@ -7,7 +7,7 @@ const escape = (s) => String(s).replace(/[&<>]/g, (c) => ({ "&": "&amp;", "<": "
 const params = new URLSearchParams(location.search);
 
 // The state the end-to-end test reads (web/test/e2e.py) as well as the page.
-const state = { adapter: null, runs: {}, verify: null, tune: null, bench: null, errors: [] };
+const state = { adapter: null, runs: {}, sweep: null, verify: null, tune: null, bench: null, errors: [] };
 let page = null;
 
 function showError(where, e) {
@@ -17,20 +17,21 @@ function showError(where, e) {
   return msg;
 }
 
-// A log-scale loss chart of every run so far: every decade the losses span labelled on the
-// left, whole epochs along the bottom, the legend at the top right (clear of both axes).
-function draw() {
-  const c = $("chart");
+// A log-scale loss chart of `curves` ({label, first, losses, color, width, dash}) on the canvas
+// `id`: every decade the losses span labelled on the left, whole epochs along the bottom, the
+// legend at the top right (clear of both axes; as many labels as fit, then how many more).
+function drawChart(id, curves) {
+  const c = $(id);
   const g = c.getContext("2d");
   g.clearRect(0, 0, c.width, c.height);
-  const runs = Object.entries(state.runs).filter(([, r]) => r.losses.length);
+  const runs = curves.filter((r) => r && r.losses.length);
   if (!runs.length) return;
-  const all = runs.flatMap(([, r]) => r.losses).filter((l) => l > 0 && isFinite(l));
+  const all = runs.flatMap((r) => r.losses).filter((l) => l > 0 && isFinite(l));
   if (!all.length) return;
   // Whole decades, so that each one the losses span has its power of ten on the axis.
   let lo = Math.floor(Math.log10(Math.min(...all))), hi = Math.ceil(Math.log10(Math.max(...all)));
   if (hi <= lo) hi = lo + 1;
-  const epochs = Math.max(...runs.map(([, r]) => r.first + r.losses.length));
+  const epochs = Math.max(...runs.map((r) => r.first + r.losses.length));
   const [L, R, T, B] = [64, 20, 16, 34];
   const x = (e) => L + ((c.width - L - R) * e) / Math.max(1, epochs - 1);
   const y = (l) => T + ((c.height - T - B) * (hi - Math.log10(l))) / (hi - lo);
@@ -57,19 +58,72 @@ function draw() {
   g.fillText("loss (log)", 4, T - 4 + 13);
   g.textAlign = "right";
   g.fillText("epoch", c.width - R, c.height - 4);
-  const colors = { gpu: "#1f5fbf", cpu: "#d9731a" };
-  runs.forEach(([name, r], i) => {
-    g.strokeStyle = colors[name] || "#888";
-    g.lineWidth = name === "cpu" ? 1.5 : 3;
-    g.setLineDash(name === "cpu" ? [6, 4] : []);
+  const fit = Math.max(1, Math.floor((c.height - T - B - 24) / 16));
+  runs.forEach((r, i) => {
+    g.strokeStyle = r.color || "#888";
+    g.lineWidth = r.width || 2;
+    g.setLineDash(r.dash || []);
     g.beginPath();
-    r.losses.forEach((l, j) => (j ? g.lineTo : g.moveTo).call(g, x(r.first + j), y(Math.max(l, 10 ** lo))));
+    // A diverged run's last loss is not finite: its curve ends at the epoch before.
+    r.losses.forEach((l, j) => {
+      if (!isFinite(l)) return;
+      (j ? g.lineTo : g.moveTo).call(g, x(r.first + j), y(Math.max(l, 10 ** lo)));
+    });
     g.stroke();
     g.setLineDash([]);
     g.fillStyle = g.strokeStyle;
-    g.fillText(r.label, c.width - R - 8, T + 18 + 16 * i);
+    if (i < fit) g.fillText(r.label, c.width - R - 8, T + 18 + 16 * i);
   });
+  if (runs.length > fit) {
+    g.fillStyle = "#555";
+    g.fillText(`… and ${runs.length - fit} more (the table below)`, c.width - R - 8, T + 18 + 16 * fit);
+  }
   g.textAlign = "left";
+}
+
+// The training runs (WebGPU, then the CPU reference) on the train chart.
+function draw() {
+  const styles = { gpu: { color: "#1f5fbf", width: 3 }, cpu: { color: "#d9731a", width: 1.5, dash: [6, 4] } };
+  drawChart("chart", Object.entries(state.runs).map(([name, r]) => ({ ...r, ...(styles[name] || {}) })));
+}
+
+// Ten colours, then the same ten dashed, dotted, ...: many curves stay told apart.
+const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
+const DASHES = [[], [8, 4], [2, 3], [10, 3, 2, 3]];
+const curveStyle = (k) => ({ color: PALETTE[k % 10], dash: DASHES[Math.floor(k / 10) % 4], width: 2 });
+
+// A sweep of `job` (JSON) over `lists` (`lr=1e-6,3e-6 seed=0,1`) on `device`: every variant's
+// curve as it trains, then the table of their final figures.
+async function sweep(job, lists, device) {
+  const out = $("sweep-out");
+  out.innerHTML = "";
+  const curves = [];
+  const onChunk = (k, first, losses) => {
+    const c = curves[k] || (curves[k] = { first, losses: [], label: `variant ${k}`, ...curveStyle(k) });
+    c.losses.push(...losses);
+    drawChart("sweep-chart", curves);
+  };
+  const result = JSON.parse(await page.sweep(job, lists, device, onChunk));
+  result.variants.forEach((v, k) => {
+    if (!curves[k]) return;
+    curves[k].label = v.label + (v.diverged_at != null ? ` (diverged at epoch ${v.diverged_at})` : "");
+  });
+  drawChart("sweep-chart", curves);
+  const where = device === "gpu" ? `WebGPU (${state.adapter.name || "adapter"})` : "the CPU (wasm)";
+  out.insertAdjacentHTML(
+    "beforeend",
+    `<p>${result.variants.length} variants varying ${escape(result.varied)} on ${escape(where)} in ` +
+      `${result.train_s.toFixed(2)} s: ${escape(result.batching)}.</p>`,
+  );
+  const rows = result.variants.map((v, k) => {
+    const s = v.summary;
+    const last = s.losses.length ? s.losses[s.losses.length - 1] : null;
+    const end = v.diverged_at != null ? `diverged at epoch ${v.diverged_at}` : last === null ? "-" : Number(last).toExponential(6);
+    return `<tr><td>${k}</td><td>${escape(v.label)}</td><td>${escape(end)}</td></tr>`;
+  });
+  out.insertAdjacentHTML("beforeend", `<table><thead><tr><th>#</th><th>values</th><th>final loss</th></tr></thead><tbody>${rows.join("")}</tbody></table>`);
+  state.sweep = result;
+  return result;
 }
 
 function spec() {
@@ -187,7 +241,7 @@ async function forget() {
   return had;
 }
 
-const GPU_BUTTONS = ["verify", "tune", "forget", "bench"];
+const GPU_BUTTONS = ["sweep-gpu", "verify", "tune", "forget", "bench"];
 
 function guard(where, f) {
   return async () => {
@@ -262,6 +316,8 @@ async function main() {
     a.download = "model.safetensors";
     a.click();
   });
+  $("sweep-gpu").onclick = guard("sweep-out", () => sweep(spec(), $("sweep-lists").value, "gpu"));
+  $("sweep-cpu").onclick = guard("sweep-out", () => sweep(spec(), $("sweep-lists").value, "cpu"));
   $("verify").onclick = guard("verify-out", () => verify(true));
   $("tune").onclick = guard("tune-out", () => tune(spec(), false));
   $("forget").onclick = guard("tune-out", () => forget());
@@ -278,6 +334,7 @@ window.gpuTrain = {
   trainBoth: (job) => trainBoth(job),
   train: (job, device) => train(job, device),
   trainNpy: (job, device, x, y) => train(job, device, { x, y }),
+  sweep: (job, lists, device) => sweep(job, lists, device),
   verify: (quick) => verify(quick),
   tune: (job, quick) => tune(job, quick),
   forget: () => forget(),

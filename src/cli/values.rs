@@ -3,8 +3,10 @@
 
 use crate::error::Error;
 use crate::gpu::context::DeviceChoice;
-use crate::job::{Activation, InitScheme, Named};
-use crate::schedule::{Schedule, Warmup};
+use crate::job::{Activation, Named};
+
+// The lists a sweep varies (and their numbers): one set of parsers for the flags and the page.
+pub use crate::sweep::lists::{init_schemes, real, reals, schedules, seeds, warmups, List};
 
 /// The message of the library's own parsers' errors (clap adds the flag and the value).
 fn message(e: Error) -> String {
@@ -39,13 +41,6 @@ pub fn count(s: &str) -> Result<usize, String> {
     })
 }
 
-/// A number (its range is the job's to check).
-pub fn real(s: &str) -> Result<f32, String> {
-    s.trim()
-        .parse::<f32>()
-        .map_err(|_| format!("`{s}` is not a number"))
-}
-
 /// A fraction strictly between 0 and 1.
 pub fn fraction(s: &str) -> Result<f64, String> {
     match s.trim().parse::<f64>() {
@@ -69,56 +64,6 @@ pub fn seconds(s: &str) -> Result<f64, String> {
             "`{s}` must be a number of seconds above 0, e.g. 10"
         )),
     }
-}
-
-/// A comma-separated list of a setting's values (one value in a training run, the values a
-/// sweep trains in `gpu-train sweep`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct List<T>(pub Vec<T>);
-
-/// The values of `s`, each parsed by `item`; the error names the item (`item 2 of `1e-3,,2` is
-/// empty`).
-fn list<T>(s: &str, item: impl Fn(&str) -> Result<T, String>) -> Result<List<T>, String> {
-    let parts: Vec<&str> = s.split(',').collect();
-    let many = parts.len() > 1;
-    let at = |i: usize| format!("item {} of `{s}`", i + 1);
-    (parts.iter().enumerate())
-        .map(|(i, p)| match (p.trim(), many) {
-            ("", true) => Err(format!("{} is empty", at(i))),
-            ("", false) => Err("no value given".to_string()),
-            (t, true) => item(t).map_err(|e| format!("{}: {e}", at(i))),
-            (t, false) => item(t),
-        })
-        .collect::<Result<Vec<T>, String>>()
-        .map(List)
-}
-
-/// `--lr`, `--weight-decay`, ...: numbers.
-pub fn reals(s: &str) -> Result<List<f32>, String> {
-    list(s, real)
-}
-
-/// `--seed`: whole numbers.
-pub fn seeds(s: &str) -> Result<List<u64>, String> {
-    list(s, |t| {
-        t.parse::<u64>()
-            .map_err(|_| format!("`{t}` is not a whole number"))
-    })
-}
-
-/// `--init-scheme`.
-pub fn init_schemes(s: &str) -> Result<List<InitScheme>, String> {
-    list(s, init_scheme)
-}
-
-/// `--lr-schedule`.
-pub fn schedules(s: &str) -> Result<List<Schedule>, String> {
-    list(s, schedule)
-}
-
-/// `--warmup`.
-pub fn warmups(s: &str) -> Result<List<Warmup>, String> {
-    list(s, warmup)
 }
 
 /// Layer widths, input to output (one value to clap, which takes a `Vec` for many).
@@ -152,11 +97,6 @@ pub fn activation(s: &str) -> Result<Activation, String> {
     Activation::parse(one(s)?).map_err(message)
 }
 
-/// `--init-scheme SCHEME[:VALUE]`.
-pub fn init_scheme(s: &str) -> Result<InitScheme, String> {
-    InitScheme::parse(s).map_err(message)
-}
-
 /// `--shape MxNxK`, each at least 1.
 pub fn shape(s: &str) -> Result<(usize, usize, usize), String> {
     let bad = || format!("`{s}` is not MxNxK (e.g. 1024x1024x1024)");
@@ -170,16 +110,6 @@ pub fn shape(s: &str) -> Result<(usize, usize, usize), String> {
     }
 }
 
-/// `--lr-schedule constant|step:EVERY:GAMMA|cosine:T_MAX[:MIN_LR]`.
-pub fn schedule(s: &str) -> Result<Schedule, String> {
-    Schedule::parse(s).map_err(message)
-}
-
-/// `--warmup STEPS[:START_FACTOR]`.
-pub fn warmup(s: &str) -> Result<Warmup, String> {
-    Warmup::parse(s).map_err(message)
-}
-
 /// `--device auto|cpu|gpu|INDEX|NAME`.
 pub fn device(s: &str) -> Result<DeviceChoice, String> {
     DeviceChoice::parse(s).map_err(message)
@@ -188,6 +118,7 @@ pub fn device(s: &str) -> Result<DeviceChoice, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::job::InitScheme;
 
     /// Every typed flag reaches the JobSpec as its value (clap's definition and access agree:
     /// a mismatch panics only when the flag is given), and clap's own checks of the

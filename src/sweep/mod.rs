@@ -4,6 +4,7 @@
 //! the lists ([`Grid`]), each a [`JobSpec`] of its own, trained by a [`SweepSession`] over the
 //! devices of all of them ([`Models`]).
 
+pub mod lists;
 mod session;
 
 pub use session::{Models, SweepSession};

@@ -3,14 +3,15 @@
 
 use gpu_train::backend::{Backend, TrainState};
 use gpu_train::bench::{self, results::Host};
-use gpu_train::cpu::CpuBackend;
+use gpu_train::cpu::{CpuBackend, CpuModels};
 use gpu_train::gpu::layout::Layout;
 use gpu_train::gpu::tune::{self, AdapterId, Table};
-use gpu_train::gpu::{GpuBackend, GpuContext, LimitsChoice};
+use gpu_train::gpu::{GpuBackend, GpuContext, GpuModels, LimitsChoice};
 use gpu_train::init::HostState;
 use gpu_train::io::{checkpoint, summary::Summary};
 use gpu_train::job::{Job, PRESETS};
 use gpu_train::spec::JobSpec;
+use gpu_train::sweep::{Grid, Models, SweepSession, MAX_VARIANTS};
 use gpu_train::train::Session;
 use gpu_train::verify;
 use js_sys::{Float32Array, Function, Promise, Uint8Array};
@@ -350,6 +351,28 @@ impl Page {
         })
     }
 
+    /// A sweep (`gpu-train sweep`): every variant of the job `spec` that `lists` make
+    /// (`lr=1e-3,3e-3 seed=0,1`: the settings a sweep can vary, as [`Grid::parse`] reads them),
+    /// trained together on `device` (`gpu`: in the same dispatches where the layout allows;
+    /// `cpu`), calling `on_chunk(k, first_epoch, losses: Float32Array)` after every chunk of
+    /// variant `k`. Resolves to `{"varied", "batching", "train_s", "variants": [{"label",
+    /// "values", "diverged_at", "summary", "line"}]}`, each variant's summary that of a run of the
+    /// job with its values, bit for bit.
+    pub fn sweep(
+        &self,
+        spec: String,
+        lists: String,
+        device: String,
+        on_chunk: Function,
+    ) -> Promise {
+        let inner = self.0.clone();
+        future_to_promise(async move {
+            let base = JobSpec::parse(&spec).map_err(job_err)?;
+            let grid = Grid::parse(&lists, MAX_VARIANTS).map_err(js_err)?;
+            sweep(&inner, &base, &grid, &device, &on_chunk).await
+        })
+    }
+
     /// The last model trained here as a safetensors file (what `gpu-train --resume`, `eval`,
     /// `predict` and PyTorch's `safetensors.torch.load_file` read).
     pub fn model_safetensors(&self) -> Result<Uint8Array, JsValue> {
@@ -502,6 +525,75 @@ async fn train(
     let end = backend.state_async().await.map_err(js_err)?;
     *inner.last.borrow_mut() = Some((job, end, report.end_epoch()));
     to_json(&json!({"summary": summary, "line": summary.line()}))
+}
+
+/// [`Page::sweep`] of the variants of `base` that `grid` makes.
+async fn sweep(
+    inner: &Inner,
+    base: &JobSpec,
+    grid: &Grid,
+    device: &str,
+    on_chunk: &Function,
+) -> Result<JsValue, JsValue> {
+    let (mut jobs, mut states) = (Vec::new(), Vec::new());
+    for k in 0..grid.len() {
+        let (job, state) = grid.spec(base, k).resolve().map_err(job_err)?;
+        jobs.push(job);
+        states.push(state);
+    }
+    let setup = Instant::now();
+    let mut models: Box<dyn Models> = match device {
+        "cpu" => Box::new(CpuModels::new(&jobs, &states)),
+        "gpu" => {
+            let (ctx, layout) = inner.gpu.as_ref().map_err(js_err)?;
+            let gpu = GpuModels::create(ctx.clone(), &jobs, &states, *layout).await;
+            Box::new(gpu.map_err(js_err)?)
+        }
+        other => return Err(js_err(format!("device `{other}`: gpu or cpu"))),
+    };
+    let setup_s = setup.elapsed().as_secs_f64();
+    let mut session = SweepSession::new(&jobs, models.as_mut(), 0);
+    let mut shown = Instant::now();
+    while let Some(chunks) = session.next_chunk().await.map_err(js_err)? {
+        for (k, chunk) in chunks.iter().enumerate() {
+            let Some(chunk) = chunk else { continue };
+            let losses = Float32Array::from(&chunk.losses[..]);
+            let first = JsValue::from(chunk.first as f64);
+            on_chunk.call3(&JsValue::NULL, &JsValue::from(k as f64), &first, &losses)?;
+        }
+        if shown.elapsed() > Duration::from_millis(30) {
+            yield_now().await;
+            shown = Instant::now();
+        }
+    }
+    let outcomes = session.finish().await.map_err(js_err)?;
+    let info = models.describe();
+    let stats = models.stats();
+    let mut variants = Vec::with_capacity(jobs.len());
+    for (k, outcome) in outcomes.iter().enumerate() {
+        // As `gpu-train sweep` writes each variant's summary: its own counts, the submissions
+        // and the encoding time of the whole sweep.
+        let mut own = models.model(k).stats();
+        (own.submits, own.encode_s) = (stats.submits, stats.encode_s);
+        let summary = Summary::new(info.clone(), &jobs[k], outcome, setup_s, own);
+        let values: serde_json::Map<String, serde_json::Value> = (grid.values(k).iter())
+            .map(|v| (v.name(), v.json()))
+            .collect();
+        variants.push(json!({
+            "label": grid.label(k),
+            "values": values,
+            "diverged_at": outcome.diverged.map(|(epoch, _)| epoch),
+            "line": summary.line(),
+            "summary": summary,
+        }));
+    }
+    let train_s = outcomes.first().map_or(0.0, |o| o.train_s);
+    to_json(&json!({
+        "varied": grid.describe(),
+        "batching": models.batching(),
+        "train_s": train_s,
+        "variants": variants,
+    }))
 }
 
 /// The presets as JSON: `[{"name", "about", "job"}]`, `job` the preset's config.

@@ -12,6 +12,9 @@ enabled, and checks that:
     and again in the buffer layout under WebGPU's default limits (?layout=buffer&limits=webgpu);
   - tune in the page measures every layout, keeps the outcome in the browser's storage, and the
     page opened again trains with it (a corrupt stored tuning is ignored with the reason);
+  - a sweep in the page gives each variant its own run's losses bit for bit, on WebGPU (in both
+    layouts: in the buffer layout in the same dispatches) and on the CPU, stops a diverging
+    variant alone, and names the setting and the item of a bad list;
   - bench --quick in the page (its training and matmul cases, each GPU result checked against the
     CPU) passes, and its results JSON is read by `gpu-train bench compare` beside a native
     results file;
@@ -202,6 +205,30 @@ def native_default_job(cli, out):
         return json.load(f)["losses"]
 
 
+def sweep_matches_runs(d, device, what):
+    """A sweep in the page (4 variants, lr x seed, of a job with mini-batches and a short last
+    one, biases, Adam and a step schedule) on `device`: every variant's losses equal the page's
+    own run of its values, bit for bit, and differ from one another. How the models shared the
+    device is returned (`batching`)."""
+    base = {"layers": [20, 16, 3], "rows": 100, "batch": 32, "bias": True,
+            "optimizer": {"kind": "adam"}, "lr_schedule": {"schedule": "step:5:0.5"}, "epochs": 12}
+    s = call(d, "window.gpuTrain.sweep(arguments[0], arguments[1], arguments[2]).then(r => "
+                "({batching: r.batching, variants: r.variants.map(v => ({values: v.values, "
+                "losses: v.summary.losses}))}))",
+             json.dumps(base), "lr=1e-3,3e-3 seed=0,1", device)
+    variants = s["variants"]
+    same = len(variants) == 4
+    for v in variants:
+        job = dict(base, lr=v["values"]["lr"], seed=v["values"]["seed"])
+        run = call(d, "window.gpuTrain.train(arguments[0], arguments[1]).then(r => "
+                      "r.summary.losses)", json.dumps(job), device, quiet=True)
+        same = same and run == v["losses"] and len(run) == 12
+    distinct = len({json.dumps(v["losses"]) for v in variants}) == 4
+    check(same and distinct, f"sweep in the page on {device}{what}: each of 4 variants (lr x seed) "
+                             f"is its own run, bit for bit ({s['batching']})")
+    return s["batching"]
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--cli", default=os.path.join(ROOT, "target/release/gpu-train"))
@@ -277,6 +304,17 @@ def main():
             check(r["passed"], f"preset {p['name']} (20 epochs): WebGPU within tolerance of the "
                                f"CPU (worst {r['worst_ratio']:.3f})")
 
+        # A sweep in the page, on WebGPU and on the CPU.
+        for device in ["gpu", "cpu"]:
+            sweep_matches_runs(d, device, "")
+        s = call(d, "window.gpuTrain.sweep('{\"epochs\": 40}', 'lr=1e-6,1', 'gpu').then(r => "
+                    "r.variants.map(v => [v.diverged_at, v.summary.losses.length]))")
+        check(s[0] == [None, 40] and s[1][0] is not None and s[1][1] == s[1][0] + 1,
+              f"sweep in the page: a diverging variant stops alone, the other runs on ({s})")
+        e = error_of(d, "window.gpuTrain.sweep('{}', 'lr=1e-3,,2', 'cpu')")
+        check(e is not None and "lr: item 2 of `1e-3,,2` is empty" in e,
+              f"sweep in the page: a bad list names the setting and the item ({e})")
+
         # verify --quick: every check passes.
         report = call(d, "window.gpuTrain.verify(true)")
         failed = [c for c in report["checks"] if not c["passed"]]
@@ -322,6 +360,9 @@ def main():
               f"?layout=buffer&limits=webgpu opens the buffer layout under WebGPU's limits "
               f"({adapter.get('layout')}, {adapter.get('limits')}, {adapter.get('error')})")
         default_job_within(d, native, "in the buffer layout")
+        batching = sweep_matches_runs(d, "gpu", " in the buffer layout")
+        check(batching.startswith("every model in the same dispatches"),
+              f"the page's sweep in the buffer layout shares its dispatches ({batching})")
         report = call(d, "window.gpuTrain.verify(true)")
         failed = [c for c in report["checks"] if not c["passed"]]
         layouts = {c["layout"] for c in report["checks"] if c.get("layout", "-") != "-"}
