@@ -283,14 +283,11 @@ fn run_sweep(
         return Err(interrupted_error(o.end_epoch()));
     }
     let device = models.describe();
-    let stats = models.stats();
     let mut out = Vec::with_capacity(jobs.len());
     for (k, (outcome, losses)) in outcomes.iter().zip(losses).enumerate() {
-        // As `gpu-train sweep` writes each variant's summary: its own counts, the submissions
-        // and the encoding time of the whole sweep.
-        let mut model_stats = models.model(k).stats();
-        (model_stats.submits, model_stats.encode_s) = (stats.submits, stats.encode_s);
-        let mut s = Summary::new(device.clone(), &jobs[k], outcome, setup_s, model_stats);
+        // As `gpu-train sweep` writes each variant's summary.
+        let stats = models.stats_of(k);
+        let mut s = Summary::new(device.clone(), &jobs[k], outcome, setup_s, stats);
         monitors[k].fill(&mut s);
         out.push(trained(s, &jobs[k], outcome, losses));
     }

@@ -62,12 +62,10 @@ pub(super) fn sweep_command(args: &SweepArgs) -> Result<()> {
     let outcomes = run(args, &grid, &jobs, models.as_mut(), &mut monitors)?;
     let mut failed: Vec<Error> = Vec::new();
     let mut rows = Vec::with_capacity(grid.len());
-    let stats = models.stats();
     for (k, outcome) in outcomes.iter().enumerate() {
         let dir = args.out.join(k.to_string());
-        let mut model_stats = models.model(k).stats();
-        (model_stats.submits, model_stats.encode_s) = (stats.submits, stats.encode_s);
-        let mut s = summary::Summary::new(device.clone(), &jobs[k], outcome, setup_s, model_stats);
+        let stats = models.stats_of(k);
+        let mut s = summary::Summary::new(device.clone(), &jobs[k], outcome, setup_s, stats);
         monitors[k].fill(&mut s);
         let written = (crate::io::ensure_dir(&dir))
             .and_then(|()| summary::write_summary(&dir.join("summary.json"), &s));

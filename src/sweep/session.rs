@@ -37,6 +37,15 @@ pub trait Models {
     /// What the device counted, over all models.
     fn stats(&self) -> Stats;
 
+    /// Model `k`'s counts as its summary reports them: its own dispatches, and the submissions
+    /// and encoding time of the whole sweep, which it shared.
+    fn stats_of(&mut self, k: usize) -> Stats {
+        let all = self.stats();
+        let mut own = self.model(k).stats();
+        (own.submits, own.encode_s) = (all.submits, all.encode_s);
+        own
+    }
+
     /// How the models share the device: in the same dispatches, or each its own, and why.
     fn batching(&self) -> String;
 }

@@ -568,14 +568,11 @@ async fn sweep(
     }
     let outcomes = session.finish().await.map_err(js_err)?;
     let info = models.describe();
-    let stats = models.stats();
     let mut variants = Vec::with_capacity(jobs.len());
     for (k, outcome) in outcomes.iter().enumerate() {
-        // As `gpu-train sweep` writes each variant's summary: its own counts, the submissions
-        // and the encoding time of the whole sweep.
-        let mut own = models.model(k).stats();
-        (own.submits, own.encode_s) = (stats.submits, stats.encode_s);
-        let summary = Summary::new(info.clone(), &jobs[k], outcome, setup_s, own);
+        // As `gpu-train sweep` writes each variant's summary.
+        let stats = models.stats_of(k);
+        let summary = Summary::new(info.clone(), &jobs[k], outcome, setup_s, stats);
         let values: serde_json::Map<String, serde_json::Value> = (grid.values(k).iter())
             .map(|v| (v.name(), v.json()))
             .collect();
