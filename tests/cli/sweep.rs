@@ -152,6 +152,65 @@ fn sweep_variants_match_their_runs_gpu_both_layouts() {
     }
 }
 
+/// On a team of more threads than variants (4 threads, 3 variants, `GPU_TRAIN_CPU_THREADS`), the
+/// sweep measures both ways of running them (one to a thread, or one after another on the team)
+/// and takes one, and each variant is still its lone run on the same team, bit for bit: its
+/// losses, weights, biases and Adam's moments. The products are split four ways over an inner
+/// dimension of 1537, so a variant made of other parts than its lone run's would differ.
+#[test]
+fn sweep_cpu_variants_fewer_than_threads_match_their_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("sweep");
+    let env = [("GPU_TRAIN_CPU_THREADS", "4")];
+    let job = [
+        "--layers",
+        "1537,100,10",
+        "--rows",
+        "150",
+        "--epochs",
+        "4",
+        "--bias",
+        "--optimizer",
+        "adam",
+        "--quiet",
+    ];
+    let lrs = ["1e-4", "2e-4", "3e-4"];
+    sweep(&out, "cpu")
+        .args(job)
+        .flag("--lr", lrs.join(","))
+        .arg("--save")
+        .run_env(&env)
+        .success();
+    let index = json(&out.join("sweep.json"));
+    let batching = index["batching"].as_str().unwrap_or_default();
+    assert!(batching.contains("measured"), "{index:#}");
+    for (k, lr) in lrs.iter().enumerate() {
+        let solo = tmp.path().join(format!("solo{k}"));
+        std::fs::create_dir(&solo).unwrap();
+        Cmd::cpu()
+            .args(job)
+            .flag("--lr", lr)
+            .flag("--summary-json", p(&solo.join("summary.json")))
+            .flag("--save", p(&solo.join("model.safetensors")))
+            .run_env(&env)
+            .success();
+        let dir = out.join(k.to_string());
+        let (got, want) = (
+            json(&dir.join("summary.json")),
+            json(&solo.join("summary.json")),
+        );
+        assert_eq!(losses(&got).len(), 4, "variant {k}");
+        assert_eq!(losses(&got), losses(&want), "variant {k}: {batching}");
+        for name in ["model.safetensors", "model.optim.safetensors"] {
+            let same = checkpoint(&dir.join(name)) == checkpoint(&solo.join(name));
+            assert!(
+                same,
+                "variant {k}: {name} differs from its run's ({batching})"
+            );
+        }
+    }
+}
+
 /// A learning rate that blows up stops alone: marked with its epoch, NaN-free curves for the
 /// others, exit 0; the table, the index, the curves and the summaries say so. All diverged: 3.
 #[test]
