@@ -9,6 +9,8 @@ const params = new URLSearchParams(location.search);
 // The state the end-to-end test reads (web/test/e2e.py) as well as the page.
 const state = { adapter: null, runs: {}, sweep: null, verify: null, tune: null, bench: null, errors: [] };
 let page = null;
+// Whether a sweep left a model to download (its best variant).
+let sweptModel = false;
 
 function showError(where, e) {
   const msg = e instanceof Error ? e.message : String(e);
@@ -122,6 +124,10 @@ async function sweep(job, lists, device) {
     return `<tr><td>${k}</td><td>${escape(v.label)}</td><td>${escape(end)}</td></tr>`;
   });
   out.insertAdjacentHTML("beforeend", `<table><thead><tr><th>#</th><th>values</th><th>final loss</th></tr></thead><tbody>${rows.join("")}</tbody></table>`);
+  if (result.best !== null) {
+    out.insertAdjacentHTML("beforeend", `<p>The lowest final loss: variant ${result.best} (${escape(result.variants[result.best].label)}), the model "Download the model" gives.</p>`);
+    sweptModel = true;
+  }
   state.sweep = result;
   return result;
 }
@@ -252,7 +258,7 @@ function guard(where, f) {
       showError(where, e);
     } finally {
       document.querySelectorAll("button").forEach((b) => (b.disabled = false));
-      $("download").disabled = !Object.keys(state.runs).length;
+      $("download").disabled = !Object.keys(state.runs).length && !sweptModel;
       if (!state.adapter.ok) GPU_BUTTONS.forEach((b) => ($(b).disabled = true));
     }
   };

@@ -355,9 +355,10 @@ impl Page {
     /// (`lr=1e-3,3e-3 seed=0,1`: the settings a sweep can vary, as [`Grid::parse`] reads them),
     /// trained together on `device` (`gpu`: in the same dispatches where the layout allows;
     /// `cpu`), calling `on_chunk(k, first_epoch, losses: Float32Array)` after every chunk of
-    /// variant `k`. Resolves to `{"varied", "batching", "train_s", "variants": [{"label",
+    /// variant `k`. Resolves to `{"varied", "batching", "train_s", "best", "variants": [{"label",
     /// "values", "diverged_at", "summary", "line"}]}`, each variant's summary that of a run of the
-    /// job with its values, bit for bit.
+    /// job with its values, bit for bit; `best` the variant of the lowest final loss (null if
+    /// all diverged), which becomes the model [`Page::model_safetensors`] offers.
     pub fn sweep(
         &self,
         spec: String,
@@ -584,11 +585,23 @@ async fn sweep(
             "summary": summary,
         }));
     }
+    // The variant of the lowest final loss (of those that did not diverge) is the model the
+    // page offers for download.
+    let best = (outcomes.iter().enumerate())
+        .filter(|(_, o)| o.diverged.is_none())
+        .filter_map(|(k, o)| o.final_loss().filter(|l| l.is_finite()).map(|l| (l, k)))
+        .min_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, k)| k);
+    if let Some(k) = best {
+        let end = models.model(k).state_async().await.map_err(js_err)?;
+        *inner.last.borrow_mut() = Some((jobs[k].clone(), end, outcomes[k].end_epoch()));
+    }
     let train_s = outcomes.first().map_or(0.0, |o| o.train_s);
     to_json(&json!({
         "varied": grid.describe(),
         "batching": models.batching(),
         "train_s": train_s,
+        "best": best,
         "variants": variants,
     }))
 }

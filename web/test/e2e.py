@@ -31,6 +31,7 @@ import http.server
 import json
 import math
 import os
+import struct
 import subprocess
 import sys
 import tempfile
@@ -213,10 +214,20 @@ def sweep_matches_runs(d, device, what):
     base = {"layers": [20, 16, 3], "rows": 100, "batch": 32, "bias": True,
             "optimizer": {"kind": "adam"}, "lr_schedule": {"schedule": "step:5:0.5"}, "epochs": 12}
     s = call(d, "window.gpuTrain.sweep(arguments[0], arguments[1], arguments[2]).then(r => "
-                "({batching: r.batching, variants: r.variants.map(v => ({values: v.values, "
-                "losses: v.summary.losses}))}))",
+                "({batching: r.batching, best: r.best, variants: r.variants.map(v => ({values: "
+                "v.values, losses: v.summary.losses}))}))",
              json.dumps(base), "lr=1e-3,3e-3 seed=0,1", device)
     variants = s["variants"]
+    # The model the page then offers is the variant of the lowest final loss.
+    model = bytes(call(d, "Promise.resolve(window.gpuTrain.model())", quiet=True))
+    n = int.from_bytes(model[:8], "little")
+    config = json.loads(json.loads(model[8:8 + n])["__metadata__"]["config"])
+    best = min(range(len(variants)), key=lambda k: variants[k]["losses"][-1])
+    f32 = lambda v: struct.unpack("f", struct.pack("f", v))[0]
+    check(s["best"] == best and (f32(config["lr"]), config["seed"]) == (
+        f32(variants[best]["values"]["lr"]), variants[best]["values"]["seed"]),
+          f"sweep in the page on {device}{what}: the model offered is the best variant's "
+          f"({s['best']}, lr {config['lr']}, seed {config['seed']})")
     same = len(variants) == 4
     for v in variants:
         job = dict(base, lr=v["values"]["lr"], seed=v["values"]["seed"])
