@@ -246,8 +246,12 @@ fn run_sweep(
     let mut jobs = Vec::with_capacity(req.specs.len());
     let mut states = Vec::with_capacity(req.specs.len());
     let mut vals = Vec::with_capacity(req.specs.len());
+    let available = gpu_train::sweep::available_memory();
     for spec in &req.specs {
         let (job, state, val) = resolve(spec, &req)?;
+        if jobs.is_empty() {
+            gpu_train::sweep::check_memory(&job, req.specs.len(), available)?;
+        }
         jobs.push(job);
         states.push(state);
         vals.push(val);

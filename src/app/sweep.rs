@@ -29,9 +29,13 @@ pub(super) fn sweep_command(args: &SweepArgs) -> Result<()> {
     let mut jobs = Vec::with_capacity(grid.len());
     let mut states = Vec::with_capacity(grid.len());
     let mut vals = Vec::with_capacity(grid.len());
+    let available = crate::sweep::available_memory();
     for k in 0..grid.len() {
         let spec = grid.spec(&base, k);
         let (mut job, mut state) = super::resolve_with(&args.job, spec, data.clone())?;
+        if k == 0 {
+            crate::sweep::check_memory(&job, grid.len(), available)?;
+        }
         vals.push(validation(&args.job, &mut job, &mut state)?);
         jobs.push(job);
         states.push(state);

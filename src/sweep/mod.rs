@@ -17,6 +17,43 @@ use crate::spec::{JobSpec, OptimizerSpec, ScheduleSpec};
 /// The most variants a sweep trains unless told otherwise (`--max-variants`).
 pub const MAX_VARIANTS: usize = 4096;
 
+/// Refuse a sweep of `variants` variants of `job` (variant 0: they share every shape) whose
+/// datasets and parameters alone, held twice per variant (its drawn state, and the CPU path's or
+/// the device's copy that trains), would take more than `available` bytes of host memory (the
+/// machine's, where known: [`available_memory`]); naming both, before any other variant is drawn.
+/// What a path holds beyond that (the optimizer's state, activations, a stack's copies) is left
+/// out, so a sweep refused here could not have run.
+pub fn check_memory(job: &crate::job::Job, variants: usize, available: Option<u64>) -> Result<()> {
+    let (Some(each), Some(available)) = (job.host_bytes(), available) else {
+        return Ok(());
+    };
+    let need = each.saturating_mul(2).saturating_mul(variants as u64);
+    if need <= available {
+        return Ok(());
+    }
+    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+    Err(Error::arg(
+        "--max-variants",
+        format!(
+            "{variants} variants would need at least {:.2} GiB of host memory (each its dataset \
+             and parameters, {:.1} MiB, twice: its state and its trained copy), more than the \
+             {:.2} GiB this machine has available now: fewer variants, or a smaller net or \
+             dataset",
+            gib(need),
+            each as f64 / (1u64 << 20) as f64,
+            gib(available)
+        ),
+    ))
+}
+
+/// The host memory available now (Linux's `MemAvailable`), where the system says.
+pub fn available_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
 /// One value of a setting a sweep can vary.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Value {
@@ -232,6 +269,23 @@ impl Grid {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sweep_past_the_host_memory_is_refused_naming_both() {
+        let job = crate::job::Job::default();
+        let each = job.host_bytes().unwrap();
+        // 64 variants of the default job: 2 x 64 x its dataset and parameters.
+        assert!(check_memory(&job, 64, Some(each * 128)).is_ok());
+        assert!(check_memory(&job, 64, None).is_ok());
+        let e = check_memory(&job, 64, Some(each * 128 - 1))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("64 variants would need at least") && e.contains("available now"),
+            "{e}"
+        );
+        assert!(available_memory().is_none_or(|b| b > 0));
+    }
 
     fn grid() -> Grid {
         let lr = vec![Value::Lr(1e-3), Value::Lr(1e-2), Value::Lr(0.5)];

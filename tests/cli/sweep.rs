@@ -351,6 +351,15 @@ fn sweep_bad_lists_and_out_are_refused_naming_the_flag() {
         assert_bad_input(&r, needles);
         assert!(!out.exists(), "{flags:?}: nothing written on bad input");
     }
+    // More variants than the host memory holds (4096 of a 4096x4096 net: 0.5 TB, their
+    // parameters held twice), refused before any is trained or written, naming the sizes.
+    let seeds: Vec<String> = (0..4096).map(|s| s.to_string()).collect();
+    let r = sweep(&out, "cpu")
+        .args(["--layers", "4096,4096,10", "--epochs", "1"])
+        .flag("--seed", seeds.join(","))
+        .run();
+    assert_bad_input(&r, &["--max-variants", "4096 variants", "GiB of host memory"]);
+    assert!(!out.exists(), "nothing written past the host memory");
     // A training run takes one value of each.
     let r = Cmd::cpu().args(SMALL_JOB).flag("--lr", "1e-3,1e-4").run();
     assert_bad_input(&r, &["--lr", "gpu-train sweep"]);

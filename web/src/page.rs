@@ -539,6 +539,11 @@ async fn sweep(
     let (mut jobs, mut states) = (Vec::new(), Vec::new());
     for k in 0..grid.len() {
         let (job, state) = grid.spec(base, k).resolve().map_err(job_err)?;
+        if k == 0 {
+            // wasm32's memory is at most 4 GiB: the sweep's share, twice a lone job's most.
+            let budget = Some(2 * gpu_train::job::MAX_HOST_BYTES);
+            gpu_train::sweep::check_memory(&job, grid.len(), budget).map_err(js_err)?;
+        }
         jobs.push(job);
         states.push(state);
     }
