@@ -75,10 +75,11 @@ struct Params {
     splits: u32,  // split-K (layout/buffer/matmul.wgsl): the number of K ranges...
     k_split: u32, // ...and the depth of each (a multiple of 4)
     cols: u32,    // real (unpadded) columns of C
-    // Models (a sweep's, in one dispatch: workgroup_id.z, or z / splits for split-K): the vec4
-    // between one model's matrix and the next in A, in B, in C (and AUX_OUT and the optimizer's
-    // state), in AUX and in the bias; and the words between their step counters. 0 where every
-    // model binds the same data (a lone run, and data shared by a sweep's models).
+    // Models (a sweep's, in one dispatch: workgroup_id.z, or z / splits for split-K): from one
+    // model's matrix to the next in A, in B, in C, in AUX (vec4 in the buffer layout, texel rows
+    // in the texels layout: the layout's c_vec4_base turns C's into vec4 for AUX_OUT and the
+    // optimizer's state), the vec4 in the bias; and the words between their step counters. 0
+    // where every model binds the same data (a lone run, and data shared by a sweep's models).
     sa: u32,
     sb: u32,
     sc: u32,
@@ -102,7 +103,7 @@ fn set_model(model: u32) {
     base_c = model * params.sc;
     base_aux = model * params.saux;
     base_bias = model * params.sbias;
-    opt_base = base_c;
+    opt_base = c_vec4_base();
     count_base = model * params.scount;
 }
 // Bindings 1-4 (A, B, C, AUX): the layout's prelude.
@@ -165,7 +166,7 @@ fn epilogue(row: u32, c4: u32, product: vec4<f32>) {
     }
     // The element's index in the band (the optimizer's state), and in the model's AUX_OUT.
     let e = (row - params.row0) * (params.n / 4u) + c4;
-    let i = base_c + e;
+    let i = opt_base + e;
     var v = product;
     if (BIAS && row < params.rows) {
         v += bias[base_bias + c4];

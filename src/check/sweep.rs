@@ -97,8 +97,8 @@ pub async fn check_sweep(
     let states: Vec<HostState> = jobs.iter().map(HostState::seeded).collect();
     let stacks = (layout, per_stack);
     let mut models = GpuModels::create_in_stacks(ctx.clone(), jobs, &states, stacks).await?;
-    // In the buffer layout the models share their dispatches, but a dynamic-depth net's.
-    let stackable = layout == Layout::Buffer && jobs.len() > 1;
+    // The models share their dispatches, but a dynamic-depth net's.
+    let stackable = jobs.len() > 1;
     if let (true, None, Some(why)) = (
         stackable,
         jobs[0].shared_layer(),
@@ -182,7 +182,7 @@ async fn lone_difference(
 }
 
 /// One matmul dispatch of `key` with epilogue `e` on `dims` for one model per seed of `seeds`,
-/// stacked (buffer layout), each model's inputs drawn from its seed (model j's rate and
+/// stacked (in `key`'s layout), each model's inputs drawn from its seed (model j's rate and
 /// hyperparameters scaled by 1 + j/8, so that each is its own), against each model's lone
 /// dispatch: the first model whose outputs (C, AUX_OUT, the moments, the padding) differ in any
 /// bit, and where; None when none does.

@@ -72,7 +72,7 @@ impl Storage {
 /// `pad4(rows)·pad4(cols)` f32, row-major.
 ///
 /// A sweep's models stacked in one dispatch hold `models` such matrices in one buffer, one after
-/// the other (buffer layout only); `rows` and `cols` are then one model's.
+/// the other, or in one texture, one below the other; `rows` and `cols` are then one model's.
 pub struct GpuMatrix {
     pub storage: Storage,
     pub rows: usize,
@@ -93,12 +93,14 @@ impl GpuMatrix {
         self.storage.binding()
     }
 
-    /// The vec4 from one model's matrix to the next's, as the kernels take it: 0 for one matrix
-    /// (a lone run's, or data that every model of a sweep reads).
+    /// From one model's matrix to the next's, as the kernels take it: in vec4 in the buffer
+    /// layout, in texel rows in the texels layout (the models stacked down the texture); 0 for one
+    /// matrix (a lone run's, or data that every model of a sweep reads).
     pub fn model_stride(&self) -> u32 {
-        match self.models {
-            0 | 1 => 0,
-            _ => (pad4(self.rows) * pad4(self.cols) / 4) as u32,
+        match (self.models, &self.storage) {
+            (0 | 1, _) => 0,
+            (_, Storage::Buffer(_)) => (pad4(self.rows) * pad4(self.cols) / 4) as u32,
+            (_, Storage::Texture { .. }) => pad4(self.rows) as u32,
         }
     }
 
@@ -291,21 +293,22 @@ pub(crate) fn banded_matrix(
     })
 }
 
-/// `models` zeroed `[rows, cols]` matrices one after the other in one storage buffer (buffer
-/// layout): a sweep's per-model matrix, bound whole by one dispatch for all models; checked
-/// against one storage binding.
+/// `models` zeroed `[rows, cols]` matrices one after the other: a sweep's per-model matrix,
+/// bound whole by one dispatch for all models. In the buffer layout one storage buffer (checked
+/// against one storage binding), in the texels layout one texture `pad4(rows)` texel rows per
+/// model (checked against the texture side).
 pub(crate) fn stacked_matrix(
     ctx: &GpuContext,
+    layout: Layout,
     label: &str,
     (rows, cols): (usize, usize),
     models: usize,
 ) -> Result<GpuMatrix> {
-    let buf = storage(ctx, label, models * pad4(rows) * pad4(cols), None)?;
+    let all = padded_matrix(ctx, layout, label, models * pad4(rows), cols, None)?;
     Ok(GpuMatrix {
-        storage: Storage::Buffer(buf),
         rows,
-        cols,
         models,
+        ..all
     })
 }
 

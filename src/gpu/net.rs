@@ -28,8 +28,8 @@ pub(crate) struct Dataset {
 }
 
 /// How many models one [`Net`] holds: 1 for a lone run; a sweep's models trained in the same
-/// dispatches (buffer layout), each per-model buffer holding every model's copy one after the
-/// other, bound whole, model z of every dispatch's grid.
+/// dispatches, each per-model buffer holding every model's copy one after the other (each
+/// texture one below the other), bound whole, model z of every dispatch's grid.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Stacking {
     pub(crate) models: usize,
@@ -133,7 +133,7 @@ impl Net {
     /// A resident dataset given in `shared` (x and y, uploaded by another net of the same data:
     /// the models of a sweep) is bound as it is, not uploaded again.
     ///
-    /// With `stack.models` > 1 (buffer layout, unbanded, no shared layer), every per-model
+    /// With `stack.models` > 1 (unbanded, no shared layer), every per-model
     /// resource holds that many models' copies, zeros: the caller copies each model's data,
     /// weights and counters in (`GpuModels`); `shared` is then the stacked resident dataset.
     pub(crate) fn allocate(
@@ -154,17 +154,16 @@ impl Net {
         let upload = !job.minibatched() && !stacked;
         let row_band = row_band(ctx, job, layout)?;
         let banded = row_band < pad4(b);
-        if stacked && (banded || layout != Layout::Buffer || job.shared_layer().is_some()) {
+        if stacked && (banded || job.shared_layer().is_some()) {
             return Err(Error::Gpu(
-                "models are stacked in the buffer layout only, unbanded, without a shared layer"
-                    .into(),
+                "models are stacked unbanded, without a shared layer".into(),
             ));
         }
         // The batch's matrices, bound in bands of rows where they exceed one binding; one per
         // model where stacked.
         let matrix =
             |ctx: &GpuContext, layout, label: &str, rows, cols, data| match (stacked, banded) {
-                (true, _) => stacked_matrix(ctx, label, (rows, cols), models),
+                (true, _) => stacked_matrix(ctx, layout, label, (rows, cols), models),
                 (_, true) => banded_matrix(ctx, layout, label, rows, cols, data),
                 _ => matrix(ctx, layout, label, rows, cols, data),
             };
@@ -200,7 +199,7 @@ impl Net {
                 .map(|(l, w)| {
                     let label = format!("{name}{} ({}x{} f32)", l + 1, w.rows, w.cols);
                     if stacked {
-                        return stacked_matrix(ctx, &label, (w.rows, w.cols), models);
+                        return stacked_matrix(ctx, layout, &label, (w.rows, w.cols), models);
                     }
                     let data = upload.then_some(&w.data[..]);
                     memory::matrix(ctx, layout, &label, w.rows, w.cols, data)

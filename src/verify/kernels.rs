@@ -74,15 +74,14 @@ pub(super) async fn matmul_checks(
             .map(|checked| (checked.ratio(), checked.failure()));
         suite.record(kernel, block.name(), layout, shape, "2γ_k·|A|·|B|", outcome);
     }
-    if layout == Layout::Buffer {
-        matmul_model_checks(suite, ctx, quick).await;
-    }
+    matmul_model_checks(suite, ctx, layout, quick).await;
 }
 
-/// A sweep's models stacked in one matmul dispatch (buffer layout): in every block, for the
-/// epilogues training runs, 3 models on odd shapes and 65 on a small one, each model's outputs
-/// must be those of its own dispatch bit for bit ([`crate::check::sweep::check_matmul_models`]).
-async fn matmul_model_checks(suite: &mut Suite<'_>, ctx: &GpuContext, quick: bool) {
+/// A sweep's models stacked in one matmul dispatch (one after the other in each buffer, or one
+/// below the other in each texture): in every block of `layout`, for the epilogues training
+/// runs, 3 models on odd shapes and 65 on a small one, each model's outputs must be those of its
+/// own dispatch bit for bit ([`crate::check::sweep::check_matmul_models`]).
+async fn matmul_model_checks(suite: &mut Suite<'_>, ctx: &GpuContext, layout: Layout, quick: bool) {
     let decayed = |scheduled| Update {
         decay_bits: crate::check::matmul::DECAY.to_bits(),
         scheduled,
@@ -106,11 +105,11 @@ async fn matmul_model_checks(suite: &mut Suite<'_>, ctx: &GpuContext, quick: boo
     }
     runs.push((Epi::Update(Opt::Adam, Update::default()), (7, 5, 33), 65));
     for (i, (e, dims, models)) in runs.into_iter().enumerate() {
-        for block in Block::of_layout(Layout::Buffer) {
+        for block in Block::of_layout(layout) {
             if suite.stopped() {
                 return;
             }
-            let key = e.key(Layout::Buffer, block, e.transposes()[0]);
+            let key = e.key(layout, block, e.transposes()[0]);
             let seeds: Vec<u64> = (0..models as u64).map(|j| (i as u64) << 8 | j).collect();
             let outcome = crate::check::sweep::check_matmul_models(ctx, key, e, dims, &seeds)
                 .await
@@ -122,7 +121,7 @@ async fn matmul_model_checks(suite: &mut Suite<'_>, ctx: &GpuContext, quick: boo
             let kernel = format!("matmul/models/{}", e.name());
             let shape = format!("{models}x{m}x{n}x{k}");
             let bound = "bit for bit each model's own dispatch";
-            suite.record(kernel, block.name(), Layout::Buffer, shape, bound, outcome);
+            suite.record(kernel, block.name(), layout, shape, bound, outcome);
         }
     }
 }

@@ -358,7 +358,10 @@ fn sweep_bad_lists_and_out_are_refused_naming_the_flag() {
         .args(["--layers", "4096,4096,10", "--epochs", "1"])
         .flag("--seed", seeds.join(","))
         .run();
-    assert_bad_input(&r, &["--max-variants", "4096 variants", "GiB of host memory"]);
+    assert_bad_input(
+        &r,
+        &["--max-variants", "4096 variants", "GiB of host memory"],
+    );
     assert!(!out.exists(), "nothing written past the host memory");
     // A training run takes one value of each.
     let r = Cmd::cpu().args(SMALL_JOB).flag("--lr", "1e-3,1e-4").run();

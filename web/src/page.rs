@@ -353,7 +353,7 @@ impl Page {
 
     /// A sweep (`gpu-train sweep`): every variant of the job `spec` that `lists` make
     /// (`lr=1e-3,3e-3 seed=0,1`: the settings a sweep can vary, as [`Grid::parse`] reads them),
-    /// trained together on `device` (`gpu`: in the same dispatches where the layout allows;
+    /// trained together on `device` (`gpu`: in the same dispatches, but a dynamic-depth net's;
     /// `cpu`), calling `on_chunk(k, first_epoch, losses: Float32Array)` after every chunk of
     /// variant `k`. Resolves to `{"varied", "batching", "train_s", "best", "variants": [{"label",
     /// "values", "diverged_at", "summary", "line"}]}`, each variant's summary that of a run of the

@@ -13,7 +13,7 @@ enabled, and checks that:
   - tune in the page measures every layout, keeps the outcome in the browser's storage, and the
     page opened again trains with it (a corrupt stored tuning is ignored with the reason);
   - a sweep in the page gives each variant its own run's losses bit for bit, on WebGPU (in both
-    layouts: in the buffer layout in the same dispatches) and on the CPU, stops a diverging
+    layouts, in the same dispatches) and on the CPU, stops a diverging
     variant alone, and names the setting and the item of a bad list;
   - bench --quick in the page (its training and matmul cases, each GPU result checked against the
     CPU) passes, and its results JSON is read by `gpu-train bench compare` beside a native
@@ -317,7 +317,11 @@ def main():
 
         # A sweep in the page, on WebGPU and on the CPU.
         for device in ["gpu", "cpu"]:
-            sweep_matches_runs(d, device, "")
+            batching = sweep_matches_runs(d, device, "")
+            if device == "gpu":
+                check(batching.startswith("every model in the same dispatches"),
+                      f"the page's sweep in the {adapter['layout']} layout shares its dispatches "
+                      f"({batching})")
         s = call(d, "window.gpuTrain.sweep('{\"epochs\": 40}', 'lr=1e-6,1', 'gpu').then(r => "
                     "r.variants.map(v => [v.diverged_at, v.summary.losses.length]))")
         check(s[0] == [None, 40] and s[1][0] is not None and s[1][1] == s[1][0] + 1,

@@ -37,6 +37,11 @@ fn store_c(c4: u32, row: u32, v: vec4<f32>) {
     c[base_c + row * (params.n / 4u) + c4] = v;
 }
 
+// Where this invocation's model starts in AUX_OUT and the optimizer's state, in vec4: C's own.
+fn c_vec4_base() -> u32 {
+    return base_c;
+}
+
 // At least K, from A's size: see k_end in matmul.wgsl (every model's A, where they are many).
 fn a_extent() -> u32 {
     return 4u * arrayLength(&a);

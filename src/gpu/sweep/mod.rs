@@ -1,10 +1,11 @@
 //! A sweep's models on one adapter ([`GpuModels`]): each variant a [`GpuBackend`] of its own
 //! (its weights, optimizer state, data and recorded plans, what the rest of the program reads),
-//! and every chunk of all of them submitted once and read back once. In the buffer layout the
-//! models train in the same dispatches ([`stack::Stack`]: model z of every dispatch's grid, each
-//! model copied into its slot of the stack before and out after); elsewhere each model records its
-//! own dispatches into the one encoder. Either way each model runs exactly the operations of its
-//! lone run, so its losses and parameters are those of that run, bit for bit.
+//! and every chunk of all of them submitted once and read back once. The models train in the same
+//! dispatches ([`stack::Stack`]: model z of every dispatch's grid, each model copied into its slot
+//! of the stack before and out after), in both layouts; a dynamic-depth net's models, and a batch
+//! split in bands, record their own dispatches into the one encoder instead. Either way each model
+//! runs exactly the operations of its lone run, so its losses and parameters are those of that
+//! run, bit for bit.
 
 mod stack;
 
@@ -26,8 +27,8 @@ use std::sync::Arc;
 pub struct GpuModels {
     ctx: Arc<GpuContext>,
     models: Vec<GpuBackend>,
-    /// The models in the same dispatches (buffer layout): stacks of as many as one storage
-    /// binding holds; empty where each model dispatches its own.
+    /// The models in the same dispatches: stacks of as many as one storage binding (and in the
+    /// texels layout one texture's side) holds; empty where each model dispatches its own.
     stacks: Vec<Stack>,
     /// Why the models do not share dispatches (None: they do, in `stacks`).
     per_model: Option<&'static str>,
@@ -105,7 +106,7 @@ impl GpuModels {
         // The models in the same dispatches, in stacks that fit the adapter's bindings.
         let mut stacks = Vec::new();
         let per_model = match models.first() {
-            Some(first) if models.len() > 1 => stack::unstackable(&jobs[0], layout, first),
+            Some(first) if models.len() > 1 => stack::unstackable(&jobs[0], first),
             _ => Some("one model"),
         };
         if let (None, Some(first)) = (per_model, models.first()) {
@@ -155,7 +156,8 @@ impl GpuModels {
         for stack in &self.stacks {
             for (j, &k) in stack.members.iter().enumerate() {
                 if self.stale[k] {
-                    stack.copy_state(&mut enc, &self.models[k].net, j, false);
+                    let own = &self.models[k];
+                    stack.copy_state(&mut enc, (&own.net, own.parity), j, false);
                 }
             }
         }
@@ -219,7 +221,9 @@ impl GpuModels {
             for stack in &self.stacks {
                 stack.reset_steps(&ctx);
                 for (j, &k) in stack.members.iter().enumerate() {
-                    let own = &self.models[k].net;
+                    // The model's own weights are in the texture of its own parity (texels),
+                    // before this chunk's steps.
+                    let own = (&self.models[k].net, self.models[k].parity);
                     if self.fresh[k] {
                         stack.copy_state(&mut enc, own, j, true);
                         self.fresh[k] = false;
@@ -231,23 +235,31 @@ impl GpuModels {
                         self.stale[k] = false;
                     }
                     if pending[k].is_some() {
-                        stack.copy_rows(&mut enc, own, j, steps);
+                        stack.copy_rows(&mut enc, own.0, j, steps);
                     }
                 }
             }
             // The steps' keys are the same for every training model (one job's shapes, one
-            // step).
+            // step), but for the weights' parity, which each stack keeps for its models.
             let keys = (pending.iter().flatten().next()).map_or(Vec::new(), |p| p.keys.clone());
+            let mut per_stack = Vec::with_capacity(self.stacks.len());
             for stack in &mut self.stacks {
-                for key in &keys {
+                let own = stack.keys(&keys);
+                for key in &own {
                     stack.plan(&ctx, *key)?;
                 }
+                per_stack.push(own);
             }
-            let stacks = &mut self.stacks;
-            let plans: Vec<&[Dispatch]> = (keys.iter())
-                .flat_map(|&key| stacks.iter().map(move |s| s.recorded(key)))
+            let stacks = &self.stacks;
+            let plans: Vec<&[Dispatch]> = (0..keys.len())
+                .flat_map(|s| {
+                    (stacks.iter().zip(&per_stack)).map(move |(stack, k)| stack.recorded(k[s]))
+                })
                 .collect();
             record(&mut enc, &plans);
+            for stack in &mut self.stacks {
+                stack.advance(keys.len());
+            }
             for stack in &self.stacks {
                 for (j, &k) in stack.members.iter().enumerate() {
                     if pending[k].is_some() {
@@ -336,8 +348,11 @@ impl Models for GpuModels {
             (Some(why), _) => format!("each model its own dispatches, one submission: {why}"),
             (None, 1) => format!("every model in the same dispatches{shared}"),
             (None, n) => format!(
-                "the models in {n} sets of dispatches (as many as one storage binding holds \
-                 in each){shared}"
+                "the models in {n} sets of dispatches (as many as {} holds in each){shared}",
+                match self.stacks[0].net.layout {
+                    Layout::Texels => "one texture's side",
+                    Layout::Buffer => "one storage binding",
+                }
             ),
         }
     }

@@ -1,7 +1,12 @@
 //! A sweep's models in the same dispatches ([`Stack`]): one [`Net`] whose every per-model buffer
-//! holds the models one after the other (buffer layout), its plans recorded once for all of them
-//! (model z of each dispatch's grid), and the copies that move each model between its own
-//! backend (what the rest of the program reads and restores) and its place in the stack.
+//! holds the models one after the other (in the texels layout every per-model texture holds them
+//! one below the other), its plans recorded once for all of them (model z of each dispatch's
+//! grid), and the copies that move each model between its own backend (what the rest of the
+//! program reads and restores) and its place in the stack.
+//!
+//! In the texels layout each weight is a pair of textures, the current one flipping every step.
+//! The stack keeps its own parity (its models step together, one sitting out too), and a model's
+//! own backend keeps its own: the copies go between the current texture of each.
 //!
 //! Each model runs the kernels of its lone run on its own slice, in the same order, with its own
 //! rate, hyperparameters and step counters (read from its slot of the counters): its losses and
@@ -10,7 +15,7 @@
 use crate::error::Result;
 use crate::gpu::backend::GpuBackend;
 use crate::gpu::layout::{pad4, Layout};
-use crate::gpu::memory::{data_array, DataArray, Storage};
+use crate::gpu::memory::{data_array, DataArray, GpuMatrix, Storage};
 use crate::gpu::net::{Net, Stacking};
 use crate::gpu::plan::PlanKey;
 use crate::gpu::record::Dispatch;
@@ -26,13 +31,13 @@ pub(crate) struct Stack {
     pub(crate) members: Vec<usize>,
     /// Recorded steps, by key, built on first use.
     plans: HashMap<PlanKey, Vec<Dispatch>>,
+    /// Which texture of each weight pair holds the current weights (texels layout; 0 else).
+    parity: usize,
 }
 
 /// Why a sweep's models cannot share dispatches (None: they can).
-pub(crate) fn unstackable(job: &Job, layout: Layout, first: &GpuBackend) -> Option<&'static str> {
-    if layout != Layout::Buffer {
-        Some("the texels layout binds each model's textures (per-model dispatches)")
-    } else if job.shared_layer().is_some() {
+pub(crate) fn unstackable(job: &Job, first: &GpuBackend) -> Option<&'static str> {
+    if job.shared_layer().is_some() {
         Some("a dynamic-depth net's steps differ by step (per-model dispatches)")
     } else if first.net.row_band != usize::MAX {
         Some("its batch is split in bands of rows (per-model dispatches)")
@@ -67,7 +72,19 @@ pub(crate) fn models_per_stack(ctx: &GpuContext, job: &Job, first: &GpuBackend) 
     let l = &ctx.limits;
     let limit = l.max_storage_buffer_binding_size.min(l.max_buffer_size);
     let grid = (l.max_compute_workgroups_per_dimension / 64).max(1) as u64;
-    (limit / per_model).min(grid).max(1) as usize
+    // In the texels layout the models go down each texture: as many as its side holds of the
+    // tallest (a weight's rows, or the batch's).
+    let side = match first.net.layout {
+        Layout::Texels => {
+            let tallest = d[..d.len() - 1]
+                .iter()
+                .map(|&w| pad4(w))
+                .chain([pad4(job.batch)]);
+            l.max_texture_dimension_2d as u64 / tallest.max().unwrap_or(4) as u64
+        }
+        Layout::Buffer => u64::MAX,
+    };
+    (limit / per_model).min(grid).min(side).max(1) as usize
 }
 
 impl Stack {
@@ -102,7 +119,7 @@ impl Stack {
                         .flat_map(|&k| m(&states[k]).iter().copied())
                         .collect();
                     let label = format!("{n} models' dataset {what} ({rows}x{cols} f32 each)");
-                    data_array(ctx, Layout::Buffer, &label, n * rows, cols, &all)
+                    data_array(ctx, first.net.layout, &label, n * rows, cols, &all)
                 };
                 let x = stacked("x", job.layers[0], |s| &s.x.data)?;
                 let y = stacked("y", job.layers[job.depth()], |s| &s.y.data)?;
@@ -123,7 +140,7 @@ impl Stack {
             ctx,
             job,
             &states[members[0]],
-            Layout::Buffer,
+            first.net.layout,
             shared,
             stacking,
         )?;
@@ -134,20 +151,8 @@ impl Stack {
             let slots = if shared_batch { 1 } else { n };
             for (j, &k) in members.iter().enumerate().take(slots) {
                 let own = &models[k].net;
-                copy_slot(
-                    &mut enc,
-                    buffer(&own.x.storage),
-                    buffer(&net.x.storage),
-                    j,
-                    true,
-                );
-                copy_slot(
-                    &mut enc,
-                    buffer(&own.y.storage),
-                    buffer(&net.y.storage),
-                    j,
-                    true,
-                );
+                copy_matrix(&mut enc, &own.x, &net.x, j, true);
+                copy_matrix(&mut enc, &own.y, &net.y, j, true);
             }
             ctx.queue.submit([enc.finish()]);
         }
@@ -155,6 +160,7 @@ impl Stack {
             net,
             members,
             plans: HashMap::new(),
+            parity: 0,
         })
     }
 
@@ -164,6 +170,28 @@ impl Stack {
         let one_batch = self.net.data.is_none() && self.net.x.models == 1 && self.net.models > 1;
         let one_dataset = (self.net.data.as_ref()).is_some_and(|d| d.model_rows == 0);
         (one_batch, one_dataset)
+    }
+
+    /// The stack's keys of the chunk whose steps a model's own run keys as `keys`: the same
+    /// steps, with the stack's parity (flipping every step where the weights go in pairs).
+    pub(crate) fn keys(&self, keys: &[PlanKey]) -> Vec<PlanKey> {
+        let pairs = self.net.layout.pairs();
+        (keys.iter().enumerate())
+            .map(|(s, &key)| PlanKey {
+                parity: match pairs {
+                    true => (self.parity + s) % 2,
+                    false => 0,
+                },
+                ..key
+            })
+            .collect()
+    }
+
+    /// The chunk of `steps` steps was recorded: the weights' parity moves past it.
+    pub(crate) fn advance(&mut self, steps: usize) {
+        if self.net.layout.pairs() {
+            self.parity = (self.parity + steps) % 2;
+        }
     }
 
     /// Record the step of `key` for all the models, where it is not yet.
@@ -181,17 +209,22 @@ impl Stack {
     }
 
     /// Record the copies of a model's trained state (weights, biases, the optimizer's state
-    /// and the step counters) from its backend `own` into slot `j` (`into`), or back.
+    /// and the step counters) from its backend `own` (its weights' current texture
+    /// `own_parity`) into slot `j` (`into`), or back.
     pub(crate) fn copy_state(
         &self,
         enc: &mut wgpu::CommandEncoder,
-        own: &Net,
+        (own, own_parity): (&Net, usize),
         j: usize,
         into: bool,
     ) {
         let stack = &self.net;
         for (o, s) in own.weights.iter().zip(&stack.weights) {
-            copy_slot(enc, buffer(&o[0].storage), buffer(&s[0].storage), j, into);
+            let (o, s) = (
+                &o[own_parity.min(o.len() - 1)],
+                &s[self.parity.min(s.len() - 1)],
+            );
+            copy_matrix(enc, o, s, j, into);
         }
         for (o, s) in own.biases.iter().zip(&stack.biases) {
             copy_slot(enc, o, s, j, into);
@@ -249,11 +282,38 @@ impl Stack {
     }
 }
 
-/// The buffer of a buffer-layout matrix.
-fn buffer(s: &Storage) -> &wgpu::Buffer {
-    match s {
-        Storage::Buffer(b) => b,
-        Storage::Texture { .. } => unreachable!("models are stacked in the buffer layout only"),
+/// Copy a model's matrix `own` into slot `j` of the stacked `stack` (`into`), or back: a range of
+/// the buffer, or a band of texel rows (the same layout for both, the stack's own).
+fn copy_matrix(
+    enc: &mut wgpu::CommandEncoder,
+    own: &GpuMatrix,
+    stack: &GpuMatrix,
+    j: usize,
+    into: bool,
+) {
+    match (&own.storage, &stack.storage) {
+        (Storage::Buffer(o), Storage::Buffer(s)) => copy_slot(enc, o, s, j, into),
+        (Storage::Texture { texture: o, .. }, Storage::Texture { texture: s, .. }) => {
+            let (rows, width) = (pad4(own.rows) as u32, (pad4(own.cols) / 4) as u32);
+            let at = |texture, y| wgpu::TexelCopyTextureInfo {
+                texture,
+                mip_level: 0,
+                origin: wgpu::Origin3d { x: 0, y, z: 0 },
+                aspect: wgpu::TextureAspect::All,
+            };
+            let (own, stack) = (at(o, 0), at(s, j as u32 * rows));
+            let (from, to) = match into {
+                true => (own, stack),
+                false => (stack, own),
+            };
+            let size = wgpu::Extent3d {
+                width,
+                height: rows,
+                depth_or_array_layers: 1,
+            };
+            enc.copy_texture_to_texture(from, to, size);
+        }
+        _ => unreachable!("a model and its stack share their layout"),
     }
 }
 

@@ -4,8 +4,10 @@
 use super::{matmul_dispatch, MatmulBind, MatmulKey, Mode, Windows};
 use crate::error::Result;
 use crate::gpu::kernels::optimizer::{read_moments, OptBind, StepState};
-use crate::gpu::layout::{from_padded, pad4, padding_is_zero, to_padded, Layout};
-use crate::gpu::memory::{matrix, padded_matrix, stacked_matrix, storage, Banded, Storage};
+use crate::gpu::layout::{from_padded, pad4, padding_is_zero, to_padded};
+use crate::gpu::memory::{
+    matrix, padded_matrix, stacked_matrix, storage, write_texels, Banded, Storage,
+};
 use crate::gpu::record::{scoped, submit, time_plan};
 use crate::gpu::GpuContext;
 
@@ -90,11 +92,6 @@ pub async fn run_matmul_models(
     let layout = key.layout;
     let count = models.len();
     let stacked = count > 1;
-    if stacked && layout != Layout::Buffer {
-        return Err(crate::error::Error::Gpu(
-            "models are stacked in the buffer layout only".into(),
-        ));
-    }
     // With weight pairs (texels) the weights go to AUX as in training while C, the other texture
     // of the pair, is poisoned with NaN; in the buffer layout C holds them, stepped in place, its
     // padding zero as in training.
@@ -106,7 +103,7 @@ pub async fn run_matmul_models(
         let upload = |label: &str, (rows, cols), per_model: Vec<Vec<f32>>| match stacked {
             false => padded_matrix(ctx, layout, label, rows, cols, Some(&per_model[0])),
             true => {
-                let mm = stacked_matrix(ctx, label, (rows, cols), count)?;
+                let mm = stacked_matrix(ctx, layout, label, (rows, cols), count)?;
                 write_models(ctx, &mm.storage, &per_model);
                 Ok(mm)
             }
@@ -227,10 +224,17 @@ pub async fn run_matmul_models(
 
 /// Write each model's padded matrix into its place in a stacked buffer.
 fn write_models(ctx: &GpuContext, storage: &Storage, per_model: &[Vec<f32>]) {
-    if let Storage::Buffer(buf) = storage {
-        for (j, p) in per_model.iter().enumerate() {
-            let at = (j * p.len() * 4) as u64;
-            ctx.queue.write_buffer(buf, at, bytemuck::cast_slice(p));
+    match storage {
+        Storage::Buffer(buf) => {
+            for (j, p) in per_model.iter().enumerate() {
+                let at = (j * p.len() * 4) as u64;
+                ctx.queue.write_buffer(buf, at, bytemuck::cast_slice(p));
+            }
+        }
+        // The models one below the other: their padded matrices one after the other.
+        Storage::Texture { texture, .. } => {
+            let all: Vec<f32> = per_model.concat();
+            write_texels(ctx, texture, &all, texture.size());
         }
     }
 }
