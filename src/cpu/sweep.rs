@@ -98,7 +98,7 @@ impl Models for CpuModels {
             self.lane_s = Some(t.elapsed().as_secs_f64());
             left -= 1;
         }
-        if left > 0 {
+        if left > 0 && !rest.is_empty() {
             match faster_one_to_a_thread(rest.len(), threads, self.lane_s, self.team_s) {
                 Some(true) => {
                     let t = Instant::now();
@@ -108,7 +108,7 @@ impl Models for CpuModels {
                 _ => {
                     let t = Instant::now();
                     on_the_team(&mut rest, left, &mut out);
-                    let n = (rest.len() * left).max(1) as f64;
+                    let n = (rest.len() * left) as f64;
                     self.team_s = Some(t.elapsed().as_secs_f64() / n);
                 }
             }
