@@ -203,6 +203,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn whole_rounds_measure_a_thread_and_never_the_team() {
+        let threads = team().size();
+        if threads < 2 {
+            return;
+        }
+        let jobs: Vec<Job> = (0..threads as u64)
+            .map(|seed| Job {
+                layers: vec![3, 2, 1],
+                batch: 2,
+                seed,
+                ..Job::default()
+            })
+            .collect();
+        let states: Vec<HostState> = jobs.iter().map(HostState::seeded).collect();
+        let mut models = CpuModels::new(&jobs, &states);
+        let losses = crate::wait::block_on(models.run_async(3, &vec![true; threads]));
+        assert!(losses.unwrap().iter().all(|l| l.len() == 3));
+        assert!(models.lane_s.is_some());
+        assert_eq!(models.team_s, None, "no model ran on the team");
+    }
+
+    #[test]
     fn the_models_past_the_last_round_go_the_way_measured_faster() {
         // Whole rounds one to a thread, always.
         assert_eq!(CpuModels::at_once(8, 2), 8);
