@@ -99,10 +99,11 @@ MUTANTS = [
     ("buffer-aux-column", "layout/buffer", "layout/buffer/matmul.wgsl",
      "return aux[base_aux + row * (params.n / 4u) + c4];", "return aux[base_aux + row * (params.n / 4u)];"),
     ("texels-old-weights-row", "layout/texels", "layout/texels/matmul.wgsl",
-     "fn load_old(c4: u32, row: u32) -> vec4<f32> {\n    return textureLoad(aux, vec2<u32>(c4, row));",
-     "fn load_old(c4: u32, row: u32) -> vec4<f32> {\n    return textureLoad(aux, vec2<u32>(c4, 0u));"),
+     "fn load_old(c4: u32, row: u32) -> vec4<f32> {\n    return textureLoad(aux, vec2<u32>(c4, base_aux + row));",
+     "fn load_old(c4: u32, row: u32) -> vec4<f32> {\n    return textureLoad(aux, vec2<u32>(c4, base_aux));"),
     ("texels-b-scaled-1e-3", "layout/texels", "layout/texels/matmul.wgsl",
-     "return textureLoad(b, vec2<u32>(q, row));", "return textureLoad(b, vec2<u32>(q, row)) * 1.001;"),
+     "return textureLoad(b, vec2<u32>(q, base_b + row));",
+     "return textureLoad(b, vec2<u32>(q, base_b + row)) * 1.001;"),
     ("texels-k-extent-of-width", "layout/texels", "layout/texels/matmul.wgsl",
      "return 4u * max(d.x, d.y);", "return 4u * d.x;"),
     # Bands (the buffer layout past one storage binding): only verify's banded training run has
@@ -172,7 +173,8 @@ MUTANTS = [
     ("buffer-bias-g-column", "layout/buffer", "layout/buffer/bias_update.wgsl",
      "return g[base_g + row * params.cols4 + c4];", "return g[base_g + row * params.cols4];"),
     ("texels-bias-g-row", "layout/texels", "layout/texels/bias_update.wgsl",
-     "return textureLoad(g, vec2<u32>(c4, row));", "return textureLoad(g, vec2<u32>(c4, 0u));"),
+     "return textureLoad(g, vec2<u32>(c4, base_g + row));",
+     "return textureLoad(g, vec2<u32>(c4, base_g));"),
     # loss_reduce.wgsl and schedule.wgsl
     ("reduce-padding-read", "loss_reduce", "loss_reduce.wgsl",
      "s += values[base_values + (i / params.cols) * params.cols_padded + i % params.cols];",
@@ -343,6 +345,19 @@ def run_verify(binary, shader_dir, device, quick, layout):
         return p.returncode, what, took, covered
 
 
+def stale_mutants(shader_dir):
+    """The mutants whose text does not stand in their file as `apply` needs it, with why."""
+    out = []
+    for name, _, path, old, new in MUTANTS:
+        file, _, nth = path.partition("#")
+        try:
+            with open(os.path.join(shader_dir, file)) as f:
+                apply(f.read(), old, new, int(nth) if nth else None)
+        except (OSError, ValueError) as e:
+            out.append(f"{name}: {e}")
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sample", action="store_true", help="the fixed CI sample only")
@@ -366,6 +381,13 @@ def main():
         for name, family, path, _, _ in chosen:
             print(f"{name:40} {family:16} {path}")
         return 0
+    # Every mutant must still apply to the shaders as they are (not only those chosen): one
+    # whose text a change rewrote would otherwise stop being run without a word.
+    stale = stale_mutants(os.path.join(ROOT, "shaders"))
+    if stale:
+        print("error: mutants that no longer apply to the shaders (update their text):\n  "
+              + "\n  ".join(stale), file=sys.stderr)
+        return 2
     if not os.path.exists(args.binary):
         print(f"error: {args.binary} not found (cargo build --release)", file=sys.stderr)
         return 2
