@@ -65,6 +65,20 @@ fn gpu_sweep_models_match_their_lone_runs() {
         let check = gpu_train::check::sweep::check_sweep(&ctx, (layout, None), &jobs);
         let diff = block_on(check).unwrap();
         assert_eq!(diff, None, "{layout}, a shared dataset");
+        // Models of one seed alone: their one resident dataset bound once, read by all.
+        let one_seed: Vec<Job> = jobs.into_iter().filter(|j| j.seed == 0).collect();
+        let states: Vec<HostState> = one_seed.iter().map(HostState::seeded).collect();
+        let models = block_on(GpuModels::create(ctx.clone(), &one_seed, &states, layout)).unwrap();
+        let read_by_all = models
+            .batching()
+            .contains("one resident dataset read by all");
+        assert!(read_by_all, "{layout}: {}", models.batching());
+        let check = gpu_train::check::sweep::check_sweep(&ctx, (layout, None), &one_seed);
+        assert_eq!(
+            block_on(check).unwrap(),
+            None,
+            "{layout}, one resident dataset"
+        );
         // One batch of one seed: one x and one y read by every model of the stack.
         let jobs: Vec<Job> = (1..4)
             .map(|i| Job {

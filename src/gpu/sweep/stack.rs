@@ -106,7 +106,7 @@ impl Stack {
             Some(data)
                 if (members.iter()).all(|&k| {
                     let other = models[k].net.data.as_ref();
-                    other.is_some_and(|o| same_buffer(&o.x, &data.x) && same_buffer(&o.y, &data.y))
+                    other.is_some_and(|o| same_array(&o.x, &data.x) && same_array(&o.y, &data.y))
                 }) =>
             {
                 Some(((data.x.clone(), data.y.clone()), 0))
@@ -344,10 +344,11 @@ fn copy_range(
     enc.copy_buffer_to_buffer(from.0, from.1, to.0, to.1, bytes);
 }
 
-/// Whether two resident datasets are one.
-fn same_buffer(a: &DataArray, b: &DataArray) -> bool {
+/// Whether two resident datasets are one (the same buffer, or the same texture array).
+fn same_array(a: &DataArray, b: &DataArray) -> bool {
     match (&a.storage, &b.storage) {
         (Storage::Buffer(p), Storage::Buffer(q)) => p == q,
+        (Storage::Texture { texture: p, .. }, Storage::Texture { texture: q, .. }) => p == q,
         _ => false,
     }
 }
