@@ -18,9 +18,9 @@ override ACC_OUT: bool = false;
 struct Params {
     rows: u32,   // real batch rows of g
     cols4: u32,  // padded columns / 4
-    // Models (a sweep's, in one dispatch: workgroup_id.z): the vec4 between one model's g and
-    // the next, its b and the next, its optimizer state and the next, and the words between
-    // their step counters; 0 for a lone run.
+    // Models (a sweep's, in one dispatch: workgroup_id.z): between one model's g and the next
+    // (vec4, or texel rows in the texels layout), the vec4 between its b and the next, its
+    // optimizer state and the next, and the words between their step counters; 0 for a lone run.
     sg: u32,
     sb: u32,
     sopt: u32,

@@ -48,7 +48,7 @@ struct Params {
     svalues: u32,
     shistory: u32,
     sstate: u32,
-    sy: u32,           // cross_entropy.wgsl: the vec4 between one model's y and the next (0: shared)
+    sy: u32,           // cross_entropy.wgsl: between one model's y and the next, vec4 or texel rows (0: shared)
     _pad0: u32,
     _pad1: u32,
     _pad2: u32,

@@ -84,10 +84,11 @@ fn first_difference(
 }
 
 /// Train `jobs` (variants of one job: the same shapes and epochs) as one sweep on `ctx` in
-/// `layout` (in the same dispatches in the buffer layout, but for a dynamic-depth net: a sweep
-/// that does not is a difference): all of them for the first half of the epochs, then all but
-/// model 1 (when there are more than one) for the rest; then each job alone for the epochs its model ran. Returns the
-/// first model that differs from its lone run in any bit, and where; None when none does.
+/// `layout` (in the same dispatches, but for a dynamic-depth net: a sweep that does not share
+/// them is a difference): all of them for the first half of the epochs, then all but model 1
+/// (when there are more than one) for the rest; then each job alone for the epochs its model
+/// ran. Returns the first model that differs from its lone run in any bit, and where; None when
+/// none does.
 /// At most `per_stack` models share dispatches (None: as many as fit).
 pub async fn check_sweep(
     ctx: &Arc<GpuContext>,

@@ -42,7 +42,8 @@ pub const UNIFORM_FIELDS: &[(&str, usize)] = &[
 pub(crate) struct BiasParams {
     pub(crate) rows: u32,
     pub(crate) cols4: u32,
-    /// A sweep's stacked models: vec4 from one model's g to the next's, from its bias to the
+    /// A sweep's stacked models: from one model's g to the next's (vec4, or texel rows in the
+    /// texels layout), vec4 from its bias to the
     /// next's and from the bias's optimizer state to the next's, words from its step counters to
     /// the next's; 0 for a lone run.
     pub(crate) sg: u32,

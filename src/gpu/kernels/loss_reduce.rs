@@ -52,8 +52,8 @@ pub(crate) struct ReduceParams {
 
 /// A sweep's models stacked in one reduction (workgroup z: model z): how many, and the elements
 /// from one model's values (its logits, and cross-entropy's gradient) to the next's, its history
-/// and its state, and the vec4 from its y to the next's (0: one y for all). `Stack::ONE` for a
-/// lone run.
+/// and its state, and from its y to the next's (vec4, or texel rows in the texels layout; 0: one
+/// y for all). `Stack::ONE` for a lone run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Stack {
     pub(crate) models: usize,

@@ -79,8 +79,8 @@ pub async fn run_matmul(
 pub type ModelInputs<'a> = (&'a [f32], &'a [f32], MatmulInputs<'a>);
 
 /// Run one matmul variant once for every model of `models`, stacked as a sweep's models are in
-/// the buffer layout (one dispatch, model z of its grid; one model: [`run_matmul`], in any
-/// layout): each model's output, as [`run_matmul`] describes it.
+/// `key`'s layout (one dispatch, model z of its grid; one model: [`run_matmul`]): each model's
+/// output, as [`run_matmul`] describes it.
 pub async fn run_matmul_models(
     ctx: &GpuContext,
     key: MatmulKey,
